@@ -1,0 +1,318 @@
+"""Wire shapes of the Bot Framework protocol: activities, accounts, references.
+
+Parsing is tolerant where the protocol is (optional fields may be absent,
+unknown fields are kept and sent back untouched) and strict where it must be
+(a body without what the protocol requires raises `ActivityError`, which the
+endpoint answers with 400).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+MAX_ID_LENGTH = 4096
+
+
+class ActivityError(ValueError):
+    """The payload is not a usable activity or reference; the message says why."""
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ActivityError(f"{what} must be a JSON object")
+    return value
+
+
+def _str(data: Mapping[str, Any], key: str, what: str, *, required: bool = False) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ActivityError(f"{what}.{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise ActivityError(f"{what}.{key} must be a string")
+    if required and not value:
+        raise ActivityError(f"{what}.{key} must not be empty")
+    if len(value) > MAX_ID_LENGTH and key in ("id", "channelId", "serviceUrl"):
+        raise ActivityError(f"{what}.{key} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _extras(data: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in known}
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        out[key] = value
+
+
+@dataclass
+class ChannelAccount:
+    id: str
+    name: str | None = None
+    aad_object_id: str | None = None
+    role: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = ("id", "name", "aadObjectId", "role")
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "account") -> "ChannelAccount":
+        data = _obj(data, what)
+        return cls(
+            id=_str(data, "id", what, required=True),  # type: ignore[arg-type]
+            name=_str(data, "name", what),
+            aad_object_id=_str(data, "aadObjectId", what),
+            role=_str(data, "role", what),
+            extra=_extras(data, cls._KNOWN),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out["id"] = self.id
+        _put(out, "name", self.name)
+        _put(out, "aadObjectId", self.aad_object_id)
+        _put(out, "role", self.role)
+        return out
+
+
+@dataclass
+class ConversationAccount:
+    id: str
+    name: str | None = None
+    is_group: bool | None = None
+    conversation_type: str | None = None
+    tenant_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = ("id", "name", "isGroup", "conversationType", "tenantId")
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "conversation") -> "ConversationAccount":
+        data = _obj(data, what)
+        is_group = data.get("isGroup")
+        if is_group is not None and not isinstance(is_group, bool):
+            raise ActivityError(f"{what}.isGroup must be a boolean")
+        return cls(
+            id=_str(data, "id", what, required=True),  # type: ignore[arg-type]
+            name=_str(data, "name", what),
+            is_group=is_group,
+            conversation_type=_str(data, "conversationType", what),
+            tenant_id=_str(data, "tenantId", what),
+            extra=_extras(data, cls._KNOWN),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out["id"] = self.id
+        _put(out, "name", self.name)
+        _put(out, "isGroup", self.is_group)
+        _put(out, "conversationType", self.conversation_type)
+        _put(out, "tenantId", self.tenant_id)
+        return out
+
+
+@dataclass
+class Activity:
+    """An activity as received or sent. Fields the bot does not model stay in `extra`."""
+
+    type: str
+    channel_id: str
+    conversation: ConversationAccount
+    service_url: str
+    id: str | None = None
+    from_: ChannelAccount | None = None
+    recipient: ChannelAccount | None = None
+    text: str | None = None
+    locale: str | None = None
+    timestamp: str | None = None
+    name: str | None = None
+    action: str | None = None
+    value: Any = None
+    members_added: list[ChannelAccount] = field(default_factory=list)
+    members_removed: list[ChannelAccount] = field(default_factory=list)
+    channel_data: Any = None
+    reply_to_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = (
+        "type", "channelId", "conversation", "serviceUrl", "id", "from", "recipient",
+        "text", "locale", "timestamp", "name", "action", "value", "membersAdded",
+        "membersRemoved", "channelData", "replyToId",
+    )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Activity":
+        data = _obj(data, "activity")
+        type_ = _str(data, "type", "activity", required=True)
+        service_url = _str(data, "serviceUrl", "activity", required=True)
+        if not service_url.lower().startswith(("https://", "http://")):  # type: ignore[union-attr]
+            raise ActivityError("activity.serviceUrl must be an http(s) URL")
+        if "conversation" not in data:
+            raise ActivityError("activity.conversation is required")
+        return cls(
+            type=type_,  # type: ignore[arg-type]
+            channel_id=_str(data, "channelId", "activity", required=True),  # type: ignore[arg-type]
+            conversation=ConversationAccount.from_dict(data["conversation"]),
+            service_url=service_url,  # type: ignore[arg-type]
+            id=_str(data, "id", "activity"),
+            from_=_account(data, "from"),
+            recipient=_account(data, "recipient"),
+            text=_str(data, "text", "activity"),
+            locale=_str(data, "locale", "activity"),
+            timestamp=_str(data, "timestamp", "activity"),
+            name=_str(data, "name", "activity"),
+            action=_str(data, "action", "activity"),
+            value=data.get("value"),
+            members_added=_accounts(data, "membersAdded"),
+            members_removed=_accounts(data, "membersRemoved"),
+            channel_data=data.get("channelData"),
+            reply_to_id=_str(data, "replyToId", "activity"),
+            extra=_extras(data, cls._KNOWN),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out["type"] = self.type
+        out["channelId"] = self.channel_id
+        out["conversation"] = self.conversation.to_dict()
+        out["serviceUrl"] = self.service_url
+        _put(out, "id", self.id)
+        _put(out, "from", self.from_.to_dict() if self.from_ else None)
+        _put(out, "recipient", self.recipient.to_dict() if self.recipient else None)
+        _put(out, "text", self.text)
+        _put(out, "locale", self.locale)
+        _put(out, "timestamp", self.timestamp)
+        _put(out, "name", self.name)
+        _put(out, "action", self.action)
+        _put(out, "value", self.value)
+        if self.members_added:
+            out["membersAdded"] = [m.to_dict() for m in self.members_added]
+        if self.members_removed:
+            out["membersRemoved"] = [m.to_dict() for m in self.members_removed]
+        _put(out, "channelData", self.channel_data)
+        _put(out, "replyToId", self.reply_to_id)
+        return out
+
+    @property
+    def tenant_id(self) -> str | None:
+        """Teams puts the tenant in conversation.tenantId or channelData.tenant.id."""
+        if self.conversation.tenant_id:
+            return self.conversation.tenant_id
+        if isinstance(self.channel_data, Mapping):
+            tenant = self.channel_data.get("tenant")
+            if isinstance(tenant, Mapping) and isinstance(tenant.get("id"), str):
+                return tenant["id"]
+        return None
+
+    def bot_was_added(self) -> bool:
+        bot_id = self.recipient.id if self.recipient else None
+        return bool(bot_id) and any(m.id == bot_id for m in self.members_added)
+
+    def bot_was_removed(self) -> bool:
+        bot_id = self.recipient.id if self.recipient else None
+        return bool(bot_id) and any(m.id == bot_id for m in self.members_removed)
+
+
+def _account(data: Mapping[str, Any], key: str) -> ChannelAccount | None:
+    value = data.get(key)
+    return None if value is None else ChannelAccount.from_dict(value, f"activity.{key}")
+
+
+def _accounts(data: Mapping[str, Any], key: str) -> list[ChannelAccount]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ActivityError(f"activity.{key} must be a list")
+    return [ChannelAccount.from_dict(v, f"activity.{key}[]") for v in value]
+
+
+@dataclass
+class ConversationReference:
+    """A conversation's address: everything needed to speak into it later.
+
+    `service_url_trust` records why the serviceUrl may receive the bot's token:
+    "token" (it matched the validated `serviceurl` claim of an inbound activity)
+    or "development" (local mode without authentication; never gets a token).
+    """
+
+    conversation: ConversationAccount
+    channel_id: str
+    service_url: str
+    user: ChannelAccount | None = None
+    bot: ChannelAccount | None = None
+    activity_id: str | None = None
+    locale: str | None = None
+    service_url_trust: str | None = None
+
+    @classmethod
+    def from_activity(cls, activity: Activity, trust: str | None) -> "ConversationReference":
+        return cls(
+            conversation=activity.conversation,
+            channel_id=activity.channel_id,
+            service_url=activity.service_url,
+            user=activity.from_,
+            bot=activity.recipient,
+            activity_id=activity.id,
+            locale=activity.locale,
+            service_url_trust=trust,
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ConversationReference":
+        """Accept the Bot Framework reference shape and the v3 Node SDK `address` shape.
+
+        The two differ only in the activity id's key (`activityId` vs `id`).
+        """
+        data = _obj(data, "reference")
+        if "conversation" not in data:
+            raise ActivityError("reference.conversation is required")
+        service_url = _str(data, "serviceUrl", "reference", required=True)
+        activity_id = _str(data, "activityId", "reference")
+        if activity_id is None:
+            activity_id = _str(data, "id", "reference")
+        user, bot = data.get("user"), data.get("bot")
+        return cls(
+            conversation=ConversationAccount.from_dict(data["conversation"], "reference.conversation"),
+            channel_id=_str(data, "channelId", "reference", required=True),  # type: ignore[arg-type]
+            service_url=service_url,  # type: ignore[arg-type]
+            user=None if user is None else ChannelAccount.from_dict(user, "reference.user"),
+            bot=None if bot is None else ChannelAccount.from_dict(bot, "reference.bot"),
+            activity_id=activity_id,
+            locale=_str(data, "locale", "reference"),
+            service_url_trust=_str(data, "serviceUrlTrust", "reference"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "conversation": self.conversation.to_dict(),
+            "channelId": self.channel_id,
+            "serviceUrl": self.service_url,
+        }
+        _put(out, "user", self.user.to_dict() if self.user else None)
+        _put(out, "bot", self.bot.to_dict() if self.bot else None)
+        _put(out, "activityId", self.activity_id)
+        _put(out, "locale", self.locale)
+        _put(out, "serviceUrlTrust", self.service_url_trust)
+        return out
+
+    @property
+    def tenant_id(self) -> str | None:
+        return self.conversation.tenant_id
+
+    def outgoing(self, type: str = "message", **fields: Any) -> dict[str, Any]:
+        """A proactive activity into this conversation: from the bot, to the user."""
+        out: dict[str, Any] = {
+            "type": type,
+            "channelId": self.channel_id,
+            "serviceUrl": self.service_url,
+            "conversation": self.conversation.to_dict(),
+        }
+        _put(out, "from", self.bot.to_dict() if self.bot else None)
+        _put(out, "recipient", self.user.to_dict() if self.user else None)
+        _put(out, "locale", self.locale)
+        out.update({k: v for k, v in fields.items() if v is not None})
+        return out

@@ -1,0 +1,52 @@
+"""Table Storage keys derived from channel and conversation ids.
+
+Table keys may not hold `/ \\ # ?` or control characters and are at most 1 KiB,
+while channel ids are free text. Short ids are escaped reversibly (readable
+keys help operators); ids whose escaped form would be too long are hashed, and
+the full id is always stored in the entity itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+
+_SAFE = frozenset(string.ascii_letters + string.digits + "-_.@:")
+MAX_ESCAPED = 400
+_HASHED_PREFIX = "~~"
+
+
+def encode_key(value: str) -> str:
+    """A valid PartitionKey/RowKey for any string; distinct strings give distinct keys."""
+    parts = []
+    for ch in value:
+        if ch in _SAFE:
+            parts.append(ch)
+        else:
+            parts.extend(f"~{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    escaped = "".join(parts)
+    if len(escaped) <= MAX_ESCAPED:
+        return escaped
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return _HASHED_PREFIX + digest
+
+
+def decode_key(key: str) -> str | None:
+    """The original string of an escaped key; None for a hashed one."""
+    if key.startswith(_HASHED_PREFIX):
+        return None
+    out = bytearray()
+    i = 0
+    while i < len(key):
+        if key[i] == "~":
+            out.append(int(key[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out += key[i].encode()
+            i += 1
+    return out.decode("utf-8", "surrogatepass")
+
+
+def conversation_key(channel_id: str, conversation_id: str) -> str:
+    """The address key of a conversation: unique per (channel, conversation)."""
+    return encode_key(f"{channel_id}|{conversation_id}")

@@ -1,0 +1,152 @@
+"""Every setting the bot reads, in one place.
+
+Names follow the Azure Bot / Functions conventions so that a deployed app and
+`local.settings.json` use the same keys. Settings are read once per process
+(`get_settings()`), never at import time, so tests and the local host can set
+the environment first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Tables and queues the app owns. Bicep declares the same names (infra tests check it).
+CONVERSATIONS_TABLE = "botconversations"
+DELIVERIES_TABLE = "botdeliveries"
+REMINDERS_TABLE = "botreminders"
+JOBS_QUEUE = "bot-jobs"
+SENDS_QUEUE = "bot-sends"
+TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE)
+QUEUES = (JOBS_QUEUE, SENDS_QUEUE)
+
+# Name of the app's storage connection (a setting, or a `<name>__*` family of settings).
+STORAGE_CONNECTION = "BotStorage"
+
+PUBLIC_CLOUD = "public"
+US_GOV_CLOUD = "usgov"
+US_GOV_CHANNEL_SERVICE = "https://botframework.azure.us"
+
+APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """Endpoints and issuers that differ between the public and US Gov clouds."""
+
+    name: str
+    channel_issuer: str
+    channel_openid_url: str
+    oauth_authority_host: str
+    oauth_scope: str
+    msi_resource: str
+
+
+CLOUDS = {
+    PUBLIC_CLOUD: Cloud(
+        name=PUBLIC_CLOUD,
+        channel_issuer="https://api.botframework.com",
+        channel_openid_url="https://login.botframework.com/v1/.well-known/openidconfiguration",
+        oauth_authority_host="https://login.microsoftonline.com",
+        oauth_scope="https://api.botframework.com/.default",
+        msi_resource="https://api.botframework.com",
+    ),
+    US_GOV_CLOUD: Cloud(
+        name=US_GOV_CLOUD,
+        channel_issuer="https://api.botframework.us",
+        channel_openid_url="https://login.botframework.azure.us/v1/.well-known/openidconfiguration",
+        oauth_authority_host="https://login.microsoftonline.us",
+        oauth_scope="https://api.botframework.us/.default",
+        msi_resource="https://api.botframework.us",
+    ),
+}
+
+EMULATOR_OPENID_URL = (
+    "https://login.microsoftonline.com/botframework.com/v2.0/.well-known/openid-configuration"
+)
+
+
+class ConfigurationError(Exception):
+    """The app's settings cannot work; the message says which setting to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str = ""
+    app_password: str = field(default="", repr=False)
+    tenant_id: str = ""
+    app_type: str = "MultiTenant"
+    cloud: Cloud = CLOUDS[PUBLIC_CLOUD]
+    channel_openid_url: str = CLOUDS[PUBLIC_CLOUD].channel_openid_url
+    emulator_openid_url: str = EMULATOR_OPENID_URL
+    oauth_authority_host: str = CLOUDS[PUBLIC_CLOUD].oauth_authority_host
+    identity_endpoint: str = ""
+    identity_header: str = field(default="", repr=False)
+    environment: str = "Production"
+    max_body_bytes: int = 256 * 1024
+    public_base_url: str = ""
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment.lower() == "development"
+
+    @property
+    def auth_disabled(self) -> bool:
+        """Local development without an app id: accept unauthenticated requests.
+
+        Only ever true when the Functions environment is Development; a deployed
+        app with no app id refuses requests instead (see `require_auth_config`).
+        """
+        return not self.app_id and self.is_development
+
+    def require_auth_config(self) -> None:
+        if self.app_id or self.is_development:
+            if self.app_type not in APP_TYPES:
+                raise ConfigurationError(
+                    f"MicrosoftAppType must be one of {', '.join(APP_TYPES)}"
+                )
+            return
+        raise ConfigurationError(
+            "MicrosoftAppId is not set: the bot refuses every request. Set MicrosoftAppId "
+            "(and its credential), or AZURE_FUNCTIONS_ENVIRONMENT=Development for local use."
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        channel_service = env.get("ChannelService", "").strip().rstrip("/")
+        cloud = CLOUDS[US_GOV_CLOUD if channel_service == US_GOV_CHANNEL_SERVICE else PUBLIC_CLOUD]
+        return cls(
+            app_id=env.get("MicrosoftAppId", "").strip(),
+            app_password=env.get("MicrosoftAppPassword", ""),
+            tenant_id=env.get("MicrosoftAppTenantId", "").strip(),
+            app_type=env.get("MicrosoftAppType", "").strip() or "MultiTenant",
+            cloud=cloud,
+            channel_openid_url=env.get("BotChannelOpenIdMetadataUrl") or cloud.channel_openid_url,
+            emulator_openid_url=env.get("BotEmulatorOpenIdMetadataUrl") or EMULATOR_OPENID_URL,
+            oauth_authority_host=(
+                env.get("BotOAuthAuthorityHost") or cloud.oauth_authority_host
+            ).rstrip("/"),
+            identity_endpoint=env.get("IDENTITY_ENDPOINT", ""),
+            identity_header=env.get("IDENTITY_HEADER", ""),
+            environment=env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production"),
+            max_body_bytes=int(env.get("BotMaxBodyBytes") or 256 * 1024),
+            public_base_url=env.get("BotPublicBaseUrl", "").rstrip("/"),
+        )
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests that change the environment)."""
+    global _settings
+    _settings = None
