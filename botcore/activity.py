@@ -230,6 +230,18 @@ def _accounts(data: Mapping[str, Any], key: str) -> list[ChannelAccount]:
     return [ChannelAccount.from_dict(v, f"activity.{key}[]") for v in value]
 
 
+TRUST_TOKEN = "token"
+TRUST_DEVELOPMENT = "development"
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    """A Connector base URL and why the bot may call it (see `ConversationReference`)."""
+
+    url: str
+    trust: str | None
+
+
 @dataclass
 class ConversationReference:
     """A conversation's address: everything needed to speak into it later.
@@ -302,6 +314,10 @@ class ConversationReference:
     @property
     def tenant_id(self) -> str | None:
         return self.conversation.tenant_id
+
+    @property
+    def endpoint(self) -> ServiceEndpoint:
+        return ServiceEndpoint(self.service_url, self.service_url_trust)
 
     def outgoing(self, type: str = "message", **fields: Any) -> dict[str, Any]:
         """A proactive activity into this conversation: from the bot, to the user."""
