@@ -1,0 +1,81 @@
+"""POST /api/messages: from raw HTTP request to an authenticated turn.
+
+Kept free of azure.functions so that the same code serves the Functions host,
+the local host and benchmarks. Every client mistake gets a 4xx with a short JSON
+reason; nothing is stored or sent before authentication succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .activity import Activity, ActivityError
+from .settings import ConfigurationError, Settings, get_settings
+
+log = logging.getLogger("botcore.endpoint")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any = None
+
+    def json_bytes(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body).encode()
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(status, {"error": {"code": code, "message": message}})
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lower = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lower), None)
+    return value
+
+
+async def handle_messages(
+    headers: Mapping[str, str], body: bytes, settings: Settings | None = None
+) -> Response:
+    settings = settings or get_settings()
+    try:
+        settings.require_auth_config()
+    except ConfigurationError as exc:
+        log.error("configuration error: %s", exc)
+        return _error(500, "BotMisconfigured", str(exc))
+
+    auth_header = _header(headers, "Authorization")
+    if auth_header is None and not settings.auth_disabled:
+        log.warning("rejected request: no Authorization header")
+        return _error(401, "Unauthorized", "Authorization header is required")
+
+    content_type = (_header(headers, "Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return _error(415, "UnsupportedMediaType", "Content-Type must be application/json")
+    if len(body) > settings.max_body_bytes:
+        return _error(413, "PayloadTooLarge", f"body is larger than {settings.max_body_bytes} bytes")
+    try:
+        activity = Activity.from_dict(json.loads(body))
+    except (ValueError, RecursionError) as exc:
+        # json.JSONDecodeError and ActivityError are ValueErrors.
+        reason = str(exc) if isinstance(exc, ActivityError) else "body is not valid JSON"
+        return _error(400, "BadRequest", reason)
+
+    from .auth import AuthenticationError, authenticate
+
+    try:
+        auth = await authenticate(auth_header, activity, settings)
+    except AuthenticationError as exc:
+        log.warning(
+            "rejected %s activity from channel %r: %s", activity.type, activity.channel_id, exc.reason
+        )
+        return _error(401, "Unauthorized", "authentication failed")
+
+    from .turns import on_activity
+
+    return await on_activity(activity, auth, settings)

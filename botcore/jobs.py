@@ -1,0 +1,155 @@
+"""Queue jobs: the JSON messages other services (and the bot itself) put on the jobs queue.
+
+The schema is published as `schemas/job.schema.json`; `parse_job` is the one place
+that enforces it. A message that does not parse raises `JobError`, and the queue
+function sends it straight to the poison queue: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+MAX_JOB_BYTES = 60 * 1024  # a queue message holds at most 64 KiB
+JOB_ID_MAX = 200
+
+
+class JobError(ValueError):
+    """The message is not a valid job; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who receives a job: one conversation (by address key), or a selection."""
+
+    conversation: str | None = None
+    user_id: str | None = None
+    channel_id: str | None = None
+    tenant_id: str | None = None
+    everyone: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.everyone:
+            return {"everyone": True}
+        out = {
+            "conversation": self.conversation,
+            "userId": self.user_id,
+            "channelId": self.channel_id,
+            "tenantId": self.tenant_id,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    id: str
+    target: Target
+    created: str
+    dialog: str | None = None
+    text: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        out: dict[str, Any] = dict(self.extra)
+        out.update(kind=self.kind, id=self.id, target=self.target.to_dict(), created=self.created)
+        if self.dialog is not None:
+            out["dialog"] = self.dialog
+        if self.text is not None:
+            out["text"] = self.text
+        if self.attachments:
+            out["attachments"] = self.attachments
+        return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+KINDS = ("beginDialog", "notify")
+
+
+def new_job(kind: str, target: Target, **fields: Any) -> Job:
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return Job(kind=kind, id=uuid.uuid4().hex, target=target, created=now, **fields)
+
+
+def _opt_str(data: dict[str, Any], key: str, where: str, limit: int = 4096) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise JobError(f"{where}{key} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _target(data: Any) -> Target:
+    if not isinstance(data, dict):
+        raise JobError("target must be an object")
+    unknown = set(data) - {"conversation", "userId", "channelId", "tenantId", "everyone"}
+    if unknown:
+        raise JobError(f"target has unknown fields: {', '.join(sorted(unknown))}")
+    everyone = data.get("everyone", False)
+    if not isinstance(everyone, bool):
+        raise JobError("target.everyone must be a boolean")
+    target = Target(
+        conversation=_opt_str(data, "conversation", "target."),
+        user_id=_opt_str(data, "userId", "target."),
+        channel_id=_opt_str(data, "channelId", "target."),
+        tenant_id=_opt_str(data, "tenantId", "target."),
+        everyone=everyone,
+    )
+    if everyone and (target.conversation or target.user_id or target.channel_id or target.tenant_id):
+        raise JobError("target.everyone excludes the other target fields")
+    if not (everyone or target.conversation or target.user_id or target.channel_id or target.tenant_id):
+        raise JobError("target needs conversation, userId, channelId, tenantId or everyone")
+    return target
+
+
+def parse_job(body: bytes | str) -> Job:
+    if isinstance(body, bytes):
+        if len(body) > MAX_JOB_BYTES:
+            raise JobError(f"job is larger than {MAX_JOB_BYTES} bytes")
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JobError("job is not UTF-8 text") from exc
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise JobError(f"job is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise JobError("job must be a JSON object")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise JobError(f"job.kind must be one of {', '.join(KINDS)}")
+    job_id = _opt_str(data, "id", "job.", JOB_ID_MAX)
+    if job_id is None:
+        raise JobError("job.id is required")
+    created = _opt_str(data, "created", "job.", 64)
+    if created is None:
+        raise JobError("job.created is required")
+    try:
+        datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise JobError("job.created must be an ISO 8601 time") from exc
+    if "target" not in data:
+        raise JobError("job.target is required")
+    target = _target(data["target"])
+    dialog = _opt_str(data, "dialog", "job.", 100)
+    text = _opt_str(data, "text", "job.", 28_000)
+    attachments = data.get("attachments", [])
+    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+        raise JobError("job.attachments must be a list of objects")
+    if kind == "beginDialog":
+        if dialog is None:
+            raise JobError("a beginDialog job needs dialog")
+        if target.conversation is None:
+            raise JobError("a beginDialog job targets one conversation (target.conversation)")
+    if kind == "notify" and text is None and not attachments:
+        raise JobError("a notify job needs text or attachments")
+    known = {"kind", "id", "created", "target", "dialog", "text", "attachments"}
+    return Job(
+        kind=kind, id=job_id, target=target, created=created, dialog=dialog, text=text,
+        attachments=attachments, extra={k: v for k, v in data.items() if k not in known},
+    )

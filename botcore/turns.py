@@ -1,0 +1,160 @@
+"""What the bot does with each authenticated activity, and with proactive dialog jobs.
+
+A turn reads the conversation's entity once, lets the dialog engine compute the
+new state and the replies in memory, commits the state with the ETag it read
+(re-running the turn on a conflict), and only then sends. So two turns of one
+conversation never lose each other's update, and no reply leaves for a turn that
+did not commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .activity import Activity, ConversationReference
+from .endpoint import Response
+from .keys import conversation_key
+from .settings import JOBS_QUEUE, Settings
+
+log = logging.getLogger("botcore.turns")
+
+MAX_TURN_ATTEMPTS = 8
+
+
+class TurnConflictError(RuntimeError):
+    """A turn lost the ETag race more often than MAX_TURN_ATTEMPTS allows."""
+
+
+@dataclass
+class Services:
+    """The I/O a turn needs, created lazily once per process and event loop."""
+
+    store: Any
+    connector: Any
+    engine: Any
+
+
+_services: dict[Any, Services] = {}
+
+
+def services(settings: Settings) -> Services:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    found = _services.get(loop)
+    if found is None:
+        from .connector import ConnectorClient
+        from .conversations import ConversationStore
+        from .dialogs import default_engine
+        from .tokens import token_provider_for
+
+        for stale in [l for l in _services if l.is_closed()]:
+            del _services[stale]
+        found = Services(
+            store=ConversationStore(),
+            connector=ConnectorClient(tokens=token_provider_for(settings)),
+            engine=default_engine(),
+        )
+        _services[loop] = found
+    return found
+
+
+def _turn_info(settings: Settings, user_name: str | None) -> Any:
+    from .dialogs import TurnInfo
+
+    notify_url = f"{settings.public_base_url}/api/notify" if settings.public_base_url else None
+    return TurnInfo(notify_url=notify_url, user_name=user_name)
+
+
+async def run_dialog_turn(
+    svc: Services,
+    key: str,
+    compute: Callable[[dict | None], Any],
+    reference: ConversationReference | None,
+) -> tuple[Any, Any]:
+    """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
+    from .conversations import ConcurrencyError
+
+    for _ in range(MAX_TURN_ATTEMPTS):
+        record = await svc.store.get(key)
+        result = compute(record.state if record else None)
+        write_reference = reference is not None and svc.store.needs_reference_write(record, reference)
+        if not (result.changed or write_reference):
+            return result, record
+        try:
+            record = await svc.store.commit(
+                record, key=key, reference=reference if write_reference else None, state=result.state
+            )
+        except ConcurrencyError:
+            continue
+        return result, record
+    raise TurnConflictError(f"conversation {key}: state changed under {MAX_TURN_ATTEMPTS} attempts")
+
+
+async def on_activity(activity: Activity, auth: Any, settings: Settings) -> Response:
+    svc = services(settings)
+    reference = ConversationReference.from_activity(activity, auth.trust)
+    key = conversation_key(activity.channel_id, activity.conversation.id)
+
+    if activity.type == "message":
+        return await _message_turn(svc, settings, activity, reference, key)
+    if (activity.type == "conversationUpdate" and activity.bot_was_removed()) or (
+        activity.type == "installationUpdate" and (activity.action or "").startswith("remove")
+    ):
+        await svc.store.retire(key, "bot removed")
+        log.info("conversation %s: bot removed, reference retired", key)
+        return Response(200)
+    await svc.store.record_activity(reference)
+    if activity.type == "invoke":
+        # No invoke is implemented; the SDKs answer unhandled invokes the same way.
+        return Response(501)
+    return Response(200)
+
+
+async def _message_turn(
+    svc: Services, settings: Settings, activity: Activity, reference: ConversationReference, key: str
+) -> Response:
+    info = _turn_info(settings, activity.from_.name if activity.from_ else None)
+    text = activity.text or ""
+    result, _ = await run_dialog_turn(
+        svc, key, lambda state: svc.engine.run_turn(state, text, ctx_info=info), reference
+    )
+    await send_replies(svc, reference, result.replies, reply_to=activity.id)
+    await apply_effects(settings, key, result.effects)
+    return Response(200)
+
+
+async def send_replies(
+    svc: Services, reference: ConversationReference, replies: list[dict], reply_to: str | None = None
+) -> None:
+    for reply in replies:
+        outgoing = reference.outgoing(**reply)
+        if reply_to:
+            outgoing["replyToId"] = reply_to
+            await svc.connector.reply_to_activity(
+                reference.endpoint, reference.conversation.id, reply_to, outgoing
+            )
+        else:
+            await svc.connector.send_to_conversation(
+                reference.endpoint, reference.conversation.id, outgoing
+            )
+
+
+async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> None:
+    from .dialogs import ScheduleDialog
+    from .jobs import Target, new_job
+    from .storage import get_queue_client
+
+    for effect in effects:
+        if isinstance(effect, ScheduleDialog):
+            job = new_job("beginDialog", Target(conversation=key), dialog=effect.dialog)
+            await get_queue_client(JOBS_QUEUE).send_message(
+                job.to_json(), visibility_timeout=int(effect.delay_seconds)
+            )
+            log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
+                     effect.delay_seconds, job.id)
+        else:
+            raise TypeError(f"unknown effect {effect!r}")
+
