@@ -48,5 +48,8 @@ def decode_key(key: str) -> str | None:
 
 
 def conversation_key(channel_id: str, conversation_id: str) -> str:
-    """The address key of a conversation: unique per (channel, conversation)."""
-    return encode_key(f"{channel_id}|{conversation_id}")
+    """The address key of a conversation: unique per (channel, conversation).
+
+    `|` never occurs inside an encoded part, so the pair cannot be confused.
+    """
+    return f"{encode_key(channel_id)}|{encode_key(conversation_id)}"
