@@ -1,0 +1,278 @@
+"""One Table Storage entity per conversation: its address and its dialog state.
+
+Keeping both in one entity makes a turn cost one point read and at most one
+write, and makes the ETag of that one entity guard everything a turn changes.
+PartitionKey is the conversation's address key (one partition per conversation
+spreads load); RowKey is constant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator
+
+from .activity import ConversationReference
+from .keys import conversation_key
+from .settings import CONVERSATIONS_TABLE
+
+ROW_KEY = "c"
+PART_CHARS = 30_000  # a string property holds 64 KiB of UTF-16: 32K characters
+MAX_STATE_PARTS = 13  # 390K characters = 780 KB of UTF-16: the entity stays under 1 MiB
+LAST_SEEN_PRECISION = timedelta(hours=1)
+REFERENCE_COLUMNS = [
+    "PartitionKey", "RowKey", "ref", "active", "firstSeen", "lastSeen", "retiredReason",
+]
+
+
+class ConcurrencyError(Exception):
+    """Another writer changed the conversation since it was read: reload and run again."""
+
+
+class StateTooLargeError(ValueError):
+    """The dialog state does not fit in one entity; it is refused, never truncated."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class ConversationRecord:
+    key: str
+    reference: ConversationReference
+    active: bool = True
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    retired_reason: str | None = None
+    state: dict | None = None
+    etag: str | None = None
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> "ConversationRecord":
+        parts = int(entity.get("stateParts") or 0)
+        state_json = "".join(entity.get(f"state{i}", "") for i in range(parts))
+        return cls(
+            key=entity["PartitionKey"],
+            reference=ConversationReference.from_dict(json.loads(entity["ref"])),
+            active=bool(entity.get("active", True)),
+            first_seen=entity.get("firstSeen"),
+            last_seen=entity.get("lastSeen"),
+            retired_reason=entity.get("retiredReason") or None,
+            state=json.loads(state_json) if state_json else None,
+            etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
+        )
+
+
+def _state_properties(state: dict | None) -> dict[str, Any]:
+    if state is None:
+        return {"stateParts": 0}
+    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
+    if len(parts) > MAX_STATE_PARTS:
+        raise StateTooLargeError(
+            f"dialog state is {len(text)} characters; at most {PART_CHARS * MAX_STATE_PARTS} fit"
+        )
+    props: dict[str, Any] = {"stateParts": len(parts)}
+    props.update({f"state{i}": part for i, part in enumerate(parts)})
+    return props
+
+
+def _reference_properties(reference: ConversationReference) -> dict[str, Any]:
+    props = {
+        "ref": json.dumps(reference.to_dict(), separators=(",", ":"), ensure_ascii=False),
+        "channelId": reference.channel_id,
+        "conversationId": reference.conversation.id,
+        "userId": reference.user.id if reference.user else "",
+        "tenantId": reference.tenant_id or "",
+        "isGroup": bool(reference.conversation.is_group),
+        "serviceUrlTrust": reference.service_url_trust or "",
+    }
+    return props
+
+
+def _same_address(a: ConversationReference, b: ConversationReference) -> bool:
+    """Equal in everything but the activity id, which changes with every message."""
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("activityId", None)
+    db.pop("activityId", None)
+    return da == db
+
+
+def _odata_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class ConversationStore:
+    def __init__(self, table: Any = None) -> None:
+        self._table = table
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            from .storage import get_table_client
+
+            self._table = get_table_client(CONVERSATIONS_TABLE)
+        return self._table
+
+    async def get(self, key: str) -> ConversationRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = await self.table.get_entity(key, ROW_KEY)
+        except ResourceNotFoundError:
+            return None
+        return ConversationRecord.from_entity(entity)
+
+    def needs_reference_write(
+        self, record: ConversationRecord | None, reference: ConversationReference, now: datetime | None = None
+    ) -> bool:
+        """Whether an inbound activity must update the stored address (else: no write at all)."""
+        if record is None or not record.active:
+            return True
+        if not _same_address(record.reference, reference):
+            return True
+        now = now or _now()
+        return record.last_seen is None or now - record.last_seen > LAST_SEEN_PRECISION
+
+    async def commit(
+        self,
+        record: ConversationRecord | None,
+        *,
+        key: str | None = None,
+        reference: ConversationReference | None = None,
+        state: Any = ...,
+        now: datetime | None = None,
+    ) -> ConversationRecord:
+        """Write reference and/or state in one conditional write.
+
+        `record` None inserts (the conversation must not exist yet); otherwise the
+        write carries the record's ETag. A lost race raises ConcurrencyError.
+        Passing a reference also marks the conversation active and refreshes lastSeen.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        now = now or _now()
+        if record is None:
+            if reference is None:
+                raise ValueError("a new conversation needs its reference")
+            record = ConversationRecord(
+                key=key or conversation_key(reference.channel_id, reference.conversation.id),
+                reference=reference, first_seen=now, last_seen=now,
+            )
+        elif reference is not None:
+            record.reference, record.active, record.retired_reason = reference, True, None
+            record.last_seen = now
+        if state is not ...:
+            record.state = state
+        entity: dict[str, Any] = {"PartitionKey": record.key, "RowKey": ROW_KEY}
+        entity.update(_reference_properties(record.reference))
+        entity.update(
+            active=record.active,
+            firstSeen=record.first_seen or now,
+            lastSeen=record.last_seen or now,
+            retiredReason=record.retired_reason or "",
+        )
+        entity.update(_state_properties(record.state))
+        try:
+            if record.etag is None:
+                meta = await self.table.create_entity(entity)
+            else:
+                meta = await self.table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise ConcurrencyError(record.key) from exc
+        except HttpResponseError as exc:
+            if exc.error_code == "EntityTooLarge":
+                raise StateTooLargeError(f"conversation {record.key}: {exc.error_code}") from exc
+            raise
+        record.etag = meta.get("etag")
+        return record
+
+    async def record_activity(
+        self, reference: ConversationReference, *, now: datetime | None = None
+    ) -> ConversationRecord:
+        """Save the address of an inbound activity; writes only when something changed."""
+        key = conversation_key(reference.channel_id, reference.conversation.id)
+        for _ in range(8):
+            record = await self.get(key)
+            if not self.needs_reference_write(record, reference, now):
+                assert record is not None
+                return record
+            try:
+                return await self.commit(record, key=key, reference=reference, now=now)
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError(key)
+
+    async def retire(self, key: str, reason: str, *, now: datetime | None = None) -> bool:
+        """Stop sending to a conversation (blocked, removed, gone); the row stays for audit."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        for _ in range(8):
+            record = await self.get(key)
+            if record is None:
+                return False
+            if not record.active:
+                return True
+            try:
+                await self.table.update_entity(
+                    {"PartitionKey": key, "RowKey": ROW_KEY, "active": False,
+                     "retiredReason": reason[:1000], "retiredAt": now or _now()},
+                    mode=UpdateMode.MERGE, etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return True
+            except ResourceModifiedError:
+                continue
+            except ResourceNotFoundError:
+                return False
+        raise ConcurrencyError(key)
+
+    @staticmethod
+    def selection_filter(
+        *, channel_id: str | None = None, tenant_id: str | None = None,
+        user_id: str | None = None, include_retired: bool = False,
+    ) -> str | None:
+        clauses = []
+        if channel_id is not None:
+            clauses.append(f"channelId eq {_odata_quote(channel_id)}")
+        if tenant_id is not None:
+            clauses.append(f"tenantId eq {_odata_quote(tenant_id)}")
+        if user_id is not None:
+            clauses.append(f"userId eq {_odata_quote(user_id)}")
+        if not include_retired:
+            clauses.append("active eq true")
+        return " and ".join(clauses) or None
+
+    async def page(
+        self, query_filter: str | None, continuation_token: str | None = None, page_size: int = 500
+    ) -> tuple[list[ConversationRecord], str | None]:
+        """One page of conversations; the token resumes the listing in a later invocation."""
+        kwargs: dict[str, Any] = {"results_per_page": page_size, "select": REFERENCE_COLUMNS}
+        if query_filter:
+            pages = self.table.query_entities(query_filter, **kwargs).by_page(continuation_token)
+        else:
+            pages = self.table.list_entities(**kwargs).by_page(continuation_token)
+        records: list[ConversationRecord] = []
+        async for page in pages:
+            async for entity in page:
+                records.append(ConversationRecord.from_entity(entity))
+            break
+        return records, pages.continuation_token
+
+    async def iter_pages(self, query_filter: str | None, page_size: int = 500) -> AsyncIterator[list[ConversationRecord]]:
+        token: str | None = None
+        while True:
+            records, token = await self.page(query_filter, token, page_size)
+            if records:
+                yield records
+            if not token:
+                return

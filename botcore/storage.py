@@ -1,0 +1,176 @@
+"""Table and Queue clients built from the app's storage connection settings.
+
+The connection is named `BotStorage` (falling back to `AzureWebJobsStorage`) and
+takes the forms the Functions host understands: a connection string, or the
+identity-based family `<name>__tableServiceUri`, `<name>__queueServiceUri`,
+`<name>__credential=managedidentity`, `<name>__clientId`. Clients are created on
+first use and cached per event loop; their transport ignores proxy variables so
+that no call re-reads the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .settings import QUEUES, STORAGE_CONNECTION, TABLES, ConfigurationError
+
+FALLBACK_CONNECTION = "AzureWebJobsStorage"
+DEVELOPMENT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """Either a connection string, or service URIs plus a managed identity."""
+
+    connection_string: str | None = None
+    table_uri: str | None = None
+    queue_uri: str | None = None
+    client_id: str | None = None
+
+
+def connection_from_env(env: Mapping[str, str] | None = None) -> StorageConnection:
+    env = os.environ if env is None else env
+    for name in (STORAGE_CONNECTION, FALLBACK_CONNECTION):
+        value = env.get(name, "").strip()
+        if value:
+            if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+                value = DEVELOPMENT_STORAGE
+            return StorageConnection(connection_string=value)
+        prefix = name + "__"
+        family = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
+        if family:
+            account = family.get("accountname")
+            table_uri = family.get("tableserviceuri") or (
+                account and f"https://{account}.table.core.windows.net"
+            )
+            queue_uri = family.get("queueserviceuri") or (
+                account and f"https://{account}.queue.core.windows.net"
+            )
+            if not (table_uri and queue_uri):
+                raise ConfigurationError(
+                    f"{prefix}tableServiceUri and {prefix}queueServiceUri (or {prefix}accountName) are required"
+                )
+            credential = family.get("credential", "managedidentity").lower()
+            if credential != "managedidentity":
+                raise ConfigurationError(f"{prefix}credential must be managedidentity")
+            return StorageConnection(
+                table_uri=table_uri, queue_uri=queue_uri, client_id=family.get("clientid")
+            )
+    raise ConfigurationError(
+        f"no storage connection: set {STORAGE_CONNECTION} (a connection string, or "
+        f"{STORAGE_CONNECTION}__tableServiceUri/__queueServiceUri with a managed identity)"
+    )
+
+
+class _Clients:
+    """The storage clients of one event loop, sharing one aiohttp session."""
+
+    def __init__(self, connection: StorageConnection) -> None:
+        import aiohttp
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        self.connection = connection
+        self.session = aiohttp.ClientSession(trust_env=False)
+        self.transport = AioHttpTransport(session=self.session, session_owner=False, use_env_settings=False)
+        self.credential: Any = None
+        if connection.connection_string is None:
+            from .tokens import ManagedIdentityCredential
+
+            self.credential = ManagedIdentityCredential(
+                os.environ.get("IDENTITY_ENDPOINT", ""),
+                os.environ.get("IDENTITY_HEADER", ""),
+                connection.client_id,
+            )
+        self.tables: dict[str, Any] = {}
+        self.queues: dict[str, Any] = {}
+
+    def table(self, name: str) -> Any:
+        client = self.tables.get(name)
+        if client is None:
+            from azure.data.tables.aio import TableClient
+
+            if self.connection.connection_string:
+                client = TableClient.from_connection_string(
+                    self.connection.connection_string, table_name=name, transport=self.transport
+                )
+            else:
+                client = TableClient(
+                    self.connection.table_uri, table_name=name, credential=self.credential,
+                    transport=self.transport,
+                )
+            self.tables[name] = client
+        return client
+
+    def queue(self, name: str) -> Any:
+        client = self.queues.get(name)
+        if client is None:
+            from azure.storage.queue.aio import QueueClient
+
+            if self.connection.connection_string:
+                client = QueueClient.from_connection_string(
+                    self.connection.connection_string, queue_name=name, transport=self.transport
+                )
+            else:
+                client = QueueClient(
+                    self.connection.queue_uri, queue_name=name, credential=self.credential,
+                    transport=self.transport,
+                )
+            self.queues[name] = client
+        return client
+
+
+_by_loop: dict[asyncio.AbstractEventLoop, _Clients] = {}
+
+
+def _clients() -> _Clients:
+    loop = asyncio.get_running_loop()
+    clients = _by_loop.get(loop)
+    if clients is None:
+        for stale in [l for l in _by_loop if l.is_closed()]:
+            del _by_loop[stale]
+        clients = _by_loop[loop] = _Clients(connection_from_env())
+    return clients
+
+
+def get_table_client(name: str) -> Any:
+    """The process-wide async TableClient for `name` (azure.data.tables.aio)."""
+    return _clients().table(name)
+
+
+def get_queue_client(name: str) -> Any:
+    """The process-wide async QueueClient for `name` (azure.storage.queue.aio)."""
+    return _clients().queue(name)
+
+
+async def close_storage_clients() -> None:
+    clients = _by_loop.pop(asyncio.get_running_loop(), None)
+    if clients is not None:
+        for client in [*clients.tables.values(), *clients.queues.values()]:
+            await client.close()
+        await clients.session.close()
+
+
+async def ensure_resources() -> None:
+    """Create every table and queue the app uses (and the poison queues) if missing."""
+    from azure.core.exceptions import ResourceExistsError
+
+    for table in TABLES:
+        try:
+            await get_table_client(table).create_table()
+        except ResourceExistsError:
+            pass
+    for queue in QUEUES:
+        for name in (queue, f"{queue}-poison"):
+            try:
+                await get_queue_client(name).create_queue()
+            except ResourceExistsError:
+                pass

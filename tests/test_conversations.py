@@ -1,0 +1,136 @@
+"""The conversation store against Azurite: addresses, state, ETags, retirement, listing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from botcore import storage
+from botcore.activity import ChannelAccount, ConversationAccount, ConversationReference
+from botcore.conversations import ConcurrencyError, ConversationStore, StateTooLargeError
+from botcore.keys import conversation_key
+
+
+class CountingTable:
+    """The real async TableClient, with its writes counted."""
+
+    def __init__(self, table) -> None:
+        self.table, self.writes, self.reads = table, 0, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.table, name)
+        if name in ("create_entity", "update_entity", "upsert_entity"):
+            async def counted(*a, **k):
+                self.writes += 1
+                return await attr(*a, **k)
+            return counted
+        if name == "get_entity":
+            async def read(*a, **k):
+                self.reads += 1
+                return await attr(*a, **k)
+            return read
+        return attr
+
+
+@pytest.fixture
+async def store(storage_connection_string, unique_name, monkeypatch):
+    monkeypatch.setenv("BotStorage", storage_connection_string)
+    table = storage.get_table_client(unique_name)
+    await table.create_table()
+    yield ConversationStore(CountingTable(table))
+    await storage.close_storage_clients()
+
+
+def ref(conversation_id="a:1", channel="msteams", user="29:u", service_url="https://smba.example/x/",
+        tenant=None) -> ConversationReference:
+    return ConversationReference(
+        conversation=ConversationAccount(id=conversation_id, tenant_id=tenant),
+        channel_id=channel, service_url=service_url, user=ChannelAccount(id=user),
+        bot=ChannelAccount(id="28:bot"), service_url_trust="token",
+    )
+
+
+async def test_inbound_address_is_written_once_then_only_when_it_changes(store) -> None:
+    first = await store.record_activity(ref())
+    assert store.table.writes == 1 and first.active and first.first_seen
+    await store.record_activity(ref())
+    assert store.table.writes == 1, "an unchanged address must not be written again"
+    await store.record_activity(ref(service_url="https://smba.example/other/"))
+    assert store.table.writes == 2
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    await store.record_activity(ref(service_url="https://smba.example/other/"), now=later)
+    assert store.table.writes == 3, "lastSeen is refreshed once it is an hour old"
+
+
+@pytest.mark.parametrize("odd_id", ["a/b", "a\\b", "a#b", "a?b", "a\x01b", "é漢字🙂", "x" * 2000, "it's"])
+async def test_any_conversation_id_round_trips(store, odd_id: str) -> None:
+    await store.record_activity(ref(conversation_id=odd_id, user=odd_id))
+    record = await store.get(conversation_key("msteams", odd_id))
+    assert record.reference.conversation.id == odd_id and record.reference.user.id == odd_id
+
+
+async def test_retired_conversation_is_reactivated_by_the_user_returning(store) -> None:
+    record = await store.record_activity(ref())
+    assert await store.retire(record.key, "ConversationBlockedByUser")
+    retired = await store.get(record.key)
+    assert not retired.active and retired.retired_reason == "ConversationBlockedByUser"
+    back = await store.record_activity(ref())
+    assert back.active and back.retired_reason is None
+
+
+async def test_commit_with_a_stale_etag_loses(store) -> None:
+    record = await store.record_activity(ref())
+    stale = await store.get(record.key)
+    await store.commit(await store.get(record.key), state={"n": 1})
+    with pytest.raises(ConcurrencyError):
+        await store.commit(stale, state={"n": 2})
+    assert (await store.get(record.key)).state == {"n": 1}
+
+
+async def test_two_concurrent_commits_from_one_read_exactly_one_wins(store) -> None:
+    record = await store.record_activity(ref())
+    a, b = await store.get(record.key), await store.get(record.key)
+    results = await asyncio.gather(store.commit(a, state={"w": "a"}), store.commit(b, state={"w": "b"}),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, ConcurrencyError) for r in results) == 1
+    winner = next(r for r in results if not isinstance(r, Exception))
+    assert (await store.get(record.key)).state == winner.state
+
+
+async def test_large_state_is_split_and_shrinking_leaves_nothing_behind(store) -> None:
+    record = await store.record_activity(ref())
+    big = {"blob": "x" * 200_000 + "é漢字🙂"}
+    await store.commit(await store.get(record.key), state=big)
+    assert (await store.get(record.key)).state == big
+    await store.commit(await store.get(record.key), state={"small": 1})
+    entity = await store.table.table.get_entity(record.key, "c")
+    assert entity["stateParts"] == 1 and "state1" not in entity
+    assert (await store.get(record.key)).state == {"small": 1}
+
+
+async def test_oversized_state_is_refused_and_nothing_is_written(store) -> None:
+    record = await store.record_activity(ref())
+    writes = store.table.writes
+    with pytest.raises(StateTooLargeError):
+        await store.commit(await store.get(record.key), state={"blob": "x" * 2_000_000})
+    assert store.table.writes == writes
+
+
+async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> None:
+    for i in range(1200):
+        channel = "msteams" if i % 2 else "webchat"
+        await store.commit(None, reference=ref(conversation_id=f"c{i}", channel=channel,
+                                               tenant="t1" if i % 3 == 0 else "t2", user=f"u{i % 7}"))
+    await store.retire(conversation_key("msteams", "c1"), "blocked")
+    pages = [p async for p in store.iter_pages(store.selection_filter(), page_size=500)]
+    assert [len(p) for p in pages] == [500, 500, 199]
+    teams = [r async for p in store.iter_pages(store.selection_filter(channel_id="msteams")) for r in p]
+    assert len(teams) == 599 and all(r.reference.channel_id == "msteams" for r in teams)
+    assert all(r.state is None for r in teams)
+    user = [r async for p in store.iter_pages(store.selection_filter(user_id="u3", tenant_id="t1")) for r in p]
+    assert {r.reference.conversation.id for r in user} == {f"c{i}" for i in range(1200) if i % 7 == 3 and i % 3 == 0}
+    first, token = await store.page(None, None, 500)
+    second, _ = await store.page(None, token, 500)
+    assert not {r.key for r in first} & {r.key for r in second}
