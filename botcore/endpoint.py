@@ -66,10 +66,13 @@ async def handle_messages(
         reason = str(exc) if isinstance(exc, ActivityError) else "body is not valid JSON"
         return _error(400, "BadRequest", reason)
 
-    from .auth import AuthenticationError, authenticate
+    from .auth import AuthenticationError, KeysUnavailableError, authenticate
 
     try:
         auth = await authenticate(auth_header, activity, settings)
+    except KeysUnavailableError as exc:
+        log.error("cannot authenticate %s activity: %s", activity.type, exc.reason)
+        return _error(503, "ServiceUnavailable", "signing keys are unavailable; retry later")
     except AuthenticationError as exc:
         log.warning(
             "rejected %s activity from channel %r: %s", activity.type, activity.channel_id, exc.reason

@@ -1,0 +1,204 @@
+"""Inbound authentication of POST /api/messages (protocol.md §1).
+
+The validation path is chosen from the token's unverified issuer; signature and
+claims are then verified on that path only. Signing keys are cached per OpenID
+metadata URL for the whole process: refreshed every 24 h, and refetched on an
+unknown `kid` at most once an hour, so a flood of forged kids cannot turn the
+bot into a load generator against the identity provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jwt
+
+from .activity import TRUST_DEVELOPMENT, TRUST_TOKEN, Activity
+from .settings import Settings
+
+log = logging.getLogger("botcore.auth")
+
+ALGORITHMS = ("RS256", "RS384", "RS512")
+CLOCK_SKEW = 300
+KEY_REFRESH = 24 * 3600
+UNKNOWN_KID_REFETCH = 3600
+BOT_FRAMEWORK_TENANTS = (
+    "d6d49420-f39b-4df7-a1dc-d59a935871db",
+    "f8cdef31-a31e-4b4a-93e4-5f571e91255a",
+    "72f988bf-86f1-41af-91ab-2d7cd011db47",
+)
+
+clock: Callable[[], float] = time.time  # tests move time forward
+
+
+class AuthenticationError(Exception):
+    """A failed check; `reason` goes to the log (it never contains the token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class KeysUnavailableError(AuthenticationError):
+    """The OpenID metadata or signing keys could not be fetched: not the caller's fault."""
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    kind: str  # "channel", "emulator" or "development"
+    trust: str  # stored with the reference: may this serviceUrl receive the bot's token?
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Key:
+    key: Any
+    endorsements: tuple[str, ...] | None
+
+
+class OpenIdKeys:
+    """The signing keys published behind one OpenID metadata URL."""
+
+    def __init__(self, metadata_url: str) -> None:
+        self.metadata_url = metadata_url
+        self.keys: dict[str, _Key] = {}
+        self.fetched_at = float("-inf")
+        self.unknown_kid_refetch_at = float("-inf")
+        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
+
+    async def get(self, kid: str, http: Any) -> _Key:
+        if clock() - self.fetched_at > KEY_REFRESH:
+            await self.refresh(http)
+        key = self.keys.get(kid)
+        if key is None and clock() - self.unknown_kid_refetch_at > UNKNOWN_KID_REFETCH:
+            self.unknown_kid_refetch_at = clock()
+            log.info("unknown signing key %r: refetching %s", kid[:64], self.metadata_url)
+            await self.refresh(http)
+            key = self.keys.get(kid)
+        if key is None:
+            raise AuthenticationError(f"signing key {kid[:64]!r} is not published")
+        return key
+
+    async def refresh(self, http: Any) -> None:
+        """One fetch at a time: concurrent callers wait for the one in flight."""
+        loop = asyncio.get_running_loop()
+        future = self._inflight.get(loop)
+        if future is None:
+            future = self._inflight[loop] = loop.create_task(self._fetch(http))
+            future.add_done_callback(lambda _: self._inflight.pop(loop, None))
+        await asyncio.shield(future)
+
+    async def _fetch(self, http: Any) -> None:
+        try:
+            metadata = (await http.get(self.metadata_url)).raise_for_status().json()
+            jwks = (await http.get(metadata["jwks_uri"])).raise_for_status().json()
+        except Exception as exc:
+            raise KeysUnavailableError(f"cannot fetch signing keys from {self.metadata_url}: {exc!r}") from exc
+        keys: dict[str, _Key] = {}
+        for jwk in jwks.get("keys", []):
+            if jwk.get("kty") != "RSA" or "kid" not in jwk:
+                continue
+            try:
+                public_key = jwt.PyJWK(jwk, algorithm="RS256").key
+            except jwt.PyJWTError:
+                log.warning("skipping unusable key %r from %s", jwk.get("kid"), self.metadata_url)
+                continue
+            endorsements = jwk.get("endorsements")
+            keys[jwk["kid"]] = _Key(public_key, tuple(endorsements) if isinstance(endorsements, list) else None)
+        self.keys = keys
+        self.fetched_at = clock()
+
+
+_key_sources: dict[str, OpenIdKeys] = {}
+
+
+def key_source(metadata_url: str) -> OpenIdKeys:
+    source = _key_sources.get(metadata_url)
+    if source is None:
+        source = _key_sources[metadata_url] = OpenIdKeys(metadata_url)
+    return source
+
+
+def _emulator_tenants(settings: Settings) -> tuple[str, ...]:
+    if settings.app_type == "SingleTenant" and settings.tenant_id:
+        return (*BOT_FRAMEWORK_TENANTS, settings.tenant_id)
+    return BOT_FRAMEWORK_TENANTS
+
+
+def _is_emulator_issuer(issuer: str, settings: Settings) -> bool:
+    for tenant in _emulator_tenants(settings):
+        if issuer in (f"https://sts.windows.net/{tenant}/", f"https://login.microsoftonline.com/{tenant}/v2.0"):
+            return True
+    return False
+
+
+def _bearer_token(auth_header: str | None) -> str:
+    if not auth_header:
+        raise AuthenticationError("no Authorization header")
+    parts = auth_header.split(" ")
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
+        raise AuthenticationError("Authorization header is not 'Bearer <token>'")
+    return parts[1]
+
+
+async def authenticate(
+    auth_header: str | None, activity: Activity, settings: Settings, http: Any = None
+) -> AuthResult:
+    if settings.auth_disabled:
+        # Local development without an app id (Settings allows it only in Development):
+        # nothing to check a token against, and the bot sends no token either.
+        return AuthResult("development", TRUST_DEVELOPMENT)
+    token = _bearer_token(auth_header)
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AuthenticationError(f"malformed token: {type(exc).__name__}") from None
+    alg, kid, issuer = header.get("alg"), header.get("kid"), unverified.get("iss")
+    if alg not in ALGORITHMS:
+        raise AuthenticationError(f"algorithm {str(alg)[:16]!r} is not allowed")
+    if not isinstance(kid, str) or not kid:
+        raise AuthenticationError("token has no key id")
+    if not isinstance(issuer, str):
+        raise AuthenticationError("token has no issuer")
+
+    if issuer == settings.cloud.channel_issuer:
+        kind, metadata_url = "channel", settings.channel_openid_url
+    elif _is_emulator_issuer(issuer, settings):
+        kind, metadata_url = "emulator", settings.emulator_openid_url
+    else:
+        raise AuthenticationError(f"issuer {issuer[:100]!r} is not trusted")
+
+    if http is None:
+        from .http import get_http_client
+
+        http = get_http_client()
+    key = await key_source(metadata_url).get(kid, http)
+    try:
+        claims = jwt.decode(
+            token, key.key, algorithms=[alg], issuer=issuer, leeway=CLOCK_SKEW,
+            audience=settings.app_id if kind == "channel" else None,
+            options={"require": ["exp", "iss"], "verify_aud": kind == "channel"},
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthenticationError(f"{kind} token rejected: {type(exc).__name__}: {exc}") from None
+
+    if kind == "channel":
+        if claims.get("serviceurl") is None:
+            raise AuthenticationError("channel token has no serviceurl claim")
+        if claims["serviceurl"] != activity.service_url:
+            raise AuthenticationError("serviceurl claim does not match the activity's serviceUrl")
+        if key.endorsements is not None and activity.channel_id not in key.endorsements:
+            raise AuthenticationError(f"signing key is not endorsed for channel {activity.channel_id[:64]!r}")
+    else:
+        version = claims.get("ver")
+        app_claim = {"1.0": "appid", "2.0": "azp"}.get(version) if isinstance(version, str) else None
+        if app_claim is None:
+            raise AuthenticationError(f"emulator token version {str(version)[:16]!r} is not supported")
+        if claims.get(app_claim) != settings.app_id:
+            raise AuthenticationError(f"emulator token {app_claim} is not this bot's app id")
+    return AuthResult(kind, TRUST_TOKEN, claims)

@@ -1,0 +1,223 @@
+"""Inbound authentication: a matrix of genuine and hostile tokens against a local identity provider."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from botcore import auth
+from botcore.activity import Activity
+from botcore.auth import AuthenticationError, KeysUnavailableError, authenticate
+from botcore.settings import Settings
+from devhost.identity import IdentityProvider, SigningKey
+
+APP_ID = "11111111-2222-3333-4444-555555555555"
+SERVICE_URL = "https://smba.trafficmanager.net/emea/"
+OWN_TENANT = "99999999-8888-7777-6666-555555555555"
+
+
+@pytest.fixture(scope="module")
+def idp():
+    with IdentityProvider() as provider:
+        yield provider
+
+
+@pytest.fixture(autouse=True)
+def fresh_key_cache():
+    auth._key_sources.clear()
+    yield
+    auth._key_sources.clear()
+    auth.clock = time.time
+
+
+def settings_for(idp: IdentityProvider, **overrides) -> Settings:
+    env = idp.bot_env(APP_ID, password="pw", **overrides)
+    return Settings.from_env(env)
+
+
+def activity(channel_id: str = "msteams", service_url: str = SERVICE_URL) -> Activity:
+    return Activity.from_dict({"type": "message", "channelId": channel_id, "serviceUrl": service_url,
+                               "conversation": {"id": "a:1"}, "from": {"id": "29:u"}})
+
+
+async def check(idp, header, act=None, settings=None):
+    async with httpx.AsyncClient() as http:
+        return await authenticate(header, act or activity(), settings or settings_for(idp), http)
+
+
+def b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def forged_none(idp) -> str:
+    claims = jwt.decode(idp.mint_channel_token(APP_ID, SERVICE_URL), options={"verify_signature": False})
+    return f"{b64({'alg': 'none', 'typ': 'JWT', 'kid': idp.keys['channel'][0].kid})}.{b64(claims)}."
+
+
+def forged_hs256(idp) -> str:
+    public_pem = idp.keys["channel"][0].private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    claims = jwt.decode(idp.mint_channel_token(APP_ID, SERVICE_URL), options={"verify_signature": False})
+    header = b64({"alg": "HS256", "typ": "JWT", "kid": idp.keys["channel"][0].kid})
+    import hashlib, hmac
+    signing_input = f"{header}.{b64(claims)}".encode()
+    signature = base64.urlsafe_b64encode(hmac.new(public_pem, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return f"{signing_input.decode()}.{signature.decode()}"
+
+
+def tampered(idp) -> str:
+    head, _, sig = idp.mint_channel_token(APP_ID, SERVICE_URL).split(".")
+    claims = jwt.decode(idp.mint_channel_token(APP_ID, SERVICE_URL), options={"verify_signature": False})
+    claims["serviceurl"] = "https://evil.example/"
+    return f"{head}.{b64(claims)}.{sig}"
+
+
+def foreign_key_with_published_kid(idp) -> str:
+    impostor = SigningKey.generate(["msteams"])
+    impostor.kid = idp.keys["channel"][0].kid
+    return idp.mint_channel_token(APP_ID, SERVICE_URL, key=impostor)
+
+
+def unpublished_kid(idp) -> str:
+    return idp.mint_channel_token(APP_ID, SERVICE_URL, key=SigningKey.generate(["msteams"]))
+
+
+now = lambda: int(time.time())  # noqa: E731
+
+REJECTED = {
+    "no header": lambda idp: None,
+    "empty header": lambda idp: "",
+    "basic scheme": lambda idp: "Basic dXNlcjpwYXNz",
+    "bearer without token": lambda idp: "Bearer",
+    "bearer with two tokens": lambda idp: "Bearer a b",
+    "garbage token": lambda idp: "Bearer not.a.jwt",
+    "alg none": lambda idp: "Bearer " + forged_none(idp),
+    "HS256 signed with the public key": lambda idp: "Bearer " + forged_hs256(idp),
+    "tampered payload": lambda idp: "Bearer " + tampered(idp),
+    "foreign key, published kid": lambda idp: "Bearer " + foreign_key_with_published_kid(idp),
+    "unknown kid": lambda idp: "Bearer " + unpublished_kid(idp),
+    "expired beyond skew": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, lifetime=-301),
+    "not yet valid beyond skew": lambda idp: "Bearer " + idp.mint_channel_token(
+        APP_ID, SERVICE_URL, not_before=now() + 600, lifetime=3600),
+    "no exp": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, drop_claims=("exp",)),
+    "wrong issuer": lambda idp: "Bearer " + idp.mint_channel_token(
+        APP_ID, SERVICE_URL, extra_claims={"iss": "https://evil.example"}),
+    "wrong audience": lambda idp: "Bearer " + idp.mint_channel_token("another-app", SERVICE_URL),
+    "no serviceurl claim": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, drop_claims=("serviceurl",)),
+    "mismatched serviceurl": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, "https://evil.example/"),
+    "serviceurl differs by a slash": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL.rstrip("/")),
+    "gov token to a public-cloud bot": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov"),
+    "RS256 token declaring HS512": lambda idp: "Bearer " + b64(
+        {"alg": "HS512", "kid": idp.keys["channel"][0].kid}) + "." + idp.mint_channel_token(
+        APP_ID, SERVICE_URL).split(".", 1)[1],
+    "emulator v1 wrong appid": lambda idp: "Bearer " + idp.mint_emulator_token(
+        APP_ID, extra_claims={"appid": "someone-else"}),
+    "emulator v2 wrong azp": lambda idp: "Bearer " + idp.mint_emulator_token(
+        APP_ID, version="2.0", extra_claims={"azp": "someone-else"}),
+    "emulator unknown ver": lambda idp: "Bearer " + idp.mint_emulator_token(APP_ID, extra_claims={"ver": "3.0"}),
+    "emulator no ver": lambda idp: "Bearer " + idp.mint_emulator_token(APP_ID, drop_claims=("ver",)),
+    "emulator foreign tenant": lambda idp: "Bearer " + idp.mint_emulator_token(APP_ID, tenant=OWN_TENANT),
+    "emulator token signed by a channel key": lambda idp: "Bearer " + idp.sign(
+        {"iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/", "appid": APP_ID,
+         "ver": "1.0", "aud": APP_ID, "exp": now() + 60}, idp.keys["channel"][0]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+async def test_hostile_or_broken_tokens_are_rejected(idp, case: str) -> None:
+    header = REJECTED[case](idp)
+    with pytest.raises(AuthenticationError) as info:
+        await check(idp, header)
+    token = (header or "").partition(" ")[2]
+    assert len(token) < 8 or token not in info.value.reason  # the reason never carries the token
+
+
+async def test_endorsement_mismatch_is_rejected(idp) -> None:
+    token = idp.mint_channel_token(APP_ID, SERVICE_URL)
+    with pytest.raises(AuthenticationError, match="not endorsed"):
+        await check(idp, "Bearer " + token, activity(channel_id="skype"))
+
+
+ACCEPTED = {
+    "channel token": lambda idp: idp.mint_channel_token(APP_ID, SERVICE_URL),
+    "expired within skew": lambda idp: idp.mint_channel_token(APP_ID, SERVICE_URL, lifetime=-200),
+    "nbf within skew": lambda idp: idp.mint_channel_token(APP_ID, SERVICE_URL, not_before=now() + 200),
+    "RS384": lambda idp: idp.mint_channel_token(APP_ID, SERVICE_URL, alg="RS384"),
+    "RS512": lambda idp: idp.mint_channel_token(APP_ID, SERVICE_URL, alg="RS512"),
+    "emulator v1": lambda idp: idp.mint_emulator_token(APP_ID),
+    "emulator v2": lambda idp: idp.mint_emulator_token(APP_ID, version="2.0"),
+    "emulator v2 second BF tenant": lambda idp: idp.mint_emulator_token(
+        APP_ID, version="2.0", tenant="f8cdef31-a31e-4b4a-93e4-5f571e91255a"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+async def test_genuine_tokens_are_accepted(idp, case: str) -> None:
+    result = await check(idp, "bearer " + ACCEPTED[case](idp))
+    assert result.trust == "token" and result.kind in ("channel", "emulator")
+
+
+async def test_single_tenant_bot_accepts_emulator_tokens_of_its_own_tenant(idp) -> None:
+    settings = settings_for(idp, tenant=OWN_TENANT, app_type="SingleTenant")
+    result = await check(idp, "Bearer " + idp.mint_emulator_token(APP_ID, tenant=OWN_TENANT), settings=settings)
+    assert result.kind == "emulator"
+
+
+async def test_us_gov_bot_accepts_gov_tokens_and_refuses_public_ones(idp) -> None:
+    gov = settings_for(idp, cloud="usgov")
+    assert (await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov"), settings=gov)).kind == "channel"
+    with pytest.raises(AuthenticationError, match="not trusted"):
+        await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL), settings=gov)
+
+
+async def test_development_mode_accepts_unauthenticated_requests_only_without_app_id(idp) -> None:
+    dev = Settings.from_env({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"})
+    assert (await check(idp, None, settings=dev)).trust == "development"
+    deployed = Settings.from_env({"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "MicrosoftAppId": APP_ID})
+    with pytest.raises(AuthenticationError):
+        await check(idp, None, settings=deployed)
+
+
+async def test_fifty_turns_cost_one_metadata_and_one_key_fetch(idp) -> None:
+    before = (idp.count("metadata:channel"), idp.count("jwks:channel"))
+    tokens = [idp.mint_channel_token(APP_ID, SERVICE_URL) for _ in range(50)]
+    async with httpx.AsyncClient() as http:
+        await asyncio.gather(*(authenticate("Bearer " + t, activity(), settings_for(idp), http) for t in tokens))
+    assert (idp.count("metadata:channel") - before[0], idp.count("jwks:channel") - before[1]) == (1, 1)
+
+
+async def test_rotated_key_is_fetched_once_and_unknown_kids_refetch_at_most_hourly(idp) -> None:
+    await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL))
+    jwks = idp.count("jwks:channel")
+    new_key = idp.rotate_keys("channel")
+    await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=new_key))
+    assert idp.count("jwks:channel") == jwks + 1
+    for _ in range(20):
+        with pytest.raises(AuthenticationError):
+            await check(idp, "Bearer " + unpublished_kid(idp))
+    assert idp.count("jwks:channel") == jwks + 1, "refetch on unknown kid is rate limited"
+    start = time.time()
+    auth.clock = lambda: start + 3601
+    with pytest.raises(AuthenticationError):
+        await check(idp, "Bearer " + unpublished_kid(idp))
+    assert idp.count("jwks:channel") == jwks + 2
+    auth.clock = lambda: start + 26 * 3600
+    await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL))
+    assert idp.count("jwks:channel") == jwks + 3, "keys are refreshed after 24 hours"
+
+
+async def test_unreachable_metadata_is_a_distinct_error() -> None:
+    settings = Settings.from_env({"MicrosoftAppId": APP_ID,
+                                  "BotChannelOpenIdMetadataUrl": "http://127.0.0.1:9/nothing"})
+    with IdentityProvider() as other:
+        token = other.mint_channel_token(APP_ID, SERVICE_URL)
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(KeysUnavailableError):
+            await authenticate("Bearer " + token, activity(), settings, http)
