@@ -1,0 +1,204 @@
+"""The bot's own outbound token (protocol.md §2), cached for the whole process.
+
+One provider per (endpoint, tenant, client, scope) lives as long as the process:
+every message of every invocation shares its token, refreshed a few minutes
+before expiry by a single request that all concurrent callers wait on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from .settings import ConfigurationError, Settings
+
+log = logging.getLogger("botcore.tokens")
+
+REFRESH_MARGIN = 300.0
+
+
+class TokenError(Exception):
+    """The identity provider did not issue a token; carries its status and error code only."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class TokenProvider(Protocol):
+    async def get_token(self, *, force_refresh: bool = False) -> str: ...
+
+
+class CachedTokenProvider:
+    """Caching and single-flight refresh; subclasses only know how to ask for a token."""
+
+    def __init__(self, http: Any = None) -> None:
+        self._http = http
+        self._token: str | None = None
+        self.expires_at = 0.0
+        self._refresh_at = 0.0
+        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+        self.requests = 0
+
+    @property
+    def http(self) -> Any:
+        if self._http is not None:
+            return self._http
+        from .http import get_http_client
+
+        return get_http_client()
+
+    def _fresh(self) -> bool:
+        return self._token is not None and time.time() < self._refresh_at
+
+    async def get_token(self, *, force_refresh: bool = False, stale: str | None = None) -> str:
+        """The cached token, refreshed when near expiry.
+
+        force_refresh (after a 401 from the Connector) refreshes once, however many
+        callers force at the same time: a caller that saw token X fail passes
+        stale=X, and nothing is fetched if the cache already holds a newer token.
+        """
+        if force_refresh and stale is not None and self._token not in (None, stale):
+            return self._token  # type: ignore[return-value]
+        if not force_refresh and self._fresh():
+            return self._token  # type: ignore[return-value]
+        loop = asyncio.get_running_loop()
+        task = self._inflight.get(loop)
+        if task is None:
+            task = self._inflight[loop] = loop.create_task(self._refresh())
+            task.add_done_callback(lambda _: self._inflight.pop(loop, None))
+        return await asyncio.shield(task)
+
+    async def _refresh(self) -> str:
+        self.requests += 1
+        token, expires_at = await self._request()
+        # Short-lived tokens are refreshed at half-life rather than never being "fresh".
+        margin = min(REFRESH_MARGIN, (expires_at - time.time()) / 2)
+        self._token, self.expires_at, self._refresh_at = token, expires_at, expires_at - margin
+        return token
+
+    async def _request(self) -> tuple[str, float]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _error(response: Any, what: str) -> TokenError:
+        code = None
+        try:
+            code = response.json().get("error")
+        except ValueError:
+            pass
+        return TokenError(f"{what} refused a token: HTTP {response.status_code} {code or ''}".strip(),
+                          response.status_code, code)
+
+
+class ClientSecretTokenProvider(CachedTokenProvider):
+    def __init__(self, authority_host: str, tenant: str, client_id: str, client_secret: str,
+                 scope: str, http: Any = None) -> None:
+        super().__init__(http)
+        self.url = f"{authority_host.rstrip('/')}/{tenant}/oauth2/v2.0/token"
+        self._form = {"grant_type": "client_credentials", "client_id": client_id,
+                      "client_secret": client_secret, "scope": scope}
+
+    async def _request(self) -> tuple[str, float]:
+        try:
+            response = await self.http.post(self.url, data=self._form)
+        except Exception as exc:
+            raise TokenError(f"token endpoint {self.url} unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise self._error(response, "token endpoint")
+        body = response.json()
+        return body["access_token"], time.time() + float(body.get("expires_in", 3600))
+
+
+class ManagedIdentityTokenProvider(CachedTokenProvider):
+    def __init__(self, endpoint: str, identity_header: str, client_id: str | None, resource: str,
+                 http: Any = None) -> None:
+        super().__init__(http)
+        self.endpoint, self.resource = endpoint, resource
+        self._header = identity_header
+        self._params = {"api-version": "2019-08-01", "resource": resource}
+        if client_id:
+            self._params["client_id"] = client_id
+
+    async def _request(self) -> tuple[str, float]:
+        try:
+            response = await self.http.get(
+                self.endpoint, params=self._params, headers={"X-IDENTITY-HEADER": self._header}
+            )
+        except Exception as exc:
+            raise TokenError(f"managed identity endpoint unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise self._error(response, "managed identity endpoint")
+        body = response.json()
+        return body["access_token"], float(body["expires_on"])
+
+
+_providers: dict[tuple[str, ...], CachedTokenProvider] = {}
+
+
+def token_provider_for(settings: Settings) -> CachedTokenProvider | None:
+    """The process-wide provider for these settings; None when the bot has no app id."""
+    if not settings.app_id:
+        return None
+    if settings.app_type == "UserAssignedMSI":
+        if not settings.identity_endpoint:
+            raise ConfigurationError(
+                "MicrosoftAppType is UserAssignedMSI but IDENTITY_ENDPOINT is not set "
+                "(the app needs a user-assigned managed identity)"
+            )
+        key = ("msi", settings.identity_endpoint, settings.app_id, settings.cloud.msi_resource)
+        if key not in _providers:
+            _providers[key] = ManagedIdentityTokenProvider(
+                settings.identity_endpoint, settings.identity_header, settings.app_id,
+                settings.cloud.msi_resource,
+            )
+        return _providers[key]
+    if not settings.app_password:
+        raise ConfigurationError(f"MicrosoftAppPassword is required for MicrosoftAppType {settings.app_type}")
+    if settings.app_type == "SingleTenant":
+        if not settings.tenant_id:
+            raise ConfigurationError("MicrosoftAppTenantId is required for a SingleTenant bot")
+        tenant = settings.tenant_id
+    else:
+        tenant = "botframework.com"
+    key = ("secret", settings.oauth_authority_host, tenant, settings.app_id, settings.cloud.oauth_scope,
+           settings.app_password)
+    if key not in _providers:
+        _providers[key] = ClientSecretTokenProvider(
+            settings.oauth_authority_host, tenant, settings.app_id, settings.app_password,
+            settings.cloud.oauth_scope,
+        )
+    return _providers[key]
+
+
+class ManagedIdentityCredential:
+    """An azure-core async credential over the same managed-identity endpoint (for storage)."""
+
+    def __init__(self, endpoint: str, identity_header: str, client_id: str | None) -> None:
+        if not endpoint:
+            raise ConfigurationError("identity-based storage needs a managed identity (IDENTITY_ENDPOINT)")
+        self.endpoint, self.identity_header, self.client_id = endpoint, identity_header, client_id
+        self._providers: dict[str, ManagedIdentityTokenProvider] = {}
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        resource = scopes[0].removesuffix("/.default")
+        provider = self._providers.get(resource)
+        if provider is None:
+            provider = self._providers[resource] = ManagedIdentityTokenProvider(
+                self.endpoint, self.identity_header, self.client_id, resource
+            )
+        token = await provider.get_token()
+        return AccessToken(token, int(provider.expires_at))
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> "ManagedIdentityCredential":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,126 @@
+"""Outbound tokens against the local identity provider: one request serves every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from botcore import tokens
+from botcore.http import close_http_client
+from botcore.settings import ConfigurationError, Settings
+from botcore.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
+                            ManagedIdentityTokenProvider, TokenError, token_provider_for)
+from devhost.identity import IdentityProvider
+
+APP_ID = "app-1"
+TENANT = "99999999-8888-7777-6666-555555555555"
+
+
+@pytest.fixture
+def idp():
+    with IdentityProvider() as provider:
+        provider.add_client(APP_ID, "s3cret-value")
+        yield provider
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def secret_provider(idp, http, tenant="botframework.com", secret="s3cret-value"):
+    return ClientSecretTokenProvider(idp.base_url, tenant, APP_ID, secret,
+                                     "https://api.botframework.com/.default", http)
+
+
+async def test_a_hundred_concurrent_callers_share_one_token_request(idp, http) -> None:
+    provider = secret_provider(idp, http)
+    results = await asyncio.gather(*(provider.get_token() for _ in range(100)))
+    assert len(set(results)) == 1 and idp.is_valid_access_token(results[0])
+    assert idp.count("token") == 1
+    await provider.get_token()
+    assert idp.count("token") == 1
+    request = idp.token_requests[-1]
+    assert request["tenant"] == "botframework.com" and request["scope"] == "https://api.botframework.com/.default"
+    assert request["grant_type"] == "client_credentials" and "client_secret" not in request
+
+
+async def test_single_tenant_uses_its_tenant_in_the_token_url(idp, http) -> None:
+    await secret_provider(idp, http, tenant=TENANT).get_token()
+    assert idp.token_requests[-1]["tenant"] == TENANT
+
+
+async def test_token_is_refreshed_before_it_expires(http) -> None:
+    with IdentityProvider(token_lifetime=4) as idp:
+        idp.add_client(APP_ID, "s3cret-value")
+        provider = secret_provider(idp, http)
+        first = await provider.get_token()
+        assert await provider.get_token() == first
+        await asyncio.sleep(2.1)  # past half of a 4 s lifetime
+        assert await provider.get_token() != first
+        assert idp.count("token") == 2
+
+
+async def test_forced_refresh_by_many_callers_fetches_once(idp, http) -> None:
+    provider = secret_provider(idp, http)
+    stale = await provider.get_token()
+    fresh = await asyncio.gather(*(provider.get_token(force_refresh=True, stale=stale) for _ in range(20)))
+    assert len(set(fresh)) == 1 and fresh[0] != stale
+    assert idp.count("token") == 2
+
+
+async def test_wrong_secret_is_a_token_error_without_the_secret(idp, http) -> None:
+    with pytest.raises(TokenError) as info:
+        await secret_provider(idp, http, secret="wrong-secret-xyz").get_token()
+    assert info.value.status == 401 and info.value.code == "invalid_client"
+    assert "wrong-secret-xyz" not in str(info.value)
+
+
+async def test_identity_provider_failure_is_a_token_error_then_recovers(idp, http) -> None:
+    provider = secret_provider(idp, http)
+    idp.fail_token_requests(503)
+    with pytest.raises(TokenError) as info:
+        await provider.get_token()
+    assert info.value.status == 503
+    assert idp.is_valid_access_token(await provider.get_token())
+
+
+async def test_managed_identity_flow(idp, http) -> None:
+    provider = ManagedIdentityTokenProvider(f"{idp.base_url}/msi/token", idp.msi_header, "client-9",
+                                            "https://api.botframework.com", http)
+    token = await provider.get_token()
+    assert idp.is_valid_access_token(token)
+    request = idp.token_requests[-1]
+    assert request["client_id"] == "client-9" and request["resource"] == "https://api.botframework.com"
+    assert provider.expires_at > time.time() + 3000
+    wrong = ManagedIdentityTokenProvider(f"{idp.base_url}/msi/token", "bad", None, "r", http)
+    with pytest.raises(TokenError):
+        await wrong.get_token()
+
+
+async def test_storage_credential_speaks_azure_core(idp) -> None:
+    credential = ManagedIdentityCredential(f"{idp.base_url}/msi/token", idp.msi_header, "client-9")
+    access = await credential.get_token("https://storage.azure.com/.default")
+    assert idp.is_valid_access_token(access.token) and access.expires_on > time.time()
+    assert idp.token_requests[-1]["resource"] == "https://storage.azure.com"
+    await close_http_client()
+
+
+def test_one_provider_per_process_and_clear_configuration_errors(idp) -> None:
+    tokens._providers.clear()
+    settings = Settings.from_env(idp.bot_env(APP_ID, password="s3cret-value"))
+    assert token_provider_for(settings) is token_provider_for(Settings.from_env(idp.bot_env(APP_ID, password="s3cret-value")))
+    assert token_provider_for(Settings.from_env({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"})) is None
+    with pytest.raises(ConfigurationError, match="MicrosoftAppPassword"):
+        token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID}))
+    with pytest.raises(ConfigurationError, match="MicrosoftAppTenantId"):
+        token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "x",
+                                              "MicrosoftAppType": "SingleTenant"}))
+    with pytest.raises(ConfigurationError, match="IDENTITY_ENDPOINT"):
+        token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID, "MicrosoftAppType": "UserAssignedMSI"}))
+    msi = token_provider_for(Settings.from_env(idp.bot_env(APP_ID, app_type="UserAssignedMSI")))
+    assert isinstance(msi, ManagedIdentityTokenProvider)
