@@ -28,7 +28,7 @@ class TokenError(Exception):
 
 
 class TokenProvider(Protocol):
-    async def get_token(self, *, force_refresh: bool = False) -> str: ...
+    async def get_token(self, *, force_refresh: bool = False, stale: str | None = None) -> str: ...
 
 
 class CachedTokenProvider:

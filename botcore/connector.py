@@ -1,0 +1,241 @@
+"""Bot Connector REST API v3 client (protocol.md §3).
+
+Every call carries the bot's token, so the client first checks that the
+serviceUrl earned it (ServiceEndpoint.trust). Transient failures are retried
+within a bounded budget; everything else becomes a typed error that says what
+the caller should do: retire the conversation, fix the request, or try later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .activity import TRUST_DEVELOPMENT, TRUST_TOKEN, ChannelAccount, ConversationReference, ServiceEndpoint
+
+log = logging.getLogger("botcore.connector")
+
+RETRYABLE_STATUS = frozenset({412, 429, 502, 503, 504})
+GONE_CODES = frozenset({
+    "ConversationBlockedByUser", "BotNotInConversationRoster", "BotDisabledByAdmin",
+    "ForbiddenOperationException", "MessageWritesBlocked", "ConversationNotFound",
+})
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+
+
+class ConnectorError(Exception):
+    def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None) -> None:
+        super().__init__(f"HTTP {status} {code or ''}: {message}".strip())
+        self.status, self.code, self.message, self.operation_id = status, code, message, operation_id
+
+
+class ConversationGoneError(ConnectorError):
+    """Permanent: the user blocked the bot, removed it, or the conversation is gone."""
+
+
+class RequestRejectedError(ConnectorError):
+    """The request itself is wrong (400, 413 ...): retrying will not help."""
+
+
+class ConnectorAuthError(ConnectorError):
+    """The Connector refused the bot's token even after one refresh."""
+
+
+class RetryableConnectorError(ConnectorError):
+    """Transient (429, 5xx, network): the caller may try again after `retry_after` seconds."""
+
+    def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(status, code, message, operation_id)
+        self.retry_after = retry_after
+
+
+class UntrustedServiceUrlError(ValueError):
+    """The serviceUrl did not come from a validated activity: it must not receive the bot's token."""
+
+
+@dataclass(frozen=True)
+class ResourceResponse:
+    id: str | None
+
+
+@dataclass(frozen=True)
+class ConversationResourceResponse:
+    id: str
+    service_url: str | None
+    activity_id: str | None
+
+
+@dataclass(frozen=True)
+class PagedMembers:
+    members: list[ChannelAccount]
+    continuation_token: str | None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import datetime, timezone
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_of(response: Any) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, (response.text or "")[:300]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return error.get("code"), str(error.get("message", ""))[:300]
+        if "errorCode" in body:
+            return body.get("errorCode"), str(body.get("message", ""))[:300]
+    return None, json.dumps(body)[:300]
+
+
+class ConnectorClient:
+    def __init__(self, http: Any = None, tokens: Any = None, *, max_attempts: int = 4,
+                 max_retry_wait: float = 30.0) -> None:
+        self._http = http
+        self.tokens = tokens
+        self.max_attempts, self.max_retry_wait = max_attempts, max_retry_wait
+
+    @property
+    def http(self) -> Any:
+        if self._http is not None:
+            return self._http
+        from .http import get_http_client
+
+        return get_http_client()
+
+    # ---- the API -----------------------------------------------------------------------
+    async def send_to_conversation(self, target: ServiceEndpoint, conversation_id: str,
+                                   activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+        body = await self._call("POST", target, f"v3/conversations/{quote(conversation_id, safe='')}/activities",
+                                activity, retry)
+        return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
+
+    async def reply_to_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
+                                activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+        path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
+        body = await self._call("POST", target, path, activity, retry)
+        return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
+
+    async def create_conversation(self, target: ServiceEndpoint, params: dict[str, Any]) -> ConversationResourceResponse:
+        body = await self._call("POST", target, "v3/conversations", params, True)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise ConnectorError(200, None, "create conversation answered without an id")
+        return ConversationResourceResponse(body["id"], body.get("serviceUrl"), body.get("activityId"))
+
+    async def update_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
+                              activity: dict[str, Any]) -> ResourceResponse:
+        path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
+        body = await self._call("PUT", target, path, activity, True)
+        return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
+
+    async def delete_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str) -> None:
+        path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
+        await self._call("DELETE", target, path, None, True)
+
+    async def get_paged_members(self, target: ServiceEndpoint, conversation_id: str, page_size: int | None = None,
+                                continuation_token: str | None = None) -> PagedMembers:
+        params = {k: v for k, v in (("pageSize", page_size), ("continuationToken", continuation_token)) if v}
+        path = f"v3/conversations/{quote(conversation_id, safe='')}/pagedmembers"
+        body = await self._call("GET", target, path, None, True, params)
+        body = body if isinstance(body, dict) else {}
+        members = [ChannelAccount.from_dict(m, "member") for m in body.get("members") or []]
+        return PagedMembers(members, body.get("continuationToken"))
+
+    async def send(self, reference: ConversationReference, *, retry: bool = True, **fields: Any) -> ResourceResponse:
+        """A proactive message into a stored conversation."""
+        return await self.send_to_conversation(
+            reference.endpoint, reference.conversation.id, reference.outgoing(**fields), retry=retry
+        )
+
+    # ---- the machinery -------------------------------------------------------------------
+    def _check_target(self, target: ServiceEndpoint) -> str:
+        parts = urlsplit(target.url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+            raise UntrustedServiceUrlError(f"serviceUrl must be https: {parts.scheme}://{parts.hostname}")
+        if self.tokens is not None and target.trust != TRUST_TOKEN:
+            raise UntrustedServiceUrlError(
+                f"serviceUrl {parts.hostname} was not validated by a channel token; refusing to send the bot's token"
+            )
+        if self.tokens is None and target.trust not in (TRUST_TOKEN, TRUST_DEVELOPMENT):
+            raise UntrustedServiceUrlError(f"serviceUrl {parts.hostname} has no recorded trust")
+        return target.url.rstrip("/") + "/"
+
+    async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
+                    params: dict[str, Any] | None = None) -> Any:
+        url = self._check_target(target) + path
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        attempts = self.max_attempts if retry else 1
+        waited = 0.0
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Content-Type": "application/json"} if content is not None else {}
+            token = None
+            if self.tokens is not None:
+                token = await self.tokens.get_token()
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = await self.http.request(method, url, content=content, headers=headers, params=params)
+            except Exception as exc:  # network errors and timeouts are transient
+                error: RetryableConnectorError = RetryableConnectorError(
+                    0, type(exc).__name__, f"{method} {urlsplit(url).hostname}: {exc!r}"[:300])
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response.json() if response.content else None
+                code, message = _error_of(response)
+                operation_id = response.headers.get("X-Correlating-OperationId")
+                log.warning("connector %s %s: HTTP %s %s (X-Correlating-OperationId %s)",
+                            method, urlsplit(url).hostname, status, code, operation_id)
+                if status == 401 and self.tokens is not None and not refreshed:
+                    refreshed = True
+                    await self.tokens.get_token(force_refresh=True, stale=token)
+                    attempt -= 1
+                    continue
+                if status == 401:
+                    raise ConnectorAuthError(status, code, message, operation_id)
+                if code in GONE_CODES and status in (403, 404):
+                    raise ConversationGoneError(status, code, message, operation_id)
+                if status not in RETRYABLE_STATUS:
+                    raise RequestRejectedError(status, code, message, operation_id)
+                error = RetryableConnectorError(status, code, message, operation_id,
+                                                _retry_after(response.headers.get("Retry-After")))
+            delay = error.retry_after
+            if delay is None:
+                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+                error.retry_after = delay
+            if attempt >= attempts or waited + delay > self.max_retry_wait:
+                raise error
+            waited += delay
+            await asyncio.sleep(delay)

@@ -1,0 +1,171 @@
+"""The Connector client against the fake Bot Connector, over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from botcore.activity import ServiceEndpoint
+from botcore.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError,
+                               RequestRejectedError, RetryableConnectorError, UntrustedServiceUrlError)
+from devhost.channel import FakeConnector
+
+
+class StaticTokens:
+    """Issues numbered tokens; the fake Connector accepts only the current one."""
+
+    def __init__(self) -> None:
+        self.current, self.refreshes = "tok-1", 0
+
+    async def get_token(self, *, force_refresh: bool = False, stale: str | None = None) -> str:
+        if force_refresh:
+            self.refreshes += 1
+            self.current = f"tok-{self.refreshes + 1}"
+        return self.current
+
+
+@pytest.fixture
+def fake():
+    with FakeConnector() as connector:
+        yield connector
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        yield client
+
+
+def trusted(fake) -> ServiceEndpoint:
+    return ServiceEndpoint(fake.base_url + "/", "token")
+
+
+ODD_IDS = ["19:abc@thread.tacv2;messageid=1", "a:1/2#3?4 5", "29:漢字🙂", "%2F"]
+
+
+@pytest.mark.parametrize("conversation_id", ODD_IDS)
+async def test_every_operation_reaches_its_path_with_encoded_ids(fake, http, conversation_id) -> None:
+    client = ConnectorClient(http, StaticTokens())
+    target = trusted(fake)
+    sent = await client.send_to_conversation(target, conversation_id, {"type": "message", "text": "a"})
+    replied = await client.reply_to_activity(target, conversation_id, "act/1", {"type": "message", "text": "b"})
+    await client.update_activity(target, conversation_id, "act/1", {"type": "message", "text": "c"})
+    await client.delete_activity(target, conversation_id, "act/1")
+    created = await client.create_conversation(target, {"isGroup": False, "members": [{"id": "29:u"}]})
+    assert sent.id and replied.id and created.id.startswith("conv-")
+    ops = [(r.operation, r.conversation_id, r.activity_id) for r in fake.requests]
+    assert ops == [("send", conversation_id, None), ("reply", conversation_id, "act/1"),
+                   ("update", conversation_id, "act/1"), ("delete", conversation_id, "act/1"),
+                   ("create", None, None)]
+    assert all(r.authorization == "Bearer tok-1" for r in fake.requests)
+
+
+async def test_paged_members_follow_the_continuation_token(fake, http) -> None:
+    fake.members["c1"] = [{"id": f"29:{i}", "name": f"n{i}"} for i in range(5)]
+    client = ConnectorClient(http, StaticTokens())
+    first = await client.get_paged_members(trusted(fake), "c1", page_size=2)
+    second = await client.get_paged_members(trusted(fake), "c1", 2, first.continuation_token)
+    last = await client.get_paged_members(trusted(fake), "c1", 2, second.continuation_token)
+    assert [m.id for m in first.members + second.members + last.members] == [f"29:{i}" for i in range(5)]
+    assert last.continuation_token is None
+
+
+async def test_empty_response_bodies_are_accepted() -> None:
+    with FakeConnector(status=202, empty_body=True) as fake:
+        async with httpx.AsyncClient() as http:
+            result = await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    assert result.id is None
+
+
+@pytest.mark.parametrize("target, tokens", [
+    (ServiceEndpoint("https://smba.example/", None), True),
+    (ServiceEndpoint("https://smba.example/", "development"), True),
+    (ServiceEndpoint("http://smba.example/", "token"), True),
+    (ServiceEndpoint("ftp://127.0.0.1/", "token"), False),
+    (ServiceEndpoint("https://smba.example/", None), False),
+])
+async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, target, tokens) -> None:
+    client = ConnectorClient(http, StaticTokens() if tokens else None)
+    with pytest.raises(UntrustedServiceUrlError):
+        await client.send_to_conversation(target, "c", {"text": "x"})
+    assert fake.requests == []
+
+
+async def test_development_mode_sends_without_a_token(fake, http) -> None:
+    await ConnectorClient(http, None).send_to_conversation(
+        ServiceEndpoint(fake.base_url, "development"), "c", {"text": "x"})
+    assert fake.requests[0].authorization is None
+
+
+async def test_401_refreshes_the_token_once_and_retries(fake, http) -> None:
+    tokens = StaticTokens()
+    fake.require_token(lambda t: t == "tok-2")
+    await ConnectorClient(http, tokens).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    assert tokens.refreshes == 1 and fake.requests[0].authorization == "Bearer tok-2"
+    fake.require_token(lambda t: False)
+    with pytest.raises(ConnectorAuthError):
+        await ConnectorClient(http, tokens).send_to_conversation(trusted(fake), "c", {"text": "x"})
+
+
+async def test_429_retry_after_is_honoured(fake, http) -> None:
+    fake.fail(429, "TooManyRequests", retry_after=0.6)
+    start = time.monotonic()
+    await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    assert time.monotonic() - start >= 0.6 and len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [412, 502, 503, 504])
+async def test_transient_errors_are_retried(fake, http, status) -> None:
+    fake.fail(status, times=2)
+    client = ConnectorClient(http, StaticTokens(), max_retry_wait=10)
+    assert (await client.send_to_conversation(trusted(fake), "c", {"text": "x"})).id
+
+
+async def test_retry_budget_and_no_retry_mode_raise_retryable_errors(fake, http) -> None:
+    fake.fail(503, times=None)
+    client = ConnectorClient(http, StaticTokens(), max_attempts=3, max_retry_wait=10)
+    with pytest.raises(RetryableConnectorError):
+        await client.send_to_conversation(trusted(fake), "c", {"text": "x"})
+    fake.clear_faults()
+    fake.fail(429, retry_after=7)
+    start = time.monotonic()
+    with pytest.raises(RetryableConnectorError) as info:
+        await client.send_to_conversation(trusted(fake), "c", {"text": "x"}, retry=False)
+    assert info.value.retry_after == 7 and time.monotonic() - start < 1
+
+
+@pytest.mark.parametrize("status, code", [
+    (403, "ConversationBlockedByUser"), (403, "BotNotInConversationRoster"), (403, "BotDisabledByAdmin"),
+    (403, "ForbiddenOperationException"), (403, "MessageWritesBlocked"), (404, "ConversationNotFound"),
+])
+async def test_permanent_failures_say_the_conversation_is_gone(fake, http, status, code) -> None:
+    fake.fail(status, code)
+    with pytest.raises(ConversationGoneError) as info:
+        await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    assert info.value.code == code and info.value.operation_id
+
+
+async def test_teams_error_shape_is_parsed(fake, http) -> None:
+    fake.fail(403, "ConversationBlockedByUser", teams_shape=True)
+    with pytest.raises(ConversationGoneError):
+        await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+
+
+@pytest.mark.parametrize("status, code", [(413, "MessageSizeTooBig"), (400, "BadArgument"), (500, "InternalError")])
+async def test_sender_mistakes_are_never_retried(fake, http, status, code) -> None:
+    fake.fail(status, code, times=None)
+    with pytest.raises(RequestRejectedError):
+        await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    fake.clear_faults()
+    await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "ok"})
+    assert fake.texts() == ["ok"]
+
+
+async def test_reset_connections_and_hangs_are_retried(fake, http) -> None:
+    fake.fail(200, reset=True)
+    fake.fail(200, hang=3)
+    client = ConnectorClient(http, StaticTokens(), max_retry_wait=10)
+    assert (await client.send_to_conversation(trusted(fake), "c", {"text": "x"})).id
+    assert fake.texts() == ["x"]
