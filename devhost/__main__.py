@@ -1,0 +1,68 @@
+"""`python -m devhost [start|chat|init-storage]`: the local host, the terminal channel, storage set-up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+
+def _start(args: argparse.Namespace) -> int:
+    from .app_loader import HostConfigError
+    from .host import Host
+
+    try:
+        host = Host(Path(args.app_dir), args.host, args.port)
+    except HostConfigError as exc:
+        logging.getLogger("devhost").error("cannot start: %s", exc)
+        return 2
+    asyncio.run(host.run())
+    return 0
+
+
+def _init_storage(args: argparse.Namespace) -> int:
+    from botcore.storage import close_storage_clients, ensure_resources
+
+    from .app_loader import load_settings
+
+    load_settings(Path(args.app_dir).resolve())
+
+    async def run() -> None:
+        await ensure_resources()
+        await close_storage_clients()
+
+    asyncio.run(run())
+    logging.getLogger("devhost").info("tables and queues are ready")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chat import main
+
+    return main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser.add_argument("--app-dir", default=".", help="folder holding function_app.py and host.json")
+    sub = parser.add_subparsers(dest="command")
+    start = sub.add_parser("start", help="run the function app (the default)")
+    for p in (parser, start):
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=None, help="HTTP port (default 7071)")
+    sub.add_parser("init-storage", help="create the app's tables and queues")
+    chat = sub.add_parser("chat", help="talk to the bot from this terminal")
+    chat.add_argument("--bot", default="http://localhost:7071/api/messages", help="the bot's messaging endpoint")
+    chat.add_argument("--user", default="you", help="your display name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    command = {"chat": _chat, "init-storage": _init_storage}.get(args.command or "start", _start)
+    return command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The local Functions host: runs a Python v2 function app without Core Tools.
+
+What it reproduces of the Azure Functions host: HTTP triggers under host.json's
+routePrefix with route templates, methods and auth levels (`function`/`admin`
+keys from the `LocalFunctionKey` setting, via `?code=` or `x-functions-key`);
+queue triggers with batchSize, newBatchThreshold, maxDequeueCount, poison queues,
+visibilityTimeout, maxPollingInterval back-off and messageEncoding; timer
+triggers with six-field NCRONTAB in UTC, runOnStartup and past_due; settings
+from local.settings.json with the environment winning; async functions on one
+event loop and sync ones on a thread pool; `GET /admin/host/status`.
+
+Where it differs: one process only (no scale-out, no singleton lock for timers:
+two hosts both fire); identity-based connections are not supported for triggers
+(connection strings and UseDevelopmentStorage=true are); output bindings other
+than the HTTP return value are not implemented; a running invocation's message
+is hidden for 10 minutes without renewal; on shutdown, running invocations get
+30 seconds to finish and received-but-unstarted messages are released at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .app_loader import FunctionInfo, LoadedApp, load_app
+from .http_trigger import HttpTriggers, build_routes
+from .queue_trigger import QueueListener, QueueOptions
+from .timer_trigger import TimerRunner
+
+log = logging.getLogger("devhost")
+
+SHUTDOWN_GRACE = 30.0
+
+
+class Host:
+    def __init__(self, app_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.app: LoadedApp = load_app(app_dir)
+        self.bind_host = host
+        self.port = port if port is not None else int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", "7071"))
+        self.function_key = os.environ.get("LocalFunctionKey") or ""
+        if not self.function_key:
+            self.function_key = secrets.token_urlsafe(24)
+            log.warning("LocalFunctionKey is not set; this run's function key is %s", self.function_key)
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="function")
+        http = self.app.extension("http")
+        self.http = HttpTriggers(
+            build_routes(self.app.functions), http.get("routePrefix", "api"), self.function_key, self.invoke,
+        )
+        options = QueueOptions.from_host_json(self.app.extension("queues"))
+        self.listeners = [QueueListener(f, options, self.invoke) for f in self.app.functions
+                          if f.trigger_type == "queueTrigger"]
+        self.timers = [TimerRunner(f, self.invoke) for f in self.app.functions if f.trigger_type == "timerTrigger"]
+        self._stop = asyncio.Event()
+
+    async def invoke(self, function: FunctionInfo, argument: Any, reason: str) -> Any:
+        invocation = uuid.uuid4()
+        fn_log = logging.getLogger(f"Function.{function.name}")
+        fn_log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", function.name, reason, invocation)
+        start = time.perf_counter()
+        try:
+            kwargs = {function.arg_name: argument}
+            if function.is_async:
+                result = await function.fn(**kwargs)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self.executor, partial(function.fn, **kwargs))
+        except Exception:
+            fn_log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)", function.name, invocation,
+                             (time.perf_counter() - start) * 1000)
+            raise
+        fn_log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", function.name, invocation,
+                    (time.perf_counter() - start) * 1000)
+        return result
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        web_app = web.Application(client_max_size=self.http.max_body)
+        web_app.router.add_get("/admin/host/status", self._status)
+        web_app.router.add_route("*", "/{tail:.*}", self.http.handle)
+        runner = web.AppRunner(web_app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
+        await runner.setup()
+        site = web.TCPSite(runner, self.bind_host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        tasks = [asyncio.create_task(x.run(), name=f"listener:{x.function.name}") for x in self.listeners]
+        tasks += [asyncio.create_task(t.run(), name=f"timer:{t.function.name}") for t in self.timers]
+        self._print_banner()
+        await self._stop.wait()
+        log.info("Stopping: no new requests or messages; waiting for running invocations")
+        for worker in [*self.listeners, *self.timers]:
+            worker.stop()
+        await runner.cleanup()
+        done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if task.exception():
+                log.error("%s ended with %r", task.get_name(), task.exception())
+        self.executor.shutdown(wait=True)
+        log.info("Host stopped")
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response({"state": "Running", "functions": [f.name for f in self.app.functions]})
+
+    def _print_banner(self) -> None:
+        base = f"http://{'localhost' if self.bind_host == '127.0.0.1' else self.bind_host}:{self.port}"
+        lines = ["Functions:"]
+        for name, methods, url in self.http.urls(base):
+            lines.append(f"    {name}: [{methods}] {url}")
+        for listener in self.listeners:
+            lines.append(f"    {listener.function.name}: queueTrigger {listener.queue_name}")
+        for timer in self.timers:
+            lines.append(f"    {timer.function.name}: timerTrigger {timer.schedule_text}")
+        log.info("Host started on %s\n%s", base, "\n".join(lines))

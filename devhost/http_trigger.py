@@ -1,0 +1,134 @@
+"""HTTP triggers: routes under host.json's routePrefix, route parameters, auth levels."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from .app_loader import FunctionInfo
+
+log = logging.getLogger("devhost.http")
+
+_CONSTRAINTS = {"int": r"-?\d+", "alpha": r"[A-Za-z]+", "guid": r"[0-9a-fA-F-]{36}", "bool": r"(?i:true|false)"}
+_PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+))?(\?)?\}")
+DEFAULT_MAX_BODY = 100 * 1024 * 1024
+
+
+def compile_route(template: str) -> re.Pattern[str]:
+    """An ASP.NET-style route template (`items/{id:int}/{name?}`, `{*rest}`) as a regex."""
+    pattern, pos = "", 0
+    for match in _PARAM.finditer(template):
+        pattern += re.escape(template[pos:match.start()])
+        catch_all, name, constraint, optional = match.groups()
+        body = ".*" if catch_all else _CONSTRAINTS.get(constraint or "", r"[^/]+")
+        if optional or catch_all:
+            if pattern.endswith("/"):
+                pattern = pattern[:-1] + f"(?:/(?P<{name}>{body}))?"
+            else:
+                pattern += f"(?P<{name}>{body})?"
+        else:
+            pattern += f"(?P<{name}>{body})"
+        pos = match.end()
+    pattern += re.escape(template[pos:])
+    return re.compile(f"^{pattern}/?$", re.IGNORECASE)
+
+
+@dataclass
+class HttpRoute:
+    function: FunctionInfo
+    pattern: re.Pattern[str]
+    methods: frozenset[str] | None
+    auth_level: str
+
+
+def build_routes(functions: list[FunctionInfo]) -> list[HttpRoute]:
+    routes = []
+    for f in functions:
+        if f.trigger_type != "httpTrigger":
+            continue
+        template = (f.trigger.get("route") or f.name).strip("/")
+        methods = f.trigger.get("methods")
+        routes.append(HttpRoute(
+            f, compile_route(template),
+            frozenset(m.upper() for m in methods) if methods else None,
+            str(f.trigger.get("authLevel", "function")).lower(),
+        ))
+    return routes
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class HttpTriggers:
+    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str,
+                 invoke: Callable[[FunctionInfo, Any, str], Awaitable[Any]], max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.routes, self.function_key, self.invoke, self.max_body = routes, function_key, invoke, max_body
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+
+    def urls(self, base: str) -> list[tuple[str, str, str]]:
+        return [(r.function.name, ",".join(sorted(r.methods or {"*"})),
+                 f"{base}{self.prefix}/{(r.function.trigger.get('route') or r.function.name).strip('/')}")
+                for r in self.routes]
+
+    def _authorized(self, route: HttpRoute, request: web.Request) -> bool:
+        if route.auth_level == "anonymous":
+            return True
+        given = request.query.get("code") or request.headers.get("x-functions-key") or ""
+        return hmac.compare_digest(given.encode(), self.function_key.encode())
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        import azure.functions as func
+
+        path = request.path
+        if self.prefix:
+            if not (path == self.prefix or path.startswith(self.prefix + "/")):
+                return _json_error(404, "no function at this path")
+            path = path[len(self.prefix):]
+        path = path.strip("/")
+        matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
+        if not matched:
+            return _json_error(404, "no function at this path")
+        allowed = [(r, m) for r, m in matched if r.methods is None or request.method in r.methods]
+        if not allowed:
+            return _json_error(405, f"method {request.method} is not allowed here")
+        route, match = allowed[0]
+        if not self._authorized(route, request):
+            return _json_error(401, "this function needs a key: ?code=<key> or the x-functions-key header")
+        if (request.content_length or 0) > self.max_body:
+            return _json_error(413, "request body too large")
+        body = await request.read()
+        req = func.HttpRequest(
+            method=request.method, url=str(request.url), headers=dict(request.headers),
+            params=dict(request.query), route_params={k: v for k, v in match.groupdict().items() if v is not None},
+            body=body,
+        )
+        try:
+            result = await self.invoke(route.function, req, f"HTTP {request.method} {request.path}")
+        except Exception:
+            return _json_error(500, "the function failed; see the host log")
+        return to_aiohttp(result)
+
+
+def to_aiohttp(result: Any) -> web.Response:
+    import azure.functions as func
+
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, func.HttpResponse):
+        headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
+        content_type = headers.pop("Content-Type", None) or headers.pop("content-type", None)
+        if content_type is None and result.mimetype:
+            content_type = f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
+        if content_type:
+            headers["Content-Type"] = content_type
+        return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
+    if isinstance(result, (dict, list)):
+        return web.Response(body=json.dumps(result), content_type="application/json")
+    return web.Response(text=str(result))

@@ -1,0 +1,163 @@
+"""Queue triggers: poll, decode, invoke, delete on success, retry, then `<queue>-poison`.
+
+Follows host.json `extensions.queues` (batchSize, newBatchThreshold, maxDequeueCount,
+visibilityTimeout, maxPollingInterval, messageEncoding) as the Functions host does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from .app_loader import FunctionInfo, HostConfigError, parse_timespan, resolve
+
+log = logging.getLogger("devhost.queue")
+
+PROCESSING_VISIBILITY = 600  # seconds a received message stays hidden while its function runs
+MIN_POLL = 0.1
+DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    batch_size: int = 16
+    new_batch_threshold: int = 8
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 0.0
+    max_polling_interval: float = 60.0
+    message_encoding: str = "base64"
+
+    @classmethod
+    def from_host_json(cls, queues: dict[str, Any]) -> "QueueOptions":
+        batch = int(queues.get("batchSize", 16))
+        encoding = str(queues.get("messageEncoding", "base64")).lower()
+        if encoding not in ("base64", "none"):
+            raise HostConfigError("host.json extensions.queues.messageEncoding must be base64 or none")
+        if not 1 <= batch <= 32:
+            raise HostConfigError("host.json extensions.queues.batchSize must be 1-32")
+        return cls(
+            batch_size=batch,
+            new_batch_threshold=int(queues.get("newBatchThreshold", batch // 2)),
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            visibility_timeout=parse_timespan(queues.get("visibilityTimeout"), 0.0),
+            max_polling_interval=max(MIN_POLL, parse_timespan(queues.get("maxPollingInterval"), 60.0)),
+            message_encoding=encoding,
+        )
+
+
+def connection_string(connection: str) -> str:
+    value = os.environ.get(connection or "AzureWebJobsStorage", "").strip()
+    if not value:
+        raise HostConfigError(
+            f"queue connection {connection!r}: set the setting {connection} to a connection string "
+            "(identity-based connections are not supported by the local host)")
+    if value.replace(" ", "").lower() == DEVELOPMENT_STORAGE:
+        from .azurite import connection_string as azurite
+
+        return azurite("http://127.0.0.1:10001", "http://127.0.0.1:10002", "http://127.0.0.1:10000")
+    return value
+
+
+Invoke = Callable[[FunctionInfo, Any, str], Awaitable[Any]]
+
+
+class QueueListener:
+    def __init__(self, function: FunctionInfo, options: QueueOptions, invoke: Invoke) -> None:
+        self.function, self.options, self.invoke = function, options, invoke
+        self.queue_name = resolve(function.trigger["queueName"])
+        self.connection = connection_string(function.trigger.get("connection", ""))
+        self._stopping = asyncio.Event()
+        self._running: set[asyncio.Task] = set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.queue.aio import QueueClient
+
+        queue = QueueClient.from_connection_string(self.connection, self.queue_name)
+        poison = QueueClient.from_connection_string(self.connection, f"{self.queue_name}-poison")
+        async with queue, poison:
+            for client in (queue, poison):
+                try:
+                    await client.create_queue()
+                except ResourceExistsError:
+                    pass
+            await self._poll(queue, poison)
+            if self._running:
+                log.info("%s: waiting for %d running invocation(s)", self.function.name, len(self._running))
+                await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _poll(self, queue: Any, poison: Any) -> None:
+        interval = MIN_POLL
+        while not self._stopping.is_set():
+            free = self.options.batch_size - len(self._running)
+            if len(self._running) > self.options.new_batch_threshold or free <= 0:
+                await self._wait(MIN_POLL)
+                continue
+            try:
+                messages = [m async for m in queue.receive_messages(
+                    max_messages=free, visibility_timeout=PROCESSING_VISIBILITY)]
+            except Exception as exc:
+                log.warning("%s: cannot read queue %s: %r", self.function.name, self.queue_name, exc)
+                messages = []
+            if not messages:
+                await self._wait(interval)
+                interval = min(interval * 2, self.options.max_polling_interval)
+                continue
+            interval = MIN_POLL
+            for message in messages:
+                if self._stopping.is_set():
+                    # Received but not started: make it visible again at once.
+                    await queue.update_message(message, visibility_timeout=0)
+                    continue
+                task = asyncio.create_task(self._process(queue, poison, message))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _process(self, queue: Any, poison: Any, message: Any) -> None:
+        import azure.functions.queue as fq
+
+        content: str = message.content or ""
+        if message.dequeue_count > self.options.max_dequeue_count:
+            await self._to_poison(queue, poison, message, "dequeue count exceeded before processing")
+            return
+        if self.options.message_encoding == "base64":
+            try:
+                body = base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                await self._to_poison(queue, poison, message, "message is not valid base64 (messageEncoding=base64)")
+                return
+        else:
+            body = content.encode("utf-8")
+        msg = fq.QueueMessage(
+            id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
+            insertion_time=message.inserted_on, expiration_time=message.expires_on,
+            time_next_visible=message.next_visible_on,
+        )
+        try:
+            await self.invoke(self.function, msg, f"New queue message detected on '{self.queue_name}'")
+        except Exception:
+            if message.dequeue_count >= self.options.max_dequeue_count:
+                await self._to_poison(queue, poison, message, f"failed {message.dequeue_count} times")
+            else:
+                await queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
+            return
+        await queue.delete_message(message)
+
+    async def _to_poison(self, queue: Any, poison: Any, message: Any, why: str) -> None:
+        log.error("%s: message %s moved to %s-poison: %s", self.function.name, message.id, self.queue_name, why)
+        await poison.send_message(message.content)
+        await queue.delete_message(message)

@@ -1,0 +1,51 @@
+"""Timer triggers: NCRONTAB schedules in UTC, runOnStartup, past_due, never two at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from .app_loader import FunctionInfo, resolve
+from .cron import parse_schedule
+
+log = logging.getLogger("devhost.timer")
+
+PAST_DUE_AFTER = 1.0  # seconds late before an invocation counts as past due
+
+
+class TimerRunner:
+    def __init__(self, function: FunctionInfo, invoke: Callable[[FunctionInfo, Any, str], Awaitable[Any]]) -> None:
+        self.function, self.invoke = function, invoke
+        self.schedule_text = resolve(function.trigger["schedule"])
+        self.schedule = parse_schedule(self.schedule_text)
+        self.run_on_startup = bool(function.trigger.get("runOnStartup"))
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _fire(self, past_due: bool, reason: str) -> None:
+        from azure.functions.timer import TimerRequest
+
+        try:
+            await self.invoke(self.function, TimerRequest(past_due=past_due), reason)
+        except Exception:
+            pass  # logged by the host; the schedule goes on
+
+    async def run(self) -> None:
+        if self.run_on_startup:
+            await self._fire(False, "Timer fired at startup (runOnStartup)")
+        due = self.schedule.next_after(datetime.now(timezone.utc))
+        while not self._stopping.is_set():
+            wait = (due - datetime.now(timezone.utc)).total_seconds()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            now = datetime.now(timezone.utc)
+            await self._fire((now - due).total_seconds() > PAST_DUE_AFTER, f"Timer fired at {due.isoformat()}")
+            due = self.schedule.next_after(max(due, datetime.now(timezone.utc)))

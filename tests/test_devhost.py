@@ -1,0 +1,164 @@
+"""The local Functions host, run as a subprocess and driven over HTTP and Azurite only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient
+
+from tests.hostproc import HostProcess
+
+APP = Path(__file__).parent / "devhost_app"
+KEY = "test-function-key"
+
+
+def make_app(tmp_path: Path, encoding: str) -> Path:
+    app = tmp_path / f"app-{encoding}"
+    shutil.copytree(APP, app)
+    host = json.loads((app / "host.json").read_text())
+    host["extensions"]["queues"]["messageEncoding"] = encoding
+    (app / "host.json").write_text(json.dumps(host))
+    return app
+
+
+class Seen:
+    def __init__(self, connection: str) -> None:
+        service = TableServiceClient.from_connection_string(connection)
+        try:
+            service.create_table("devhostseen")
+        except ResourceExistsError:
+            pass
+        self.table = service.get_table_client("devhostseen")
+
+    def of(self, kind: str, queue: str | None = None) -> list[dict]:
+        rows = [json.loads(e["data"]) for e in self.table.query_entities(f"PartitionKey eq '{kind}'")]
+        return rows
+
+    def wait(self, kind: str, predicate, timeout: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.of(kind)
+            if predicate(rows):
+                return rows
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {kind}: {self.of(kind)}")
+
+
+@pytest.fixture(scope="module", params=["base64", "none"])
+def hosted(request, storage_connection_string, tmp_path_factory):
+    encoding = request.param
+    queue = f"work-{encoding}"
+    tmp = tmp_path_factory.mktemp("devhost")
+    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": queue,
+           "TickSchedule": "*/2 * * * * *"}
+    host = HostProcess(make_app(tmp, encoding), env, tmp / "host.log")
+    try:
+        yield host, encoding, QueueClient.from_connection_string(storage_connection_string, queue), \
+            QueueClient.from_connection_string(storage_connection_string, f"{queue}-poison"), \
+            Seen(storage_connection_string)
+    finally:
+        host.stop()
+
+
+def encode(text: str, encoding: str) -> str:
+    return base64.b64encode(text.encode()).decode() if encoding == "base64" else text
+
+
+def test_http_function_answers_under_the_prefix_with_route_parameters(hosted) -> None:
+    host = hosted[0]
+    r = httpx.post(f"{host.base_url}/api/items/42/widget?x=1", content=b"hello")
+    assert r.status_code == 200
+    assert r.json() == {"route": {"id": "42", "name": "widget"}, "query": {"x": "1"}, "body": "hello", "method": "POST"}
+    assert httpx.get(f"{host.base_url}/api/items/7").json()["route"] == {"id": "7"}
+    assert httpx.get(f"{host.base_url}/api/items/notanumber").status_code == 404
+    assert httpx.get(f"{host.base_url}/items/7").status_code == 404
+    assert httpx.delete(f"{host.base_url}/api/items/7").status_code == 405
+
+
+def test_function_key_routes_need_the_key(hosted) -> None:
+    host = hosted[0]
+    assert httpx.get(f"{host.base_url}/api/secret").status_code == 401
+    assert httpx.get(f"{host.base_url}/api/secret?code=wrong").status_code == 401
+    assert httpx.get(f"{host.base_url}/api/secret?code={KEY}").text == "the secret"
+    assert httpx.get(f"{host.base_url}/api/secret", headers={"x-functions-key": KEY}).status_code == 200
+
+
+def test_a_failing_function_is_a_500_and_the_host_carries_on(hosted) -> None:
+    host = hosted[0]
+    assert httpx.get(f"{host.base_url}/api/boom").status_code == 500
+    assert httpx.get(f"{host.base_url}/api/items/1").status_code == 200
+    assert "deliberate failure" in host.log()
+
+
+def test_queue_message_reaches_its_function_and_is_deleted(hosted) -> None:
+    host, encoding, queue, _, seen = hosted
+    sent = queue.send_message(encode("hello-queue", encoding))
+    rows = seen.wait("work", lambda rows: any(r["id"] == sent.id for r in rows))
+    assert next(r for r in rows if r["id"] == sent.id) == {"id": sent.id, "body": "hello-queue", "dequeue_count": 1}
+    deadline = time.monotonic() + 5
+    while queue.get_queue_properties().approximate_message_count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_failing_message_is_retried_then_lands_in_poison(hosted) -> None:
+    host, encoding, queue, poison, seen = hosted
+    sent = queue.send_message(encode("fail-me", encoding))
+    rows = seen.wait("work", lambda rows: len([r for r in rows if r["id"] == sent.id]) >= 3)
+    assert sorted(r["dequeue_count"] for r in rows if r["id"] == sent.id) == [1, 2, 3]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        contents = [m.content for m in poison.peek_messages(max_messages=32)]
+        if encode("fail-me", encoding) in contents:
+            break
+        time.sleep(0.1)
+    assert encode("fail-me", encoding) in contents, "the original message body goes to the poison queue"
+
+
+def test_undecodable_base64_goes_straight_to_poison(hosted) -> None:
+    host, encoding, queue, poison, seen = hosted
+    if encoding != "base64":
+        pytest.skip("only base64 encoding can be malformed")
+    queue.send_message("not base64 !!!")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "not base64 !!!" not in [m.content for m in poison.peek_messages(32)]:
+        time.sleep(0.1)
+    assert "not base64 !!!" in [m.content for m in poison.peek_messages(32)]
+    assert "not valid base64" in host.log()
+
+
+def test_timer_runs_on_startup_and_on_its_schedule(hosted) -> None:
+    seen = hosted[4]
+    rows = seen.wait("tick", lambda rows: len(rows) >= 3, timeout=10)
+    assert all(r["past_due"] is False for r in rows)
+
+
+def test_ctrl_c_loses_no_queue_message(storage_connection_string, tmp_path) -> None:
+    queue_name = "work-shutdown"
+    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": queue_name,
+           "TickSchedule": "0 0 0 1 1 *"}
+    host = HostProcess(make_app(tmp_path, "none"), env, tmp_path / "host.log")
+    queue = QueueClient.from_connection_string(storage_connection_string, queue_name)
+    seen = Seen(storage_connection_string)
+    try:
+        sent = [queue.send_message(f"slow:1.5:{i}") for i in range(3)]
+        deadline = time.monotonic() + 10
+        while host.log().count("Executing 'Functions.work'") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert host.interrupt() == 0  # while all three are still running
+    finally:
+        host.stop()
+    done = {r["id"] for r in seen.of("work")}
+    left = {m.id for m in queue.peek_messages(32)}
+    hidden = queue.get_queue_properties().approximate_message_count
+    assert {m.id for m in sent} <= done | left and hidden == len(left), (done, left, hidden)
+    assert "waiting for 3 running invocation(s)" in host.log() and "Host stopped" in host.log()
+    assert done >= {m.id for m in sent}, "in-flight invocations finish before the host exits"
