@@ -1,0 +1,148 @@
+"""A small dialog engine: named dialogs on a per-conversation stack, pure and deterministic.
+
+A turn takes the stored state and the user's input and returns the new state, the
+replies and the effects (work for the caller to do after committing, such as
+scheduling a proactive dialog). It does no I/O, so the caller can re-run a turn
+after losing an ETag race without anything having been sent twice.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+RECENT_JOBS = 20
+
+
+@dataclass(frozen=True)
+class TurnInfo:
+    notify_url: str | None = None
+    user_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleDialog:
+    """Effect: start `dialog` proactively in this conversation after a delay."""
+
+    dialog: str
+    delay_seconds: float
+
+
+@dataclass
+class TurnResult:
+    state: dict[str, Any]
+    replies: list[dict[str, Any]]
+    effects: list[Any]
+    changed: bool
+
+
+class Dialog(Protocol):
+    name: str
+
+    def begin(self, ctx: "Context", options: Any) -> None: ...
+    def continue_(self, ctx: "Context", text: str) -> None: ...
+    def resume(self, ctx: "Context", result: Any) -> None: ...
+    def reprompt(self, ctx: "Context") -> None: ...
+
+
+class Context:
+    """What a dialog may do during a turn: speak, and move itself on the stack."""
+
+    def __init__(self, engine: "Engine", state: dict[str, Any], info: TurnInfo) -> None:
+        self.engine, self.info = engine, info
+        self.stack: list[dict[str, Any]] = state["stack"]
+        self.replies: list[dict[str, Any]] = []
+        self.effects: list[Any] = []
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The running dialog's own state (its stack frame)."""
+        return self.stack[-1]["state"]
+
+    @property
+    def active(self) -> str | None:
+        return self.stack[-1]["dialog"] if self.stack else None
+
+    def send(self, text: str, **fields: Any) -> None:
+        self.replies.append({"type": "message", "text": text, **fields})
+
+    def emit(self, effect: Any) -> None:
+        self.effects.append(effect)
+
+    def begin(self, name: str, options: Any = None) -> None:
+        dialog = self.engine.dialog(name)
+        self.stack.append({"dialog": name, "state": {}})
+        dialog.begin(self, options)
+
+    def end(self, result: Any = None) -> None:
+        """Pop the running dialog and hand `result` to the one below (or to the root)."""
+        ended = self.stack.pop()["dialog"]
+        if self.stack:
+            self.engine.dialog(self.active).resume(self, result)  # type: ignore[arg-type]
+        else:
+            self.engine.root.resume(self, ended, result)
+
+    def replace(self, name: str, options: Any = None) -> None:
+        self.stack.pop()
+        self.begin(name, options)
+
+    def cancel_all(self) -> None:
+        self.stack.clear()
+
+
+class Root(Protocol):
+    """The conversation's ground floor: commands, and what happens when the stack is empty."""
+
+    def greet(self, ctx: Context) -> None: ...
+    def interrupts(self, ctx: Context, text: str) -> bool: ...
+    def handle(self, ctx: Context, text: str) -> None: ...
+    def resume(self, ctx: Context, ended: str, result: Any) -> None: ...
+
+
+class Engine:
+    def __init__(self, root: Root, dialogs: list[Dialog]) -> None:
+        self.root = root
+        self.dialogs = {d.name: d for d in dialogs}
+
+    def dialog(self, name: str) -> Dialog:
+        try:
+            return self.dialogs[name]
+        except KeyError:
+            raise KeyError(f"no dialog named {name!r}") from None
+
+    def _run(self, state: dict | None, info: TurnInfo, step: Callable[[Context, dict], None]) -> TurnResult:
+        working = copy.deepcopy(state) if state else {"stack": [], "jobs": []}
+        ctx = Context(self, working, info)
+        step(ctx, working)
+        return TurnResult(working, ctx.replies, ctx.effects, changed=working != state)
+
+    def run_turn(self, state: dict | None, text: str, *, ctx_info: TurnInfo = TurnInfo()) -> TurnResult:
+        def step(ctx: Context, working: dict) -> None:
+            if state is None:
+                self.root.greet(ctx)
+            # Forget frames of dialogs that no longer exist (after a deployment removed one).
+            ctx.stack[:] = [f for f in ctx.stack if f["dialog"] in self.dialogs]
+            if ctx.stack and not self.root.interrupts(ctx, text):
+                self.dialog(ctx.active).continue_(ctx, text)  # type: ignore[arg-type]
+            else:
+                self.root.handle(ctx, text)
+
+        return self._run(state, ctx_info, step)
+
+    def begin_proactive(self, state: dict | None, dialog: str, *, job_id: str, options: Any = None,
+                        ctx_info: TurnInfo = TurnInfo()) -> TurnResult:
+        """Start `dialog` on top of whatever runs; the same job, or a second start, never stacks it twice."""
+        self.dialog(dialog)
+
+        def step(ctx: Context, working: dict) -> None:
+            jobs = working.setdefault("jobs", [])
+            if job_id in jobs:
+                return
+            jobs.append(job_id)
+            del jobs[:-RECENT_JOBS]
+            if any(frame["dialog"] == dialog for frame in ctx.stack):
+                return
+            ctx.begin(dialog, options)
+
+        return self._run(state, ctx_info, step)
