@@ -56,7 +56,7 @@ class FakeConnector(BackgroundServer):
         self._faults: list[Fault] = []
         self._subscribers: list[Callable[[Received], None]] = []
         self._token_checker: Callable[[str], bool] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._ids = itertools.count(1)
         self.in_flight = 0

@@ -27,3 +27,21 @@ def storage_connection_string(azurite: Azurite) -> str:
 def unique_name() -> str:
     """A table/queue-safe name no other test uses (tests share one Azurite)."""
     return "t" + uuid.uuid4().hex[:20]
+
+
+@pytest.fixture(scope="session")
+def bot(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory):
+    """The deployed shape of the bot, authenticated, behind the local host."""
+    from tests.botstack import BotStack
+
+    stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("bot"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def conversation_id() -> str:
+    """A fresh Teams-like conversation id per test (ids with ':' '@' ';' exercise encoding)."""
+    return f"19:{uuid.uuid4().hex}@thread.tacv2;messageid=1"

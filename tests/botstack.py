@@ -1,0 +1,120 @@
+"""The whole bot, as deployed, on one machine: Azurite, the local identity provider, the fake
+Bot Connector (the channel), and function_app.py running in the local host as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devhost.channel import FakeConnector
+from devhost.identity import IdentityProvider
+from tests.hostproc import REPO, HostProcess
+
+APP_ID = "3f1c3a6e-0000-4000-8000-00000000b07a"
+PASSWORD = "local-test-secret"
+
+
+class BotStack:
+    def __init__(self, storage_connection: str, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.storage_connection = storage_connection
+        self.idp = IdentityProvider().start()
+        self.channel = FakeConnector().start()
+        self.channel.require_token(self.idp.is_valid_access_token)
+        self.service_url = self.channel.base_url + "/"
+        env = {
+            "BotStorage": storage_connection,
+            "AzureWebJobsStorage": storage_connection,
+            "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
+            "LocalFunctionKey": "stack-key",
+            **self.idp.bot_env(APP_ID, password=PASSWORD),
+            **(extra_env or {}),
+        }
+        self.env = env
+        self._init_storage(env)
+        self.host = HostProcess(REPO, env, tmp / "bot-host.log")
+        self.messages_url = f"{self.host.base_url}/api/messages"
+
+    @staticmethod
+    def _init_storage(env: dict[str, str]) -> None:
+        from botcore.storage import close_storage_clients, ensure_resources
+
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            async def run() -> None:
+                await ensure_resources()
+                await close_storage_clients()
+            asyncio.run(run())
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def stop(self) -> None:
+        self.host.stop()
+        self.channel.stop()
+        self.idp.stop()
+
+    # ---- playing the channel ---------------------------------------------------------------
+    def activity(self, conversation_id: str, text: str | None = None, type: str = "message",
+                 user: str = "29:user", **extra: Any) -> dict[str, Any]:
+        body = {
+            "type": type, "id": uuid.uuid4().hex[:10], "channelId": "msteams",
+            "serviceUrl": self.service_url, "timestamp": "2026-11-24T10:00:00.000Z",
+            "from": {"id": user, "name": "Ann"}, "recipient": {"id": f"28:{APP_ID}", "name": "bot"},
+            "conversation": {"id": conversation_id, "tenantId": "tenant-1"}, "locale": "en-US",
+        }
+        if text is not None:
+            body["text"] = text
+        body.update(extra)
+        return body
+
+    def token(self, **kwargs: Any) -> str:
+        return self.idp.mint_channel_token(APP_ID, self.service_url, **kwargs)
+
+    def post(self, body: Any, *, token: str | None = None, headers: dict[str, str] | None = None,
+             raw: bytes | None = None, client: httpx.Client | None = None) -> httpx.Response:
+        all_headers = {"Content-Type": "application/json",
+                       "Authorization": f"Bearer {token or self.token()}", **(headers or {})}
+        all_headers = {k: v for k, v in all_headers.items() if v is not None}
+        content = raw if raw is not None else json.dumps(body).encode()
+        return (client or httpx).post(self.messages_url, content=content, headers=all_headers, timeout=30)
+
+    def say(self, conversation_id: str, text: str, **kwargs: Any) -> httpx.Response:
+        return self.post(self.activity(conversation_id, text), **kwargs)
+
+    def wait_texts(self, conversation_id: str, count: int, timeout: float = 15.0) -> list[str]:
+        texts = self.channel.wait_for_texts(count, conversation_id, timeout)
+        assert len(texts) >= count, f"expected {count} messages in {conversation_id}, got {texts}\n{self.host.log()[-3000:]}"
+        return texts
+
+    def conversation_entity(self, conversation_id: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableClient
+
+        from botcore.keys import conversation_key
+        from botcore.settings import CONVERSATIONS_TABLE
+
+        table = TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE)
+        try:
+            return dict(table.get_entity(conversation_key("msteams", conversation_id), "c"))
+        except ResourceNotFoundError:
+            return None
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
