@@ -79,6 +79,10 @@ async def handle_messages(
         )
         return _error(401, "Unauthorized", "authentication failed")
 
-    from .turns import on_activity
+    from .turns import TurnConflictError, on_activity
 
-    return await on_activity(activity, auth, settings)
+    try:
+        return await on_activity(activity, auth, settings)
+    except TurnConflictError as exc:
+        log.error("%s", exc)
+        return _error(503, "ConversationBusy", "the conversation is busy; retry later")

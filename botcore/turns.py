@@ -9,9 +9,12 @@ did not commit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable
+import random
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
 
 from .activity import Activity, ConversationReference
 from .endpoint import Response
@@ -27,6 +30,29 @@ class TurnConflictError(RuntimeError):
     """A turn lost the ETag race more often than MAX_TURN_ATTEMPTS allows."""
 
 
+class KeyLocks:
+    """One asyncio.Lock per conversation, dropped when no turn holds or awaits it.
+
+    Turns of one conversation in one process queue up instead of racing on the
+    ETag; the ETag still guards against other instances.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+
 @dataclass
 class Services:
     """The I/O a turn needs, created lazily once per process and event loop."""
@@ -34,14 +60,13 @@ class Services:
     store: Any
     connector: Any
     engine: Any
+    locks: KeyLocks = field(default_factory=KeyLocks)
 
 
 _services: dict[Any, Services] = {}
 
 
 def services(settings: Settings) -> Services:
-    import asyncio
-
     loop = asyncio.get_running_loop()
     found = _services.get(loop)
     if found is None:
@@ -77,19 +102,24 @@ async def run_dialog_turn(
     """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
     from .conversations import ConcurrencyError
 
-    for _ in range(MAX_TURN_ATTEMPTS):
-        record = await svc.store.get(key)
-        result = compute(record.state if record else None)
-        write_reference = reference is not None and svc.store.needs_reference_write(record, reference)
-        if not (result.changed or write_reference):
+    async with svc.locks.hold(key):
+        for attempt in range(1, MAX_TURN_ATTEMPTS + 1):
+            record = await svc.store.get(key)
+            result = compute(record.state if record else None)
+            write_reference = reference is not None and svc.store.needs_reference_write(record, reference)
+            if not (result.changed or write_reference):
+                return result, record
+            try:
+                record = await svc.store.commit(
+                    record, key=key, reference=reference if write_reference else None, state=result.state
+                )
+            except ConcurrencyError:
+                log.info("conversation %s: state changed during the turn (attempt %d); running it again",
+                         key, attempt)
+                # Another instance wrote: back off a little, with jitter, so the two stop colliding.
+                await asyncio.sleep(random.uniform(0, 0.02 * attempt))
+                continue
             return result, record
-        try:
-            record = await svc.store.commit(
-                record, key=key, reference=reference if write_reference else None, state=result.state
-            )
-        except ConcurrencyError:
-            continue
-        return result, record
     raise TurnConflictError(f"conversation {key}: state changed under {MAX_TURN_ATTEMPTS} attempts")
 
 

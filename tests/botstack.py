@@ -97,7 +97,30 @@ class BotStack:
         assert len(texts) >= count, f"expected {count} messages in {conversation_id}, got {texts}\n{self.host.log()[-3000:]}"
         return texts
 
-    def conversation_entity(self, conversation_id: str) -> dict[str, Any] | None:
+    def key(self, conversation_id: str) -> str:
+        from botcore.keys import conversation_key
+
+        return conversation_key("msteams", conversation_id)
+
+    def enqueue(self, message: str, queue: str = "bot-jobs", delay: int = 0) -> None:
+        from azure.storage.queue import QueueClient
+
+        QueueClient.from_connection_string(self.storage_connection, queue).send_message(
+            message, visibility_timeout=delay or None)
+
+    def queue_length(self, queue: str) -> int:
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(self.storage_connection, queue)
+        return client.get_queue_properties().approximate_message_count
+
+    def state(self, conversation_id: str) -> dict[str, Any] | None:
+        from botcore.conversations import ConversationRecord
+
+        entity = self.conversation_entity(conversation_id, raw=True)
+        return None if entity is None else ConversationRecord.from_entity(entity).state
+
+    def conversation_entity(self, conversation_id: str, raw: bool = False) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.data.tables import TableClient
 
@@ -106,9 +129,10 @@ class BotStack:
 
         table = TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE)
         try:
-            return dict(table.get_entity(conversation_key("msteams", conversation_id), "c"))
+            entity = table.get_entity(conversation_key("msteams", conversation_id), "c")
         except ResourceNotFoundError:
             return None
+        return entity if raw else dict(entity)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
