@@ -48,8 +48,8 @@ class Fault:
 
 
 class FakeConnector(BackgroundServer):
-    def __init__(self, *, status: int = 200, empty_body: bool = False) -> None:
-        super().__init__()
+    def __init__(self, *, status: int = 200, empty_body: bool = False, port: int = 0) -> None:
+        super().__init__(port=port)
         self.status, self.empty_body = status, empty_body
         self.requests: list[Received] = []
         self.members: dict[str, list[dict[str, Any]]] = {}

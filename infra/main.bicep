@@ -1,0 +1,194 @@
+// The bot on Azure: a Flex Consumption function app, its storage, monitoring and the
+// Azure Bot resource, all reached with one user-assigned managed identity (no keys).
+//
+//   az deployment group create -g <resource group> -f infra/main.bicep -p environmentName=<name>
+//
+// infra/DEPLOY.md has the whole procedure; tests/test_infra.py checks this template
+// against the code (settings read, route, tables and queues) without deploying it.
+
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(20)
+@description('Short name of this deployment (letters, digits, hyphens); part of every resource name. azd passes AZURE_ENV_NAME.')
+param environmentName string
+
+@description('Region of every regional resource. It must offer the Flex Consumption plan: az functionapp list-flexconsumption-locations.')
+param location string = resourceGroup().location
+
+@allowed([
+  'UserAssignedMSI'
+  'SingleTenant'
+])
+@description('UserAssignedMSI: the bot is the managed identity, no secret anywhere. SingleTenant: an existing single-tenant app registration (botAppId and botAppPassword).')
+param botAppType string = 'UserAssignedMSI'
+
+@description('SingleTenant only: the client id of the app registration.')
+param botAppId string = ''
+
+@secure()
+@description('SingleTenant only: a client secret of the app registration; stored in Key Vault, never in an app setting.')
+param botAppPassword string = ''
+
+@allowed([
+  'F0'
+  'S1'
+])
+@description('Azure Bot pricing tier.')
+param botSku string = 'F0'
+
+@description('Name shown for the bot in channels and in the portal.')
+param botDisplayName string = 'Proactive bot'
+
+@minValue(1)
+@maxValue(1000)
+@description('Flex Consumption: most instances the app may scale out to.')
+param maximumInstanceCount int = 100
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex Consumption: memory of each instance, in MB.')
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@description('BotSendConcurrency: most Connector sends in flight per instance.')
+param botSendConcurrency int = 16
+
+@minValue(1)
+@description('BotSendRatePerSecond: most Connector sends per second per instance.')
+param botSendRatePerSecond int = 50
+
+@description('Tags for every resource.')
+param tags object = {}
+
+var isMsi = botAppType == 'UserAssignedMSI'
+var isSingleTenant = botAppType == 'SingleTenant'
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var baseName = toLower(environmentName)
+var allTags = union(tags, {
+  'azd-env-name': environmentName
+})
+var functionAppName = 'func-${baseName}-${resourceToken}'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+// The one identity: storage, monitoring, Key Vault references and the bot itself.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${baseName}-${resourceToken}'
+  location: location
+  tags: allTags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: allTags
+    workspaceName: 'log-${baseName}-${resourceToken}'
+    appInsightsName: 'appi-${baseName}-${resourceToken}'
+    principalId: identity.properties.principalId
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    tags: allTags
+    name: 'st${resourceToken}'
+    deploymentContainerName: deploymentContainerName
+    principalId: identity.properties.principalId
+  }
+}
+
+// Only for a SingleTenant app registration: its secret lives here, read by the identity.
+module keyVault 'modules/keyvault.bicep' = if (isSingleTenant) {
+  name: 'keyvault'
+  params: {
+    location: location
+    tags: allTags
+    name: 'kv-${resourceToken}'
+    secretName: 'MicrosoftAppPassword'
+    secretValue: botAppPassword
+    principalId: identity.properties.principalId
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    location: location
+    tags: union(allTags, {
+      'azd-service-name': 'bot'
+    })
+    planName: 'plan-${baseName}-${resourceToken}'
+    name: functionAppName
+    identityId: identity.id
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+var publicBaseUrl = 'https://${functionApp.outputs.defaultHostName}'
+var messagingEndpoint = 'https://${functionApp.outputs.defaultHostName}/api/messages'
+
+// App settings, exactly the ones the host and the code read (tests/test_infra.py).
+var hostSettings = {
+  AzureWebJobsStorage__accountName: storage.outputs.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.properties.clientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+}
+var botStorageSettings = {
+  BotStorage__tableServiceUri: storage.outputs.tableServiceUri
+  BotStorage__queueServiceUri: storage.outputs.queueServiceUri
+  BotStorage__credential: 'managedidentity'
+  BotStorage__clientId: identity.properties.clientId
+}
+var botSettings = {
+  MicrosoftAppType: botAppType
+  MicrosoftAppId: isMsi ? identity.properties.clientId : botAppId
+  MicrosoftAppTenantId: tenant().tenantId
+  BotPublicBaseUrl: publicBaseUrl
+  BotSendConcurrency: string(botSendConcurrency)
+  BotSendRatePerSecond: string(botSendRatePerSecond)
+}
+var secretSettings = isSingleTenant ? {
+  MicrosoftAppPassword: '@Microsoft.KeyVault(SecretUri=${keyVault!.outputs.secretUri})'
+} : {}
+
+module appSettings 'modules/appsettings.bicep' = {
+  name: 'appsettings'
+  params: {
+    functionAppName: functionApp.outputs.name
+    appSettings: union(hostSettings, botStorageSettings, botSettings, secretSettings)
+  }
+}
+
+module bot 'modules/bot.bicep' = {
+  name: 'bot'
+  params: {
+    tags: allTags
+    name: 'bot-${baseName}-${resourceToken}'
+    displayName: botDisplayName
+    sku: botSku
+    endpoint: messagingEndpoint
+    appType: botAppType
+    appId: isMsi ? identity.properties.clientId : botAppId
+    tenantId: tenant().tenantId
+    msiResourceId: isMsi ? identity.id : ''
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppUrl string = publicBaseUrl
+output messagingEndpoint string = messagingEndpoint
+output botName string = bot.outputs.name
+output storageAccountName string = storage.outputs.name
+output identityClientId string = identity.properties.clientId
+output botAppId string = isMsi ? identity.properties.clientId : botAppId
+output notifyKeyCommand string = 'az functionapp function keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --function-name notify'
