@@ -10,8 +10,10 @@ import azure.functions as func
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-JOBS_QUEUE = "bot-jobs"  # botcore.settings.JOBS_QUEUE; a test keeps the two equal
-STORAGE = "BotStorage"  # botcore.settings.STORAGE_CONNECTION
+# Names the triggers bind to; botcore.settings holds the same values (a test keeps them equal).
+JOBS_QUEUE = "bot-jobs"
+SENDS_QUEUE = "bot-sends"
+STORAGE = "BotStorage"
 
 
 def _http_response(response) -> func.HttpResponse:
@@ -30,10 +32,54 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
     return _http_response(await handle_messages(req.headers, req.get_body()))
 
 
+@app.route(route="notify", methods=["POST"])
+async def notify(req: func.HttpRequest) -> func.HttpResponse:
+    """Send a notification to a conversation, a user, a channel, a tenant or everyone."""
+    from botcore.api import handle_notify
+
+    return _http_response(await handle_notify(req.headers, req.get_body()))
+
+
+@app.route(route="notify/{id}", methods=["GET", "PATCH", "DELETE"])
+async def notify_job(req: func.HttpRequest) -> func.HttpResponse:
+    """A notification job: its delivery counts; update or delete the messages it sent."""
+    from botcore.api import handle_job
+
+    return _http_response(await handle_job(req.method, req.route_params.get("id", ""), req.headers,
+                                           req.get_body()))
+
+
+@app.route(route="reminders", methods=["POST"])
+async def reminders(req: func.HttpRequest) -> func.HttpResponse:
+    """Schedule a notification for later."""
+    from botcore.api import handle_reminder
+
+    return _http_response(await handle_reminder(req.headers, req.get_body()))
+
+
 @app.queue_trigger(arg_name="msg", queue_name=JOBS_QUEUE, connection=STORAGE)
 async def jobs(msg: func.QueueMessage) -> None:
-    """Jobs from other services and from the bot itself (notify, begin a dialog)."""
+    """Jobs from other services and from the bot itself: notify, broadcast, reminder, begin a dialog."""
     from botcore.worker import handle_job_message
 
     outcome = await handle_job_message(msg.get_body(), msg.id)
     logging.info("job message %s (dequeue count %s): %s", msg.id, msg.dequeue_count, outcome)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=SENDS_QUEUE, connection=STORAGE)
+async def sends(msg: func.QueueMessage) -> None:
+    """Batches of a broadcast, delivered by whichever instance takes them."""
+    from botcore.worker import handle_send_message
+
+    outcome = await handle_send_message(msg.get_body(), msg.id)
+    logging.info("send batch %s (dequeue count %s): %s", msg.id, msg.dequeue_count, outcome)
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 * * * * *")
+async def reminder_timer(timer: func.TimerRequest) -> None:
+    """Every minute: enqueue the reminders that are due."""
+    from botcore.reminders import ReminderStore
+
+    fired = await ReminderStore().fire_due()
+    if fired:
+        logging.info("reminders fired: %d", fired)

@@ -16,10 +16,9 @@ from typing import Any, AsyncIterator
 from .activity import ConversationReference
 from .keys import conversation_key
 from .settings import CONVERSATIONS_TABLE
+from .tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
-PART_CHARS = 30_000  # a string property holds 64 KiB of UTF-16: 32K characters
-MAX_STATE_PARTS = 13  # 390K characters = 780 KB of UTF-16: the entity stays under 1 MiB
 LAST_SEEN_PRECISION = timedelta(hours=1)
 REFERENCE_COLUMNS = [
     "PartitionKey", "RowKey", "ref", "active", "firstSeen", "lastSeen", "retiredReason",
@@ -51,8 +50,6 @@ class ConversationRecord:
 
     @classmethod
     def from_entity(cls, entity: Any) -> "ConversationRecord":
-        parts = int(entity.get("stateParts") or 0)
-        state_json = "".join(entity.get(f"state{i}", "") for i in range(parts))
         return cls(
             key=entity["PartitionKey"],
             reference=ConversationReference.from_dict(json.loads(entity["ref"])),
@@ -60,7 +57,7 @@ class ConversationRecord:
             first_seen=entity.get("firstSeen"),
             last_seen=entity.get("lastSeen"),
             retired_reason=entity.get("retiredReason") or None,
-            state=json.loads(state_json) if state_json else None,
+            state=join_json(entity, "state"),
             etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
         )
 
@@ -68,15 +65,10 @@ class ConversationRecord:
 def _state_properties(state: dict | None) -> dict[str, Any]:
     if state is None:
         return {"stateParts": 0}
-    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
-    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
-    if len(parts) > MAX_STATE_PARTS:
-        raise StateTooLargeError(
-            f"dialog state is {len(text)} characters; at most {PART_CHARS * MAX_STATE_PARTS} fit"
-        )
-    props: dict[str, Any] = {"stateParts": len(parts)}
-    props.update({f"state{i}": part for i, part in enumerate(parts)})
-    return props
+    try:
+        return split_json("state", state)
+    except ValueTooLargeError as exc:
+        raise StateTooLargeError(f"dialog state: {exc}") from exc
 
 
 def _reference_properties(reference: ConversationReference) -> dict[str, Any]:

@@ -8,6 +8,7 @@ concurrency rises, aiohttp's does not (see the benchmarks).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ def get_http_client() -> "httpx.AsyncClient":
         import httpx
         from httpx_aiohttp import AiohttpTransport
 
+        # httpx logs every request at INFO; a broadcast would flood the log. The connector
+        # logs what matters (failures, with the service's correlation id).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         for old_loop in [l for l in _clients if l.is_closed()]:
             del _clients[old_loop]
         client = httpx.AsyncClient(

@@ -52,7 +52,23 @@ class Job:
     dialog: str | None = None
     text: str | None = None
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    due: str | None = None  # reminder: when to send (ISO 8601)
+    notification: str | None = None  # update/delete: the id of the notify job whose messages change
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_selection(self) -> bool:
+        """The target is a set of conversations found in storage, not one known conversation."""
+        return self.target.conversation is None
+
+    def content(self) -> dict[str, Any]:
+        """The message fields a notification sends."""
+        out: dict[str, Any] = {"type": "message"}
+        if self.text is not None:
+            out["text"] = self.text
+        if self.attachments:
+            out["attachments"] = self.attachments
+        return out
 
     def to_json(self) -> str:
         out: dict[str, Any] = dict(self.extra)
@@ -63,15 +79,25 @@ class Job:
             out["text"] = self.text
         if self.attachments:
             out["attachments"] = self.attachments
+        if self.due is not None:
+            out["due"] = self.due
+        if self.notification is not None:
+            out["notification"] = self.notification
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
 
-KINDS = ("beginDialog", "notify")
+# notify: send a message to the target now (one conversation, or a selection: a broadcast).
+# broadcast: the same, for a selection only. reminder: a notify at `due`.
+# beginDialog: start a dialog in one conversation. update/delete: change what a notify sent.
+KINDS = ("notify", "broadcast", "reminder", "beginDialog", "update", "delete")
 
 
 def new_job(kind: str, target: Target, **fields: Any) -> Job:
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    return Job(kind=kind, id=uuid.uuid4().hex, target=target, created=now, **fields)
+    return Job(kind=kind, id=uuid.uuid4().hex, target=target, created=now_iso(), **fields)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _opt_str(data: dict[str, Any], key: str, where: str, limit: int = 4096) -> str | None:
@@ -129,10 +155,7 @@ def parse_job(body: bytes | str) -> Job:
     created = _opt_str(data, "created", "job.", 64)
     if created is None:
         raise JobError("job.created is required")
-    try:
-        datetime.fromisoformat(created.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise JobError("job.created must be an ISO 8601 time") from exc
+    _time(created, "job.created")
     if "target" not in data:
         raise JobError("job.target is required")
     target = _target(data["target"])
@@ -141,15 +164,42 @@ def parse_job(body: bytes | str) -> Job:
     attachments = data.get("attachments", [])
     if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
         raise JobError("job.attachments must be a list of objects")
+    due = _opt_str(data, "due", "job.", 64)
+    if due is not None:
+        _time(due, "job.due")
+    notification = _opt_str(data, "notification", "job.", JOB_ID_MAX)
     if kind == "beginDialog":
         if dialog is None:
             raise JobError("a beginDialog job needs dialog")
         if target.conversation is None:
             raise JobError("a beginDialog job targets one conversation (target.conversation)")
-    if kind == "notify" and text is None and not attachments:
-        raise JobError("a notify job needs text or attachments")
-    known = {"kind", "id", "created", "target", "dialog", "text", "attachments"}
+    if kind in ("notify", "broadcast", "reminder", "update") and text is None and not attachments:
+        raise JobError(f"a {kind} job needs text or attachments")
+    if kind == "broadcast" and target.conversation is not None:
+        raise JobError("a broadcast targets a selection (userId, channelId, tenantId or everyone)")
+    if kind == "reminder" and due is None:
+        raise JobError("a reminder job needs due (an ISO 8601 time)")
+    if kind in ("update", "delete") and notification is None:
+        raise JobError(f"an {kind} job needs notification (the id of the notify job to change)")
+    known = {"kind", "id", "created", "target", "dialog", "text", "attachments", "due", "notification"}
     return Job(
         kind=kind, id=job_id, target=target, created=created, dialog=dialog, text=text,
-        attachments=attachments, extra={k: v for k, v in data.items() if k not in known},
+        attachments=attachments, due=due, notification=notification,
+        extra={k: v for k, v in data.items() if k not in known},
     )
+
+
+def _time(value: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise JobError(f"{name} must be an ISO 8601 time") from exc
+    if parsed.tzinfo is None:
+        raise JobError(f"{name} must carry a time zone (Z or an offset)")
+    return parsed
+
+
+def due_time(job: Job) -> datetime:
+    """A reminder's due time, in UTC."""
+    assert job.due is not None
+    return _time(job.due, "job.due").astimezone(timezone.utc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 # Tables and queues the app owns. Bicep declares the same names (infra tests check it).
 CONVERSATIONS_TABLE = "botconversations"
@@ -86,6 +86,8 @@ class Settings:
     environment: str = "Production"
     max_body_bytes: int = 256 * 1024
     public_base_url: str = ""
+    send_concurrency: int = 16
+    send_rate_per_second: float = 50.0
 
     @property
     def is_development(self) -> bool:
@@ -131,9 +133,24 @@ class Settings:
             identity_endpoint=env.get("IDENTITY_ENDPOINT", ""),
             identity_header=env.get("IDENTITY_HEADER", ""),
             environment=env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production"),
-            max_body_bytes=int(env.get("BotMaxBodyBytes") or 256 * 1024),
+            max_body_bytes=_number(env, "BotMaxBodyBytes", 256 * 1024, int),
             public_base_url=env.get("BotPublicBaseUrl", "").rstrip("/"),
+            send_concurrency=_number(env, "BotSendConcurrency", 16, int),
+            send_rate_per_second=_number(env, "BotSendRatePerSecond", 50.0, float),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: Any, cast: Any) -> Any:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw[:40]!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be greater than 0")
+    return value
 
 
 _settings: Settings | None = None

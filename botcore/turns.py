@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from .activity import Activity, ConversationReference
 from .endpoint import Response
@@ -98,6 +98,7 @@ async def run_dialog_turn(
     key: str,
     compute: Callable[[dict | None], Any],
     reference: ConversationReference | None,
+    before_commit: Callable[[Any], Awaitable[None]] | None = None,
 ) -> tuple[Any, Any]:
     """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
     from .conversations import ConcurrencyError
@@ -109,6 +110,8 @@ async def run_dialog_turn(
             write_reference = reference is not None and svc.store.needs_reference_write(record, reference)
             if not (result.changed or write_reference):
                 return result, record
+            if before_commit is not None:
+                await before_commit(result)
             try:
                 record = await svc.store.commit(
                     record, key=key, reference=reference if write_reference else None, state=result.state
@@ -173,7 +176,10 @@ async def send_replies(
 
 
 async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> None:
-    from .dialogs import ScheduleDialog
+    """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
+    from datetime import datetime, timedelta, timezone
+
+    from .dialogs import ScheduleDialog, ScheduleReminder
     from .jobs import Target, new_job
     from .storage import get_queue_client
 
@@ -185,6 +191,12 @@ async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> Non
             )
             log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
                      effect.delay_seconds, job.id)
+        elif isinstance(effect, ScheduleReminder):
+            from .reminders import ReminderStore
+
+            due = datetime.now(timezone.utc) + timedelta(seconds=effect.delay_seconds)
+            job = new_job("reminder", Target(conversation=key), text=effect.text,
+                          due=due.isoformat(timespec="seconds"))
+            await ReminderStore().add(job)
         else:
             raise TypeError(f"unknown effect {effect!r}")
-

@@ -1,8 +1,8 @@
-"""The jobs queue: what a queue-triggered invocation does with one message.
+"""What the queue-triggered functions do with one message.
 
-Outcomes are explicit: a malformed job is moved to the poison queue at once
+Outcomes are explicit: a malformed message goes to the poison queue at once
 (retrying cannot fix it), a job for an unknown or retired conversation is logged
-and dropped, a transient failure raises so the host retries the message later.
+and dropped, and a transient failure raises so that the host retries the message.
 """
 
 from __future__ import annotations
@@ -10,25 +10,44 @@ from __future__ import annotations
 import logging
 
 from .jobs import Job, JobError, parse_job
-from .settings import JOBS_QUEUE, Settings, get_settings
+from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings, get_settings
 
 log = logging.getLogger("botcore.worker")
 
 
 async def handle_job_message(body: bytes, message_id: str = "", settings: Settings | None = None) -> str:
-    """Run one job; returns a short outcome word for logs and tests."""
+    """Run one job from the jobs queue; returns a short outcome for the log."""
     settings = settings or get_settings()
     try:
         job = parse_job(body)
     except JobError as exc:
         await poison(JOBS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"
+    if job.kind in ("notify", "broadcast"):
+        from .broadcast import run_notify
+
+        return await run_notify(job, settings)
     if job.kind == "beginDialog":
         return await begin_dialog(job, settings)
-    if job.kind == "notify" and job.target.conversation:
-        return await notify_conversation(job, settings)
-    await poison(JOBS_QUEUE, body, f"job {job.id}: kind {job.kind} with this target is not supported")
-    return "poisoned"
+    if job.kind == "reminder":
+        from .reminders import ReminderStore
+
+        await ReminderStore().add(job)
+        return f"reminder {job.id} due {job.due}"
+    from .revise import revise
+
+    return await revise(job, settings)
+
+
+async def handle_send_message(body: bytes, message_id: str = "", settings: Settings | None = None) -> str:
+    """Deliver one batch from the sends queue."""
+    from .broadcast import run_send_batch
+
+    try:
+        return await run_send_batch(body, settings or get_settings())
+    except JobError as exc:
+        await poison(SENDS_QUEUE, body, f"message {message_id}: {exc}")
+        return "poisoned"
 
 
 async def poison(queue: str, body: bytes, reason: str) -> None:
@@ -40,10 +59,19 @@ async def poison(queue: str, body: bytes, reason: str) -> None:
 
 
 async def begin_dialog(job: Job, settings: Settings) -> str:
+    """Start a dialog proactively: push it, commit, then send its first messages.
+
+    The messages are written to the delivery ledger before the state commits, so
+    a send that fails after the commit is retried by the redelivered job instead
+    of being lost (the job id in the state keeps the dialog from starting twice).
+    """
     from .connector import ConversationGoneError
+    from .ledger import FINAL, GONE, RETRYING, SENT, DeliveryLedger, Outcome
+    from .tablejson import join_json
     from .turns import _turn_info, run_dialog_turn, send_replies, services
 
     svc = services(settings)
+    ledger = DeliveryLedger()
     key = job.target.conversation
     assert key is not None
     record = await svc.store.get(key)
@@ -52,36 +80,37 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
                     "unknown" if record is None else "retired", job.dialog)
         return "skipped"
     info = _turn_info(settings, record.reference.user.name if record.reference.user else None)
+
+    async def keep_replies(result) -> None:
+        if result.replies:
+            await ledger.prepare(job.id, key, result.replies)
+
     result, record = await run_dialog_turn(
         svc, key,
         lambda state: svc.engine.begin_proactive(state, job.dialog, job_id=job.id, ctx_info=info),
-        None,
+        None, before_commit=keep_replies,
     )
+    row = await ledger.row(job.id, key)
+    if row is None or row.get("status") in FINAL:
+        return "duplicate"
+    claims = await ledger.claim(job.id, [key])
+    if key in claims.busy:  # a copy of this job is sending right now: look again later
+        raise DeliveryBusyError(f"job {job.id}: another worker is sending to {key}; retrying later")
+    if key in claims.done:
+        return "duplicate"
     try:
-        await send_replies(svc, record.reference, result.replies)
+        await send_replies(svc, record.reference, join_json(row, "payload"))
     except ConversationGoneError as exc:
+        await ledger.record(job.id, [Outcome(key, GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
         await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
         log.warning("job %s: conversation %s is gone (%s); reference retired", job.id, key, exc.code)
         return "retired"
-    return "started" if result.replies else "duplicate"
+    except Exception as exc:
+        await ledger.record(job.id, [Outcome(key, RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
+        raise
+    await ledger.record(job.id, [Outcome(key, SENT)], claims.claimed)
+    return "started" if result.replies else "resent"
 
 
-async def notify_conversation(job: Job, settings: Settings) -> str:
-    from .connector import ConversationGoneError
-    from .turns import send_replies, services
-
-    svc = services(settings)
-    key = job.target.conversation
-    assert key is not None
-    record = await svc.store.get(key)
-    if record is None or not record.active:
-        log.warning("job %s: conversation %s is %s; nothing sent", job.id, key,
-                    "unknown" if record is None else "retired")
-        return "skipped"
-    reply = {"text": job.text, "attachments": job.attachments or None}
-    try:
-        await send_replies(svc, record.reference, [reply])
-    except ConversationGoneError as exc:
-        await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
-        return "retired"
-    return "sent"
+class DeliveryBusyError(RuntimeError):
+    """Another invocation is delivering the same job right now; the host retries this one later."""

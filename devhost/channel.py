@@ -61,6 +61,7 @@ class FakeConnector(BackgroundServer):
         self._ids = itertools.count(1)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.faulted: list[Received] = []  # requests answered with an injected fault
 
     # ---- control from tests -----------------------------------------------------------
     def fail(self, status: int, code: str | None = None, *, times: int | None = 1,
@@ -83,6 +84,7 @@ class FakeConnector(BackgroundServer):
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.faulted.clear()
 
     def activities(self, conversation_id: str | None = None) -> list[Received]:
         with self._lock:
@@ -160,6 +162,8 @@ class FakeConnector(BackgroundServer):
                 return _error(401, "Unauthorized", "Authorization has been denied for this request.")
         fault = self._take_fault(cid)
         if fault is not None:
+            with self._lock:
+                self.faulted.append(Received(request.method, operation, cid, aid, authorization, body))
             if fault.hang:
                 await asyncio.sleep(fault.hang)
             if fault.reset:

@@ -33,6 +33,8 @@ class BotStack:
             "AzureWebJobsStorage": storage_connection,
             "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
             "LocalFunctionKey": "stack-key",
+            "BotSendRatePerSecond": "2000",
+            "BotSendConcurrency": "32",
             **self.idp.bot_env(APP_ID, password=PASSWORD),
             **(extra_env or {}),
         }
@@ -97,16 +99,62 @@ class BotStack:
         assert len(texts) >= count, f"expected {count} messages in {conversation_id}, got {texts}\n{self.host.log()[-3000:]}"
         return texts
 
+    def api(self, method: str, path: str, body: Any = None, *, key: str | None = "stack-key") -> httpx.Response:
+        """Call one of the function app's function-key routes, e.g. api("POST", "notify", {...})."""
+        headers = {"x-functions-key": key} if key else {}
+        return httpx.request(method, f"{self.host.base_url}/api/{path}", json=body, headers=headers, timeout=30)
+
+    def seed(self, count: int, *, channel_id: str = "msteams", tenant_id: str = "tenant-1",
+             user_id: str | None = None, prefix: str = "seed") -> list[str]:
+        """Store `count` conversation references, as if each had talked to the bot; returns their ids."""
+        from azure.data.tables.aio import TableClient
+
+        from botcore.activity import TRUST_TOKEN, ConversationReference
+        from botcore.conversations import ConversationStore
+        from botcore.settings import CONVERSATIONS_TABLE
+
+        ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+
+        async def run() -> None:
+            async with TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE) as table:
+                store, gate = ConversationStore(table), asyncio.Semaphore(32)
+
+                async def one(cid: str) -> None:
+                    reference = ConversationReference.from_dict({
+                        "channelId": channel_id, "serviceUrl": self.service_url,
+                        "conversation": {"id": cid, "tenantId": tenant_id},
+                        "user": {"id": user_id or f"29:{cid}", "name": "User"},
+                        "bot": {"id": f"28:{APP_ID}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
+                    })
+                    async with gate:
+                        await store.commit(None, reference=reference)
+
+                await asyncio.gather(*(one(cid) for cid in ids))
+
+        asyncio.run(run())
+        return ids
+
     def key(self, conversation_id: str) -> str:
         from botcore.keys import conversation_key
 
         return conversation_key("msteams", conversation_id)
 
-    def enqueue(self, message: str, queue: str = "bot-jobs", delay: int = 0) -> None:
+    def enqueue(self, message: str, queue: str = "bot-jobs", delay: int = 0) -> str:
+        """Put a message on a queue as another service would; returns its message id."""
         from azure.storage.queue import QueueClient
 
-        QueueClient.from_connection_string(self.storage_connection, queue).send_message(
-            message, visibility_timeout=delay or None)
+        return QueueClient.from_connection_string(self.storage_connection, queue).send_message(
+            message, visibility_timeout=delay or None).id
+
+    def texts_of(self, conversation_id: str) -> list[str]:
+        return self.channel.texts(conversation_id)
+
+    def peek(self, queue: str, fragment: str) -> bool:
+        """Whether a visible message on `queue` contains `fragment`."""
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(self.storage_connection, queue)
+        return any(fragment in m.content for m in client.peek_messages(max_messages=32))
 
     def queue_length(self, queue: str) -> int:
         from azure.storage.queue import QueueClient

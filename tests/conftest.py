@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 
 import pytest
@@ -45,3 +47,29 @@ def bot(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory):
 def conversation_id() -> str:
     """A fresh Teams-like conversation id per test (ids with ':' '@' ';' exercise encoding)."""
     return f"19:{uuid.uuid4().hex}@thread.tacv2;messageid=1"
+
+
+@pytest.fixture
+def second_instance(bot: BotStack, monkeypatch):
+    """botcore in this process, on its own event loop: to the store, another instance of the app."""
+    from botcore.http import close_http_client
+    from botcore.settings import reset_settings
+    from botcore.storage import close_storage_clients
+
+    for name, value in bot.env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coroutine):
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
+
+    yield run
+    for close in (close_storage_clients, close_http_client):
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    reset_settings()

@@ -115,34 +115,6 @@ def test_a_job_for_an_unknown_conversation_is_logged_not_retried(bot: BotStack) 
 
 # ---- a survey start racing a user message --------------------------------------------------
 
-@pytest.fixture
-def second_instance(bot: BotStack, monkeypatch):
-    """botcore in this process, on its own event loop: to the store, another instance of the app."""
-    import threading
-
-    from botcore.http import close_http_client
-    from botcore.settings import reset_settings
-    from botcore.storage import close_storage_clients
-
-    for name, value in bot.env.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coroutine):
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
-
-    yield run
-    for close in (close_storage_clients, close_http_client):
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
-    reset_settings()
-
-
 async def test_a_survey_start_racing_a_user_message_loses_neither(bot: BotStack, second_instance, caplog) -> None:
     from botcore.endpoint import handle_messages
     from botcore.http import close_http_client
@@ -179,3 +151,19 @@ async def test_a_survey_start_racing_a_user_message_loses_neither(bot: BotStack,
     await close_http_client()
     # The two instances did collide on the ETag (typically in most rounds), and lost nothing.
     assert caplog.text.count("state changed during the turn") >= 1
+
+
+def test_a_survey_whose_first_send_fails_is_sent_by_the_retried_job(bot: BotStack, conversation_id) -> None:
+    bot.say(conversation_id, "hello").raise_for_status()
+    before = len(bot.wait_texts(conversation_id, 2))  # greeting and its hint
+    bot.channel.fail(503, "ServiceUnavailable", times=4, conversation_id=conversation_id)  # all of one attempt
+    try:
+        job = new_job("beginDialog", Target(conversation=bot.key(conversation_id)), dialog="survey")
+        bot.enqueue(job.to_json())
+        texts = bot.wait_texts(conversation_id, before + 1, timeout=30)
+    finally:
+        bot.channel.clear_faults()
+    assert texts[before].startswith(INTERRUPT) and len(bot.channel.faulted) >= 4
+    assert stack_of(bot, conversation_id) == ["survey"]
+    assert wait_until(lambda: bot.queue_length("bot-jobs") == 0, timeout=10)
+    assert sum(t.startswith(INTERRUPT) for t in bot.texts_of(conversation_id)) == 1

@@ -29,6 +29,14 @@ class ScheduleDialog:
     delay_seconds: float
 
 
+@dataclass(frozen=True)
+class ScheduleReminder:
+    """Effect: send `text` into this conversation after a delay (kept in the reminders table)."""
+
+    text: str
+    delay_seconds: float
+
+
 @dataclass
 class TurnResult:
     state: dict[str, Any]

@@ -5,10 +5,11 @@ Adding a command is one entry in COMMANDS.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .engine import Context, ScheduleDialog
+from .engine import Context, ScheduleDialog, ScheduleReminder
 
 SURVEY_DELAY_SECONDS = 5
 
@@ -19,6 +20,12 @@ class Command:
     description: str
     run: Callable[[Context, str], None]
     interrupts: bool = False  # also works while another dialog waits for an answer
+    pattern: re.Pattern[str] | None = None  # a command with arguments; else the word alone
+
+    def matches(self, text: str) -> re.Match[str] | None:
+        if self.pattern is not None:
+            return self.pattern.fullmatch(text.strip())
+        return re.fullmatch(re.escape(self.word), text.strip(), re.IGNORECASE)
 
 
 def _help(ctx: Context, text: str) -> None:
@@ -38,6 +45,23 @@ def _survey(ctx: Context, text: str) -> None:
     ctx.emit(ScheduleDialog("survey", SURVEY_DELAY_SECONDS))
 
 
+UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+REMIND = re.compile(r"remind me in (\d{1,6}) (second|minute|hour|day)s? (?:to )?(.+)", re.IGNORECASE | re.DOTALL)
+MAX_REMINDER_SECONDS = 366 * 86400
+
+
+def _remind(ctx: Context, text: str) -> None:
+    match = REMIND.fullmatch(text.strip())
+    assert match is not None
+    seconds = int(match[1]) * UNITS[match[2].lower()]
+    if seconds > MAX_REMINDER_SECONDS:
+        ctx.send("I can remind you at most a year ahead.")
+        return
+    what = match[3].strip()[:1000]
+    ctx.emit(ScheduleReminder(f"Reminder: {what}", seconds))
+    ctx.send(f"OK, in {match[1]} {match[2].lower()}{'s' if match[1] != '1' else ''} I'll remind you to {what}.")
+
+
 def _cancel(ctx: Context, text: str) -> None:
     if ctx.stack:
         ctx.cancel_all()
@@ -50,13 +74,13 @@ COMMANDS = [
     Command("help", "list what I understand", _help, interrupts=True),
     Command("profile", "answer two questions and get a summary", _profile),
     Command("survey", f"I interrupt you with a survey in {SURVEY_DELAY_SECONDS} seconds", _survey, interrupts=True),
+    Command("remind", "remind me in 10 minutes to stretch", _remind, interrupts=True, pattern=REMIND),
     Command("cancel", "stop what we're doing", _cancel, interrupts=True),
 ]
 
 
 def _command(text: str) -> Command | None:
-    word = text.strip().lower()
-    return next((c for c in COMMANDS if c.word == word), None)
+    return next((c for c in COMMANDS if c.matches(text)), None)
 
 
 class RootDialog:

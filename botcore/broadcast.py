@@ -1,0 +1,282 @@
+"""Notifications to one conversation or to many: fan-out, batched sends, retries through the queue.
+
+A notify job for a selection (a user, a channel, a tenant, everyone) is fanned
+out: the jobs function pages through the stored references (a page at a time,
+so memory stays flat) and enqueues send batches on the sends queue, saving its
+cursor in the job's ledger header so a crash resumes where it stopped; a long
+fan-out continues in a fresh invocation. Any instance's sends function then
+delivers a batch with bounded concurrency and a per-instance rate. A 429 or a
+transient error never makes a worker sleep: the keys that must be retried go
+back on the queue as a new batch, made visible after the Retry-After delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from .activity import ActivityError, ConversationReference
+from .jobs import Job, JobError
+from .ledger import CLAIM_TTL, FAILED, GONE, RETRYING, SENT, DeliveryLedger, Outcome
+from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
+
+log = logging.getLogger("botcore.broadcast")
+
+PAGE_SIZE = 500
+PAGES_PER_INVOCATION = 20
+BATCH_KEYS = 50
+BATCH_BYTES = 40_000  # a queue message holds 64 KiB
+MAX_ATTEMPTS = 8
+MAX_DELAY = 600.0
+
+
+@dataclass
+class SendBatch:
+    """A bot-sends message: conversations of one job, with their references (no re-read needed)."""
+
+    job: str
+    items: list[tuple[str, ConversationReference]]
+    attempt: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"job": self.job, "attempt": self.attempt,
+                           "items": [[k, r.to_dict()] for k, r in self.items]},
+                          separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def parse(cls, body: bytes | str) -> "SendBatch":
+        try:
+            data = json.loads(body)
+            job, attempt, items = data["job"], int(data.get("attempt", 0)), data["items"]
+            if not isinstance(job, str) or not isinstance(items, list):
+                raise TypeError("job must be a string and items a list")
+            return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt)
+        except (ValueError, KeyError, TypeError, ActivityError) as exc:
+            raise JobError(f"not a send batch: {exc}") from exc
+
+
+def batches(job_id: str, items: list[tuple[str, ConversationReference]], attempt: int = 0) -> list[SendBatch]:
+    """Split items into queue messages of at most BATCH_KEYS conversations and BATCH_BYTES."""
+    out: list[SendBatch] = []
+    current: list[tuple[str, ConversationReference]] = []
+    size = 0
+    for key, reference in items:
+        item_size = len(key) + len(json.dumps(reference.to_dict(), ensure_ascii=False)) + 8
+        if current and (len(current) >= BATCH_KEYS or size + item_size > BATCH_BYTES):
+            out.append(SendBatch(job_id, current, attempt))
+            current, size = [], 0
+        current.append((key, reference))
+        size += item_size
+    if current:
+        out.append(SendBatch(job_id, current, attempt))
+    return out
+
+
+class SendLimiter:
+    """Per instance: at most `concurrency` sends in flight and `rate` starts per second."""
+
+    def __init__(self, concurrency: int, rate: float) -> None:
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._interval = 1.0 / rate
+        self._next = 0.0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._semaphore:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            start = max(now, self._next)
+            self._next = start + self._interval
+            if start > now:
+                await asyncio.sleep(start - now)
+            yield
+
+
+_limiters: dict[Any, SendLimiter] = {}
+
+
+def limiter_for(settings: Settings) -> SendLimiter:
+    loop = asyncio.get_running_loop()
+    found = _limiters.get(loop)
+    if found is None:
+        for stale in [l for l in _limiters if l.is_closed()]:
+            del _limiters[stale]
+        found = _limiters[loop] = SendLimiter(settings.send_concurrency, settings.send_rate_per_second)
+    return found
+
+
+# ---- fan-out ---------------------------------------------------------------------------------
+
+async def run_notify(job: Job, settings: Settings) -> str:
+    """A notify or broadcast job from the jobs queue."""
+    from azure.core.exceptions import ResourceModifiedError
+
+    from .turns import services
+
+    svc = services(settings)
+    ledger = DeliveryLedger()
+    header = await ledger.open_job(job)
+    if header.fanned_out:
+        return "duplicate"
+    if not job.is_selection:
+        key = job.target.conversation
+        assert key is not None
+        record = await svc.store.get(key)
+        header.fanned_out, header.targets = True, 1
+        await ledger.save_progress(header)
+        if record is None or not record.active:
+            claims = await ledger.claim(job.id, [key])
+            why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
+            await ledger.record(job.id, [Outcome(key, GONE, why)], claims.claimed)
+            log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
+            return "skipped"
+        report = await deliver(job, [(key, record.reference)], 0, settings)
+        return report.summary()
+
+    t = job.target
+    query = svc.store.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
+    queue = _queue(SENDS_QUEUE)
+    for _ in range(PAGES_PER_INVOCATION):
+        records, token = await svc.store.page(query, header.cursor, PAGE_SIZE)
+        messages = batches(job.id, [(r.key, r.reference) for r in records])
+        await asyncio.gather(*(queue.send_message(b.to_json()) for b in messages))
+        header.cursor, header.targets = token, header.targets + len(records)
+        header.fanned_out = not token
+        try:
+            await ledger.save_progress(header)
+        except ResourceModifiedError:
+            log.warning("job %s: another worker is fanning out this job; leaving it to that one", job.id)
+            return "duplicate"
+        if header.fanned_out:
+            log.info("job %s: fanned out to %d conversations", job.id, header.targets)
+            return f"fanned out to {header.targets}"
+    await _queue(JOBS_QUEUE).send_message(job.to_json())  # the next pages, in a fresh invocation
+    log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
+    return "continuing"
+
+
+def _queue(name: str) -> Any:
+    from .storage import get_queue_client
+
+    return get_queue_client(name)
+
+
+# ---- sending -----------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    sent: int = 0
+    gone: int = 0
+    failed: int = 0
+    retrying: int = 0
+    done_before: int = 0
+    delay: float = 0.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
+                f", already done {self.done_before}")
+
+
+async def run_send_batch(body: bytes, settings: Settings) -> str:
+    """A message from the sends queue."""
+    batch = SendBatch.parse(body)
+    header = await _job_header(batch.job)
+    if header is None:
+        raise JobError(f"send batch for job {batch.job}, which has no ledger header")
+    return (await deliver(header, batch.items, batch.attempt, settings)).summary()
+
+
+_headers: dict[str, Job] = {}
+
+
+async def _job_header(job_id: str) -> Job | None:
+    """The job a batch belongs to; cached, since every batch of a broadcast needs the same one."""
+    job = _headers.get(job_id)
+    if job is None:
+        header = await DeliveryLedger().header(job_id)
+        if header is None:
+            return None
+        job = header.job
+        if len(_headers) >= 64:
+            _headers.pop(next(iter(_headers)))
+        _headers[job_id] = job
+    return job
+
+
+async def deliver(job: Job, items: list[tuple[str, ConversationReference]], attempt: int,
+                  settings: Settings) -> Report:
+    """Send the job's message to each conversation once: claim, send, record, requeue the rest."""
+    from .turns import services
+
+    svc = services(settings)
+    ledger = DeliveryLedger()
+    references = dict(items)
+    claims = await ledger.claim(job.id, list(references))
+    report = Report(done_before=len(claims.done))
+    limiter = limiter_for(settings)
+    throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
+    content = job.content()
+
+    async def send_one(key: str) -> Outcome:
+        async with limiter.slot():
+            if throttled:
+                return Outcome(key, RETRYING, "the channel is throttling", attempted=False)
+            return await _send(svc.connector, job, key, references[key], content, claims.claimed[key], throttled)
+
+    outcomes = await asyncio.gather(*(send_one(k) for k in claims.claimed))
+    await ledger.record(job.id, list(outcomes), claims.claimed)
+
+    retry_keys = [o.key for o in outcomes if o.status == RETRYING] + sorted(claims.busy)
+    for o in outcomes:
+        if o.status == GONE:
+            await svc.store.retire(o.key, o.error)
+    report.outcomes = list(outcomes)
+    report.sent = sum(o.status == SENT for o in outcomes)
+    report.gone = sum(o.status == GONE for o in outcomes)
+    report.failed = sum(o.status == FAILED for o in outcomes)
+    report.retrying = len(retry_keys)
+    if retry_keys:
+        backoff = min(MAX_DELAY, 2.0 ** attempt) * random.uniform(0.5, 1.0)
+        delay = max([backoff, *throttled, *([CLAIM_TTL.total_seconds() / 4] if claims.busy else [])])
+        report.delay = delay
+        for b in batches(job.id, [(k, references[k]) for k in retry_keys], attempt + 1):
+            await _queue(SENDS_QUEUE).send_message(b.to_json(), visibility_timeout=max(1, round(delay)))
+        log.info("job %s: %d conversations retried in %.1fs (attempt %d)", job.id, len(retry_keys), delay,
+                 attempt + 1)
+    return report
+
+
+async def _send(connector: Any, job: Job, key: str, reference: ConversationReference,
+                content: dict[str, Any], attempts: int, throttled: list[float]) -> Outcome:
+    from .connector import (ConnectorAuthError, ConversationGoneError, RequestRejectedError,
+                            RetryableConnectorError, UntrustedServiceUrlError)
+    from .tokens import TokenError
+
+    try:
+        response = await connector.send(reference, retry=False, **content)
+        return Outcome(key, SENT, activity_id=response.id or "")
+    except ConversationGoneError as exc:
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job.id, key, exc.code)
+        return Outcome(key, GONE, exc.code or f"HTTP {exc.status}")
+    except (RequestRejectedError, UntrustedServiceUrlError) as exc:
+        log.error("job %s: conversation %s refused the message: %s", job.id, key, exc)
+        return Outcome(key, FAILED, str(exc))
+    except RetryableConnectorError as exc:
+        if exc.status == 429:
+            throttled.append(exc.retry_after or 1.0)
+        error = f"HTTP {exc.status} {exc.code or ''}".strip()
+    except (ConnectorAuthError, TokenError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # anything else: keep the message, retry later, say why
+        log.exception("job %s: unexpected error sending to %s", job.id, key)
+        error = f"{type(exc).__name__}: {exc}"
+    if attempts + 1 >= MAX_ATTEMPTS:
+        log.error("job %s: conversation %s failed %d times; giving up: %s", job.id, key, MAX_ATTEMPTS, error)
+        return Outcome(key, FAILED, error)
+    return Outcome(key, RETRYING, error)

@@ -1,0 +1,263 @@
+"""The delivery ledger: one Table Storage row per (job, conversation), plus one per job.
+
+It is what makes a redelivered queue message send nothing twice, what a job's
+status is counted from, and where the Connector's activity ids are kept so that
+sent notifications can be updated or deleted later.
+
+PartitionKey is the job id (all rows of a job in one partition, so claims and
+outcomes are written in batch transactions of up to 100 rows); RowKey is the
+conversation key, or HEADER for the job itself.
+
+A row's status moves: (none) → sending → sent | gone | failed, or → retrying →
+sending → ... A `sending` row is a claim: its holder is sending right now. A
+claim older than CLAIM_TTL belongs to a worker that died; another may take it
+over (the message may then have been sent once already: at most the messages in
+flight at the moment of the crash are sent twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator
+
+from .jobs import Job
+from .keys import encode_key
+from .settings import DELIVERIES_TABLE
+from .tablejson import join_json, split_json
+
+log = logging.getLogger("botcore.ledger")
+
+HEADER = "!job"  # sorts before every conversation key; a conversation key always holds "|"
+CLAIM_TTL = timedelta(minutes=2)
+TRANSACTION_SIZE = 100
+SENDING, SENT, RETRYING, GONE, FAILED = "sending", "sent", "retrying", "gone", "failed"
+FINAL = frozenset({SENT, GONE, FAILED})
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class JobHeader:
+    """What every worker of a job needs: the job itself, and how far its fan-out got."""
+
+    job: Job
+    cursor: Any = None
+    fanned_out: bool = False
+    targets: int = 0
+    etag: str | None = None
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # SENT, GONE, FAILED or RETRYING
+    error: str = ""
+    activity_id: str = ""
+    attempted: bool = True  # False: released without a send (the channel was throttling)
+
+
+@dataclass
+class Claims:
+    claimed: dict[str, int] = field(default_factory=dict)  # key → attempts so far
+    done: set[str] = field(default_factory=set)  # already final: nothing to do
+    busy: set[str] = field(default_factory=set)  # another worker holds a live claim
+
+
+@dataclass
+class JobStatus:
+    id: str
+    kind: str
+    created: str
+    fanned_out: bool
+    targets: int
+    counts: dict[str, int]
+
+    @property
+    def state(self) -> str:
+        pending = self.counts.get(SENDING, 0) + self.counts.get(RETRYING, 0)
+        if not self.fanned_out:
+            return "fanning-out"
+        return "sending" if pending or sum(self.counts.values()) < self.targets else "done"
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "id": self.id, "kind": self.kind, "created": self.created, "state": self.state,
+            "targets": self.targets, "sent": c.get(SENT, 0), "skipped": c.get(GONE, 0),
+            "failed": c.get(FAILED, 0), "pending": c.get(SENDING, 0) + c.get(RETRYING, 0),
+        }
+
+
+class DeliveryLedger:
+    def __init__(self, table: Any = None) -> None:
+        self._table = table
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            from .storage import get_table_client
+
+            self._table = get_table_client(DELIVERIES_TABLE)
+        return self._table
+
+    # ---- the job header ----------------------------------------------------------------
+    async def open_job(self, job: Job) -> JobHeader:
+        """The job's header, created on first sight; a redelivered job gets the stored one."""
+        from azure.core.exceptions import ResourceExistsError
+
+        entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": job.kind,
+                  "created": job.created, "fannedOut": False, "targets": 0,
+                  **split_json("job", json.loads(job.to_json()))}
+        try:
+            meta = await self.table.create_entity(entity)
+            return JobHeader(job, etag=meta.get("etag"))
+        except ResourceExistsError:
+            header = await self.header(job.id)
+            assert header is not None
+            return header
+
+    async def header(self, job_id: str) -> JobHeader | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        from .jobs import parse_job
+
+        try:
+            entity = await self.table.get_entity(encode_key(job_id), HEADER)
+        except ResourceNotFoundError:
+            return None
+        cursor = entity.get("cursor")
+        return JobHeader(
+            job=parse_job(json.dumps(join_json(entity, "job"))),
+            cursor=json.loads(cursor) if cursor else None,
+            fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
+            etag=entity.metadata.get("etag"),
+        )
+
+    async def save_progress(self, header: JobHeader) -> str | None:
+        """Save the fan-out's cursor; with the header's ETag, so two fan-outs cannot interleave."""
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": encode_key(header.job.id), "RowKey": HEADER,
+                  "cursor": json.dumps(header.cursor) if header.cursor else "",
+                  "fannedOut": header.fanned_out, "targets": header.targets}
+        if header.etag is None:
+            meta = await self.table.update_entity(entity, mode=UpdateMode.MERGE)
+        else:
+            meta = await self.table.update_entity(entity, mode=UpdateMode.MERGE, etag=header.etag,
+                                                  match_condition=MatchConditions.IfNotModified)
+        header.etag = meta.get("etag")
+        return header.etag
+
+    # ---- deliveries ------------------------------------------------------------------------
+    async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> Claims:
+        """Take the right to send to each key; say which are done already or held by another."""
+        from azure.data.tables import TableTransactionError
+
+        now = now or _now()
+        pk = encode_key(job_id)
+        claims = Claims()
+        # The common case, a first delivery: claim every row in one transaction per 100.
+        fresh = [{"PartitionKey": pk, "RowKey": k, "status": SENDING, "attempts": 0, "claimedAt": now}
+                 for k in dict.fromkeys(keys)]
+        leftover: list[str] = []
+        for chunk in _chunks(fresh, TRANSACTION_SIZE):
+            try:
+                await self.table.submit_transaction([("create", e) for e in chunk])
+                claims.claimed.update((e["RowKey"], 0) for e in chunk)
+            except TableTransactionError:
+                leftover.extend(e["RowKey"] for e in chunk)
+        for key in leftover:  # some rows exist: a redelivery, or a retry of this batch
+            await self._claim_one(pk, key, now, claims)
+        return claims
+
+    async def _claim_one(self, pk: str, key: str, now: datetime, claims: Claims) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        try:
+            row = await self.table.get_entity(pk, key)
+        except ResourceNotFoundError:
+            try:
+                await self.table.create_entity(
+                    {"PartitionKey": pk, "RowKey": key, "status": SENDING, "attempts": 0, "claimedAt": now})
+                claims.claimed[key] = 0
+            except ResourceExistsError:
+                claims.busy.add(key)
+            return
+        status = row.get("status")
+        if status in FINAL:
+            claims.done.add(key)
+            return
+        claimed_at = row.get("claimedAt")
+        if status == SENDING and claimed_at is not None and now - claimed_at < CLAIM_TTL:
+            claims.busy.add(key)
+            return
+        if status == SENDING:
+            log.warning("job row %s/%s: taking over a claim from %s (its worker stopped)", pk, key, claimed_at)
+        try:
+            await self.table.update_entity(
+                {"PartitionKey": pk, "RowKey": key, "status": SENDING, "claimedAt": now},
+                mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            claims.claimed[key] = int(row.get("attempts") or 0)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            claims.busy.add(key)
+
+    async def record(self, job_id: str, outcomes: list[Outcome], attempts: dict[str, int],
+                     now: datetime | None = None) -> None:
+        """Write what happened to claimed rows, in batch transactions."""
+        from azure.data.tables import UpdateMode
+
+        now = now or _now()
+        pk = encode_key(job_id)
+        entities = [{"PartitionKey": pk, "RowKey": o.key, "status": o.status, "lastError": o.error[:1000],
+                     "activityId": o.activity_id, "attempts": attempts.get(o.key, 0) + o.attempted,
+                     "updatedAt": now}
+                    for o in outcomes]
+        for chunk in _chunks(entities, TRANSACTION_SIZE):
+            await self.table.submit_transaction([("update", e, {"mode": UpdateMode.MERGE}) for e in chunk])
+
+    async def prepare(self, job_id: str, key: str, payload: list[dict[str, Any]]) -> None:
+        """A one-conversation delivery whose messages must survive a crash before they are sent."""
+        from azure.data.tables import UpdateMode
+
+        await self.table.upsert_entity(
+            {"PartitionKey": encode_key(job_id), "RowKey": key, "status": RETRYING, "attempts": 0,
+             **split_json("payload", payload)}, mode=UpdateMode.REPLACE)
+
+    async def row(self, job_id: str, key: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return dict(await self.table.get_entity(encode_key(job_id), key))
+        except ResourceNotFoundError:
+            return None
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        header = await self.header(job_id)
+        if header is None:
+            return None
+        counts: dict[str, int] = {}
+        async for row in self.rows(job_id, select=["RowKey", "status"]):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        return JobStatus(header.job.id, header.job.kind, header.job.created, header.fanned_out,
+                         header.targets, counts)
+
+    async def rows(self, job_id: str, *, status: str | None = None,
+                   select: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The job's delivery rows, streamed (never all in memory)."""
+        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey gt '{HEADER}'"
+        if status:
+            query += f" and status eq '{status}'"
+        async for entity in self.table.query_entities(query, select=select, results_per_page=1000):
+            yield entity
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,91 @@
+"""Reminders: notifications stored for later, fired by a timer.
+
+Rows are keyed by the minute they fall due (PartitionKey `yyyymmddHHMM`, UTC), and
+a fired reminder's row is deleted, so the timer's range query over due minutes
+returns only what is due now: its cost grows with due reminders, not with all
+stored ones. An instance claims a row with its ETag before enqueueing it, so two
+timers firing at once enqueue it once; the notify job carries the reminder's id,
+so even a crash between enqueue and delete cannot make it send twice (the
+delivery ledger keys on the job id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .jobs import Job, due_time
+from .keys import encode_key
+from .settings import JOBS_QUEUE, REMINDERS_TABLE
+
+log = logging.getLogger("botcore.reminders")
+
+WAITING, FIRING = "waiting", "firing"
+FIRING_TTL = timedelta(minutes=2)  # a claim older than this belongs to a timer that died
+
+
+def minute_key(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
+
+
+class ReminderStore:
+    def __init__(self, table: Any = None) -> None:
+        self._table = table
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            from .storage import get_table_client
+
+            self._table = get_table_client(REMINDERS_TABLE)
+        return self._table
+
+    async def add(self, job: Job) -> datetime:
+        """Store a reminder job (kind reminder); the same job stored twice is one reminder."""
+        from azure.data.tables import UpdateMode
+
+        due = due_time(job)
+        notify = json.loads(job.to_json())
+        notify["kind"] = "notify"
+        notify.pop("due", None)
+        await self.table.upsert_entity(
+            {"PartitionKey": minute_key(due), "RowKey": encode_key(job.id), "due": due,
+             "status": WAITING, "job": json.dumps(notify, separators=(",", ":"), ensure_ascii=False)},
+            mode=UpdateMode.REPLACE)
+        log.info("reminder %s stored, due %s", job.id, due.isoformat())
+        return due
+
+    async def fire_due(self, now: datetime | None = None) -> int:
+        """Enqueue every reminder that is due; returns how many this call enqueued."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        from .storage import get_queue_client
+
+        now = now or datetime.now(timezone.utc)
+        fired = 0
+        query = f"PartitionKey le '{minute_key(now)}'"
+        async for row in self.table.query_entities(query):
+            if row["due"] > now:
+                continue
+            if row.get("status") == FIRING and now - row["firedAt"] < FIRING_TTL:
+                continue  # another timer is firing it right now
+            try:
+                meta = await self.table.update_entity(
+                    {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "status": FIRING,
+                     "firedAt": now},
+                    mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # another timer claimed it first
+            await get_queue_client(JOBS_QUEUE).send_message(row["job"])
+            try:
+                await self.table.delete_entity(row["PartitionKey"], row["RowKey"], etag=meta["etag"],
+                                               match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass
+            fired += 1
+            log.info("reminder %s fired (due %s)", row["RowKey"], row["due"].isoformat())
+        return fired

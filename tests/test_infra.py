@@ -1,0 +1,902 @@
+"""Offline checks of infra/ (Bicep) against the code. Nothing is deployed.
+
+The Bicep CLI is not needed: templates are parsed with pycep, and the checks walk
+pycep's JSON tree. They hold the template to what the code expects in Azure: the
+settings it reads (and nothing else), the `/api/messages` route, the tables and
+queues, keyless storage, the built-in roles, and no secret in parameters or outputs.
+
+What only a real deployment can check is listed in infra/DEPLOY.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from pycep import BicepParser
+
+from botcore import settings as bot_settings
+from botcore import storage as bot_storage
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+MAIN = INFRA / "main.bicep"
+MODULES = INFRA / "modules"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+
+# The two values of main.bicep's `botAppType` parameter; mode-dependent checks run for both.
+MODES = ("UserAssignedMSI", "SingleTenant")
+
+# Resource types and API versions the templates may use (all exist; checked against
+# the ARM template reference). A new type or version is a deliberate change here.
+API_VERSIONS = {
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "2023-01-31",
+    "Microsoft.Storage/storageAccounts": "2023-05-01",
+    "Microsoft.Storage/storageAccounts/blobServices": "2023-05-01",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "2023-05-01",
+    "Microsoft.Storage/storageAccounts/tableServices": "2023-05-01",
+    "Microsoft.Storage/storageAccounts/tableServices/tables": "2023-05-01",
+    "Microsoft.Storage/storageAccounts/queueServices": "2023-05-01",
+    "Microsoft.Storage/storageAccounts/queueServices/queues": "2023-05-01",
+    "Microsoft.Web/serverfarms": "2024-04-01",
+    "Microsoft.Web/sites": "2024-04-01",
+    "Microsoft.Web/sites/config": "2024-04-01",
+    "Microsoft.Authorization/roleAssignments": "2022-04-01",
+    "Microsoft.OperationalInsights/workspaces": "2023-09-01",
+    "Microsoft.Insights/components": "2020-02-02",
+    "Microsoft.KeyVault/vaults": "2023-07-01",
+    "Microsoft.KeyVault/vaults/secrets": "2023-07-01",
+    "Microsoft.BotService/botServices": "2022-09-15",
+    "Microsoft.BotService/botServices/channels": "2022-09-15",
+}
+
+# Built-in role definition ids (Azure built-in roles reference).
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+
+# Which module grants which roles (each on its own resource, to the one identity).
+EXPECTED_ROLES = {
+    "storage.bicep": {STORAGE_BLOB_DATA_OWNER, STORAGE_QUEUE_DATA_CONTRIBUTOR, STORAGE_TABLE_DATA_CONTRIBUTOR},
+    "monitoring.bicep": {MONITORING_METRICS_PUBLISHER},
+    "keyvault.bicep": {KEY_VAULT_SECRETS_USER},
+}
+
+# ---------------------------------------------------------------------------
+# Settings: how every name the code reads is handled in Azure.
+# A name the code reads that is in none of these sets must be an app setting.
+# ---------------------------------------------------------------------------
+
+# Set by the platform on every instance; an app setting would be wrong.
+PLATFORM_PROVIDED = {"IDENTITY_ENDPOINT", "IDENTITY_HEADER"}
+
+# Local or optional, with public-cloud/production defaults in the code: not set in Azure.
+OPTIONAL_WITH_DEFAULTS = {
+    "ChannelService",
+    "BotChannelOpenIdMetadataUrl",
+    "BotEmulatorOpenIdMetadataUrl",
+    "BotOAuthAuthorityHost",
+    "BotMaxBodyBytes",
+    "AZURE_FUNCTIONS_ENVIRONMENT",  # unset means Production
+    "LocalFunctionKey",  # the local host only
+}
+
+# The client secret: a Key Vault reference in SingleTenant mode, absent with UserAssignedMSI.
+SINGLE_TENANT_ONLY = {"MicrosoftAppPassword"}
+
+# Connection-string forms of the storage connections: they need shared keys, which the
+# storage account disables. The identity-based `<name>__*` forms are used instead.
+CONNECTION_STRING_FORMS = {bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION}
+
+# The app's own storage connection, identity-based (names as storage.py reads them).
+BOT_STORAGE_IDENTITY = {
+    f"{bot_settings.STORAGE_CONNECTION}__{key}"
+    for key in ("tableServiceUri", "queueServiceUri", "credential", "clientId")
+}
+
+# Read by the Functions host itself, not by the app's code: required on Flex Consumption.
+FUNCTIONS_HOST = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+
+# Added by the notify feature (send throttling); allowed even before the code reads them.
+# Once the code reads them they are ordinary settings that must be set.
+NOTIFY_FEATURE = {"BotSendConcurrency", "BotSendRatePerSecond"}
+
+# Settings that must never be app settings on this plan (the runtime is in functionAppConfig).
+NEVER_ON_FLEX = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"}
+
+# Reads with a computed name are allowed only where the test knows what they read:
+# storage.py's connection_from_env reads `BotStorage`/`AzureWebJobsStorage` and their
+# `__*` families (derived below from storage.py itself).
+KNOWN_DYNAMIC_READS = {("botcore/storage.py", "connection_from_env")}
+
+CODE_FILES = sorted(ROOT.glob("botcore/**/*.py")) + [ROOT / "function_app.py"]
+
+
+# ---------------------------------------------------------------------------
+# Helpers: pycep's JSON tree
+# ---------------------------------------------------------------------------
+
+_parser = BicepParser()
+
+
+@lru_cache(maxsize=None)
+def parse(path: Path) -> dict[str, Any]:
+    try:
+        return _parser.parse(file_path=path)
+    except Exception as exc:  # lark errors carry line/column
+        raise AssertionError(f"{path.relative_to(ROOT)} does not parse as Bicep: {exc}") from exc
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def unwrap(config: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+    """A resource or module body, its `if (...)` condition and its `[for ...]` loop.
+
+    pycep nests the body under "config" when a condition or a loop wraps it.
+    """
+    if "loop_type" in config or ("condition" in config and "config" in config and "name" not in config):
+        return config["config"], config.get("condition"), config.get("loop_type")
+    return config, None, None
+
+
+@dataclass
+class Resource:
+    file: Path
+    symbol: str
+    type: str
+    api_version: str
+    existing: bool
+    body: dict[str, Any]
+    condition: Any
+    loop: dict[str, Any] | None
+
+    @property
+    def where(self) -> str:
+        return f"{rel(self.file)}: resource {self.symbol} '{self.type}'"
+
+
+def resources(path: Path, type_: str | None = None) -> list[Resource]:
+    found = []
+    for symbol, res in parse(path).get("resources", {}).items():
+        body, condition, loop = unwrap(res["config"])
+        if type_ is None or res["type"] == type_:
+            found.append(Resource(path, symbol, res["type"], res["api_version"], res["existing"], body, condition, loop))
+    return found
+
+
+def the_resource(path: Path, type_: str) -> Resource:
+    found = resources(path, type_)
+    assert len(found) == 1, f"{rel(path)}: expected one {type_}, found {[r.symbol for r in found]}"
+    return found[0]
+
+
+@dataclass
+class Module:
+    file: Path
+    symbol: str
+    path: Path
+    params: dict[str, Any]
+    condition: Any
+
+    @property
+    def where(self) -> str:
+        return f"{rel(self.file)}: module {self.symbol} '{rel(self.path)}'"
+
+
+def modules(path: Path) -> list[Module]:
+    found = []
+    for symbol, mod in parse(path).get("modules", {}).items():
+        assert mod["type"] == "local", f"{rel(path)}: module {symbol} is not a local file"
+        body, condition, _ = unwrap(mod["config"])
+        found.append(Module(path, symbol, (path.parent / mod["detail"]["path"]).resolve(), body.get("params", {}), condition))
+    return found
+
+
+def module_using(file_name: str) -> Module:
+    found = [m for m in modules(MAIN) if m.path == (MODULES / file_name).resolve()]
+    assert len(found) == 1, f"main.bicep should use modules/{file_name} exactly once"
+    return found[0]
+
+
+def is_required(param: dict[str, Any]) -> bool:
+    return param.get("default") is None
+
+
+def decorators(decl: dict[str, Any]) -> set[str]:
+    return {d["type"] for d in decl.get("decorators", [])}
+
+
+def evaluate(doc: dict[str, Any], expr: Any, params: dict[str, Any]) -> Any:
+    """Evaluate what a template's parameters decide; leave the rest as pycep expressions.
+
+    Resolves variables, parameters given in `params`, `cond ? a : b`, `==`, `!=`, `!`,
+    `union()` of objects and object/array literals. pycep gives identifiers and string
+    literals alike as Python strings: a string that names a variable is that variable.
+    """
+    if isinstance(expr, str):
+        if expr in doc.get("variables", {}):
+            return evaluate(doc, doc["variables"][expr]["value"], params)
+        return params.get(expr, expr)
+    if isinstance(expr, list):
+        return [evaluate(doc, item, params) for item in expr]
+    if not isinstance(expr, dict):
+        return expr
+    if "operator" in expr:
+        kind, operands = expr["operator"]["type"], expr["operator"]["operands"]
+        if kind == "conditional":
+            condition = evaluate(doc, operands["condition"], params)
+            assert isinstance(condition, bool), f"cannot decide the condition {render(operands['condition'])}"
+            return evaluate(doc, operands["true_value" if condition else "false_value"], params)
+        if kind in ("equals", "not_equals"):
+            equal = evaluate(doc, operands["operand_1"], params) == evaluate(doc, operands["operand_2"], params)
+            return equal if kind == "equals" else not equal
+        if kind == "not":
+            value = evaluate(doc, operands["bool_value"], params)
+            assert isinstance(value, bool), f"cannot decide !{render(operands['bool_value'])}"
+            return not value
+        return expr
+    if "function" in expr:
+        if expr["function"]["type"] == "union":
+            merged: dict[str, Any] = {}
+            for arg in expr["function"]["parameters"].values():
+                value = evaluate(doc, arg, params)
+                assert isinstance(value, dict), f"union() of something that is not a known object: {render(arg)}"
+                merged.update(value)
+            return merged
+        return expr
+    return {unquote(key): evaluate(doc, value, params) for key, value in expr.items()}
+
+
+def unquote(key: str) -> str:
+    """pycep keeps the quotes of quoted object keys: `'azd-service-name': ...`."""
+    return key[1:-1] if len(key) > 1 and key[0] == key[-1] == "'" else key
+
+
+def render(expr: Any) -> str:
+    """A pycep expression written back as (approximately) Bicep, for comparisons and messages."""
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, dict) and "operator" in expr:
+        kind, operands = expr["operator"]["type"], expr["operator"]["operands"]
+        if kind == "property_accessor":
+            return f"{render(operands['operand_1'])}.{render(operands['operand_2'])}"
+        if kind == "function_accessor":
+            return f"{render(operands['operand_1'])}.{operands['func_name']}()"
+        return f"{kind}({', '.join(render(v) for v in operands.values())})"
+    if isinstance(expr, dict) and "function" in expr:
+        args = ", ".join(render(v) for v in expr["function"].get("parameters", {}).values() if v is not None)
+        return f"{expr['function']['type']}({args})"
+    return json.dumps(expr, sort_keys=True)
+
+
+def strings(tree: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a pycep tree (identifiers, literals, interpolations) with its path."""
+    if isinstance(tree, str):
+        yield path, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from strings(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from strings(value, f"{path}[{index}]")
+
+
+def nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every object (dict) in a pycep tree, outermost first."""
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from nodes(value)
+
+
+def references(tree: Any, name: str) -> list[str]:
+    """Paths where the identifier `name` is used, bare or inside a `${...}` interpolation."""
+    inside = re.compile(r"\$\{[^}]*(?<![\w.])" + re.escape(name) + r"(?!\w)")
+    return [path for path, text in strings(tree) if text == name or inside.search(text)]
+
+
+def app_settings(mode: str) -> dict[str, Any]:
+    """The function app's settings (name -> expression) as main.bicep builds them for `mode`."""
+    main = parse(MAIN)
+    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], {"botAppType": mode})
+    assert isinstance(settings, dict), "appSettings should evaluate to an object of name -> value"
+    return settings
+
+
+# ---------------------------------------------------------------------------
+# Helpers: what the code reads
+# ---------------------------------------------------------------------------
+
+
+def _is_environment(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Name) and node.id in ("env", "environ")) or (
+        isinstance(node, ast.Attribute) and node.attr == "environ"
+    )
+
+
+@dataclass(frozen=True)
+class _Read:
+    file: str
+    function: str  # enclosing function, "<module>" at top level
+    line: int
+    key: ast.AST  # the name read: a literal, or an expression
+    params: tuple[str, ...]  # parameters of the enclosing function
+
+
+class _EnvReads(ast.NodeVisitor):
+    """`env.get(k)`, `os.environ.get(k)`, `os.getenv(k)`, `environ[k]`, `k in environ`."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.stack: list[tuple[str, tuple[str, ...]]] = [("<module>", ())]
+        self.reads: list[_Read] = []
+        self.calls: list[tuple[str, ast.Call, str]] = []  # (callee name, call, enclosing function)
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        args = node.args
+        self.stack.append((node.name, tuple(a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs])))
+        self.generic_visit(node)
+        self.stack.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = _function
+
+    def _read(self, key: ast.AST, node: ast.AST) -> None:
+        function, params = self.stack[-1]
+        self.reads.append(_Read(self.file, function, node.lineno, key, params))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Attribute) and node.args and (
+            (func.attr == "get" and _is_environment(func.value)) or func.attr == "getenv"
+        ):
+            self._read(node.args[0], node)
+        callee = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+        if callee:
+            self.calls.append((callee, node, self.stack[-1][0]))
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        if _is_environment(node.value):
+            self._read(node.slice, node)
+        self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        if isinstance(node.ops[0], (ast.In, ast.NotIn)) and _is_environment(node.comparators[0]):
+            self._read(node.left, node)
+        self.generic_visit(node)
+
+
+def _literal(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+@lru_cache(maxsize=None)
+def code_env_reads() -> tuple[frozenset[str], tuple[tuple[str, str, int], ...]]:
+    return scan_env_reads(tuple(CODE_FILES))
+
+
+def scan_env_reads(paths: tuple[Path, ...]) -> tuple[frozenset[str], tuple[tuple[str, str, int], ...]]:
+    """Names of the settings the code reads, and where it reads names it computes.
+
+    A function that reads the setting named by one of its parameters (a helper such
+    as `_number(env, "BotMaxBodyBytes", ...)`) is followed to its callers: each call
+    with a literal name is a read of that name.
+    """
+    visitors = []
+    for path in paths:
+        visitor = _EnvReads(rel(path) if path.is_relative_to(ROOT) else path.name)
+        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
+        visitors.append(visitor)
+    literal: set[str] = set()
+    dynamic: list[tuple[str, str, int]] = []
+    helpers: dict[str, tuple[int, str]] = {}  # function -> (position, name) of the parameter it reads
+    for read in (r for v in visitors for r in v.reads):
+        name = _literal(read.key)
+        if name is not None:
+            literal.add(name)
+        elif isinstance(read.key, ast.Name) and read.key.id in read.params and read.function != "<module>":
+            position = read.params.index(read.key.id)
+            if read.params[0] in ("self", "cls"):  # called as obj.method(...): one argument fewer
+                position -= 1
+            helpers[read.function] = (position, read.key.id)
+        else:
+            dynamic.append((read.file, read.function, read.line))
+    for visitor in visitors:
+        for callee, call, function in visitor.calls:
+            if callee not in helpers:
+                continue
+            position, keyword = helpers[callee]
+            given = {k.arg: k.value for k in call.keywords}.get(keyword)
+            if given is None and 0 <= position < len(call.args):
+                given = call.args[position]
+            name = _literal(given)
+            if name is not None:
+                literal.add(name)
+            elif not (isinstance(given, ast.Name) and function in helpers):  # a helper calling a helper
+                dynamic.append((visitor.file, function, call.lineno))
+    return frozenset(literal), tuple(dynamic)
+
+
+@lru_cache(maxsize=None)
+def storage_family_keys() -> frozenset[str]:
+    """The `<connection>__<key>` keys storage.py accepts: literals of `family.get("...")`."""
+    keys = set()
+    for node in ast.walk(ast.parse((ROOT / "botcore" / "storage.py").read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "family"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            keys.add(node.args[0].value)
+    assert keys, "found no family.get(...) in botcore/storage.py: update storage_family_keys()"
+    return frozenset(keys)
+
+
+def storage_family_names() -> set[str]:
+    """Lower-cased `<connection>__<key>` names storage.py accepts (it matches them case-insensitively)."""
+    return {f"{conn}__{key}".lower() for conn in CONNECTION_STRING_FORMS for key in storage_family_keys()}
+
+
+def must_set(mode: str) -> set[str]:
+    literal, _ = code_env_reads()
+    unclassified = literal - PLATFORM_PROVIDED - OPTIONAL_WITH_DEFAULTS - SINGLE_TENANT_ONLY - CONNECTION_STRING_FORMS
+    required = unclassified | BOT_STORAGE_IDENTITY | FUNCTIONS_HOST
+    return required | (SINGLE_TENANT_ONLY if mode == "SingleTenant" else set())
+
+
+def must_not_set(mode: str) -> set[str]:
+    forbidden = PLATFORM_PROVIDED | OPTIONAL_WITH_DEFAULTS | CONNECTION_STRING_FORMS | NEVER_ON_FLEX
+    return forbidden | (SINGLE_TENANT_ONLY if mode == "UserAssignedMSI" else set())
+
+
+# ---------------------------------------------------------------------------
+# Templates parse, use pinned API versions, and wire modules correctly
+# ---------------------------------------------------------------------------
+
+
+def test_infra_has_the_expected_files():
+    names = {rel(p) for p in BICEP_FILES}
+    assert "infra/main.bicep" in names
+    for module in ("storage", "monitoring", "keyvault", "functionapp", "appsettings", "bot"):
+        assert f"infra/modules/{module}.bicep" in names
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=rel)
+def test_bicep_file_parses(path: Path):
+    doc = parse(path)
+    assert doc.get("resources") or doc.get("modules"), f"{rel(path)} declares nothing"
+
+
+def test_resource_types_and_api_versions_are_pinned():
+    problems = []
+    for path in BICEP_FILES:
+        for res in resources(path):
+            pinned = API_VERSIONS.get(res.type)
+            if pinned is None:
+                problems.append(f"{res.where}: type not on the allow-list in tests/test_infra.py")
+            elif res.api_version != pinned:
+                problems.append(f"{res.where}@{res.api_version}: the pinned version is {pinned}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=rel)
+def test_module_params_match_the_module_files(path: Path):
+    problems = []
+    for module in modules(path):
+        if not module.path.is_file():
+            problems.append(f"{module.where}: no such file")
+            continue
+        declared = parse(module.path)["parameters"]
+        unknown = sorted(set(module.params) - set(declared))
+        missing = sorted(name for name, decl in declared.items() if is_required(decl) and name not in module.params)
+        if unknown:
+            problems.append(f"{module.where}: unknown params {unknown}")
+        if missing:
+            problems.append(f"{module.where}: missing required params {missing}")
+    assert not problems, "\n".join(problems)
+
+
+def test_module_outputs_used_in_main_exist():
+    outputs = {m.symbol: set(parse(m.path).get("outputs", {})) for m in modules(MAIN)}
+    used = [render(node) for node in nodes(parse(MAIN)) if node.get("operator", {}).get("type") == "property_accessor"]
+    used += [text for _, text in strings(parse(MAIN))]  # interpolations: '${functionApp.outputs.name}'
+    problems = set()
+    for text in used:
+        for symbol, output in re.findall(r"(?<![\w.])(\w+)!?\.outputs\.(\w+)", text):
+            if symbol in outputs and output not in outputs[symbol]:
+                problems.add(f"main.bicep uses {symbol}.outputs.{output}, which that module does not declare")
+    assert not problems, "\n".join(sorted(problems))
+
+
+# ---------------------------------------------------------------------------
+# App settings: what the code reads in Azure, and nothing else
+# ---------------------------------------------------------------------------
+
+
+def test_code_reads_settings_only_by_literal_names_or_known_families():
+    literal, dynamic = code_env_reads()
+    assert literal, "found no settings read by the code: has the scan in tests/test_infra.py gone stale?"
+    unknown = [f"{file}:{line} in {function}()" for file, function, line in dynamic if (file, function) not in KNOWN_DYNAMIC_READS]
+    assert not unknown, (
+        "the code reads settings whose names are computed; tests/test_infra.py cannot tell which: "
+        + ", ".join(unknown)
+    )
+
+
+def test_env_scan_finds_literal_helper_and_computed_reads(tmp_path: Path):
+    code = tmp_path / "sample.py"
+    code.write_text(
+        "import os\n"
+        "def _number(env, name, default):\n"
+        "    return env.get(name) or default\n"
+        "def settings(env):\n"
+        "    a = env.get('A'), os.environ['B'], os.getenv('C'), 'D' in os.environ\n"
+        "    return a, _number(env, 'E', 1), _number(env, name='F', default=2)\n"
+        "def computed(env, prefix):\n"
+        "    return os.environ.get(prefix + '_X')\n"
+        "class Config:\n"
+        "    def setting(self, name):\n"
+        "        return os.environ.get(name)\n"
+        "    def all(self):\n"
+        "        return self.setting('G')\n"
+    )
+    literal, dynamic = scan_env_reads((code,))
+    assert literal == {"A", "B", "C", "D", "E", "F", "G"}
+    assert [(function, line) for _, function, line in dynamic] == [("computed", 8)]
+
+
+def test_identity_storage_settings_are_names_storage_py_accepts():
+    accepted = storage_family_names()
+    for name in BOT_STORAGE_IDENTITY | {n for n in FUNCTIONS_HOST if n.startswith("AzureWebJobsStorage__")}:
+        assert name.lower() in accepted, f"botcore/storage.py does not read {name}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_setting_the_code_needs_is_set(mode: str):
+    settings = app_settings(mode)
+    missing = sorted(must_set(mode) - set(settings))
+    assert not missing, (
+        f"{mode}: settings the code or the Functions host read are not set in infra/main.bicep: {missing}. "
+        "Set them there, or classify them in tests/test_infra.py (platform-provided, optional with defaults, ...)."
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_setting_is_set_that_nothing_reads(mode: str):
+    settings = app_settings(mode)
+    literal, _ = code_env_reads()
+    readable = literal | FUNCTIONS_HOST | NOTIFY_FEATURE | BOT_STORAGE_IDENTITY
+    unread = sorted(
+        name for name in settings if name not in readable and name.lower() not in storage_family_names()
+    )
+    assert not unread, f"{mode}: app settings that neither the code nor the Functions host read: {unread}"
+    forbidden = sorted(set(settings) & must_not_set(mode))
+    assert not forbidden, f"{mode}: app settings that must not be set in Azure: {forbidden}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_setting_values(mode: str):
+    s = {name: render(value) for name, value in app_settings(mode).items()}
+    client_id = "identity.properties.clientId"
+    assert s["AzureWebJobsStorage__accountName"] == "storage.outputs.name"
+    assert s["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert s["AzureWebJobsStorage__clientId"] == client_id
+    assert s["BotStorage__tableServiceUri"] == "storage.outputs.tableServiceUri"
+    assert s["BotStorage__queueServiceUri"] == "storage.outputs.queueServiceUri"
+    assert s["BotStorage__credential"] == "managedidentity"
+    assert s["BotStorage__clientId"] == client_id
+    assert s["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "monitoring.outputs.connectionString"
+    assert s["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identity.properties.clientId};Authorization=AAD"
+    assert s["MicrosoftAppType"] == mode
+    assert s["MicrosoftAppTenantId"] == "tenant().tenantId"
+    assert s["MicrosoftAppId"] == (client_id if mode == "UserAssignedMSI" else "botAppId")
+    assert s["BotPublicBaseUrl"] == "https://${functionApp.outputs.defaultHostName}"
+    if mode == "SingleTenant":
+        assert s["MicrosoftAppPassword"] == "@Microsoft.KeyVault(SecretUri=${keyVault!.outputs.secretUri})"
+
+
+def test_storage_service_uris_have_the_form_storage_py_builds():
+    outputs = parse(MODULES / "storage.bicep")["outputs"]
+    for service in ("table", "queue"):
+        uri = outputs[f"{service}ServiceUri"]["value"]
+        assert uri == f"https://${{account.name}}.{service}.${{environment().suffixes.storage}}", uri
+
+
+def test_app_settings_are_applied_only_by_the_appsettings_module():
+    config = the_resource(MODULES / "appsettings.bicep", "Microsoft.Web/sites/config")
+    assert config.body["name"] == "appsettings"
+    assert config.body["properties"] == "appSettings", "the module should apply its appSettings param unchanged"
+    others = [r.where for p in BICEP_FILES for r in resources(p, "Microsoft.Web/sites/config") if r is not config and r.file != config.file]
+    assert not others, f"app settings set elsewhere too: {others}"
+    site = the_resource(MODULES / "functionapp.bicep", "Microsoft.Web/sites")
+    assert "appSettings" not in site.body["properties"].get("siteConfig", {}), (
+        "siteConfig.appSettings would be replaced by the appsettings module: set settings in main.bicep only"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Function app, storage, monitoring, Key Vault, bot
+# ---------------------------------------------------------------------------
+
+
+def test_function_app_is_flex_consumption_python_311_with_the_identity():
+    path = MODULES / "functionapp.bicep"
+    plan = the_resource(path, "Microsoft.Web/serverfarms")
+    assert plan.body["sku"] == {"name": "FC1", "tier": "FlexConsumption"}, f"plan sku {plan.body['sku']}: FC1"
+    assert plan.body["properties"]["reserved"] is True, "Linux plan"
+    site = the_resource(path, "Microsoft.Web/sites")
+    props = site.body["properties"]
+    assert site.body["kind"] == "functionapp,linux"
+    assert props["httpsOnly"] is True
+    assert site.body["identity"]["type"] == "UserAssigned"
+    assert props["keyVaultReferenceIdentity"] == "identityId"
+    config = props["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "3.11"}, f"runtime {config['runtime']}: Python 3.11"
+    assert config["scaleAndConcurrency"] == {
+        "maximumInstanceCount": "maximumInstanceCount",
+        "instanceMemoryMB": "instanceMemoryMB",
+    }, "scale settings come from parameters"
+    storage = config["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
+    main = module_using("functionapp.bicep")
+    assert render(main.params["identityId"]) == "identity.id"
+    assert render(main.params["deploymentContainerUrl"]) == "storage.outputs.deploymentContainerUrl"
+    assert main.params["maximumInstanceCount"] == "maximumInstanceCount"
+    assert main.params["instanceMemoryMB"] == "instanceMemoryMB"
+
+
+def test_one_user_assigned_identity():
+    identities = [r for p in BICEP_FILES for r in resources(p, "Microsoft.ManagedIdentity/userAssignedIdentities")]
+    assert [r.file for r in identities] == [MAIN], [r.where for r in identities]
+
+
+def test_storage_account_is_keyless_tls12_and_private():
+    account = the_resource(MODULES / "storage.bicep", "Microsoft.Storage/storageAccounts")
+    props = account.body["properties"]
+    assert props.get("allowSharedKeyAccess") is False, "storage: allowSharedKeyAccess must be false (identity only)"
+    assert props.get("minimumTlsVersion") == "TLS1_2", "storage: minimumTlsVersion must be TLS1_2"
+    assert props.get("allowBlobPublicAccess") is False, "storage: allowBlobPublicAccess must be false"
+    assert props.get("supportsHttpsTrafficOnly") is True, "storage: supportsHttpsTrafficOnly must be true"
+    container = the_resource(MODULES / "storage.bicep", "Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert container.body["properties"]["publicAccess"] == "None", "deployment container: no public access"
+    assert container.body["name"] == "deploymentContainerName"
+
+
+def _looped_names(path: Path, type_: str) -> list[str]:
+    res = the_resource(path, type_)
+    assert res.loop is not None and res.body["name"] == res.loop["detail"]["item_name"], f"{res.where}: expected [for name in <list>: ...]"
+    names = evaluate(parse(path), res.loop["detail"]["array_name"], {})
+    assert isinstance(names, list) and all(isinstance(n, str) for n in names), f"{res.where}: not a literal list"
+    return names
+
+
+def test_tables_and_queues_are_the_ones_the_code_uses():
+    path = MODULES / "storage.bicep"
+    tables = _looped_names(path, "Microsoft.Storage/storageAccounts/tableServices/tables")
+    queues = _looped_names(path, "Microsoft.Storage/storageAccounts/queueServices/queues")
+    expected_queues = sorted(q for queue in bot_settings.QUEUES for q in (queue, f"{queue}-poison"))
+    assert sorted(tables) == sorted(bot_settings.TABLES), (
+        f"storage.bicep tables {sorted(tables)} != botcore.settings.TABLES {sorted(bot_settings.TABLES)}"
+    )
+    assert sorted(queues) == expected_queues, (
+        f"storage.bicep queues {sorted(queues)} != botcore.settings.QUEUES plus -poison {expected_queues}"
+    )
+
+
+def test_role_assignments_are_the_built_in_roles():
+    granted: dict[str, set[str]] = {}
+    for path in BICEP_FILES:
+        doc = parse(path)
+        for res in resources(path, "Microsoft.Authorization/roleAssignments"):
+            props = res.body["properties"]
+            ref = props["roleDefinitionId"].get("function", {}) if isinstance(props["roleDefinitionId"], dict) else {}
+            assert ref.get("type") == "subscription_resource_id", f"{res.where}: use subscriptionResourceId(...)"
+            assert ref["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
+            role = ref["parameters"]["resource_name_1"]
+            if res.loop is not None and role == res.loop["detail"]["item_name"]:
+                ids = evaluate(doc, res.loop["detail"]["array_name"], {})
+            else:
+                ids = [evaluate(doc, role, {})]
+            granted.setdefault(path.name, set()).update(ids)
+            assert props["principalType"] == "ServicePrincipal", res.where
+            assert props["principalId"] == "principalId", f"{res.where}: granted to the identity passed in"
+            assert isinstance(res.body.get("scope"), str), f"{res.where}: scope it to the resource, not the group"
+    assert granted == EXPECTED_ROLES, f"role definition ids per module: {granted}, expected {EXPECTED_ROLES}"
+
+
+def test_every_module_grants_to_the_one_identity():
+    for module in modules(MAIN):
+        if "principalId" in module.params:
+            assert render(module.params["principalId"]) == "identity.properties.principalId", module.where
+
+
+def test_application_insights_takes_only_entra_auth():
+    path = MODULES / "monitoring.bicep"
+    insights = the_resource(path, "Microsoft.Insights/components")
+    assert insights.body["properties"].get("DisableLocalAuth") is True, "Application Insights: DisableLocalAuth must be true"
+    assert render(insights.body["properties"]["WorkspaceResourceId"]) == "workspace.id"
+    the_resource(path, "Microsoft.OperationalInsights/workspaces")
+
+
+def test_key_vault_only_in_single_tenant_mode_with_rbac():
+    module = module_using("keyvault.bicep")
+    main = parse(MAIN)
+    deployed = {mode: evaluate(main, module.condition, {"botAppType": mode}) for mode in MODES}
+    assert deployed == {"UserAssignedMSI": False, "SingleTenant": True}, (
+        f"the Key Vault module must be deployed only when botAppType is SingleTenant; condition gives {deployed}"
+    )
+    assert module.params["secretValue"] == "botAppPassword"
+    vault = the_resource(MODULES / "keyvault.bicep", "Microsoft.KeyVault/vaults")
+    assert vault.body["properties"]["enableRbacAuthorization"] is True
+    secret = the_resource(MODULES / "keyvault.bicep", "Microsoft.KeyVault/vaults/secrets")
+    assert secret.body["properties"]["value"] == "secretValue"
+
+
+def test_the_client_secret_goes_only_to_key_vault():
+    main = parse(MAIN)
+    uses = references({k: v for k, v in main.items() if k != "parameters"}, "botAppPassword")
+    assert uses == ["modules.keyVault.config.config.params.secretValue"], uses
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bot_resource(mode: str):
+    main = parse(MAIN)
+    module = module_using("bot.bicep")
+    expected = ("appType", "appId", "tenantId", "msiResourceId", "sku", "endpoint")
+    assert set(expected) <= set(module.params), f"{module.where}: set {sorted(set(expected) - set(module.params))}"
+    params = {name: render(evaluate(main, module.params[name], {"botAppType": mode})) for name in expected}
+    assert params["sku"] == "botSku"
+    assert params["appType"] == mode
+    assert params["appId"] == render(app_settings(mode)["MicrosoftAppId"]), "the bot's app id is the app's MicrosoftAppId"
+    assert params["tenantId"] == "tenant().tenantId"
+    assert params["msiResourceId"] == ("identity.id" if mode == "UserAssignedMSI" else "")
+    assert main["parameters"]["botSku"]["default"] == "F0"
+    path = MODULES / "bot.bicep"
+    bot = the_resource(path, "Microsoft.BotService/botServices")
+    assert bot.body["kind"] == "azurebot"
+    assert bot.body["location"] == "global"
+    assert bot.body["sku"] == {"name": "sku"}
+    props = bot.body["properties"]
+    assert (props["endpoint"], props["msaAppType"], props["msaAppId"], props["msaAppTenantId"]) == (
+        "endpoint", "appType", "appId", "tenantId",
+    )
+    assert "msaAppMSIResourceId" in props
+    channels = {r.body["name"]: r for r in resources(path, "Microsoft.BotService/botServices/channels")}
+    assert set(channels) == {"MsTeamsChannel", "DirectLineChannel"}
+    for name, channel in channels.items():
+        assert channel.body["parent"] == "bot" and channel.body["properties"]["channelName"] == name
+
+
+def test_bot_endpoint_is_the_messages_route():
+    endpoint = evaluate(parse(MAIN), module_using("bot.bicep").params["endpoint"], {})
+    assert endpoint == "https://${functionApp.outputs.defaultHostName}/api/messages"
+
+    host = json.loads((ROOT / "host.json").read_text())
+    prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+    assert prefix == "api", f"host.json routePrefix {prefix!r}: the bot endpoint assumes /api"
+
+    routes = {}
+    for node in ast.walk(ast.parse((ROOT / "function_app.py").read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "route":
+                    kwargs = {k.arg: k.value for k in deco.keywords}
+                    route = kwargs.get("route")
+                    if isinstance(route, ast.Constant):
+                        routes[route.value] = kwargs
+    assert "messages" in routes, f'function_app.py has no route="messages" (routes: {sorted(routes)})'
+    assert endpoint.endswith(f"/{prefix}/messages")
+    auth = routes["messages"].get("auth_level")
+    assert isinstance(auth, ast.Attribute) and auth.attr == "ANONYMOUS", (
+        "the Bot Service calls /api/messages without a function key: it must stay anonymous (the JWT is the auth)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Secrets: parameters and outputs
+# ---------------------------------------------------------------------------
+
+_SECRET_WORDS = re.compile(
+    r"password|passwd|pwd|secret|token|credential|connectionstring|(?:api|access|account|shared)key|key$",
+    re.IGNORECASE,
+)
+_NOT_A_SECRET = re.compile(r"(Name|Uri|Url|Id|Type|Names)$")
+
+
+def looks_secret(name: str) -> bool:
+    """`botAppPassword`, `secretValue`, `apiKey`: yes. `secretName`, `keyVaultName`: no."""
+    return bool(_SECRET_WORDS.search(name)) and not _NOT_A_SECRET.search(name)
+
+
+def test_secret_detector():
+    assert looks_secret("botAppPassword") and looks_secret("secretValue") and looks_secret("apiKey")
+    assert not looks_secret("secretName") and not looks_secret("keyVaultName") and not looks_secret("botAppId")
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=rel)
+def test_secret_like_params_are_secure(path: Path):
+    for name, decl in parse(path)["parameters"].items():
+        if looks_secret(name):
+            assert "secure" in decorators(decl), f"{rel(path)}: param {name} looks like a secret: add @secure()"
+        if "secure" in decorators(decl):
+            assert decl.get("default") in (None, ""), f"{rel(path)}: @secure() param {name} has a default value"
+
+
+# Outputs named like secrets that are not: with DisableLocalAuth, the Application Insights
+# connection string only addresses the resource; sending telemetry needs an Entra token.
+NOT_SECRET_OUTPUTS = {("monitoring.bicep", "connectionString")}
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=rel)
+def test_outputs_hold_no_secrets(path: Path):
+    doc = parse(path)
+    secure = [name for name, decl in doc["parameters"].items() if "secure" in decorators(decl)]
+    for name, output in doc.get("outputs", {}).items():
+        for param in secure:
+            assert not references(output["value"], param), f"{rel(path)}: output {name} uses @secure() param {param}"
+        text = json.dumps(output["value"])
+        assert not re.search(r"\blist[A-Z_]\w*|getSecret", text), f"{rel(path)}: output {name} calls list*/getSecret"
+        if (path.name, name) not in NOT_SECRET_OUTPUTS:
+            assert not looks_secret(name), f"{rel(path)}: output {name} is named like a secret"
+
+
+def test_outputs_a_user_needs_next():
+    outputs = parse(MAIN)["outputs"]
+    for name in ("functionAppName", "functionAppUrl", "messagingEndpoint", "botName", "storageAccountName", "identityClientId"):
+        assert name in outputs, f"main.bicep should output {name}"
+    command = outputs["notifyKeyCommand"]["value"]
+    assert command.startswith("az functionapp function keys list ") and "--function-name notify" in command
+    notify = [
+        node for node in ast.parse((ROOT / "function_app.py").read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "notify"
+    ]
+    assert notify, "notifyKeyCommand names a function `notify` that function_app.py does not define"
+    for deco in notify[0].decorator_list:
+        if isinstance(deco, ast.Call):
+            auth = {k.arg: k.value for k in deco.keywords}.get("auth_level")
+            assert not (isinstance(auth, ast.Attribute) and auth.attr == "ANONYMOUS"), "notify is anonymous: no key to list"
+
+
+# ---------------------------------------------------------------------------
+# azd
+# ---------------------------------------------------------------------------
+
+
+def test_azd_project_and_parameters():
+    azure_yaml = (ROOT / "azure.yaml").read_text()
+    service = re.search(r"^services:\s*\n\s+([\w-]+):", azure_yaml, re.MULTILINE)
+    assert service, "azure.yaml should declare one service"
+    assert re.search(r"^\s+host:\s*function\s*$", azure_yaml, re.MULTILINE)
+    assert re.search(r"^\s+language:\s*(python|py)\s*$", azure_yaml, re.MULTILINE)
+    tag = json.dumps(module_using("functionapp.bicep").params["tags"]).replace("'", "")
+    assert f'"azd-service-name": "{service.group(1)}"' in tag, "the function app's azd-service-name tag names the azure.yaml service"
+
+    declared = parse(MAIN)["parameters"]
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert not set(given) - set(declared), f"main.parameters.json sets unknown params {sorted(set(given) - set(declared))}"
+    missing = {name for name, decl in declared.items() if is_required(decl)} - set(given)
+    assert not missing, f"main.parameters.json misses required params {sorted(missing)}"

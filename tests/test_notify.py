@@ -1,0 +1,204 @@
+"""Ad hoc notifications end to end: the HTTP and queue APIs, fan-out through the sends queue,
+the delivery ledger, reference retirement and reminders. Real function app in the local host,
+Azurite, the fake Bot Connector."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+
+from botcore.jobs import Target, new_job
+from devhost.azurite import Azurite
+from tests.botstack import BotStack, wait_until
+
+
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+def status_of(bot: BotStack, job_id: str, **expected: int) -> dict:
+    """Wait until the job's status shows `expected`, and return it."""
+    seen: dict = {}
+
+    def check() -> bool:
+        nonlocal seen
+        response = bot.api("GET", f"notify/{job_id}")
+        seen = response.json() if response.status_code == 200 else {"http": response.status_code}
+        return all(seen.get(k) == v for k, v in expected.items())
+
+    assert wait_until(check, timeout=20), f"status {seen}, expected {expected}"
+    return seen
+
+
+def test_notify_one_conversation_over_http(bot: BotStack) -> None:
+    [cid] = bot.seed(1)
+    response = bot.api("POST", "notify", {"text": "Hello, this is a notification",
+                                          "target": {"conversation": bot.key(cid)}})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert bot.wait_texts(cid, 1) == ["Hello, this is a notification"]
+    assert bot.channel.activities(cid)[0].operation == "send"
+    assert status_of(bot, job_id, state="done") | {"created": None} == {
+        "id": job_id, "kind": "notify", "created": None, "state": "done",
+        "targets": 1, "sent": 1, "skipped": 0, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ({"text": "hi"}, 400, "target is required"),
+    ({"target": {"everyone": True}}, 400, "needs text or attachments"),
+    ({"text": "hi", "target": {"everyone": True, "userId": "u"}}, 400, "excludes"),
+    ({"text": "hi", "target": {"planet": "mars"}}, 400, "unknown fields"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_notify_refuses_bad_requests_with_the_reason(bot: BotStack, body, status, reason) -> None:
+    response = bot.api("POST", "notify", body)
+    assert response.status_code == status and reason in response.json()["error"]["message"]
+
+
+def test_notify_needs_the_function_key(bot: BotStack) -> None:
+    body = {"text": "x", "target": {"everyone": True}}
+    assert bot.api("POST", "notify", body, key=None).status_code == 401
+    assert bot.api("POST", "notify", body, key="wrong").status_code == 401
+    assert bot.api("GET", "notify/no-such-job").status_code == 404
+
+
+def test_notify_a_user_in_several_conversations(bot: BotStack) -> None:
+    user = f"29:user-{uuid.uuid4().hex[:8]}"
+    mine = bot.seed(3, user_id=user)
+    others = bot.seed(2)
+    response = bot.api("POST", "notify", {"text": "for you", "target": {"userId": user}})
+    assert response.status_code == 202
+    for cid in mine:
+        assert bot.wait_texts(cid, 1) == ["for you"]
+    status_of(bot, response.json()["id"], state="done", targets=3, sent=3)
+    assert all(bot.channel.activities(cid) == [] for cid in others)
+
+
+def test_a_broadcast_through_429s_delivers_each_once_after_retry_after(bot: BotStack) -> None:
+    group = tenant()
+    cids = bot.seed(60, tenant_id=group)
+    bot.channel.fail(429, "TooManyRequests", times=15, retry_after=2)
+    try:
+        response = bot.api("POST", "notify", {"text": "broadcast", "target": {"tenantId": group}})
+        job_id = response.json()["id"]
+        assert bot.channel.wait_for(lambda c: all(c.activities(cid) for cid in cids), timeout=30)
+    finally:
+        bot.channel.clear_faults()
+    status = status_of(bot, job_id, state="done", sent=60)
+    assert status["failed"] == 0 and status["pending"] == 0
+    delivered = Counter(r.conversation_id for cid in cids for r in bot.channel.activities(cid))
+    assert set(delivered.values()) == {1}  # every conversation exactly once
+    throttled = [r for r in bot.channel.faulted if r.conversation_id in cids]
+    assert throttled, "the fault was injected but never hit"
+    for rejected in throttled:  # the retry waited for Retry-After
+        [delivery] = bot.channel.activities(rejected.conversation_id)
+        assert delivery.at - rejected.at >= 1.9
+
+
+def test_a_blocked_user_is_retired_skipped_later_and_back_when_they_return(bot: BotStack) -> None:
+    group = tenant()
+    blocked, fine = bot.seed(2, tenant_id=group)
+    bot.channel.fail(403, "ConversationBlockedByUser", conversation_id=blocked, times=None)
+    try:
+        first = bot.api("POST", "notify", {"text": "one", "target": {"tenantId": group}}).json()["id"]
+        status_of(bot, first, state="done", sent=1, skipped=1)
+        entity = bot.conversation_entity(blocked)
+        assert entity["active"] is False and entity["retiredReason"] == "ConversationBlockedByUser"
+        second = bot.api("POST", "notify", {"text": "two", "target": {"tenantId": group}}).json()["id"]
+        status_of(bot, second, state="done", targets=1, sent=1)
+        assert [r.conversation_id for r in bot.channel.faulted].count(blocked) == 1  # never tried again
+    finally:
+        bot.channel.clear_faults()
+    assert bot.texts_of(fine) == ["one", "two"] and bot.texts_of(blocked) == []
+    bot.say(blocked, "hello again").raise_for_status()  # the user unblocks the bot and writes
+    assert bot.conversation_entity(blocked)["active"] is True
+
+
+def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
+    [cid] = bot.seed(1)
+    job = new_job("notify", Target(conversation=bot.key(cid)), text="only once")
+    bot.enqueue(job.to_json())
+    bot.enqueue(job.to_json())
+    status_of(bot, job.id, state="done", sent=1)
+    assert wait_until(lambda: bot.queue_length("bot-jobs") == 0, timeout=10)
+    assert bot.texts_of(cid) == ["only once"]
+    assert "duplicate" in bot.host.log().split(job.id, 1)[1] or bot.host.log().count(job.id) >= 1
+
+
+def test_a_malformed_job_goes_to_poison_without_retries(bot: BotStack) -> None:
+    marker = uuid.uuid4().hex
+    message_id = bot.enqueue('{"kind": "notify", "oops": "' + marker)
+    assert wait_until(lambda: bot.peek("bot-jobs-poison", marker), timeout=15)
+    log = bot.host.log()
+    assert f"poison: message {message_id}: job is not JSON" in log  # the reason, not the body
+    assert log.count(f"job message {message_id} (dequeue count 1): poisoned") == 1
+    assert f"job message {message_id} (dequeue count 2)" not in log and marker not in log
+
+
+def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
+    group = tenant()
+    cids = bot.seed(2, tenant_id=group)
+    job_id = bot.api("POST", "notify", {"text": "draft", "target": {"tenantId": group}}).json()["id"]
+    status_of(bot, job_id, state="done", sent=2)
+    sent_ids = {}
+    for cid in cids:
+        [activity] = bot.channel.activities(cid)
+        sent_ids[cid] = activity  # the fake answered with an id the ledger kept
+    assert bot.api("PATCH", f"notify/{job_id}", {"text": "final"}).status_code == 202
+    assert bot.channel.wait_for(lambda c: sum(r.operation == "update" and r.conversation_id in cids
+                                              for r in c.requests) == 2, timeout=15)
+    updates = [r for r in bot.channel.requests if r.operation == "update" and r.conversation_id in cids]
+    assert {r.body["text"] for r in updates} == {"final"} and all(r.activity_id for r in updates)
+    assert bot.api("DELETE", f"notify/{job_id}").status_code == 202
+    assert bot.channel.wait_for(lambda c: sum(r.operation == "delete" and r.conversation_id in cids
+                                              for r in c.requests) == 2, timeout=15)
+    deleted = {(r.conversation_id, r.activity_id) for r in bot.channel.requests if r.operation == "delete"}
+    assert {(u.conversation_id, u.activity_id) for u in updates} <= deleted
+
+
+async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
+    from botcore.reminders import ReminderStore
+    from botcore.storage import close_storage_clients
+
+    [cid] = await asyncio.to_thread(bot.seed, 1)
+    response = await asyncio.to_thread(bot.api, "POST", "reminders", {
+        "text": "stretch", "target": {"conversation": bot.key(cid)}, "inSeconds": 0})
+    assert response.status_code == 201, response.text
+    fired = await asyncio.gather(ReminderStore().fire_due(), second_instance(ReminderStore().fire_due()))
+    await close_storage_clients()
+    assert sum(fired) <= 1  # (the host's own timer may have taken it first)
+    await asyncio.to_thread(bot.wait_texts, cid, 1)
+    await asyncio.sleep(3)  # a second send would arrive by now
+    assert bot.texts_of(cid) == ["stretch"]
+
+
+async def test_remind_me_in_chat(bot: BotStack, conversation_id, second_instance) -> None:
+    from botcore.reminders import ReminderStore
+
+    await asyncio.to_thread(bot.say, conversation_id, "remind me in 1 second to stretch")
+    texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)
+    assert texts[1] == "OK, in 1 second I'll remind you to stretch."
+    await asyncio.sleep(1.1)
+    await second_instance(ReminderStore().fire_due())
+    texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 3)
+    assert texts[2] == "Reminder: stretch"
+
+
+def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:
+    """1,000 stored references, in a storage account of their own so that everyone is exactly them."""
+    with Azurite(tmp_path_factory.mktemp("everyone")).start() as azurite:
+        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("everyone-bot"))
+        try:
+            cids = bot.seed(1000)
+            response = bot.api("POST", "notify", {"text": "to all", "target": {"everyone": True}})
+            assert response.status_code == 202
+            job_id = response.json()["id"]
+            assert bot.channel.wait_for(lambda c: len(c.activities()) >= 1000, timeout=90)
+            status_of(bot, job_id, state="done", targets=1000, sent=1000)
+            counts = Counter(r.conversation_id for r in bot.channel.activities())
+            assert counts == Counter({cid: 1 for cid in cids})
+        finally:
+            bot.stop()
