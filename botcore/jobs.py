@@ -32,13 +32,12 @@ class Target:
     everyone: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        if self.everyone:
-            return {"everyone": True}
         out = {
             "conversation": self.conversation,
             "userId": self.user_id,
             "channelId": self.channel_id,
             "tenantId": self.tenant_id,
+            "everyone": self.everyone or None,
         }
         return {k: v for k, v in out.items() if v is not None}
 

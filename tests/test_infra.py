@@ -5,7 +5,7 @@ pycep's JSON tree. They hold the template to what the code expects in Azure: the
 settings it reads (and nothing else), the `/api/messages` route, the tables and
 queues, keyless storage, the built-in roles, and no secret in parameters or outputs.
 
-What only a real deployment can check is listed in infra/DEPLOY.md.
+What only a real deployment can check is listed in README.md (Deploy to Azure).
 """
 
 from __future__ import annotations
