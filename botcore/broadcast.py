@@ -18,11 +18,12 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, AsyncIterator
 
 from .activity import ActivityError, ConversationReference
 from .jobs import Job, JobError
-from .ledger import CLAIM_TTL, FAILED, GONE, RETRYING, SENT, DeliveryLedger, Outcome
+from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
 
 log = logging.getLogger("botcore.broadcast")
@@ -33,6 +34,11 @@ BATCH_KEYS = 50
 BATCH_BYTES = 40_000  # a queue message holds 64 KiB
 MAX_ATTEMPTS = 8
 MAX_DELAY = 600.0
+FLUSH_SECONDS = 0.1
+
+
+def claim_ttl(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.delivery_claim_seconds)
 
 
 @dataclass
@@ -130,7 +136,7 @@ async def run_notify(job: Job, settings: Settings) -> str:
         header.fanned_out, header.targets = True, 1
         await ledger.save_progress(header)
         if record is None or not record.active:
-            claims = await ledger.claim(job.id, [key])
+            claims = await ledger.claim(job.id, [key], claim_ttl(settings))
             why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
             await ledger.record(job.id, [Outcome(key, GONE, why)], claims.claimed)
             log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
@@ -209,6 +215,35 @@ async def _job_header(job_id: str) -> Job | None:
     return job
 
 
+class OutcomeRecorder:
+    """Writes outcomes to the ledger as sends complete: every FLUSH_SECONDS, or 100 at a time.
+
+    Writing each outcome alone would cap sends at the table's single-write rate;
+    writing a batch's outcomes only at its end would, after a crash, resend the
+    whole batch. This way a crash resends at most the sends in flight and the
+    outcomes of the last FLUSH_SECONDS.
+    """
+
+    def __init__(self, ledger: DeliveryLedger, job_id: str, attempts: dict[str, int]) -> None:
+        self.ledger, self.job_id, self.attempts = ledger, job_id, attempts
+        self._pending: list[Outcome] = []
+        self._lock = asyncio.Lock()
+        self._last = asyncio.get_running_loop().time()
+
+    async def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        due = asyncio.get_running_loop().time() - self._last >= FLUSH_SECONDS
+        if due or len(self._pending) >= TRANSACTION_SIZE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            self._last = asyncio.get_running_loop().time()
+            if batch:
+                await self.ledger.record(self.job_id, batch, self.attempts)
+
+
 async def deliver(job: Job, items: list[tuple[str, ConversationReference]], attempt: int,
                   settings: Settings) -> Report:
     """Send the job's message to each conversation once: claim, send, record, requeue the rest."""
@@ -217,20 +252,25 @@ async def deliver(job: Job, items: list[tuple[str, ConversationReference]], atte
     svc = services(settings)
     ledger = DeliveryLedger()
     references = dict(items)
-    claims = await ledger.claim(job.id, list(references))
+    claims = await ledger.claim(job.id, list(references), claim_ttl(settings))
     report = Report(done_before=len(claims.done))
     limiter = limiter_for(settings)
+    recorder = OutcomeRecorder(ledger, job.id, claims.claimed)
     throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
     content = job.content()
 
     async def send_one(key: str) -> Outcome:
         async with limiter.slot():
             if throttled:
-                return Outcome(key, RETRYING, "the channel is throttling", attempted=False)
-            return await _send(svc.connector, job, key, references[key], content, claims.claimed[key], throttled)
+                outcome = Outcome(key, RETRYING, "the channel is throttling", attempted=False)
+            else:
+                outcome = await _send(svc.connector, job, key, references[key], content,
+                                      claims.claimed[key], throttled)
+        await recorder.add(outcome)
+        return outcome
 
     outcomes = await asyncio.gather(*(send_one(k) for k in claims.claimed))
-    await ledger.record(job.id, list(outcomes), claims.claimed)
+    await recorder.flush()
 
     retry_keys = [o.key for o in outcomes if o.status == RETRYING] + sorted(claims.busy)
     for o in outcomes:
@@ -243,7 +283,8 @@ async def deliver(job: Job, items: list[tuple[str, ConversationReference]], atte
     report.retrying = len(retry_keys)
     if retry_keys:
         backoff = min(MAX_DELAY, 2.0 ** attempt) * random.uniform(0.5, 1.0)
-        delay = max([backoff, *throttled, *([CLAIM_TTL.total_seconds() / 4] if claims.busy else [])])
+        busy_wait = [settings.delivery_claim_seconds / 4] if claims.busy else []
+        delay = max([backoff, *throttled, *busy_wait])
         report.delay = delay
         for b in batches(job.id, [(k, references[k]) for k in retry_keys], attempt + 1):
             await _queue(SENDS_QUEUE).send_message(b.to_json(), visibility_timeout=max(1, round(delay)))

@@ -79,6 +79,8 @@ async def handle_messages(
         )
         return _error(401, "Unauthorized", "authentication failed")
 
+    from azure.core.exceptions import AzureError
+
     from .turns import TurnConflictError, on_activity
 
     try:
@@ -86,3 +88,6 @@ async def handle_messages(
     except TurnConflictError as exc:
         log.error("%s", exc)
         return _error(503, "ConversationBusy", "the conversation is busy; retry later")
+    except AzureError as exc:  # storage unreachable or failing: nothing was sent for this turn
+        log.error("%s activity in %s: storage error: %r", activity.type, activity.channel_id, exc)
+        return _error(503, "StorageUnavailable", "state storage is unavailable; retry later")

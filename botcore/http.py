@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import httpx
 
-TIMEOUT_SECONDS = 30.0
 MAX_CONNECTIONS = 64
 
 _clients: dict[asyncio.AbstractEventLoop, "httpx.AsyncClient"] = {}
@@ -27,6 +26,8 @@ def get_http_client() -> "httpx.AsyncClient":
         import httpx
         from httpx_aiohttp import AiohttpTransport
 
+        from .settings import get_settings
+
         # httpx logs every request at INFO; a broadcast would flood the log. The connector
         # logs what matters (failures, with the service's correlation id).
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -34,7 +35,7 @@ def get_http_client() -> "httpx.AsyncClient":
             del _clients[old_loop]
         client = httpx.AsyncClient(
             transport=AiohttpTransport(trust_env=False, limits=httpx.Limits(max_connections=MAX_CONNECTIONS)),
-            timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=10.0),
+            timeout=httpx.Timeout(get_settings().http_timeout, connect=10.0),
             trust_env=False,
             follow_redirects=False,
         )

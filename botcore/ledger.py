@@ -10,9 +10,10 @@ conversation key, or HEADER for the job itself.
 
 A row's status moves: (none) → sending → sent | gone | failed, or → retrying →
 sending → ... A `sending` row is a claim: its holder is sending right now. A
-claim older than CLAIM_TTL belongs to a worker that died; another may take it
-over (the message may then have been sent once already: at most the messages in
-flight at the moment of the crash are sent twice).
+claim older than the claim time (BotDeliveryClaimSeconds) belongs to a worker
+that died; another may take it over. The message may then have been sent once
+already: after a crash, at most the sends in flight and the outcomes not yet
+written (see broadcast.OutcomeRecorder) are sent twice.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from .tablejson import join_json, split_json
 log = logging.getLogger("botcore.ledger")
 
 HEADER = "!job"  # sorts before every conversation key; a conversation key always holds "|"
-CLAIM_TTL = timedelta(minutes=2)
 TRANSACTION_SIZE = 100
 SENDING, SENT, RETRYING, GONE, FAILED = "sending", "sent", "retrying", "gone", "failed"
 FINAL = frozenset({SENT, GONE, FAILED})
@@ -155,7 +155,8 @@ class DeliveryLedger:
         return header.etag
 
     # ---- deliveries ------------------------------------------------------------------------
-    async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> Claims:
+    async def claim(self, job_id: str, keys: list[str], claim_ttl: timedelta,
+                    now: datetime | None = None) -> Claims:
         """Take the right to send to each key; say which are done already or held by another."""
         from azure.data.tables import TableTransactionError
 
@@ -173,10 +174,10 @@ class DeliveryLedger:
             except TableTransactionError:
                 leftover.extend(e["RowKey"] for e in chunk)
         for key in leftover:  # some rows exist: a redelivery, or a retry of this batch
-            await self._claim_one(pk, key, now, claims)
+            await self._claim_one(pk, key, now, claim_ttl, claims)
         return claims
 
-    async def _claim_one(self, pk: str, key: str, now: datetime, claims: Claims) -> None:
+    async def _claim_one(self, pk: str, key: str, now: datetime, claim_ttl: timedelta, claims: Claims) -> None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -196,7 +197,7 @@ class DeliveryLedger:
             claims.done.add(key)
             return
         claimed_at = row.get("claimedAt")
-        if status == SENDING and claimed_at is not None and now - claimed_at < CLAIM_TTL:
+        if status == SENDING and claimed_at is not None and now - claimed_at < claim_ttl:
             claims.busy.add(key)
             return
         if status == SENDING:

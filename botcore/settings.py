@@ -88,6 +88,8 @@ class Settings:
     public_base_url: str = ""
     send_concurrency: int = 16
     send_rate_per_second: float = 50.0
+    http_timeout: float = 30.0
+    delivery_claim_seconds: float = 120.0
 
     @property
     def is_development(self) -> bool:
@@ -137,6 +139,8 @@ class Settings:
             public_base_url=env.get("BotPublicBaseUrl", "").rstrip("/"),
             send_concurrency=_number(env, "BotSendConcurrency", 16, int),
             send_rate_per_second=_number(env, "BotSendRatePerSecond", 50.0, float),
+            http_timeout=_number(env, "BotHttpTimeoutSeconds", 30.0, float),
+            delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),
         )
 
 

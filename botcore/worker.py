@@ -65,6 +65,7 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
     a send that fails after the commit is retried by the redelivered job instead
     of being lost (the job id in the state keeps the dialog from starting twice).
     """
+    from .broadcast import claim_ttl
     from .connector import ConversationGoneError
     from .ledger import FINAL, GONE, RETRYING, SENT, DeliveryLedger, Outcome
     from .tablejson import join_json
@@ -93,7 +94,7 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
     row = await ledger.row(job.id, key)
     if row is None or row.get("status") in FINAL:
         return "duplicate"
-    claims = await ledger.claim(job.id, [key])
+    claims = await ledger.claim(job.id, [key], claim_ttl(settings))
     if key in claims.busy:  # a copy of this job is sending right now: look again later
         raise DeliveryBusyError(f"job {job.id}: another worker is sending to {key}; retrying later")
     if key in claims.done:

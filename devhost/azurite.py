@@ -88,6 +88,14 @@ class Azurite:
             raise RuntimeError("Azurite did not start:\n" + "".join(lines[-20:]))
         return self
 
+    def restart(self, timeout: float = 60.0) -> "Azurite":
+        """Stop, then start on the same ports with the same data: clients keep their connection string."""
+        ports = {name: int(url.rsplit(":", 1)[1]) for name, url in self.urls.items()}
+        self.stop()
+        self.blob_port, self.queue_port, self.table_port = ports["blob"], ports["queue"], ports["table"]
+        self.urls = {}
+        return self.start(timeout)
+
     @property
     def connection_string(self) -> str:
         return connection_string(self.urls["queue"], self.urls["table"], self.urls["blob"])

@@ -30,6 +30,7 @@ class Received:
     authorization: str | None
     body: Any
     at: float = field(default_factory=time.monotonic)
+    status: int = 200  # what the fake answered (an injected fault's status for `faulted`)
 
 
 @dataclass
@@ -163,7 +164,8 @@ class FakeConnector(BackgroundServer):
         fault = self._take_fault(cid)
         if fault is not None:
             with self._lock:
-                self.faulted.append(Received(request.method, operation, cid, aid, authorization, body))
+                self.faulted.append(Received(request.method, operation, cid, aid, authorization, body,
+                                             status=0 if fault.reset else fault.status))
             if fault.hang:
                 await asyncio.sleep(fault.hang)
             if fault.reset:

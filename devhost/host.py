@@ -13,7 +13,8 @@ Where it differs: one process only (no scale-out, no singleton lock for timers:
 two hosts both fire); identity-based connections are not supported for triggers
 (connection strings and UseDevelopmentStorage=true are); output bindings other
 than the HTTP return value are not implemented; a running invocation's message
-is hidden for 10 minutes without renewal; on shutdown, running invocations get
+is hidden for 30 seconds and the lease renewed while it runs (the Functions host
+uses longer leases, so a killed host's messages reappear sooner here); on shutdown, running invocations get
 30 seconds to finish and received-but-unstarted messages are released at once.
 """
 

@@ -18,7 +18,9 @@ from .app_loader import FunctionInfo, HostConfigError, parse_timespan, resolve
 
 log = logging.getLogger("devhost.queue")
 
-PROCESSING_VISIBILITY = 600  # seconds a received message stays hidden while its function runs
+# A received message is hidden for PROCESSING_LEASE seconds, renewed while its function runs,
+# so the message of a host that was killed reappears within PROCESSING_LEASE.
+PROCESSING_LEASE = 30
 MIN_POLL = 0.1
 DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
 
@@ -103,7 +105,7 @@ class QueueListener:
                 continue
             try:
                 messages = [m async for m in queue.receive_messages(
-                    max_messages=free, visibility_timeout=PROCESSING_VISIBILITY)]
+                    max_messages=free, visibility_timeout=PROCESSING_LEASE)]
             except Exception as exc:
                 log.warning("%s: cannot read queue %s: %r", self.function.name, self.queue_name, exc)
                 messages = []
@@ -147,17 +149,38 @@ class QueueListener:
             insertion_time=message.inserted_on, expiration_time=message.expires_on,
             time_next_visible=message.next_visible_on,
         )
+        renewal = asyncio.create_task(self._keep_hidden(queue, message))
         try:
             await self.invoke(self.function, msg, f"New queue message detected on '{self.queue_name}'")
         except Exception:
+            await _cancel(renewal)
             if message.dequeue_count >= self.options.max_dequeue_count:
                 await self._to_poison(queue, poison, message, f"failed {message.dequeue_count} times")
             else:
                 await queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
             return
+        await _cancel(renewal)
         await queue.delete_message(message)
+
+    async def _keep_hidden(self, queue: Any, message: Any) -> None:
+        """Renew the message's lease while its function runs (the pop receipt changes each time)."""
+        while True:
+            await asyncio.sleep(PROCESSING_LEASE / 3)
+            try:
+                renewed = await queue.update_message(message, visibility_timeout=PROCESSING_LEASE)
+                message.pop_receipt = renewed.pop_receipt
+            except Exception as exc:
+                log.warning("%s: cannot renew the lease of message %s: %r", self.function.name, message.id, exc)
 
     async def _to_poison(self, queue: Any, poison: Any, message: Any, why: str) -> None:
         log.error("%s: message %s moved to %s-poison: %s", self.function.name, message.id, self.queue_name, why)
         await poison.send_message(message.content)
         await queue.delete_message(message)
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -35,6 +35,8 @@ class BotStack:
             "LocalFunctionKey": "stack-key",
             "BotSendRatePerSecond": "2000",
             "BotSendConcurrency": "32",
+            "BotHttpTimeoutSeconds": "2",  # the fault tests hang the Connector past it
+            "BotDeliveryClaimSeconds": "6",  # a killed host's claims are taken over quickly
             **self.idp.bot_env(APP_ID, password=PASSWORD),
             **(extra_env or {}),
         }

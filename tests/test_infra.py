@@ -85,6 +85,8 @@ OPTIONAL_WITH_DEFAULTS = {
     "BotEmulatorOpenIdMetadataUrl",
     "BotOAuthAuthorityHost",
     "BotMaxBodyBytes",
+    "BotHttpTimeoutSeconds",
+    "BotDeliveryClaimSeconds",
     "AZURE_FUNCTIONS_ENVIRONMENT",  # unset means Production
     "LocalFunctionKey",  # the local host only
 }

@@ -89,3 +89,18 @@ def test_many_turns_cost_one_token_fetch_and_one_key_fetch(bot: BotStack, conver
     bot.wait_texts(conversation_id, 26)
     assert bot.idp.count("token") == start_token and bot.idp.count("jwks:channel") == start_jwks
     assert start_token >= 1 and start_jwks >= 1  # the first turns did fetch them, once per process
+
+
+@pytest.mark.parametrize("size", [1_000_000, 20_000_000])
+def test_oversized_bodies_get_413_in_bounded_time(bot: BotStack, size) -> None:
+    import time
+
+    started = time.monotonic()
+    response = bot.post(None, raw=b'{"type": "message", "text": "' + b"x" * size + b'"}')
+    assert response.status_code == 413 and time.monotonic() - started < 10
+
+
+def test_huge_headers_get_a_4xx(bot: BotStack, conversation_id) -> None:
+    response = bot.post(bot.activity(conversation_id, "help"), headers={"X-Padding": "a" * 100_000})
+    assert 400 <= response.status_code < 500
+    assert bot.conversation_entity(conversation_id) is None

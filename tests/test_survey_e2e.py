@@ -72,6 +72,7 @@ def test_twenty_concurrent_messages_each_get_one_reply_and_none_is_lost(bot: Bot
     bot.say(conversation_id, "hello").raise_for_status()
     bot.enqueue(new_job("beginDialog", Target(conversation=bot.key(conversation_id)), dialog="survey").to_json())
     assert wait_until(lambda: stack_of(bot, conversation_id) == ["survey"], timeout=15)
+    assert wait_until(lambda: bot.texts_of(conversation_id)[-1].startswith(INTERRUPT))  # sent after the commit
     before = len(bot.channel.activities(conversation_id))
 
     words = [f"answer-{i}" for i in range(20)]

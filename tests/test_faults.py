@@ -1,0 +1,150 @@
+"""Faults: a misbehaving Connector, storage that goes away, two hosts at once, a host killed
+mid-broadcast. Each broadcast must end with every message delivered, none twice (beyond the
+sends in flight at a crash), and nothing sent to a retired reference."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections import Counter
+
+import pytest
+
+from devhost.azurite import Azurite
+from tests.botstack import APP_ID, BotStack, wait_until
+from tests.hostproc import REPO, HostProcess
+
+# After a crash, what may be sent twice: the sends in flight (BotSendConcurrency) and the
+# outcomes not yet written (at most 100, see broadcast.OutcomeRecorder).
+CRASH_DUPLICATE_BOUND = 32 + 100
+
+
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+def broadcast(bot: BotStack, group: str, text: str) -> str:
+    response = bot.api("POST", "notify", {"text": text, "target": {"tenantId": group}})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def deliveries(bot: BotStack, cids: list[str], text: str) -> Counter:
+    wanted = set(cids)
+    return Counter(r.conversation_id for r in bot.channel.activities()
+                   if r.conversation_id in wanted and r.body.get("text") == text)
+
+
+def wait_all_delivered(bot: BotStack, cids: list[str], text: str, timeout: float) -> Counter:
+    assert bot.channel.wait_for(lambda c: len(deliveries(bot, cids, text)) == len(cids), timeout=timeout), \
+        f"{len(deliveries(bot, cids, text))} of {len(cids)} delivered\n{bot.host.log()[-3000:]}"
+    return deliveries(bot, cids, text)
+
+
+def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack) -> None:
+    group = tenant()
+    cids = bot.seed(200, tenant_id=group)
+    [retired] = bot.seed(1, tenant_id=group)
+    bot.post(bot.activity(retired, type="conversationUpdate", membersRemoved=[{"id": f"28:{APP_ID}"}]))
+    assert bot.conversation_entity(retired)["active"] is False
+
+    bot.channel.clear()
+    bot.channel.fail(429, "TooManyRequests", times=10, retry_after=1)
+    bot.channel.fail(503, "ServiceUnavailable", times=10)
+    bot.channel.fail(503, times=3, hang=3)  # past BotHttpTimeoutSeconds (2)
+    bot.channel.fail(200, times=5, reset=True)
+    bot.channel.fail(500, "InternalServerError", times=3)
+    try:
+        job_id = broadcast(bot, group, "through faults")
+        assert bot.channel.wait_for(lambda c: not c._faults, timeout=30), "not every fault was hit"
+        status = wait_until(lambda: bot.api("GET", f"notify/{job_id}").json()["state"] == "done", timeout=45)
+    finally:
+        bot.channel.clear_faults()
+    assert status, bot.api("GET", f"notify/{job_id}").json()
+    counts = bot.api("GET", f"notify/{job_id}").json()
+    # A 500 is not retried (protocol: only 412/429/502/503/504 and network errors are): those
+    # conversations are reported failed, with the error kept in the ledger.
+    assert counts["failed"] == 3 and counts["sent"] == 197 and counts["targets"] == 200
+    delivered = deliveries(bot, cids, "through faults")
+    assert len(delivered) == 197 and set(delivered.values()) == {1}  # none twice
+    assert not [r for r in bot.channel.requests + bot.channel.faulted if r.conversation_id == retired
+                and (r.body or {}).get("text") == "through faults"]
+    for r in bot.channel.faulted:  # every fault was followed by at most one delivery, after it
+        later = [d for d in bot.channel.activities(r.conversation_id) if d.body.get("text") == "through faults"]
+        assert len(later) <= 1 and all(d.at > r.at for d in later)
+        if r.status == 429:  # retried only after its Retry-After
+            assert all(d.at - r.at >= 0.95 for d in later)
+    assert len({r.conversation_id for r in bot.channel.faulted} & set(cids)) >= 20
+
+
+# ---- storage and host failures, on a storage account of their own -------------------------
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """Azurite that may be restarted, with the bot in front of it."""
+    azurite = Azurite(tmp_path_factory.mktemp("faults-azurite")).start()
+    bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("faults-bot"),
+                   extra_env={"BotSendRatePerSecond": "150"})
+    bot.azurite = azurite
+    yield bot
+    bot.stop()
+    azurite.stop()
+
+
+def test_azurite_restarted_mid_broadcast(own: BotStack) -> None:
+    group = tenant()
+    cids = own.seed(400, tenant_id=group)
+    broadcast(own, group, "storage restart")
+    assert own.channel.wait_for(lambda c: len(deliveries(own, cids, "storage restart")) >= 60, timeout=20)
+    own.azurite.restart()
+    delivered = wait_all_delivered(own, cids, "storage restart", timeout=90)
+    twice = sum(n - 1 for n in delivered.values())
+    print(f"azurite restart mid-broadcast: {twice} of {len(cids)} sent twice")
+    assert twice <= CRASH_DUPLICATE_BOUND
+
+
+def test_azurite_restarted_mid_survey(own: BotStack) -> None:
+    cid = f"19:{uuid.uuid4().hex}@thread.v2"
+    for text in ("profile", "Ann"):
+        own.say(cid, text).raise_for_status()
+    from botcore.jobs import Target, new_job
+
+    own.enqueue(new_job("beginDialog", Target(conversation=own.key(cid)), dialog="survey").to_json())
+    assert wait_until(lambda: [f["dialog"] for f in own.state(cid)["stack"]] == ["profile", "survey"], timeout=15)
+    own.azurite.restart()
+    assert own.say(cid, "still here").status_code in (200, 503)  # 503 while storage is away
+    assert wait_until(lambda: own.say(cid, "after").status_code == 200, timeout=30)
+    own.say(cid, "done").raise_for_status()
+    own.say(cid, "teal").raise_for_status()
+    texts = own.wait_texts(cid, 7, timeout=20)
+    assert texts[-1] == "Thanks! Your profile: name Ann, favourite colour teal."
+    assert own.state(cid)["stack"] == []
+
+
+def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
+    second = HostProcess(REPO, own.env, tmp_path / "second-host.log")
+    try:
+        group = tenant()
+        cids = own.seed(600, tenant_id=group)
+        broadcast(own, group, "two hosts")
+        delivered = wait_all_delivered(own, cids, "two hosts", timeout=60)
+        assert set(delivered.values()) == {1}
+        assert "send batch" in second.log() and "send batch" in own.host.log()  # both did work
+    finally:
+        second.stop()
+
+
+def test_host_killed_mid_broadcast_and_restarted(own: BotStack, tmp_path) -> None:
+    group = tenant()
+    cids = own.seed(600, tenant_id=group)
+    broadcast(own, group, "killed")
+    assert own.channel.wait_for(lambda c: len(deliveries(own, cids, "killed")) >= 100, timeout=20)
+    os.kill(own.host.process.pid, signal.SIGKILL)
+    own.host.stop()  # reaps the killed process
+    at_kill = len(deliveries(own, cids, "killed"))
+    own.host = HostProcess(REPO, own.env, tmp_path / "restarted-host.log")
+    delivered = wait_all_delivered(own, cids, "killed", timeout=90)
+    twice = sum(n - 1 for n in delivered.values())
+    print(f"host killed after {at_kill} of {len(cids)}: {twice} sent twice")
+    assert twice <= CRASH_DUPLICATE_BOUND
