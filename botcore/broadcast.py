@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator
 from .activity import ActivityError, ConversationReference
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
+from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
 
 log = logging.getLogger("botcore.broadcast")
@@ -103,17 +104,11 @@ class SendLimiter:
             yield
 
 
-_limiters: dict[Any, SendLimiter] = {}
+_limiters: PerLoop[SendLimiter] = PerLoop()
 
 
 def limiter_for(settings: Settings) -> SendLimiter:
-    loop = asyncio.get_running_loop()
-    found = _limiters.get(loop)
-    if found is None:
-        for stale in [l for l in _limiters if l.is_closed()]:
-            del _limiters[stale]
-        found = _limiters[loop] = SendLimiter(settings.send_concurrency, settings.send_rate_per_second)
-    return found
+    return _limiters.get(lambda: SendLimiter(settings.send_concurrency, settings.send_rate_per_second))
 
 
 # ---- fan-out ---------------------------------------------------------------------------------

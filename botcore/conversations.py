@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 from .activity import ConversationReference
 from .keys import conversation_key
 from .settings import CONVERSATIONS_TABLE
+from .storage import TableStore
 from .tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
@@ -96,17 +97,8 @@ def _odata_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class ConversationStore:
-    def __init__(self, table: Any = None) -> None:
-        self._table = table
-
-    @property
-    def table(self) -> Any:
-        if self._table is None:
-            from .storage import get_table_client
-
-            self._table = get_table_client(CONVERSATIONS_TABLE)
-        return self._table
+class ConversationStore(TableStore):
+    table_name = CONVERSATIONS_TABLE
 
     async def get(self, key: str) -> ConversationRecord | None:
         from azure.core.exceptions import ResourceNotFoundError

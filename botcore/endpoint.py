@@ -27,7 +27,7 @@ class Response:
         return b"" if self.body is None else json.dumps(self.body).encode()
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def error_response(status: int, code: str, message: str) -> Response:
     return Response(status, {"error": {"code": code, "message": message}})
 
 
@@ -39,6 +39,19 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def read_json(headers: Mapping[str, str], body: bytes, settings: Settings) -> Any:
+    """The request's JSON value, or the 4xx Response that says why there is none."""
+    content_type = (_header(headers, "Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return error_response(415, "UnsupportedMediaType", "Content-Type must be application/json")
+    if len(body) > settings.max_body_bytes:
+        return error_response(413, "PayloadTooLarge", f"body is larger than {settings.max_body_bytes} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return error_response(400, "BadRequest", "body is not valid JSON")
+
+
 async def handle_messages(
     headers: Mapping[str, str], body: bytes, settings: Settings | None = None
 ) -> Response:
@@ -47,24 +60,20 @@ async def handle_messages(
         settings.require_auth_config()
     except ConfigurationError as exc:
         log.error("configuration error: %s", exc)
-        return _error(500, "BotMisconfigured", str(exc))
+        return error_response(500, "BotMisconfigured", str(exc))
 
     auth_header = _header(headers, "Authorization")
     if auth_header is None and not settings.auth_disabled:
         log.warning("rejected request: no Authorization header")
-        return _error(401, "Unauthorized", "Authorization header is required")
+        return error_response(401, "Unauthorized", "Authorization header is required")
 
-    content_type = (_header(headers, "Content-Type") or "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        return _error(415, "UnsupportedMediaType", "Content-Type must be application/json")
-    if len(body) > settings.max_body_bytes:
-        return _error(413, "PayloadTooLarge", f"body is larger than {settings.max_body_bytes} bytes")
+    data = read_json(headers, body, settings)
+    if isinstance(data, Response):
+        return data
     try:
-        activity = Activity.from_dict(json.loads(body))
-    except (ValueError, RecursionError) as exc:
-        # json.JSONDecodeError and ActivityError are ValueErrors.
-        reason = str(exc) if isinstance(exc, ActivityError) else "body is not valid JSON"
-        return _error(400, "BadRequest", reason)
+        activity = Activity.from_dict(data)
+    except ActivityError as exc:
+        return error_response(400, "BadRequest", str(exc))
 
     from .auth import AuthenticationError, KeysUnavailableError, authenticate
 
@@ -72,12 +81,12 @@ async def handle_messages(
         auth = await authenticate(auth_header, activity, settings)
     except KeysUnavailableError as exc:
         log.error("cannot authenticate %s activity: %s", activity.type, exc.reason)
-        return _error(503, "ServiceUnavailable", "signing keys are unavailable; retry later")
+        return error_response(503, "ServiceUnavailable", "signing keys are unavailable; retry later")
     except AuthenticationError as exc:
         log.warning(
             "rejected %s activity from channel %r: %s", activity.type, activity.channel_id, exc.reason
         )
-        return _error(401, "Unauthorized", "authentication failed")
+        return error_response(401, "Unauthorized", "authentication failed")
 
     from azure.core.exceptions import AzureError
 
@@ -87,7 +96,7 @@ async def handle_messages(
         return await on_activity(activity, auth, settings)
     except TurnConflictError as exc:
         log.error("%s", exc)
-        return _error(503, "ConversationBusy", "the conversation is busy; retry later")
+        return error_response(503, "ConversationBusy", "the conversation is busy; retry later")
     except AzureError as exc:  # storage unreachable or failing: nothing was sent for this turn
         log.error("%s activity in %s: storage error: %r", activity.type, activity.channel_id, exc)
-        return _error(503, "StorageUnavailable", "state storage is unavailable; retry later")
+        return error_response(503, "StorageUnavailable", "state storage is unavailable; retry later")

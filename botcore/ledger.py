@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator
 from .jobs import Job
 from .keys import encode_key
 from .settings import DELIVERIES_TABLE
+from .storage import TableStore
 from .tablejson import join_json, split_json
 
 log = logging.getLogger("botcore.ledger")
@@ -93,17 +94,8 @@ class JobStatus:
         }
 
 
-class DeliveryLedger:
-    def __init__(self, table: Any = None) -> None:
-        self._table = table
-
-    @property
-    def table(self) -> Any:
-        if self._table is None:
-            from .storage import get_table_client
-
-            self._table = get_table_client(DELIVERIES_TABLE)
-        return self._table
+class DeliveryLedger(TableStore):
+    table_name = DELIVERIES_TABLE
 
     # ---- the job header ----------------------------------------------------------------
     async def open_job(self, job: Job) -> JobHeader:

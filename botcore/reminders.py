@@ -19,6 +19,7 @@ from typing import Any
 from .jobs import Job, due_time
 from .keys import encode_key
 from .settings import JOBS_QUEUE, REMINDERS_TABLE
+from .storage import TableStore
 
 log = logging.getLogger("botcore.reminders")
 
@@ -30,17 +31,8 @@ def minute_key(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
 
 
-class ReminderStore:
-    def __init__(self, table: Any = None) -> None:
-        self._table = table
-
-    @property
-    def table(self) -> Any:
-        if self._table is None:
-            from .storage import get_table_client
-
-            self._table = get_table_client(REMINDERS_TABLE)
-        return self._table
+class ReminderStore(TableStore):
+    table_name = REMINDERS_TABLE
 
     async def add(self, job: Job) -> datetime:
         """Store a reminder job (kind reminder); the same job stored twice is one reminder."""

@@ -10,11 +10,11 @@ that no call re-reads the environment.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .loops import PerLoop
 from .settings import QUEUES, STORAGE_CONNECTION, TABLES, ConfigurationError
 
 FALLBACK_CONNECTION = "AzureWebJobsStorage"
@@ -128,17 +128,11 @@ class _Clients:
         return client
 
 
-_by_loop: dict[asyncio.AbstractEventLoop, _Clients] = {}
+_by_loop: PerLoop[_Clients] = PerLoop()
 
 
 def _clients() -> _Clients:
-    loop = asyncio.get_running_loop()
-    clients = _by_loop.get(loop)
-    if clients is None:
-        for stale in [l for l in _by_loop if l.is_closed()]:
-            del _by_loop[stale]
-        clients = _by_loop[loop] = _Clients(connection_from_env())
-    return clients
+    return _by_loop.get(lambda: _Clients(connection_from_env()))
 
 
 def get_table_client(name: str) -> Any:
@@ -151,8 +145,23 @@ def get_queue_client(name: str) -> Any:
     return _clients().queue(name)
 
 
+class TableStore:
+    """A store over one table; it uses the process-wide client unless given one."""
+
+    table_name: str
+
+    def __init__(self, table: Any = None) -> None:
+        self._table = table
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = get_table_client(self.table_name)
+        return self._table
+
+
 async def close_storage_clients() -> None:
-    clients = _by_loop.pop(asyncio.get_running_loop(), None)
+    clients = _by_loop.pop()
     if clients is not None:
         for client in [*clients.tables.values(), *clients.queues.values()]:
             await client.close()

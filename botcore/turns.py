@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from .activity import Activity, ConversationReference
 from .endpoint import Response
 from .keys import conversation_key
+from .loops import PerLoop
 from .settings import JOBS_QUEUE, Settings
 
 log = logging.getLogger("botcore.turns")
@@ -63,27 +64,19 @@ class Services:
     locks: KeyLocks = field(default_factory=KeyLocks)
 
 
-_services: dict[Any, Services] = {}
+_services: PerLoop[Services] = PerLoop()
 
 
 def services(settings: Settings) -> Services:
-    loop = asyncio.get_running_loop()
-    found = _services.get(loop)
-    if found is None:
+    def make() -> Services:
         from .connector import ConnectorClient
         from .conversations import ConversationStore
         from .dialogs import default_engine
         from .tokens import token_provider_for
 
-        for stale in [l for l in _services if l.is_closed()]:
-            del _services[stale]
-        found = Services(
-            store=ConversationStore(),
-            connector=ConnectorClient(tokens=token_provider_for(settings)),
-            engine=default_engine(),
-        )
-        _services[loop] = found
-    return found
+        return Services(ConversationStore(), ConnectorClient(tokens=token_provider_for(settings)), default_engine())
+
+    return _services.get(make)
 
 
 def _turn_info(settings: Settings, user_name: str | None) -> Any:

@@ -38,7 +38,7 @@ class Seen:
             pass
         self.table = service.get_table_client("devhostseen")
 
-    def of(self, kind: str, queue: str | None = None) -> list[dict]:
+    def of(self, kind: str) -> list[dict]:
         rows = [json.loads(e["data"]) for e in self.table.query_entities(f"PartitionKey eq '{kind}'")]
         return rows
 

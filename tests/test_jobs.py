@@ -5,7 +5,8 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from botcore.jobs import JobError, Target, new_job, parse_job
+from botcore.broadcast import SendBatch
+from botcore.jobs import KINDS, JobError, Target, new_job, parse_job
 
 
 def test_a_new_job_round_trips_through_json() -> None:
@@ -50,11 +51,25 @@ def test_no_bytes_raise_anything_but_job_error(body: bytes) -> None:
         pass
 
 
-@given(st.dictionaries(st.sampled_from(["kind", "id", "created", "target", "dialog", "text", "attachments"]),
+@given(st.dictionaries(st.sampled_from(["kind", "id", "created", "target", "dialog", "text", "attachments", "due",
+                                        "notification"]),
                        st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.integers(), max_size=2)
-                       | st.dictionaries(st.text(max_size=8), st.text(max_size=5), max_size=3)))
+                       | st.sampled_from([*KINDS, "2026-11-25T18:00:00Z", "2026-11-25T18:00:00"])
+                       | st.dictionaries(st.sampled_from(["conversation", "userId", "everyone", "x"]),
+                                         st.text(max_size=5) | st.booleans(), max_size=3)))
 def test_no_object_raises_anything_but_job_error(data: dict) -> None:
     try:
         parse_job(json.dumps(data))
+    except JobError:
+        pass
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
+       | st.builds(lambda items: json.dumps({"job": "j", "items": items}).encode(),
+                   st.lists(st.lists(st.text(max_size=5) | st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
+                                     max_size=3), max_size=3)))
+def test_no_send_batch_raises_anything_but_job_error(body: bytes) -> None:
+    try:
+        SendBatch.parse(body)
     except JobError:
         pass
