@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--bot", default="http://localhost:7071/api/messages", help="the bot's messaging endpoint")
     chat.add_argument("--user", default="you", help="your display name")
     chat.add_argument("--conversation", default=None, help="conversation id to continue (default: a new one)")
-    chat.add_argument("--port", type=int, default=0,
-                      help="port of the channel's Connector endpoint (default: any free port)")
+    chat.add_argument("--port", type=int, default=3979,
+                      help="port of the channel's Connector endpoint, the conversations' serviceUrl; keep it "
+                           "the same so that earlier chats' addresses stay reachable (0: any free port)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

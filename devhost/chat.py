@@ -37,14 +37,17 @@ class TerminalChat:
         self._http = httpx.Client(timeout=30)
 
     def _show(self, received: Received) -> None:
-        if received.conversation_id != self.conversation_id or not isinstance(received.body, dict):
+        if not isinstance(received.body, dict):
             return
         body = received.body
         lines = (body.get("text") or "").splitlines() or [""]
         for attachment in body.get("attachments") or []:
             lines.append(f"[attachment {attachment.get('contentType', '?')}]")
+        # Messages for an earlier chat's conversation (a notification to everyone) come here too.
+        prompt = "bot> " if received.conversation_id == self.conversation_id else \
+            f"bot (conversation {received.conversation_id})> "
         with self._print_lock:
-            self.out.write("bot> " + "\n     ".join(lines) + "\n")
+            self.out.write(prompt + ("\n" + " " * len(prompt)).join(lines) + "\n")
             self.out.flush()
 
     def say(self, line: str) -> None:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import uuid
 
 import pytest
 
 from devhost.azurite import Azurite
+
+
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+# A CI timeout or `timeout` sends SIGTERM: turn it into an interrupt so that fixtures
+# still stop Azurite and the hosts (they run in sessions of their own and would outlive us).
+signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ class Terminal:
 
     def __init__(self, bot_url: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", "Ann"],
+            [sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", "Ann", "--port", "0"],
             cwd=str(REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

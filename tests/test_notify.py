@@ -189,7 +189,7 @@ async def test_remind_me_in_chat(bot: BotStack, conversation_id, second_instance
 
 def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:
     """1,000 stored references, in a storage account of their own so that everyone is exactly them."""
-    with Azurite(tmp_path_factory.mktemp("everyone")).start() as azurite:
+    with Azurite(tmp_path_factory.mktemp("everyone")) as azurite:
         bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("everyone-bot"))
         try:
             cids = bot.seed(1000)
