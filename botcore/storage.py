@@ -115,14 +115,16 @@ class _Clients:
         if client is None:
             from azure.storage.queue.aio import QueueClient
 
+            # The SDK's default first retry waits 15 s: longer than a channel waits for a turn.
+            retry = dict(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1)
             if self.connection.connection_string:
                 client = QueueClient.from_connection_string(
-                    self.connection.connection_string, queue_name=name, transport=self.transport
+                    self.connection.connection_string, queue_name=name, transport=self.transport, **retry
                 )
             else:
                 client = QueueClient(
                     self.connection.queue_uri, queue_name=name, credential=self.credential,
-                    transport=self.transport,
+                    transport=self.transport, **retry,
                 )
             self.queues[name] = client
         return client

@@ -116,6 +116,9 @@ class Host:
         log.info("Host stopped")
 
     async def _status(self, request: web.Request) -> web.Response:
+        """Running once every queue listener has its queues; 503 Initializing before."""
+        if not all(listener.ready.is_set() for listener in self.listeners):
+            return web.json_response({"state": "Initializing"}, status=503)
         return web.json_response({"state": "Running", "functions": [f.name for f in self.app.functions]})
 
     def _print_banner(self) -> None:

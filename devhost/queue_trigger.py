@@ -75,6 +75,7 @@ class QueueListener:
         self.connection = connection_string(function.trigger.get("connection", ""))
         self._stopping = asyncio.Event()
         self._running: set[asyncio.Task] = set()
+        self.ready = asyncio.Event()  # the queue and its poison queue exist
 
     def stop(self) -> None:
         self._stopping.set()
@@ -83,14 +84,17 @@ class QueueListener:
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.queue.aio import QueueClient
 
-        queue = QueueClient.from_connection_string(self.connection, self.queue_name)
-        poison = QueueClient.from_connection_string(self.connection, f"{self.queue_name}-poison")
+        # Polling retries on its own: the SDK's 15 s first retry would only delay it.
+        retry = dict(initial_backoff=1, increment_base=2, retry_total=1, random_jitter_range=1)
+        queue = QueueClient.from_connection_string(self.connection, self.queue_name, **retry)
+        poison = QueueClient.from_connection_string(self.connection, f"{self.queue_name}-poison", **retry)
         async with queue, poison:
             for client in (queue, poison):
                 try:
                     await client.create_queue()
                 except ResourceExistsError:
                     pass
+            self.ready.set()
             await self._poll(queue, poison)
             if self._running:
                 log.info("%s: waiting for %d running invocation(s)", self.function.name, len(self._running))

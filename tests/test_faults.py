@@ -111,7 +111,7 @@ def test_azurite_restarted_mid_survey(own: BotStack) -> None:
     from botcore.jobs import Target, new_job
 
     own.enqueue(new_job("beginDialog", Target(conversation=own.key(cid)), dialog="survey").to_json())
-    assert wait_until(lambda: [f["dialog"] for f in own.state(cid)["stack"]] == ["profile", "survey"], timeout=15)
+    assert wait_until(lambda: [f["dialog"] for f in own.state(cid)["stack"]] == ["profile", "survey"], timeout=40)
     own.azurite.restart()
     assert own.say(cid, "still here").status_code in (200, 503)  # 503 while storage is away
     assert wait_until(lambda: own.say(cid, "after").status_code == 200, timeout=30)
