@@ -116,6 +116,12 @@ class OpenIdKeys:
 _key_sources: dict[str, OpenIdKeys] = {}
 
 
+def reset_caches() -> None:
+    """Forget fetched keys and verified tokens (tests that change keys or time)."""
+    _key_sources.clear()
+    _verified.clear()
+
+
 def key_source(metadata_url: str) -> OpenIdKeys:
     source = _key_sources.get(metadata_url)
     if source is None:
@@ -136,6 +142,26 @@ def _is_emulator_issuer(issuer: str, settings: Settings) -> bool:
     return False
 
 
+# Channels send the same token with every activity for up to an hour: its signature and
+# claims are verified once, then only the checks that depend on the activity run.
+VERIFIED_CACHE_SIZE = 1024
+_verified: dict[tuple[str, str, str], tuple[str, "_Key", dict[str, Any]]] = {}
+
+
+def _remember(cache_key: tuple[str, str, str], kind: str, key: "_Key", claims: dict[str, Any]) -> None:
+    if len(_verified) >= VERIFIED_CACHE_SIZE:
+        del _verified[next(iter(_verified))]
+    _verified[cache_key] = (kind, key, claims)
+
+
+def _recall(cache_key: tuple[str, str, str]) -> tuple[str, "_Key", dict[str, Any]] | None:
+    found = _verified.get(cache_key)
+    if found is not None and found[2]["exp"] + CLOCK_SKEW <= clock():
+        del _verified[cache_key]
+        return None
+    return found
+
+
 def _bearer_token(auth_header: str | None) -> str:
     if not auth_header:
         raise AuthenticationError("no Authorization header")
@@ -153,6 +179,10 @@ async def authenticate(
         # nothing to check a token against, and the bot sends no token either.
         return AuthResult("development", TRUST_DEVELOPMENT)
     token = _bearer_token(auth_header)
+    cache_key = (token, settings.app_id, settings.channel_openid_url)
+    found = _recall(cache_key)
+    if found is not None:
+        return _check_activity(*found, activity, settings)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -186,7 +216,14 @@ async def authenticate(
         )
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"{kind} token rejected: {type(exc).__name__}: {exc}") from None
+    result = _check_activity(kind, key, claims, activity, settings)
+    _remember(cache_key, kind, key, claims)
+    return result
 
+
+def _check_activity(kind: str, key: "_Key", claims: dict[str, Any], activity: Activity,
+                    settings: Settings) -> AuthResult:
+    """The checks that tie a verified token to this activity and this bot."""
     if kind == "channel":
         if claims.get("serviceurl") is None:
             raise AuthenticationError("channel token has no serviceurl claim")

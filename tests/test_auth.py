@@ -31,9 +31,9 @@ def idp():
 
 @pytest.fixture(autouse=True)
 def fresh_key_cache():
-    auth._key_sources.clear()
+    auth.reset_caches()
     yield
-    auth._key_sources.clear()
+    auth.reset_caches()
     auth.clock = time.time
 
 
@@ -221,3 +221,21 @@ async def test_unreachable_metadata_is_a_distinct_error() -> None:
     async with httpx.AsyncClient() as http:
         with pytest.raises(KeysUnavailableError):
             await authenticate("Bearer " + token, activity(), settings, http)
+
+
+async def test_a_verified_token_is_not_verified_again_but_still_checked_against_each_activity(
+        idp, monkeypatch) -> None:
+    token = "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, lifetime=-auth.CLOCK_SKEW + 2)
+    await check(idp, token)
+    decodes: list[int] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    assert (await check(idp, token)).kind == "channel"
+    with pytest.raises(AuthenticationError, match="serviceurl"):
+        await check(idp, token, activity(service_url="https://elsewhere.example/"))
+    with pytest.raises(AuthenticationError, match="endorsed"):
+        await check(idp, token, activity(channel_id="not-endorsed"))
+    assert decodes == []  # the signature and claims were verified once
+    await asyncio.sleep(2.5)
+    with pytest.raises(AuthenticationError, match="Expired"):
+        await check(idp, token)  # the cache does not outlive the token
