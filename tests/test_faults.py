@@ -83,13 +83,14 @@ def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack) -> Non
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
     """Azurite that may be restarted, with the bot in front of it."""
-    azurite = Azurite(tmp_path_factory.mktemp("faults-azurite")).start()
-    bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("faults-bot"),
-                   extra_env={"BotSendRatePerSecond": "150"})
-    bot.azurite = azurite
-    yield bot
-    bot.stop()
-    azurite.stop()
+    with Azurite(tmp_path_factory.mktemp("faults-azurite")) as azurite:
+        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("faults-bot"),
+                       extra_env={"BotSendRatePerSecond": "150"})
+        bot.azurite = azurite
+        try:
+            yield bot
+        finally:
+            bot.stop()
 
 
 def test_azurite_restarted_mid_broadcast(own: BotStack) -> None:
