@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, AsyncIterator
 
@@ -176,8 +176,6 @@ class Report:
     failed: int = 0
     retrying: int = 0
     done_before: int = 0
-    delay: float = 0.0
-    outcomes: list[Outcome] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
@@ -271,7 +269,6 @@ async def deliver(job: Job, items: list[tuple[str, ConversationReference]], atte
     for o in outcomes:
         if o.status == GONE:
             await svc.store.retire(o.key, o.error)
-    report.outcomes = list(outcomes)
     report.sent = sum(o.status == SENT for o in outcomes)
     report.gone = sum(o.status == GONE for o in outcomes)
     report.failed = sum(o.status == FAILED for o in outcomes)
@@ -280,7 +277,6 @@ async def deliver(job: Job, items: list[tuple[str, ConversationReference]], atte
         backoff = min(MAX_DELAY, 2.0 ** attempt) * random.uniform(0.5, 1.0)
         busy_wait = [settings.delivery_claim_seconds / 4] if claims.busy else []
         delay = max([backoff, *throttled, *busy_wait])
-        report.delay = delay
         for b in batches(job.id, [(k, references[k]) for k in retry_keys], attempt + 1):
             await _queue(SENDS_QUEUE).send_message(b.to_json(), visibility_timeout=max(1, round(delay)))
         log.info("job %s: %d conversations retried in %.1fs (attempt %d)", job.id, len(retry_keys), delay,

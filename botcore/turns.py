@@ -79,7 +79,7 @@ def services(settings: Settings) -> Services:
     return _services.get(make)
 
 
-def _turn_info(settings: Settings, user_name: str | None) -> Any:
+def turn_info(settings: Settings, user_name: str | None) -> Any:
     from .dialogs import TurnInfo
 
     notify_url = f"{settings.public_base_url}/api/notify" if settings.public_base_url else None
@@ -142,7 +142,7 @@ async def on_activity(activity: Activity, auth: Any, settings: Settings) -> Resp
 async def _message_turn(
     svc: Services, settings: Settings, activity: Activity, reference: ConversationReference, key: str
 ) -> Response:
-    info = _turn_info(settings, activity.from_.name if activity.from_ else None)
+    info = turn_info(settings, activity.from_.name if activity.from_ else None)
     text = activity.text or ""
     result, _ = await run_dialog_turn(
         svc, key, lambda state: svc.engine.run_turn(state, text, ctx_info=info), reference

@@ -69,7 +69,7 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
     from .connector import ConversationGoneError
     from .ledger import FINAL, GONE, RETRYING, SENT, DeliveryLedger, Outcome
     from .tablejson import join_json
-    from .turns import _turn_info, run_dialog_turn, send_replies, services
+    from .turns import turn_info, run_dialog_turn, send_replies, services
 
     svc = services(settings)
     ledger = DeliveryLedger()
@@ -80,7 +80,7 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
         log.warning("job %s: conversation %s is %s; dialog %s not started", job.id, key,
                     "unknown" if record is None else "retired", job.dialog)
         return "skipped"
-    info = _turn_info(settings, record.reference.user.name if record.reference.user else None)
+    info = turn_info(settings, record.reference.user.name if record.reference.user else None)
 
     async def keep_replies(result) -> None:
         if result.replies:
