@@ -4,12 +4,13 @@ Bot Connector (the channel), and function_app.py running in the local host as a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
@@ -19,6 +20,25 @@ from tests.hostproc import REPO, HostProcess
 
 APP_ID = "3f1c3a6e-0000-4000-8000-00000000b07a"
 PASSWORD = "local-test-secret"
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration (botcore reads its settings from there)."""
+    from botcore.settings import reset_settings
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reset_settings()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_settings()
 
 
 class BotStack:
@@ -49,19 +69,12 @@ class BotStack:
     def _init_storage(env: dict[str, str]) -> None:
         from botcore.storage import close_storage_clients, ensure_resources
 
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            async def run() -> None:
-                await ensure_resources()
-                await close_storage_clients()
+        async def run() -> None:
+            await ensure_resources()
+            await close_storage_clients()
+
+        with environment(env):
             asyncio.run(run())
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def stop(self) -> None:
         self.host.stop()
