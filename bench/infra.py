@@ -1,0 +1,194 @@
+"""The pieces every benchmark starts and must stop: Azurite, the bot stack, fakes, seeding.
+
+Everything here is a context manager so that an error or Ctrl-C still stops
+every process the benchmark started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from devhost.azurite import Azurite
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def azurite(location: Path, keep: bool = False) -> Iterator[Azurite]:
+    """A fresh Azurite on free ports; its data folder is deleted afterwards unless keep."""
+    server = Azurite(location).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if not keep:
+            shutil.rmtree(location, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bot_stack(connection_string: str, tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
+    """tests.botstack.BotStack: IdP + fake Connector in this process, the host as a subprocess."""
+    from tests.botstack import BotStack
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = BotStack(connection_string, tmp, extra_env)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextlib.contextmanager
+def identity_and_channel() -> Iterator[tuple[Any, Any]]:
+    """The local IdP and a fake Connector (threads of this process) that checks bot tokens."""
+    from devhost.channel import FakeConnector
+    from devhost.identity import IdentityProvider
+
+    idp = IdentityProvider().start()
+    try:
+        channel = FakeConnector().start()
+        try:
+            channel.require_token(idp.is_valid_access_token)
+            yield idp, channel
+        finally:
+            channel.stop()
+    finally:
+        idp.stop()
+
+
+def init_storage(env: dict[str, str]) -> None:
+    """Create the app's tables and queues (as `python -m devhost init-storage` does)."""
+    from tests.botstack import BotStack
+
+    BotStack._init_storage(env)
+
+
+class RemoteChannel:
+    """The local IdP and fake Connector in a subprocess of their own (bench/channel_server.py),
+    so that they do not share the GIL with the client being measured.
+
+    Control is a line protocol on stdin/stdout: `stats`, `clear`, `quit`.
+    """
+
+    def __init__(self, process: subprocess.Popen, info: dict[str, Any]) -> None:
+        self.process = process
+        self.base_url: str = info["connector"]
+        self.env: dict[str, str] = info["env"]
+        self.app_id: str = info["app_id"]
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls) -> Iterator["RemoteChannel"]:
+        process = subprocess.Popen(
+            [PYTHON, "-m", "bench.channel_server"], cwd=str(REPO), text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError("bench.channel_server did not start")
+            yield cls(process, json.loads(line))
+        finally:
+            if process.poll() is None:
+                try:
+                    assert process.stdin is not None
+                    process.stdin.write("quit\n")
+                    process.stdin.flush()
+                    process.wait(10)
+                except (BrokenPipeError, subprocess.TimeoutExpired):
+                    process.kill()
+                    process.wait()
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def stats(self) -> dict[str, Any]:
+        return self._ask("stats")
+
+    def clear(self) -> None:
+        self._ask("clear")
+
+
+# ---- seeding ----------------------------------------------------------------------------------
+
+PLACEHOLDER = "SEEDPLACEHOLDER0"
+
+
+def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
+    """The wire form of the entity ConversationStore.commit writes for a new conversation.
+
+    Built by the store itself (into a capturing table) and serialised by azure-data-tables,
+    so seeded rows are exactly what the bot would have stored; only the id is substituted.
+    """
+    from azure.data.tables._serialize import _add_entity_properties
+
+    from botcore.activity import TRUST_TOKEN, ConversationReference
+    from botcore.conversations import ConversationStore
+    from botcore.keys import conversation_key
+
+    class Capture:
+        entity: dict[str, Any] = {}
+
+        async def create_entity(self, entity: dict[str, Any]) -> dict[str, Any]:
+            Capture.entity = entity
+            return {"etag": "seed"}
+
+    reference = ConversationReference.from_dict({
+        "channelId": "msteams", "serviceUrl": service_url,
+        "conversation": {"id": PLACEHOLDER, "tenantId": tenant_id},
+        "user": {"id": f"29:{PLACEHOLDER}", "name": "User"},
+        "bot": {"id": f"28:{app_id}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
+    })
+    asyncio.run(ConversationStore(Capture()).commit(None, reference=reference))
+    entity = _add_entity_properties(Capture.entity)
+    assert entity["PartitionKey"] == conversation_key("msteams", PLACEHOLDER)
+    return json.dumps(entity).encode()
+
+
+def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
+         tenant_id: str = "tenant-1", concurrency: int = 48) -> tuple[list[str], float]:
+    """Store `count` conversation references with concurrent single inserts (one partition each,
+    so batch transactions cannot be used) over a bare aiohttp client. Returns (ids, seconds)."""
+    import aiohttp
+
+    from botcore.settings import CONVERSATIONS_TABLE
+
+    from .baretable import BareTable
+
+    template = _entity_template(service_url, app_id, tenant_id)
+    ids = [f"seed-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+
+    async def run() -> None:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            table = BareTable(session, connection_string, CONVERSATIONS_TABLE)
+            work = iter(ids)
+
+            async def worker() -> None:
+                for cid in work:
+                    await table.insert(template.replace(PLACEHOLDER.encode(), cid.encode()))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    return ids, time.perf_counter() - start
