@@ -55,8 +55,8 @@ def read_json(headers: Mapping[str, str], body: bytes, settings: Settings) -> An
 async def handle_messages(
     headers: Mapping[str, str], body: bytes, settings: Settings | None = None
 ) -> Response:
-    settings = settings or get_settings()
     try:
+        settings = settings or get_settings()
         settings.require_auth_config()
     except ConfigurationError as exc:
         log.error("configuration error: %s", exc)

@@ -104,3 +104,17 @@ def test_huge_headers_get_a_4xx(bot: BotStack, conversation_id) -> None:
     response = bot.post(bot.activity(conversation_id, "help"), headers={"X-Padding": "a" * 100_000})
     assert 400 <= response.status_code < 500
     assert bot.conversation_entity(conversation_id) is None
+
+
+async def test_a_malformed_setting_is_a_clear_configuration_error(monkeypatch) -> None:
+    from botcore.endpoint import handle_messages
+    from botcore.settings import reset_settings
+
+    monkeypatch.setenv("MicrosoftAppId", APP_ID)
+    monkeypatch.setenv("BotSendConcurrency", "lots")
+    reset_settings()
+    try:
+        response = await handle_messages({"Content-Type": "application/json", "Authorization": "Bearer x"}, b"{}")
+    finally:
+        reset_settings()
+    assert response.status == 500 and "BotSendConcurrency must be a number" in response.body["error"]["message"]
