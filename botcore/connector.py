@@ -9,6 +9,7 @@ the caller should do: retire the conversation, fix the request, or try later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -87,6 +88,21 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _trusted_base(url: str, trust: str | None, sends_token: bool) -> str:
+    """The base URL to call, or UntrustedServiceUrlError; cached, since a broadcast asks per message."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        raise UntrustedServiceUrlError(f"serviceUrl must be https: {parts.scheme}://{parts.hostname}")
+    if sends_token and trust != TRUST_TOKEN:
+        raise UntrustedServiceUrlError(
+            f"serviceUrl {parts.hostname} was not validated by a channel token; refusing to send the bot's token"
+        )
+    if not sends_token and trust not in (TRUST_TOKEN, TRUST_DEVELOPMENT):
+        raise UntrustedServiceUrlError(f"serviceUrl {parts.hostname} has no recorded trust")
+    return url.rstrip("/") + "/"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -179,16 +195,7 @@ class ConnectorClient:
 
     # ---- the machinery -------------------------------------------------------------------
     def _check_target(self, target: ServiceEndpoint) -> str:
-        parts = urlsplit(target.url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
-            raise UntrustedServiceUrlError(f"serviceUrl must be https: {parts.scheme}://{parts.hostname}")
-        if self.tokens is not None and target.trust != TRUST_TOKEN:
-            raise UntrustedServiceUrlError(
-                f"serviceUrl {parts.hostname} was not validated by a channel token; refusing to send the bot's token"
-            )
-        if self.tokens is None and target.trust not in (TRUST_TOKEN, TRUST_DEVELOPMENT):
-            raise UntrustedServiceUrlError(f"serviceUrl {parts.hostname} has no recorded trust")
-        return target.url.rstrip("/") + "/"
+        return _trusted_base(target.url, target.trust, self.tokens is not None)
 
     async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
                     params: dict[str, Any] | None = None) -> Any:
