@@ -128,16 +128,23 @@ async def run_notify(job: Job, settings: Settings) -> str:
         key = job.target.conversation
         assert key is not None
         record = await svc.store.get(key)
-        header.fanned_out, header.targets = True, 1
-        await ledger.save_progress(header)
         if record is None or not record.active:
             claims = await ledger.claim(job.id, [key], claim_ttl(settings))
             why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
-            await ledger.record(job.id, [Outcome(key, GONE, why)], claims.claimed)
+            if key in claims.claimed:
+                await ledger.record(job.id, [Outcome(key, GONE, why)], claims.claimed)
             log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
-            return "skipped"
-        report = await deliver(job, [(key, record.reference)], 0, settings)
-        return report.summary()
+            outcome = "skipped"
+        else:
+            outcome = (await deliver(job, [(key, record.reference)], 0, settings)).summary()
+        # Marked only after the delivery is claimed: a job redelivered after a crash before
+        # this line delivers again, and the ledger's claim keeps that from sending twice.
+        header.fanned_out, header.targets = True, 1
+        try:
+            await ledger.save_progress(header)
+        except ResourceModifiedError:
+            pass  # a copy of this job marked it first
+        return outcome
 
     t = job.target
     query = svc.store.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
