@@ -22,10 +22,10 @@ class Command:
     interrupts: bool = False  # also works while another dialog waits for an answer
     pattern: re.Pattern[str] | None = None  # a command with arguments; else the word alone
 
-    def matches(self, text: str) -> re.Match[str] | None:
+    def matches(self, text: str) -> bool:
         if self.pattern is not None:
-            return self.pattern.fullmatch(text.strip())
-        return re.fullmatch(re.escape(self.word), text.strip(), re.IGNORECASE)
+            return self.pattern.fullmatch(text.strip()) is not None
+        return text.strip().lower() == self.word
 
 
 def _help(ctx: Context, text: str) -> None:
