@@ -136,21 +136,20 @@ PLACEHOLDER = "SEEDPLACEHOLDER0"
 def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
     """The wire form of the entity ConversationStore.commit writes for a new conversation.
 
-    Built by the store itself (into a capturing table) and serialised by azure-data-tables,
-    so seeded rows are exactly what the bot would have stored; only the id is substituted.
+    Built by the store itself (into a capturing table) and serialised as the bot's Table client
+    does, so seeded rows are exactly what the bot would have stored; only the id is substituted.
     """
-    from azure.data.tables._serialize import _add_entity_properties
-
     from botcore.activity import TRUST_TOKEN, ConversationReference
     from botcore.conversations import ConversationStore
     from botcore.keys import conversation_key
+    from botcore.tables import encode_entity
 
     class Capture:
         entity: dict[str, Any] = {}
 
-        async def create_entity(self, entity: dict[str, Any]) -> dict[str, Any]:
+        async def insert(self, entity: dict[str, Any]) -> str:
             Capture.entity = entity
-            return {"etag": "seed"}
+            return "seed"
 
     reference = ConversationReference.from_dict({
         "channelId": "msteams", "serviceUrl": service_url,
@@ -159,7 +158,7 @@ def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
         "bot": {"id": f"28:{app_id}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
     })
     asyncio.run(ConversationStore(Capture()).commit(None, reference=reference))
-    entity = _add_entity_properties(Capture.entity)
+    entity = encode_entity(Capture.entity)
     assert entity["PartitionKey"] == conversation_key("msteams", PLACEHOLDER)
     return json.dumps(entity).encode()
 

@@ -26,6 +26,7 @@ from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
 from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
+from .tables import EntityChangedError
 
 log = logging.getLogger("botcore.broadcast")
 
@@ -115,8 +116,6 @@ def limiter_for(settings: Settings) -> SendLimiter:
 
 async def run_notify(job: Job, settings: Settings) -> str:
     """A notify or broadcast job from the jobs queue."""
-    from azure.core.exceptions import ResourceModifiedError
-
     from .turns import services
 
     svc = services(settings)
@@ -142,7 +141,7 @@ async def run_notify(job: Job, settings: Settings) -> str:
         header.fanned_out, header.targets = True, 1
         try:
             await ledger.save_progress(header)
-        except ResourceModifiedError:
+        except EntityChangedError:
             pass  # a copy of this job marked it first
         return outcome
 
@@ -157,7 +156,7 @@ async def run_notify(job: Job, settings: Settings) -> str:
         header.fanned_out = not token
         try:
             await ledger.save_progress(header)
-        except ResourceModifiedError:
+        except EntityChangedError:
             log.warning("job %s: another worker is fanning out this job; leaving it to that one", job.id)
             return "duplicate"
         if header.fanned_out:

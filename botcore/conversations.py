@@ -17,6 +17,8 @@ from .activity import ConversationReference
 from .keys import conversation_key
 from .settings import CONVERSATIONS_TABLE
 from .storage import TableStore
+from .tables import (Entity, EntityChangedError, EntityExistsError, EntityNotFoundError,
+                     EntityTooLargeError)
 from .tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
@@ -50,7 +52,7 @@ class ConversationRecord:
     etag: str | None = None
 
     @classmethod
-    def from_entity(cls, entity: Any) -> "ConversationRecord":
+    def from_entity(cls, entity: Entity) -> "ConversationRecord":
         return cls(
             key=entity["PartitionKey"],
             reference=ConversationReference.from_dict(json.loads(entity["ref"])),
@@ -59,7 +61,7 @@ class ConversationRecord:
             last_seen=entity.get("lastSeen"),
             retired_reason=entity.get("retiredReason") or None,
             state=join_json(entity, "state"),
-            etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
+            etag=entity.etag,
         )
 
 
@@ -101,11 +103,9 @@ class ConversationStore(TableStore):
     table_name = CONVERSATIONS_TABLE
 
     async def get(self, key: str) -> ConversationRecord | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
         try:
-            entity = await self.table.get_entity(key, ROW_KEY)
-        except ResourceNotFoundError:
+            entity = await self.table.get(key, ROW_KEY)
+        except EntityNotFoundError:
             return None
         return ConversationRecord.from_entity(entity)
 
@@ -135,10 +135,6 @@ class ConversationStore(TableStore):
         write carries the record's ETag. A lost race raises ConcurrencyError.
         Passing a reference also marks the conversation active and refreshes lastSeen.
         """
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
-
         now = now or _now()
         if record is None:
             if reference is None:
@@ -163,19 +159,13 @@ class ConversationStore(TableStore):
         entity.update(_state_properties(record.state))
         try:
             if record.etag is None:
-                meta = await self.table.create_entity(entity)
+                record.etag = await self.table.insert(entity)
             else:
-                meta = await self.table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=record.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError) as exc:
+                record.etag = await self.table.replace(entity, record.etag)
+        except (EntityExistsError, EntityChangedError) as exc:
             raise ConcurrencyError(record.key) from exc
-        except HttpResponseError as exc:
-            if exc.error_code == "EntityTooLarge":
-                raise StateTooLargeError(f"conversation {record.key}: {exc.error_code}") from exc
-            raise
-        record.etag = meta.get("etag")
+        except EntityTooLargeError as exc:
+            raise StateTooLargeError(f"conversation {record.key}: {exc.code}") from exc
         return record
 
     async def record_activity(
@@ -196,10 +186,6 @@ class ConversationStore(TableStore):
 
     async def retire(self, key: str, reason: str, *, now: datetime | None = None) -> bool:
         """Stop sending to a conversation (blocked, removed, gone); the row stays for audit."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
         for _ in range(8):
             record = await self.get(key)
             if record is None:
@@ -207,16 +193,15 @@ class ConversationStore(TableStore):
             if not record.active:
                 return True
             try:
-                await self.table.update_entity(
+                await self.table.merge(
                     {"PartitionKey": key, "RowKey": ROW_KEY, "active": False,
                      "retiredReason": reason[:1000], "retiredAt": now or _now()},
-                    mode=UpdateMode.MERGE, etag=record.etag,
-                    match_condition=MatchConditions.IfNotModified,
+                    record.etag,
                 )
                 return True
-            except ResourceModifiedError:
+            except EntityChangedError:
                 continue
-            except ResourceNotFoundError:
+            except EntityNotFoundError:
                 return False
         raise ConcurrencyError(key)
 
@@ -240,17 +225,9 @@ class ConversationStore(TableStore):
         self, query_filter: str | None, continuation_token: str | None = None, page_size: int = 500
     ) -> tuple[list[ConversationRecord], str | None]:
         """One page of conversations; the token resumes the listing in a later invocation."""
-        kwargs: dict[str, Any] = {"results_per_page": page_size, "select": REFERENCE_COLUMNS}
-        if query_filter:
-            pages = self.table.query_entities(query_filter, **kwargs).by_page(continuation_token)
-        else:
-            pages = self.table.list_entities(**kwargs).by_page(continuation_token)
-        records: list[ConversationRecord] = []
-        async for page in pages:
-            async for entity in page:
-                records.append(ConversationRecord.from_entity(entity))
-            break
-        return records, pages.continuation_token
+        entities, token = await self.table.page(query_filter, select=REFERENCE_COLUMNS, page_size=page_size,
+                                                cursor=continuation_token)
+        return [ConversationRecord.from_entity(e) for e in entities], token
 
     async def iter_pages(self, query_filter: str | None, page_size: int = 500) -> AsyncIterator[list[ConversationRecord]]:
         token: str | None = None

@@ -28,6 +28,8 @@ from .jobs import Job
 from .keys import encode_key
 from .settings import DELIVERIES_TABLE
 from .storage import TableStore
+from .tables import (Entity, EntityChangedError, EntityExistsError, EntityNotFoundError,
+                     TransactionFailedError)
 from .tablejson import join_json, split_json
 
 log = logging.getLogger("botcore.ledger")
@@ -47,7 +49,7 @@ class JobHeader:
     """What every worker of a job needs: the job itself, and how far its fan-out got."""
 
     job: Job
-    cursor: Any = None
+    cursor: str | None = None
     fanned_out: bool = False
     targets: int = 0
     etag: str | None = None
@@ -100,58 +102,42 @@ class DeliveryLedger(TableStore):
     # ---- the job header ----------------------------------------------------------------
     async def open_job(self, job: Job) -> JobHeader:
         """The job's header, created on first sight; a redelivered job gets the stored one."""
-        from azure.core.exceptions import ResourceExistsError
-
         entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": job.kind,
                   "created": job.created, "fannedOut": False, "targets": 0,
                   **split_json("job", json.loads(job.to_json()))}
         try:
-            meta = await self.table.create_entity(entity)
-            return JobHeader(job, etag=meta.get("etag"))
-        except ResourceExistsError:
+            return JobHeader(job, etag=await self.table.insert(entity))
+        except EntityExistsError:
             header = await self.header(job.id)
             assert header is not None
             return header
 
     async def header(self, job_id: str) -> JobHeader | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
         from .jobs import parse_job
 
         try:
-            entity = await self.table.get_entity(encode_key(job_id), HEADER)
-        except ResourceNotFoundError:
+            entity = await self.table.get(encode_key(job_id), HEADER)
+        except EntityNotFoundError:
             return None
         cursor = entity.get("cursor")
         return JobHeader(
             job=parse_job(json.dumps(join_json(entity, "job"))),
-            cursor=json.loads(cursor) if cursor else None,
+            cursor=cursor or None,
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
-            etag=entity.metadata.get("etag"),
+            etag=entity.etag,
         )
 
     async def save_progress(self, header: JobHeader) -> str | None:
         """Save the fan-out's cursor; with the header's ETag, so two fan-outs cannot interleave."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
-        entity = {"PartitionKey": encode_key(header.job.id), "RowKey": HEADER,
-                  "cursor": json.dumps(header.cursor) if header.cursor else "",
+        entity = {"PartitionKey": encode_key(header.job.id), "RowKey": HEADER, "cursor": header.cursor or "",
                   "fannedOut": header.fanned_out, "targets": header.targets}
-        if header.etag is None:
-            meta = await self.table.update_entity(entity, mode=UpdateMode.MERGE)
-        else:
-            meta = await self.table.update_entity(entity, mode=UpdateMode.MERGE, etag=header.etag,
-                                                  match_condition=MatchConditions.IfNotModified)
-        header.etag = meta.get("etag")
+        header.etag = await self.table.merge(entity, header.etag)
         return header.etag
 
     # ---- deliveries ------------------------------------------------------------------------
     async def claim(self, job_id: str, keys: list[str], claim_ttl: timedelta,
                     now: datetime | None = None) -> Claims:
         """Take the right to send to each key; say which are done already or held by another."""
-        from azure.data.tables import TableTransactionError
-
         now = now or _now()
         pk = encode_key(job_id)
         claims = Claims()
@@ -161,27 +147,23 @@ class DeliveryLedger(TableStore):
         leftover: list[str] = []
         for chunk in _chunks(fresh, TRANSACTION_SIZE):
             try:
-                await self.table.submit_transaction([("create", e) for e in chunk])
+                await self.table.transact([("insert", e) for e in chunk])
                 claims.claimed.update((e["RowKey"], 0) for e in chunk)
-            except TableTransactionError:
+            except TransactionFailedError:
                 leftover.extend(e["RowKey"] for e in chunk)
         for key in leftover:  # some rows exist: a redelivery, or a retry of this batch
             await self._claim_one(pk, key, now, claim_ttl, claims)
         return claims
 
     async def _claim_one(self, pk: str, key: str, now: datetime, claim_ttl: timedelta, claims: Claims) -> None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
         try:
-            row = await self.table.get_entity(pk, key)
-        except ResourceNotFoundError:
+            row = await self.table.get(pk, key)
+        except EntityNotFoundError:
             try:
-                await self.table.create_entity(
+                await self.table.insert(
                     {"PartitionKey": pk, "RowKey": key, "status": SENDING, "attempts": 0, "claimedAt": now})
                 claims.claimed[key] = 0
-            except ResourceExistsError:
+            except EntityExistsError:
                 claims.busy.add(key)
             return
         status = row.get("status")
@@ -195,18 +177,14 @@ class DeliveryLedger(TableStore):
         if status == SENDING:
             log.warning("job row %s/%s: taking over a claim from %s (its worker stopped)", pk, key, claimed_at)
         try:
-            await self.table.update_entity(
-                {"PartitionKey": pk, "RowKey": key, "status": SENDING, "claimedAt": now},
-                mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            await self.table.merge({"PartitionKey": pk, "RowKey": key, "status": SENDING, "claimedAt": now}, row.etag)
             claims.claimed[key] = int(row.get("attempts") or 0)
-        except (ResourceModifiedError, ResourceNotFoundError):
+        except (EntityChangedError, EntityNotFoundError):
             claims.busy.add(key)
 
     async def record(self, job_id: str, outcomes: list[Outcome], attempts: dict[str, int],
                      now: datetime | None = None) -> None:
         """Write what happened to claimed rows, in batch transactions."""
-        from azure.data.tables import UpdateMode
-
         now = now or _now()
         pk = encode_key(job_id)
         entities = [{"PartitionKey": pk, "RowKey": o.key, "status": o.status, "lastError": o.error[:1000],
@@ -214,22 +192,18 @@ class DeliveryLedger(TableStore):
                      "updatedAt": now}
                     for o in outcomes]
         for chunk in _chunks(entities, TRANSACTION_SIZE):
-            await self.table.submit_transaction([("update", e, {"mode": UpdateMode.MERGE}) for e in chunk])
+            await self.table.transact([("merge", e) for e in chunk])
 
     async def prepare(self, job_id: str, key: str, payload: list[dict[str, Any]]) -> None:
         """A one-conversation delivery whose messages must survive a crash before they are sent."""
-        from azure.data.tables import UpdateMode
-
-        await self.table.upsert_entity(
+        await self.table.upsert(
             {"PartitionKey": encode_key(job_id), "RowKey": key, "status": RETRYING, "attempts": 0,
-             **split_json("payload", payload)}, mode=UpdateMode.REPLACE)
+             **split_json("payload", payload)})
 
-    async def row(self, job_id: str, key: str) -> dict[str, Any] | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
+    async def row(self, job_id: str, key: str) -> Entity | None:
         try:
-            return dict(await self.table.get_entity(encode_key(job_id), key))
-        except ResourceNotFoundError:
+            return await self.table.get(encode_key(job_id), key)
+        except EntityNotFoundError:
             return None
 
     async def status(self, job_id: str) -> JobStatus | None:
@@ -243,12 +217,12 @@ class DeliveryLedger(TableStore):
                          header.targets, counts)
 
     async def rows(self, job_id: str, *, status: str | None = None,
-                   select: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+                   select: list[str] | None = None) -> AsyncIterator[Entity]:
         """The job's delivery rows, streamed (never all in memory)."""
         query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey gt '{HEADER}'"
         if status:
             query += f" and status eq '{status}'"
-        async for entity in self.table.query_entities(query, select=select, results_per_page=1000):
+        async for entity in self.table.query(query, select=select):
             yield entity
 
 

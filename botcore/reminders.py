@@ -20,6 +20,7 @@ from .jobs import Job, due_time
 from .keys import encode_key
 from .settings import JOBS_QUEUE, REMINDERS_TABLE
 from .storage import TableStore
+from .tables import EntityChangedError, EntityNotFoundError
 
 log = logging.getLogger("botcore.reminders")
 
@@ -36,47 +37,38 @@ class ReminderStore(TableStore):
 
     async def add(self, job: Job) -> datetime:
         """Store a reminder job (kind reminder); the same job stored twice is one reminder."""
-        from azure.data.tables import UpdateMode
-
         due = due_time(job)
         notify = json.loads(job.to_json())
         notify["kind"] = "notify"
         notify.pop("due", None)
-        await self.table.upsert_entity(
+        await self.table.upsert(
             {"PartitionKey": minute_key(due), "RowKey": encode_key(job.id), "due": due,
-             "status": WAITING, "job": json.dumps(notify, separators=(",", ":"), ensure_ascii=False)},
-            mode=UpdateMode.REPLACE)
+             "status": WAITING, "job": json.dumps(notify, separators=(",", ":"), ensure_ascii=False)})
         log.info("reminder %s stored, due %s", job.id, due.isoformat())
         return due
 
     async def fire_due(self, now: datetime | None = None) -> int:
         """Enqueue every reminder that is due; returns how many this call enqueued."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
         from .storage import get_queue_client
 
         now = now or datetime.now(timezone.utc)
         fired = 0
         query = f"PartitionKey le '{minute_key(now)}'"
-        async for row in self.table.query_entities(query):
+        async for row in self.table.query(query):
             if row["due"] > now:
                 continue
             if row.get("status") == FIRING and now - row["firedAt"] < FIRING_TTL:
                 continue  # another timer is firing it right now
             try:
-                meta = await self.table.update_entity(
+                etag = await self.table.merge(
                     {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "status": FIRING,
-                     "firedAt": now},
-                    mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-            except (ResourceModifiedError, ResourceNotFoundError):
+                     "firedAt": now}, row.etag)
+            except (EntityChangedError, EntityNotFoundError):
                 continue  # another timer claimed it first
             await get_queue_client(JOBS_QUEUE).send_message(row["job"])
             try:
-                await self.table.delete_entity(row["PartitionKey"], row["RowKey"], etag=meta["etag"],
-                                               match_condition=MatchConditions.IfNotModified)
-            except (ResourceModifiedError, ResourceNotFoundError):
+                await self.table.delete(row["PartitionKey"], row["RowKey"], etag)
+            except (EntityChangedError, EntityNotFoundError):
                 pass
             fired += 1
             log.info("reminder %s fired (due %s)", row["RowKey"], row["due"].isoformat())

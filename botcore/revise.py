@@ -18,8 +18,6 @@ log = logging.getLogger("botcore.revise")
 
 
 async def revise(job: Job, settings: Settings) -> str:
-    from azure.data.tables import UpdateMode
-
     from .broadcast import limiter_for
     from .connector import ConnectorError
     from .turns import services
@@ -53,9 +51,7 @@ async def revise(job: Job, settings: Settings) -> str:
             log.warning("job %s: %s of %s in %s failed: %s", job.id, job.kind, row["activityId"],
                         row["RowKey"], exc)
             return
-        await ledger.table.update_entity(
-            {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "revisedBy": job.id},
-            mode=UpdateMode.MERGE)
+        await ledger.table.merge({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "revisedBy": job.id})
         done += 1
 
     pending: list[dict] = []

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .loops import PerLoop
 from .settings import QUEUES, STORAGE_CONNECTION, TABLES, ConfigurationError
 
+if TYPE_CHECKING:
+    from .tables import TableClient
+
 FALLBACK_CONNECTION = "AzureWebJobsStorage"
+STORAGE_TIMEOUT = 30.0  # seconds per storage call; a turn must not hang on a dead socket
 DEVELOPMENT_STORAGE = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
@@ -79,7 +83,8 @@ class _Clients:
         from azure.core.pipeline.transport import AioHttpTransport
 
         self.connection = connection
-        self.session = aiohttp.ClientSession(trust_env=False)
+        self.session = aiohttp.ClientSession(
+            trust_env=False, timeout=aiohttp.ClientTimeout(total=STORAGE_TIMEOUT, connect=10.0))
         self.transport = AioHttpTransport(session=self.session, session_owner=False, use_env_settings=False)
         self.credential: Any = None
         if connection.connection_string is None:
@@ -90,23 +95,20 @@ class _Clients:
                 os.environ.get("IDENTITY_HEADER", ""),
                 connection.client_id,
             )
-        self.tables: dict[str, Any] = {}
+        self.tables: dict[str, TableClient] = {}
         self.queues: dict[str, Any] = {}
 
-    def table(self, name: str) -> Any:
+    def table(self, name: str) -> "TableClient":
         client = self.tables.get(name)
         if client is None:
-            from azure.data.tables.aio import TableClient
+            from .tables import BearerToken, TableClient, table_endpoint
 
             if self.connection.connection_string:
-                client = TableClient.from_connection_string(
-                    self.connection.connection_string, table_name=name, transport=self.transport
-                )
+                endpoint, auth = table_endpoint(self.connection.connection_string)
+                client = TableClient(endpoint, name, auth, self.session)
             else:
-                client = TableClient(
-                    self.connection.table_uri, table_name=name, credential=self.credential,
-                    transport=self.transport,
-                )
+                assert self.connection.table_uri is not None
+                client = TableClient(self.connection.table_uri, name, BearerToken(self.credential), self.session)
             self.tables[name] = client
         return client
 
@@ -137,8 +139,8 @@ def _clients() -> _Clients:
     return _by_loop.get(lambda: _Clients(connection_from_env()))
 
 
-def get_table_client(name: str) -> Any:
-    """The process-wide async TableClient for `name` (azure.data.tables.aio)."""
+def get_table_client(name: str) -> "TableClient":
+    """The process-wide TableClient for `name` (botcore.tables)."""
     return _clients().table(name)
 
 
@@ -156,7 +158,7 @@ class TableStore:
         self._table = table
 
     @property
-    def table(self) -> Any:
+    def table(self) -> "TableClient":
         if self._table is None:
             self._table = get_table_client(self.table_name)
         return self._table
@@ -165,7 +167,7 @@ class TableStore:
 async def close_storage_clients() -> None:
     clients = _by_loop.pop()
     if clients is not None:
-        for client in [*clients.tables.values(), *clients.queues.values()]:
+        for client in clients.queues.values():
             await client.close()
         await clients.session.close()
 
@@ -175,10 +177,7 @@ async def ensure_resources() -> None:
     from azure.core.exceptions import ResourceExistsError
 
     for table in TABLES:
-        try:
-            await get_table_client(table).create_table()
-        except ResourceExistsError:
-            pass
+        await get_table_client(table).create()
     for queue in QUEUES:
         for name in (queue, f"{queue}-poison"):
             try:

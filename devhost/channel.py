@@ -63,6 +63,7 @@ class FakeConnector(BackgroundServer):
         self.in_flight = 0
         self.max_in_flight = 0
         self.faulted: list[Received] = []  # requests answered with an injected fault
+        self.latency = 0.0  # seconds before every answer (the real service takes tens of ms)
 
     # ---- control from tests -----------------------------------------------------------
     def fail(self, status: int, code: str | None = None, *, times: int | None = 1,
@@ -157,6 +158,8 @@ class FakeConnector(BackgroundServer):
 
     async def _answer(self, request: web.Request, operation: str, cid: str | None, aid: str | None,
                       body: Any, authorization: str | None) -> web.StreamResponse:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if self._token_checker is not None:
             token = (authorization or "").partition("Bearer ")[2]
             if not token or not self._token_checker(token):

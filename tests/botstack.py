@@ -122,16 +122,19 @@ class BotStack:
     def seed(self, count: int, *, channel_id: str = "msteams", tenant_id: str = "tenant-1",
              user_id: str | None = None, prefix: str = "seed") -> list[str]:
         """Store `count` conversation references, as if each had talked to the bot; returns their ids."""
-        from azure.data.tables.aio import TableClient
+        import aiohttp
 
         from botcore.activity import TRUST_TOKEN, ConversationReference
         from botcore.conversations import ConversationStore
         from botcore.settings import CONVERSATIONS_TABLE
+        from botcore.tables import TableClient, table_endpoint
 
         ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
 
         async def run() -> None:
-            async with TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE) as table:
+            async with aiohttp.ClientSession() as session:
+                endpoint, auth = table_endpoint(self.storage_connection)
+                table = TableClient(endpoint, CONVERSATIONS_TABLE, auth, session)
                 store, gate = ConversationStore(table), asyncio.Semaphore(32)
 
                 async def one(cid: str) -> None:
@@ -179,9 +182,10 @@ class BotStack:
 
     def state(self, conversation_id: str) -> dict[str, Any] | None:
         from botcore.conversations import ConversationRecord
+        from botcore.tables import Entity
 
-        entity = self.conversation_entity(conversation_id, raw=True)
-        return None if entity is None else ConversationRecord.from_entity(entity).state
+        entity = self.conversation_entity(conversation_id, raw=True)  # read by the Azure SDK, independently
+        return None if entity is None else ConversationRecord.from_entity(Entity(entity)).state
 
     def conversation_entity(self, conversation_id: str, raw: bool = False) -> Any:
         from azure.core.exceptions import ResourceNotFoundError

@@ -127,12 +127,16 @@ def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
     second = HostProcess(REPO, own.env, tmp_path / "second-host.log")
     try:
         group = tenant()
-        cids = own.seed(600, tenant_id=group)
+        # More send batches than one host takes in a poll (batchSize 16), each taking a while, so
+        # that the second host finds work however fast the first one starts.
+        cids = own.seed(1200, tenant_id=group)
+        own.channel.latency = 0.03
         broadcast(own, group, "two hosts")
         delivered = wait_all_delivered(own, cids, "two hosts", timeout=60)
         assert set(delivered.values()) == {1}
         assert "send batch" in second.log() and "send batch" in own.host.log()  # both did work
     finally:
+        own.channel.latency = 0.0
         second.stop()
 
 

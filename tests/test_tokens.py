@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from botcore import tokens
-from botcore.http import close_http_client
+from botcore.http import HttpClient, close_http_client
 from botcore.settings import ConfigurationError, Settings
 from botcore.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
                             ManagedIdentityTokenProvider, TokenError, token_provider_for)
@@ -28,7 +27,7 @@ def idp():
 
 @pytest.fixture
 async def http():
-    async with httpx.AsyncClient() as client:
+    async with HttpClient.open(5.0) as client:
         yield client
 
 

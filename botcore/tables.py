@@ -1,0 +1,374 @@
+"""A lean async client for Azure Table Storage's REST API, on aiohttp.
+
+Turns and deliveries make one or two Table calls each, so the cost of a call is
+the cost of the product: azure-data-tables spends about a millisecond of CPU per
+call in its pipeline and entity model, this client a tenth of that (see
+bench/RESULTS.md, warm turn). It covers what the app uses: point reads, inserts,
+replace/merge with ETags, upserts, deletes, paged queries and batch transactions.
+
+Authentication: Shared Key Lite from a connection string, or a bearer token for
+`https://storage.azure.com` from a managed identity. Transient failures (network,
+408, 5xx) are retried twice; then StorageUnavailableError.
+
+Values: str, bool, int (Int64 beyond 32 bits), float, datetime (UTC) and bytes
+round-trip with their Edm types; read entities are dicts with an `etag`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import random
+import re
+import uuid
+from datetime import datetime, timezone
+from email.utils import formatdate
+from typing import Any, AsyncIterator, Callable, Iterable
+from urllib.parse import quote
+
+API_VERSION = "2019-02-02"
+ACCEPT = "application/json;odata=minimalmetadata"
+STORAGE_SCOPE = "https://storage.azure.com"
+ATTEMPTS = 3
+RETRY_STATUS = frozenset({408, 500, 502, 503, 504})
+_INT32 = range(-(2**31), 2**31)
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})")
+
+
+class StorageError(Exception):
+    """A Table Storage call failed; `status` 0 means no HTTP answer."""
+
+    def __init__(self, status: int, code: str | None, message: str) -> None:
+        super().__init__(f"HTTP {status} {code or ''}: {message}".strip() if status else message)
+        self.status, self.code = status, code
+
+
+class StorageUnavailableError(StorageError):
+    """The service did not answer, or answered 5xx, on every attempt."""
+
+
+class EntityNotFoundError(StorageError):
+    pass
+
+
+class EntityExistsError(StorageError):
+    pass
+
+
+class EntityChangedError(StorageError):
+    """The ETag no longer matches: another writer got there first."""
+
+
+class EntityTooLargeError(StorageError):
+    pass
+
+
+class TransactionFailedError(StorageError):
+    """One operation of a batch failed, so none was applied; `index` says which."""
+
+    def __init__(self, status: int, code: str | None, message: str, index: int | None) -> None:
+        super().__init__(status, code, message)
+        self.index = index
+
+
+class Entity(dict):
+    """A table entity as read: its properties, and its ETag for conditional writes."""
+
+    etag: str | None = None
+
+
+# ---- values on the wire -----------------------------------------------------------------------
+
+def _format_datetime(value: datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_datetime(value: str) -> datetime:
+    head, _, fraction = value.rstrip("Z").partition(".")
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    return datetime.fromisoformat(head).replace(microsecond=micros, tzinfo=timezone.utc)
+
+
+def encode_entity(entity: dict[str, Any]) -> dict[str, Any]:
+    """Properties as Table JSON: the types JSON cannot carry get an @odata.type annotation."""
+    out: dict[str, Any] = {}
+    for name, value in entity.items():
+        if value is None:
+            continue
+        if isinstance(value, (str, bool, float)):
+            out[name] = value
+        elif isinstance(value, int):
+            if value in _INT32:
+                out[name] = value
+            else:
+                out[name], out[name + "@odata.type"] = str(value), "Edm.Int64"
+        elif isinstance(value, datetime):
+            out[name], out[name + "@odata.type"] = _format_datetime(value), "Edm.DateTime"
+        elif isinstance(value, bytes):
+            out[name], out[name + "@odata.type"] = base64.b64encode(value).decode(), "Edm.Binary"
+        else:
+            raise TypeError(f"property {name}: {type(value).__name__} cannot be stored in a table")
+    return out
+
+
+_DECODERS: dict[str, Callable[[str], Any]] = {
+    "Edm.DateTime": _parse_datetime, "Edm.Int64": int, "Edm.Binary": base64.b64decode,
+}
+
+
+def decode_entity(body: dict[str, Any], etag: str | None = None) -> Entity:
+    entity = Entity()
+    for name, value in body.items():
+        if "@" in name or name.startswith("odata."):
+            continue
+        kind = body.get(name + "@odata.type") or ("Edm.DateTime" if name == "Timestamp" else None)
+        entity[name] = _DECODERS[kind](value) if kind in _DECODERS else value
+    entity.etag = etag or body.get("odata.etag")
+    return entity
+
+
+def _quote_key(value: str) -> str:
+    return quote(value.replace("'", "''"), safe="")
+
+
+def _error_of(body: bytes, code: str | None = None) -> tuple[str | None, str]:
+    """Error code and message of an OData error body (which may be followed by more text)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        error, _ = json.JSONDecoder().raw_decode(text, max(text.find("{"), 0))
+        error = error.get("odata.error") or {}
+        message = str((error.get("message") or {}).get("value", "")).split("\n", 1)[0]  # not RequestId, Time
+        return code or error.get("code"), message[:300]
+    except (ValueError, AttributeError):
+        return code, text[:200]
+
+
+def _raise_for(status: int, code: str | None, message: str) -> None:
+    if status == 404 and code != "TableNotFound":
+        raise EntityNotFoundError(status, code, message)
+    if status == 409 and code in ("EntityAlreadyExists", "TableAlreadyExists"):
+        raise EntityExistsError(status, code, message)
+    if status == 412:
+        raise EntityChangedError(status, code, message)
+    if status == 413 or code in ("EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge"):
+        raise EntityTooLargeError(status, code, message)
+    if status >= 500:
+        raise StorageUnavailableError(status, code, message)
+    raise StorageError(status, code, message)
+
+
+# ---- authentication --------------------------------------------------------------------------
+
+class SharedKeyLite:
+    def __init__(self, account: str, key: str) -> None:
+        self.account, self._key = account, base64.b64decode(key)
+
+    async def headers(self, path: str) -> dict[str, str]:
+        date = formatdate(usegmt=True)
+        to_sign = f"{date}\n/{self.account}{path}".encode()
+        signature = base64.b64encode(hmac.new(self._key, to_sign, hashlib.sha256).digest()).decode()
+        return {"x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}"}
+
+
+class BearerToken:
+    """Entra ID auth from an azure-core style async credential (the managed identity)."""
+
+    def __init__(self, credential: Any) -> None:
+        self._credential = credential
+
+    async def headers(self, path: str) -> dict[str, str]:
+        token = await self._credential.get_token(STORAGE_SCOPE + "/.default")
+        return {"x-ms-date": formatdate(usegmt=True), "Authorization": f"Bearer {token.token}"}
+
+
+# ---- the client ------------------------------------------------------------------------------
+
+class TableClient:
+    """One table, over an aiohttp session of the loop it is used on."""
+
+    def __init__(self, endpoint: str, table: str, auth: SharedKeyLite | BearerToken, session: Any) -> None:
+        self.endpoint = endpoint.rstrip("/")  # https://account.table.core.windows.net, or …:10002/account
+        self.table = table
+        scheme, _, rest = self.endpoint.partition("://")
+        host, _, base = rest.partition("/")
+        self._origin = f"{scheme}://{host}"
+        self._base_path = f"/{base}" if base else ""  # Azurite puts the account in the path
+        self._auth = auth
+        self._session = session
+
+    def _entity_path(self, pk: str, rk: str) -> str:
+        return f"{self._base_path}/{self.table}(PartitionKey='{_quote_key(pk)}',RowKey='{_quote_key(rk)}')"
+
+    async def _send(self, method: str, path: str, *, body: bytes | None = None,
+                    headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+                    ok: Iterable[int] = (200, 201, 204)) -> tuple[int, Any, bytes]:
+        from yarl import URL
+
+        url = URL(self._origin + path, encoded=True)  # sent exactly as signed
+        last: StorageError | None = None
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.1 * 4 ** (attempt - 1) + random.uniform(0, 0.1))
+            request_headers = {"Accept": ACCEPT, "DataServiceVersion": "3.0;NetFx",
+                               "MaxDataServiceVersion": "3.0;NetFx", "x-ms-version": API_VERSION,
+                               **(headers or {}), **await self._auth.headers(path)}
+            try:
+                async with self._session.request(method, url, data=body, headers=request_headers,
+                                                   params=params, allow_redirects=False) as response:
+                    content = await response.read()
+                    status, response_headers = response.status, response.headers
+            except (OSError, asyncio.TimeoutError, _client_error()) as exc:
+                last = StorageUnavailableError(0, None, f"{method} {self.table}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            if status in ok:
+                return status, response_headers, content
+            code, message = _error_of(content, response_headers.get("x-ms-error-code"))
+            if status in RETRY_STATUS:
+                last = StorageUnavailableError(status, code, message)
+                continue
+            _raise_for(status, code, message)
+        assert last is not None
+        raise last
+
+    # ---- entities ----------------------------------------------------------------------------
+    async def get(self, pk: str, rk: str) -> Entity:
+        _, headers, content = await self._send("GET", self._entity_path(pk, rk), ok=(200,))
+        return decode_entity(json.loads(content), headers.get("ETag"))
+
+    async def insert(self, entity: dict[str, Any]) -> str:
+        """Insert a new entity (EntityExistsError if it exists); returns its ETag."""
+        return await self._write("POST", f"{self._base_path}/{self.table}", entity, None)
+
+    async def replace(self, entity: dict[str, Any], etag: str | None = None) -> str:
+        """Replace an existing entity; with `etag`, only if unchanged since it was read."""
+        return await self._write("PUT", self._path_of(entity), entity, etag or "*")
+
+    async def merge(self, entity: dict[str, Any], etag: str | None = None) -> str:
+        """Update the given properties of an existing entity; `etag` as for replace."""
+        return await self._write("MERGE", self._path_of(entity), entity, etag or "*")
+
+    async def upsert(self, entity: dict[str, Any], *, merge: bool = False) -> str:
+        """Insert, or replace (merge) whatever is there."""
+        return await self._write("MERGE" if merge else "PUT", self._path_of(entity), entity, None)
+
+    async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
+        await self._send("DELETE", self._entity_path(pk, rk), headers={"If-Match": etag or "*"}, ok=(204,))
+
+    def _path_of(self, entity: dict[str, Any]) -> str:
+        return self._entity_path(entity["PartitionKey"], entity["RowKey"])
+
+    async def _write(self, method: str, path: str, entity: dict[str, Any], etag: str | None) -> str:
+        headers = {"Content-Type": "application/json", "Prefer": "return-no-content"}
+        if etag is not None:
+            headers["If-Match"] = etag
+        body = json.dumps(encode_entity(entity), separators=(",", ":"), ensure_ascii=False).encode()
+        _, response_headers, _ = await self._send(method, path, body=body, headers=headers)
+        return response_headers.get("ETag", "")
+
+    # ---- queries -----------------------------------------------------------------------------
+    async def page(self, query_filter: str | None = None, *, select: list[str] | None = None,
+                   page_size: int = 1000, cursor: str | None = None) -> tuple[list[Entity], str | None]:
+        """One page of a query; the cursor (opaque, storable) resumes it, None at the end."""
+        params = {"$top": str(page_size)}
+        if query_filter:
+            params["$filter"] = query_filter
+        if select:
+            params["$select"] = ",".join(select)
+        if cursor:
+            params["NextPartitionKey"], params["NextRowKey"] = json.loads(cursor)
+        _, headers, content = await self._send("GET", f"{self._base_path}/{self.table}()", params=params, ok=(200,))
+        entities = [decode_entity(e) for e in json.loads(content).get("value", [])]
+        next_pk = headers.get("x-ms-continuation-NextPartitionKey")
+        next_cursor = json.dumps([next_pk, headers.get("x-ms-continuation-NextRowKey") or ""]) if next_pk else None
+        return entities, next_cursor
+
+    async def query(self, query_filter: str | None = None, *, select: list[str] | None = None,
+                    page_size: int = 1000) -> AsyncIterator[Entity]:
+        """Every matching entity, page by page (never all in memory)."""
+        cursor: str | None = None
+        while True:
+            entities, cursor = await self.page(query_filter, select=select, page_size=page_size, cursor=cursor)
+            for entity in entities:
+                yield entity
+            if cursor is None:
+                return
+
+    # ---- batch transactions ------------------------------------------------------------------
+    async def transact(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        """Apply up to 100 operations on one partition atomically.
+
+        Operations: ("insert" | "replace" | "merge" | "upsert" | "upsert-merge" | "delete", entity);
+        replace, merge and delete honour the entity's "etag" key if given, else match any.
+        """
+        batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+        parts = []
+        for kind, entity in operations:
+            props = {k: v for k, v in entity.items() if k != "etag"}
+            method, headers, body = {
+                "insert": ("POST", "", True), "replace": ("PUT", "*", True), "merge": ("MERGE", "*", True),
+                "upsert": ("PUT", None, True), "upsert-merge": ("MERGE", None, True), "delete": ("DELETE", "*", False),
+            }[kind]
+            url = self._origin + (f"{self._base_path}/{self.table}" if kind == "insert" else self._path_of(props))
+            lines = [f"--{changeset}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", "",
+                     f"{method} {url} HTTP/1.1", f"Accept: {ACCEPT}", "Prefer: return-no-content",
+                     "DataServiceVersion: 3.0;"]
+            if headers is not None:
+                lines.append(f"If-Match: {entity.get('etag') or headers}")
+            if body:
+                lines += ["Content-Type: application/json", "",
+                          json.dumps(encode_entity(props), separators=(",", ":"), ensure_ascii=False)]
+            else:
+                lines.append("")
+            parts.append("\r\n".join(lines))
+        payload = "\r\n".join([
+            f"--{batch}", f"Content-Type: multipart/mixed; boundary={changeset}", "",
+            *parts, f"--{changeset}--", f"--{batch}--", "",
+        ]).encode()
+        _, _, content = await self._send("POST", f"{self._base_path}/$batch", body=payload,
+                                         headers={"Content-Type": f"multipart/mixed; boundary={batch}"}, ok=(202,))
+        for match in _STATUS_LINE.finditer(content):
+            status = int(match.group(1))
+            if status >= 300:
+                code, message = _error_of(content[match.end():])
+                index = re.match(r"(\d+):", message)
+                raise TransactionFailedError(status, code, message, int(index.group(1)) if index else None)
+
+    async def create(self) -> bool:
+        """Create the table; False if it existed."""
+        body = json.dumps({"TableName": self.table}).encode()
+        try:
+            await self._send("POST", f"{self._base_path}/Tables", body=body,
+                             headers={"Content-Type": "application/json", "Prefer": "return-no-content"})
+        except EntityExistsError:
+            return False
+        return True
+
+
+def _client_error() -> type[Exception]:
+    import aiohttp
+
+    return aiohttp.ClientError
+
+
+def connection_parts(connection_string: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+
+
+def table_endpoint(connection_string: str) -> tuple[str, SharedKeyLite]:
+    """The Table endpoint and signer of a storage connection string."""
+    parts = connection_parts(connection_string)
+    account, key = parts.get("AccountName"), parts.get("AccountKey")
+    if not account or not key:
+        from .settings import ConfigurationError
+
+        raise ConfigurationError("the storage connection string needs AccountName and AccountKey")
+    endpoint = parts.get("TableEndpoint") or (
+        f"{parts.get('DefaultEndpointsProtocol', 'https')}://{account}.table.{parts.get('EndpointSuffix', 'core.windows.net')}"
+    )
+    return endpoint, SharedKeyLite(account, key)
+
