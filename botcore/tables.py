@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import random
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -132,7 +134,9 @@ def decode_entity(body: dict[str, Any], etag: str | None = None) -> Entity:
     return entity
 
 
+@functools.lru_cache(maxsize=4096)
 def _quote_key(value: str) -> str:
+    """Cached: a conversation's key comes back with every one of its turns."""
     return quote(value.replace("'", "''"), safe="")
 
 
@@ -164,12 +168,23 @@ def _raise_for(status: int, code: str | None, message: str) -> None:
 
 # ---- authentication --------------------------------------------------------------------------
 
+def _http_date() -> str:
+    """The RFC 1123 date, formatted once per second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[:] = [now, formatdate(now, usegmt=True)]
+    return _date_cache[1]
+
+
+_date_cache: list[Any] = [0, ""]
+
+
 class SharedKeyLite:
     def __init__(self, account: str, key: str) -> None:
         self.account, self._key = account, base64.b64decode(key)
 
     async def headers(self, path: str) -> dict[str, str]:
-        date = formatdate(usegmt=True)
+        date = _http_date()
         to_sign = f"{date}\n/{self.account}{path}".encode()
         signature = base64.b64encode(hmac.new(self._key, to_sign, hashlib.sha256).digest()).decode()
         return {"x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}"}
@@ -183,7 +198,7 @@ class BearerToken:
 
     async def headers(self, path: str) -> dict[str, str]:
         token = await self._credential.get_token(STORAGE_SCOPE + "/.default")
-        return {"x-ms-date": formatdate(usegmt=True), "Authorization": f"Bearer {token.token}"}
+        return {"x-ms-date": _http_date(), "Authorization": f"Bearer {token.token}"}
 
 
 # ---- the client ------------------------------------------------------------------------------
