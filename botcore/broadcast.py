@@ -19,11 +19,11 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from .activity import ActivityError, ConversationReference
 from .jobs import Job, JobError
-from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
+from .ledger import ERROR_CHARS, FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
 from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
 from .tables import EntityChangedError
@@ -45,14 +45,19 @@ def claim_ttl(settings: Settings) -> timedelta:
 
 @dataclass
 class SendBatch:
-    """A bot-sends message: conversations of one job, with their references (no re-read needed)."""
+    """A bot-sends message: conversations of one job, with their references (no re-read needed).
+
+    `id` names the batch's ledger row (a broadcast's batches); without one, each
+    conversation is claimed on its own row (retries of a one-conversation delivery).
+    """
 
     job: str
     items: list[tuple[str, ConversationReference]]
     attempt: int = 0
+    id: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"job": self.job, "attempt": self.attempt,
+        return json.dumps({"job": self.job, "id": self.id, "attempt": self.attempt,
                            "items": [[k, r.to_dict()] for k, r in self.items]},
                           separators=(",", ":"), ensure_ascii=False)
 
@@ -60,28 +65,41 @@ class SendBatch:
     def parse(cls, body: bytes | str) -> "SendBatch":
         try:
             data = json.loads(body)
-            job, attempt, items = data["job"], int(data.get("attempt", 0)), data["items"]
-            if not isinstance(job, str) or not isinstance(items, list):
-                raise TypeError("job must be a string and items a list")
-            return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt)
+            job, attempt, items, batch_id = data["job"], int(data.get("attempt", 0)), data["items"], data.get("id", "")
+            if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
+                raise TypeError("job and id must be strings and items a list")
+            if len(batch_id) > 200 or not all(c.isalnum() or c == "." for c in batch_id):
+                raise ValueError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
+            return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt, batch_id)
         except (ValueError, KeyError, TypeError, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
 
 
-def batches(job_id: str, items: list[tuple[str, ConversationReference]], attempt: int = 0) -> list[SendBatch]:
-    """Split items into queue messages of at most BATCH_KEYS conversations and BATCH_BYTES."""
+def batches(job_id: str, items: list[tuple[str, ConversationReference]], attempt: int = 0,
+            id_prefix: str | None = None) -> list[SendBatch]:
+    """Split items into queue messages of at most BATCH_KEYS conversations and BATCH_BYTES.
+
+    With id_prefix, the batches are named id_prefix + 0, 1, ...: the same items give the
+    same names, so a batch enqueued twice (a fan-out or retry redone after a crash) is
+    claimed, and sent, once.
+    """
     out: list[SendBatch] = []
     current: list[tuple[str, ConversationReference]] = []
     size = 0
+
+    def close() -> None:
+        name = "" if id_prefix is None else f"{id_prefix}{len(out)}"
+        out.append(SendBatch(job_id, current, attempt, name))
+
     for key, reference in items:
         item_size = len(key) + len(json.dumps(reference.to_dict(), ensure_ascii=False)) + 8
         if current and (len(current) >= BATCH_KEYS or size + item_size > BATCH_BYTES):
-            out.append(SendBatch(job_id, current, attempt))
+            close()
             current, size = [], 0
         current.append((key, reference))
         size += item_size
     if current:
-        out.append(SendBatch(job_id, current, attempt))
+        close()
     return out
 
 
@@ -135,7 +153,7 @@ async def run_notify(job: Job, settings: Settings) -> str:
             log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
             outcome = "skipped"
         else:
-            outcome = (await deliver(job, [(key, record.reference)], 0, settings)).summary()
+            outcome = (await deliver(job, SendBatch(job.id, [(key, record.reference)]), settings)).summary()
         # Marked only after the delivery is claimed: a job redelivered after a crash before
         # this line delivers again, and the ledger's claim keeps that from sending twice.
         header.fanned_out, header.targets = True, 1
@@ -150,7 +168,8 @@ async def run_notify(job: Job, settings: Settings) -> str:
     queue = _queue(SENDS_QUEUE)
     for _ in range(PAGES_PER_INVOCATION):
         records, token = await svc.store.page(query, header.cursor, PAGE_SIZE)
-        messages = batches(job.id, [(r.key, r.reference) for r in records])
+        # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
+        messages = batches(job.id, [(r.key, r.reference) for r in records], id_prefix=f"{header.targets}.")
         await asyncio.gather(*(queue.send_message(b.to_json()) for b in messages))
         header.cursor, header.targets = token, header.targets + len(records)
         header.fanned_out = not token
@@ -194,7 +213,7 @@ async def run_send_batch(body: bytes, settings: Settings) -> str:
     header = await _job_header(batch.job)
     if header is None:
         raise JobError(f"send batch for job {batch.job}, which has no ledger header")
-    return (await deliver(header, batch.items, batch.attempt, settings)).summary()
+    return (await deliver(header, batch, settings)).summary()
 
 
 _headers: dict[str, Job] = {}
@@ -223,8 +242,8 @@ class OutcomeRecorder:
     outcomes of the last FLUSH_SECONDS.
     """
 
-    def __init__(self, ledger: DeliveryLedger, job_id: str, attempts: dict[str, int]) -> None:
-        self.ledger, self.job_id, self.attempts = ledger, job_id, attempts
+    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]]) -> None:
+        self._write = write
         self._pending: list[Outcome] = []
         self._lock = asyncio.Lock()
         self._last = asyncio.get_running_loop().time()
@@ -240,21 +259,49 @@ class OutcomeRecorder:
             batch, self._pending = self._pending, []
             self._last = asyncio.get_running_loop().time()
             if batch:
-                await self.ledger.record(self.job_id, batch, self.attempts)
+                await self._write(batch)
 
 
-async def deliver(job: Job, items: list[tuple[str, ConversationReference]], attempt: int,
-                  settings: Settings) -> Report:
-    """Send the job's message to each conversation once: claim, send, record, requeue the rest."""
+async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
+    """Send the job's message to each conversation of the batch once; requeue what must wait.
+
+    A named batch is claimed as a whole on its ledger row; an unnamed one (one
+    conversation) claims each conversation's row.
+    """
     from .turns import services
 
     svc = services(settings)
     ledger = DeliveryLedger()
-    references = dict(items)
-    claims = await ledger.claim(job.id, list(references), claim_ttl(settings))
-    report = Report(done_before=len(claims.done))
+    references = dict(batch.items)
+    handed_on: dict[str, list[Any]] = {}
+    if batch.id:
+        claim = await ledger.claim_batch(job.id, batch.id, claim_ttl(settings))
+        if claim is None:  # another worker is sending it: look again once its claim may have lapsed
+            await _enqueue([batch], settings.delivery_claim_seconds / 4)
+            return Report(retrying=len(references))
+        if claim.done:
+            return Report(done_before=len(references))
+        attempts = {k: batch.attempt for k in references if k not in claim.outcomes}
+        report = Report(done_before=len(references) - len(attempts))
+        # A worker that stopped after handing keys on to a retry batch: hand them on again
+        # (the retry batch's own claim keeps them from being sent twice).
+        handed_on = {k: o for k, o in claim.outcomes.items() if o[0] == RETRYING}
+        busy: list[str] = []
+
+        async def write(outcomes: list[Outcome]) -> None:
+            for o in outcomes:
+                claim.outcomes[o.key] = [o.status, o.activity_id, o.error[:ERROR_CHARS], batch.attempt + o.attempted]
+            await ledger.record_batch(job.id, claim)
+    else:
+        claims = await ledger.claim(job.id, list(references), claim_ttl(settings))
+        attempts, busy = claims.claimed, sorted(claims.busy)
+        report = Report(done_before=len(claims.done))
+
+        async def write(outcomes: list[Outcome]) -> None:
+            await ledger.record(job.id, outcomes, attempts)
+
     limiter = limiter_for(settings)
-    recorder = OutcomeRecorder(ledger, job.id, claims.claimed)
+    recorder = OutcomeRecorder(write)
     throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
     content = job.content()
 
@@ -263,31 +310,45 @@ async def deliver(job: Job, items: list[tuple[str, ConversationReference]], atte
             if throttled:
                 outcome = Outcome(key, RETRYING, "the channel is throttling", attempted=False)
             else:
-                outcome = await _send(svc.connector, job, key, references[key], content,
-                                      claims.claimed[key], throttled)
+                outcome = await _send(svc.connector, job, key, references[key], content, attempts[key], throttled)
         await recorder.add(outcome)
         return outcome
 
-    outcomes = await asyncio.gather(*(send_one(k) for k in claims.claimed))
+    outcomes = await asyncio.gather(*(send_one(k) for k in attempts))
     await recorder.flush()
-
-    retry_keys = [o.key for o in outcomes if o.status == RETRYING] + sorted(claims.busy)
     for o in outcomes:
         if o.status == GONE:
             await svc.store.retire(o.key, o.error)
     report.sent = sum(o.status == SENT for o in outcomes)
     report.gone = sum(o.status == GONE for o in outcomes)
     report.failed = sum(o.status == FAILED for o in outcomes)
-    report.retrying = len(retry_keys)
-    if retry_keys:
-        backoff = min(MAX_DELAY, 2.0 ** attempt) * random.uniform(0.5, 1.0)
-        busy_wait = [settings.delivery_claim_seconds / 4] if claims.busy else []
-        delay = max([backoff, *throttled, *busy_wait])
-        for b in batches(job.id, [(k, references[k]) for k in retry_keys], attempt + 1):
-            await _queue(SENDS_QUEUE).send_message(b.to_json(), visibility_timeout=max(1, round(delay)))
-        log.info("job %s: %d conversations retried in %.1fs (attempt %d)", job.id, len(retry_keys), delay,
-                 attempt + 1)
+
+    backoff = min(MAX_DELAY, 2.0 ** batch.attempt) * random.uniform(0.5, 1.0)
+    delay = max([backoff, *throttled, *([settings.delivery_claim_seconds / 4] if busy else [])])
+    if batch.id:
+        # Retry batches are named after this one and the attempts their keys have used (a
+        # key the throttle kept from being tried has not used one).
+        retry = {k: o for k, o in claim.outcomes.items() if o[0] == RETRYING}
+        by_attempts: dict[int, list[str]] = {}
+        for key, o in retry.items():
+            by_attempts.setdefault(int(o[3]), []).append(key)
+        await _enqueue([b for n, keys in sorted(by_attempts.items())
+                        for b in batches(job.id, [(k, references[k]) for k in keys], n, f"{batch.id}r{n}.")], delay)
+        await ledger.record_batch(job.id, claim, done=True)
+        report.retrying = len(retry) - len(handed_on)
+    else:
+        retry_keys = [o.key for o in outcomes if o.status == RETRYING] + busy
+        await _enqueue(batches(job.id, [(k, references[k]) for k in retry_keys], batch.attempt + 1), delay)
+        report.retrying = len(retry_keys)
+    if report.retrying:
+        log.info("job %s: %d conversations retried in %.1fs (attempt %d)", job.id, report.retrying, delay,
+                 batch.attempt + 1)
     return report
+
+
+async def _enqueue(messages: list[SendBatch], delay: float) -> None:
+    for message in messages:
+        await _queue(SENDS_QUEUE).send_message(message.to_json(), visibility_timeout=max(1, round(delay)))
 
 
 async def _send(connector: Any, job: Job, key: str, reference: ConversationReference,

@@ -1,19 +1,23 @@
-"""The delivery ledger: one Table Storage row per (job, conversation), plus one per job.
+"""The delivery ledger: what was sent where, one Table Storage partition per job.
 
 It is what makes a redelivered queue message send nothing twice, what a job's
 status is counted from, and where the Connector's activity ids are kept so that
 sent notifications can be updated or deleted later.
 
-PartitionKey is the job id (all rows of a job in one partition, so claims and
-outcomes are written in batch transactions of up to 100 rows); RowKey is the
-conversation key, or HEADER for the job itself.
+PartitionKey is the job id. Rows:
+- HEADER: the job itself and how far its fan-out got;
+- a send batch of a broadcast ("!b" + batch id): one row for up to 50
+  conversations, holding the batch's claim and every conversation's outcome
+  (status, activity id, error, attempts) as JSON. One row written a few times
+  per batch instead of two rows per message keeps the table's write rate out of
+  a broadcast's way;
+- a one-conversation delivery (notify one conversation, a proactive dialog):
+  one row per conversation, RowKey the conversation key.
 
-A row's status moves: (none) → sending → sent | gone | failed, or → retrying →
-sending → ... A `sending` row is a claim: its holder is sending right now. A
-claim older than the claim time (BotDeliveryClaimSeconds) belongs to a worker
-that died; another may take it over. The message may then have been sent once
-already: after a crash, at most the sends in flight and the outcomes not yet
-written (see broadcast.OutcomeRecorder) are sent twice.
+A claim (status `sending`) is held by the worker sending right now. One older
+than BotDeliveryClaimSeconds belongs to a worker that died; another may take it
+over. Messages may then be sent twice: at most the sends in flight and the
+outcomes not yet written (see broadcast.OutcomeRecorder).
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from .tablejson import join_json, split_json
 
 log = logging.getLogger("botcore.ledger")
 
-HEADER = "!job"  # sorts before every conversation key; a conversation key always holds "|"
+HEADER = "!job"  # "!" never starts a conversation key (keys.encode_key escapes it)
+BATCH_PREFIX = "!b"
 TRANSACTION_SIZE = 100
-SENDING, SENT, RETRYING, GONE, FAILED = "sending", "sent", "retrying", "gone", "failed"
+SENDING, SENT, RETRYING, GONE, FAILED, DONE = "sending", "sent", "retrying", "gone", "failed", "done"
 FINAL = frozenset({SENT, GONE, FAILED})
+ERROR_CHARS = 200
 
 
 def _now() -> datetime:
@@ -72,6 +78,20 @@ class Claims:
 
 
 @dataclass
+class BatchClaim:
+    """The right to send one batch, and what earlier attempts at it recorded.
+
+    outcomes: conversation key → [status, activity id, error, attempts], in the
+    order they happened; a `retrying` entry was handed on to a retry batch.
+    """
+
+    row_key: str
+    etag: str
+    outcomes: dict[str, list[Any]] = field(default_factory=dict)
+    done: bool = False
+
+
+@dataclass
 class JobStatus:
     id: str
     kind: str
@@ -81,18 +101,21 @@ class JobStatus:
     counts: dict[str, int]
 
     @property
+    def pending(self) -> int:
+        return max(0, self.targets - sum(self.counts.get(s, 0) for s in FINAL))
+
+    @property
     def state(self) -> str:
-        pending = self.counts.get(SENDING, 0) + self.counts.get(RETRYING, 0)
         if not self.fanned_out:
             return "fanning-out"
-        return "sending" if pending or sum(self.counts.values()) < self.targets else "done"
+        return "sending" if self.pending else "done"
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
         return {
             "id": self.id, "kind": self.kind, "created": self.created, "state": self.state,
             "targets": self.targets, "sent": c.get(SENT, 0), "skipped": c.get(GONE, 0),
-            "failed": c.get(FAILED, 0), "pending": c.get(SENDING, 0) + c.get(RETRYING, 0),
+            "failed": c.get(FAILED, 0), "pending": self.pending,
         }
 
 
@@ -134,7 +157,45 @@ class DeliveryLedger(TableStore):
         header.etag = await self.table.merge(entity, header.etag)
         return header.etag
 
-    # ---- deliveries ------------------------------------------------------------------------
+    # ---- send batches of a broadcast ----------------------------------------------------------
+    async def claim_batch(self, job_id: str, batch_id: str, claim_ttl: timedelta,
+                          now: datetime | None = None) -> BatchClaim | None:
+        """Take the right to send a batch; None while another worker holds it."""
+        now = now or _now()
+        pk, rk = encode_key(job_id), BATCH_PREFIX + batch_id
+        try:
+            etag = await self.table.insert({"PartitionKey": pk, "RowKey": rk, "status": SENDING, "claimedAt": now})
+            return BatchClaim(rk, etag)
+        except EntityExistsError:
+            pass
+        try:
+            row = await self.table.get(pk, rk)
+        except EntityNotFoundError:
+            return None
+        outcomes = join_json(row, "outcomes") or {}
+        if row.get("status") == DONE:
+            return BatchClaim(rk, row.etag or "", outcomes, done=True)
+        claimed_at = row.get("claimedAt")
+        if claimed_at is not None and now - claimed_at < claim_ttl:
+            return None
+        log.warning("job %s batch %s: taking over a claim from %s (its worker stopped)", job_id, batch_id, claimed_at)
+        try:
+            etag = await self.table.merge({"PartitionKey": pk, "RowKey": rk, "status": SENDING, "claimedAt": now},
+                                          row.etag)
+        except (EntityChangedError, EntityNotFoundError):
+            return None
+        return BatchClaim(rk, etag, outcomes)
+
+    async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False,
+                           now: datetime | None = None) -> None:
+        """Write the batch's outcomes so far (and renew the claim); EntityChangedError if it was taken over."""
+        now = now or _now()
+        entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key, "status": DONE if done else SENDING,
+                  "claimedAt": now, **split_json("outcomes", claim.outcomes)}
+        claim.etag = await self.table.merge(entity, claim.etag)
+        claim.done = done
+
+    # ---- one-conversation deliveries ----------------------------------------------------------
     async def claim(self, job_id: str, keys: list[str], claim_ttl: timedelta,
                     now: datetime | None = None) -> Claims:
         """Take the right to send to each key; say which are done already or held by another."""
@@ -211,19 +272,25 @@ class DeliveryLedger(TableStore):
         if header is None:
             return None
         counts: dict[str, int] = {}
-        async for row in self.rows(job_id, select=["RowKey", "status"]):
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        async for _, deliveries in self.deliveries(job_id):
+            for _, status, _ in deliveries:
+                counts[status] = counts.get(status, 0) + 1
         return JobStatus(header.job.id, header.job.kind, header.job.created, header.fanned_out,
                          header.targets, counts)
 
-    async def rows(self, job_id: str, *, status: str | None = None,
-                   select: list[str] | None = None) -> AsyncIterator[Entity]:
-        """The job's delivery rows, streamed (never all in memory)."""
-        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey gt '{HEADER}'"
-        if status:
-            query += f" and status eq '{status}'"
-        async for entity in self.table.query(query, select=select):
-            yield entity
+    async def deliveries(self, job_id: str) -> AsyncIterator[tuple[Entity, list[tuple[str, str, str]]]]:
+        """Each delivery row of the job with its (conversation key, status, activity id) entries, streamed.
+
+        A conversation retried in a later batch has a `retrying` entry in the earlier one;
+        its final status is in exactly one row.
+        """
+        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}'"
+        async for row in self.table.query(query):
+            if row["RowKey"].startswith(BATCH_PREFIX):
+                outcomes = join_json(row, "outcomes") or {}
+                yield row, [(key, o[0], o[1]) for key, o in outcomes.items()]
+            else:
+                yield row, [(row["RowKey"], row.get("status", ""), row.get("activityId", ""))]
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -1,8 +1,8 @@
 """Update or delete, through the Connector, every message a notify job sent.
 
-The delivery ledger kept the activity id of each message; a row remembers which
-revision last touched it, so a redelivered update or delete job does each
-conversation once.
+The delivery ledger kept the activity id of each message; a row (a send batch,
+or one conversation) remembers which revision last finished it, so a redelivered
+update or delete job does not do it again.
 """
 
 from __future__ import annotations
@@ -31,37 +31,42 @@ async def revise(job: Job, settings: Settings) -> str:
     limiter = limiter_for(settings)
     done = failed = 0
 
-    async def one(row: dict) -> None:
+    async def one(key: str, activity_id: str) -> bool:
         nonlocal done, failed
-        record = await svc.store.get(row["RowKey"])
-        if record is None or not record.active or not row.get("activityId"):
-            return
+        record = await svc.store.get(key)
+        if record is None or not record.active:
+            return True
         ref = record.reference
         try:
             async with limiter.slot():
                 if job.kind == "update":
                     activity = ref.outgoing(**job.content())
-                    activity["id"] = row["activityId"]
-                    await svc.connector.update_activity(ref.endpoint, ref.conversation.id, row["activityId"],
-                                                        activity)
+                    activity["id"] = activity_id
+                    await svc.connector.update_activity(ref.endpoint, ref.conversation.id, activity_id, activity)
                 else:
-                    await svc.connector.delete_activity(ref.endpoint, ref.conversation.id, row["activityId"])
+                    await svc.connector.delete_activity(ref.endpoint, ref.conversation.id, activity_id)
         except ConnectorError as exc:
             failed += 1
-            log.warning("job %s: %s of %s in %s failed: %s", job.id, job.kind, row["activityId"],
-                        row["RowKey"], exc)
-            return
-        await ledger.table.merge({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "revisedBy": job.id})
+            log.warning("job %s: %s of %s in %s failed: %s", job.id, job.kind, activity_id, key, exc)
+            return False
         done += 1
+        return True
 
-    pending: list[dict] = []
-    async for row in ledger.rows(job.notification, status=SENT):
-        if row.get("revisedBy") != job.id:
-            pending.append(dict(row))
-        if len(pending) >= 100:
-            await asyncio.gather(*(one(r) for r in pending))
+    async def revise_row(row: dict, sent: list[tuple[str, str]]) -> None:
+        results = await asyncio.gather(*(one(key, activity_id) for key, activity_id in sent))
+        if all(results):  # a row is marked once all of it is done, so a retried job skips it
+            await ledger.table.merge({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                                      "revisedBy": job.id})
+
+    pending: list[tuple[dict, list[tuple[str, str]]]] = []
+    async for row, deliveries in ledger.deliveries(job.notification):
+        sent = [(key, activity_id) for key, status, activity_id in deliveries if status == SENT and activity_id]
+        if sent and row.get("revisedBy") != job.id:
+            pending.append((row, sent))
+        if len(pending) >= 10:
+            await asyncio.gather(*(revise_row(r, s) for r, s in pending))
             pending.clear()
-    await asyncio.gather(*(one(r) for r in pending))
+    await asyncio.gather(*(revise_row(r, s) for r, s in pending))
     log.info("job %s: %s of notification %s: %d done, %d failed", job.id, job.kind, job.notification, done, failed)
     if failed:
         raise RuntimeError(f"job {job.id}: {failed} messages could not be {job.kind}d; the job will be retried")
