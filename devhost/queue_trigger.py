@@ -108,8 +108,7 @@ class QueueListener:
                 await self._wait(MIN_POLL)
                 continue
             try:
-                messages = [m async for m in queue.receive_messages(
-                    max_messages=free, visibility_timeout=PROCESSING_LEASE)]
+                messages = await _receive(queue, free)
             except Exception as exc:
                 log.warning("%s: cannot read queue %s: %r", self.function.name, self.queue_name, exc)
                 messages = []
@@ -188,3 +187,15 @@ async def _cancel(task: asyncio.Task) -> None:
         await task
     except asyncio.CancelledError:
         pass
+
+
+async def _receive(queue: Any, count: int) -> list[Any]:
+    """Up to `count` messages in one request, as the Functions host takes them (the SDK's
+    pager would otherwise fetch one message per request)."""
+    pages = queue.receive_messages(messages_per_page=count, max_messages=count,
+                                   visibility_timeout=PROCESSING_LEASE).by_page()
+    try:
+        page = await pages.__anext__()
+    except StopAsyncIteration:
+        return []
+    return [m async for m in page]

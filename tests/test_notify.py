@@ -128,6 +128,29 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
     assert "duplicate" in bot.host.log().split(job.id, 1)[1] or bot.host.log().count(job.id) >= 1
 
 
+def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
+    from botcore.broadcast import batches
+    from botcore.conversations import ConversationRecord
+    from botcore.tables import Entity
+
+    group = tenant()
+    cids = bot.seed(60, tenant_id=group)
+    job_id = bot.api("POST", "notify", {"text": "once per batch", "target": {"tenantId": group}}).json()["id"]
+    status_of(bot, job_id, state="done", sent=60)
+    # The fan-out's batches again, as a fan-out redone after a crash would enqueue them: same
+    # names, same conversations (sorted by key, the listing's order).
+    items = sorted((bot.key(c), ConversationRecord.from_entity(Entity(bot.conversation_entity(c, raw=True))).reference)
+                   for c in cids)
+    again = batches(job_id, items, id_prefix="0.")
+    assert [len(b.items) for b in again] == [50, 10]
+    for b in again:
+        bot.enqueue(b.to_json(), queue="bot-sends")
+    assert wait_until(lambda: bot.queue_length("bot-sends") == 0, timeout=15)
+    assert wait_until(lambda: bot.host.log().count("already done 50") + bot.host.log().count("already done 10") == 2,
+                      timeout=10)
+    assert all(bot.texts_of(c) == ["once per batch"] for c in cids)
+
+
 def test_a_malformed_job_goes_to_poison_without_retries(bot: BotStack) -> None:
     marker = uuid.uuid4().hex
     message_id = bot.enqueue('{"kind": "notify", "oops": "' + marker)
