@@ -29,11 +29,12 @@ from .infra import RemoteChannel, azurite, bot_stack, log, seed
 from .report import Section
 
 STACK_ENV = {"BotSendRatePerSecond": "100000", "BotSendConcurrency": "32"}
-FLOOR_BATCH_CONCURRENCY = 8  # the host runs up to 16 send batches at once, each writing transactions
+FLOOR_BATCH_CONCURRENCY = 8
+TARGET_RATIO = 0.7
 MEMORY_RUN = 100_000
 MEMORY_CAP = 240.0  # seconds after the POST
-# The 100k run limits sends so that Azurite, which slows down as the job's ledger partition and the
-# sends queue grow, can finish the fan-out (the part whose memory could grow with N) in the budget.
+# The 100k run limits sends so that the fan-out (the part whose memory could grow with N) has the
+# machine to itself and finishes in the budget.
 MEMORY_ENV = {**STACK_ENV, "BotSendRatePerSecond": "100"}
 
 
@@ -106,25 +107,19 @@ def _check_exactly_once(stack: Any, ids: list[str]) -> str:
     return "every conversation received exactly one message"
 
 
-def _batch_write_rate(connection_string: str, entities: int, *, table_name: str | None = None,
-                      partition: str | None = None) -> float:
-    """Azurite's batch write rate (entities/s): ledger-shaped rows, 100 per transaction, one partition.
-
-    By default into a new table; with table_name/partition, into an existing partition (to see what
-    the partition's size does to the rate).
-    """
+def _batch_write_rate(connection_string: str, entities: int) -> float:
+    """Azurite's batch write rate (entities/s): ledger-shaped rows, 100 per transaction, one partition."""
     import aiohttp
 
     from botcore.tables import TableClient, table_endpoint
 
     async def run() -> float:
-        name = table_name or "benchfloor" + uuid.uuid4().hex[:8]
+        name = "benchfloor" + uuid.uuid4().hex[:8]
         async with aiohttp.ClientSession() as session:
             endpoint, auth = table_endpoint(connection_string)
             table = TableClient(endpoint, name, auth, session)
-            if table_name is None:
-                await table.create()
-            pk = partition or uuid.uuid4().hex
+            await table.create()
+            pk = uuid.uuid4().hex
             now = datetime.datetime.now(datetime.timezone.utc)
             chunks = iter([[("insert", {"PartitionKey": pk, "RowKey": f"floor-{uuid.uuid4().hex[:12]}",
                                         "status": "sending", "attempts": 0, "claimedAt": now})
@@ -168,9 +163,6 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
                 raise RuntimeError(f"only {result['received']} of {count} delivered:\n{stack.host.log()[-3000:]}")
             result["check"] = _check_exactly_once(stack, ids)
             result["batch_floor"] = _batch_write_rate(storage.connection_string, 1000 if quick else 3000)
-            result["batch_in_job"] = _batch_write_rate(
-                storage.connection_string, 1000 if quick else 3000, table_name=DELIVERIES_TABLE,
-                partition=encode_key(result["job"]))
             result["seed_seconds"] = seconds
             runs.append(result)
             log(f"broadcast {i + 1}/{repeats}: {result['rate']:.0f} msg/s, peak RSS {result['peak_rss']:.0f} MiB, "
@@ -186,8 +178,7 @@ def _memory_run(tmp: Path, app_id: str, at_least: int) -> dict[str, Any]:
     """100k references, for memory only: the fan-out pages through all of them and sends start.
 
     Stops once the fan-out is complete and `at_least` messages were delivered (or MEMORY_CAP seconds
-    after the POST): delivering all 100k locally takes far longer than the benchmark's budget, because
-    Azurite slows down as the ledger partition and the sends queue grow (see the notes).
+    after the POST): delivering all 100k at the limited rate takes far longer than the budget.
     """
     with azurite(tmp / "azurite-100k") as storage, \
             bot_stack(storage.connection_string, tmp / "stack-100k", MEMORY_ENV) as stack:
@@ -217,8 +208,7 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     def summary(key: str, scale: float = 1.0) -> stats.Summary:
         return stats.Summary.of(r[key] * scale for r in runs)
 
-    rate, steady, batch, batch_job = (summary("rate"), summary("steady_rate"), summary("batch_floor"),
-                                      summary("batch_in_job"))
+    rate, steady, batch = summary("rate"), summary("steady_rate"), summary("batch_floor")
     bound_name, bound = min((("send-path floor (bare aiohttp, c=32)", send_floor.median),
                              ("Azurite batch writes", batch.median)), key=lambda kv: kv[1])
     section = Section(
@@ -240,9 +230,6 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     t.add(f"floor: Azurite batch writes, new partition (entities/s; 100 per transaction, "
           f"{FLOOR_BATCH_CONCURRENCY} in flight)", stats.number(batch.median), stats.spread(batch),
           stats.times(stats.ratio(rate.median, batch.median)))
-    t.add(f"Azurite batch writes into the job's ledger partition after the run ({count:,} rows in it)",
-          stats.number(batch_job.median), stats.spread(batch_job),
-          stats.times(stats.ratio(rate.median, batch_job.median)))
     for key, label in (("cpu_per_msg", "host process"), ("storage_cpu_per_msg", "Azurite process"),
                        ("bench_cpu_per_msg", "benchmark process (fake Connector, IdP)")):
         c = summary(key, 1000)
@@ -253,10 +240,18 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     t.add(f"seeding {count:,} references (s)", stats.number(seed_s.median), stats.spread(seed_s), "")
     azurite_busy = stats.median([r["storage_cpu_per_msg"] * r["rate"] for r in runs])
     host_busy = stats.median([r["cpu_per_msg"] * r["rate"] for r in runs])
+    ratio = stats.ratio(rate.median, bound)
+    section.target("broadcast messages/s (POST → last message) as a share of the lower floor",
+                   f"{ratio:.2f} (≥ {TARGET_RATIO})", ratio >= TARGET_RATIO)
+    per_message = stats.median([r["cpu_per_msg"] + r["storage_cpu_per_msg"] + r["bench_cpu_per_msg"] for r in runs])
+    ceiling = (os.cpu_count() or 1) / per_message
     section.notes.append(
-        f"The lower floor is the {bound_name}. Each message costs the ledger two row writes (claim, then outcome) "
-        f"in batch transactions, so Azurite's batch rate allows about half as many messages: "
-        f"{stats.number(batch.median / 2)} msg/s (ratio {stats.times(stats.ratio(rate.median, batch.median / 2))}).")
+        f"The lower floor is the {bound_name}. The ledger writes one row per send batch of 50 (its claim and "
+        "every conversation's outcome, rewritten as sends complete), so a message costs Azurite a small share of "
+        "a few writes, not a write of its own. What a message costs the machine instead: "
+        f"{per_message * 1000:.3f} ms of CPU across the host, Azurite and the fake Connector; with "
+        f"{os.cpu_count()} cores and nothing else, that allows at most {stats.number(ceiling)} msg/s "
+        f"({stats.times(stats.ratio(ceiling, bound))} of the floor), before any latency.")
     machine = stats.median([r["machine_busy"] for r in runs])
     cores = os.cpu_count() or 1
     busiest = max((azurite_busy, "Azurite"), (host_busy, "the host"))
@@ -300,7 +295,7 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
             f"{MEMORY_ENV['BotSendRatePerSecond']}/s (the 10k runs cover full-speed sending) so that the fan-out, the "
             "part whose memory could grow with the number of references, finishes in the budget. The run stops once "
             f"the fan-out has paged through all {MEMORY_RUN:,} references and at least {count:,} messages (as many as "
-            f"the whole 10k run) have been delivered, or {MEMORY_CAP:.0f} s after the POST; delivering all of "
-            "them locally would take several minutes because Azurite slows down as the job's ledger partition "
-            "and the sends queue grow. \"Flat\" means within 10% + 5 MiB of the 10k peak.")
+            f"the whole 10k run) have been delivered, or {MEMORY_CAP:.0f} s after the POST (delivering all of them "
+            f"at {MEMORY_ENV['BotSendRatePerSecond']}/s would take over a quarter of an hour). \"Flat\" means within "
+            "10% + 5 MiB of the 10k peak.")
     return section

@@ -129,7 +129,7 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     section = Section(
         "3. Send path",
         f"{count:,} proactive messages per run from stored references through `ConnectorClient.send(reference, "
-        "retry=False, text=...)` (httpx over the aiohttp transport, token cached) to the fake Connector; floor: a "
+        "retry=False, text=...)` (botcore.http: aiohttp, token cached) to the fake Connector; floor: a "
         "bare `aiohttp.ClientSession` posting the same pre-encoded JSON bodies to the same URLs, same pool size "
         f"({POOL_LIMIT}) and concurrency. {repeats} runs each, interleaved. The IdP and fake Connector run in a "
         "separate process (`bench/channel_server.py`) so that the server does not share the client's GIL.",
