@@ -31,6 +31,8 @@ def _stop_on_sigterm() -> None:
 
 def _load_note(elapsed: float, busy: float, own: float) -> str:
     """How long a benchmark took, and whether other processes competed for the CPU meanwhile."""
+    if elapsed < 1.0:  # too short for CPU shares to mean anything (process exits land in it whole)
+        return f"This benchmark took {elapsed * 1000:.0f} ms."
     others = max(0.0, busy - own) / elapsed if elapsed else 0.0
     note = (f"This benchmark took {elapsed:.0f} s; its processes used {own / elapsed:.2f} cores on average, "
             f"other processes on the machine {others:.2f}.")

@@ -262,8 +262,9 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
                    "processes): the rate is bound by the machine's CPU, shared by Azurite, the host and the fakes")
     else:
         verdict = (f"neither is saturated and the machine has spare CPU ({machine:.2f} of {cores} cores busy): the "
-                   "rate is bound by latency (queue polling back-off, one send batch of 50 per queue message, ledger "
-                   "transactions in series within a batch)")
+                   "rate is bound by latency: the queue polling before the first message (see the row above), then "
+                   f"{STACK_ENV['BotSendConcurrency']} sends in flight (BotSendConcurrency) against a Connector that "
+                   "shares the machine")
     section.notes.append(
         f"During the broadcast Azurite used {azurite_busy:.0%} of a core and the host {host_busy:.0%} of a core "
         f"(CPU per message × messages/s, averaged from the POST): {verdict}.")
