@@ -137,17 +137,17 @@ def _error_of(response: Any) -> tuple[str | None, str]:
 class ConnectorClient:
     def __init__(self, http: Any = None, tokens: Any = None, *, max_attempts: int = 4,
                  max_retry_wait: float = 30.0) -> None:
-        self._http = http
+        self._http, self._shared = http, False  # shared: the process-wide client of this loop
         self.tokens = tokens
         self.max_attempts, self.max_retry_wait = max_attempts, max_retry_wait
 
     @property
     def http(self) -> Any:
-        if self._http is not None:
-            return self._http
-        from .http import get_http_client
+        if self._http is None or self._shared and self._http.is_closed:
+            from .http import get_http_client
 
-        return get_http_client()
+            self._http, self._shared = get_http_client(), True
+        return self._http
 
     # ---- the API -----------------------------------------------------------------------
     async def send_to_conversation(self, target: ServiceEndpoint, conversation_id: str,

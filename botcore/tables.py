@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 API_VERSION = "2019-02-02"
 ACCEPT = "application/json;odata=minimalmetadata"
+_HEADERS = {"Accept": ACCEPT, "DataServiceVersion": "3.0;NetFx", "x-ms-version": API_VERSION}
 STORAGE_SCOPE = "https://storage.azure.com"
 ATTEMPTS = 3
 RETRY_STATUS = frozenset({408, 500, 502, 503, 504})
@@ -222,16 +223,13 @@ class TableClient:
     async def _send(self, method: str, path: str, *, body: bytes | None = None,
                     headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
                     ok: Iterable[int] = (200, 201, 204)) -> tuple[int, Any, bytes]:
-        from yarl import URL
-
-        url = URL(self._origin + path, encoded=True)  # sent exactly as signed
+        url = _url(self._origin + path)
         last: StorageError | None = None
         for attempt in range(ATTEMPTS):
             if attempt:
                 await asyncio.sleep(0.1 * 4 ** (attempt - 1) + random.uniform(0, 0.1))
-            request_headers = {"Accept": ACCEPT, "DataServiceVersion": "3.0;NetFx",
-                               "MaxDataServiceVersion": "3.0;NetFx", "x-ms-version": API_VERSION,
-                               **(headers or {}), **await self._auth.headers(path)}
+            request_headers = {**_HEADERS, **headers} if headers else _HEADERS.copy()
+            request_headers.update(await self._auth.headers(path))
             try:
                 async with self._session.request(method, url, data=body, headers=request_headers,
                                                    params=params, allow_redirects=False) as response:
@@ -362,6 +360,15 @@ class TableClient:
         except EntityExistsError:
             return False
         return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _url(url: str) -> Any:
+    """The URL sent exactly as signed (yarl would otherwise re-normalise it); cached, as a
+    conversation's entity is read on every one of its turns."""
+    from yarl import URL
+
+    return URL(url, encoded=True)
 
 
 def _client_error() -> type[Exception]:

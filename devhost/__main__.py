@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from devhost import logs
+
 
 def _start(args: argparse.Namespace) -> int:
     from .app_loader import HostConfigError
@@ -61,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="port of the channel's Connector endpoint, the conversations' serviceUrl; keep it "
                            "the same so that earlier chats' addresses stay reachable (0: any free port)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)
     command = {"chat": _chat, "init-storage": _init_storage}.get(args.command or "start", _start)
     return command(args)
