@@ -24,6 +24,7 @@ class BurstHandler(logging.StreamHandler):
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._pending = threading.Event()
+        self._closed = False
         threading.Thread(target=self._writer, name="log-writer", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
@@ -43,7 +44,16 @@ class BurstHandler(logging.StreamHandler):
             time.sleep(DELAY)  # let a burst of lines gather
             with self.lock:  # type: ignore[union-attr]
                 self._pending.clear()
+                if self._closed:
+                    return
                 self.stream.flush()
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._closed = True
+            self.stream.flush()
+        self._pending.set()  # the writer wakes up and ends
+        super().close()
 
 
 def configure(level: int = logging.INFO) -> None:

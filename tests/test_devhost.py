@@ -162,3 +162,29 @@ def test_ctrl_c_loses_no_queue_message(storage_connection_string, tmp_path) -> N
     assert {m.id for m in sent} <= done | left and hidden == len(left), (done, left, hidden)
     assert "waiting for 3 running invocation(s)" in host.log() and "Host stopped" in host.log()
     assert done >= {m.id for m in sent}, "in-flight invocations finish before the host exits"
+
+
+def test_the_host_log_writes_lines_in_bursts_and_warnings_at_once(tmp_path) -> None:
+    import logging
+
+    from devhost.logs import DELAY, BurstHandler
+
+    path = tmp_path / "host.log"
+    with open(path, "w", buffering=1 << 16) as stream:
+        handler = BurstHandler(stream)
+        logger = logging.getLogger("devhost-test-burst")
+        logger.addHandler(handler)
+        logger.propagate, logger.level = False, logging.INFO
+        try:
+            for i in range(100):
+                logger.info("line %d", i)
+            deadline = time.monotonic() + 5
+            while path.read_text().count("\n") < 100 and time.monotonic() < deadline:
+                time.sleep(DELAY)
+            assert path.read_text().splitlines() == [f"line {i}" for i in range(100)]
+            logger.info("quiet")
+            logger.warning("loud")  # written at once, with what came before it
+            assert path.read_text().splitlines()[-2:] == ["quiet", "loud"]
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
