@@ -155,3 +155,44 @@ def test_encoding_round_trips_every_storable_value(properties) -> None:
     decoded = decode_entity(encode_entity(properties))
     assert decoded == properties
     assert all(type(decoded[k]) is type(v) for k, v in properties.items())
+
+
+async def test_identity_based_storage_sends_a_managed_identity_token(unused_tcp_port, monkeypatch) -> None:
+    from botcore import storage
+    from botcore.http import close_http_client
+    from devhost.identity import IdentityProvider
+
+    seen: list[str] = []
+
+    async def table_service(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        seen.append(token)
+        if not idp.is_valid_access_token(token):
+            return web.json_response({"odata.error": {"code": "AuthenticationFailed", "message": {"value": "no"}}},
+                                     status=403)
+        return web.json_response({"PartitionKey": "p", "RowKey": "r", "n": 1}, headers={"ETag": "W/\"1\""})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", table_service)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    with IdentityProvider() as idp:
+        for name in ("BotStorage", "AzureWebJobsStorage"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("BotStorage__tableServiceUri", f"http://127.0.0.1:{unused_tcp_port}")
+        monkeypatch.setenv("BotStorage__queueServiceUri", f"http://127.0.0.1:{unused_tcp_port}")
+        monkeypatch.setenv("BotStorage__clientId", "client-7")
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{idp.base_url}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", idp.msi_header)
+        try:
+            table = storage.get_table_client("conversations")
+            assert (await table.get("p", "r"))["n"] == 1
+            assert (await table.get("p", "r"))["n"] == 1
+        finally:
+            await storage.close_storage_clients()
+            await close_http_client()
+            await runner.cleanup()
+        assert len(seen) == 2 and len(set(seen)) == 1  # one token, cached
+        request = idp.token_requests[-1]
+        assert request["resource"] == "https://storage.azure.com" and request["client_id"] == "client-7"
