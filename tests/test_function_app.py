@@ -33,3 +33,49 @@ def test_every_trigger_is_registered_as_documented() -> None:
     assert (b["sends"]["queueName"], b["sends"]["connection"]) == ("bot-sends", "BotStorage")
     assert b["reminder_timer"]["schedule"] == "0 * * * * *"
     assert set(b) == {"messages", "notify", "notify_job", "reminders", "jobs", "sends", "reminder_timer"}
+
+
+def test_the_app_imports_only_what_requirements_txt_installs() -> None:
+    """A module the app imports (also inside functions) must come with requirements.txt: the
+    test-only packages (httpx, azure-data-tables ...) are not there in Azure."""
+    import ast
+    import re
+    import sys
+    from importlib import metadata
+    from pathlib import Path
+
+    repo = Path(function_app.__file__).parent
+
+    from packaging.requirements import Requirement
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    wanted = [Requirement(line) for line in (repo / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    installed: set[str] = set()
+    while wanted:  # requirements.txt and everything it brings along, on this Python
+        requirement = wanted.pop()
+        name = canonical(requirement.name)
+        if name in installed:
+            continue
+        installed.add(name)
+        for dependency in map(Requirement, metadata.requires(name) or []):
+            extras = [{"extra": e} for e in requirement.extras] or [{"extra": ""}]
+            if dependency.marker is None or any(dependency.marker.evaluate(x) for x in extras):
+                wanted.append(dependency)
+    providers = {module: {canonical(d) for d in dists} for module, dists in metadata.packages_distributions().items()}
+
+    imported: dict[str, str] = {}
+    for path in [repo / "function_app.py", *(repo / "botcore").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                     else [])
+            for name in names:
+                imported.setdefault(name.split(".")[0], str(path.relative_to(repo)))
+    third_party = {m: where for m, where in imported.items()
+                   if m not in sys.stdlib_module_names and m not in ("botcore", "function_app")}
+    missing = {m: where for m, where in third_party.items() if not providers.get(m, set()) & installed}
+    assert "aiohttp" in third_party and "jwt" in third_party  # the scan sees the app's imports
+    assert not missing, f"imported but not installed by requirements.txt: {missing}"
