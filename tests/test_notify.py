@@ -155,6 +155,8 @@ def test_a_malformed_job_goes_to_poison_without_retries(bot: BotStack) -> None:
     marker = uuid.uuid4().hex
     message_id = bot.enqueue('{"kind": "notify", "oops": "' + marker)
     assert wait_until(lambda: bot.peek("bot-jobs-poison", marker), timeout=15)
+    # (the host writes its log in bursts: informational lines land within a few hundredths of a second)
+    assert wait_until(lambda: f"job message {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=5)
     log = bot.host.log()
     assert f"poison: message {message_id}: job is not JSON" in log  # the reason, not the body
     assert log.count(f"job message {message_id} (dequeue count 1): poisoned") == 1
