@@ -25,7 +25,6 @@ import json
 import random
 import re
 import time
-import uuid
 from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Callable, Iterable
@@ -293,7 +292,10 @@ class TableClient:
         if select:
             params["$select"] = ",".join(select)
         if cursor:
-            params["NextPartitionKey"], params["NextRowKey"] = json.loads(cursor)
+            next_pk, next_rk = json.loads(cursor)
+            params["NextPartitionKey"] = next_pk
+            if next_rk:  # the service may continue at a partition without naming a row
+                params["NextRowKey"] = next_rk
         _, headers, content = await self._send("GET", f"{self._base_path}/{self.table}()", params=params, ok=(200,))
         entities = [decode_entity(e) for e in json.loads(content).get("value", [])]
         next_pk = headers.get("x-ms-continuation-NextPartitionKey")
@@ -318,6 +320,8 @@ class TableClient:
         Operations: ("insert" | "replace" | "merge" | "upsert" | "upsert-merge" | "delete", entity);
         replace, merge and delete honour the entity's "etag" key if given, else match any.
         """
+        import uuid
+
         batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
         parts = []
         for kind, entity in operations:
