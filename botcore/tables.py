@@ -22,6 +22,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import random
 import re
 import time
@@ -29,6 +30,8 @@ from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Callable, Iterable
 from urllib.parse import quote
+
+log = logging.getLogger("botcore.tables")
 
 API_VERSION = "2019-02-02"
 ACCEPT = "application/json;odata=minimalmetadata"
@@ -225,7 +228,9 @@ class TableClient:
         url = _url(self._origin + path)
         last: StorageError | None = None
         for attempt in range(ATTEMPTS):
-            if attempt:
+            if last is not None:
+                log.warning("table %s: %s failed (%s); attempt %d of %d", self.table, method, last, attempt + 1,
+                            ATTEMPTS)
                 await asyncio.sleep(0.1 * 4 ** (attempt - 1) + random.uniform(0, 0.1))
             request_headers = {**_HEADERS, **headers} if headers else _HEADERS.copy()
             request_headers.update(await self._auth.headers(path))

@@ -102,7 +102,7 @@ async def test_a_failed_transaction_applies_nothing_and_names_the_operation(tabl
     assert [e["RowKey"] async for e in table.query("PartitionKey eq 't'")] == ["003", "004", "005"]
 
 
-async def test_transient_failures_are_retried_then_reported(unused_tcp_port) -> None:
+async def test_transient_failures_are_retried_then_reported(unused_tcp_port, caplog) -> None:
     answers = [503, 500, 200]
     seen = []
 
@@ -125,6 +125,7 @@ async def test_transient_failures_are_retried_then_reported(unused_tcp_port) -> 
             client = TableClient(endpoint, "t", auth, session)
             assert (await client.get("p", "r")).etag == 'W/"1"'
             assert len(seen) == 3 and all(a.startswith("SharedKeyLite acct:") for a in seen)
+            assert "table t: GET failed (HTTP 503 ServerBusy: busy); attempt 2 of 3" in caplog.text
             with pytest.raises(StorageUnavailableError) as caught:
                 await client.get("p", "r")
             assert caught.value.status == 503 and caught.value.code == "ServerBusy" and len(seen) == 6
