@@ -19,7 +19,7 @@ class ActivityError(ValueError):
 
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):  # what JSON gives; a typing.Mapping check costs ~1 µs a call
         raise ActivityError(f"{what} must be a JSON object")
     return value
 
@@ -201,9 +201,9 @@ class Activity:
         """Teams puts the tenant in conversation.tenantId or channelData.tenant.id."""
         if self.conversation.tenant_id:
             return self.conversation.tenant_id
-        if isinstance(self.channel_data, Mapping):
+        if isinstance(self.channel_data, dict):
             tenant = self.channel_data.get("tenant")
-            if isinstance(tenant, Mapping) and isinstance(tenant.get("id"), str):
+            if isinstance(tenant, dict) and isinstance(tenant.get("id"), str):
                 return tenant["id"]
         return None
 

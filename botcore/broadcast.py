@@ -262,46 +262,91 @@ class OutcomeRecorder:
                 await self._write(batch)
 
 
-async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
-    """Send the job's message to each conversation of the batch once; requeue what must wait.
+class _BatchClaim:
+    """A broadcast's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
 
-    A named batch is claimed as a whole on its ledger row; an unnamed one (one
-    conversation) claims each conversation's row.
-    """
+    def __init__(self, ledger: DeliveryLedger, job: Job, batch: SendBatch, settings: Settings) -> None:
+        self.ledger, self.job, self.batch, self.settings = ledger, job, batch, settings
+        self.attempts: dict[str, int] = {}
+        self.done_before = 0
+        self.claim: Any = None
+
+    async def take(self) -> Report | None:
+        """None when this worker may send; else the report of why nothing is sent."""
+        keys = [k for k, _ in self.batch.items]
+        self.claim = await self.ledger.claim_batch(self.job.id, self.batch.id, claim_ttl(self.settings))
+        if self.claim is None:  # another worker is sending it: look again once its claim may have lapsed
+            await _enqueue([self.batch], self.settings.delivery_claim_seconds / 4)
+            return Report(retrying=len(keys))
+        if self.claim.done:
+            return Report(done_before=len(keys))
+        self.attempts = {k: self.batch.attempt for k in keys if k not in self.claim.outcomes}
+        self.done_before = len(keys) - len(self.attempts)
+        return None
+
+    async def write(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            self.claim.outcomes[o.key] = [o.status, o.activity_id, o.error[:ERROR_CHARS],
+                                          self.batch.attempt + o.attempted]
+        await self.ledger.record_batch(self.job.id, self.claim)
+
+    async def hand_on(self, outcomes: list[Outcome], delay: float) -> int:
+        """Enqueue the retries, then mark the batch done; returns how many conversations were retried.
+
+        Retry batches are named after this one and the attempts their keys have used (a key
+        the throttle kept from being tried has not used one). Keys a stopped worker had
+        already handed on are handed on again: the retry batch's claim sends them once.
+        """
+        by_attempts: dict[int, list[str]] = {}
+        for key, o in self.claim.outcomes.items():
+            if o[0] == RETRYING:
+                by_attempts.setdefault(int(o[3]), []).append(key)
+        references = dict(self.batch.items)
+        await _enqueue([b for n, keys in sorted(by_attempts.items())
+                        for b in batches(self.job.id, [(k, references[k]) for k in keys], n,
+                                         f"{self.batch.id}r{n}.")], delay)
+        await self.ledger.record_batch(self.job.id, self.claim, done=True)
+        return sum(o.status == RETRYING for o in outcomes)
+
+
+class _KeyClaims:
+    """A one-conversation delivery (or its retries): each conversation claims its own row."""
+
+    def __init__(self, ledger: DeliveryLedger, job: Job, batch: SendBatch, settings: Settings) -> None:
+        self.ledger, self.job, self.batch, self.settings = ledger, job, batch, settings
+        self.attempts: dict[str, int] = {}
+        self.busy: list[str] = []
+        self.done_before = 0
+
+    async def take(self) -> Report | None:
+        claims = await self.ledger.claim(self.job.id, [k for k, _ in self.batch.items], claim_ttl(self.settings))
+        self.attempts, self.busy, self.done_before = claims.claimed, sorted(claims.busy), len(claims.done)
+        return None
+
+    async def write(self, outcomes: list[Outcome]) -> None:
+        await self.ledger.record(self.job.id, outcomes, self.attempts)
+
+    async def hand_on(self, outcomes: list[Outcome], delay: float) -> int:
+        references = dict(self.batch.items)
+        keys = [o.key for o in outcomes if o.status == RETRYING] + self.busy
+        if self.busy:  # another worker holds them: look again once its claims may have lapsed
+            delay = max(delay, self.settings.delivery_claim_seconds / 4)
+        await _enqueue(batches(self.job.id, [(k, references[k]) for k in keys], self.batch.attempt + 1), delay)
+        return len(keys)
+
+
+async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
+    """Send the job's message to each conversation of the batch once; requeue what must wait."""
     from .turns import services
 
     svc = services(settings)
-    ledger = DeliveryLedger()
+    claims = (_BatchClaim if batch.id else _KeyClaims)(DeliveryLedger(), job, batch, settings)
+    early = await claims.take()
+    if early is not None:
+        return early
     references = dict(batch.items)
-    handed_on: dict[str, list[Any]] = {}
-    if batch.id:
-        claim = await ledger.claim_batch(job.id, batch.id, claim_ttl(settings))
-        if claim is None:  # another worker is sending it: look again once its claim may have lapsed
-            await _enqueue([batch], settings.delivery_claim_seconds / 4)
-            return Report(retrying=len(references))
-        if claim.done:
-            return Report(done_before=len(references))
-        attempts = {k: batch.attempt for k in references if k not in claim.outcomes}
-        report = Report(done_before=len(references) - len(attempts))
-        # A worker that stopped after handing keys on to a retry batch: hand them on again
-        # (the retry batch's own claim keeps them from being sent twice).
-        handed_on = {k: o for k, o in claim.outcomes.items() if o[0] == RETRYING}
-        busy: list[str] = []
-
-        async def write(outcomes: list[Outcome]) -> None:
-            for o in outcomes:
-                claim.outcomes[o.key] = [o.status, o.activity_id, o.error[:ERROR_CHARS], batch.attempt + o.attempted]
-            await ledger.record_batch(job.id, claim)
-    else:
-        claims = await ledger.claim(job.id, list(references), claim_ttl(settings))
-        attempts, busy = claims.claimed, sorted(claims.busy)
-        report = Report(done_before=len(claims.done))
-
-        async def write(outcomes: list[Outcome]) -> None:
-            await ledger.record(job.id, outcomes, attempts)
-
     limiter = limiter_for(settings)
-    recorder = OutcomeRecorder(write)
+    recorder = OutcomeRecorder(claims.write)
     throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
     content = job.content()
 
@@ -310,36 +355,21 @@ async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
             if throttled:
                 outcome = Outcome(key, RETRYING, "the channel is throttling", attempted=False)
             else:
-                outcome = await _send(svc.connector, job, key, references[key], content, attempts[key], throttled)
+                outcome = await _send(svc.connector, job, key, references[key], content, claims.attempts[key],
+                                      throttled)
         await recorder.add(outcome)
         return outcome
 
-    outcomes = await asyncio.gather(*(send_one(k) for k in attempts))
+    outcomes = await asyncio.gather(*(send_one(k) for k in claims.attempts))
     await recorder.flush()
     for o in outcomes:
         if o.status == GONE:
             await svc.store.retire(o.key, o.error)
-    report.sent = sum(o.status == SENT for o in outcomes)
-    report.gone = sum(o.status == GONE for o in outcomes)
-    report.failed = sum(o.status == FAILED for o in outcomes)
-
-    backoff = min(MAX_DELAY, 2.0 ** batch.attempt) * random.uniform(0.5, 1.0)
-    delay = max([backoff, *throttled, *([settings.delivery_claim_seconds / 4] if busy else [])])
-    if batch.id:
-        # Retry batches are named after this one and the attempts their keys have used (a
-        # key the throttle kept from being tried has not used one).
-        retry = {k: o for k, o in claim.outcomes.items() if o[0] == RETRYING}
-        by_attempts: dict[int, list[str]] = {}
-        for key, o in retry.items():
-            by_attempts.setdefault(int(o[3]), []).append(key)
-        await _enqueue([b for n, keys in sorted(by_attempts.items())
-                        for b in batches(job.id, [(k, references[k]) for k in keys], n, f"{batch.id}r{n}.")], delay)
-        await ledger.record_batch(job.id, claim, done=True)
-        report.retrying = len(retry) - len(handed_on)
-    else:
-        retry_keys = [o.key for o in outcomes if o.status == RETRYING] + busy
-        await _enqueue(batches(job.id, [(k, references[k]) for k in retry_keys], batch.attempt + 1), delay)
-        report.retrying = len(retry_keys)
+    report = Report(sent=sum(o.status == SENT for o in outcomes), gone=sum(o.status == GONE for o in outcomes),
+                    failed=sum(o.status == FAILED for o in outcomes),
+                    done_before=claims.done_before)
+    delay = max([min(MAX_DELAY, 2.0 ** batch.attempt) * random.uniform(0.5, 1.0), *throttled])
+    report.retrying = await claims.hand_on(outcomes, delay)
     if report.retrying:
         log.info("job %s: %d conversations retried in %.1fs (attempt %d)", job.id, report.retrying, delay,
                  batch.attempt + 1)
