@@ -170,6 +170,8 @@ async def send_replies(
 
 async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> None:
     """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
+    if not effects:  # most turns
+        return
     from datetime import datetime, timedelta, timezone
 
     from .dialogs import ScheduleDialog, ScheduleReminder
