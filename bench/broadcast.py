@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from botcore.broadcast import BATCH_KEYS
 from botcore.keys import encode_key
 from botcore.settings import DELIVERIES_TABLE
 
@@ -246,8 +247,8 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     per_message = stats.median([r["cpu_per_msg"] + r["storage_cpu_per_msg"] + r["bench_cpu_per_msg"] for r in runs])
     ceiling = (os.cpu_count() or 1) / per_message
     section.notes.append(
-        f"The lower floor is the {bound_name}. The ledger writes one row per send batch of 50 (its claim and "
-        "every conversation's outcome, rewritten as sends complete), so a message costs Azurite a small share of "
+        f"The lower floor is the {bound_name}. The ledger writes one row per send batch of up to {BATCH_KEYS} "
+        "conversations (its claim and every conversation's outcome, rewritten as sends complete), so a message costs Azurite a small share of "
         "a few writes, not a write of its own. What a message costs the machine instead: "
         f"{per_message * 1000:.3f} ms of CPU across the host, Azurite and the fake Connector; with "
         f"{os.cpu_count()} cores and nothing else, that allows at most {stats.number(ceiling)} msg/s "

@@ -32,8 +32,8 @@ log = logging.getLogger("botcore.broadcast")
 
 PAGE_SIZE = 500
 PAGES_PER_INVOCATION = 20
-BATCH_KEYS = 50
-BATCH_BYTES = 40_000  # a queue message holds 64 KiB
+BATCH_KEYS = 100
+BATCH_BYTES = 48_000  # a queue message holds 64 KiB
 MAX_ATTEMPTS = 8
 MAX_DELAY = 600.0
 FLUSH_SECONDS = 0.1
@@ -92,7 +92,7 @@ def batches(job_id: str, items: list[tuple[str, ConversationReference]], attempt
         out.append(SendBatch(job_id, current, attempt, name))
 
     for key, reference in items:
-        item_size = len(key) + len(json.dumps(reference.to_dict(), ensure_ascii=False)) + 8
+        item_size = len(json.dumps([key, reference.to_dict()], ensure_ascii=False).encode()) + 1  # UTF-8 bytes
         if current and (len(current) >= BATCH_KEYS or size + item_size > BATCH_BYTES):
             close()
             current, size = [], 0

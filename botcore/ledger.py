@@ -6,7 +6,7 @@ sent notifications can be updated or deleted later.
 
 PartitionKey is the job id. Rows:
 - HEADER: the job itself and how far its fan-out got;
-- a send batch of a broadcast ("!b" + batch id): one row for up to 50
+- a send batch of a broadcast ("!b" + batch id): one row for up to 100
   conversations, holding the batch's claim and every conversation's outcome
   (status, activity id, error, attempts) as JSON. One row written a few times
   per batch instead of two rows per message keeps the table's write rate out of

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from devhost.azurite import Azurite
-from botcore.broadcast import FLUSH_SECONDS
+from botcore.broadcast import BATCH_KEYS, FLUSH_SECONDS
 from tests.botstack import APP_ID, BotStack, wait_until
 from tests.hostproc import REPO, HostProcess
 
@@ -132,7 +132,7 @@ def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
         group = tenant()
         # More send batches than one host takes in a poll (batchSize 16), each taking a while, so
         # that the second host finds work however fast the first one starts.
-        cids = own.seed(1200, tenant_id=group)
+        cids = own.seed(24 * BATCH_KEYS, tenant_id=group)
         own.channel.latency = 0.03
         broadcast(own, group, "two hosts")
         delivered = wait_all_delivered(own, cids, "two hosts", timeout=60)

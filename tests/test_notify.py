@@ -5,6 +5,7 @@ Azurite, the fake Bot Connector."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections import Counter
 
@@ -129,25 +130,28 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
 
 
 def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
-    from botcore.broadcast import batches
+    from botcore.broadcast import BATCH_KEYS, batches
     from botcore.conversations import ConversationRecord
     from botcore.tables import Entity
 
     group = tenant()
-    cids = bot.seed(60, tenant_id=group)
+    cids = bot.seed(BATCH_KEYS + 10, tenant_id=group)
     job_id = bot.api("POST", "notify", {"text": "once per batch", "target": {"tenantId": group}}).json()["id"]
-    status_of(bot, job_id, state="done", sent=60)
+    status_of(bot, job_id, state="done", sent=BATCH_KEYS + 10)
     # The fan-out's batches again, as a fan-out redone after a crash would enqueue them: same
     # names, same conversations (sorted by key, the listing's order).
     items = sorted((bot.key(c), ConversationRecord.from_entity(Entity(bot.conversation_entity(c, raw=True))).reference)
                    for c in cids)
     again = batches(job_id, items, id_prefix="0.")
-    assert [len(b.items) for b in again] == [50, 10]
-    for b in again:
-        bot.enqueue(b.to_json(), queue="bot-sends")
-    assert wait_until(lambda: bot.queue_length("bot-sends") == 0, timeout=15)
-    assert wait_until(lambda: bot.host.log().count("already done 50") + bot.host.log().count("already done 10") == 2,
-                      timeout=10)
+    assert [len(b.items) for b in again] == [BATCH_KEYS, 10]
+    ids = [bot.enqueue(b.to_json(), queue="bot-sends") for b in again]
+
+    def reports() -> list[str]:
+        return [m.group(1) for i in ids if (m := re.search(rf"send batch {i} \(dequeue count 1\): (.*)", bot.host.log()))]
+
+    assert wait_until(lambda: len(reports()) == 2, timeout=15)
+    assert [r.rsplit("already done ", 1)[1] for r in reports()] == [str(BATCH_KEYS), "10"]
+    assert all(r.startswith("sent 0,") for r in reports())
     assert all(bot.texts_of(c) == ["once per batch"] for c in cids)
 
 
