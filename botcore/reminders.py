@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from .jobs import Job, due_time
 from .keys import encode_key

@@ -3,8 +3,9 @@
 Turns and deliveries make one or two Table calls each, so the cost of a call is
 the cost of the product: against Azurite, a point read costs 0.23 ms of CPU here
 and 0.64 ms through azure-data-tables on the same aiohttp session (its pipeline
-and entity model); bare aiohttp needs 0.17 ms. It covers what the app uses: point reads, inserts,
-replace/merge with ETags, upserts, deletes, paged queries and batch transactions.
+and entity model); bare aiohttp needs 0.17 ms. It covers what the app uses: point
+reads, inserts, replace/merge with ETags, upserts, deletes, paged queries and batch
+transactions.
 
 Authentication: Shared Key Lite from a connection string, or a bearer token for
 `https://storage.azure.com` from a managed identity. Transient failures (network,
