@@ -6,16 +6,14 @@ No retries, no pipeline: the cost of one round trip and nothing else.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
+
+from botcore.tables import table_endpoint
 
 ODATA_HEADERS = {
     "Accept": "application/json;odata=nometadata",
@@ -25,25 +23,16 @@ ODATA_HEADERS = {
 }
 
 
-def parse_connection_string(connection_string: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-
-
 class BareTable:
+    """Signs as the bot's client does (botcore.tables.SharedKeyLite); everything else is one raw request."""
+
     def __init__(self, session: aiohttp.ClientSession, connection_string: str, table: str) -> None:
-        parts = parse_connection_string(connection_string)
         self.session, self.table = session, table
-        self.account = parts["AccountName"]
-        self.key = base64.b64decode(parts["AccountKey"])
-        self.endpoint = parts["TableEndpoint"].rstrip("/")  # http://host:port/account
+        self.endpoint, self.auth = table_endpoint(connection_string)  # http://host:port/account
         self.base_path = "/" + self.endpoint.split("/", 3)[3]  # /account
 
-    def _headers(self, path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        date = formatdate(usegmt=True)
-        to_sign = f"{date}\n/{self.account}{path}"
-        signature = base64.b64encode(hmac.new(self.key, to_sign.encode(), hashlib.sha256).digest()).decode()
-        return {**ODATA_HEADERS, "x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}",
-                **(extra or {})}
+    async def _headers(self, path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**ODATA_HEADERS, **await self.auth.headers(path), **(extra or {})}
 
     def _entity_path(self, pk: str, rk: str) -> str:
         pk_q = quote(pk.replace("'", "''"), safe="")
@@ -56,7 +45,7 @@ class BareTable:
 
     async def get(self, pk: str, rk: str) -> tuple[dict[str, Any], str]:
         path = self._entity_path(pk, rk)
-        async with self.session.get(self._url(path), headers=self._headers(path)) as response:
+        async with self.session.get(self._url(path), headers=await self._headers(path)) as response:
             body = await response.read()
             if response.status != 200:
                 raise RuntimeError(f"GET entity: HTTP {response.status} {body[:200]!r}")
@@ -64,7 +53,7 @@ class BareTable:
 
     async def replace(self, entity: dict[str, Any], etag: str) -> str:
         path = self._entity_path(entity["PartitionKey"], entity["RowKey"])
-        headers = self._headers(path, {"Content-Type": "application/json", "If-Match": etag})
+        headers = await self._headers(path, {"Content-Type": "application/json", "If-Match": etag})
         async with self.session.put(self._url(path), data=json.dumps(entity).encode(), headers=headers) as response:
             body = await response.read()
             if response.status != 204:
@@ -75,7 +64,7 @@ class BareTable:
         """Insert one entity (a dict of JSON values, or its wire bytes with @odata.type annotations)."""
         path = f"{self.base_path}/{self.table}"
         body = entity if isinstance(entity, bytes) else json.dumps(entity).encode()
-        headers = self._headers(path, {"Content-Type": "application/json", "Prefer": "return-no-content"})
+        headers = await self._headers(path, {"Content-Type": "application/json", "Prefer": "return-no-content"})
         async with self.session.post(self._url(path), data=body, headers=headers) as response:
             body = await response.read()
             if response.status not in (201, 204):
