@@ -8,6 +8,7 @@ endpoint answers with 400).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -310,6 +311,10 @@ class ConversationReference:
         _put(out, "locale", self.locale)
         _put(out, "serviceUrlTrust", self.service_url_trust)
         return out
+
+    def to_json(self) -> str:
+        """The stored form: compact, non-ASCII text kept as is."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
     @property
     def tenant_id(self) -> str | None:

@@ -13,13 +13,15 @@ back on the queue as a new batch, made visible after the Retry-After delay.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import random
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from .activity import ActivityError, ConversationReference
 from .jobs import Job, JobError
@@ -34,6 +36,7 @@ PAGE_SIZE = 500
 PAGES_PER_INVOCATION = 20
 BATCH_KEYS = 100
 BATCH_BYTES = 48_000  # a queue message holds 64 KiB
+MAX_UNPACKED = 1 << 20
 MAX_ATTEMPTS = 8
 MAX_DELAY = 600.0
 FLUSH_SECONDS = 0.1
@@ -57,50 +60,74 @@ class SendBatch:
     id: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"job": self.job, "id": self.id, "attempt": self.attempt,
-                           "items": [[k, r.to_dict()] for k, r in self.items]},
-                          separators=(",", ":"), ensure_ascii=False)
+        return _message(self.job, self.id, self.attempt, [_item(k, r.to_json()) for k, r in self.items])
 
     @classmethod
     def parse(cls, body: bytes | str) -> "SendBatch":
+        """Items come packed (as `batches` writes them) or as a plain `items` list (easier to write by hand)."""
         try:
             data = json.loads(body)
-            job, attempt, items, batch_id = data["job"], int(data.get("attempt", 0)), data["items"], data.get("id", "")
+            job, attempt, batch_id = data["job"], int(data.get("attempt", 0)), data.get("id", "")
+            items = json.loads(_unpack(data["packed"])) if "packed" in data else data["items"]
             if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
                 raise TypeError("job and id must be strings and items a list")
             if len(batch_id) > 200 or not all(c.isalnum() or c == "." for c in batch_id):
                 raise ValueError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
             return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt, batch_id)
-        except (ValueError, KeyError, TypeError, ActivityError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, zlib.error, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
 
 
-def batches(job_id: str, items: list[tuple[str, ConversationReference]], attempt: int = 0,
-            id_prefix: str | None = None) -> list[SendBatch]:
-    """Split items into queue messages of at most BATCH_KEYS conversations and BATCH_BYTES.
+def batches(job_id: str, items: Iterable[tuple[str, str]], attempt: int = 0,
+            id_prefix: str | None = None) -> list[str]:
+    """Sends-queue messages for (key, reference JSON) pairs: at most BATCH_KEYS conversations
+    and BATCH_BYTES of items each.
 
     With id_prefix, the batches are named id_prefix + 0, 1, ...: the same items give the
     same names, so a batch enqueued twice (a fan-out or retry redone after a crash) is
     claimed, and sent, once.
     """
-    out: list[SendBatch] = []
-    current: list[tuple[str, ConversationReference]] = []
+    out: list[str] = []
+    current: list[str] = []
     size = 0
 
     def close() -> None:
-        name = "" if id_prefix is None else f"{id_prefix}{len(out)}"
-        out.append(SendBatch(job_id, current, attempt, name))
+        out.append(_message(job_id, "" if id_prefix is None else f"{id_prefix}{len(out)}", attempt, current))
 
     for key, reference in items:
-        item_size = len(json.dumps([key, reference.to_dict()], ensure_ascii=False).encode()) + 1  # UTF-8 bytes
+        item = _item(key, reference)
+        item_size = len(item.encode()) + 1  # UTF-8 bytes
         if current and (len(current) >= BATCH_KEYS or size + item_size > BATCH_BYTES):
             close()
             current, size = [], 0
-        current.append((key, reference))
+        current.append(item)
         size += item_size
     if current:
         close()
     return out
+
+
+def _item(key: str, reference_json: str) -> str:
+    return f"[{json.dumps(key, ensure_ascii=False)},{reference_json}]"
+
+
+def _message(job_id: str, batch_id: str, attempt: int, items: list[str]) -> str:
+    """The items travel zlib-compressed: a broadcast's references share most of their text, so
+    the queue stores and the host parses several times fewer bytes. BATCH_BYTES bounds them
+    before compression, so even incompressible items fit in a queue message once in base64."""
+    packed = base64.b64encode(zlib.compress(("[" + ",".join(items) + "]").encode(), 1)).decode("ascii")
+    return json.dumps({"job": job_id, "id": batch_id, "attempt": attempt, "packed": packed},
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def _unpack(packed: Any) -> str:
+    if not isinstance(packed, str):
+        raise TypeError("packed must be a string")
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(base64.b64decode(packed, validate=True), MAX_UNPACKED)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ValueError(f"packed items are truncated or larger than {MAX_UNPACKED} bytes")
+    return text.decode("utf-8")
 
 
 class SendLimiter:
@@ -167,11 +194,11 @@ async def run_notify(job: Job, settings: Settings) -> str:
     query = svc.store.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
     queue = _queue(SENDS_QUEUE)
     for _ in range(PAGES_PER_INVOCATION):
-        records, token = await svc.store.page(query, header.cursor, PAGE_SIZE)
+        addresses, token = await svc.store.addresses(query, header.cursor, PAGE_SIZE)
         # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
-        messages = batches(job.id, [(r.key, r.reference) for r in records], id_prefix=f"{header.targets}.")
-        await asyncio.gather(*(queue.send_message(b.to_json()) for b in messages))
-        header.cursor, header.targets = token, header.targets + len(records)
+        messages = batches(job.id, addresses, id_prefix=f"{header.targets}.")
+        await asyncio.gather(*(queue.send_message(m) for m in messages))
+        header.cursor, header.targets = token, header.targets + len(addresses)
         header.fanned_out = not token
         try:
             await ledger.save_progress(header)
@@ -276,7 +303,7 @@ class _BatchClaim:
         keys = [k for k, _ in self.batch.items]
         self.claim = await self.ledger.claim_batch(self.job.id, self.batch.id, claim_ttl(self.settings))
         if self.claim is None:  # another worker is sending it: look again once its claim may have lapsed
-            await _enqueue([self.batch], self.settings.delivery_claim_seconds / 4)
+            await _enqueue([self.batch.to_json()], self.settings.delivery_claim_seconds / 4)
             return Report(retrying=len(keys))
         if self.claim.done:
             return Report(done_before=len(keys))
@@ -303,7 +330,7 @@ class _BatchClaim:
                 by_attempts.setdefault(int(o[3]), []).append(key)
         references = dict(self.batch.items)
         await _enqueue([b for n, keys in sorted(by_attempts.items())
-                        for b in batches(self.job.id, [(k, references[k]) for k in keys], n,
+                        for b in batches(self.job.id, [(k, references[k].to_json()) for k in keys], n,
                                          f"{self.batch.id}r{n}.")], delay)
         await self.ledger.record_batch(self.job.id, self.claim, done=True)
         return sum(o.status == RETRYING for o in outcomes)
@@ -331,7 +358,8 @@ class _KeyClaims:
         keys = [o.key for o in outcomes if o.status == RETRYING] + self.busy
         if self.busy:  # another worker holds them: look again once its claims may have lapsed
             delay = max(delay, self.settings.delivery_claim_seconds / 4)
-        await _enqueue(batches(self.job.id, [(k, references[k]) for k in keys], self.batch.attempt + 1), delay)
+        await _enqueue(batches(self.job.id, [(k, references[k].to_json()) for k in keys], self.batch.attempt + 1),
+                       delay)
         return len(keys)
 
 
@@ -376,9 +404,9 @@ async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
     return report
 
 
-async def _enqueue(messages: list[SendBatch], delay: float) -> None:
+async def _enqueue(messages: list[str], delay: float) -> None:
     for message in messages:
-        await _queue(SENDS_QUEUE).send_message(message.to_json(), visibility_timeout=max(1, round(delay)))
+        await _queue(SENDS_QUEUE).send_message(message, visibility_timeout=max(1, round(delay)))
 
 
 async def _send(connector: Any, job: Job, key: str, reference: ConversationReference,

@@ -76,7 +76,7 @@ def _state_properties(state: dict | None) -> dict[str, Any]:
 
 def _reference_properties(reference: ConversationReference) -> dict[str, Any]:
     props = {
-        "ref": json.dumps(reference.to_dict(), separators=(",", ":"), ensure_ascii=False),
+        "ref": reference.to_json(),
         "channelId": reference.channel_id,
         "conversationId": reference.conversation.id,
         "userId": reference.user.id if reference.user else "",
@@ -228,6 +228,15 @@ class ConversationStore(TableStore):
         entities, token = await self.table.page(query_filter, select=REFERENCE_COLUMNS, page_size=page_size,
                                                 cursor=continuation_token)
         return [ConversationRecord.from_entity(e) for e in entities], token
+
+    async def addresses(
+        self, query_filter: str | None, continuation_token: str | None = None, page_size: int = 500
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """One page of (key, stored reference as JSON text): what a fan-out copies into send
+        batches as is, since the sending side parses (and validates) each reference anyway."""
+        entities, token = await self.table.page(query_filter, select=["PartitionKey", "ref"], page_size=page_size,
+                                                cursor=continuation_token)
+        return [(e["PartitionKey"], e["ref"]) for e in entities], token
 
     async def iter_pages(self, query_filter: str | None, page_size: int = 500) -> AsyncIterator[list[ConversationRecord]]:
         token: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -134,3 +135,8 @@ async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> No
     first, token = await store.page(None, None, 500)
     second, _ = await store.page(None, token, 500)
     assert not {r.key for r in first} & {r.key for r in second}
+    # The fan-out's listing: the same pages, each reference as its stored JSON text.
+    addresses, token = await store.addresses(store.selection_filter(), None, 500)
+    rest, _ = await store.addresses(store.selection_filter(), token, 500)
+    assert [k for k, _ in addresses] == [r.key for r in pages[0]] and len(rest) == 500
+    assert [ConversationReference.from_dict(json.loads(a)) for _, a in addresses] == [r.reference for r in pages[0]]

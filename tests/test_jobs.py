@@ -1,11 +1,15 @@
 """Queue job schema: valid jobs round-trip, anything else is a JobError with a reason."""
 
+import base64
 import json
+import random
+import zlib
 
 import pytest
 from hypothesis import given, strategies as st
 
-from botcore.broadcast import SendBatch
+from botcore.activity import ConversationReference
+from botcore.broadcast import BATCH_KEYS, SendBatch, batches
 from botcore.jobs import KINDS, JobError, Target, new_job, parse_job
 
 
@@ -67,9 +71,58 @@ def test_no_object_raises_anything_but_job_error(data: dict) -> None:
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
        | st.builds(lambda items: json.dumps({"job": "j", "items": items}).encode(),
                    st.lists(st.lists(st.text(max_size=5) | st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
-                                     max_size=3), max_size=3)))
+                                     max_size=3), max_size=3))
+       | st.builds(lambda raw: json.dumps({"job": "j", "packed": base64.b64encode(zlib.compress(raw)).decode()}),
+                   st.binary(max_size=100) | st.text(max_size=100).map(str.encode)))
 def test_no_send_batch_raises_anything_but_job_error(body: bytes) -> None:
     try:
         SendBatch.parse(body)
     except JobError:
         pass
+
+
+def _reference(cid: str, name: str = "User") -> ConversationReference:
+    return ConversationReference.from_dict({
+        "channelId": "msteams", "serviceUrl": "https://smba.trafficmanager.net/emea/",
+        "conversation": {"id": cid, "tenantId": "tenant-1"}, "user": {"id": f"29:{cid}", "name": name},
+        "bot": {"id": "28:2f6d1c6e-1111-2222-3333-444455556666", "name": "bot"}, "serviceUrlTrust": "token"})
+
+
+def test_send_batches_round_trip_named_by_place_and_packed_small() -> None:
+    refs = [(f"msteams|{i:04}", _reference(f"a:{i:04}", "Zoë 😀")) for i in range(BATCH_KEYS + 5)]
+    messages = batches("job-1", [(k, r.to_json()) for k, r in refs], attempt=2, id_prefix="0.")
+    parsed = [SendBatch.parse(m.encode()) for m in messages]
+    assert [(b.job, b.id, b.attempt, len(b.items)) for b in parsed] == [("job-1", "0.0", 2, BATCH_KEYS),
+                                                                     ("job-1", "0.1", 2, 5)]
+    assert [item for b in parsed for item in b.items] == refs
+    plain = len(json.dumps([[k, r.to_dict()] for k, r in refs[:BATCH_KEYS]]))
+    assert len(messages[0]) * 4 < plain  # a broadcast's references share most of their text
+
+
+def test_a_batch_of_incompressible_references_still_fits_in_a_queue_message() -> None:
+    rng = random.Random(7)
+    refs = [(f"k{i}", _reference(f"a:{i}", "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(400))))
+            for i in range(300)]
+    messages = batches("j" * 200, [(k, r.to_json()) for k, r in refs], id_prefix="9" * 150 + ".")
+    assert len(messages) > 3  # bounded by bytes, not by BATCH_KEYS
+    assert all(len(m.encode()) <= 64 * 1024 for m in messages)
+    assert sum(len(SendBatch.parse(m).items) for m in messages) == 300
+
+
+def test_the_plain_items_form_is_accepted() -> None:
+    body = json.dumps({"job": "j", "id": "1.0", "items": [["k", _reference("a:1").to_dict()]]})
+    assert SendBatch.parse(body).items == [("k", _reference("a:1"))]
+
+
+@pytest.mark.parametrize("packed", [
+    "not base64!",
+    base64.b64encode(b"not zlib").decode(),
+    base64.b64encode(zlib.compress(b"[" * 10)[:-4]).decode(),  # truncated
+    base64.b64encode(zlib.compress(b" " * (2 << 20))).decode(),  # inflates past the cap
+    base64.b64encode(zlib.compress(b"[" * 100_000)).decode(),  # nested past the parser's depth
+    base64.b64encode(zlib.compress(b"\xff\xfe")).decode(),
+    17,
+])
+def test_bad_packed_items_are_a_job_error(packed: object) -> None:
+    with pytest.raises(JobError, match="not a send batch"):
+        SendBatch.parse(json.dumps({"job": "j", "packed": packed}))

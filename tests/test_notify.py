@@ -130,9 +130,7 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
 
 
 def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
-    from botcore.broadcast import BATCH_KEYS, batches
-    from botcore.conversations import ConversationRecord
-    from botcore.tables import Entity
+    from botcore.broadcast import BATCH_KEYS, SendBatch, batches
 
     group = tenant()
     cids = bot.seed(BATCH_KEYS + 10, tenant_id=group)
@@ -140,11 +138,10 @@ def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
     status_of(bot, job_id, state="done", sent=BATCH_KEYS + 10)
     # The fan-out's batches again, as a fan-out redone after a crash would enqueue them: same
     # names, same conversations (sorted by key, the listing's order).
-    items = sorted((bot.key(c), ConversationRecord.from_entity(Entity(bot.conversation_entity(c, raw=True))).reference)
-                   for c in cids)
+    items = sorted((bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids)
     again = batches(job_id, items, id_prefix="0.")
-    assert [len(b.items) for b in again] == [BATCH_KEYS, 10]
-    ids = [bot.enqueue(b.to_json(), queue="bot-sends") for b in again]
+    assert [len(SendBatch.parse(m).items) for m in again] == [BATCH_KEYS, 10]
+    ids = [bot.enqueue(m, queue="bot-sends") for m in again]
 
     def reports() -> list[str]:
         return [m.group(1) for i in ids if (m := re.search(rf"send batch {i} \(dequeue count 1\): (.*)", bot.host.log()))]
@@ -165,6 +162,20 @@ def test_a_malformed_job_goes_to_poison_without_retries(bot: BotStack) -> None:
     assert f"poison: message {message_id}: job is not JSON" in log  # the reason, not the body
     assert log.count(f"job message {message_id} (dequeue count 1): poisoned") == 1
     assert f"job message {message_id} (dequeue count 2)" not in log and marker not in log
+
+
+def test_a_send_batch_with_a_broken_reference_goes_to_poison_and_sends_nothing(bot: BotStack) -> None:
+    from botcore.broadcast import batches
+
+    good = bot.seed(1)[0]
+    broken = '{"channelId":"msteams","conversation":{"id":"x"}}'  # no serviceUrl
+    [message] = batches(uuid.uuid4().hex, [(bot.key(good), bot.conversation_entity(good, raw=True)["ref"]), ("k", broken)])
+    message_id = bot.enqueue(message, queue="bot-sends")
+    assert wait_until(lambda: f"send batch {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15)
+    assert bot.peek("bot-sends-poison", message[-40:])  # the body is kept as it was
+    assert "reference.serviceUrl is required" in bot.host.log().split(message_id, 1)[1]
+    assert bot.texts_of(good) == []
+    assert f"send batch {message_id} (dequeue count 2)" not in bot.host.log()
 
 
 def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
