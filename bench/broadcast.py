@@ -152,12 +152,11 @@ def _batch_write_rate(connection_string: str, entities: int) -> float:
 
 def _send_floor(context: dict[str, Any], quick: bool) -> stats.Summary:
     if "send_floor_32" not in context:  # run alone: measure the send-path floor here
-        from .send_path import measure
+        from .send_path import measure, remember_floor
 
         log("broadcast: measuring the send-path floor (benchmark 3 did not run)")
         with RemoteChannel.start() as channel:
-            m = asyncio.run(measure(channel, 500 if quick else 3000, 1 if quick else 3, (32,)))
-        context["send_floor_32"] = stats.Summary.of(m["rates"][("floor", 32)])
+            remember_floor(context, asyncio.run(measure(channel, 500 if quick else 3000, 1 if quick else 3, (32,))))
     return context["send_floor_32"]
 
 
@@ -185,7 +184,7 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
 
     send_floor = _send_floor(context, quick)
     context["broadcast_economy"] = {"sends": count, "hits": [r["hits"] for r in runs]}
-    return _section(count, runs, memory, send_floor)
+    return _section(count, runs, memory, send_floor, context["send_floor_cpu_32"])
 
 
 def _memory_run(tmp: Path, app_id: str, at_least: int) -> dict[str, Any]:
@@ -217,8 +216,35 @@ def _memory_run(tmp: Path, app_id: str, at_least: int) -> dict[str, Any]:
         return result
 
 
+def _what_the_target_takes(count: int, runs: list[dict[str, Any]], bound: float, bare_send_cpu: float) -> str:
+    """The CPU per message the target leaves the host, from this run's own figures."""
+    cores = os.cpu_count() or 1
+    first = stats.median([r["first_after"] for r in runs])
+    others = stats.median([r["storage_cpu_per_msg"] + r["bench_cpu_per_msg"] for r in runs])
+    host = stats.median([r["cpu_per_msg"] for r in runs])
+    target = TARGET_RATIO * bound
+    total = count / target
+
+    def host_budget(first_after: float) -> float:
+        """Host CPU per message left when the machine's cores are the only limit after the first message."""
+        return cores * (total - first_after) / (count - 1) - others
+
+    def shown(budget: float) -> str:
+        return f"{budget * 1000:.3f} ms per message" if budget > 0 else "nothing (Azurite and the Connector alone need more)"
+
+    text = (f"What the target takes: {TARGET_RATIO} of the floor is {stats.number(target)} msg/s, all {count:,} "
+            f"messages {total:.2f} s after the POST. Azurite and the fake Connector use {others * 1000:.3f} ms of "
+            "CPU per message between them; on "
+            f"{cores} cores that leaves the host {shown(host_budget(first))} with the first message "
+            f"{first * 1000:.0f} ms after the POST (as measured), and {shown(host_budget(0.0))} if it left at once. The host uses {host * 1000:.3f} ms (fan-out, queues, ledger and the send), and a bare "
+            f"aiohttp client alone spends {bare_send_cpu * 1000:.3f} ms per POST (benchmark 3)")
+    if host_budget(0.0) < bare_send_cpu:
+        text += ": the target is out of reach on this machine whatever the host does, short of sending for less CPU than a bare client"
+    return text + "."
+
+
 def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | None,
-             send_floor: stats.Summary) -> Section:
+             send_floor: stats.Summary, bare_send_cpu: float) -> Section:
     def summary(key: str, scale: float = 1.0) -> stats.Summary:
         return stats.Summary.of(r[key] * scale for r in runs)
 
@@ -270,6 +296,7 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
         f"{per_message * 1000:.3f} ms of CPU across the host, Azurite and the fake Connector; with "
         f"{os.cpu_count()} cores and nothing else, that allows at most {stats.number(ceiling)} msg/s "
         f"({stats.times(stats.ratio(ceiling, bound))} of the floor), before any latency.")
+    section.notes.append(_what_the_target_takes(count, runs, bound, bare_send_cpu))
     machine = stats.median([r["machine_busy"] for r in runs])
     steady_host = stats.median([r["host_steady_busy"] for r in runs])
     cores = os.cpu_count() or 1
