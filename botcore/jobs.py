@@ -143,6 +143,8 @@ def parse_job(body: bytes | str) -> Job:
         data = json.loads(body)
     except ValueError as exc:
         raise JobError(f"job is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise JobError("job is nested too deeply to be JSON we accept") from exc
     if not isinstance(data, dict):
         raise JobError("job must be a JSON object")
     kind = data.get("kind")

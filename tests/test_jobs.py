@@ -88,6 +88,11 @@ def _reference(cid: str, name: str = "User") -> ConversationReference:
         "bot": {"id": "28:2f6d1c6e-1111-2222-3333-444455556666", "name": "bot"}, "serviceUrlTrust": "token"})
 
 
+def test_deeply_nested_json_is_a_job_error() -> None:
+    with pytest.raises(JobError, match="nested too deeply"):
+        parse_job(b"[" * 60_000)
+
+
 def test_send_batches_round_trip_named_by_place_and_packed_small() -> None:
     refs = [(f"msteams|{i:04}", _reference(f"a:{i:04}", "Zoë 😀")) for i in range(BATCH_KEYS + 5)]
     messages = batches("job-1", [(k, r.to_json()) for k, r in refs], attempt=2, id_prefix="0.")
