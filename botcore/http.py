@@ -92,7 +92,7 @@ class HttpClient:
         await self.session.close()
 
 
-_clients: PerLoop[HttpClient] = PerLoop()
+_clients: PerLoop[HttpClient] = PerLoop(close=HttpClient.aclose)
 
 
 def _new_client() -> HttpClient:

@@ -8,14 +8,19 @@ the local host run several loops, and each gets its own.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Generic, TypeVar
+from typing import Any, AsyncGenerator, Awaitable, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class PerLoop(Generic[T]):
-    def __init__(self) -> None:
+    """With `close`, a value still held when asyncio.run() ends its loop is closed then, so a
+    process that stops cleanly does not leave open clients behind ("Unclosed client session")."""
+
+    def __init__(self, close: Callable[[T], Awaitable[None]] | None = None) -> None:
         self._values: dict[asyncio.AbstractEventLoop, T] = {}
+        self._close = close
+        self._guards: dict[asyncio.AbstractEventLoop, Any] = {}
 
     def get(self, make: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -23,9 +28,35 @@ class PerLoop(Generic[T]):
         if value is None:
             for stale in [l for l in self._values if l.is_closed()]:
                 del self._values[stale]
+                self._guards.pop(stale, None)
             value = self._values[loop] = make()
+            if self._close is not None:
+                self._guards[loop] = self._closed_at_shutdown(loop, value)
         return value
 
     def pop(self) -> T | None:
         """Forget this loop's value (to close it, or to make a new one)."""
-        return self._values.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        self._guards.pop(loop, None)
+        return self._values.pop(loop, None)
+
+    def _closed_at_shutdown(self, loop: asyncio.AbstractEventLoop, value: T) -> AsyncGenerator[None, None]:
+        """An async generator paused in a try/finally: asyncio.run() closes every such generator
+        of its loop as it ends (loop.shutdown_asyncgens), and the finally closes the value."""
+        close = self._close
+        assert close is not None
+
+        async def guard() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                if self._values.get(loop) is value:  # not popped and closed by its owner already
+                    del self._values[loop]
+                    await close(value)
+
+        generator = guard()
+        try:  # the first step registers the generator with the running loop and stops at the yield
+            generator.__anext__().send(None)
+        except StopIteration:
+            pass
+        return generator

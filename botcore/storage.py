@@ -132,7 +132,13 @@ class _Clients:
         return client
 
 
-_by_loop: PerLoop[_Clients] = PerLoop()
+async def _close(clients: _Clients) -> None:
+    for client in clients.queues.values():
+        await client.close()
+    await clients.session.close()
+
+
+_by_loop: PerLoop[_Clients] = PerLoop(close=_close)
 
 
 def _clients() -> _Clients:
@@ -167,9 +173,7 @@ class TableStore:
 async def close_storage_clients() -> None:
     clients = _by_loop.pop()
     if clients is not None:
-        for client in clients.queues.values():
-            await client.close()
-        await clients.session.close()
+        await _close(clients)
 
 
 async def ensure_resources() -> None:

@@ -242,3 +242,4 @@ def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:
             assert counts == Counter({cid: 1 for cid in cids})
         finally:
             bot.stop()
+        assert "Host stopped" in bot.host.log() and "Unclosed" not in bot.host.log()  # clients closed at exit
