@@ -88,9 +88,7 @@ async def handle_messages(
         )
         return error_response(401, "Unauthorized", "authentication failed")
 
-    from azure.core.exceptions import AzureError
-
-    from .tables import StorageError
+    from .storagehttp import StorageError
     from .turns import TurnConflictError, on_activity
 
     try:
@@ -98,6 +96,6 @@ async def handle_messages(
     except TurnConflictError as exc:
         log.error("%s", exc)
         return error_response(503, "ConversationBusy", "the conversation is busy; retry later")
-    except (AzureError, StorageError) as exc:  # storage unreachable or failing: nothing was sent for this turn
+    except StorageError as exc:  # storage unreachable or failing: nothing was sent for this turn
         log.error("%s activity in %s: storage error: %r", activity.type, activity.channel_id, exc)
         return error_response(503, "StorageUnavailable", "state storage is unavailable; retry later")

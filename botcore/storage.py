@@ -3,9 +3,9 @@
 The connection is named `BotStorage` (falling back to `AzureWebJobsStorage`) and
 takes the forms the Functions host understands: a connection string, or the
 identity-based family `<name>__tableServiceUri`, `<name>__queueServiceUri`,
-`<name>__credential=managedidentity`, `<name>__clientId`. Clients are created on
-first use and cached per event loop; their transport ignores proxy variables so
-that no call re-reads the environment.
+`<name>__credential=managedidentity`, `<name>__clientId`. Clients (botcore.tables,
+botcore.queues) are created on first use and cached per event loop, sharing one
+aiohttp session that ignores proxy variables, so that no call re-reads the environment.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .loops import PerLoop
 from .settings import QUEUES, STORAGE_CONNECTION, TABLES, ConfigurationError
 
 if TYPE_CHECKING:
+    from .queues import QueueClient
     from .tables import TableClient
 
 FALLBACK_CONNECTION = "AzureWebJobsStorage"
@@ -80,12 +81,10 @@ class _Clients:
 
     def __init__(self, connection: StorageConnection) -> None:
         import aiohttp
-        from azure.core.pipeline.transport import AioHttpTransport
 
         self.connection = connection
         self.session = aiohttp.ClientSession(
             trust_env=False, timeout=aiohttp.ClientTimeout(total=STORAGE_TIMEOUT, connect=10.0))
-        self.transport = AioHttpTransport(session=self.session, session_owner=False, use_env_settings=False)
         self.credential: Any = None
         if connection.connection_string is None:
             from .tokens import ManagedIdentityCredential
@@ -96,7 +95,7 @@ class _Clients:
                 connection.client_id,
             )
         self.tables: dict[str, TableClient] = {}
-        self.queues: dict[str, Any] = {}
+        self.queues: dict[str, QueueClient] = {}
 
     def table(self, name: str) -> "TableClient":
         client = self.tables.get(name)
@@ -112,29 +111,22 @@ class _Clients:
             self.tables[name] = client
         return client
 
-    def queue(self, name: str) -> Any:
+    def queue(self, name: str) -> "QueueClient":
         client = self.queues.get(name)
         if client is None:
-            from azure.storage.queue.aio import QueueClient
+            from .queues import QueueClient
+            from .tables import BearerToken
 
-            # The SDK's default first retry waits 15 s: longer than a channel waits for a turn.
-            retry = dict(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1)
             if self.connection.connection_string:
-                client = QueueClient.from_connection_string(
-                    self.connection.connection_string, queue_name=name, transport=self.transport, **retry
-                )
+                client = QueueClient.from_connection_string(self.connection.connection_string, name, self.session)
             else:
-                client = QueueClient(
-                    self.connection.queue_uri, queue_name=name, credential=self.credential,
-                    transport=self.transport, **retry,
-                )
+                assert self.connection.queue_uri is not None
+                client = QueueClient(self.connection.queue_uri, name, BearerToken(self.credential), self.session)
             self.queues[name] = client
         return client
 
 
 async def _close(clients: _Clients) -> None:
-    for client in clients.queues.values():
-        await client.close()
     await clients.session.close()
 
 
@@ -150,8 +142,8 @@ def get_table_client(name: str) -> "TableClient":
     return _clients().table(name)
 
 
-def get_queue_client(name: str) -> Any:
-    """The process-wide async QueueClient for `name` (azure.storage.queue.aio)."""
+def get_queue_client(name: str) -> "QueueClient":
+    """The process-wide QueueClient for `name` (botcore.queues)."""
     return _clients().queue(name)
 
 
@@ -178,13 +170,8 @@ async def close_storage_clients() -> None:
 
 async def ensure_resources() -> None:
     """Create every table and queue the app uses (and the poison queues) if missing."""
-    from azure.core.exceptions import ResourceExistsError
-
     for table in TABLES:
         await get_table_client(table).create()
     for queue in QUEUES:
         for name in (queue, f"{queue}-poison"):
-            try:
-                await get_queue_client(name).create_queue()
-            except ResourceExistsError:
-                pass
+            await get_queue_client(name).create()

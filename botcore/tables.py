@@ -17,43 +17,24 @@ round-trip with their Edm types; read entities are dicts with an `etag`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
 import hmac
 import json
-import logging
-import random
 import re
-import time
 from datetime import datetime, timezone
-from email.utils import formatdate
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, NoReturn
 from urllib.parse import quote
 
-log = logging.getLogger("botcore.tables")
+from .storagehttp import (BearerToken, StorageError, StorageUnavailableError, account_key, connection_parts,
+                          http_date, send, service_endpoint, split_endpoint)
 
 API_VERSION = "2019-02-02"
 ACCEPT = "application/json;odata=minimalmetadata"
 _HEADERS = {"Accept": ACCEPT, "DataServiceVersion": "3.0;NetFx", "x-ms-version": API_VERSION}
-STORAGE_SCOPE = "https://storage.azure.com"
-ATTEMPTS = 3
-RETRY_STATUS = frozenset({408, 500, 502, 503, 504})
 _INT32 = range(-(2**31), 2**31)
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})")
-
-
-class StorageError(Exception):
-    """A Table Storage call failed; `status` 0 means no HTTP answer."""
-
-    def __init__(self, status: int, code: str | None, message: str) -> None:
-        super().__init__(f"HTTP {status} {code or ''}: {message}".strip() if status else message)
-        self.status, self.code = status, code
-
-
-class StorageUnavailableError(StorageError):
-    """The service did not answer, or answered 5xx, on every attempt."""
 
 
 class EntityNotFoundError(StorageError):
@@ -156,7 +137,7 @@ def _error_of(body: bytes, code: str | None = None) -> tuple[str | None, str]:
         return code, text[:200]
 
 
-def _raise_for(status: int, code: str | None, message: str) -> None:
+def _raise_for(status: int, code: str | None, message: str) -> NoReturn:
     if status == 404 and code != "TableNotFound":
         raise EntityNotFoundError(status, code, message)
     if status == 409 and code in ("EntityAlreadyExists", "TableAlreadyExists"):
@@ -172,37 +153,18 @@ def _raise_for(status: int, code: str | None, message: str) -> None:
 
 # ---- authentication --------------------------------------------------------------------------
 
-def _http_date() -> str:
-    """The RFC 1123 date, formatted once per second."""
-    now = int(time.time())
-    if now != _date_cache[0]:
-        _date_cache[:] = [now, formatdate(now, usegmt=True)]
-    return _date_cache[1]
-
-
-_date_cache: list[Any] = [0, ""]
-
-
 class SharedKeyLite:
+    """Shared Key Lite as the Table service defines it: the date and the resource are signed."""
+
     def __init__(self, account: str, key: str) -> None:
         self.account, self._key = account, base64.b64decode(key)
 
-    async def headers(self, path: str) -> dict[str, str]:
-        date = _http_date()
+    async def headers(self, method: str, path: str, headers: Mapping[str, str],
+                      params: Mapping[str, str] | None) -> dict[str, str]:
+        date = http_date()
         to_sign = f"{date}\n/{self.account}{path}".encode()
         signature = base64.b64encode(hmac.new(self._key, to_sign, hashlib.sha256).digest()).decode()
         return {"x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}"}
-
-
-class BearerToken:
-    """Entra ID auth from an azure-core style async credential (the managed identity)."""
-
-    def __init__(self, credential: Any) -> None:
-        self._credential = credential
-
-    async def headers(self, path: str) -> dict[str, str]:
-        token = await self._credential.get_token(STORAGE_SCOPE + "/.default")
-        return {"x-ms-date": _http_date(), "Authorization": f"Bearer {token.token}"}
 
 
 # ---- the client ------------------------------------------------------------------------------
@@ -213,10 +175,7 @@ class TableClient:
     def __init__(self, endpoint: str, table: str, auth: SharedKeyLite | BearerToken, session: Any) -> None:
         self.endpoint = endpoint.rstrip("/")  # https://account.table.core.windows.net, or …:10002/account
         self.table = table
-        scheme, _, rest = self.endpoint.partition("://")
-        host, _, base = rest.partition("/")
-        self._origin = f"{scheme}://{host}"
-        self._base_path = f"/{base}" if base else ""  # Azurite puts the account in the path
+        self._origin, self._base_path = split_endpoint(self.endpoint)
         self._auth = auth
         self._session = session
 
@@ -226,32 +185,9 @@ class TableClient:
     async def _send(self, method: str, path: str, *, body: bytes | None = None,
                     headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
                     ok: Iterable[int] = (200, 201, 204)) -> tuple[int, Any, bytes]:
-        url = _url(self._origin + path)
-        last: StorageError | None = None
-        for attempt in range(ATTEMPTS):
-            if last is not None:
-                log.warning("table %s: %s failed (%s); attempt %d of %d", self.table, method, last, attempt + 1,
-                            ATTEMPTS)
-                await asyncio.sleep(0.1 * 4 ** (attempt - 1) + random.uniform(0, 0.1))
-            request_headers = {**_HEADERS, **headers} if headers else _HEADERS.copy()
-            request_headers.update(await self._auth.headers(path))
-            try:
-                async with self._session.request(method, url, data=body, headers=request_headers,
-                                                   params=params, allow_redirects=False) as response:
-                    content = await response.read()
-                    status, response_headers = response.status, response.headers
-            except (OSError, asyncio.TimeoutError, _client_error()) as exc:
-                last = StorageUnavailableError(0, None, f"{method} {self.table}: {type(exc).__name__}: {exc}"[:300])
-                continue
-            if status in ok:
-                return status, response_headers, content
-            code, message = _error_of(content, response_headers.get("x-ms-error-code"))
-            if status in RETRY_STATUS:
-                last = StorageUnavailableError(status, code, message)
-                continue
-            _raise_for(status, code, message)
-        assert last is not None
-        raise last
+        return await send(self._session, self._auth, method, self._origin, path, what=f"table {self.table}",
+                          headers={**_HEADERS, **headers} if headers else _HEADERS, body=body, params=params,
+                          ok=ok, error_of=_error_of, raise_for=_raise_for)
 
     # ---- entities ----------------------------------------------------------------------------
     async def get(self, pk: str, rk: str) -> Entity:
@@ -372,35 +308,8 @@ class TableClient:
         return True
 
 
-@functools.lru_cache(maxsize=4096)
-def _url(url: str) -> Any:
-    """The URL sent exactly as signed (yarl would otherwise re-normalise it); cached, as a
-    conversation's entity is read on every one of its turns."""
-    from yarl import URL
-
-    return URL(url, encoded=True)
-
-
-def _client_error() -> type[Exception]:
-    import aiohttp
-
-    return aiohttp.ClientError
-
-
-def connection_parts(connection_string: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-
-
 def table_endpoint(connection_string: str) -> tuple[str, SharedKeyLite]:
     """The Table endpoint and signer of a storage connection string."""
     parts = connection_parts(connection_string)
-    account, key = parts.get("AccountName"), parts.get("AccountKey")
-    if not account or not key:
-        from .settings import ConfigurationError
-
-        raise ConfigurationError("the storage connection string needs AccountName and AccountKey")
-    endpoint = parts.get("TableEndpoint") or (
-        f"{parts.get('DefaultEndpointsProtocol', 'https')}://{account}.table.{parts.get('EndpointSuffix', 'core.windows.net')}"
-    )
-    return endpoint, SharedKeyLite(account, key)
+    return service_endpoint(parts, "table"), SharedKeyLite(*account_key(parts))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .settings import ConfigurationError, Settings
 
@@ -173,8 +173,15 @@ def token_provider_for(settings: Settings) -> CachedTokenProvider | None:
     return _providers[key]
 
 
+class AccessToken(NamedTuple):
+    """A token and when it expires (epoch seconds): the shape azure-core credentials return."""
+
+    token: str
+    expires_on: int
+
+
 class ManagedIdentityCredential:
-    """An azure-core async credential over the same managed-identity endpoint (for storage)."""
+    """An azure-core style async credential over the same managed-identity endpoint (for storage)."""
 
     def __init__(self, endpoint: str, identity_header: str, client_id: str | None) -> None:
         if not endpoint:
@@ -182,9 +189,7 @@ class ManagedIdentityCredential:
         self.endpoint, self.identity_header, self.client_id = endpoint, identity_header, client_id
         self._providers: dict[str, ManagedIdentityTokenProvider] = {}
 
-    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         resource = scopes[0].removesuffix("/.default")
         provider = self._providers.get(resource)
         if provider is None:
@@ -193,12 +198,3 @@ class ManagedIdentityCredential:
             )
         token = await provider.get_token()
         return AccessToken(token, int(provider.expires_at))
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> "ManagedIdentityCredential":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None

@@ -171,6 +171,10 @@ async def test_identity_based_storage_sends_a_managed_identity_token(unused_tcp_
         if not idp.is_valid_access_token(token):
             return web.json_response({"odata.error": {"code": "AuthenticationFailed", "message": {"value": "no"}}},
                                      status=403)
+        if request.path.endswith("/messages"):  # the queue service, at the same address here
+            return web.Response(status=201, content_type="application/xml", text=(
+                "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><PopReceipt>p</PopReceipt>"
+                "</QueueMessage></QueueMessagesList>"))
         return web.json_response({"PartitionKey": "p", "RowKey": "r", "n": 1}, headers={"ETag": "W/\"1\""})
 
     app = web.Application()
@@ -190,10 +194,11 @@ async def test_identity_based_storage_sends_a_managed_identity_token(unused_tcp_
             table = storage.get_table_client("conversations")
             assert (await table.get("p", "r"))["n"] == 1
             assert (await table.get("p", "r"))["n"] == 1
+            assert (await storage.get_queue_client("bot-jobs").send_message("{}")).id == "m1"
         finally:
             await storage.close_storage_clients()
             await close_http_client()
             await runner.cleanup()
-        assert len(seen) == 2 and len(set(seen)) == 1  # one token, cached
+        assert len(seen) == 3 and len(set(seen)) == 1  # one token, cached, for tables and queues alike
         request = idp.token_requests[-1]
         assert request["resource"] == "https://storage.azure.com" and request["client_id"] == "client-7"
