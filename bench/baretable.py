@@ -31,8 +31,9 @@ class BareTable:
         self.endpoint, self.auth = table_endpoint(connection_string)  # http://host:port/account
         self.base_path = "/" + self.endpoint.split("/", 3)[3]  # /account
 
-    async def _headers(self, path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {**ODATA_HEADERS, **await self.auth.headers(path), **(extra or {})}
+    async def _headers(self, method: str, path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {**ODATA_HEADERS, **(extra or {})}
+        return {**headers, **await self.auth.headers(method, path, headers, None)}
 
     def _entity_path(self, pk: str, rk: str) -> str:
         pk_q = quote(pk.replace("'", "''"), safe="")
@@ -45,7 +46,7 @@ class BareTable:
 
     async def get(self, pk: str, rk: str) -> tuple[dict[str, Any], str]:
         path = self._entity_path(pk, rk)
-        async with self.session.get(self._url(path), headers=await self._headers(path)) as response:
+        async with self.session.get(self._url(path), headers=await self._headers("GET", path)) as response:
             body = await response.read()
             if response.status != 200:
                 raise RuntimeError(f"GET entity: HTTP {response.status} {body[:200]!r}")
@@ -53,7 +54,7 @@ class BareTable:
 
     async def replace(self, entity: dict[str, Any], etag: str) -> str:
         path = self._entity_path(entity["PartitionKey"], entity["RowKey"])
-        headers = await self._headers(path, {"Content-Type": "application/json", "If-Match": etag})
+        headers = await self._headers("PUT", path, {"Content-Type": "application/json", "If-Match": etag})
         async with self.session.put(self._url(path), data=json.dumps(entity).encode(), headers=headers) as response:
             body = await response.read()
             if response.status != 204:
@@ -64,7 +65,7 @@ class BareTable:
         """Insert one entity (a dict of JSON values, or its wire bytes with @odata.type annotations)."""
         path = f"{self.base_path}/{self.table}"
         body = entity if isinstance(entity, bytes) else json.dumps(entity).encode()
-        headers = await self._headers(path, {"Content-Type": "application/json", "Prefer": "return-no-content"})
+        headers = await self._headers("POST", path, {"Content-Type": "application/json", "Prefer": "return-no-content"})
         async with self.session.post(self._url(path), data=body, headers=headers) as response:
             body = await response.read()
             if response.status not in (201, 204):
