@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import random
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from .activity import ActivityError, ConversationReference
 from .jobs import Job, JobError
@@ -131,23 +130,31 @@ def _unpack(packed: Any) -> str:
 
 
 class SendLimiter:
-    """Per instance: at most `concurrency` sends in flight and `rate` starts per second."""
+    """Per instance: at most `concurrency` sends in flight and `rate` starts per second.
+
+    `async with limiter:` holds a slot (a plain class, not a generator-based context
+    manager: it is entered once per message).
+    """
 
     def __init__(self, concurrency: int, rate: float) -> None:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._interval = 1.0 / rate
         self._next = 0.0
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._semaphore:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            start = max(now, self._next)
-            self._next = start + self._interval
-            if start > now:
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+        now = asyncio.get_running_loop().time()
+        start = max(now, self._next)
+        self._next = start + self._interval
+        if start > now:
+            try:
                 await asyncio.sleep(start - now)
-            yield
+            except BaseException:
+                self._semaphore.release()
+                raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
 
 
 _limiters: PerLoop[SendLimiter] = PerLoop()
@@ -288,6 +295,11 @@ class OutcomeRecorder:
             if batch:
                 await self._write(batch)
 
+    def take(self) -> list[Outcome]:
+        """The outcomes not written yet, once every send is done: the batch's last write carries them."""
+        pending, self._pending = self._pending, []
+        return pending
+
 
 class _BatchClaim:
     """A broadcast's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
@@ -311,19 +323,24 @@ class _BatchClaim:
         self.done_before = len(keys) - len(self.attempts)
         return None
 
-    async def write(self, outcomes: list[Outcome]) -> None:
+    def _apply(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             self.claim.outcomes[o.key] = [o.status, o.activity_id, o.error[:ERROR_CHARS],
                                           self.batch.attempt + o.attempted]
+
+    async def write(self, outcomes: list[Outcome]) -> None:
+        self._apply(outcomes)
         await self.ledger.record_batch(self.job.id, self.claim)
 
-    async def hand_on(self, outcomes: list[Outcome], delay: float) -> int:
-        """Enqueue the retries, then mark the batch done; returns how many conversations were retried.
+    async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], delay: float) -> int:
+        """Enqueue the retries, then write the last outcomes and mark the batch done, in one write;
+        returns how many conversations were retried.
 
         Retry batches are named after this one and the attempts their keys have used (a key
         the throttle kept from being tried has not used one). Keys a stopped worker had
         already handed on are handed on again: the retry batch's claim sends them once.
         """
+        self._apply(unwritten)
         by_attempts: dict[int, list[str]] = {}
         for key, o in self.claim.outcomes.items():
             if o[0] == RETRYING:
@@ -353,7 +370,9 @@ class _KeyClaims:
     async def write(self, outcomes: list[Outcome]) -> None:
         await self.ledger.record(self.job.id, outcomes, self.attempts)
 
-    async def hand_on(self, outcomes: list[Outcome], delay: float) -> int:
+    async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], delay: float) -> int:
+        if unwritten:
+            await self.write(unwritten)
         references = dict(self.batch.items)
         keys = [o.key for o in outcomes if o.status == RETRYING] + self.busy
         if self.busy:  # another worker holds them: look again once its claims may have lapsed
@@ -379,7 +398,7 @@ async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
     content = job.content()
 
     async def send_one(key: str) -> Outcome:
-        async with limiter.slot():
+        async with limiter:
             if throttled:
                 outcome = Outcome(key, RETRYING, "the channel is throttling", attempted=False)
             else:
@@ -389,7 +408,7 @@ async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
         return outcome
 
     outcomes = await asyncio.gather(*(send_one(k) for k in claims.attempts))
-    await recorder.flush()
+    unwritten = recorder.take()
     for o in outcomes:
         if o.status == GONE:
             await svc.store.retire(o.key, o.error)
@@ -397,7 +416,7 @@ async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
                     failed=sum(o.status == FAILED for o in outcomes),
                     done_before=claims.done_before)
     delay = max([min(MAX_DELAY, 2.0 ** batch.attempt) * random.uniform(0.5, 1.0), *throttled])
-    report.retrying = await claims.hand_on(outcomes, delay)
+    report.retrying = await claims.hand_on(outcomes, unwritten, delay)
     if report.retrying:
         log.info("job %s: %d conversations retried in %.1fs (attempt %d)", job.id, report.retrying, delay,
                  batch.attempt + 1)

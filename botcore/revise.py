@@ -38,7 +38,7 @@ async def revise(job: Job, settings: Settings) -> str:
             return True
         ref = record.reference
         try:
-            async with limiter.slot():
+            async with limiter:
                 if job.kind == "update":
                     activity = ref.outgoing(**job.content())
                     activity["id"] = activity_id
