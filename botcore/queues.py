@@ -14,10 +14,7 @@ string, or a managed identity's bearer token.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -26,7 +23,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from .storagehttp import (StorageError, account_key, connection_parts, http_date, send, service_endpoint,
+from .storagehttp import (SharedKeyLiteBase, StorageError, account_key, connection_parts, send, service_endpoint,
                           split_endpoint)
 
 API_VERSION = "2019-02-02"
@@ -54,22 +51,15 @@ class QueueMessage:
     next_visible_on: datetime | None = None
 
 
-class SharedKeyLite:
+class SharedKeyLite(SharedKeyLiteBase):
     """Shared Key Lite as the Queue service defines it: verb, content type, x-ms headers and resource."""
 
-    def __init__(self, account: str, key: str) -> None:
-        self.account, self._key = account, base64.b64decode(key)
-
-    async def headers(self, method: str, path: str, headers: Mapping[str, str],
-                      params: Mapping[str, str] | None) -> dict[str, str]:
-        date = http_date()
+    def string_to_sign(self, date: str, method: str, path: str, headers: Mapping[str, str],
+                       params: Mapping[str, str] | None) -> str:
         signed = sorted((k.lower(), v.strip()) for k, v in {**headers, "x-ms-date": date}.items()
                         if k.lower().startswith("x-ms-"))
         resource = f"/{self.account}{path}" + (f"?comp={params['comp']}" if params and "comp" in params else "")
-        to_sign = "\n".join([method, "", headers.get("Content-Type", ""), "",
-                             *(f"{k}:{v}" for k, v in signed), resource]).encode()
-        signature = base64.b64encode(hmac.new(self._key, to_sign, hashlib.sha256).digest()).decode()
-        return {"x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}"}
+        return "\n".join([method, "", headers.get("Content-Type", ""), "", *(f"{k}:{v}" for k, v in signed), resource])
 
 
 class QueueClient:

@@ -8,7 +8,10 @@ and 5xx are retried twice with a short back-off, then StorageUnavailableError.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
+import hmac
 import logging
 import random
 import time
@@ -48,6 +51,24 @@ def http_date() -> str:
 
 
 _date_cache: list[Any] = [0, ""]
+
+
+class SharedKeyLiteBase:
+    """Shared Key Lite signing with the account key; each service defines what is signed."""
+
+    def __init__(self, account: str, key: str) -> None:
+        self.account, self._key = account, base64.b64decode(key)
+
+    async def headers(self, method: str, path: str, headers: Mapping[str, str],
+                      params: Mapping[str, str] | None) -> dict[str, str]:
+        date = http_date()
+        to_sign = self.string_to_sign(date, method, path, headers, params).encode()
+        signature = base64.b64encode(hmac.new(self._key, to_sign, hashlib.sha256).digest()).decode()
+        return {"x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}"}
+
+    def string_to_sign(self, date: str, method: str, path: str, headers: Mapping[str, str],
+                       params: Mapping[str, str] | None) -> str:
+        raise NotImplementedError
 
 
 class BearerToken:

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
-import hmac
 import json
 import re
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, NoReturn
 from urllib.parse import quote
 
-from .storagehttp import (BearerToken, StorageError, StorageUnavailableError, account_key, connection_parts,
-                          http_date, send, service_endpoint, split_endpoint)
+from .storagehttp import (BearerToken, SharedKeyLiteBase, StorageError, StorageUnavailableError, account_key,
+                          connection_parts, send, service_endpoint, split_endpoint)
 
 API_VERSION = "2019-02-02"
 ACCEPT = "application/json;odata=minimalmetadata"
@@ -153,18 +151,12 @@ def _raise_for(status: int, code: str | None, message: str) -> NoReturn:
 
 # ---- authentication --------------------------------------------------------------------------
 
-class SharedKeyLite:
+class SharedKeyLite(SharedKeyLiteBase):
     """Shared Key Lite as the Table service defines it: the date and the resource are signed."""
 
-    def __init__(self, account: str, key: str) -> None:
-        self.account, self._key = account, base64.b64decode(key)
-
-    async def headers(self, method: str, path: str, headers: Mapping[str, str],
-                      params: Mapping[str, str] | None) -> dict[str, str]:
-        date = http_date()
-        to_sign = f"{date}\n/{self.account}{path}".encode()
-        signature = base64.b64encode(hmac.new(self._key, to_sign, hashlib.sha256).digest()).decode()
-        return {"x-ms-date": date, "Authorization": f"SharedKeyLite {self.account}:{signature}"}
+    def string_to_sign(self, date: str, method: str, path: str, headers: Mapping[str, str],
+                       params: Mapping[str, str] | None) -> str:
+        return f"{date}\n/{self.account}{path}"
 
 
 # ---- the client ------------------------------------------------------------------------------
