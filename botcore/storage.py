@@ -100,7 +100,8 @@ class _Clients:
     def table(self, name: str) -> "TableClient":
         client = self.tables.get(name)
         if client is None:
-            from .tables import BearerToken, TableClient, table_endpoint
+            from .storagehttp import BearerToken
+            from .tables import TableClient, table_endpoint
 
             if self.connection.connection_string:
                 endpoint, auth = table_endpoint(self.connection.connection_string)
@@ -115,7 +116,7 @@ class _Clients:
         client = self.queues.get(name)
         if client is None:
             from .queues import QueueClient
-            from .tables import BearerToken
+            from .storagehttp import BearerToken
 
             if self.connection.connection_string:
                 client = QueueClient.from_connection_string(self.connection.connection_string, name, self.session)
