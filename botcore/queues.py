@@ -128,12 +128,17 @@ def _messages(xml: bytes) -> list[QueueMessage]:
         text = node.findtext(name)
         return parsedate_to_datetime(text) if text else None
 
-    return [QueueMessage(
-        id=node.findtext("MessageId") or "", pop_receipt=node.findtext("PopReceipt") or "",
-        content=node.findtext("MessageText") or "", dequeue_count=int(node.findtext("DequeueCount") or 0),
-        inserted_on=when(node, "InsertionTime"), expires_on=when(node, "ExpirationTime"),
-        next_visible_on=when(node, "TimeNextVisible"),
-    ) for node in ElementTree.fromstring(xml).iter("QueueMessage")] if xml.strip() else []
+    if not xml.strip():
+        return []
+    try:
+        return [QueueMessage(
+            id=node.findtext("MessageId") or "", pop_receipt=node.findtext("PopReceipt") or "",
+            content=node.findtext("MessageText") or "", dequeue_count=int(node.findtext("DequeueCount") or 0),
+            inserted_on=when(node, "InsertionTime"), expires_on=when(node, "ExpirationTime"),
+            next_visible_on=when(node, "TimeNextVisible"),
+        ) for node in ElementTree.fromstring(xml).iter("QueueMessage")]
+    except (ElementTree.ParseError, ValueError, TypeError) as exc:
+        raise StorageError(200, "InvalidResponse", f"the queue service's answer is not a message list: {exc}") from exc
 
 
 def _error_of(body: bytes, code: str | None) -> tuple[str | None, str]:

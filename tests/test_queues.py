@@ -10,7 +10,7 @@ from aiohttp import web
 from azure.storage.queue import QueueClient as SdkQueueClient
 
 from botcore.queues import MessageNotFoundError, QueueClient, QueueNotFoundError
-from botcore.tables import StorageUnavailableError
+from botcore.tables import StorageError, StorageUnavailableError
 
 TEXT = '{"text": "<b>&amp; \'quotes\'</b> é漢字🙂", "n": 1}'
 
@@ -72,12 +72,15 @@ async def test_a_missing_queue_is_a_typed_error(storage_connection_string, uniqu
 
 
 async def test_transient_failures_are_retried_then_reported(caplog) -> None:
-    answers = [503, 200]
+    answers = [503, 200, 503, 503, 503, 299]
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Authorization", ""))
-        if (answers.pop(0) if answers else 503) == 200:
+        answer = answers.pop(0) if answers else 503
+        if answer == 299:  # a 200 whose body is not what the queue service sends
+            return web.Response(status=200, content_type="text/html", text="<html>captive portal")
+        if answer == 200:
             return web.Response(status=201, content_type="application/xml", text=(
                 "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><PopReceipt>p1</PopReceipt>"
                 "</QueueMessage></QueueMessagesList>"))
@@ -101,5 +104,7 @@ async def test_transient_failures_are_retried_then_reported(caplog) -> None:
             with pytest.raises(StorageUnavailableError) as caught:
                 await client.receive_messages()
             assert caught.value.code == "ServerBusy" and len(seen) == 5
+            with pytest.raises(StorageError, match="not a message list"):
+                await client.receive_messages()
     finally:
         await runner.cleanup()
