@@ -54,9 +54,9 @@ def _job_from(data: dict[str, Any], kind: str, **fields: Any) -> Any:
 
 
 async def _enqueue(job: Any) -> None:
-    from .storage import get_queue_client
+    from .storage import get_queue
 
-    await get_queue_client(JOBS_QUEUE).send_message(job.to_json())
+    await get_queue(JOBS_QUEUE).send(job.to_json())
 
 
 async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:

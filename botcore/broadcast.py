@@ -27,7 +27,7 @@ from .jobs import Job, JobError
 from .ledger import ERROR_CHARS, FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
 from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
-from .tables import EntityChangedError
+from .storage import EntityChangedError
 
 log = logging.getLogger("botcore.broadcast")
 
@@ -204,7 +204,7 @@ async def run_notify(job: Job, settings: Settings) -> str:
         addresses, token = await svc.store.addresses(query, header.cursor, PAGE_SIZE)
         # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
         messages = batches(job.id, addresses, id_prefix=f"{header.targets}.")
-        await asyncio.gather(*(queue.send_message(m) for m in messages))
+        await asyncio.gather(*(queue.send(m) for m in messages))
         header.cursor, header.targets = token, header.targets + len(addresses)
         header.fanned_out = not token
         try:
@@ -215,15 +215,15 @@ async def run_notify(job: Job, settings: Settings) -> str:
         if header.fanned_out:
             log.info("job %s: fanned out to %d conversations", job.id, header.targets)
             return f"fanned out to {header.targets}"
-    await _queue(JOBS_QUEUE).send_message(job.to_json())  # the next pages, in a fresh invocation
+    await _queue(JOBS_QUEUE).send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
 
 
 def _queue(name: str) -> Any:
-    from .storage import get_queue_client
+    from .storage import get_queue
 
-    return get_queue_client(name)
+    return get_queue(name)
 
 
 # ---- sending -----------------------------------------------------------------------------
@@ -425,7 +425,7 @@ async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
 
 async def _enqueue(messages: list[str], delay: float) -> None:
     for message in messages:
-        await _queue(SENDS_QUEUE).send_message(message, visibility_timeout=max(1, round(delay)))
+        await _queue(SENDS_QUEUE).send(message, delay=max(1.0, delay))
 
 
 async def _send(connector: Any, job: Job, key: str, reference: ConversationReference,

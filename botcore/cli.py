@@ -81,11 +81,11 @@ async def _refs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _enqueue(jobs: list[Job], out: TextIO) -> int:
-    from .storage import get_queue_client
+    from .storage import get_queue
 
-    queue = get_queue_client(JOBS_QUEUE)
+    queue = get_queue(JOBS_QUEUE)
     for job in jobs:
-        await queue.send_message(job.to_json())
+        await queue.send(job.to_json())
         out.write(json.dumps({"queued": job.kind, "id": job.id, "target": job.target.to_dict()}) + "\n")
     return 0
 

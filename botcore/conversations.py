@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 from .activity import ConversationReference
 from .keys import conversation_key
 from .settings import CONVERSATIONS_TABLE
 from .storage import TableStore
-from .tables import (Entity, EntityChangedError, EntityExistsError, EntityNotFoundError,
-                     EntityTooLargeError)
+from .storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
+                      etag_of)
 from .tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
@@ -52,7 +52,7 @@ class ConversationRecord:
     etag: str | None = None
 
     @classmethod
-    def from_entity(cls, entity: Entity) -> "ConversationRecord":
+    def from_entity(cls, entity: Mapping[str, Any]) -> "ConversationRecord":
         return cls(
             key=entity["PartitionKey"],
             reference=ConversationReference.from_dict(json.loads(entity["ref"])),
@@ -61,7 +61,7 @@ class ConversationRecord:
             last_seen=entity.get("lastSeen"),
             retired_reason=entity.get("retiredReason") or None,
             state=join_json(entity, "state"),
-            etag=entity.etag,
+            etag=etag_of(entity),
         )
 
 

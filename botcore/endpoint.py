@@ -88,7 +88,7 @@ async def handle_messages(
         )
         return error_response(401, "Unauthorized", "authentication failed")
 
-    from .storagehttp import StorageError
+    from .storage import StorageError
     from .turns import TurnConflictError, on_activity
 
     try:

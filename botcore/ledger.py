@@ -26,15 +26,18 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .jobs import Job
 from .keys import encode_key
 from .settings import DELIVERIES_TABLE
 from .storage import TableStore
-from .tables import (Entity, EntityChangedError, EntityExistsError, EntityNotFoundError,
-                     TransactionFailedError)
+from .storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TransactionFailedError,
+                      etag_of)
 from .tablejson import join_json, split_json
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableEntity
 
 log = logging.getLogger("botcore.ledger")
 
@@ -147,7 +150,7 @@ class DeliveryLedger(TableStore):
             job=parse_job(json.dumps(join_json(entity, "job"))),
             cursor=cursor or None,
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
-            etag=entity.etag,
+            etag=etag_of(entity),
         )
 
     async def save_progress(self, header: JobHeader) -> str | None:
@@ -174,14 +177,14 @@ class DeliveryLedger(TableStore):
             return None
         outcomes = join_json(row, "outcomes") or {}
         if row.get("status") == DONE:
-            return BatchClaim(rk, row.etag or "", outcomes, done=True)
+            return BatchClaim(rk, etag_of(row), outcomes, done=True)
         claimed_at = row.get("claimedAt")
         if claimed_at is not None and now - claimed_at < claim_ttl:
             return None
         log.warning("job %s batch %s: taking over a claim from %s (its worker stopped)", job_id, batch_id, claimed_at)
         try:
             etag = await self.table.merge({"PartitionKey": pk, "RowKey": rk, "status": SENDING, "claimedAt": now},
-                                          row.etag)
+                                          etag_of(row))
         except (EntityChangedError, EntityNotFoundError):
             return None
         return BatchClaim(rk, etag, outcomes)
@@ -208,7 +211,7 @@ class DeliveryLedger(TableStore):
         leftover: list[str] = []
         for chunk in _chunks(fresh, TRANSACTION_SIZE):
             try:
-                await self.table.transact([("insert", e) for e in chunk])
+                await self.table.transact([("create", e) for e in chunk])
                 claims.claimed.update((e["RowKey"], 0) for e in chunk)
             except TransactionFailedError:
                 leftover.extend(e["RowKey"] for e in chunk)
@@ -238,7 +241,7 @@ class DeliveryLedger(TableStore):
         if status == SENDING:
             log.warning("job row %s/%s: taking over a claim from %s (its worker stopped)", pk, key, claimed_at)
         try:
-            await self.table.merge({"PartitionKey": pk, "RowKey": key, "status": SENDING, "claimedAt": now}, row.etag)
+            await self.table.merge({"PartitionKey": pk, "RowKey": key, "status": SENDING, "claimedAt": now}, etag_of(row))
             claims.claimed[key] = int(row.get("attempts") or 0)
         except (EntityChangedError, EntityNotFoundError):
             claims.busy.add(key)
@@ -253,7 +256,7 @@ class DeliveryLedger(TableStore):
                      "updatedAt": now}
                     for o in outcomes]
         for chunk in _chunks(entities, TRANSACTION_SIZE):
-            await self.table.transact([("merge", e) for e in chunk])
+            await self.table.transact([("update", e, {"mode": "merge"}) for e in chunk])
 
     async def prepare(self, job_id: str, key: str, payload: list[dict[str, Any]]) -> None:
         """A one-conversation delivery whose messages must survive a crash before they are sent."""
@@ -261,7 +264,7 @@ class DeliveryLedger(TableStore):
             {"PartitionKey": encode_key(job_id), "RowKey": key, "status": RETRYING, "attempts": 0,
              **split_json("payload", payload)})
 
-    async def row(self, job_id: str, key: str) -> Entity | None:
+    async def row(self, job_id: str, key: str) -> "TableEntity | None":
         try:
             return await self.table.get(encode_key(job_id), key)
         except EntityNotFoundError:
@@ -278,7 +281,7 @@ class DeliveryLedger(TableStore):
         return JobStatus(header.job.id, header.job.kind, header.job.created, header.fanned_out,
                          header.targets, counts)
 
-    async def deliveries(self, job_id: str) -> AsyncIterator[tuple[Entity, list[tuple[str, str, str]]]]:
+    async def deliveries(self, job_id: str) -> AsyncIterator[tuple["TableEntity", list[tuple[str, str, str]]]]:
         """Each delivery row of the job with its (conversation key, status, activity id) entries, streamed.
 
         A conversation retried in a later batch has a `retrying` entry in the earlier one;

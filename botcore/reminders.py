@@ -19,7 +19,7 @@ from .jobs import Job, due_time
 from .keys import encode_key
 from .settings import JOBS_QUEUE, REMINDERS_TABLE
 from .storage import TableStore
-from .tables import EntityChangedError, EntityNotFoundError
+from .storage import EntityChangedError, EntityNotFoundError, etag_of
 
 log = logging.getLogger("botcore.reminders")
 
@@ -48,7 +48,7 @@ class ReminderStore(TableStore):
 
     async def fire_due(self, now: datetime | None = None) -> int:
         """Enqueue every reminder that is due; returns how many this call enqueued."""
-        from .storage import get_queue_client
+        from .storage import get_queue
 
         now = now or datetime.now(timezone.utc)
         fired = 0
@@ -61,10 +61,10 @@ class ReminderStore(TableStore):
             try:
                 etag = await self.table.merge(
                     {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "status": FIRING,
-                     "firedAt": now}, row.etag)
+                     "firedAt": now}, etag_of(row))
             except (EntityChangedError, EntityNotFoundError):
                 continue  # another timer claimed it first
-            await get_queue_client(JOBS_QUEUE).send_message(row["job"])
+            await get_queue(JOBS_QUEUE).send(row["job"])
             try:
                 await self.table.delete(row["PartitionKey"], row["RowKey"], etag)
             except (EntityChangedError, EntityNotFoundError):

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .errors import ConfigurationError
+
 # Tables and queues the app owns. Bicep declares the same names (infra tests check it).
 CONVERSATIONS_TABLE = "botconversations"
 DELIVERIES_TABLE = "botdeliveries"
@@ -65,10 +67,6 @@ CLOUDS = {
 EMULATOR_OPENID_URL = (
     "https://login.microsoftonline.com/botframework.com/v2.0/.well-known/openid-configuration"
 )
-
-
-class ConfigurationError(Exception):
-    """The app's settings cannot work; the message says which setting to fix."""
 
 
 @dataclass(frozen=True)

@@ -176,14 +176,12 @@ async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> Non
 
     from .dialogs import ScheduleDialog, ScheduleReminder
     from .jobs import Target, new_job
-    from .storage import get_queue_client
+    from .storage import get_queue
 
     for effect in effects:
         if isinstance(effect, ScheduleDialog):
             job = new_job("beginDialog", Target(conversation=key), dialog=effect.dialog)
-            await get_queue_client(JOBS_QUEUE).send_message(
-                job.to_json(), visibility_timeout=int(effect.delay_seconds)
-            )
+            await get_queue(JOBS_QUEUE).send(job.to_json(), delay=effect.delay_seconds)
             log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
                      effect.delay_seconds, job.id)
         elif isinstance(effect, ScheduleReminder):

@@ -52,10 +52,10 @@ async def handle_send_message(body: bytes, message_id: str = "", settings: Setti
 
 async def poison(queue: str, body: bytes, reason: str) -> None:
     """Move a message the app can never process to `<queue>-poison`, keeping its body."""
-    from .storage import get_queue_client
+    from .storage import get_queue
 
     log.error("poison: %s", reason)
-    await get_queue_client(f"{queue}-poison").send_message(body.decode("utf-8", "replace"))
+    await get_queue(f"{queue}-poison").send(body.decode("utf-8", "replace"))
 
 
 async def begin_dialog(job: Job, settings: Settings) -> str:

@@ -2,9 +2,8 @@
 
 Follows host.json `extensions.queues` (batchSize, newBatchThreshold, maxDequeueCount,
 visibilityTimeout, maxPollingInterval, messageEncoding) as the Functions host does.
-Queues are read with the app's own lean client (botcore.queues): an idle host polls
-every queue a few times a second, and the Azure SDK's pipeline cost four times as
-much CPU per poll.
+Queues are read with azure-storage-queue's async client, as the app writes them, on one
+transport that ignores proxy variables; a poll is one request for up to batchSize messages.
 """
 
 from __future__ import annotations
@@ -84,16 +83,19 @@ class QueueListener:
         self._stopping.set()
 
     async def run(self) -> None:
-        import aiohttp
+        from azure.core.exceptions import ResourceExistsError
+        from azure.core.pipeline.transport import AioHttpTransport
+        from azure.storage.queue.aio import QueueClient
 
-        from botcore.queues import QueueClient
-
-        timeout = aiohttp.ClientTimeout(total=30, connect=10)
-        async with aiohttp.ClientSession(trust_env=False, timeout=timeout) as session:
-            queue = QueueClient.from_connection_string(self.connection, self.queue_name, session)
-            poison = QueueClient.from_connection_string(self.connection, f"{self.queue_name}-poison", session)
+        async with AioHttpTransport(use_env_settings=False, connection_timeout=10, read_timeout=30) as transport:
+            queue, poison = (QueueClient.from_connection_string(self.connection, name, transport=transport,
+                                                                retry_total=2, initial_backoff=0.5, increment_base=2)
+                             for name in (self.queue_name, f"{self.queue_name}-poison"))
             for client in (queue, poison):
-                await client.create()
+                try:
+                    await client.create_queue()
+                except ResourceExistsError:
+                    pass
             self.ready.set()
             await self._poll(queue, poison)
             if self._running:
@@ -108,7 +110,7 @@ class QueueListener:
                 await self._wait(MIN_POLL)
                 continue
             try:
-                messages = await queue.receive_messages(free, visibility_timeout=PROCESSING_LEASE)
+                messages = await _receive(queue, free)
             except Exception as exc:
                 log.warning("%s: cannot read queue %s: %r", self.function.name, self.queue_name, exc)
                 messages = []
@@ -179,6 +181,15 @@ class QueueListener:
         log.error("%s: message %s moved to %s-poison: %s", self.function.name, message.id, self.queue_name, why)
         await poison.send_message(message.content)
         await queue.delete_message(message)
+
+
+async def _receive(queue: Any, count: int) -> list[Any]:
+    """Up to `count` messages in one request (the SDK's pager would ask again for the rest)."""
+    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=PROCESSING_LEASE).by_page()
+    try:
+        return [message async for message in await pages.__anext__()]
+    except StopAsyncIteration:
+        return []
 
 
 async def _cancel(task: asyncio.Task) -> None:

@@ -122,20 +122,18 @@ class BotStack:
     def seed(self, count: int, *, channel_id: str = "msteams", tenant_id: str = "tenant-1",
              user_id: str | None = None, prefix: str = "seed") -> list[str]:
         """Store `count` conversation references, as if each had talked to the bot; returns their ids."""
-        import aiohttp
+        from azure.data.tables.aio import TableClient
 
         from botcore.activity import TRUST_TOKEN, ConversationReference
         from botcore.conversations import ConversationStore
         from botcore.settings import CONVERSATIONS_TABLE
-        from botcore.tables import TableClient, table_endpoint
+        from botcore.storage import Table
 
         ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
 
         async def run() -> None:
-            async with aiohttp.ClientSession() as session:
-                endpoint, auth = table_endpoint(self.storage_connection)
-                table = TableClient(endpoint, CONVERSATIONS_TABLE, auth, session)
-                store, gate = ConversationStore(table), asyncio.Semaphore(32)
+            async with TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE) as client:
+                store, gate = ConversationStore(Table(client)), asyncio.Semaphore(32)
 
                 async def one(cid: str) -> None:
                     reference = ConversationReference.from_dict({
@@ -182,10 +180,9 @@ class BotStack:
 
     def state(self, conversation_id: str) -> dict[str, Any] | None:
         from botcore.conversations import ConversationRecord
-        from botcore.tables import Entity
 
-        entity = self.conversation_entity(conversation_id, raw=True)  # read by the Azure SDK, independently
-        return None if entity is None else ConversationRecord.from_entity(Entity(entity)).state
+        entity = self.conversation_entity(conversation_id, raw=True)  # read by a client of its own
+        return None if entity is None else ConversationRecord.from_entity(entity).state
 
     def conversation_entity(self, conversation_id: str, raw: bool = False) -> Any:
         from azure.core.exceptions import ResourceNotFoundError

@@ -38,7 +38,7 @@ class CountingTable:
 @pytest.fixture
 async def store(storage_connection_string, unique_name, monkeypatch):
     monkeypatch.setenv("BotStorage", storage_connection_string)
-    table = storage.get_table_client(unique_name)
+    table = storage.get_table(unique_name)
     await table.create()
     yield ConversationStore(CountingTable(table))
     await storage.close_storage_clients()
