@@ -120,9 +120,11 @@ module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   params: {
     location: location
-    tags: union(allTags, {
+    tags: allTags
+    // Only the site: azd before 1.23.4 refuses to deploy when two resources carry one service tag.
+    siteTags: {
       'azd-service-name': 'bot'
-    })
+    }
     planName: 'plan-${baseName}-${resourceToken}'
     name: functionAppName
     identityId: identity.id

@@ -11,6 +11,7 @@ What only a real deployment can check is listed in README.md (Deploy to Azure).
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -112,7 +113,6 @@ FUNCTIONS_HOST = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
-
 # Added by the notify feature (send throttling); allowed even before the code reads them.
 # Once the code reads them they are ordinary settings that must be set.
 NOTIFY_FEATURE = {"BotSendConcurrency", "BotSendRatePerSecond"}
@@ -224,17 +224,56 @@ def decorators(decl: dict[str, Any]) -> set[str]:
     return {d["type"] for d in decl.get("decorators", [])}
 
 
+class Symbol(str):
+    """A parameter whose value the evaluation was not given: it stands for itself (its name)."""
+
+
+class TemplateFailure(Exception):
+    """The evaluation reached `fail('...')`: the deployment would stop with this message."""
+
+
+def known(value: Any) -> bool:
+    """A value the evaluation decided: a number, a bool, or a string with nothing left to resolve."""
+    if isinstance(value, str):
+        return not isinstance(value, Symbol) and "${" not in value
+    return isinstance(value, (bool, int))
+
+
+def unique_string(*values: str) -> str:
+    """A stand-in for ARM's uniqueString(): deterministic, 13 characters of [a-z2-7] (base32 of a hash)."""
+    digest = int.from_bytes(hashlib.sha256("|".join(values).encode()).digest()[:9], "big")
+    return "".join("abcdefghijklmnopqrstuvwxyz234567"[(digest >> (5 * i)) & 31] for i in range(13))
+
+
+# Bicep string functions the evaluation computes (pycep's snake_case names).
+STRING_FUNCTIONS = {
+    "to_lower": str.lower,
+    "replace": lambda text, old, new: text.replace(old, new),
+    "take": lambda text, count: text[: max(count, 0)],
+    "unique_string": unique_string,
+}
+
+_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+
+
 def evaluate(doc: dict[str, Any], expr: Any, params: dict[str, Any]) -> Any:
     """Evaluate what a template's parameters decide; leave the rest as pycep expressions.
 
-    Resolves variables, parameters given in `params`, `cond ? a : b`, `==`, `!=`, `!`,
-    `union()` of objects and object/array literals. pycep gives identifiers and string
-    literals alike as Python strings: a string that names a variable is that variable.
+    Resolves variables, parameters given in `params` (others become a `Symbol`), `cond ? a : b`,
+    `==`, `!=`, `!`, `&&`, `||`, `empty()`, `union()` of objects, the string functions above,
+    `${...}` interpolations of what it resolves, and object/array literals. `params` may also
+    give deployment context by its Bicep text (`environment().suffixes.storage`). `fail()`
+    raises TemplateFailure. pycep gives identifiers and string literals alike as Python
+    strings: a string that names a variable or a parameter is that variable or parameter.
     """
     if isinstance(expr, str):
         if expr in doc.get("variables", {}):
             return evaluate(doc, doc["variables"][expr]["value"], params)
-        return params.get(expr, expr)
+        if expr in params:
+            return params[expr]
+        if expr in doc.get("parameters", {}):
+            return Symbol(expr)
+        return _INTERPOLATION.sub(lambda match: _interpolated(doc, match, params), expr)
     if isinstance(expr, list):
         return [evaluate(doc, item, params) for item in expr]
     if not isinstance(expr, dict):
@@ -246,23 +285,57 @@ def evaluate(doc: dict[str, Any], expr: Any, params: dict[str, Any]) -> Any:
             assert isinstance(condition, bool), f"cannot decide the condition {render(operands['condition'])}"
             return evaluate(doc, operands["true_value" if condition else "false_value"], params)
         if kind in ("equals", "not_equals"):
-            equal = evaluate(doc, operands["operand_1"], params) == evaluate(doc, operands["operand_2"], params)
-            return equal if kind == "equals" else not equal
+            left, right = evaluate(doc, operands["operand_1"], params), evaluate(doc, operands["operand_2"], params)
+            if not (known(left) and known(right)):
+                return expr
+            return (left == right) == (kind == "equals")
         if kind == "not":
             value = evaluate(doc, operands["bool_value"], params)
             assert isinstance(value, bool), f"cannot decide !{render(operands['bool_value'])}"
             return not value
+        if kind in ("and", "or"):  # short-circuit, as Bicep does
+            first = evaluate(doc, operands["operand_1"], params)
+            if not isinstance(first, bool):
+                return expr
+            if first == (kind == "or"):
+                return first
+            second = evaluate(doc, operands["operand_2"], params)
+            return second if isinstance(second, bool) else expr
+        if kind == "property_accessor" and render(expr) in params:
+            return params[render(expr)]
         return expr
     if "function" in expr:
-        if expr["function"]["type"] == "union":
+        kind = expr["function"]["type"]
+        args = [arg for arg in expr["function"].get("parameters", {}).values() if arg is not None]
+        if kind == "union":
             merged: dict[str, Any] = {}
-            for arg in expr["function"]["parameters"].values():
+            for arg in args:
                 value = evaluate(doc, arg, params)
                 assert isinstance(value, dict), f"union() of something that is not a known object: {render(arg)}"
                 merged.update(value)
             return merged
+        if kind == "fail":
+            raise TemplateFailure(evaluate(doc, args[0], params))
+        if kind in STRING_FUNCTIONS:
+            values = [evaluate(doc, arg, params) for arg in args]
+            return STRING_FUNCTIONS[kind](*values) if all(known(v) for v in values) else expr
+        if kind == "empty":
+            value = evaluate(doc, args[0], params)
+            return value == "" if known(value) else expr
         return expr
     return {unquote(key): evaluate(doc, value, params) for key, value in expr.items()}
+
+
+def _interpolated(doc: dict[str, Any], match: re.Match[str], params: dict[str, Any]) -> str:
+    """The text of one `${...}`: its value if the evaluation knows it, else the `${...}` unchanged."""
+    inner = match.group(1).strip()
+    if inner in params:
+        value = params[inner]
+    elif inner in doc.get("variables", {}) or inner in doc.get("parameters", {}):
+        value = evaluate(doc, inner, params)
+    else:
+        return match.group(0)
+    return str(value) if known(value) and not isinstance(value, bool) else match.group(0)
 
 
 def unquote(key: str) -> str:
@@ -283,7 +356,8 @@ def render(expr: Any) -> str:
         return f"{kind}({', '.join(render(v) for v in operands.values())})"
     if isinstance(expr, dict) and "function" in expr:
         args = ", ".join(render(v) for v in expr["function"].get("parameters", {}).values() if v is not None)
-        return f"{expr['function']['type']}({args})"
+        name = re.sub(r"_(\w)", lambda m: m.group(1).upper(), expr["function"]["type"])  # to_lower -> toLower
+        return f"{name}({args})"
     return json.dumps(expr, sort_keys=True)
 
 
@@ -316,12 +390,54 @@ def references(tree: Any, name: str) -> list[str]:
     return [path for path, text in strings(tree) if text == name or inside.search(text)]
 
 
-def app_settings(mode: str) -> dict[str, Any]:
+def deployment(mode: str, **params: Any) -> dict[str, Any]:
+    """What one deployment of main.bicep decides: the parameters (as azd passes them in `mode`,
+    overridden by `params`) and the context it reads from subscription() and resourceGroup(),
+    keyed by their Bicep text."""
+    single_tenant = mode == "SingleTenant"
+    given = {
+        "environmentName": "mybot",
+        "botAppType": mode,
+        "botAppId": "11111111-2222-3333-4444-555555555555" if single_tenant else "",
+        "botAppPassword": "app-registration-secret" if single_tenant else "",
+        "tags": {},
+        "subscription().id": "/subscriptions/00000000-0000-0000-0000-000000000000",
+        "resourceGroup().id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-mybot",
+    }
+    given.update(params)
+    return given
+
+
+def app_settings(mode: str, **params: Any) -> dict[str, Any]:
     """The function app's settings (name -> expression) as main.bicep builds them for `mode`."""
     main = parse(MAIN)
-    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], {"botAppType": mode})
+    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], deployment(mode, **params))
     assert isinstance(settings, dict), "appSettings should evaluate to an object of name -> value"
     return settings
+
+
+def module_params(module: Module, params: dict[str, Any]) -> dict[str, Any]:
+    """A module's parameters as main.bicep passes them for `params`, with the module's defaults."""
+    given = {name: evaluate(parse(MAIN), value, params) for name, value in module.params.items()}
+    doc = parse(module.path)
+    for name, decl in doc["parameters"].items():
+        if name not in given and decl.get("default") is not None:
+            given[name] = evaluate(doc, decl["default"], {})
+    return given
+
+
+def resource_tags(params: dict[str, Any] | None = None) -> list[tuple[Resource, dict[str, Any]]]:
+    """Every resource that has tags, with its tags as one deployment (`params`) sets them."""
+    params = deployment("UserAssignedMSI") if params is None else params
+    found = [(res, evaluate(parse(MAIN), res.body["tags"], params)) for res in resources(MAIN) if "tags" in res.body]
+    for module in modules(MAIN):
+        given = module_params(module, params)
+        for res in resources(module.path):
+            if "tags" in res.body:
+                found.append((res, evaluate(parse(module.path), res.body["tags"], given)))
+    for res, tags in found:
+        assert isinstance(tags, dict), f"{res.where}: tags do not evaluate to an object: {render(tags)}"
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -614,7 +730,7 @@ def test_setting_values(mode: str):
     assert s["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identity.properties.clientId};Authorization=AAD"
     assert s["MicrosoftAppType"] == mode
     assert s["MicrosoftAppTenantId"] == "tenant().tenantId"
-    assert s["MicrosoftAppId"] == (client_id if mode == "UserAssignedMSI" else "botAppId")
+    assert s["MicrosoftAppId"] == (client_id if mode == "UserAssignedMSI" else deployment(mode)["botAppId"])
     assert s["BotPublicBaseUrl"] == "https://${functionApp.outputs.defaultHostName}"
     if mode == "SingleTenant":
         assert s["MicrosoftAppPassword"] == "@Microsoft.KeyVault(SecretUri=${keyVault!.outputs.secretUri})"
@@ -770,7 +886,7 @@ def test_bot_resource(mode: str):
     module = module_using("bot.bicep")
     expected = ("appType", "appId", "tenantId", "msiResourceId", "sku", "endpoint")
     assert set(expected) <= set(module.params), f"{module.where}: set {sorted(set(expected) - set(module.params))}"
-    params = {name: render(evaluate(main, module.params[name], {"botAppType": mode})) for name in expected}
+    params = {name: render(evaluate(main, module.params[name], deployment(mode))) for name in expected}
     assert params["sku"] == "botSku"
     assert params["appType"] == mode
     assert params["appId"] == render(app_settings(mode)["MicrosoftAppId"]), "the bot's app id is the app's MicrosoftAppId"
@@ -816,6 +932,28 @@ def test_bot_endpoint_is_the_messages_route():
     assert isinstance(auth, ast.Attribute) and auth.attr == "ANONYMOUS", (
         "the Bot Service calls /api/messages without a function key: it must stay anonymous (the JWT is the auth)"
     )
+
+
+# ---------------------------------------------------------------------------
+# Tags
+# ---------------------------------------------------------------------------
+
+
+def test_resources_tagged_for_azd():
+    params = deployment("UserAssignedMSI", environmentName="My_Env")
+    tagged = resource_tags(params)
+    for res, tags in tagged:
+        assert tags.get("azd-env-name") == "My_Env", f"{res.where}: azd-env-name tag {tags.get('azd-env-name')!r}"
+    carriers = [res.where for res, tags in tagged if "azd-service-name" in tags]
+    site = the_resource(MODULES / "functionapp.bicep", "Microsoft.Web/sites")
+    assert carriers == [site.where], f"azd-service-name must name one resource, the function app: {carriers}"
+    # Every top-level resource that takes tags has them (role assignments take none).
+    untagged = [
+        res.where for path in BICEP_FILES for res in resources(path)
+        if res.type.count("/") == 1 and not res.existing and res.type != "Microsoft.Authorization/roleAssignments"
+        and "tags" not in res.body
+    ]
+    assert not untagged, f"resources without tags: {untagged}"
 
 
 # ---------------------------------------------------------------------------
@@ -894,8 +1032,11 @@ def test_azd_project_and_parameters():
     assert service, "azure.yaml should declare one service"
     assert re.search(r"^\s+host:\s*function\s*$", azure_yaml, re.MULTILINE)
     assert re.search(r"^\s+language:\s*(python|py)\s*$", azure_yaml, re.MULTILINE)
-    tag = json.dumps(module_using("functionapp.bicep").params["tags"]).replace("'", "")
-    assert f'"azd-service-name": "{service.group(1)}"' in tag, "the function app's azd-service-name tag names the azure.yaml service"
+    carriers = {res.where: tags["azd-service-name"] for res, tags in resource_tags() if "azd-service-name" in tags}
+    site = the_resource(MODULES / "functionapp.bicep", "Microsoft.Web/sites")
+    assert carriers == {site.where: service.group(1)}, (
+        f"azd-service-name must be on the function app only, naming the azure.yaml service: {carriers}"
+    )
 
     declared = parse(MAIN)["parameters"]
     given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
