@@ -8,9 +8,10 @@
 
 targetScope = 'resourceGroup'
 
+// Any name azd accepts (AZURE_ENV_NAME); valid resource names are derived from it below.
 @minLength(1)
-@maxLength(20)
-@description('Short name of this deployment (letters, digits, hyphens); part of every resource name. azd passes AZURE_ENV_NAME.')
+@maxLength(64)
+@description('Name of this deployment (azd passes AZURE_ENV_NAME): 1-64 letters, digits and - _ . ( ). Resource names use it lower-cased, with _ . ( ) as hyphens and cut to 20 characters, plus a token unique to subscription, resource group and name.')
 param environmentName string
 
 @description('Region of every regional resource. It must offer the Flex Consumption plan: az functionapp list-flexconsumption-locations.')
@@ -66,17 +67,24 @@ param tags object = {}
 
 var isMsi = botAppType == 'UserAssignedMSI'
 var isSingleTenant = botAppType == 'SingleTenant'
+
+// Names. The token depends on subscription, resource group and environmentName only, so
+// a redeploy finds the same resources (above all the identity, whose client id is the
+// bot's app id). The prefix makes any azd name valid in every resource type: lower case,
+// _ . ( ) as hyphens, at most 20 characters; each name starts with a letter and ends with
+// the token. Names of 20 characters or fewer of letters, digits and hyphens give the same
+// resource names as before.
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
-var baseName = toLower(environmentName)
+var namePrefix = take(replace(replace(replace(replace(toLower(environmentName), '_', '-'), '.', '-'), '(', '-'), ')', '-'), 20)
 var allTags = union(tags, {
   'azd-env-name': environmentName
 })
-var functionAppName = 'func-${baseName}-${resourceToken}'
+var functionAppName = 'func-${namePrefix}-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 
 // The one identity: storage, monitoring, Key Vault references and the bot itself.
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-${baseName}-${resourceToken}'
+  name: 'id-${namePrefix}-${resourceToken}'
   location: location
   tags: allTags
 }
@@ -86,8 +94,8 @@ module monitoring 'modules/monitoring.bicep' = {
   params: {
     location: location
     tags: allTags
-    workspaceName: 'log-${baseName}-${resourceToken}'
-    appInsightsName: 'appi-${baseName}-${resourceToken}'
+    workspaceName: 'log-${namePrefix}-${resourceToken}'
+    appInsightsName: 'appi-${namePrefix}-${resourceToken}'
     principalId: identity.properties.principalId
   }
 }
@@ -125,7 +133,7 @@ module functionApp 'modules/functionapp.bicep' = {
     siteTags: {
       'azd-service-name': 'bot'
     }
-    planName: 'plan-${baseName}-${resourceToken}'
+    planName: 'plan-${namePrefix}-${resourceToken}'
     name: functionAppName
     identityId: identity.id
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
@@ -175,7 +183,7 @@ module bot 'modules/bot.bicep' = {
   name: 'bot'
   params: {
     tags: allTags
-    name: 'bot-${baseName}-${resourceToken}'
+    name: 'bot-${namePrefix}-${resourceToken}'
     displayName: botDisplayName
     sku: botSku
     endpoint: messagingEndpoint

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from pycep import BicepParser
 
 from botcore import settings as bot_settings
@@ -437,6 +438,33 @@ def resource_tags(params: dict[str, Any] | None = None) -> list[tuple[Resource, 
                 found.append((res, evaluate(parse(module.path), res.body["tags"], given)))
     for res, tags in found:
         assert isinstance(tags, dict), f"{res.where}: tags do not evaluate to an object: {render(tags)}"
+    return found
+
+
+def named_resources() -> list[tuple[Resource, Any]]:
+    """Resources whose name main.bicep decides, with that name as an expression of main.bicep:
+    its own resources, and module resources named by a module parameter."""
+    found = [(res, res.body["name"]) for res in resources(MAIN) if not res.existing]
+    for module in modules(MAIN):
+        declared = parse(module.path)["parameters"]
+        for res in resources(module.path):
+            name = res.body.get("name")
+            if not res.existing and isinstance(name, str) and name in declared:
+                assert name in module.params, f"{module.where}: {res.where} is named by {name}, which main.bicep does not set"
+                found.append((res, module.params[name]))
+    return found
+
+
+def parameter_dependencies(doc: dict[str, Any], expr: Any) -> set[str]:
+    """The parameters an expression depends on, through variables and `${...}` interpolations."""
+    found: set[str] = set()
+    for _, text in strings(expr):
+        names = {text} | {n for inner in _INTERPOLATION.findall(text) for n in re.findall(r"[A-Za-z_]\w*", inner)}
+        for name in names:
+            if name in doc.get("parameters", {}):
+                found.add(name)
+            elif name in doc.get("variables", {}):
+                found |= parameter_dependencies(doc, doc["variables"][name]["value"])
     return found
 
 
@@ -935,8 +963,115 @@ def test_bot_endpoint_is_the_messages_route():
 
 
 # ---------------------------------------------------------------------------
-# Tags
+# Names, tags and redeploys
 # ---------------------------------------------------------------------------
+
+# Naming rules of each named resource type (Azure resource name rules), as full-match patterns.
+NAME_RULES = {
+    "Microsoft.ManagedIdentity/userAssignedIdentities": r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}",
+    "Microsoft.OperationalInsights/workspaces": r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]",
+    "Microsoft.Insights/components": r"[^%&\\?/\x00-\x1f]{0,259}[^%&\\?/\x00-\x1f .]",
+    "Microsoft.Storage/storageAccounts": r"[a-z0-9]{3,24}",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]",
+    "Microsoft.KeyVault/vaults": r"(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]",
+    "Microsoft.KeyVault/vaults/secrets": r"[A-Za-z0-9-]{1,127}",
+    "Microsoft.Web/serverfarms": r"[A-Za-z0-9-]{1,60}",
+    "Microsoft.Web/sites": r"[a-z0-9][a-z0-9-]{0,58}[a-z0-9]",  # also the label of <name>.azurewebsites.net
+    "Microsoft.BotService/botServices": r"[A-Za-z0-9][A-Za-z0-9_.-]{1,63}",
+}
+
+# What azd accepts as an environment name (AZURE_ENV_NAME).
+AZD_ENVIRONMENT_NAME = r"[a-zA-Z0-9\-()_.]{1,64}"
+
+HOSTILE_ENVIRONMENT_NAMES = [
+    "a", "Z", "7", "9lives", "-", "_", ".", "(", ")", "()", "--", "My_Bot.(prod)", "prod.v2(eu)_blue",
+    "-leading", "trailing-", "UPPER_CASE", "a" * 19 + "_", "a" * 20, "a" * 21, "x" * 64, "X" * 64,
+    "_" * 64, "(" * 32 + ")" * 32, "0" * 64, ("Ab9_.()-" * 8),
+]
+
+# The names resources had before environment names were sanitised: one deployed with such
+# a name (at most 20 letters, digits and hyphens) must find its resources under these names.
+NAMES_BEFORE = {
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "id-{prefix}-{token}",
+    "Microsoft.OperationalInsights/workspaces": "log-{prefix}-{token}",
+    "Microsoft.Insights/components": "appi-{prefix}-{token}",
+    "Microsoft.Storage/storageAccounts": "st{token}",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "app-package-{token}",
+    "Microsoft.KeyVault/vaults": "kv-{token}",
+    "Microsoft.KeyVault/vaults/secrets": "MicrosoftAppPassword",
+    "Microsoft.Web/serverfarms": "plan-{prefix}-{token}",
+    "Microsoft.Web/sites": "func-{prefix}-{token}",
+    "Microsoft.BotService/botServices": "bot-{prefix}-{token}",
+}
+
+
+def resource_names(environment_name: str) -> dict[str, str]:
+    """Resource type -> name, as main.bicep names them for `environment_name`."""
+    params = deployment("SingleTenant", environmentName=environment_name)
+    names = {}
+    for res, expr in named_resources():
+        name = evaluate(parse(MAIN), expr, params)
+        assert known(name), f"{res.where}: cannot evaluate the name {render(expr)} -> {render(name)}"
+        names[res.type] = name
+    return names
+
+
+def test_environment_name_takes_what_azd_accepts():
+    decl = parse(MAIN)["parameters"]["environmentName"]
+    limits = {d["type"]: d["argument"] for d in decl["decorators"] if d["type"] in ("min_length", "max_length")}
+    assert limits == {"min_length": 1, "max_length": 64}, f"environmentName length limits {limits}: azd allows 1-64"
+
+
+def test_every_named_resource_type_has_a_naming_rule():
+    types = {res.type for res, _ in named_resources()}
+    assert types == set(NAME_RULES), f"named types without a rule here: {sorted(types - set(NAME_RULES))}"
+
+
+def check_names(environment_name: str) -> None:
+    for type_, name in resource_names(environment_name).items():
+        assert re.fullmatch(NAME_RULES[type_], name), f"{environment_name!r}: {type_} name {name!r} breaks its naming rule"
+
+
+@pytest.mark.parametrize("environment_name", HOSTILE_ENVIRONMENT_NAMES)
+def test_resource_names_are_valid_for_hostile_environment_names(environment_name: str):
+    assert re.fullmatch(AZD_ENVIRONMENT_NAME, environment_name)
+    check_names(environment_name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.from_regex(AZD_ENVIRONMENT_NAME, fullmatch=True))
+def test_resource_names_are_valid_for_any_azd_environment_name(environment_name: str):
+    check_names(environment_name)
+
+
+def test_distinct_environment_names_give_distinct_resources():
+    # "a.b" and "a_b" share a prefix; the token (from the raw name) still tells them apart.
+    first, second = resource_names("a.b"), resource_names("a_b")
+    same = [type_ for type_ in first if type_.count("/") == 1 and first[type_] == second[type_]]
+    assert not same, f"a.b and a_b share the names of {same}"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9-]{1,20}", fullmatch=True))
+def test_environments_named_as_before_keep_their_resource_names(environment_name: str):
+    token = evaluate(parse(MAIN), "resourceToken", deployment("SingleTenant", environmentName=environment_name))
+    expected = {
+        type_: pattern.format(prefix=environment_name.lower(), token=token) for type_, pattern in NAMES_BEFORE.items()
+    }
+    assert resource_names(environment_name) == expected
+
+
+def test_the_identity_survives_redeploys():
+    # The identity's client id is the bot's app id (msaAppId, fixed when the bot is created):
+    # its name must depend on the environment name only (with subscription and resource
+    # group, through the token), never on a parameter a redeploy may change.
+    main = parse(MAIN)
+    identity = the_resource(MAIN, "Microsoft.ManagedIdentity/userAssignedIdentities")
+    assert parameter_dependencies(main, identity.body["name"]) == {"environmentName"}
+    assert render(main["variables"]["resourceToken"]["value"]) == (
+        "toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))"
+    ), "the token names every resource: changing it recreates them all, the identity included"
+    assert identity.condition is None and identity.loop is None
 
 
 def test_resources_tagged_for_azd():
