@@ -68,6 +68,13 @@ param tags object = {}
 var isMsi = botAppType == 'UserAssignedMSI'
 var isSingleTenant = botAppType == 'SingleTenant'
 
+// SingleTenant needs both values. fail() (Bicep 0.33 or later) stops the deployment while
+// the template is evaluated, before any resource is created, with a message that names
+// the missing parameter, instead of an error from the Bot Service or Key Vault later.
+var botAppIdMissing = isSingleTenant && empty(botAppId)
+var botAppPasswordMissing = isSingleTenant && empty(botAppPassword)
+var singleTenantAppId = botAppIdMissing ? fail('botAppType is SingleTenant but botAppId is empty: set botAppId (azd: BOT_APP_ID) to the client id of the app registration.') : (botAppPasswordMissing ? fail('botAppType is SingleTenant but botAppPassword is empty: set botAppPassword (azd: BOT_APP_PASSWORD) to a client secret of the app registration.') : botAppId)
+
 // Names. The token depends on subscription, resource group and environmentName only, so
 // a redeploy finds the same resources (above all the identity, whose client id is the
 // bot's app id). The prefix makes any azd name valid in every resource type: lower case,
@@ -161,7 +168,7 @@ var botStorageSettings = {
 }
 var botSettings = {
   MicrosoftAppType: botAppType
-  MicrosoftAppId: isMsi ? identity.properties.clientId : botAppId
+  MicrosoftAppId: isMsi ? identity.properties.clientId : singleTenantAppId
   MicrosoftAppTenantId: tenant().tenantId
   BotPublicBaseUrl: publicBaseUrl
   BotSendConcurrency: string(botSendConcurrency)
@@ -188,7 +195,7 @@ module bot 'modules/bot.bicep' = {
     sku: botSku
     endpoint: messagingEndpoint
     appType: botAppType
-    appId: isMsi ? identity.properties.clientId : botAppId
+    appId: isMsi ? identity.properties.clientId : singleTenantAppId
     tenantId: tenant().tenantId
     msiResourceId: isMsi ? identity.id : ''
   }
@@ -200,5 +207,5 @@ output messagingEndpoint string = messagingEndpoint
 output botName string = bot.outputs.name
 output storageAccountName string = storage.outputs.name
 output identityClientId string = identity.properties.clientId
-output botAppId string = isMsi ? identity.properties.clientId : botAppId
+output botAppId string = isMsi ? identity.properties.clientId : singleTenantAppId
 output notifyKeyCommand string = 'az functionapp function keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --function-name notify'

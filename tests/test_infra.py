@@ -905,7 +905,13 @@ def test_key_vault_only_in_single_tenant_mode_with_rbac():
 def test_the_client_secret_goes_only_to_key_vault():
     main = parse(MAIN)
     uses = references({k: v for k, v in main.items() if k != "parameters"}, "botAppPassword")
-    assert uses == ["modules.keyVault.config.config.params.secretValue"], uses
+    checks = [
+        f"variables.{name}.{path}"
+        for name, var in main["variables"].items()
+        for path, text in strings(var)
+        if text == "botAppPassword" and path.endswith("function.parameters.item_to_test")  # empty(botAppPassword)
+    ]
+    assert sorted(uses) == sorted(["modules.keyVault.config.config.params.secretValue", *checks]), uses
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1089,6 +1095,45 @@ def test_resources_tagged_for_azd():
         and "tags" not in res.body
     ]
     assert not untagged, f"resources without tags: {untagged}"
+
+
+# ---------------------------------------------------------------------------
+# SingleTenant parameters
+# ---------------------------------------------------------------------------
+
+
+def deploy_variables(params: dict[str, Any]) -> dict[str, Any]:
+    """main.bicep's variables evaluated in order, as ARM evaluates a template's variables
+    before it creates anything: a fail() among them stops the deployment there."""
+    main = parse(MAIN)
+    return {name: evaluate(main, name, params) for name in main["variables"]}
+
+
+@pytest.mark.parametrize(
+    ("app_id", "password", "missing"),
+    [("", "app-registration-secret", "botAppId"), ("11111111-2222-3333-4444-555555555555", "", "botAppPassword"), ("", "", "botAppId")],
+)
+def test_single_tenant_without_its_app_registration_fails_before_any_resource(app_id: str, password: str, missing: str):
+    params = deployment("SingleTenant", botAppId=app_id, botAppPassword=password)
+    for evaluation in (
+        lambda: deploy_variables(params),
+        lambda: app_settings("SingleTenant", botAppId=app_id, botAppPassword=password)["MicrosoftAppId"],
+        lambda: evaluate(parse(MAIN), module_using("bot.bicep").params["appId"], params),
+    ):
+        with pytest.raises(TemplateFailure) as failure:
+            evaluation()
+        message = str(failure.value)
+        assert missing in message and "SingleTenant" in message, message
+
+
+def test_single_tenant_with_its_app_registration_and_msi_without_one_deploy():
+    deploy_variables(deployment("UserAssignedMSI"))  # botAppId and botAppPassword stay empty
+    params = deployment("SingleTenant")
+    deploy_variables(params)
+    assert app_settings("SingleTenant")["MicrosoftAppId"] == params["botAppId"]
+    main = parse(MAIN)
+    for name in ("botAppId", "botAppPassword"):
+        assert main["parameters"][name]["default"] == "", f"{name} must stay optional for UserAssignedMSI"
 
 
 # ---------------------------------------------------------------------------
