@@ -153,8 +153,12 @@ var publicBaseUrl = 'https://${functionApp.outputs.defaultHostName}'
 var messagingEndpoint = 'https://${functionApp.outputs.defaultHostName}/api/messages'
 
 // App settings, exactly the ones the host and the code read (tests/test_infra.py).
+// The host's storage by service URI, not __accountName: the host expands an account name
+// with the public cloud's suffix; the URIs carry this cloud's (US Government included).
 var hostSettings = {
-  AzureWebJobsStorage__accountName: storage.outputs.name
+  AzureWebJobsStorage__blobServiceUri: storage.outputs.blobServiceUri
+  AzureWebJobsStorage__queueServiceUri: storage.outputs.queueServiceUri
+  AzureWebJobsStorage__tableServiceUri: storage.outputs.tableServiceUri
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.properties.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
@@ -174,6 +178,12 @@ var botSettings = {
   BotSendConcurrency: string(botSendConcurrency)
   BotSendRatePerSecond: string(botSendRatePerSecond)
 }
+// botcore knows the public and the US Government Bot Framework; ChannelService selects the latter.
+var cloudName = environment().name
+var isUsGovernment = cloudName == 'AzureUSGovernment'
+var cloudSettings = isUsGovernment ? {
+  ChannelService: 'https://botframework.azure.us'
+} : {}
 var secretSettings = isSingleTenant ? {
   MicrosoftAppPassword: '@Microsoft.KeyVault(SecretUri=${keyVault!.outputs.secretUri})'
 } : {}
@@ -182,7 +192,7 @@ module appSettings 'modules/appsettings.bicep' = {
   name: 'appsettings'
   params: {
     functionAppName: functionApp.outputs.name
-    appSettings: union(hostSettings, botStorageSettings, botSettings, secretSettings)
+    appSettings: union(hostSettings, botStorageSettings, botSettings, cloudSettings, secretSettings)
   }
 }
 

@@ -4,6 +4,9 @@ The Bicep CLI is not needed: templates are parsed with pycep, and the checks wal
 pycep's JSON tree. They hold the template to what the code expects in Azure: the
 settings it reads (and nothing else), the `/api/messages` route, the tables and
 queues, keyless storage, the built-in roles, and no secret in parameters or outputs.
+Where parameters decide (`evaluate`), they also check one deployment's outcome: valid
+resource names for any azd environment name, tags per resource, the SingleTenant
+guard, and storage URIs and settings per cloud.
 
 What only a real deployment can check is listed in README.md (Deploy to Azure).
 """
@@ -34,6 +37,15 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 # The two values of main.bicep's `botAppType` parameter; mode-dependent checks run for both.
 MODES = ("UserAssignedMSI", "SingleTenant")
+
+# Clouds (`environment().name`) and their storage suffix (`environment().suffixes.storage`).
+# botcore supports the public and the US Government Bot Framework.
+CLOUD_STORAGE_SUFFIXES = {
+    "AzureCloud": "core.windows.net",
+    "AzureUSGovernment": "core.usgovcloudapi.net",
+    "AzureChinaCloud": "core.chinacloudapi.cn",
+}
+CLOUDS = tuple(CLOUD_STORAGE_SUFFIXES)
 
 # Resource types and API versions the templates may use (all exist; checked against
 # the ARM template reference). A new type or version is a deliberate change here.
@@ -82,7 +94,6 @@ PLATFORM_PROVIDED = {"IDENTITY_ENDPOINT", "IDENTITY_HEADER"}
 
 # Local or optional, with public-cloud/production defaults in the code: not set in Azure.
 OPTIONAL_WITH_DEFAULTS = {
-    "ChannelService",
     "BotChannelOpenIdMetadataUrl",
     "BotEmulatorOpenIdMetadataUrl",
     "BotOAuthAuthorityHost",
@@ -96,6 +107,9 @@ OPTIONAL_WITH_DEFAULTS = {
 # The client secret: a Key Vault reference in SingleTenant mode, absent with UserAssignedMSI.
 SINGLE_TENANT_ONLY = {"MicrosoftAppPassword"}
 
+# Set in the US Government cloud only (botcore's public-cloud default elsewhere).
+US_GOVERNMENT_ONLY = {"ChannelService"}
+
 # Connection-string forms of the storage connections: they need shared keys, which the
 # storage account disables. The identity-based `<name>__*` forms are used instead.
 CONNECTION_STRING_FORMS = {bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION}
@@ -107,13 +121,22 @@ BOT_STORAGE_IDENTITY = {
 }
 
 # Read by the Functions host itself, not by the app's code: required on Flex Consumption.
+# The host's storage by service URIs (blob: keys, timer leases; queue, table), which carry the
+# cloud's suffix; storage.py reads the same family as its fallback, except the blob URI.
 FUNCTIONS_HOST = {
-    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
+HOST_ONLY_STORAGE_KEYS = {"blobServiceUri"}
+
+# `__accountName` makes the host and storage.py build core.windows.net URIs: public cloud only.
+PUBLIC_CLOUD_ONLY = {f"{conn}__accountName" for conn in (bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION)}
+
 # Added by the notify feature (send throttling); allowed even before the code reads them.
 # Once the code reads them they are ordinary settings that must be set.
 NOTIFY_FEATURE = {"BotSendConcurrency", "BotSendRatePerSecond"}
@@ -391,10 +414,10 @@ def references(tree: Any, name: str) -> list[str]:
     return [path for path, text in strings(tree) if text == name or inside.search(text)]
 
 
-def deployment(mode: str, **params: Any) -> dict[str, Any]:
+def deployment(mode: str, cloud: str = "AzureCloud", **params: Any) -> dict[str, Any]:
     """What one deployment of main.bicep decides: the parameters (as azd passes them in `mode`,
-    overridden by `params`) and the context it reads from subscription() and resourceGroup(),
-    keyed by their Bicep text."""
+    overridden by `params`) and the context it reads from environment(), subscription() and
+    resourceGroup(), keyed by their Bicep text."""
     single_tenant = mode == "SingleTenant"
     given = {
         "environmentName": "mybot",
@@ -402,6 +425,8 @@ def deployment(mode: str, **params: Any) -> dict[str, Any]:
         "botAppId": "11111111-2222-3333-4444-555555555555" if single_tenant else "",
         "botAppPassword": "app-registration-secret" if single_tenant else "",
         "tags": {},
+        "environment().name": cloud,
+        "environment().suffixes.storage": CLOUD_STORAGE_SUFFIXES[cloud],
         "subscription().id": "/subscriptions/00000000-0000-0000-0000-000000000000",
         "resourceGroup().id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-mybot",
     }
@@ -409,10 +434,10 @@ def deployment(mode: str, **params: Any) -> dict[str, Any]:
     return given
 
 
-def app_settings(mode: str, **params: Any) -> dict[str, Any]:
-    """The function app's settings (name -> expression) as main.bicep builds them for `mode`."""
+def app_settings(mode: str, cloud: str = "AzureCloud", **params: Any) -> dict[str, Any]:
+    """The function app's settings (name -> expression) as main.bicep builds them for `mode` in `cloud`."""
     main = parse(MAIN)
-    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], deployment(mode, **params))
+    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], deployment(mode, cloud, **params))
     assert isinstance(settings, dict), "appSettings should evaluate to an object of name -> value"
     return settings
 
@@ -606,16 +631,20 @@ def storage_family_names() -> set[str]:
     return {f"{conn}__{key}".lower() for conn in CONNECTION_STRING_FORMS for key in storage_family_keys()}
 
 
-def must_set(mode: str) -> set[str]:
+def must_set(mode: str, cloud: str) -> set[str]:
     literal, _ = code_env_reads()
-    unclassified = literal - PLATFORM_PROVIDED - OPTIONAL_WITH_DEFAULTS - SINGLE_TENANT_ONLY - CONNECTION_STRING_FORMS
+    unclassified = (
+        literal - PLATFORM_PROVIDED - OPTIONAL_WITH_DEFAULTS - SINGLE_TENANT_ONLY - US_GOVERNMENT_ONLY - CONNECTION_STRING_FORMS
+    )
     required = unclassified | BOT_STORAGE_IDENTITY | FUNCTIONS_HOST
-    return required | (SINGLE_TENANT_ONLY if mode == "SingleTenant" else set())
+    required |= SINGLE_TENANT_ONLY if mode == "SingleTenant" else set()
+    return required | (US_GOVERNMENT_ONLY if cloud == "AzureUSGovernment" else set())
 
 
-def must_not_set(mode: str) -> set[str]:
-    forbidden = PLATFORM_PROVIDED | OPTIONAL_WITH_DEFAULTS | CONNECTION_STRING_FORMS | NEVER_ON_FLEX
-    return forbidden | (SINGLE_TENANT_ONLY if mode == "UserAssignedMSI" else set())
+def must_not_set(mode: str, cloud: str) -> set[str]:
+    forbidden = PLATFORM_PROVIDED | OPTIONAL_WITH_DEFAULTS | CONNECTION_STRING_FORMS | NEVER_ON_FLEX | PUBLIC_CLOUD_ONLY
+    forbidden |= SINGLE_TENANT_ONLY if mode == "UserAssignedMSI" else set()
+    return forbidden | (US_GOVERNMENT_ONLY if cloud != "AzureUSGovernment" else set())
 
 
 # ---------------------------------------------------------------------------
@@ -716,38 +745,45 @@ def test_env_scan_finds_literal_helper_and_computed_reads(tmp_path: Path):
 
 def test_identity_storage_settings_are_names_storage_py_accepts():
     accepted = storage_family_names()
-    for name in BOT_STORAGE_IDENTITY | {n for n in FUNCTIONS_HOST if n.startswith("AzureWebJobsStorage__")}:
+    host_storage = {n for n in FUNCTIONS_HOST if n.startswith(f"{bot_storage.FALLBACK_CONNECTION}__")}
+    host_only = {f"{bot_storage.FALLBACK_CONNECTION}__{key}" for key in HOST_ONLY_STORAGE_KEYS}
+    for name in BOT_STORAGE_IDENTITY | (host_storage - host_only):
         assert name.lower() in accepted, f"botcore/storage.py does not read {name}"
+    for name in host_only:
+        assert name.lower() not in accepted, f"botcore/storage.py reads {name}: it is no longer host-only"
 
 
+@pytest.mark.parametrize("cloud", CLOUDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_every_setting_the_code_needs_is_set(mode: str):
-    settings = app_settings(mode)
-    missing = sorted(must_set(mode) - set(settings))
+def test_every_setting_the_code_needs_is_set(mode: str, cloud: str):
+    settings = app_settings(mode, cloud)
+    missing = sorted(must_set(mode, cloud) - set(settings))
     assert not missing, (
-        f"{mode}: settings the code or the Functions host read are not set in infra/main.bicep: {missing}. "
+        f"{mode} in {cloud}: settings the code or the Functions host read are not set in infra/main.bicep: {missing}. "
         "Set them there, or classify them in tests/test_infra.py (platform-provided, optional with defaults, ...)."
     )
 
 
+@pytest.mark.parametrize("cloud", CLOUDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_no_setting_is_set_that_nothing_reads(mode: str):
-    settings = app_settings(mode)
+def test_no_setting_is_set_that_nothing_reads(mode: str, cloud: str):
+    settings = app_settings(mode, cloud)
     literal, _ = code_env_reads()
     readable = literal | FUNCTIONS_HOST | NOTIFY_FEATURE | BOT_STORAGE_IDENTITY
     unread = sorted(
         name for name in settings if name not in readable and name.lower() not in storage_family_names()
     )
-    assert not unread, f"{mode}: app settings that neither the code nor the Functions host read: {unread}"
-    forbidden = sorted(set(settings) & must_not_set(mode))
-    assert not forbidden, f"{mode}: app settings that must not be set in Azure: {forbidden}"
+    assert not unread, f"{mode} in {cloud}: app settings that neither the code nor the Functions host read: {unread}"
+    forbidden = sorted(set(settings) & must_not_set(mode, cloud))
+    assert not forbidden, f"{mode} in {cloud}: app settings that must not be set in Azure: {forbidden}"
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_setting_values(mode: str):
     s = {name: render(value) for name, value in app_settings(mode).items()}
     client_id = "identity.properties.clientId"
-    assert s["AzureWebJobsStorage__accountName"] == "storage.outputs.name"
+    for service in ("blob", "queue", "table"):
+        assert s[f"AzureWebJobsStorage__{service}ServiceUri"] == f"storage.outputs.{service}ServiceUri"
     assert s["AzureWebJobsStorage__credential"] == "managedidentity"
     assert s["AzureWebJobsStorage__clientId"] == client_id
     assert s["BotStorage__tableServiceUri"] == "storage.outputs.tableServiceUri"
@@ -766,9 +802,64 @@ def test_setting_values(mode: str):
 
 def test_storage_service_uris_have_the_form_storage_py_builds():
     outputs = parse(MODULES / "storage.bicep")["outputs"]
-    for service in ("table", "queue"):
+    for service in ("blob", "table", "queue"):
         uri = outputs[f"{service}ServiceUri"]["value"]
         assert uri == f"https://${{account.name}}.{service}.${{environment().suffixes.storage}}", uri
+
+
+def resolved_storage_settings(cloud: str, account: str = "stexample") -> dict[str, str]:
+    """The storage connection settings (BotStorage__*, AzureWebJobsStorage__*) with the storage
+    module's outputs evaluated as they would be in `cloud`."""
+    storage = parse(MODULES / "storage.bicep")
+    context = {"account.name": account, "environment().suffixes.storage": CLOUD_STORAGE_SUFFIXES[cloud]}
+    resolved = {}
+    for name, value in app_settings("UserAssignedMSI", cloud).items():
+        if not name.startswith(tuple(f"{conn}__" for conn in CONNECTION_STRING_FORMS)):
+            continue
+        text = render(value)
+        output = re.fullmatch(r"storage\.outputs\.(\w+)", text)
+        if output:
+            text = evaluate(storage, storage["outputs"][output.group(1)]["value"], context)
+        assert known(text), f"{name}: cannot resolve {text}"
+        resolved[name] = text
+    return resolved
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_storage_uris_are_those_of_the_cloud(cloud: str):
+    suffix = CLOUD_STORAGE_SUFFIXES[cloud]
+    settings = resolved_storage_settings(cloud)
+    uris = {name: value for name, value in settings.items() if name.lower().endswith("serviceuri")}
+    assert len(uris) == 5, sorted(uris)  # BotStorage table/queue, the host's blob/queue/table
+    for name, uri in uris.items():
+        service = re.search(r"__(\w+)ServiceUri$", name).group(1)
+        assert uri == f"https://stexample.{service}.{suffix}", f"{name} in {cloud}: {uri}"
+    # What botcore/storage.py makes of each family, on its own (AzureWebJobsStorage is its fallback).
+    for conn in (bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION):
+        family = {name: value for name, value in settings.items() if name.startswith(f"{conn}__")}
+        connection = bot_storage.connection_from_env(family)
+        assert (connection.table_uri, connection.queue_uri) == (
+            f"https://stexample.table.{suffix}", f"https://stexample.queue.{suffix}",
+        ), f"{conn} in {cloud}: {connection}"
+        assert connection.client_id == "identity.properties.clientId"
+
+
+def test_no_template_names_a_cloud():
+    for path in BICEP_FILES:
+        for where, text in strings(parse(path)):
+            for suffix in CLOUD_STORAGE_SUFFIXES.values():
+                assert suffix not in text, f"{rel(path)} {where} names {suffix}: use environment().suffixes.storage"
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_channel_service_only_in_the_us_government_cloud(cloud: str):
+    settings = app_settings("UserAssignedMSI", cloud)
+    if cloud == "AzureUSGovernment":
+        assert settings.get("ChannelService") == bot_settings.US_GOV_CHANNEL_SERVICE
+        plain = {name: value for name, value in settings.items() if known(value)}
+        assert bot_settings.Settings.from_env(plain).cloud.name == bot_settings.US_GOV_CLOUD
+    else:
+        assert "ChannelService" not in settings
 
 
 def test_app_settings_are_applied_only_by_the_appsettings_module():
