@@ -43,7 +43,7 @@ param botDisplayName string = 'Proactive bot'
 
 @minValue(1)
 @maxValue(1000)
-@description('Flex Consumption: most instances the app may scale out to.')
+@description('Flex Consumption: most instances per scale group, not per app. The HTTP functions share one group; each queue-triggered function (jobs, sends) and the timer scale in groups of their own. Sends to one Teams tenant are paced across all instances, so more instances do not mean more sends per tenant.')
 param maximumInstanceCount int = 100
 
 @allowed([

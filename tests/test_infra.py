@@ -1228,6 +1228,21 @@ def test_single_tenant_with_its_app_registration_and_msi_without_one_deploy():
 
 
 # ---------------------------------------------------------------------------
+# Scale
+# ---------------------------------------------------------------------------
+
+
+def test_maximum_instance_count_is_described_per_scale_group():
+    for path in (MAIN, MODULES / "functionapp.bicep"):
+        decl = parse(path)["parameters"]["maximumInstanceCount"]
+        args = {d["type"]: d["argument"] for d in decl["decorators"]}
+        assert (args.get("min_value"), args.get("max_value")) == (1, 1000), f"{rel(path)}: {args}"
+        assert "per scale group" in args.get("description", ""), f"{rel(path)}: say that the limit is per scale group"
+    description = {d["type"]: d["argument"] for d in parse(MAIN)["parameters"]["maximumInstanceCount"]["decorators"]}
+    assert "per tenant" in description["description"], "say that more instances do not mean more sends per tenant"
+
+
+# ---------------------------------------------------------------------------
 # Secrets: parameters and outputs
 # ---------------------------------------------------------------------------
 

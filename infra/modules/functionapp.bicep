@@ -23,6 +23,7 @@ param deploymentContainerUrl string
 
 @minValue(1)
 @maxValue(1000)
+@description('Most instances per scale group (HTTP functions together, each other function alone), not per app.')
 param maximumInstanceCount int = 100
 
 @allowed([
