@@ -179,7 +179,7 @@ var botSettings = {
   BotSendRatePerSecond: string(botSendRatePerSecond)
 }
 // botcore knows the public and the US Government Bot Framework; ChannelService selects the latter.
-var cloudName = environment().name
+var cloudName = environment().name // a variable of its own: pycep misreads environment().name == '...'
 var isUsGovernment = cloudName == 'AzureUSGovernment'
 var cloudSettings = isUsGovernment ? {
   ChannelService: 'https://botframework.azure.us'

@@ -289,6 +289,10 @@ def evaluate(doc: dict[str, Any], expr: Any, params: dict[str, Any]) -> Any:
     give deployment context by its Bicep text (`environment().suffixes.storage`). `fail()`
     raises TemplateFailure. pycep gives identifiers and string literals alike as Python
     strings: a string that names a variable or a parameter is that variable or parameter.
+
+    pycep binds `?:` tighter than `==` and `&&` (`a && b ? x : y` parses as `a && (b ? x : y)`)
+    and reads `f().x == y` as `f().(x == y)`, and it rejects ternaries split over lines:
+    main.bicep gives such conditions a variable of their own and keeps ternaries on one line.
     """
     if isinstance(expr, str):
         if expr in doc.get("variables", {}):
