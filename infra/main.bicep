@@ -8,9 +8,10 @@
 
 targetScope = 'resourceGroup'
 
+// Any name azd accepts (AZURE_ENV_NAME); valid resource names are derived from it below.
 @minLength(1)
-@maxLength(20)
-@description('Short name of this deployment (letters, digits, hyphens); part of every resource name. azd passes AZURE_ENV_NAME.')
+@maxLength(64)
+@description('Name of this deployment (azd passes AZURE_ENV_NAME): 1-64 letters, digits and - _ . ( ). Resource names use it lower-cased, with _ . ( ) as hyphens and cut to 20 characters, plus a token unique to subscription, resource group and name.')
 param environmentName string
 
 @description('Region of every regional resource. It must offer the Flex Consumption plan: az functionapp list-flexconsumption-locations.')
@@ -42,7 +43,7 @@ param botDisplayName string = 'Proactive bot'
 
 @minValue(1)
 @maxValue(1000)
-@description('Flex Consumption: most instances the app may scale out to.')
+@description('Flex Consumption: most instances per scale group, not per app. The HTTP functions share one group; each queue-triggered function (jobs, sends) and the timer scale in groups of their own. Sends to one Teams tenant are paced across all instances, so more instances do not mean more sends per tenant.')
 param maximumInstanceCount int = 100
 
 @allowed([
@@ -66,17 +67,31 @@ param tags object = {}
 
 var isMsi = botAppType == 'UserAssignedMSI'
 var isSingleTenant = botAppType == 'SingleTenant'
+
+// SingleTenant needs both values. fail() (Bicep 0.33 or later) stops the deployment while
+// the template is evaluated, before any resource is created, with a message that names
+// the missing parameter, instead of an error from the Bot Service or Key Vault later.
+var botAppIdMissing = isSingleTenant && empty(botAppId)
+var botAppPasswordMissing = isSingleTenant && empty(botAppPassword)
+var singleTenantAppId = botAppIdMissing ? fail('botAppType is SingleTenant but botAppId is empty: set botAppId (azd: BOT_APP_ID) to the client id of the app registration.') : (botAppPasswordMissing ? fail('botAppType is SingleTenant but botAppPassword is empty: set botAppPassword (azd: BOT_APP_PASSWORD) to a client secret of the app registration.') : botAppId)
+
+// Names. The token depends on subscription, resource group and environmentName only, so
+// a redeploy finds the same resources (above all the identity, whose client id is the
+// bot's app id). The prefix makes any azd name valid in every resource type: lower case,
+// _ . ( ) as hyphens, at most 20 characters; each name starts with a letter and ends with
+// the token. Names of 20 characters or fewer of letters, digits and hyphens give the same
+// resource names as before.
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
-var baseName = toLower(environmentName)
+var namePrefix = take(replace(replace(replace(replace(toLower(environmentName), '_', '-'), '.', '-'), '(', '-'), ')', '-'), 20)
 var allTags = union(tags, {
   'azd-env-name': environmentName
 })
-var functionAppName = 'func-${baseName}-${resourceToken}'
+var functionAppName = 'func-${namePrefix}-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 
 // The one identity: storage, monitoring, Key Vault references and the bot itself.
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-${baseName}-${resourceToken}'
+  name: 'id-${namePrefix}-${resourceToken}'
   location: location
   tags: allTags
 }
@@ -86,8 +101,8 @@ module monitoring 'modules/monitoring.bicep' = {
   params: {
     location: location
     tags: allTags
-    workspaceName: 'log-${baseName}-${resourceToken}'
-    appInsightsName: 'appi-${baseName}-${resourceToken}'
+    workspaceName: 'log-${namePrefix}-${resourceToken}'
+    appInsightsName: 'appi-${namePrefix}-${resourceToken}'
     principalId: identity.properties.principalId
   }
 }
@@ -120,10 +135,12 @@ module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   params: {
     location: location
-    tags: union(allTags, {
+    tags: allTags
+    // Only the site: azd before 1.23.4 refuses to deploy when two resources carry one service tag.
+    siteTags: {
       'azd-service-name': 'bot'
-    })
-    planName: 'plan-${baseName}-${resourceToken}'
+    }
+    planName: 'plan-${namePrefix}-${resourceToken}'
     name: functionAppName
     identityId: identity.id
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
@@ -136,8 +153,12 @@ var publicBaseUrl = 'https://${functionApp.outputs.defaultHostName}'
 var messagingEndpoint = 'https://${functionApp.outputs.defaultHostName}/api/messages'
 
 // App settings, exactly the ones the host and the code read (tests/test_infra.py).
+// The host's storage by service URI, not __accountName: the host expands an account name
+// with the public cloud's suffix; the URIs carry this cloud's (US Government included).
 var hostSettings = {
-  AzureWebJobsStorage__accountName: storage.outputs.name
+  AzureWebJobsStorage__blobServiceUri: storage.outputs.blobServiceUri
+  AzureWebJobsStorage__queueServiceUri: storage.outputs.queueServiceUri
+  AzureWebJobsStorage__tableServiceUri: storage.outputs.tableServiceUri
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.properties.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
@@ -151,12 +172,18 @@ var botStorageSettings = {
 }
 var botSettings = {
   MicrosoftAppType: botAppType
-  MicrosoftAppId: isMsi ? identity.properties.clientId : botAppId
+  MicrosoftAppId: isMsi ? identity.properties.clientId : singleTenantAppId
   MicrosoftAppTenantId: tenant().tenantId
   BotPublicBaseUrl: publicBaseUrl
   BotSendConcurrency: string(botSendConcurrency)
   BotSendRatePerSecond: string(botSendRatePerSecond)
 }
+// botcore knows the public and the US Government Bot Framework; ChannelService selects the latter.
+var cloudName = environment().name // a variable of its own: pycep misreads environment().name == '...'
+var isUsGovernment = cloudName == 'AzureUSGovernment'
+var cloudSettings = isUsGovernment ? {
+  ChannelService: 'https://botframework.azure.us'
+} : {}
 var secretSettings = isSingleTenant ? {
   MicrosoftAppPassword: '@Microsoft.KeyVault(SecretUri=${keyVault!.outputs.secretUri})'
 } : {}
@@ -165,7 +192,7 @@ module appSettings 'modules/appsettings.bicep' = {
   name: 'appsettings'
   params: {
     functionAppName: functionApp.outputs.name
-    appSettings: union(hostSettings, botStorageSettings, botSettings, secretSettings)
+    appSettings: union(hostSettings, botStorageSettings, botSettings, cloudSettings, secretSettings)
   }
 }
 
@@ -173,12 +200,12 @@ module bot 'modules/bot.bicep' = {
   name: 'bot'
   params: {
     tags: allTags
-    name: 'bot-${baseName}-${resourceToken}'
+    name: 'bot-${namePrefix}-${resourceToken}'
     displayName: botDisplayName
     sku: botSku
     endpoint: messagingEndpoint
     appType: botAppType
-    appId: isMsi ? identity.properties.clientId : botAppId
+    appId: isMsi ? identity.properties.clientId : singleTenantAppId
     tenantId: tenant().tenantId
     msiResourceId: isMsi ? identity.id : ''
   }
@@ -190,5 +217,5 @@ output messagingEndpoint string = messagingEndpoint
 output botName string = bot.outputs.name
 output storageAccountName string = storage.outputs.name
 output identityClientId string = identity.properties.clientId
-output botAppId string = isMsi ? identity.properties.clientId : botAppId
+output botAppId string = isMsi ? identity.properties.clientId : singleTenantAppId
 output notifyKeyCommand string = 'az functionapp function keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --function-name notify'

@@ -4,6 +4,9 @@ The Bicep CLI is not needed: templates are parsed with pycep, and the checks wal
 pycep's JSON tree. They hold the template to what the code expects in Azure: the
 settings it reads (and nothing else), the `/api/messages` route, the tables and
 queues, keyless storage, the built-in roles, and no secret in parameters or outputs.
+Where parameters decide (`evaluate`), they also check one deployment's outcome: valid
+resource names for any azd environment name, tags per resource, the SingleTenant
+guard, and storage URIs and settings per cloud.
 
 What only a real deployment can check is listed in README.md (Deploy to Azure).
 """
@@ -11,6 +14,7 @@ What only a real deployment can check is listed in README.md (Deploy to Azure).
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from pycep import BicepParser
 
 from botcore import settings as bot_settings
@@ -32,6 +37,15 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 # The two values of main.bicep's `botAppType` parameter; mode-dependent checks run for both.
 MODES = ("UserAssignedMSI", "SingleTenant")
+
+# Clouds (`environment().name`) and their storage suffix (`environment().suffixes.storage`).
+# botcore supports the public and the US Government Bot Framework.
+CLOUD_STORAGE_SUFFIXES = {
+    "AzureCloud": "core.windows.net",
+    "AzureUSGovernment": "core.usgovcloudapi.net",
+    "AzureChinaCloud": "core.chinacloudapi.cn",
+}
+CLOUDS = tuple(CLOUD_STORAGE_SUFFIXES)
 
 # Resource types and API versions the templates may use (all exist; checked against
 # the ARM template reference). A new type or version is a deliberate change here.
@@ -80,7 +94,6 @@ PLATFORM_PROVIDED = {"IDENTITY_ENDPOINT", "IDENTITY_HEADER"}
 
 # Local or optional, with public-cloud/production defaults in the code: not set in Azure.
 OPTIONAL_WITH_DEFAULTS = {
-    "ChannelService",
     "BotChannelOpenIdMetadataUrl",
     "BotEmulatorOpenIdMetadataUrl",
     "BotOAuthAuthorityHost",
@@ -94,6 +107,9 @@ OPTIONAL_WITH_DEFAULTS = {
 # The client secret: a Key Vault reference in SingleTenant mode, absent with UserAssignedMSI.
 SINGLE_TENANT_ONLY = {"MicrosoftAppPassword"}
 
+# Set in the US Government cloud only (botcore's public-cloud default elsewhere).
+US_GOVERNMENT_ONLY = {"ChannelService"}
+
 # Connection-string forms of the storage connections: they need shared keys, which the
 # storage account disables. The identity-based `<name>__*` forms are used instead.
 CONNECTION_STRING_FORMS = {bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION}
@@ -105,13 +121,21 @@ BOT_STORAGE_IDENTITY = {
 }
 
 # Read by the Functions host itself, not by the app's code: required on Flex Consumption.
+# The host's storage by service URIs (blob: keys, timer leases; queue, table), which carry the
+# cloud's suffix; storage.py reads the same family as its fallback, except the blob URI.
 FUNCTIONS_HOST = {
-    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
+HOST_ONLY_STORAGE_KEYS = {"blobServiceUri"}
+
+# `__accountName` makes the host and storage.py build core.windows.net URIs: public cloud only.
+PUBLIC_CLOUD_ONLY = {f"{conn}__accountName" for conn in (bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION)}
 
 # Added by the notify feature (send throttling); allowed even before the code reads them.
 # Once the code reads them they are ordinary settings that must be set.
@@ -224,17 +248,60 @@ def decorators(decl: dict[str, Any]) -> set[str]:
     return {d["type"] for d in decl.get("decorators", [])}
 
 
+class Symbol(str):
+    """A parameter whose value the evaluation was not given: it stands for itself (its name)."""
+
+
+class TemplateFailure(Exception):
+    """The evaluation reached `fail('...')`: the deployment would stop with this message."""
+
+
+def known(value: Any) -> bool:
+    """A value the evaluation decided: a number, a bool, or a string with nothing left to resolve."""
+    if isinstance(value, str):
+        return not isinstance(value, Symbol) and "${" not in value
+    return isinstance(value, (bool, int))
+
+
+def unique_string(*values: str) -> str:
+    """A stand-in for ARM's uniqueString(): deterministic, 13 characters of [a-z2-7] (base32 of a hash)."""
+    digest = int.from_bytes(hashlib.sha256("|".join(values).encode()).digest()[:9], "big")
+    return "".join("abcdefghijklmnopqrstuvwxyz234567"[(digest >> (5 * i)) & 31] for i in range(13))
+
+
+# Bicep string functions the evaluation computes (pycep's snake_case names).
+STRING_FUNCTIONS = {
+    "to_lower": str.lower,
+    "replace": lambda text, old, new: text.replace(old, new),
+    "take": lambda text, count: text[: max(count, 0)],
+    "unique_string": unique_string,
+}
+
+_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+
+
 def evaluate(doc: dict[str, Any], expr: Any, params: dict[str, Any]) -> Any:
     """Evaluate what a template's parameters decide; leave the rest as pycep expressions.
 
-    Resolves variables, parameters given in `params`, `cond ? a : b`, `==`, `!=`, `!`,
-    `union()` of objects and object/array literals. pycep gives identifiers and string
-    literals alike as Python strings: a string that names a variable is that variable.
+    Resolves variables, parameters given in `params` (others become a `Symbol`), `cond ? a : b`,
+    `==`, `!=`, `!`, `&&`, `||`, `empty()`, `union()` of objects, the string functions above,
+    `${...}` interpolations of what it resolves, and object/array literals. `params` may also
+    give deployment context by its Bicep text (`environment().suffixes.storage`). `fail()`
+    raises TemplateFailure. pycep gives identifiers and string literals alike as Python
+    strings: a string that names a variable or a parameter is that variable or parameter.
+
+    pycep binds `?:` tighter than `==` and `&&` (`a && b ? x : y` parses as `a && (b ? x : y)`)
+    and reads `f().x == y` as `f().(x == y)`, and it rejects ternaries split over lines:
+    main.bicep gives such conditions a variable of their own and keeps ternaries on one line.
     """
     if isinstance(expr, str):
         if expr in doc.get("variables", {}):
             return evaluate(doc, doc["variables"][expr]["value"], params)
-        return params.get(expr, expr)
+        if expr in params:
+            return params[expr]
+        if expr in doc.get("parameters", {}):
+            return Symbol(expr)
+        return _INTERPOLATION.sub(lambda match: _interpolated(doc, match, params), expr)
     if isinstance(expr, list):
         return [evaluate(doc, item, params) for item in expr]
     if not isinstance(expr, dict):
@@ -246,23 +313,57 @@ def evaluate(doc: dict[str, Any], expr: Any, params: dict[str, Any]) -> Any:
             assert isinstance(condition, bool), f"cannot decide the condition {render(operands['condition'])}"
             return evaluate(doc, operands["true_value" if condition else "false_value"], params)
         if kind in ("equals", "not_equals"):
-            equal = evaluate(doc, operands["operand_1"], params) == evaluate(doc, operands["operand_2"], params)
-            return equal if kind == "equals" else not equal
+            left, right = evaluate(doc, operands["operand_1"], params), evaluate(doc, operands["operand_2"], params)
+            if not (known(left) and known(right)):
+                return expr
+            return (left == right) == (kind == "equals")
         if kind == "not":
             value = evaluate(doc, operands["bool_value"], params)
             assert isinstance(value, bool), f"cannot decide !{render(operands['bool_value'])}"
             return not value
+        if kind in ("and", "or"):  # short-circuit, as Bicep does
+            first = evaluate(doc, operands["operand_1"], params)
+            if not isinstance(first, bool):
+                return expr
+            if first == (kind == "or"):
+                return first
+            second = evaluate(doc, operands["operand_2"], params)
+            return second if isinstance(second, bool) else expr
+        if kind == "property_accessor" and render(expr) in params:
+            return params[render(expr)]
         return expr
     if "function" in expr:
-        if expr["function"]["type"] == "union":
+        kind = expr["function"]["type"]
+        args = [arg for arg in expr["function"].get("parameters", {}).values() if arg is not None]
+        if kind == "union":
             merged: dict[str, Any] = {}
-            for arg in expr["function"]["parameters"].values():
+            for arg in args:
                 value = evaluate(doc, arg, params)
                 assert isinstance(value, dict), f"union() of something that is not a known object: {render(arg)}"
                 merged.update(value)
             return merged
+        if kind == "fail":
+            raise TemplateFailure(evaluate(doc, args[0], params))
+        if kind in STRING_FUNCTIONS:
+            values = [evaluate(doc, arg, params) for arg in args]
+            return STRING_FUNCTIONS[kind](*values) if all(known(v) for v in values) else expr
+        if kind == "empty":
+            value = evaluate(doc, args[0], params)
+            return value == "" if known(value) else expr
         return expr
     return {unquote(key): evaluate(doc, value, params) for key, value in expr.items()}
+
+
+def _interpolated(doc: dict[str, Any], match: re.Match[str], params: dict[str, Any]) -> str:
+    """The text of one `${...}`: its value if the evaluation knows it, else the `${...}` unchanged."""
+    inner = match.group(1).strip()
+    if inner in params:
+        value = params[inner]
+    elif inner in doc.get("variables", {}) or inner in doc.get("parameters", {}):
+        value = evaluate(doc, inner, params)
+    else:
+        return match.group(0)
+    return str(value) if known(value) and not isinstance(value, bool) else match.group(0)
 
 
 def unquote(key: str) -> str:
@@ -283,7 +384,8 @@ def render(expr: Any) -> str:
         return f"{kind}({', '.join(render(v) for v in operands.values())})"
     if isinstance(expr, dict) and "function" in expr:
         args = ", ".join(render(v) for v in expr["function"].get("parameters", {}).values() if v is not None)
-        return f"{expr['function']['type']}({args})"
+        name = re.sub(r"_(\w)", lambda m: m.group(1).upper(), expr["function"]["type"])  # to_lower -> toLower
+        return f"{name}({args})"
     return json.dumps(expr, sort_keys=True)
 
 
@@ -316,12 +418,83 @@ def references(tree: Any, name: str) -> list[str]:
     return [path for path, text in strings(tree) if text == name or inside.search(text)]
 
 
-def app_settings(mode: str) -> dict[str, Any]:
-    """The function app's settings (name -> expression) as main.bicep builds them for `mode`."""
+def deployment(mode: str, cloud: str = "AzureCloud", **params: Any) -> dict[str, Any]:
+    """What one deployment of main.bicep decides: the parameters (as azd passes them in `mode`,
+    overridden by `params`) and the context it reads from environment(), subscription() and
+    resourceGroup(), keyed by their Bicep text."""
+    single_tenant = mode == "SingleTenant"
+    given = {
+        "environmentName": "mybot",
+        "botAppType": mode,
+        "botAppId": "11111111-2222-3333-4444-555555555555" if single_tenant else "",
+        "botAppPassword": "app-registration-secret" if single_tenant else "",
+        "tags": {},
+        "environment().name": cloud,
+        "environment().suffixes.storage": CLOUD_STORAGE_SUFFIXES[cloud],
+        "subscription().id": "/subscriptions/00000000-0000-0000-0000-000000000000",
+        "resourceGroup().id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-mybot",
+    }
+    given.update(params)
+    return given
+
+
+def app_settings(mode: str, cloud: str = "AzureCloud", **params: Any) -> dict[str, Any]:
+    """The function app's settings (name -> expression) as main.bicep builds them for `mode` in `cloud`."""
     main = parse(MAIN)
-    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], {"botAppType": mode})
+    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], deployment(mode, cloud, **params))
     assert isinstance(settings, dict), "appSettings should evaluate to an object of name -> value"
     return settings
+
+
+def module_params(module: Module, params: dict[str, Any]) -> dict[str, Any]:
+    """A module's parameters as main.bicep passes them for `params`, with the module's defaults."""
+    given = {name: evaluate(parse(MAIN), value, params) for name, value in module.params.items()}
+    doc = parse(module.path)
+    for name, decl in doc["parameters"].items():
+        if name not in given and decl.get("default") is not None:
+            given[name] = evaluate(doc, decl["default"], {})
+    return given
+
+
+def resource_tags(params: dict[str, Any] | None = None) -> list[tuple[Resource, dict[str, Any]]]:
+    """Every resource that has tags, with its tags as one deployment (`params`) sets them."""
+    params = deployment("UserAssignedMSI") if params is None else params
+    found = [(res, evaluate(parse(MAIN), res.body["tags"], params)) for res in resources(MAIN) if "tags" in res.body]
+    for module in modules(MAIN):
+        given = module_params(module, params)
+        for res in resources(module.path):
+            if "tags" in res.body:
+                found.append((res, evaluate(parse(module.path), res.body["tags"], given)))
+    for res, tags in found:
+        assert isinstance(tags, dict), f"{res.where}: tags do not evaluate to an object: {render(tags)}"
+    return found
+
+
+def named_resources() -> list[tuple[Resource, Any]]:
+    """Resources whose name main.bicep decides, with that name as an expression of main.bicep:
+    its own resources, and module resources named by a module parameter."""
+    found = [(res, res.body["name"]) for res in resources(MAIN) if not res.existing]
+    for module in modules(MAIN):
+        declared = parse(module.path)["parameters"]
+        for res in resources(module.path):
+            name = res.body.get("name")
+            if not res.existing and isinstance(name, str) and name in declared:
+                assert name in module.params, f"{module.where}: {res.where} is named by {name}, which main.bicep does not set"
+                found.append((res, module.params[name]))
+    return found
+
+
+def parameter_dependencies(doc: dict[str, Any], expr: Any) -> set[str]:
+    """The parameters an expression depends on, through variables and `${...}` interpolations."""
+    found: set[str] = set()
+    for _, text in strings(expr):
+        names = {text} | {n for inner in _INTERPOLATION.findall(text) for n in re.findall(r"[A-Za-z_]\w*", inner)}
+        for name in names:
+            if name in doc.get("parameters", {}):
+                found.add(name)
+            elif name in doc.get("variables", {}):
+                found |= parameter_dependencies(doc, doc["variables"][name]["value"])
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -462,16 +635,20 @@ def storage_family_names() -> set[str]:
     return {f"{conn}__{key}".lower() for conn in CONNECTION_STRING_FORMS for key in storage_family_keys()}
 
 
-def must_set(mode: str) -> set[str]:
+def must_set(mode: str, cloud: str) -> set[str]:
     literal, _ = code_env_reads()
-    unclassified = literal - PLATFORM_PROVIDED - OPTIONAL_WITH_DEFAULTS - SINGLE_TENANT_ONLY - CONNECTION_STRING_FORMS
+    unclassified = (
+        literal - PLATFORM_PROVIDED - OPTIONAL_WITH_DEFAULTS - SINGLE_TENANT_ONLY - US_GOVERNMENT_ONLY - CONNECTION_STRING_FORMS
+    )
     required = unclassified | BOT_STORAGE_IDENTITY | FUNCTIONS_HOST
-    return required | (SINGLE_TENANT_ONLY if mode == "SingleTenant" else set())
+    required |= SINGLE_TENANT_ONLY if mode == "SingleTenant" else set()
+    return required | (US_GOVERNMENT_ONLY if cloud == "AzureUSGovernment" else set())
 
 
-def must_not_set(mode: str) -> set[str]:
-    forbidden = PLATFORM_PROVIDED | OPTIONAL_WITH_DEFAULTS | CONNECTION_STRING_FORMS | NEVER_ON_FLEX
-    return forbidden | (SINGLE_TENANT_ONLY if mode == "UserAssignedMSI" else set())
+def must_not_set(mode: str, cloud: str) -> set[str]:
+    forbidden = PLATFORM_PROVIDED | OPTIONAL_WITH_DEFAULTS | CONNECTION_STRING_FORMS | NEVER_ON_FLEX | PUBLIC_CLOUD_ONLY
+    forbidden |= SINGLE_TENANT_ONLY if mode == "UserAssignedMSI" else set()
+    return forbidden | (US_GOVERNMENT_ONLY if cloud != "AzureUSGovernment" else set())
 
 
 # ---------------------------------------------------------------------------
@@ -572,38 +749,45 @@ def test_env_scan_finds_literal_helper_and_computed_reads(tmp_path: Path):
 
 def test_identity_storage_settings_are_names_storage_py_accepts():
     accepted = storage_family_names()
-    for name in BOT_STORAGE_IDENTITY | {n for n in FUNCTIONS_HOST if n.startswith("AzureWebJobsStorage__")}:
+    host_storage = {n for n in FUNCTIONS_HOST if n.startswith(f"{bot_storage.FALLBACK_CONNECTION}__")}
+    host_only = {f"{bot_storage.FALLBACK_CONNECTION}__{key}" for key in HOST_ONLY_STORAGE_KEYS}
+    for name in BOT_STORAGE_IDENTITY | (host_storage - host_only):
         assert name.lower() in accepted, f"botcore/storage.py does not read {name}"
+    for name in host_only:
+        assert name.lower() not in accepted, f"botcore/storage.py reads {name}: it is no longer host-only"
 
 
+@pytest.mark.parametrize("cloud", CLOUDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_every_setting_the_code_needs_is_set(mode: str):
-    settings = app_settings(mode)
-    missing = sorted(must_set(mode) - set(settings))
+def test_every_setting_the_code_needs_is_set(mode: str, cloud: str):
+    settings = app_settings(mode, cloud)
+    missing = sorted(must_set(mode, cloud) - set(settings))
     assert not missing, (
-        f"{mode}: settings the code or the Functions host read are not set in infra/main.bicep: {missing}. "
+        f"{mode} in {cloud}: settings the code or the Functions host read are not set in infra/main.bicep: {missing}. "
         "Set them there, or classify them in tests/test_infra.py (platform-provided, optional with defaults, ...)."
     )
 
 
+@pytest.mark.parametrize("cloud", CLOUDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_no_setting_is_set_that_nothing_reads(mode: str):
-    settings = app_settings(mode)
+def test_no_setting_is_set_that_nothing_reads(mode: str, cloud: str):
+    settings = app_settings(mode, cloud)
     literal, _ = code_env_reads()
     readable = literal | FUNCTIONS_HOST | NOTIFY_FEATURE | BOT_STORAGE_IDENTITY
     unread = sorted(
         name for name in settings if name not in readable and name.lower() not in storage_family_names()
     )
-    assert not unread, f"{mode}: app settings that neither the code nor the Functions host read: {unread}"
-    forbidden = sorted(set(settings) & must_not_set(mode))
-    assert not forbidden, f"{mode}: app settings that must not be set in Azure: {forbidden}"
+    assert not unread, f"{mode} in {cloud}: app settings that neither the code nor the Functions host read: {unread}"
+    forbidden = sorted(set(settings) & must_not_set(mode, cloud))
+    assert not forbidden, f"{mode} in {cloud}: app settings that must not be set in Azure: {forbidden}"
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_setting_values(mode: str):
     s = {name: render(value) for name, value in app_settings(mode).items()}
     client_id = "identity.properties.clientId"
-    assert s["AzureWebJobsStorage__accountName"] == "storage.outputs.name"
+    for service in ("blob", "queue", "table"):
+        assert s[f"AzureWebJobsStorage__{service}ServiceUri"] == f"storage.outputs.{service}ServiceUri"
     assert s["AzureWebJobsStorage__credential"] == "managedidentity"
     assert s["AzureWebJobsStorage__clientId"] == client_id
     assert s["BotStorage__tableServiceUri"] == "storage.outputs.tableServiceUri"
@@ -614,7 +798,7 @@ def test_setting_values(mode: str):
     assert s["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identity.properties.clientId};Authorization=AAD"
     assert s["MicrosoftAppType"] == mode
     assert s["MicrosoftAppTenantId"] == "tenant().tenantId"
-    assert s["MicrosoftAppId"] == (client_id if mode == "UserAssignedMSI" else "botAppId")
+    assert s["MicrosoftAppId"] == (client_id if mode == "UserAssignedMSI" else deployment(mode)["botAppId"])
     assert s["BotPublicBaseUrl"] == "https://${functionApp.outputs.defaultHostName}"
     if mode == "SingleTenant":
         assert s["MicrosoftAppPassword"] == "@Microsoft.KeyVault(SecretUri=${keyVault!.outputs.secretUri})"
@@ -622,9 +806,64 @@ def test_setting_values(mode: str):
 
 def test_storage_service_uris_have_the_form_storage_py_builds():
     outputs = parse(MODULES / "storage.bicep")["outputs"]
-    for service in ("table", "queue"):
+    for service in ("blob", "table", "queue"):
         uri = outputs[f"{service}ServiceUri"]["value"]
         assert uri == f"https://${{account.name}}.{service}.${{environment().suffixes.storage}}", uri
+
+
+def resolved_storage_settings(cloud: str, account: str = "stexample") -> dict[str, str]:
+    """The storage connection settings (BotStorage__*, AzureWebJobsStorage__*) with the storage
+    module's outputs evaluated as they would be in `cloud`."""
+    storage = parse(MODULES / "storage.bicep")
+    context = {"account.name": account, "environment().suffixes.storage": CLOUD_STORAGE_SUFFIXES[cloud]}
+    resolved = {}
+    for name, value in app_settings("UserAssignedMSI", cloud).items():
+        if not name.startswith(tuple(f"{conn}__" for conn in CONNECTION_STRING_FORMS)):
+            continue
+        text = render(value)
+        output = re.fullmatch(r"storage\.outputs\.(\w+)", text)
+        if output:
+            text = evaluate(storage, storage["outputs"][output.group(1)]["value"], context)
+        assert known(text), f"{name}: cannot resolve {text}"
+        resolved[name] = text
+    return resolved
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_storage_uris_are_those_of_the_cloud(cloud: str):
+    suffix = CLOUD_STORAGE_SUFFIXES[cloud]
+    settings = resolved_storage_settings(cloud)
+    uris = {name: value for name, value in settings.items() if name.lower().endswith("serviceuri")}
+    assert len(uris) == 5, sorted(uris)  # BotStorage table/queue, the host's blob/queue/table
+    for name, uri in uris.items():
+        service = re.search(r"__(\w+)ServiceUri$", name).group(1)
+        assert uri == f"https://stexample.{service}.{suffix}", f"{name} in {cloud}: {uri}"
+    # What botcore/storage.py makes of each family, on its own (AzureWebJobsStorage is its fallback).
+    for conn in (bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION):
+        family = {name: value for name, value in settings.items() if name.startswith(f"{conn}__")}
+        connection = bot_storage.connection_from_env(family)
+        assert (connection.table_uri, connection.queue_uri) == (
+            f"https://stexample.table.{suffix}", f"https://stexample.queue.{suffix}",
+        ), f"{conn} in {cloud}: {connection}"
+        assert connection.client_id == "identity.properties.clientId"
+
+
+def test_no_template_names_a_cloud():
+    for path in BICEP_FILES:
+        for where, text in strings(parse(path)):
+            for suffix in CLOUD_STORAGE_SUFFIXES.values():
+                assert suffix not in text, f"{rel(path)} {where} names {suffix}: use environment().suffixes.storage"
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_channel_service_only_in_the_us_government_cloud(cloud: str):
+    settings = app_settings("UserAssignedMSI", cloud)
+    if cloud == "AzureUSGovernment":
+        assert settings.get("ChannelService") == bot_settings.US_GOV_CHANNEL_SERVICE
+        plain = {name: value for name, value in settings.items() if known(value)}
+        assert bot_settings.Settings.from_env(plain).cloud.name == bot_settings.US_GOV_CLOUD
+    else:
+        assert "ChannelService" not in settings
 
 
 def test_app_settings_are_applied_only_by_the_appsettings_module():
@@ -761,7 +1000,13 @@ def test_key_vault_only_in_single_tenant_mode_with_rbac():
 def test_the_client_secret_goes_only_to_key_vault():
     main = parse(MAIN)
     uses = references({k: v for k, v in main.items() if k != "parameters"}, "botAppPassword")
-    assert uses == ["modules.keyVault.config.config.params.secretValue"], uses
+    checks = [
+        f"variables.{name}.{path}"
+        for name, var in main["variables"].items()
+        for path, text in strings(var)
+        if text == "botAppPassword" and path.endswith("function.parameters.item_to_test")  # empty(botAppPassword)
+    ]
+    assert sorted(uses) == sorted(["modules.keyVault.config.config.params.secretValue", *checks]), uses
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -770,7 +1015,7 @@ def test_bot_resource(mode: str):
     module = module_using("bot.bicep")
     expected = ("appType", "appId", "tenantId", "msiResourceId", "sku", "endpoint")
     assert set(expected) <= set(module.params), f"{module.where}: set {sorted(set(expected) - set(module.params))}"
-    params = {name: render(evaluate(main, module.params[name], {"botAppType": mode})) for name in expected}
+    params = {name: render(evaluate(main, module.params[name], deployment(mode))) for name in expected}
     assert params["sku"] == "botSku"
     assert params["appType"] == mode
     assert params["appId"] == render(app_settings(mode)["MicrosoftAppId"]), "the bot's app id is the app's MicrosoftAppId"
@@ -816,6 +1061,189 @@ def test_bot_endpoint_is_the_messages_route():
     assert isinstance(auth, ast.Attribute) and auth.attr == "ANONYMOUS", (
         "the Bot Service calls /api/messages without a function key: it must stay anonymous (the JWT is the auth)"
     )
+
+
+# ---------------------------------------------------------------------------
+# Names, tags and redeploys
+# ---------------------------------------------------------------------------
+
+# Naming rules of each named resource type (Azure resource name rules), as full-match patterns.
+NAME_RULES = {
+    "Microsoft.ManagedIdentity/userAssignedIdentities": r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}",
+    "Microsoft.OperationalInsights/workspaces": r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]",
+    "Microsoft.Insights/components": r"[^%&\\?/\x00-\x1f]{0,259}[^%&\\?/\x00-\x1f .]",
+    "Microsoft.Storage/storageAccounts": r"[a-z0-9]{3,24}",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]",
+    "Microsoft.KeyVault/vaults": r"(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]",
+    "Microsoft.KeyVault/vaults/secrets": r"[A-Za-z0-9-]{1,127}",
+    "Microsoft.Web/serverfarms": r"[A-Za-z0-9-]{1,60}",
+    "Microsoft.Web/sites": r"[a-z0-9][a-z0-9-]{0,58}[a-z0-9]",  # also the label of <name>.azurewebsites.net
+    "Microsoft.BotService/botServices": r"[A-Za-z0-9][A-Za-z0-9_.-]{1,63}",
+}
+
+# What azd accepts as an environment name (AZURE_ENV_NAME).
+AZD_ENVIRONMENT_NAME = r"[a-zA-Z0-9\-()_.]{1,64}"
+
+HOSTILE_ENVIRONMENT_NAMES = [
+    "a", "Z", "7", "9lives", "-", "_", ".", "(", ")", "()", "--", "My_Bot.(prod)", "prod.v2(eu)_blue",
+    "-leading", "trailing-", "UPPER_CASE", "a" * 19 + "_", "a" * 20, "a" * 21, "x" * 64, "X" * 64,
+    "_" * 64, "(" * 32 + ")" * 32, "0" * 64, ("Ab9_.()-" * 8),
+]
+
+# The names resources had before environment names were sanitised: one deployed with such
+# a name (at most 20 letters, digits and hyphens) must find its resources under these names.
+NAMES_BEFORE = {
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "id-{prefix}-{token}",
+    "Microsoft.OperationalInsights/workspaces": "log-{prefix}-{token}",
+    "Microsoft.Insights/components": "appi-{prefix}-{token}",
+    "Microsoft.Storage/storageAccounts": "st{token}",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "app-package-{token}",
+    "Microsoft.KeyVault/vaults": "kv-{token}",
+    "Microsoft.KeyVault/vaults/secrets": "MicrosoftAppPassword",
+    "Microsoft.Web/serverfarms": "plan-{prefix}-{token}",
+    "Microsoft.Web/sites": "func-{prefix}-{token}",
+    "Microsoft.BotService/botServices": "bot-{prefix}-{token}",
+}
+
+
+def resource_names(environment_name: str) -> dict[str, str]:
+    """Resource type -> name, as main.bicep names them for `environment_name`."""
+    params = deployment("SingleTenant", environmentName=environment_name)
+    names = {}
+    for res, expr in named_resources():
+        name = evaluate(parse(MAIN), expr, params)
+        assert known(name), f"{res.where}: cannot evaluate the name {render(expr)} -> {render(name)}"
+        names[res.type] = name
+    return names
+
+
+def test_environment_name_takes_what_azd_accepts():
+    decl = parse(MAIN)["parameters"]["environmentName"]
+    limits = {d["type"]: d["argument"] for d in decl["decorators"] if d["type"] in ("min_length", "max_length")}
+    assert limits == {"min_length": 1, "max_length": 64}, f"environmentName length limits {limits}: azd allows 1-64"
+
+
+def test_every_named_resource_type_has_a_naming_rule():
+    types = {res.type for res, _ in named_resources()}
+    assert types == set(NAME_RULES), f"named types without a rule here: {sorted(types - set(NAME_RULES))}"
+
+
+def check_names(environment_name: str) -> None:
+    for type_, name in resource_names(environment_name).items():
+        assert re.fullmatch(NAME_RULES[type_], name), f"{environment_name!r}: {type_} name {name!r} breaks its naming rule"
+
+
+@pytest.mark.parametrize("environment_name", HOSTILE_ENVIRONMENT_NAMES)
+def test_resource_names_are_valid_for_hostile_environment_names(environment_name: str):
+    assert re.fullmatch(AZD_ENVIRONMENT_NAME, environment_name)
+    check_names(environment_name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.from_regex(AZD_ENVIRONMENT_NAME, fullmatch=True))
+def test_resource_names_are_valid_for_any_azd_environment_name(environment_name: str):
+    check_names(environment_name)
+
+
+def test_distinct_environment_names_give_distinct_resources():
+    # "a.b" and "a_b" share a prefix; the token (from the raw name) still tells them apart.
+    first, second = resource_names("a.b"), resource_names("a_b")
+    same = [type_ for type_ in first if type_.count("/") == 1 and first[type_] == second[type_]]
+    assert not same, f"a.b and a_b share the names of {same}"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9-]{1,20}", fullmatch=True))
+def test_environments_named_as_before_keep_their_resource_names(environment_name: str):
+    token = evaluate(parse(MAIN), "resourceToken", deployment("SingleTenant", environmentName=environment_name))
+    expected = {
+        type_: pattern.format(prefix=environment_name.lower(), token=token) for type_, pattern in NAMES_BEFORE.items()
+    }
+    assert resource_names(environment_name) == expected
+
+
+def test_the_identity_survives_redeploys():
+    # The identity's client id is the bot's app id (msaAppId, fixed when the bot is created):
+    # its name must depend on the environment name only (with subscription and resource
+    # group, through the token), never on a parameter a redeploy may change.
+    main = parse(MAIN)
+    identity = the_resource(MAIN, "Microsoft.ManagedIdentity/userAssignedIdentities")
+    assert parameter_dependencies(main, identity.body["name"]) == {"environmentName"}
+    assert render(main["variables"]["resourceToken"]["value"]) == (
+        "toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))"
+    ), "the token names every resource: changing it recreates them all, the identity included"
+    assert identity.condition is None and identity.loop is None
+
+
+def test_resources_tagged_for_azd():
+    params = deployment("UserAssignedMSI", environmentName="My_Env")
+    tagged = resource_tags(params)
+    for res, tags in tagged:
+        assert tags.get("azd-env-name") == "My_Env", f"{res.where}: azd-env-name tag {tags.get('azd-env-name')!r}"
+    carriers = [res.where for res, tags in tagged if "azd-service-name" in tags]
+    site = the_resource(MODULES / "functionapp.bicep", "Microsoft.Web/sites")
+    assert carriers == [site.where], f"azd-service-name must name one resource, the function app: {carriers}"
+    # Every top-level resource that takes tags has them (role assignments take none).
+    untagged = [
+        res.where for path in BICEP_FILES for res in resources(path)
+        if res.type.count("/") == 1 and not res.existing and res.type != "Microsoft.Authorization/roleAssignments"
+        and "tags" not in res.body
+    ]
+    assert not untagged, f"resources without tags: {untagged}"
+
+
+# ---------------------------------------------------------------------------
+# SingleTenant parameters
+# ---------------------------------------------------------------------------
+
+
+def deploy_variables(params: dict[str, Any]) -> dict[str, Any]:
+    """main.bicep's variables evaluated in order, as ARM evaluates a template's variables
+    before it creates anything: a fail() among them stops the deployment there."""
+    main = parse(MAIN)
+    return {name: evaluate(main, name, params) for name in main["variables"]}
+
+
+@pytest.mark.parametrize(
+    ("app_id", "password", "missing"),
+    [("", "app-registration-secret", "botAppId"), ("11111111-2222-3333-4444-555555555555", "", "botAppPassword"), ("", "", "botAppId")],
+)
+def test_single_tenant_without_its_app_registration_fails_before_any_resource(app_id: str, password: str, missing: str):
+    params = deployment("SingleTenant", botAppId=app_id, botAppPassword=password)
+    for evaluation in (
+        lambda: deploy_variables(params),
+        lambda: app_settings("SingleTenant", botAppId=app_id, botAppPassword=password)["MicrosoftAppId"],
+        lambda: evaluate(parse(MAIN), module_using("bot.bicep").params["appId"], params),
+    ):
+        with pytest.raises(TemplateFailure) as failure:
+            evaluation()
+        message = str(failure.value)
+        assert missing in message and "SingleTenant" in message, message
+
+
+def test_single_tenant_with_its_app_registration_and_msi_without_one_deploy():
+    deploy_variables(deployment("UserAssignedMSI"))  # botAppId and botAppPassword stay empty
+    params = deployment("SingleTenant")
+    deploy_variables(params)
+    assert app_settings("SingleTenant")["MicrosoftAppId"] == params["botAppId"]
+    main = parse(MAIN)
+    for name in ("botAppId", "botAppPassword"):
+        assert main["parameters"][name]["default"] == "", f"{name} must stay optional for UserAssignedMSI"
+
+
+# ---------------------------------------------------------------------------
+# Scale
+# ---------------------------------------------------------------------------
+
+
+def test_maximum_instance_count_is_described_per_scale_group():
+    for path in (MAIN, MODULES / "functionapp.bicep"):
+        decl = parse(path)["parameters"]["maximumInstanceCount"]
+        args = {d["type"]: d["argument"] for d in decl["decorators"]}
+        assert (args.get("min_value"), args.get("max_value")) == (1, 1000), f"{rel(path)}: {args}"
+        assert "per scale group" in args.get("description", ""), f"{rel(path)}: say that the limit is per scale group"
+    description = {d["type"]: d["argument"] for d in parse(MAIN)["parameters"]["maximumInstanceCount"]["decorators"]}
+    assert "per tenant" in description["description"], "say that more instances do not mean more sends per tenant"
 
 
 # ---------------------------------------------------------------------------
@@ -894,8 +1322,11 @@ def test_azd_project_and_parameters():
     assert service, "azure.yaml should declare one service"
     assert re.search(r"^\s+host:\s*function\s*$", azure_yaml, re.MULTILINE)
     assert re.search(r"^\s+language:\s*(python|py)\s*$", azure_yaml, re.MULTILINE)
-    tag = json.dumps(module_using("functionapp.bicep").params["tags"]).replace("'", "")
-    assert f'"azd-service-name": "{service.group(1)}"' in tag, "the function app's azd-service-name tag names the azure.yaml service"
+    carriers = {res.where: tags["azd-service-name"] for res, tags in resource_tags() if "azd-service-name" in tags}
+    site = the_resource(MODULES / "functionapp.bicep", "Microsoft.Web/sites")
+    assert carriers == {site.where: service.group(1)}, (
+        f"azd-service-name must be on the function app only, naming the azure.yaml service: {carriers}"
+    )
 
     declared = parse(MAIN)["parameters"]
     given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]

@@ -35,6 +35,8 @@ resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
   properties: {
     displayName: displayName
     endpoint: endpoint
+    // Set when the bot is created, never changed after: a redeploy with another app type or
+    // app id (a recreated identity) fails until the bot resource is deleted (README.md).
     msaAppType: appType
     msaAppId: appId
     msaAppTenantId: tenantId

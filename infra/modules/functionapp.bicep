@@ -5,7 +5,13 @@
 // appsettings.bicep, once the host name and the other resources exist.
 
 param location string
+
+@description('Tags of the plan and the site.')
 param tags object = {}
+
+@description('Tags of the site only, such as azd-service-name, which must name one resource.')
+param siteTags object = {}
+
 param planName string
 param name string
 
@@ -17,6 +23,7 @@ param deploymentContainerUrl string
 
 @minValue(1)
 @maxValue(1000)
+@description('Most instances per scale group (HTTP functions together, each other function alone), not per app.')
 param maximumInstanceCount int = 100
 
 @allowed([
@@ -43,7 +50,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
-  tags: tags
+  tags: union(tags, siteTags)
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'

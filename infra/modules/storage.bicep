@@ -98,6 +98,8 @@ resource roleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 }]
 
 output name string = account.name
+// Built from this cloud's storage suffix (core.windows.net, core.usgovcloudapi.net, ...).
+output blobServiceUri string = 'https://${account.name}.blob.${environment().suffixes.storage}'
 output tableServiceUri string = 'https://${account.name}.table.${environment().suffixes.storage}'
 output queueServiceUri string = 'https://${account.name}.queue.${environment().suffixes.storage}'
 output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${deploymentContainerName}'
