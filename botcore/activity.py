@@ -8,14 +8,22 @@ endpoint answers with 400).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .errors import BadInputError
+
 MAX_ID_LENGTH = 4096
+# What a stored reference may carry (docs/protocol.md, "Conversation references"): display names are
+# cut to MAX_NAME_CHARS, and past MAX_REFERENCE_BYTES of UTF-8 the fields the protocol does not need
+# (unknown account fields) are dropped, so that every stored conversation fits in a send batch.
+MAX_NAME_CHARS = 256
+MAX_REFERENCE_BYTES = 16 * 1024
 
 
-class ActivityError(ValueError):
+class ActivityError(BadInputError):
     """The payload is not a usable activity or reference; the message says why."""
 
 
@@ -231,6 +239,17 @@ def _accounts(data: Mapping[str, Any], key: str) -> list[ChannelAccount]:
     return [ChannelAccount.from_dict(v, f"activity.{key}[]") for v in value]
 
 
+def _fits(text: str) -> bool:
+    return len(text) * 4 <= MAX_REFERENCE_BYTES or len(text.encode("utf-8")) <= MAX_REFERENCE_BYTES
+
+
+def _cut(account: Any, *, extra: bool = True) -> Any:
+    if account is None:
+        return None
+    name = account.name[:MAX_NAME_CHARS] if account.name else account.name
+    return dataclasses.replace(account, name=name, **({} if extra else {"extra": {}}))
+
+
 TRUST_TOKEN = "token"
 TRUST_DEVELOPMENT = "development"
 
@@ -263,8 +282,12 @@ class ConversationReference:
 
     @classmethod
     def from_activity(cls, activity: Activity, trust: str | None) -> "ConversationReference":
+        """The address to store: bounded (see MAX_REFERENCE_BYTES), with the tenant wherever Teams put it."""
+        conversation = activity.conversation
+        if conversation.tenant_id is None and activity.tenant_id:
+            conversation = dataclasses.replace(conversation, tenant_id=activity.tenant_id)
         return cls(
-            conversation=activity.conversation,
+            conversation=conversation,
             channel_id=activity.channel_id,
             service_url=activity.service_url,
             user=activity.from_,
@@ -272,7 +295,29 @@ class ConversationReference:
             activity_id=activity.id,
             locale=activity.locale,
             service_url_trust=trust,
-        )
+        ).bounded()
+
+    @classmethod
+    def bounded_json(cls, text: str) -> str:
+        """A stored reference's text as it may be sent on: as is when within bounds (the common case, no
+        parsing), else re-cut; ActivityError when it cannot be (stored before references were bounded)."""
+        return text if _fits(text) else cls.from_dict(json.loads(text)).bounded().to_json()
+
+    def bounded(self) -> "ConversationReference":
+        """This reference cut to what may be stored; ActivityError if even its ids exceed MAX_REFERENCE_BYTES."""
+        names = [a.name for a in (self.user, self.bot, self.conversation) if a is not None and a.name]
+        if all(len(n) <= MAX_NAME_CHARS for n in names) and _fits(self.to_json()):
+            return self
+        out = dataclasses.replace(
+            self, conversation=_cut(self.conversation), user=_cut(self.user), bot=_cut(self.bot))
+        if _fits(out.to_json()):
+            return out
+        out = dataclasses.replace(out, conversation=dataclasses.replace(out.conversation, extra={}),
+                                  user=_cut(out.user, extra=False), bot=_cut(out.bot, extra=False))
+        if _fits(out.to_json()):
+            return out
+        raise ActivityError(f"the conversation's address is larger than {MAX_REFERENCE_BYTES} bytes "
+                            "even without display names")
 
     @classmethod
     def from_dict(cls, data: Any) -> "ConversationReference":

@@ -202,9 +202,14 @@ async def run_notify(job: Job, settings: Settings) -> str:
     queue = _queue(SENDS_QUEUE)
     for _ in range(PAGES_PER_INVOCATION):
         addresses, token = await svc.store.addresses(query, header.cursor, PAGE_SIZE)
+        sendable, undeliverable = _sendable(addresses)
         # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
-        messages = batches(job.id, addresses, id_prefix=f"{header.targets}.")
+        messages = batches(job.id, sendable, id_prefix=f"{header.targets}.")
         await asyncio.gather(*(queue.send(m) for m in messages))
+        if undeliverable:
+            log.error("job %s: %d conversations cannot be sent to: %s", job.id, len(undeliverable),
+                      "; ".join(f"{k}: {e}" for k, e in list(undeliverable.items())[:3]))
+            await ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
         header.cursor, header.targets = token, header.targets + len(addresses)
         header.fanned_out = not token
         try:
@@ -218,6 +223,18 @@ async def run_notify(job: Job, settings: Settings) -> str:
     await _queue(JOBS_QUEUE).send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
+
+
+def _sendable(addresses: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The addresses that fit in a send batch, and why each other one does not."""
+    sendable: list[tuple[str, str]] = []
+    undeliverable: dict[str, str] = {}
+    for key, reference in addresses:
+        try:
+            sendable.append((key, ConversationReference.bounded_json(reference)))
+        except (ValueError, RecursionError) as exc:  # ActivityError, or text that is not JSON
+            undeliverable[key] = f"stored reference unusable: {exc}"
+    return sendable, undeliverable
 
 
 def _queue(name: str) -> Any:

@@ -198,6 +198,12 @@ class DeliveryLedger(TableStore):
         claim.etag = await self.table.merge(entity, claim.etag)
         claim.done = done
 
+    async def record_undeliverable(self, job_id: str, batch_id: str, errors: dict[str, str]) -> None:
+        """Conversations the fan-out could not put in any batch: a finished batch of failures, counted by status."""
+        outcomes = {key: [FAILED, "", error[:ERROR_CHARS], 0] for key, error in errors.items()}
+        await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": BATCH_PREFIX + batch_id,
+                                 "status": DONE, **split_json("outcomes", outcomes)})
+
     # ---- one-conversation deliveries ----------------------------------------------------------
     async def claim(self, job_id: str, keys: list[str], claim_ttl: timedelta,
                     now: datetime | None = None) -> Claims:
