@@ -6,14 +6,13 @@ fake Connector. Figures: messages/s from the POST to the last message received, 
 (VmHWM) of the host process. Then, in full mode, 100,000 references for memory only.
 
 Floors: the send-path floor (bare aiohttp at concurrency 32, benchmark 3) and Azurite's own batch
-write rate (transactions of 100 entities in one partition, through the bot's own lean Table client so
-that the client is not what limits it), both measured in this run.
+write rate (transactions of 100 ledger-shaped entities in one partition, through the benchmarks' bare
+client, bench/baretable.py, so that the client is not what limits it), both measured in this run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import time
 import uuid
@@ -26,7 +25,7 @@ from botcore.keys import encode_key
 from botcore.settings import DELIVERIES_TABLE
 
 from . import procfs, stats
-from .infra import RemoteChannel, azurite, bot_stack, log, seed
+from .infra import RemoteChannel, azurite, bot_stack, ledger_rows, log, seed
 from .report import Section
 
 STACK_ENV = {"BotSendRatePerSecond": "100000", "BotSendConcurrency": "32"}
@@ -122,26 +121,22 @@ def _check_exactly_once(stack: Any, ids: list[str]) -> str:
 
 
 def _batch_write_rate(connection_string: str, entities: int) -> float:
-    """Azurite's batch write rate (entities/s): ledger-shaped rows, 100 per transaction, one partition."""
+    """Azurite's batch write rate (entities/s): ledger-shaped rows, 100 per transaction, one partition,
+    through the bare client so that the client is not what limits it."""
     import aiohttp
 
-    from botcore.tables import TableClient, table_endpoint
+    from .baretable import BareTable
 
     async def run() -> float:
-        name = "benchfloor" + uuid.uuid4().hex[:8]
         async with aiohttp.ClientSession() as session:
-            endpoint, auth = table_endpoint(connection_string)
-            table = TableClient(endpoint, name, auth, session)
+            table = BareTable(session, connection_string, "benchfloor" + uuid.uuid4().hex[:8])
             await table.create()
             pk = uuid.uuid4().hex
-            now = datetime.datetime.now(datetime.timezone.utc)
-            chunks = iter([[("insert", {"PartitionKey": pk, "RowKey": f"floor-{uuid.uuid4().hex[:12]}",
-                                        "status": "sending", "attempts": 0, "claimedAt": now})
-                            for _ in range(100)] for _ in range(entities // 100)])
+            chunks = iter([ledger_rows(pk, 100) for _ in range(entities // 100)])
 
             async def worker() -> None:
                 for chunk in chunks:
-                    await table.transact(chunk)
+                    await table.insert_batch(chunk)
 
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(FLOOR_BATCH_CONCURRENCY)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -133,16 +134,11 @@ class RemoteChannel:
 PLACEHOLDER = "SEEDPLACEHOLDER0"
 
 
-def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
-    """The wire form of the entity ConversationStore.commit writes for a new conversation.
-
-    Built by the store itself (into a capturing table) and serialised as the bot's Table client
-    does, so seeded rows are exactly what the bot would have stored; only the id is substituted.
-    """
+def conversation_entity(service_url: str, app_id: str, tenant_id: str, conversation_id: str) -> dict[str, Any]:
+    """The entity ConversationStore.commit writes for a new conversation, built by the store itself
+    (into a capturing table) so that benchmarks store exactly what the bot would have stored."""
     from botcore.activity import TRUST_TOKEN, ConversationReference
     from botcore.conversations import ConversationStore
-    from botcore.keys import conversation_key
-    from botcore.tables import encode_entity
 
     class Capture:
         entity: dict[str, Any] = {}
@@ -153,14 +149,30 @@ def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
 
     reference = ConversationReference.from_dict({
         "channelId": "msteams", "serviceUrl": service_url,
-        "conversation": {"id": PLACEHOLDER, "tenantId": tenant_id},
-        "user": {"id": f"29:{PLACEHOLDER}", "name": "User"},
+        "conversation": {"id": conversation_id, "tenantId": tenant_id},
+        "user": {"id": f"29:{conversation_id}", "name": "User"},
         "bot": {"id": f"28:{app_id}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
     })
     asyncio.run(ConversationStore(Capture()).commit(None, reference=reference))
-    entity = encode_entity(Capture.entity)
+    return Capture.entity
+
+
+def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
+    """The wire form of conversation_entity, encoded as the Table service expects; only the id is substituted."""
+    from botcore.keys import conversation_key
+
+    from .baretable import encode_entity
+
+    entity = encode_entity(conversation_entity(service_url, app_id, tenant_id, PLACEHOLDER))
     assert entity["PartitionKey"] == conversation_key("msteams", PLACEHOLDER)
-    return json.dumps(entity).encode()
+    return json.dumps(entity, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def ledger_rows(partition: str, count: int) -> list[dict[str, Any]]:
+    """Rows shaped as the delivery ledger's claims (botcore.ledger), new keys in one partition."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return [{"PartitionKey": partition, "RowKey": f"row-{uuid.uuid4().hex[:12]}", "status": "sending",
+             "attempts": 0, "claimedAt": now} for _ in range(count)]
 
 
 def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
