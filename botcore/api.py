@@ -7,6 +7,7 @@ same things. Answers are immediate: the work happens in the queue functions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from .endpoint import Response, error_response, read_json
-from .jobs import JobError, now_iso, parse_job
+from .jobs import JobError, JobTooLargeError, now_iso, parse_job
 from .settings import JOBS_QUEUE, Settings, get_settings
 
 log = logging.getLogger("botcore.api")
@@ -28,21 +29,29 @@ def _json_object(headers: Mapping[str, str], body: bytes, settings: Settings) ->
 
 
 def _job_request(headers: Mapping[str, str], body: bytes, settings: Settings, kind: str) -> Any:
-    """The job a request body describes (it must have a target), or the 400 that says why not."""
+    """(the job a request body describes, the request's digest), or the 4xx Response that says why there is
+    none. The digest covers what the request asks for, so that the same request sent again (with the
+    same id) is recognised even where the job differs (a reminder `inSeconds` from now)."""
     data = _json_object(headers, body, settings)
     if isinstance(data, Response):
         return data
     if "target" not in data:
         return error_response(400, "BadRequest", "target is required")
+    digest = hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "id"}, sort_keys=True)
+                            .encode()).hexdigest()
     if kind == "reminder" and "inSeconds" in data:
         delay = data.pop("inSeconds")
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 366 * 86400:
             return error_response(400, "BadRequest", "inSeconds must be a number of seconds up to a year")
         data["due"] = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat(timespec="milliseconds")
     try:
-        return _job_from(data, kind)
+        job = _job_from(data, kind)
+        job.check_size()
+    except JobTooLargeError as exc:
+        return error_response(413, "PayloadTooLarge", str(exc))
     except JobError as exc:
         return error_response(400, "BadRequest", str(exc))
+    return job, digest
 
 
 def _job_from(data: dict[str, Any], kind: str, **fields: Any) -> Any:
@@ -59,12 +68,28 @@ async def _enqueue(job: Any) -> None:
     await get_queue(JOBS_QUEUE).send(job.to_json())
 
 
+def _conflict(exc: Exception) -> Response:
+    return error_response(409, "Conflict", str(exc))
+
+
 async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
-    """POST /api/notify: {text | attachments, target, id?} → 202 with the job id."""
-    job = _job_request(headers, body, settings or get_settings(), "notify")
-    if isinstance(job, Response):
-        return job
-    await _enqueue(job)
+    """POST /api/notify: {text | attachments, target, id?} → 202 with the job id.
+
+    The id is an idempotency key: the same request again gets the same answer (and is enqueued again
+    if its job has not started, in case the first enqueue was lost); another request with it, 409.
+    """
+    from .ledger import DeliveryLedger, IdConflictError
+
+    request = _job_request(headers, body, settings or get_settings(), "notify")
+    if isinstance(request, Response):
+        return request
+    job, digest = request
+    try:
+        header = await DeliveryLedger().open_job(job, request_digest=digest)
+    except IdConflictError as exc:
+        return _conflict(exc)
+    if not header.fanned_out:
+        await _enqueue(header.job)
     log.info("notify job %s accepted for %s", job.id, job.target.to_dict())
     return Response(202, {"id": job.id, "status": f"/api/notify/{job.id}"})
 
@@ -104,8 +129,14 @@ async def handle_reminder(headers: Mapping[str, str], body: bytes, settings: Set
     """POST /api/reminders: {text | attachments, target, due | inSeconds} → 201 with id and due time."""
     from .reminders import ReminderStore
 
-    job = _job_request(headers, body, settings or get_settings(), "reminder")
-    if isinstance(job, Response):
-        return job
-    due = await ReminderStore().add(job)
+    from .ledger import IdConflictError
+
+    request = _job_request(headers, body, settings or get_settings(), "reminder")
+    if isinstance(request, Response):
+        return request
+    job, digest = request
+    try:
+        due = await ReminderStore().add(job, request_digest=digest)
+    except IdConflictError as exc:
+        return _conflict(exc)
     return Response(201, {"id": job.id, "due": due.isoformat(), "status": f"/api/notify/{job.id}"})

@@ -115,8 +115,7 @@ def _message(job_id: str, batch_id: str, attempt: int, items: list[str]) -> str:
     the queue stores and the host parses several times fewer bytes. BATCH_BYTES bounds them
     before compression, so even incompressible items fit in a queue message once in base64."""
     packed = base64.b64encode(zlib.compress(("[" + ",".join(items) + "]").encode(), 1)).decode("ascii")
-    return json.dumps({"job": job_id, "id": batch_id, "attempt": attempt, "packed": packed},
-                      separators=(",", ":"), ensure_ascii=False)
+    return json.dumps({"job": job_id, "id": batch_id, "attempt": attempt, "packed": packed}, separators=(",", ":"))
 
 
 def _unpack(packed: Any) -> str:

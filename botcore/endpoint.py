@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from . import jsontext
 from .activity import Activity, ActivityError
 from .settings import ConfigurationError, Settings, get_settings
 
@@ -48,25 +48,9 @@ def read_json(headers: Mapping[str, str], body: bytes, settings: Settings) -> An
     if len(body) > settings.max_body_bytes:
         return error_response(413, "PayloadTooLarge", f"body is larger than {settings.max_body_bytes} bytes")
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return error_response(400, "BadRequest", "body is not valid JSON")
-    if _MAYBE_SURROGATE.search(body) and not _encodable(data):
-        return error_response(400, "BadRequest", "body holds a lone surrogate: text that cannot be sent as UTF-8")
-    return data
-
-
-# A lone surrogate can only come from a \uD800-\uDFFF escape or from surrogate bytes (which json.loads
-# lets through): search for those first, so that only a suspicious body is encoded once more.
-_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
-
-
-def _encodable(data: Any) -> bool:
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        return jsontext.loads(body)
+    except jsontext.JsonTextError as exc:
+        return error_response(400, "BadRequest", str(exc))
 
 
 async def handle_messages(

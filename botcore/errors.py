@@ -24,6 +24,8 @@ class NotFoundError(BotError):
 class ConflictError(BotError):
     """Another writer got there first, or the request contradicts what is stored."""
 
+    permanent = False  # True: retrying cannot resolve it (a queue message goes to poison)
+
 
 class UnavailableError(BotError):
     """A dependency (storage, the identity provider, the Connector) failed for now: retry later."""

@@ -7,18 +7,27 @@ function sends it straight to the poison queue: retrying cannot fix it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-MAX_JOB_BYTES = 60 * 1024  # a queue message holds at most 64 KiB
+from . import jsontext
+from .errors import BadInputError
+from .keys import is_conversation_key
+
+QUEUE_MESSAGE_BYTES = 64 * 1024  # what a queue message holds
 JOB_ID_MAX = 200
 
 
-class JobError(ValueError):
+class JobError(BadInputError):
     """The message is not a valid job; the text says what is wrong."""
+
+
+class JobTooLargeError(JobError):
+    """The job is valid but larger than a queue message can carry."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,25 @@ class Job:
         return out
 
     def to_json(self) -> str:
+        """The queue form: ASCII JSON, since a queue message is XML text, which cannot carry every character
+        (U+FFFE, most control characters) that JSON can; escaped, they travel as they are."""
+        return json.dumps(self._fields(), separators=(",", ":"))
+
+    def digest(self) -> str:
+        """What the job asks for, without its id and creation time: two sightings of one id must agree on it."""
+        fields = self._fields()
+        del fields["id"], fields["created"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def check_size(self) -> str:
+        """The queue form, or JobTooLargeError naming the limit."""
+        text = self.to_json()
+        if len(text) > QUEUE_MESSAGE_BYTES:
+            raise JobTooLargeError(f"the job takes {len(text)} bytes as a queue message; a queue message holds "
+                                   f"at most {QUEUE_MESSAGE_BYTES} (non-ASCII text counts 6 to 12 bytes a character)")
+        return text
+
+    def _fields(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
         out.update(kind=self.kind, id=self.id, target=self.target.to_dict(), created=self.created)
         if self.dialog is not None:
@@ -82,7 +110,7 @@ class Job:
             out["due"] = self.due
         if self.notification is not None:
             out["notification"] = self.notification
-        return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+        return out
 
 
 # notify: send a message to the target now (one conversation, or a selection: a broadcast).
@@ -117,8 +145,11 @@ def _target(data: Any) -> Target:
     everyone = data.get("everyone", False)
     if not isinstance(everyone, bool):
         raise JobError("target.everyone must be a boolean")
+    conversation = _opt_str(data, "conversation", "target.", 1024)
+    if conversation is not None and not is_conversation_key(conversation):
+        raise JobError("target.conversation must be a conversation's address key (see python -m botcore refs)")
     target = Target(
-        conversation=_opt_str(data, "conversation", "target."),
+        conversation=conversation,
         user_id=_opt_str(data, "userId", "target."),
         channel_id=_opt_str(data, "channelId", "target."),
         tenant_id=_opt_str(data, "tenantId", "target."),
@@ -132,19 +163,17 @@ def _target(data: Any) -> Target:
 
 
 def parse_job(body: bytes | str) -> Job:
-    if isinstance(body, bytes):
-        if len(body) > MAX_JOB_BYTES:
-            raise JobError(f"job is larger than {MAX_JOB_BYTES} bytes")
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JobError("job is not UTF-8 text") from exc
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if len(body) > QUEUE_MESSAGE_BYTES:
+        raise JobTooLargeError(f"the job takes {len(body)} bytes; a queue message holds at most {QUEUE_MESSAGE_BYTES}")
     try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise JobError(f"job is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise JobError("job is nested too deeply to be JSON we accept") from exc
+        body.decode("utf-8")
+        data = jsontext.loads(body, "job")
+    except UnicodeDecodeError as exc:
+        raise JobError("job is not UTF-8 text") from exc
+    except jsontext.JsonTextError as exc:
+        raise JobError(str(exc)) from None
     if not isinstance(data, dict):
         raise JobError("job must be a JSON object")
     kind = data.get("kind")
@@ -191,16 +220,20 @@ def parse_job(body: bytes | str) -> Job:
 
 
 def _time(value: str, name: str) -> datetime:
+    """The time in UTC; a time that UTC cannot hold (year 9999 west of Greenwich) is refused."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise JobError(f"{name} must be an ISO 8601 time") from exc
     if parsed.tzinfo is None:
         raise JobError(f"{name} must carry a time zone (Z or an offset)")
-    return parsed
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise JobError(f"{name} is out of range") from None
 
 
 def due_time(job: Job) -> datetime:
     """A reminder's due time, in UTC."""
     assert job.due is not None
-    return _time(job.due, "job.due").astimezone(timezone.utc)
+    return _time(job.due, "job.due")

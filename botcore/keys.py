@@ -9,6 +9,7 @@ the full id is always stored in the entity itself.
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 
 _SAFE = frozenset(string.ascii_letters + string.digits + "-_.@:")
@@ -53,3 +54,11 @@ def conversation_key(channel_id: str, conversation_id: str) -> str:
     `|` never occurs inside an encoded part, so the pair cannot be confused.
     """
     return f"{encode_key(channel_id)}|{encode_key(conversation_id)}"
+
+
+_CONVERSATION_KEY = re.compile(r"[A-Za-z0-9_.@:~-]+\|[A-Za-z0-9_.@:~-]+")
+
+
+def is_conversation_key(text: str) -> bool:
+    """Whether `text` has the form conversation_key gives (and so is a valid table key)."""
+    return len(text) <= 1024 and _CONVERSATION_KEY.fullmatch(text) is not None

@@ -32,6 +32,7 @@ from .jobs import Job
 from .keys import encode_key
 from .settings import DELIVERIES_TABLE
 from .storage import TableStore
+from .errors import ConflictError
 from .storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TransactionFailedError,
                       etag_of)
 from .tablejson import join_json, split_json
@@ -53,11 +54,25 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class IdConflictError(ConflictError):
+    """A job id already names other work: ids are idempotency keys, never reused for something else."""
+
+    permanent = True
+
+
 @dataclass
 class JobHeader:
-    """What every worker of a job needs: the job itself, and how far its fan-out got."""
+    """What every worker of a job needs: the job itself, and how far its fan-out got.
+
+    The header is also the claim on the job's id: the first sighting (an API request, a queued job, a
+    stored reminder) creates it, and every later sighting must ask for the same work (`digest`).
+    """
 
     job: Job
+    kind: str = ""  # the job's kind, or "reminder" for a notify job stored for later
+    digest: str = ""
+    request_digest: str = ""  # the HTTP request that made it, when one did
+    due: str | None = None
     cursor: str | None = None
     fanned_out: bool = False
     targets: int = 0
@@ -110,7 +125,7 @@ class JobStatus:
     @property
     def state(self) -> str:
         if not self.fanned_out:
-            return "fanning-out"
+            return "scheduled" if self.kind == "reminder" and not self.counts else "fanning-out"
         return "sending" if self.pending else "done"
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,17 +141,26 @@ class DeliveryLedger(TableStore):
     table_name = DELIVERIES_TABLE
 
     # ---- the job header ----------------------------------------------------------------
-    async def open_job(self, job: Job) -> JobHeader:
-        """The job's header, created on first sight; a redelivered job gets the stored one."""
-        entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": job.kind,
-                  "created": job.created, "fannedOut": False, "targets": 0,
+    async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
+        """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
+        when it asks for the same work (the same request, for an HTTP one), else IdConflictError."""
+        header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest,
+                           due=job.due)
+        entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": header.kind,
+                  "created": job.created, "digest": header.digest, "requestDigest": request_digest,
+                  "due": job.due or "", "fannedOut": False, "targets": 0,
                   **split_json("job", json.loads(job.to_json()))}
         try:
-            return JobHeader(job, etag=await self.table.insert(entity))
-        except EntityExistsError:
-            header = await self.header(job.id)
-            assert header is not None
+            header.etag = await self.table.insert(entity)
             return header
+        except EntityExistsError:
+            stored = await self.header(job.id)
+        assert stored is not None  # headers are never deleted
+        same = stored.request_digest == request_digest if request_digest else stored.digest == header.digest
+        if not same:
+            raise IdConflictError(f"id {job.id} is already used by another job ({stored.kind}, created "
+                                  f"{stored.job.created}); choose a new id for new work")
+        return stored
 
     async def header(self, job_id: str) -> JobHeader | None:
         from .jobs import parse_job
@@ -146,8 +170,10 @@ class DeliveryLedger(TableStore):
         except EntityNotFoundError:
             return None
         cursor = entity.get("cursor")
+        job = parse_job(json.dumps(join_json(entity, "job")))
         return JobHeader(
-            job=parse_job(json.dumps(join_json(entity, "job"))),
+            job=job, kind=entity.get("kind") or job.kind, digest=entity.get("digest") or job.digest(),
+            request_digest=entity.get("requestDigest") or "", due=entity.get("due") or None,
             cursor=cursor or None,
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
             etag=etag_of(entity),
@@ -284,7 +310,7 @@ class DeliveryLedger(TableStore):
         async for _, deliveries in self.deliveries(job_id):
             for _, status, _ in deliveries:
                 counts[status] = counts.get(status, 0) + 1
-        return JobStatus(header.job.id, header.job.kind, header.job.created, header.fanned_out,
+        return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
                          header.targets, counts)
 
     async def deliveries(self, job_id: str) -> AsyncIterator[tuple["TableEntity", list[tuple[str, str, str]]]]:

@@ -11,7 +11,6 @@ delivery ledger keys on the job id).
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -34,16 +33,24 @@ def minute_key(at: datetime) -> str:
 class ReminderStore(TableStore):
     table_name = REMINDERS_TABLE
 
-    async def add(self, job: Job) -> datetime:
-        """Store a reminder job (kind reminder); the same job stored twice is one reminder."""
-        due = due_time(job)
-        notify = json.loads(job.to_json())
-        notify["kind"] = "notify"
-        notify.pop("due", None)
+    async def add(self, job: Job, *, request_digest: str = "") -> datetime:
+        """Store a reminder job (kind reminder) as the notify job it fires; returns when it is due.
+
+        The reminder claims its id in the delivery ledger first (see DeliveryLedger.open_job): the same
+        reminder stored twice is one reminder, and an id already used for other work is refused.
+        """
+        from dataclasses import replace
+
+        from .ledger import DeliveryLedger
+
+        header = await DeliveryLedger().open_job(replace(job, kind="notify"), kind="reminder",
+                                                 request_digest=request_digest)
+        notify = header.job  # a repeated request stores what the first one stored
+        due = due_time(notify)
         await self.table.upsert(
-            {"PartitionKey": minute_key(due), "RowKey": encode_key(job.id), "due": due,
-             "status": WAITING, "job": json.dumps(notify, separators=(",", ":"), ensure_ascii=False)})
-        log.info("reminder %s stored, due %s", job.id, due.isoformat())
+            {"PartitionKey": minute_key(due), "RowKey": encode_key(notify.id), "due": due,
+             "status": WAITING, "job": notify.to_json()})
+        log.info("reminder %s stored, due %s", notify.id, due.isoformat())
         return due
 
     async def fire_due(self, now: datetime | None = None) -> int:

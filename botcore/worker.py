@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .errors import BadInputError, ConflictError
 from .jobs import Job, JobError, parse_job
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings, get_settings
 
@@ -17,12 +18,21 @@ log = logging.getLogger("botcore.worker")
 
 async def handle_job_message(body: bytes, message_id: str = "", settings: Settings | None = None) -> str:
     """Run one job from the jobs queue; returns a short outcome for the log."""
-    settings = settings or get_settings()
     try:
-        job = parse_job(body)
-    except JobError as exc:
+        return await _run_job(parse_job(body), settings or get_settings())
+    except Exception as exc:
+        if not _hopeless(exc):
+            raise  # the host retries the message
         await poison(JOBS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"
+
+
+def _hopeless(exc: Exception) -> bool:
+    """Whether retrying a message cannot help: bad input, or a conflict that will not go away."""
+    return isinstance(exc, BadInputError) or isinstance(exc, ConflictError) and exc.permanent
+
+
+async def _run_job(job: Job, settings: Settings) -> str:
     if job.kind in ("notify", "broadcast"):
         from .broadcast import run_notify
 
@@ -45,7 +55,9 @@ async def handle_send_message(body: bytes, message_id: str = "", settings: Setti
 
     try:
         return await run_send_batch(body, settings or get_settings())
-    except JobError as exc:
+    except Exception as exc:
+        if not _hopeless(exc):
+            raise
         await poison(SENDS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"
 
@@ -72,6 +84,8 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
     from .turns import turn_info, run_dialog_turn, send_replies, services
 
     svc = services(settings)
+    if job.dialog not in svc.engine.dialogs:
+        raise JobError(f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(svc.engine.dialogs))}")
     ledger = DeliveryLedger()
     key = job.target.conversation
     assert key is not None

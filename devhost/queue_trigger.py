@@ -103,16 +103,23 @@ class QueueListener:
                 await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _poll(self, queue: Any, poison: Any) -> None:
+        loop = asyncio.get_running_loop()
         interval = MIN_POLL
+        one_by_one_until = 0.0  # after a failed read: one message per request, so a bad one fails alone
         while not self._stopping.is_set():
             free = self.options.batch_size - len(self._running)
             if len(self._running) > self.options.new_batch_threshold or free <= 0:
                 await self._wait(MIN_POLL)
                 continue
             try:
-                messages = await _receive(queue, free)
+                messages = await _receive(queue, 1 if loop.time() < one_by_one_until else free)
             except Exception as exc:
-                log.warning("%s: cannot read queue %s: %r", self.function.name, self.queue_name, exc)
+                # A message the service cannot send back (Azurite and some characters) fails the whole
+                # read, and the read has hidden every message it took: once they reappear, take them one
+                # at a time, so that its neighbours get through and only it keeps failing.
+                log.warning("%s: cannot read queue %s (%r); reading one message at a time for %ds",
+                            self.function.name, self.queue_name, exc, 2 * PROCESSING_LEASE)
+                one_by_one_until = loop.time() + 2 * PROCESSING_LEASE
                 messages = []
             if not messages:
                 await self._wait(interval)
@@ -184,8 +191,12 @@ class QueueListener:
 
 
 async def _receive(queue: Any, count: int) -> list[Any]:
-    """Up to `count` messages in one request (the SDK's pager would ask again for the rest)."""
-    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=PROCESSING_LEASE).by_page()
+    """Up to `count` messages in one request (the SDK's pager would ask again for the rest).
+
+    Not retried: a read that failed has hidden what it took, so its retry finds an empty queue and the
+    failure would go unseen (the next poll is the retry)."""
+    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=PROCESSING_LEASE,
+                                   retry_total=0).by_page()
     try:
         return [message async for message in await pages.__anext__()]
     except StopAsyncIteration:

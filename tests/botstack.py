@@ -119,6 +119,11 @@ class BotStack:
         headers = {"x-functions-key": key} if key else {}
         return httpx.request(method, f"{self.host.base_url}/api/{path}", json=body, headers=headers, timeout=30)
 
+    def api_raw(self, method: str, path: str, raw: str) -> httpx.Response:
+        """A function-key route with a body sent exactly as given (JSON that json.dumps would not write)."""
+        return httpx.request(method, f"{self.host.base_url}/api/{path}", content=raw.encode(), timeout=30,
+                             headers={"x-functions-key": "stack-key", "Content-Type": "application/json"})
+
     def seed(self, count: int, *, channel_id: str = "msteams", tenant_id: str = "tenant-1",
              user_id: str | None = None, prefix: str = "seed") -> list[str]:
         """Store `count` conversation references, as if each had talked to the bot; returns their ids."""

@@ -85,3 +85,117 @@ def test_lone_surrogates_in_an_activity_are_a_400(bot: BotStack, conversation_id
     emoji = json.dumps(bot.activity(conversation_id, "placeholder")).replace('"placeholder"', '"\\ud83d\\ude00"')
     assert bot.post(None, raw=emoji.encode()).status_code == 200  # a surrogate pair is a character
     assert wait_until(lambda: bot.texts_of(conversation_id))
+
+
+def _poisoned_at_once(bot: BotStack, message_id: str, reason: str, queue: str = "bot-jobs") -> None:
+    kind = "job message" if queue == "bot-jobs" else "send batch"
+    assert wait_until(lambda: f"{kind} {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15), \
+        bot.host.log()[-3000:]
+    log = bot.host.log()
+    assert reason in log.split(f"message {message_id}", 1)[1], log[-3000:]
+    assert f"{kind} {message_id} (dequeue count 2)" not in log
+
+
+def test_a_notify_id_reused_for_the_same_request_answers_again_and_for_another_is_a_409(bot: BotStack) -> None:
+    """Defect 5: a second POST with one id and another text was accepted and silently never sent."""
+    [cid] = bot.seed(1)
+    job_id = uuid.uuid4().hex
+    body = {"id": job_id, "text": "first", "target": {"conversation": bot.key(cid)}}
+    first = bot.api("POST", "notify", body)
+    again = bot.api("POST", "notify", body)
+    other = bot.api("POST", "notify", {**body, "text": "second"})
+    assert first.status_code == again.status_code == 202 and first.json() == again.json()
+    assert other.status_code == 409 and job_id in other.json()["error"]["message"]
+    status_of(bot, job_id, state="done", sent=1)
+    assert bot.texts_of(cid) == ["first"]
+
+
+def test_reminders_and_notifications_never_share_an_id_silently(bot: BotStack) -> None:
+    """Defect 5: a reminder and a notify with one id, or two reminders with one id, lost one of them."""
+    [cid] = bot.seed(1)
+    target = {"conversation": bot.key(cid)}
+    shared = uuid.uuid4().hex
+    assert bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target,
+                                         "inSeconds": 3600}).status_code == 201
+    clash = bot.api("POST", "notify", {"id": shared, "text": "now", "target": target})
+    assert clash.status_code == 409 and shared in clash.json()["error"]["message"]
+    assert bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target,
+                                         "inSeconds": 7200}).status_code == 409
+    retried = bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target, "inSeconds": 3600})
+    assert retried.status_code == 201  # the same request again: the first answer
+    assert bot.api("GET", f"notify/{shared}").json()["state"] == "scheduled"
+    notified = uuid.uuid4().hex
+    assert bot.api("POST", "notify", {"id": notified, "text": "now", "target": target}).status_code == 202
+    status_of(bot, notified, state="done", sent=1)
+    assert bot.api("POST", "reminders", {"id": notified, "text": "x", "target": target,
+                                         "inSeconds": 60}).status_code == 409
+
+
+def test_a_queued_job_reusing_an_id_for_other_work_is_poisoned_with_the_reason(bot: BotStack) -> None:
+    """Defect 5 on the queue path: a job whose id another job already took goes to poison, not to silence."""
+    from botcore.jobs import Target, new_job
+
+    [cid] = bot.seed(1)
+    first = new_job("notify", Target(conversation=bot.key(cid)), text="first")
+    bot.enqueue(first.to_json())
+    status_of(bot, first.id, state="done", sent=1)
+    clash = json.loads(first.to_json()) | {"text": "other work"}
+    _poisoned_at_once(bot, bot.enqueue(json.dumps(clash)), f"id {first.id} is already used by another job")
+    assert bot.texts_of(cid) == ["first"]
+
+
+def test_text_the_queue_cannot_carry_is_refused_or_carried(bot: BotStack) -> None:
+    """Defect 6: lone surrogates were a 500; oversized bodies a 500; U+FFFE was accepted and never sent."""
+    [cid] = bot.seed(1)
+    target = {"conversation": bot.key(cid)}
+    surrogate = bot.api_raw("POST", "notify", '{"text": "a\\ud800b", "target": ' + json.dumps(target) + "}")
+    assert surrogate.status_code == 400
+    for body in ({"text": "🙂" * 28_000, "target": target},
+                 {"attachments": [{"contentType": "text/plain", "content": "x" * 40}] * 2000, "target": target}):
+        too_big = bot.api("POST", "notify", body)
+        assert too_big.status_code == 413 and "65536" in too_big.json()["error"]["message"], too_big.text
+    odd = bot.api("POST", "notify", {"text": "odd \ufffe \x01 text", "target": target})
+    assert odd.status_code == 202
+    status_of(bot, odd.json()["id"], state="done", sent=1)
+    assert bot.texts_of(cid) == ["odd \ufffe \x01 text"]
+
+
+def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_factory) -> None:
+    """Defect 6: a message the storage service cannot read back (U+FFFE put by another service) made the whole
+    receive fail, and the innocent jobs received with it stayed hidden and unprocessed. In a storage
+    account of its own: the bad message stays unreadable for good."""
+    from botcore.jobs import Target, new_job
+    from devhost.azurite import Azurite
+
+    with Azurite(tmp_path_factory.mktemp("unreadable")) as azurite:
+        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("unreadable-bot"))
+        try:
+            [cid] = bot.seed(1)
+            bot.enqueue('{"kind": "notify", "text": "bad \ufffe"}')
+            innocent = new_job("notify", Target(conversation=bot.key(cid)), text="innocent")
+            bot.enqueue(innocent.to_json())
+            status_of(bot, innocent.id, state="done", sent=1, timeout=60)  # within a lease (30 s) and a poll
+            assert bot.texts_of(cid) == ["innocent"]
+            assert "cannot read queue bot-jobs" in bot.host.log()
+        finally:
+            bot.stop()
+
+
+def test_hopeless_jobs_are_refused_or_poisoned_at_once(bot: BotStack) -> None:
+    """Defect 8: an out-of-range date was a 500 and, queued, retried five times; so were unknown dialogs
+    and conversation keys no table can hold."""
+    from botcore.jobs import Target, new_job
+
+    [cid] = bot.seed(1)
+    far = "9999-12-31T23:59:59-12:00"
+    response = bot.api("POST", "reminders", {"text": "x", "target": {"conversation": bot.key(cid)}, "due": far})
+    assert response.status_code == 400 and "due" in response.json()["error"]["message"]
+    reminder = new_job("reminder", Target(conversation=bot.key(cid)), text="x", due=far)
+    _poisoned_at_once(bot, bot.enqueue(reminder.to_json()), "job.due")
+    dialog = new_job("beginDialog", Target(conversation=bot.key(cid)), dialog="nosuchdialog")
+    _poisoned_at_once(bot, bot.enqueue(dialog.to_json()), "nosuchdialog")
+    for key in ("a/b|c", "a|b#c", "a|b\x01", "a|" + "b" * 1100):
+        refused = bot.api("POST", "notify", {"text": "x", "target": {"conversation": key}})
+        assert refused.status_code == 400 and "conversation" in refused.json()["error"]["message"], key
+        job = new_job("notify", Target(conversation=key), text="x")
+        _poisoned_at_once(bot, bot.enqueue(job.to_json()), "target.conversation")

@@ -56,6 +56,9 @@ INVALID = [
     {"kind": "update", **BASE, **ONE, **TEXT},
     {"kind": "delete", **BASE, **ONE},
     {"kind": "notify", **BASE, **ONE, "attachments": ["card"]},
+    {"kind": "notify", **BASE, "target": {"conversation": "msteams|19:a/b"}, **TEXT},  # no table key holds /
+    {"kind": "notify", **BASE, "target": {"conversation": "msteams-19:abc"}, **TEXT},  # not an address key
+    {"kind": "notify", **BASE, "target": {"conversation": "m|" + "a" * 1100}, **TEXT},
 ]
 
 

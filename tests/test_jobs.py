@@ -39,7 +39,7 @@ def test_unknown_top_level_fields_are_kept() -> None:
         (b'{"kind":"notify","id":"1","created":"2026-01-01T00:00:00Z","target":{"everyone":true}}', "needs text"),
         (b'{"kind":"beginDialog","id":"1","created":"2026-01-01T00:00:00Z","target":{"userId":"u"},"dialog":"survey"}', "one conversation"),
         (b'{"kind":"notify","id":"1","created":"2026-01-01T00:00:00Z","target":{"nobody":1},"text":"x"}', "unknown fields"),
-        (b"x" * 70_000, "larger than"),
+        (b"x" * 70_000, "a queue message holds at most 65536"),
     ],
 )
 def test_malformed_jobs_are_refused_with_a_reason(body: bytes, reason: str) -> None:

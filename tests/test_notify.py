@@ -20,7 +20,7 @@ def tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
 
 
-def status_of(bot: BotStack, job_id: str, **expected: int) -> dict:
+def status_of(bot: BotStack, job_id: str, *, timeout: float = 20, **expected: int | str) -> dict:
     """Wait until the job's status shows `expected`, and return it."""
     seen: dict = {}
 
@@ -30,7 +30,7 @@ def status_of(bot: BotStack, job_id: str, **expected: int) -> dict:
         seen = response.json() if response.status_code == 200 else {"http": response.status_code}
         return all(seen.get(k) == v for k, v in expected.items())
 
-    assert wait_until(check, timeout=20), f"status {seen}, expected {expected}"
+    assert wait_until(check, timeout=timeout), f"status {seen}, expected {expected}"
     return seen
 
 
