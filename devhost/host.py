@@ -34,14 +34,24 @@ from typing import Any
 
 from aiohttp import web
 
-from .app_loader import FunctionInfo, LoadedApp, load_app
-from .http_trigger import HttpTriggers, build_routes
+from .app_loader import FunctionInfo, HostConfigError, LoadedApp, load_app
+from .http_trigger import DEFAULT_MAX_BODY, HttpTriggers, build_routes
 from .queue_trigger import QueueListener, QueueOptions
 from .timer_trigger import TimerRunner
 
 log = logging.getLogger("devhost")
 
 SHUTDOWN_GRACE = 30.0
+
+
+def _body_limit() -> int:
+    """FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, the Functions host's own setting: the largest request body it reads."""
+    raw = os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip()
+    if not raw:
+        return DEFAULT_MAX_BODY
+    if not raw.isdigit() or int(raw) <= 0:
+        raise HostConfigError(f"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT must be a number of bytes, not {raw[:40]!r}")
+    return int(raw)
 
 
 class Host:
@@ -57,6 +67,7 @@ class Host:
         http = self.app.extension("http")
         self.http = HttpTriggers(
             build_routes(self.app.functions), http.get("routePrefix", "api"), self.function_key, self.invoke,
+            max_body=_body_limit(),
         )
         options = QueueOptions.from_host_json(self.app.extension("queues"))
         self.listeners = [QueueListener(f, options, self.invoke) for f in self.app.functions

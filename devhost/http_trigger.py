@@ -17,7 +17,7 @@ log = logging.getLogger("devhost.http")
 
 _CONSTRAINTS = {"int": r"-?\d+", "alpha": r"[A-Za-z]+", "guid": r"[0-9a-fA-F-]{36}", "bool": r"(?i:true|false)"}
 _PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+))?(\?)?\}")
-DEFAULT_MAX_BODY = 100 * 1024 * 1024
+DEFAULT_MAX_BODY = 100 * 1024 * 1024  # the Functions host's, unless FUNCTIONS_REQUEST_BODY_SIZE_LIMIT says otherwise
 
 
 def compile_route(template: str) -> re.Pattern[str]:
@@ -101,9 +101,12 @@ class HttpTriggers:
         route, match = allowed[0]
         if not self._authorized(route, request):
             return _json_error(401, "this function needs a key: ?code=<key> or the x-functions-key header")
-        if (request.content_length or 0) > self.max_body:
-            return _json_error(413, "request body too large")
-        body = await request.read()
+        if (request.content_length or 0) > self.max_body:  # refused before a byte of it is read
+            return _json_error(413, f"request body larger than {self.max_body} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)")
+        try:
+            body = await request.read()  # a body without Content-Length: read up to the limit, no further
+        except web.HTTPRequestEntityTooLarge:
+            return _json_error(413, f"request body larger than {self.max_body} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)")
         req = func.HttpRequest(
             method=request.method, url=str(request.url), headers=dict(request.headers),
             params=dict(request.query), route_params={k: v for k, v in match.groupdict().items() if v is not None},

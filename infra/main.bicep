@@ -163,6 +163,9 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identity.properties.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+  // The host reads a request body up to this size before any function sees it (its default is 100 MB);
+  // the bot's largest body is BotMaxBodyBytes (256 KiB).
+  FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '1048576'
 }
 var botStorageSettings = {
   BotStorage__tableServiceUri: storage.outputs.tableServiceUri

@@ -199,3 +199,40 @@ def test_hopeless_jobs_are_refused_or_poisoned_at_once(bot: BotStack) -> None:
         assert refused.status_code == 400 and "conversation" in refused.json()["error"]["message"], key
         job = new_job("notify", Target(conversation=key), text="x")
         _poisoned_at_once(bot, bot.enqueue(job.to_json()), "target.conversation")
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_the_local_host_refuses_huge_bodies_before_reading_them(bot: BotStack) -> None:
+    """Defect 10: six concurrent 90 MB unauthenticated POSTs took the host from 43 to 594 MB before the 401."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(bot.messages_url)
+    before = _rss_kib(bot.host.process.pid)
+    answers: list[bytes] = []
+
+    def post(chunked: bool) -> None:
+        with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+            length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {90 * 1024 * 1024}"
+            conn.sendall(f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: application/json\r\n"
+                         f"{length}\r\n\r\n".encode())
+            chunk = b"x" * 65536
+            try:
+                for _ in range(90 * 16):  # 90 MB, unless the host answers and closes first
+                    conn.sendall(b"10000\r\n" + chunk + b"\r\n" if chunked else chunk)
+            except OSError:
+                pass
+            answers.append(conn.recv(200))
+
+    threads = [threading.Thread(target=post, args=(i % 2 == 1,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(answers) == 6 and all(a.startswith(b"HTTP/1.1 413") for a in answers), answers
+    assert _rss_kib(bot.host.process.pid) - before < 30 * 1024

@@ -131,6 +131,7 @@ FUNCTIONS_HOST = {
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",  # the host buffers bodies up to it (100 MB by default)
 }
 HOST_ONLY_STORAGE_KEYS = {"blobServiceUri"}
 
