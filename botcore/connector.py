@@ -35,6 +35,7 @@ GONE_CODES = frozenset({
 })
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
+_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds an encoder per call
 
 
 class ConnectorError(Exception):
@@ -205,7 +206,7 @@ class ConnectorClient:
     async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
                     params: dict[str, Any] | None = None) -> Any:
         url = self._check_target(target) + path
-        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        content = None if body is None else _JSON.encode(body).encode()
         attempts = self.max_attempts if retry else 1
         waited = 0.0
         refreshed = False
