@@ -151,7 +151,8 @@ def _send_floor(context: dict[str, Any], quick: bool) -> stats.Summary:
 
         log("broadcast: measuring the send-path floor (benchmark 3 did not run)")
         with RemoteChannel.start() as channel:
-            remember_floor(context, asyncio.run(measure(channel, 500 if quick else 3000, 1 if quick else 3, (32,))))
+            floor = measure(channel, 500 if quick else 3000, 1 if quick else 3, (32,), ("floor",))
+            remember_floor(context, asyncio.run(floor))
     return context["send_floor_32"]
 
 

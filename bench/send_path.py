@@ -1,9 +1,10 @@
-"""Benchmark 3: the send path.
+"""Benchmark 3: the send path, and the choice of botcore.http's transport.
 
 N proactive messages from stored references through `ConnectorClient.send(reference, retry=False,
-text=...)` to the fake Connector, at concurrency 1 and 32, with the bot's token cached (the local IdP
-and token_provider_for(Settings.from_env(bot_env))). Floor: a bare aiohttp ClientSession posting the
-same JSON bodies to the same URLs at the same concurrency.
+text=...)` to the fake Connector, at concurrency 1, 16 and 32, with the bot's token cached (the local
+IdP and token_provider_for(Settings.from_env(bot_env))), once over each transport the bot's httpx
+client can have (httpx's own pool, httpcore; httpx-aiohttp's, aiohttp). Floor: a bare aiohttp
+ClientSession posting the same JSON bodies to the same URLs at the same concurrency.
 
 The IdP and the fake Connector run in a subprocess of their own (bench/channel_server.py), so the
 server does not share a GIL with the client being measured.
@@ -15,18 +16,23 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator, get_args
 from urllib.parse import quote
 
 import aiohttp
+
+from botcore.http import TRANSPORT, Transport
 
 from . import stats
 from .infra import RemoteChannel, log
 from .report import Section
 
-CONCURRENCY = (1, 32)
-TARGET_RATIO_AT_32 = 0.3
-POOL_LIMIT = 64  # botcore.http.MAX_CONNECTIONS: both clients get the same pool size
+CONCURRENCY = (1, 16, 32)
+TARGET_CONCURRENCY = (16, 32)
+TARGET_RATIO = 0.3
+POOL_LIMIT = 64  # botcore.http.MAX_CONNECTIONS: every client gets the same pool size
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
+CLIENTS = ("floor", *TRANSPORTS)
 
 
 def references(base_url: str, app_id: str, count: int, tag: str) -> list[Any]:
@@ -73,45 +79,52 @@ class FloorClient:
                 raise RuntimeError(f"fake Connector answered {response.status}")
 
 
-async def measure(channel: RemoteChannel, count: int, repeats: int,
-                  concurrencies: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
-    """{(client, concurrency): [messages/s per run]}, client CPU per message, and IdP counts."""
+def _bot_sender(connector: Any) -> Callable[[Any], Awaitable[None]]:
+    async def send(reference: Any) -> None:
+        await connector.send(reference, retry=False, text="proactive")
+
+    return send
+
+
+async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencies: tuple[int, ...] = CONCURRENCY,
+                  clients: tuple[str, ...] = CLIENTS) -> dict[str, Any]:
+    """{(client, concurrency): [messages/s per run]}, client CPU per message, and IdP counts.
+    A client is "floor" or one of TRANSPORTS: the bot's ConnectorClient on that transport."""
     from botcore.connector import ConnectorClient
-    from botcore.http import close_http_client
+    from botcore.http import new_http_client
     from botcore.settings import Settings
     from botcore.tokens import token_provider_for
 
     settings = Settings.from_env(channel.env)
     tokens = token_provider_for(settings)
-    connector = ConnectorClient(tokens=tokens)
     refs = references(channel.base_url, channel.app_id, count, "send")
     rates: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
     hits_before = channel.stats()["hits"]
     token = await tokens.get_token()  # the floor uses the same token; the bot's cache is now warm
     floor_items = FloorClient.prepare(refs, "proactive")
+    https = {name: new_http_client(settings.http_timeout, name) for name in clients if name != "floor"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT)) as session:
-        floor = FloorClient(session, token)
-
-        async def bot_send(reference: Any) -> None:
-            await connector.send(reference, retry=False, text="proactive")
-
-        clients: dict[str, tuple[Callable[[Any], Awaitable[None]], list[Any]]] = {
-            "floor": (floor.send, floor_items), "bot": (bot_send, refs)}
-        for name, (send, items) in clients.items():  # warm-up: connections, code paths
-            for c in concurrencies:
-                await _pump(items[:200], c, send)
-        bot_sends = 200 * len(concurrencies)
-        for _ in range(repeats):
-            for c in concurrencies:
-                for name, (send, items) in clients.items():
-                    cpu0 = time.process_time()
-                    elapsed = await _pump(items, c, send)
-                    cpu.setdefault((name, c), []).append((time.process_time() - cpu0) / count)
-                    rates.setdefault((name, c), []).append(count / elapsed)
-                    bot_sends += count if name == "bot" else 0
-                    channel.clear()  # the Connector records requests: keep its memory flat
-    await close_http_client()
+        senders: dict[str, tuple[Callable[[Any], Awaitable[None]], list[Any]]] = {
+            name: (FloorClient(session, token).send, floor_items) if name == "floor"
+            else (_bot_sender(ConnectorClient(https[name], tokens)), refs) for name in clients}
+        try:
+            for send, items in senders.values():  # warm-up: connections, code paths
+                for c in concurrencies:
+                    await _pump(items[:200], c, send)
+            bot_sends = 200 * len(concurrencies) * len(https)
+            for _ in range(repeats):
+                for c in concurrencies:
+                    for name, (send, items) in senders.items():
+                        cpu0 = time.process_time()
+                        elapsed = await _pump(items, c, send)
+                        cpu.setdefault((name, c), []).append((time.process_time() - cpu0) / count)
+                        rates.setdefault((name, c), []).append(count / elapsed)
+                        bot_sends += count if name in https else 0
+                        channel.clear()  # the Connector records requests: keep its memory flat
+        finally:
+            for http in https.values():
+                await http.aclose()
     hits_after = channel.stats()["hits"]
     return {"rates": rates, "cpu": cpu, "bot_sends": bot_sends,
             "hits": {k: hits_after.get(k, 0) - hits_before.get(k, 0) for k in hits_after},
@@ -125,8 +138,8 @@ def remember_floor(context: dict[str, Any], m: dict[str, Any]) -> None:
 
 
 def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
-    count, repeats = (500, 2) if quick else (5000, 5)
-    log(f"send path: {repeats} repeats of {count} messages at concurrency {CONCURRENCY}, bot and floor")
+    count, repeats = (500, 2) if quick else (3000, 5)
+    log(f"send path: {repeats} repeats of {count} messages at concurrency {CONCURRENCY}, clients {CLIENTS}")
     with RemoteChannel.start() as channel:
         m = asyncio.run(measure(channel, count, repeats))
     remember_floor(context, m)
@@ -135,23 +148,26 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     section = Section(
         "3. Send path",
         f"{count:,} proactive messages per run from stored references through `ConnectorClient.send(reference, "
-        "retry=False, text=...)` (botcore.http: aiohttp, token cached) to the fake Connector; floor: a "
-        "bare `aiohttp.ClientSession` posting the same pre-encoded JSON bodies to the same URLs, same pool size "
-        f"({POOL_LIMIT}) and concurrency. {repeats} runs each, interleaved. The IdP and fake Connector run in a "
-        "separate process (`bench/channel_server.py`) so that the server does not share the client's GIL.",
+        "retry=False, text=...)` (token cached) to the fake Connector, on each transport of the bot's "
+        "`httpx.AsyncClient` (`botcore.http.new_http_client`): `aiohttp` is httpx-aiohttp's (aiohttp's pool), "
+        f"`httpcore` is httpx's own; the bot uses `{TRANSPORT}`. Floor: a bare `aiohttp.ClientSession` posting "
+        f"the same pre-encoded JSON bodies to the same URLs, same pool size ({POOL_LIMIT}) and concurrency. "
+        f"{repeats} runs each, interleaved. The IdP and fake Connector run in a separate process "
+        "(`bench/channel_server.py`) so that the server does not share the client's GIL.",
     )
-    t = section.table(["concurrency", "bot msg/s", "spread", "floor msg/s", "spread", "ratio to floor",
-                       "bot client CPU/msg (ms)", "floor client CPU/msg (ms)"])
+    t = section.table(["client", "concurrency", "msg/s", "spread", "ratio to floor", "client CPU/msg (ms)"])
     for c in CONCURRENCY:
-        bot, floor = stats.Summary.of(m["rates"][("bot", c)]), stats.Summary.of(m["rates"][("floor", c)])
-        bot_cpu = stats.Summary.of(m["cpu"][("bot", c)]).median * 1000
-        floor_cpu = stats.Summary.of(m["cpu"][("floor", c)]).median * 1000
-        r = stats.ratio(bot.median, floor.median)
-        t.add(c, stats.number(bot.median), stats.spread(bot), stats.number(floor.median), stats.spread(floor),
-              stats.times(r), stats.number(bot_cpu), stats.number(floor_cpu))
-        if c == 32:
-            section.target("send rate at concurrency 32, as a share of the bare aiohttp floor",
-                           f"{r:.2f} (≥ {TARGET_RATIO_AT_32})", r >= TARGET_RATIO_AT_32)
+        floor = stats.Summary.of(m["rates"][("floor", c)])
+        for name in CLIENTS:
+            rate = stats.Summary.of(m["rates"][(name, c)])
+            cpu = stats.Summary.of(m["cpu"][(name, c)]).median * 1000
+            r = stats.ratio(rate.median, floor.median)
+            label = "floor (bare aiohttp)" if name == "floor" else \
+                f"bot, httpx on {name}" + (" (botcore's)" if name == TRANSPORT else "")
+            t.add(label, c, stats.number(rate.median), stats.spread(rate), stats.times(r), stats.number(cpu))
+            if name == TRANSPORT and c in TARGET_CONCURRENCY:
+                section.target(f"send rate at concurrency {c} (httpx on {name}), as a share of the bare aiohttp floor",
+                               f"{r:.2f} (≥ {TARGET_RATIO})", r >= TARGET_RATIO)
     section.notes.append("Client CPU per message is the benchmark process's CPU time (the fake Connector is in "
                          "another process) divided by the messages sent.")
     section.notes.append("Field notes reference at concurrency 32 / 1 (msg/s): Agents SDK ~500 / ~470, plain httpx "

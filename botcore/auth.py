@@ -13,12 +13,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jwt
 
 from .activity import TRUST_DEVELOPMENT, TRUST_TOKEN, Activity
 from .settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("botcore.auth")
 
@@ -70,7 +73,7 @@ class OpenIdKeys:
         self.unknown_kid_refetch_at = float("-inf")
         self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
 
-    async def get(self, kid: str, http: Any) -> _Key:
+    async def get(self, kid: str, http: "httpx.AsyncClient") -> _Key:
         if clock() - self.fetched_at > KEY_REFRESH:
             await self.refresh(http)
         key = self.keys.get(kid)
@@ -83,7 +86,7 @@ class OpenIdKeys:
             raise AuthenticationError(f"signing key {kid[:64]!r} is not published")
         return key
 
-    async def refresh(self, http: Any) -> None:
+    async def refresh(self, http: "httpx.AsyncClient") -> None:
         """One fetch at a time: concurrent callers wait for the one in flight."""
         loop = asyncio.get_running_loop()
         future = self._inflight.get(loop)
@@ -92,7 +95,7 @@ class OpenIdKeys:
             future.add_done_callback(lambda _: self._inflight.pop(loop, None))
         await asyncio.shield(future)
 
-    async def _fetch(self, http: Any) -> None:
+    async def _fetch(self, http: "httpx.AsyncClient") -> None:
         try:
             metadata = (await http.get(self.metadata_url)).raise_for_status().json()
             jwks = (await http.get(metadata["jwks_uri"])).raise_for_status().json()
@@ -172,7 +175,7 @@ def _bearer_token(auth_header: str | None) -> str:
 
 
 async def authenticate(
-    auth_header: str | None, activity: Activity, settings: Settings, http: Any = None
+    auth_header: str | None, activity: Activity, settings: Settings, http: "httpx.AsyncClient | None" = None
 ) -> AuthResult:
     if settings.auth_disabled:
         # Local development without an app id (Settings allows it only in Development):

@@ -16,10 +16,15 @@ import logging
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from .activity import TRUST_DEVELOPMENT, TRUST_TOKEN, ChannelAccount, ConversationReference, ServiceEndpoint
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .tokens import TokenProvider
 
 log = logging.getLogger("botcore.connector")
 
@@ -30,6 +35,7 @@ GONE_CODES = frozenset({
 })
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
+_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds an encoder per call
 
 
 class ConnectorError(Exception):
@@ -120,7 +126,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _error_of(response: Any) -> tuple[str | None, str]:
+def _error_of(response: "httpx.Response") -> tuple[str | None, str]:
     try:
         body = response.json()
     except ValueError:
@@ -135,14 +141,14 @@ def _error_of(response: Any) -> tuple[str | None, str]:
 
 
 class ConnectorClient:
-    def __init__(self, http: Any = None, tokens: Any = None, *, max_attempts: int = 4,
-                 max_retry_wait: float = 30.0) -> None:
+    def __init__(self, http: "httpx.AsyncClient | None" = None, tokens: "TokenProvider | None" = None, *,
+                 max_attempts: int = 4, max_retry_wait: float = 30.0) -> None:
         self._http, self._shared = http, False  # shared: the process-wide client of this loop
         self.tokens = tokens
         self.max_attempts, self.max_retry_wait = max_attempts, max_retry_wait
 
     @property
-    def http(self) -> Any:
+    def http(self) -> "httpx.AsyncClient":
         if self._http is None or self._shared and self._http.is_closed:
             from .http import get_http_client
 
@@ -200,7 +206,7 @@ class ConnectorClient:
     async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
                     params: dict[str, Any] | None = None) -> Any:
         url = self._check_target(target) + path
-        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        content = None if body is None else _JSON.encode(body).encode()
         attempts = self.max_attempts if retry else 1
         waited = 0.0
         refreshed = False

@@ -1,107 +1,76 @@
-"""The process-wide HTTP client for outbound calls (Connector, identity provider).
+"""The process-wide HTTP client for outbound calls (Connector, OpenID metadata and keys, token and
+managed-identity endpoints): one `httpx.AsyncClient` per event loop, made on first use, reused by
+every invocation and closed when its loop ends.
 
-One aiohttp session per event loop, created on first use and reused by every
-invocation, behind a small httpx-shaped surface (`request`, `get`, `post`,
-`Response.status_code/json()/text`). aiohttp directly, because the send path is
-CPU-bound: httpx's request and URL models cost about 0.25 ms per message on top
-of aiohttp's own (see bench/RESULTS.md, send path), and its own pool slows down
-as concurrency rises.
+Its transport is httpx-aiohttp's (httpx's API over aiohttp's connection pool), chosen on the send
+path's measurements (bench/send_path.py, README): httpx's own pool (httpcore) slows down as
+concurrency rises (encode/httpx#3215), aiohttp's does not.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+import logging
+from http.cookiejar import CookieJar
+from typing import TYPE_CHECKING, Any, Literal
 
 from .loops import PerLoop
 
 if TYPE_CHECKING:
-    import aiohttp
+    import httpx
 
 MAX_CONNECTIONS = 64
 
-
-class HttpStatusError(Exception):
-    def __init__(self, response: "Response") -> None:
-        super().__init__(f"HTTP {response.status_code} from {response.url}")
-        self.response = response
+Transport = Literal["aiohttp", "httpcore"]
+TRANSPORT: Transport = "aiohttp"
 
 
-@dataclass(frozen=True)
-class Response:
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-    url: str
+class _CookiesKeptByAiohttp(CookieJar):
+    """aiohttp's session under the transport keeps cookies, as the bot's client always has."""
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        """The body as JSON; ValueError when it is not JSON."""
-        return json.loads(self.content)
-
-    def raise_for_status(self) -> "Response":
-        if self.status_code >= 400:
-            raise HttpStatusError(self)
-        return self
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
 
 
-class HttpClient:
-    def __init__(self, session: "aiohttp.ClientSession") -> None:
-        self.session = session
+def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> "httpx.AsyncClient":
+    """A client that ignores proxy variables, so that the bot's token goes only to the configured
+    identity provider and verified Connector URLs, and never follows redirects. Its timeouts are
+    httpx's, per phase: connecting (at most 10 s), each read, each write, the wait for a pooled
+    connection. `transport` is there for the benchmark, which measures both."""
+    import httpx
 
-    @classmethod
-    def open(cls, timeout: float) -> "HttpClient":
-        """A client on a new session that ignores proxy variables and never follows redirects."""
-        import aiohttp
+    # The Functions host logs at Information: one line per request would drown the bot's own.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
+    options: dict[str, Any] = {"trust_env": False, "follow_redirects": False,
+                               "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
+    if transport == "httpcore":
+        return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(trust_env=False, limits=limits), **options)
+    from httpx_aiohttp import AiohttpTransport
 
-        return cls(aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS), trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
-        ))
-
-    async def __aenter__(self) -> "HttpClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    @property
-    def is_closed(self) -> bool:
-        return self.session.closed
-
-    async def request(self, method: str, url: str, *, content: bytes | None = None,
-                      data: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                      params: Mapping[str, Any] | None = None) -> Response:
-        async with self.session.request(method, url, data=content if content is not None else data,
-                                        headers=headers, params=params or None,
-                                        allow_redirects=False) as response:
-            body = await response.read()
-            return Response(response.status, response.headers, body, url)
-
-    async def get(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("GET", url, **kwargs)
-
-    async def post(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("POST", url, **kwargs)
-
-    async def aclose(self) -> None:
-        await self.session.close()
+    # What aiohttp under httpx does anyway, httpx need not do on every request too: keep cookies, and
+    # send Accept (Connection: keep-alive is HTTP/1.1's default). About 15 µs of CPU a send.
+    client = httpx.AsyncClient(transport=AiohttpTransport(trust_env=False, limits=limits),
+                               cookies=_CookiesKeptByAiohttp(), **options)
+    for name in ("Accept", "Connection"):
+        del client.headers[name]
+    return client
 
 
-_clients: PerLoop[HttpClient] = PerLoop(close=HttpClient.aclose)
+async def _close(client: "httpx.AsyncClient") -> None:
+    await client.aclose()
 
 
-def _new_client() -> HttpClient:
+_clients: PerLoop["httpx.AsyncClient"] = PerLoop(close=_close)
+
+
+def _new_client() -> "httpx.AsyncClient":
     from .settings import get_settings
 
-    return HttpClient.open(get_settings().http_timeout)
+    return new_http_client(get_settings().http_timeout)
 
 
-def get_http_client() -> HttpClient:
+def get_http_client() -> "httpx.AsyncClient":
     client = _clients.get(_new_client)
     if client.is_closed:
         _clients.pop()

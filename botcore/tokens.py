@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .settings import ConfigurationError, Settings
 
 if TYPE_CHECKING:
+    import httpx
     from azure.core.credentials import AccessToken
 
 log = logging.getLogger("botcore.tokens")
@@ -37,7 +38,7 @@ class TokenProvider(Protocol):
 class CachedTokenProvider:
     """Caching and single-flight refresh; subclasses only know how to ask for a token."""
 
-    def __init__(self, http: Any = None) -> None:
+    def __init__(self, http: "httpx.AsyncClient | None" = None) -> None:
         self._http = http
         self._token: str | None = None
         self.expires_at = 0.0
@@ -46,7 +47,7 @@ class CachedTokenProvider:
         self.requests = 0
 
     @property
-    def http(self) -> Any:
+    def http(self) -> "httpx.AsyncClient":
         if self._http is not None:
             return self._http
         from .http import get_http_client
@@ -86,7 +87,7 @@ class CachedTokenProvider:
         raise NotImplementedError
 
     @staticmethod
-    def _error(response: Any, what: str) -> TokenError:
+    def _error(response: "httpx.Response", what: str) -> TokenError:
         code = None
         try:
             code = response.json().get("error")
@@ -98,7 +99,7 @@ class CachedTokenProvider:
 
 class ClientSecretTokenProvider(CachedTokenProvider):
     def __init__(self, authority_host: str, tenant: str, client_id: str, client_secret: str,
-                 scope: str, http: Any = None) -> None:
+                 scope: str, http: "httpx.AsyncClient | None" = None) -> None:
         super().__init__(http)
         self.url = f"{authority_host.rstrip('/')}/{tenant}/oauth2/v2.0/token"
         self._form = {"grant_type": "client_credentials", "client_id": client_id,
@@ -117,7 +118,7 @@ class ClientSecretTokenProvider(CachedTokenProvider):
 
 class ManagedIdentityTokenProvider(CachedTokenProvider):
     def __init__(self, endpoint: str, identity_header: str, client_id: str | None, resource: str,
-                 http: Any = None) -> None:
+                 http: "httpx.AsyncClient | None" = None) -> None:
         super().__init__(http)
         self.endpoint, self.resource = endpoint, resource
         self._header = identity_header

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from botcore import auth
 from botcore.activity import Activity
 from botcore.auth import AuthenticationError, KeysUnavailableError, authenticate
-from botcore.http import HttpClient
+from botcore.http import new_http_client
 from botcore.settings import Settings
 from devhost.identity import IdentityProvider, SigningKey
 
@@ -48,7 +48,7 @@ def activity(channel_id: str = "msteams", service_url: str = SERVICE_URL) -> Act
 
 
 async def check(idp, header, act=None, settings=None):
-    async with HttpClient.open(5.0) as http:
+    async with new_http_client(5.0) as http:
         return await authenticate(header, act or activity(), settings or settings_for(idp), http)
 
 
@@ -188,7 +188,7 @@ async def test_development_mode_accepts_unauthenticated_requests_only_without_ap
 async def test_fifty_turns_cost_one_metadata_and_one_key_fetch(idp) -> None:
     before = (idp.count("metadata:channel"), idp.count("jwks:channel"))
     tokens = [idp.mint_channel_token(APP_ID, SERVICE_URL) for _ in range(50)]
-    async with HttpClient.open(5.0) as http:
+    async with new_http_client(5.0) as http:
         await asyncio.gather(*(authenticate("Bearer " + t, activity(), settings_for(idp), http) for t in tokens))
     assert (idp.count("metadata:channel") - before[0], idp.count("jwks:channel") - before[1]) == (1, 1)
 
@@ -218,7 +218,7 @@ async def test_unreachable_metadata_is_a_distinct_error() -> None:
                                   "BotChannelOpenIdMetadataUrl": "http://127.0.0.1:9/nothing"})
     with IdentityProvider() as other:
         token = other.mint_channel_token(APP_ID, SERVICE_URL)
-    async with HttpClient.open(5.0) as http:
+    async with new_http_client(5.0) as http:
         with pytest.raises(KeysUnavailableError):
             await authenticate("Bearer " + token, activity(), settings, http)
 

@@ -9,7 +9,7 @@ import pytest
 from botcore.activity import ServiceEndpoint
 from botcore.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError,
                                RequestRejectedError, RetryableConnectorError, UntrustedServiceUrlError)
-from botcore.http import HttpClient
+from botcore.http import new_http_client
 from devhost.channel import FakeConnector
 
 
@@ -34,7 +34,7 @@ def fake():
 
 @pytest.fixture
 async def http():
-    async with HttpClient.open(2.0) as client:
+    async with new_http_client(2.0) as client:
         yield client
 
 
@@ -74,7 +74,7 @@ async def test_paged_members_follow_the_continuation_token(fake, http) -> None:
 
 async def test_empty_response_bodies_are_accepted() -> None:
     with FakeConnector(status=202, empty_body=True) as fake:
-        async with HttpClient.open(5.0) as http:
+        async with new_http_client(5.0) as http:
             result = await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
     assert result.id is None
 

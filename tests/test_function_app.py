@@ -37,7 +37,7 @@ def test_every_trigger_is_registered_as_documented() -> None:
 
 def test_the_app_imports_only_what_requirements_txt_installs() -> None:
     """A module the app imports (also inside functions) must come with requirements.txt: the
-    test-only packages (httpx, azure-data-tables ...) are not there in Azure."""
+    test-only packages (azure-data-tables, pytest ...) are not there in Azure."""
     import ast
     import re
     import sys

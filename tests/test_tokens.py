@@ -8,7 +8,7 @@ import time
 import pytest
 
 from botcore import tokens
-from botcore.http import HttpClient, close_http_client
+from botcore.http import close_http_client, new_http_client
 from botcore.settings import ConfigurationError, Settings
 from botcore.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
                             ManagedIdentityTokenProvider, TokenError, token_provider_for)
@@ -27,7 +27,7 @@ def idp():
 
 @pytest.fixture
 async def http():
-    async with HttpClient.open(5.0) as client:
+    async with new_http_client(5.0) as client:
         yield client
 
 
