@@ -116,7 +116,9 @@ class Job:
 # notify: send a message to the target now (one conversation, or a selection: a broadcast).
 # broadcast: the same, for a selection only. reminder: a notify at `due`.
 # beginDialog: start a dialog in one conversation. update/delete: change what a notify sent.
-KINDS = ("notify", "broadcast", "reminder", "beginDialog", "update", "delete")
+# replies: the bot's own, for the replies of a committed turn that could not be sent at once; they
+# wait in the delivery ledger under the job's id.
+KINDS = ("notify", "broadcast", "reminder", "beginDialog", "update", "delete", "replies")
 
 
 def new_job(kind: str, target: Target, **fields: Any) -> Job:
@@ -198,11 +200,10 @@ def parse_job(body: bytes | str) -> Job:
     if due is not None:
         _time(due, "job.due")
     notification = _opt_str(data, "notification", "job.", JOB_ID_MAX)
-    if kind == "beginDialog":
-        if dialog is None:
-            raise JobError("a beginDialog job needs dialog")
-        if target.conversation is None:
-            raise JobError("a beginDialog job targets one conversation (target.conversation)")
+    if kind == "beginDialog" and dialog is None:
+        raise JobError("a beginDialog job needs dialog")
+    if kind in ("beginDialog", "replies") and target.conversation is None:
+        raise JobError(f"a {kind} job targets one conversation (target.conversation)")
     if kind in ("notify", "broadcast", "reminder", "update") and text is None and not attachments:
         raise JobError(f"a {kind} job needs text or attachments")
     if kind == "broadcast" and target.conversation is not None:

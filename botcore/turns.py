@@ -25,6 +25,7 @@ from .settings import JOBS_QUEUE, Settings
 log = logging.getLogger("botcore.turns")
 
 MAX_TURN_ATTEMPTS = 8
+REPLY_RETRY_DELAY = 5.0  # seconds before a reply that failed without a Retry-After is tried again
 
 
 class TurnConflictError(RuntimeError):
@@ -142,30 +143,71 @@ async def on_activity(activity: Activity, auth: Any, settings: Settings) -> Resp
 async def _message_turn(
     svc: Services, settings: Settings, activity: Activity, reference: ConversationReference, key: str
 ) -> Response:
+    """Once the state is committed the turn has happened: it answers 200 whatever the Connector does (a
+    channel that saw an error would deliver the activity again), and replies it could not send go to
+    the retry path."""
     info = turn_info(settings, activity.from_.name if activity.from_ else None)
     text = activity.text or ""
     result, _ = await run_dialog_turn(
-        svc, key, lambda state: svc.engine.run_turn(state, text, ctx_info=info), reference
+        svc, key, lambda state: svc.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
+        reference,
     )
-    await send_replies(svc, reference, result.replies, reply_to=activity.id)
-    await apply_effects(settings, key, result.effects)
+    replies = [{**reply, "replyToId": activity.id} if activity.id else reply for reply in result.replies]
+    sent = 0
+    try:
+        for reply in replies:
+            await send_reply(svc, reference, reply)
+            sent += 1
+    except Exception as exc:
+        await _after_failed_replies(svc, settings, key, replies[sent:], exc)
+    try:
+        await apply_effects(settings, key, result.effects)
+    except Exception:
+        log.exception("conversation %s: the turn is committed but its follow-up work failed: %s", key,
+                      result.effects)
     return Response(200)
 
 
-async def send_replies(
-    svc: Services, reference: ConversationReference, replies: list[dict], reply_to: str | None = None
-) -> None:
-    for reply in replies:
-        outgoing = reference.outgoing(**reply)
-        if reply_to:
-            outgoing["replyToId"] = reply_to
-            await svc.connector.reply_to_activity(
-                reference.endpoint, reference.conversation.id, reply_to, outgoing
-            )
-        else:
-            await svc.connector.send_to_conversation(
-                reference.endpoint, reference.conversation.id, outgoing
-            )
+async def _after_failed_replies(svc: Services, settings: Settings, key: str, unsent: list[dict],
+                                exc: Exception) -> None:
+    """Retire a conversation that is gone; hand replies that may still go through to a `replies` job,
+    which sends them from the delivery ledger (made visible after Retry-After, or a few seconds)."""
+    from .connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
+    from .jobs import Target, new_job
+    from .ledger import DeliveryLedger
+    from .storage import get_queue
+
+    if isinstance(exc, ConversationGoneError):
+        await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
+        log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
+                    len(unsent))
+        return
+    if isinstance(exc, RequestRejectedError):
+        log.error("conversation %s: the Connector refused a reply (%s); %d replies dropped", key, exc, len(unsent))
+        return
+    job = new_job("replies", Target(conversation=key))
+    delay = exc.retry_after if isinstance(exc, RetryableConnectorError) and exc.retry_after else REPLY_RETRY_DELAY
+    try:
+        await DeliveryLedger().prepare(job.id, key, unsent)
+        await get_queue(JOBS_QUEUE).send(job.to_json(), delay=max(1.0, delay))
+    except Exception:
+        log.exception("conversation %s: %d replies could not be sent (%r) nor kept for a retry; they are lost",
+                      key, len(unsent), exc)
+        return
+    log.warning("conversation %s: %d replies not sent (%r); retried by job %s in %.0fs", key, len(unsent), exc,
+                job.id, delay)
+
+
+async def send_reply(svc: Services, reference: ConversationReference, reply: dict, *, retry: bool = False) -> None:
+    """One reply: to the activity it answers (replyToId), else into the conversation."""
+    outgoing = reference.outgoing(**reply)
+    reply_to = reply.get("replyToId")
+    if reply_to:
+        await svc.connector.reply_to_activity(reference.endpoint, reference.conversation.id, reply_to, outgoing,
+                                              retry=retry)
+    else:
+        await svc.connector.send_to_conversation(reference.endpoint, reference.conversation.id, outgoing,
+                                                 retry=retry)
 
 
 async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> None:

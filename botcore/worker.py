@@ -8,6 +8,7 @@ and dropped, and a transient failure raises so that the host retries the message
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .errors import BadInputError, ConflictError
 from .jobs import Job, JobError, parse_job
@@ -39,6 +40,8 @@ async def _run_job(job: Job, settings: Settings) -> str:
         return await run_notify(job, settings)
     if job.kind == "beginDialog":
         return await begin_dialog(job, settings)
+    if job.kind == "replies":
+        return await send_pending_replies(job, settings)
     if job.kind == "reminder":
         from .reminders import ReminderStore
 
@@ -77,11 +80,8 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
     a send that fails after the commit is retried by the redelivered job instead
     of being lost (the job id in the state keeps the dialog from starting twice).
     """
-    from .broadcast import claim_ttl
-    from .connector import ConversationGoneError
-    from .ledger import FINAL, GONE, RETRYING, SENT, DeliveryLedger, Outcome
-    from .tablejson import join_json
-    from .turns import turn_info, run_dialog_turn, send_replies, services
+    from .ledger import DeliveryLedger
+    from .turns import run_dialog_turn, services, turn_info
 
     svc = services(settings)
     if job.dialog not in svc.engine.dialogs:
@@ -105,26 +105,60 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
         lambda state: svc.engine.begin_proactive(state, job.dialog, job_id=job.id, ctx_info=info),
         None, before_commit=keep_replies,
     )
-    row = await ledger.row(job.id, key)
+    outcome = await deliver_prepared(svc, ledger, job.id, key, record.reference, settings)
+    if outcome != "sent":
+        return outcome
+    return "started" if result.replies else "resent"
+
+
+async def send_pending_replies(job: Job, settings: Settings) -> str:
+    """A `replies` job: the replies of a committed turn that could not be sent at once."""
+    from .ledger import DeliveryLedger
+    from .turns import services
+
+    svc = services(settings)
+    key = job.target.conversation
+    assert key is not None
+    record = await svc.store.get(key)
+    if record is None or not record.active:
+        log.warning("job %s: conversation %s is %s; its pending replies are dropped", job.id, key,
+                    "unknown" if record is None else "retired")
+        return "skipped"
+    return await deliver_prepared(svc, DeliveryLedger(), job.id, key, record.reference, settings)
+
+
+async def deliver_prepared(svc: Any, ledger: Any, job_id: str, key: str, reference: Any, settings: Settings) -> str:
+    """Send the messages kept in the ledger for (job, conversation) once: claim, send, record.
+
+    A failure records the row as retrying and raises, so that the host retries the job's message.
+    """
+    from .broadcast import claim_ttl
+    from .connector import ConversationGoneError
+    from .ledger import FINAL, GONE, RETRYING, SENT, Outcome
+    from .tablejson import join_json
+    from .turns import send_reply
+
+    row = await ledger.row(job_id, key)
     if row is None or row.get("status") in FINAL:
         return "duplicate"
-    claims = await ledger.claim(job.id, [key], claim_ttl(settings))
+    claims = await ledger.claim(job_id, [key], claim_ttl(settings))
     if key in claims.busy:  # a copy of this job is sending right now: look again later
-        raise DeliveryBusyError(f"job {job.id}: another worker is sending to {key}; retrying later")
+        raise DeliveryBusyError(f"job {job_id}: another worker is sending to {key}; retrying later")
     if key in claims.done:
         return "duplicate"
     try:
-        await send_replies(svc, record.reference, join_json(row, "payload"))
+        for message in join_json(row, "payload"):
+            await send_reply(svc, reference, message, retry=True)
     except ConversationGoneError as exc:
-        await ledger.record(job.id, [Outcome(key, GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
+        await ledger.record(job_id, [Outcome(key, GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
         await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
-        log.warning("job %s: conversation %s is gone (%s); reference retired", job.id, key, exc.code)
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
         return "retired"
     except Exception as exc:
-        await ledger.record(job.id, [Outcome(key, RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
+        await ledger.record(job_id, [Outcome(key, RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
         raise
-    await ledger.record(job.id, [Outcome(key, SENT)], claims.claimed)
-    return "started" if result.replies else "resent"
+    await ledger.record(job_id, [Outcome(key, SENT)], claims.claimed)
+    return "sent"
 
 
 class DeliveryBusyError(RuntimeError):

@@ -236,3 +236,30 @@ def test_the_local_host_refuses_huge_bodies_before_reading_them(bot: BotStack) -
         thread.join(30)
     assert len(answers) == 6 and all(a.startswith(b"HTTP/1.1 413") for a in answers), answers
     assert _rss_kib(bot.host.process.pid) - before < 30 * 1024
+
+
+def test_a_committed_turn_answers_200_at_once_and_its_failed_reply_follows_once(bot: BotStack, conversation_id) -> None:
+    """Defect 4: with the Connector failing the reply the endpoint retried for 15 s, answered 500 although the
+    state was committed, and the channel's redelivery applied the answer twice (name and colour "Alice")."""
+    import time
+
+    assert bot.say(conversation_id, "profile").status_code == 200
+    bot.wait_texts(conversation_id, 2)
+    for status, code, retry_after in ((503, "ServiceUnavailable", 2), (500, "InternalServerError", None)):
+        bot.channel.fail(status, code, conversation_id=conversation_id, retry_after=retry_after, times=1)
+        answer = bot.activity(conversation_id, "Alice" if status == 503 else "hello")
+        started = time.monotonic()
+        first = bot.post(answer)
+        assert first.status_code == 200 and time.monotonic() - started < 3, first.text
+        again = bot.post(answer)  # the channel delivers the same activity again
+        assert again.status_code == 200
+        if status == 503:
+            texts = bot.wait_texts(conversation_id, 3, timeout=30)
+            assert texts[2] == "Nice to meet you, Alice. What's your favourite colour?"
+    assert wait_until(lambda: "the Connector refused a reply" in bot.host.log())  # 500 is not retried: said so
+    assert bot.state(conversation_id)["stack"] == []  # "hello" answered the colour: the profile ended
+    import time as clock
+
+    clock.sleep(2)
+    texts = bot.texts_of(conversation_id)
+    assert len(texts) == 3, texts  # the redelivered "Alice" and "hello" changed and said nothing

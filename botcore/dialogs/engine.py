@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 RECENT_JOBS = 20
+RECENT_ACTIVITIES = 20
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,13 @@ class Engine:
         step(ctx, working)
         return TurnResult(working, ctx.replies, ctx.effects, changed=working != state)
 
-    def run_turn(self, state: dict | None, text: str, *, ctx_info: TurnInfo = TurnInfo()) -> TurnResult:
+    def run_turn(self, state: dict | None, text: str, *, ctx_info: TurnInfo = TurnInfo(),
+                 activity_id: str | None = None) -> TurnResult:
+        """A turn for the user's `text`. A turn that changes the state remembers its activity's id with it,
+        so that the same activity delivered again (a channel retrying) changes and says nothing."""
+        if activity_id and state and activity_id in state.get("activities", ()):
+            return TurnResult(state, [], [], changed=False)
+
         def step(ctx: Context, working: dict) -> None:
             if state is None:
                 self.root.greet(ctx)
@@ -136,7 +143,12 @@ class Engine:
             else:
                 self.root.handle(ctx, text)
 
-        return self._run(state, ctx_info, step)
+        result = self._run(state, ctx_info, step)
+        if result.changed and activity_id:
+            seen = result.state.setdefault("activities", [])
+            seen.append(activity_id)
+            del seen[:-RECENT_ACTIVITIES]
+        return result
 
     def begin_proactive(self, state: dict | None, dialog: str, *, job_id: str, options: Any = None,
                         ctx_info: TurnInfo = TurnInfo()) -> TurnResult:
