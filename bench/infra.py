@@ -200,6 +200,18 @@ def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
+    async def verify_service_url() -> None:  # as the channel-authenticated activities that gave these addresses did
+        from azure.data.tables.aio import TableClient
+
+        from botcore.settings import SERVICE_URLS_TABLE
+        from botcore.storage import Table
+        from botcore.trust import ServiceUrlRegistry
+
+        async with TableClient.from_connection_string(connection_string, SERVICE_URLS_TABLE) as client:
+            await ServiceUrlRegistry(Table(client)).record(service_url)
+
     start = time.perf_counter()
     asyncio.run(run())
-    return ids, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    asyncio.run(verify_service_url())
+    return ids, elapsed

@@ -251,6 +251,7 @@ def _cut(account: Any, *, extra: bool = True) -> Any:
 
 
 TRUST_TOKEN = "token"
+TRUST_EMULATOR = "emulator"
 TRUST_DEVELOPMENT = "development"
 
 
@@ -266,9 +267,10 @@ class ServiceEndpoint:
 class ConversationReference:
     """A conversation's address: everything needed to speak into it later.
 
-    `service_url_trust` records why the serviceUrl may receive the bot's token:
-    "token" (it matched the validated `serviceurl` claim of an inbound activity)
-    or "development" (local mode without authentication; never gets a token).
+    `service_url_trust` records how the activity that gave the address was authenticated: "token" (a
+    channel token whose `serviceurl` claim matched), "emulator" (an Emulator token, which vouches for no
+    serviceUrl) or "development" (local mode without authentication). Whether a call may carry the
+    bot's token is decided by botcore.trust, never by this field alone.
     """
 
     conversation: ConversationAccount

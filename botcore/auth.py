@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import jwt
 
-from .activity import TRUST_DEVELOPMENT, TRUST_TOKEN, Activity
+from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, Activity
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -29,11 +29,6 @@ ALGORITHMS = ("RS256", "RS384", "RS512")
 CLOCK_SKEW = 300
 KEY_REFRESH = 24 * 3600
 UNKNOWN_KID_REFETCH = 3600
-BOT_FRAMEWORK_TENANTS = (
-    "d6d49420-f39b-4df7-a1dc-d59a935871db",
-    "f8cdef31-a31e-4b4a-93e4-5f571e91255a",
-    "72f988bf-86f1-41af-91ab-2d7cd011db47",
-)
 
 clock: Callable[[], float] = time.time  # tests move time forward
 
@@ -132,17 +127,12 @@ def key_source(metadata_url: str) -> OpenIdKeys:
     return source
 
 
-def _emulator_tenants(settings: Settings) -> tuple[str, ...]:
-    if settings.app_type == "SingleTenant" and settings.tenant_id:
-        return (*BOT_FRAMEWORK_TENANTS, settings.tenant_id)
-    return BOT_FRAMEWORK_TENANTS
-
-
 def _is_emulator_issuer(issuer: str, settings: Settings) -> bool:
-    for tenant in _emulator_tenants(settings):
-        if issuer in (f"https://sts.windows.net/{tenant}/", f"https://login.microsoftonline.com/{tenant}/v2.0"):
-            return True
-    return False
+    cloud = settings.cloud
+    tenants = cloud.emulator_tenants
+    if settings.app_type == "SingleTenant" and settings.tenant_id:
+        tenants = (*tenants, settings.tenant_id)
+    return any(issuer in (f"https://sts.windows.net/{t}/", f"{cloud.emulator_v2_host}/{t}/v2.0") for t in tenants)
 
 
 # Channels send the same token with every activity for up to an hour: its signature and
@@ -169,7 +159,7 @@ def _bearer_token(auth_header: str | None) -> str:
     if not auth_header:
         raise AuthenticationError("no Authorization header")
     parts = auth_header.split(" ")
-    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
+    if len(parts) != 2 or parts[0] != "Bearer" or not parts[1]:  # exactly so, as the protocol has it
         raise AuthenticationError("Authorization header is not 'Bearer <token>'")
     return parts[1]
 
@@ -241,4 +231,4 @@ def _check_activity(kind: str, key: "_Key", claims: dict[str, Any], activity: Ac
             raise AuthenticationError(f"emulator token version {str(version)[:16]!r} is not supported")
         if claims.get(app_claim) != settings.app_id:
             raise AuthenticationError(f"emulator token {app_claim} is not this bot's app id")
-    return AuthResult(kind, TRUST_TOKEN, claims)
+    return AuthResult(kind, TRUST_TOKEN if kind == "channel" else TRUST_EMULATOR, claims)

@@ -446,8 +446,8 @@ async def _enqueue(messages: list[str], delay: float) -> None:
 
 async def _send(connector: Any, job: Job, key: str, reference: ConversationReference,
                 content: dict[str, Any], attempts: int, throttled: list[float]) -> Outcome:
-    from .connector import (ConnectorAuthError, ConversationGoneError, RequestRejectedError,
-                            RetryableConnectorError, UntrustedServiceUrlError)
+    from .connector import ConnectorAuthError, ConversationGoneError, RequestRejectedError, RetryableConnectorError
+    from .trust import UntrustedServiceUrlError
     from .tokens import TokenError
 
     try:

@@ -1,7 +1,7 @@
-"""Bot Connector REST API v3 client (protocol.md §3).
+"""Bot Connector REST API v3 client (docs/protocol.md, "The Connector API").
 
-Every call carries the bot's token, so the client first checks that the
-serviceUrl earned it (ServiceEndpoint.trust). Transient failures are retried
+Every call carries the bot's token, so the client first asks botcore.trust whether the
+serviceUrl earned it (UntrustedServiceUrlError if not). Transient failures are retried
 within a bounded budget; everything else becomes a typed error that says what
 the caller should do: retire the conversation, fix the request, or try later.
 """
@@ -9,8 +9,6 @@ the caller should do: retire the conversation, fix the request, or try later.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import json
 import logging
 import random
@@ -19,12 +17,14 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from .activity import TRUST_DEVELOPMENT, TRUST_TOKEN, ChannelAccount, ConversationReference, ServiceEndpoint
+from .activity import ChannelAccount, ConversationReference, ServiceEndpoint
 
 if TYPE_CHECKING:
     import httpx
 
     from .tokens import TokenProvider
+    from .trust import ServiceTrust
+
 
 log = logging.getLogger("botcore.connector")
 
@@ -65,10 +65,6 @@ class RetryableConnectorError(ConnectorError):
         self.retry_after = retry_after
 
 
-class UntrustedServiceUrlError(ValueError):
-    """The serviceUrl did not come from a validated activity: it must not receive the bot's token."""
-
-
 @dataclass(frozen=True)
 class ResourceResponse:
     id: str | None
@@ -85,30 +81,6 @@ class ConversationResourceResponse:
 class PagedMembers:
     members: list[ChannelAccount]
     continuation_token: str | None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@functools.lru_cache(maxsize=1024)
-def _trusted_base(url: str, trust: str | None, sends_token: bool) -> str:
-    """The base URL to call, or UntrustedServiceUrlError; cached, since a broadcast asks per message."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
-        raise UntrustedServiceUrlError(f"serviceUrl must be https: {parts.scheme}://{parts.hostname}")
-    if sends_token and trust != TRUST_TOKEN:
-        raise UntrustedServiceUrlError(
-            f"serviceUrl {parts.hostname} was not validated by a channel token; refusing to send the bot's token"
-        )
-    if not sends_token and trust not in (TRUST_TOKEN, TRUST_DEVELOPMENT):
-        raise UntrustedServiceUrlError(f"serviceUrl {parts.hostname} has no recorded trust")
-    return url.rstrip("/") + "/"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -141,10 +113,10 @@ def _error_of(response: "httpx.Response") -> tuple[str | None, str]:
 
 
 class ConnectorClient:
-    def __init__(self, http: "httpx.AsyncClient | None" = None, tokens: "TokenProvider | None" = None, *,
-                 max_attempts: int = 4, max_retry_wait: float = 30.0) -> None:
+    def __init__(self, trust: "ServiceTrust", http: "httpx.AsyncClient | None" = None,
+                 tokens: "TokenProvider | None" = None, *, max_attempts: int = 4, max_retry_wait: float = 30.0) -> None:
         self._http, self._shared = http, False  # shared: the process-wide client of this loop
-        self.tokens = tokens
+        self.trust, self.tokens = trust, tokens
         self.max_attempts, self.max_retry_wait = max_attempts, max_retry_wait
 
     @property
@@ -200,12 +172,9 @@ class ConnectorClient:
         )
 
     # ---- the machinery -------------------------------------------------------------------
-    def _check_target(self, target: ServiceEndpoint) -> str:
-        return _trusted_base(target.url, target.trust, self.tokens is not None)
-
     async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
                     params: dict[str, Any] | None = None) -> Any:
-        url = self._check_target(target) + path
+        url = await self.trust.base_for(target, self.tokens is not None) + path
         content = None if body is None else _JSON.encode(body).encode()
         attempts = self.max_attempts if retry else 1
         waited = 0.0

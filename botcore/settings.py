@@ -18,9 +18,10 @@ from .errors import ConfigurationError
 CONVERSATIONS_TABLE = "botconversations"
 DELIVERIES_TABLE = "botdeliveries"
 REMINDERS_TABLE = "botreminders"
+SERVICE_URLS_TABLE = "botserviceurls"
 JOBS_QUEUE = "bot-jobs"
 SENDS_QUEUE = "bot-sends"
-TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE)
+TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE, SERVICE_URLS_TABLE)
 QUEUES = (JOBS_QUEUE, SENDS_QUEUE)
 
 # Name of the app's storage connection (a setting, or a `<name>__*` family of settings).
@@ -35,14 +36,18 @@ APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 
 @dataclass(frozen=True)
 class Cloud:
-    """Endpoints and issuers that differ between the public and US Gov clouds."""
+    """Endpoints and issuers that differ between the public and US Gov clouds (docs/protocol.md)."""
 
     name: str
     channel_issuer: str
     channel_openid_url: str
     oauth_authority_host: str
+    channel_auth_tenant: str  # the token tenant of a multi-tenant bot
     oauth_scope: str
     msi_resource: str
+    emulator_openid_url: str
+    emulator_tenants: tuple[str, ...]  # Emulator tokens: v1 issued by sts.windows.net/{tenant}/,
+    emulator_v2_host: str              # v2 by {emulator_v2_host}/{tenant}/v2.0
 
 
 CLOUDS = {
@@ -51,22 +56,28 @@ CLOUDS = {
         channel_issuer="https://api.botframework.com",
         channel_openid_url="https://login.botframework.com/v1/.well-known/openidconfiguration",
         oauth_authority_host="https://login.microsoftonline.com",
+        channel_auth_tenant="botframework.com",
         oauth_scope="https://api.botframework.com/.default",
         msi_resource="https://api.botframework.com",
+        emulator_openid_url="https://login.microsoftonline.com/botframework.com/v2.0/.well-known/openid-configuration",
+        emulator_tenants=("d6d49420-f39b-4df7-a1dc-d59a935871db", "f8cdef31-a31e-4b4a-93e4-5f571e91255a",
+                          "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        emulator_v2_host="https://login.microsoftonline.com",
     ),
     US_GOV_CLOUD: Cloud(
         name=US_GOV_CLOUD,
         channel_issuer="https://api.botframework.us",
         channel_openid_url="https://login.botframework.azure.us/v1/.well-known/openidconfiguration",
         oauth_authority_host="https://login.microsoftonline.us",
+        channel_auth_tenant="MicrosoftServices.onmicrosoft.us",
         oauth_scope="https://api.botframework.us/.default",
         msi_resource="https://api.botframework.us",
+        emulator_openid_url=("https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e/v2.0"
+                             "/.well-known/openid-configuration"),
+        emulator_tenants=("cab8a31a-1906-4287-a0d8-4eef66b95f6e",),
+        emulator_v2_host="https://login.microsoftonline.us",
     ),
 }
-
-EMULATOR_OPENID_URL = (
-    "https://login.microsoftonline.com/botframework.com/v2.0/.well-known/openid-configuration"
-)
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class Settings:
     app_type: str = "MultiTenant"
     cloud: Cloud = CLOUDS[PUBLIC_CLOUD]
     channel_openid_url: str = CLOUDS[PUBLIC_CLOUD].channel_openid_url
-    emulator_openid_url: str = EMULATOR_OPENID_URL
+    emulator_openid_url: str = CLOUDS[PUBLIC_CLOUD].emulator_openid_url
     oauth_authority_host: str = CLOUDS[PUBLIC_CLOUD].oauth_authority_host
     identity_endpoint: str = ""
     identity_header: str = field(default="", repr=False)
@@ -88,6 +99,7 @@ class Settings:
     send_rate_per_second: float = 50.0
     http_timeout: float = 30.0
     delivery_claim_seconds: float = 120.0
+    emulator_service_hosts: tuple[str, ...] = ()
 
     @property
     def is_development(self) -> bool:
@@ -126,7 +138,7 @@ class Settings:
             app_type=env.get("MicrosoftAppType", "").strip() or "MultiTenant",
             cloud=cloud,
             channel_openid_url=env.get("BotChannelOpenIdMetadataUrl") or cloud.channel_openid_url,
-            emulator_openid_url=env.get("BotEmulatorOpenIdMetadataUrl") or EMULATOR_OPENID_URL,
+            emulator_openid_url=env.get("BotEmulatorOpenIdMetadataUrl") or cloud.emulator_openid_url,
             oauth_authority_host=(
                 env.get("BotOAuthAuthorityHost") or cloud.oauth_authority_host
             ).rstrip("/"),
@@ -139,6 +151,8 @@ class Settings:
             send_rate_per_second=_number(env, "BotSendRatePerSecond", 50.0, float),
             http_timeout=_number(env, "BotHttpTimeoutSeconds", 30.0, float),
             delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),
+            emulator_service_hosts=tuple(
+                h.strip().lower() for h in env.get("BotEmulatorServiceHosts", "").split(",") if h.strip()),
         )
 
 

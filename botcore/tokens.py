@@ -166,7 +166,7 @@ def token_provider_for(settings: Settings) -> CachedTokenProvider | None:
             raise ConfigurationError("MicrosoftAppTenantId is required for a SingleTenant bot")
         tenant = settings.tenant_id
     else:
-        tenant = "botframework.com"
+        tenant = settings.cloud.channel_auth_tenant
     key = ("secret", settings.oauth_authority_host, tenant, settings.app_id, settings.cloud.oauth_scope,
            settings.app_password)
     if key not in _providers:

@@ -62,6 +62,7 @@ class Services:
     store: Any
     connector: Any
     engine: Any
+    service_urls: Any  # botcore.trust.ServiceUrlRegistry
     locks: KeyLocks = field(default_factory=KeyLocks)
 
 
@@ -74,8 +75,12 @@ def services(settings: Settings) -> Services:
         from .conversations import ConversationStore
         from .dialogs import default_engine
         from .tokens import token_provider_for
+        from .trust import ServiceTrust, ServiceUrlRegistry
 
-        return Services(ConversationStore(), ConnectorClient(tokens=token_provider_for(settings)), default_engine())
+        service_urls = ServiceUrlRegistry()
+        connector = ConnectorClient(ServiceTrust(service_urls, settings.emulator_service_hosts),
+                                    tokens=token_provider_for(settings))
+        return Services(ConversationStore(), connector, default_engine(), service_urls)
 
     return _services.get(make)
 
@@ -123,6 +128,8 @@ async def run_dialog_turn(
 async def on_activity(activity: Activity, auth: Any, settings: Settings) -> Response:
     svc = services(settings)
     reference = ConversationReference.from_activity(activity, auth.trust)
+    if auth.kind == "channel":  # its token vouched for the serviceUrl: the bot's token may go there
+        await svc.service_urls.record(activity.service_url)
     key = conversation_key(activity.channel_id, activity.conversation.id)
 
     if activity.type == "message":
@@ -176,14 +183,15 @@ async def _after_failed_replies(svc: Services, settings: Settings, key: str, uns
     from .jobs import Target, new_job
     from .ledger import DeliveryLedger
     from .storage import get_queue
+    from .trust import UntrustedServiceUrlError
 
     if isinstance(exc, ConversationGoneError):
         await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
         log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
                     len(unsent))
         return
-    if isinstance(exc, RequestRejectedError):
-        log.error("conversation %s: the Connector refused a reply (%s); %d replies dropped", key, exc, len(unsent))
+    if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
+        log.error("conversation %s: a reply was refused (%s); %d replies dropped", key, exc, len(unsent))
         return
     job = new_job("replies", Target(conversation=key))
     delay = exc.retry_after if isinstance(exc, RetryableConnectorError) and exc.retry_after else REPLY_RETRY_DELAY

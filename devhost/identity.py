@@ -153,13 +153,14 @@ class IdentityProvider(BackgroundServer):
         return self.sign(claims, signing_key, alg)
 
     def mint_emulator_token(
-        self, app_id: str, *, version: str = "1.0", tenant: str = BOT_FRAMEWORK_TENANT,
+        self, app_id: str, *, version: str = "1.0", tenant: str = BOT_FRAMEWORK_TENANT, cloud: str = "public",
         lifetime: int = 3600, extra_claims: dict[str, Any] | None = None,
         drop_claims: tuple[str, ...] = (),
     ) -> str:
         now = int(time.time())
         if version == "2.0":
-            claims: dict[str, Any] = {"iss": f"https://login.microsoftonline.com/{tenant}/v2.0", "azp": app_id}
+            login = "https://login.microsoftonline.us" if cloud == "usgov" else "https://login.microsoftonline.com"
+            claims: dict[str, Any] = {"iss": f"{login}/{tenant}/v2.0", "azp": app_id}
         else:
             claims = {"iss": f"https://sts.windows.net/{tenant}/", "appid": app_id}
         claims.update({"aud": app_id, "ver": version, "iat": now, "nbf": now, "exp": now + lifetime,

@@ -127,17 +127,22 @@ class BotStack:
 
     def seed(self, count: int, *, channel_id: str = "msteams", tenant_id: str = "tenant-1",
              user_id: str | None = None, prefix: str = "seed") -> list[str]:
-        """Store `count` conversation references, as if each had talked to the bot; returns their ids."""
+        """Store `count` conversation references, as if each had talked to the bot through the channel (which
+        also verified its service URL); returns their ids."""
         from azure.data.tables.aio import TableClient
 
         from botcore.activity import TRUST_TOKEN, ConversationReference
         from botcore.conversations import ConversationStore
         from botcore.settings import CONVERSATIONS_TABLE
+        from botcore.settings import SERVICE_URLS_TABLE
         from botcore.storage import Table
+        from botcore.trust import ServiceUrlRegistry
 
         ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
 
         async def run() -> None:
+            async with TableClient.from_connection_string(self.storage_connection, SERVICE_URLS_TABLE) as client:
+                await ServiceUrlRegistry(Table(client)).record(self.service_url)
             async with TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE) as client:
                 store, gate = ConversationStore(Table(client)), asyncio.Semaphore(32)
 

@@ -96,6 +96,7 @@ REJECTED = {
     "empty header": lambda idp: "",
     "basic scheme": lambda idp: "Basic dXNlcjpwYXNz",
     "bearer without token": lambda idp: "Bearer",
+    "lower-case scheme": lambda idp: "bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL),
     "bearer with two tokens": lambda idp: "Bearer a b",
     "garbage token": lambda idp: "Bearer not.a.jwt",
     "alg none": lambda idp: "Bearer " + forged_none(idp),
@@ -160,8 +161,9 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
 async def test_genuine_tokens_are_accepted(idp, case: str) -> None:
-    result = await check(idp, "bearer " + ACCEPTED[case](idp))
-    assert result.trust == "token" and result.kind in ("channel", "emulator")
+    result = await check(idp, "Bearer " + ACCEPTED[case](idp))
+    # Only a channel token vouches for the serviceUrl (its serviceurl claim); an Emulator token for none.
+    assert (result.kind, result.trust) in (("channel", "token"), ("emulator", "emulator"))
 
 
 async def test_single_tenant_bot_accepts_emulator_tokens_of_its_own_tenant(idp) -> None:
@@ -175,6 +177,19 @@ async def test_us_gov_bot_accepts_gov_tokens_and_refuses_public_ones(idp) -> Non
     assert (await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov"), settings=gov)).kind == "channel"
     with pytest.raises(AuthenticationError, match="not trusted"):
         await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL), settings=gov)
+
+
+async def test_us_gov_bot_takes_gov_emulator_tokens_from_the_gov_metadata_and_refuses_public_ones(idp) -> None:
+    gov = Settings.from_env({"MicrosoftAppId": APP_ID, "ChannelService": "https://botframework.azure.us"})
+    assert gov.emulator_openid_url == ("https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e"
+                                       "/v2.0/.well-known/openid-configuration")
+    gov = settings_for(idp, cloud="usgov")
+    gov_tenant = "cab8a31a-1906-4287-a0d8-4eef66b95f6e"
+    for version in ("1.0", "2.0"):
+        token = idp.mint_emulator_token(APP_ID, version=version, tenant=gov_tenant, cloud="usgov")
+        assert (await check(idp, "Bearer " + token, settings=gov)).kind == "emulator"
+    with pytest.raises(AuthenticationError, match="not trusted"):
+        await check(idp, "Bearer " + idp.mint_emulator_token(APP_ID, version="2.0"), settings=gov)
 
 
 async def test_development_mode_accepts_unauthenticated_requests_only_without_app_id(idp) -> None:

@@ -7,9 +7,10 @@ import time
 import pytest
 
 from botcore.activity import ServiceEndpoint
-from botcore.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError,
-                               RequestRejectedError, RetryableConnectorError, UntrustedServiceUrlError)
+from botcore.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError, RequestRejectedError,
+                               RetryableConnectorError)
 from botcore.http import new_http_client
+from botcore.trust import UntrustedServiceUrlError
 from devhost.channel import FakeConnector
 
 
@@ -38,6 +39,20 @@ async def http():
         yield client
 
 
+@pytest.fixture
+async def trust(fake, storage_connection_string, monkeypatch):
+    """The bot's rule over a real registry in Azurite, in which a channel token vouched for the fake."""
+    from botcore import storage
+    from botcore.trust import ServiceTrust, ServiceUrlRegistry
+
+    monkeypatch.setenv("BotStorage", storage_connection_string)
+    await storage.ensure_resources()
+    registry = ServiceUrlRegistry()
+    await registry.record(fake.base_url)
+    yield ServiceTrust(registry)
+    await storage.close_storage_clients()
+
+
 def trusted(fake) -> ServiceEndpoint:
     return ServiceEndpoint(fake.base_url + "/", "token")
 
@@ -46,8 +61,8 @@ ODD_IDS = ["19:abc@thread.tacv2;messageid=1", "a:1/2#3?4 5", "29:漢字🙂", "%
 
 
 @pytest.mark.parametrize("conversation_id", ODD_IDS)
-async def test_every_operation_reaches_its_path_with_encoded_ids(fake, http, conversation_id) -> None:
-    client = ConnectorClient(http, StaticTokens())
+async def test_every_operation_reaches_its_path_with_encoded_ids(fake, http, conversation_id, trust) -> None:
+    client = ConnectorClient(trust, http, StaticTokens())
     target = trusted(fake)
     sent = await client.send_to_conversation(target, conversation_id, {"type": "message", "text": "a"})
     replied = await client.reply_to_activity(target, conversation_id, "act/1", {"type": "message", "text": "b"})
@@ -62,9 +77,9 @@ async def test_every_operation_reaches_its_path_with_encoded_ids(fake, http, con
     assert all(r.authorization == "Bearer tok-1" for r in fake.requests)
 
 
-async def test_paged_members_follow_the_continuation_token(fake, http) -> None:
+async def test_paged_members_follow_the_continuation_token(fake, http, trust) -> None:
     fake.members["c1"] = [{"id": f"29:{i}", "name": f"n{i}"} for i in range(5)]
-    client = ConnectorClient(http, StaticTokens())
+    client = ConnectorClient(trust, http, StaticTokens())
     first = await client.get_paged_members(trusted(fake), "c1", page_size=2)
     second = await client.get_paged_members(trusted(fake), "c1", 2, first.continuation_token)
     last = await client.get_paged_members(trusted(fake), "c1", 2, second.continuation_token)
@@ -72,10 +87,11 @@ async def test_paged_members_follow_the_continuation_token(fake, http) -> None:
     assert last.continuation_token is None
 
 
-async def test_empty_response_bodies_are_accepted() -> None:
+async def test_empty_response_bodies_are_accepted(trust) -> None:
     with FakeConnector(status=202, empty_body=True) as fake:
+        await trust.registry.record(fake.base_url)
         async with new_http_client(5.0) as http:
-            result = await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+            result = await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
     assert result.id is None
 
 
@@ -85,47 +101,62 @@ async def test_empty_response_bodies_are_accepted() -> None:
     (ServiceEndpoint("http://smba.example/", "token"), True),
     (ServiceEndpoint("ftp://127.0.0.1/", "token"), False),
     (ServiceEndpoint("https://smba.example/", None), False),
+    (ServiceEndpoint("https://smba.example/", "token"), True),  # says "token", but no channel token vouched for it
+    (ServiceEndpoint("https://evil.example/", "emulator"), True),  # an Emulator token vouches for no serviceUrl
 ])
-async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, target, tokens) -> None:
-    client = ConnectorClient(http, StaticTokens() if tokens else None)
+async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, target, tokens, trust) -> None:
+    client = ConnectorClient(trust, http, StaticTokens() if tokens else None)
     with pytest.raises(UntrustedServiceUrlError):
         await client.send_to_conversation(target, "c", {"text": "x"})
     assert fake.requests == []
 
 
-async def test_development_mode_sends_without_a_token(fake, http) -> None:
-    await ConnectorClient(http, None).send_to_conversation(
+async def test_an_emulator_service_url_gets_the_token_only_on_loopback_or_when_listed(fake, http, trust) -> None:
+    from botcore.trust import ServiceTrust
+
+    client = ConnectorClient(trust, http, StaticTokens())
+    await client.send_to_conversation(ServiceEndpoint(fake.base_url + "/", "emulator"), "c", {"text": "x"})
+    listed = ServiceTrust(trust.registry, ["tunnel.example"])
+    with pytest.raises(UntrustedServiceUrlError, match="BotEmulatorServiceHosts"):
+        await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(
+            ServiceEndpoint("https://tunnel.example/", "emulator"), "c", {"text": "x"})
+    assert await listed.base_for(ServiceEndpoint("https://TUNNEL.example", "emulator"), True) == "https://TUNNEL.example/"
+    assert len(fake.requests) == 1
+
+
+async def test_development_mode_sends_without_a_token(fake, http, trust) -> None:
+    await ConnectorClient(trust, http, None).send_to_conversation(
         ServiceEndpoint(fake.base_url, "development"), "c", {"text": "x"})
     assert fake.requests[0].authorization is None
 
 
-async def test_401_refreshes_the_token_once_and_retries(fake, http) -> None:
+async def test_401_refreshes_the_token_once_and_retries(fake, http, trust) -> None:
     tokens = StaticTokens()
     fake.require_token(lambda t: t == "tok-2")
-    await ConnectorClient(http, tokens).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    await ConnectorClient(trust, http, tokens).send_to_conversation(trusted(fake), "c", {"text": "x"})
     assert tokens.refreshes == 1 and fake.requests[0].authorization == "Bearer tok-2"
     fake.require_token(lambda t: False)
     with pytest.raises(ConnectorAuthError):
-        await ConnectorClient(http, tokens).send_to_conversation(trusted(fake), "c", {"text": "x"})
+        await ConnectorClient(trust, http, tokens).send_to_conversation(trusted(fake), "c", {"text": "x"})
 
 
-async def test_429_retry_after_is_honoured(fake, http) -> None:
+async def test_429_retry_after_is_honoured(fake, http, trust) -> None:
     fake.fail(429, "TooManyRequests", retry_after=0.6)
     start = time.monotonic()
-    await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+    await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
     assert time.monotonic() - start >= 0.6 and len(fake.requests) == 1
 
 
 @pytest.mark.parametrize("status", [412, 502, 503, 504])
-async def test_transient_errors_are_retried(fake, http, status) -> None:
+async def test_transient_errors_are_retried(fake, http, status, trust) -> None:
     fake.fail(status, times=2)
-    client = ConnectorClient(http, StaticTokens(), max_retry_wait=10)
+    client = ConnectorClient(trust, http, StaticTokens(), max_retry_wait=10)
     assert (await client.send_to_conversation(trusted(fake), "c", {"text": "x"})).id
 
 
-async def test_retry_budget_and_no_retry_mode_raise_retryable_errors(fake, http) -> None:
+async def test_retry_budget_and_no_retry_mode_raise_retryable_errors(fake, http, trust) -> None:
     fake.fail(503, times=None)
-    client = ConnectorClient(http, StaticTokens(), max_attempts=3, max_retry_wait=10)
+    client = ConnectorClient(trust, http, StaticTokens(), max_attempts=3, max_retry_wait=10)
     with pytest.raises(RetryableConnectorError):
         await client.send_to_conversation(trusted(fake), "c", {"text": "x"})
     fake.clear_faults()
@@ -140,32 +171,32 @@ async def test_retry_budget_and_no_retry_mode_raise_retryable_errors(fake, http)
     (403, "ConversationBlockedByUser"), (403, "BotNotInConversationRoster"), (403, "BotDisabledByAdmin"),
     (403, "ForbiddenOperationException"), (403, "MessageWritesBlocked"), (404, "ConversationNotFound"),
 ])
-async def test_permanent_failures_say_the_conversation_is_gone(fake, http, status, code) -> None:
+async def test_permanent_failures_say_the_conversation_is_gone(fake, http, status, code, trust) -> None:
     fake.fail(status, code)
     with pytest.raises(ConversationGoneError) as info:
-        await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+        await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
     assert info.value.code == code and info.value.operation_id
 
 
-async def test_teams_error_shape_is_parsed(fake, http) -> None:
+async def test_teams_error_shape_is_parsed(fake, http, trust) -> None:
     fake.fail(403, "ConversationBlockedByUser", teams_shape=True)
     with pytest.raises(ConversationGoneError):
-        await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+        await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
 
 
 @pytest.mark.parametrize("status, code", [(413, "MessageSizeTooBig"), (400, "BadArgument"), (500, "InternalError")])
-async def test_sender_mistakes_are_never_retried(fake, http, status, code) -> None:
+async def test_sender_mistakes_are_never_retried(fake, http, status, code, trust) -> None:
     fake.fail(status, code, times=None)
     with pytest.raises(RequestRejectedError):
-        await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+        await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
     fake.clear_faults()
-    await ConnectorClient(http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "ok"})
+    await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "ok"})
     assert fake.texts() == ["ok"]
 
 
-async def test_reset_connections_and_hangs_are_retried(fake, http) -> None:
+async def test_reset_connections_and_hangs_are_retried(fake, http, trust) -> None:
     fake.fail(200, reset=True)
     fake.fail(200, hang=3)
-    client = ConnectorClient(http, StaticTokens(), max_retry_wait=10)
+    client = ConnectorClient(trust, http, StaticTokens(), max_retry_wait=10)
     assert (await client.send_to_conversation(trusted(fake), "c", {"text": "x"})).id
     assert fake.texts() == ["x"]

@@ -256,10 +256,48 @@ def test_a_committed_turn_answers_200_at_once_and_its_failed_reply_follows_once(
         if status == 503:
             texts = bot.wait_texts(conversation_id, 3, timeout=30)
             assert texts[2] == "Nice to meet you, Alice. What's your favourite colour?"
-    assert wait_until(lambda: "the Connector refused a reply" in bot.host.log())  # 500 is not retried: said so
+    assert wait_until(lambda: "a reply was refused (HTTP 500" in bot.host.log())  # 500 is not retried: said so
     assert bot.state(conversation_id)["stack"] == []  # "hello" answered the colour: the profile ended
     import time as clock
 
     clock.sleep(2)
     texts = bot.texts_of(conversation_id)
     assert len(texts) == 3, texts  # the redelivered "Alice" and "hello" changed and said nothing
+
+
+EVIL = "https://evil.invalid/"  # never resolves: a send there would log a connection error, not a refusal
+
+
+def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack) -> None:
+    """Defect 2: an Emulator token (our app id) with a serviceUrl of the sender's choosing got replies there,
+    with the bot's token, and its reference was stored as verified, so broadcasts went there too."""
+    from tests.botstack import APP_ID
+
+    group = tenant()
+    for version in ("1.0", "2.0"):
+        cid = f"emu-{uuid.uuid4().hex}"
+        activity = bot.activity(cid, "help", serviceUrl=EVIL, conversation={"id": cid, "tenantId": group})
+        response = bot.post(activity, token=bot.idp.mint_emulator_token(APP_ID, version=version))
+        assert response.status_code == 200
+        assert bot.conversation_entity(cid)["serviceUrlTrust"] == "emulator"
+        assert wait_until(lambda: f"came with an Emulator token" in bot.host.log().split(cid, 1)[-1])
+    job_id = bot.api("POST", "notify", {"text": "to all", "target": {"tenantId": group}}).json()["id"]
+    status_of(bot, job_id, state="done", targets=2, sent=0, failed=2)
+    log = bot.host.log()
+    assert "evil.invalid came with an Emulator token" in log and "ConnectError" not in log.split(job_id, 1)[1]
+
+
+def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: BotStack) -> None:
+    """Defect 3: a hand-written batch on bot-sends whose reference claimed a verified serviceUrl made the worker
+    POST the bot's token to any URL."""
+    [cid] = bot.seed(1)
+    job_id = bot.api("POST", "notify", {"text": "real", "target": {"conversation": bot.key(cid)}}).json()["id"]
+    status_of(bot, job_id, state="done", sent=1)
+    forged = {"channelId": "msteams", "serviceUrl": EVIL, "serviceUrlTrust": "token",
+              "conversation": {"id": "victim"}, "user": {"id": "29:u"}, "bot": {"id": "28:b"}}
+    message_id = bot.enqueue(json.dumps({"job": job_id, "items": [["msteams|victim", forged]]}), queue="bot-sends")
+    assert wait_until(lambda: f"send batch {message_id} (dequeue count 1): sent 0, gone 0, failed 1" in bot.host.log(),
+                      timeout=15), bot.host.log()[-2000:]
+    log = bot.host.log()
+    assert "evil.invalid was never verified by a channel token" in log
+    assert "ConnectError" not in log.split(message_id, 1)[1]

@@ -123,3 +123,17 @@ def test_one_provider_per_process_and_clear_configuration_errors(idp) -> None:
         token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID, "MicrosoftAppType": "UserAssignedMSI"}))
     msi = token_provider_for(Settings.from_env(idp.bot_env(APP_ID, app_type="UserAssignedMSI")))
     assert isinstance(msi, ManagedIdentityTokenProvider)
+
+
+def test_each_cloud_asks_its_own_authority_for_its_own_scope() -> None:
+    public = token_provider_for(Settings.from_env({"MicrosoftAppId": "a1", "MicrosoftAppPassword": "p"}))
+    assert public.url == "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+    assert public._form["scope"] == "https://api.botframework.com/.default"
+    gov = token_provider_for(Settings.from_env({"MicrosoftAppId": "a1", "MicrosoftAppPassword": "p",
+                                                 "ChannelService": "https://botframework.azure.us"}))
+    assert gov.url == "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us/oauth2/v2.0/token"
+    assert gov._form["scope"] == "https://api.botframework.us/.default"
+    gov_msi = token_provider_for(Settings.from_env({
+        "MicrosoftAppId": "a1", "MicrosoftAppType": "UserAssignedMSI", "IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi",
+        "ChannelService": "https://botframework.azure.us"}))
+    assert gov_msi.resource == "https://api.botframework.us"

@@ -16,6 +16,7 @@ var tableNames = [
   'botconversations'
   'botdeliveries'
   'botreminders'
+  'botserviceurls'
 ]
 var queueNames = [
   'bot-jobs'

@@ -1,0 +1,112 @@
+"""Which service URLs may receive the bot's token.
+
+The bot's token goes on every Connector call, so a serviceUrl decides where the token goes. A URL
+earns it only from a channel token: the token's `serviceurl` claim matched the activity's serviceUrl
+(docs/protocol.md, "Where the bot's token may go"). The bot records those URLs in the
+`botserviceurls` table, and every call that carries the token is checked against that record, never
+against what a reference says of itself: a send batch on the queue, which any holder of queue
+access can write, cannot send the token anywhere the bot did not verify.
+
+Emulator tokens carry no `serviceurl` claim, so their serviceUrl is never verified. The bot calls it
+only when its host is loopback (the Emulator beside a bot running locally) or listed in
+`BotEmulatorServiceHosts` (say, the host of a tunnel to a developer's Emulator).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, ServiceEndpoint
+from .errors import BadInputError
+from .keys import encode_key
+from .settings import SERVICE_URLS_TABLE
+from .storage import EntityNotFoundError, TableStore
+
+log = logging.getLogger("botcore.trust")
+
+ROW_KEY = "u"
+UNKNOWN_FOR = 60.0  # seconds a URL found unverified is not looked up again
+
+
+class UntrustedServiceUrlError(BadInputError):
+    """The serviceUrl was not verified for this call: nothing is sent to it."""
+
+
+def base_url(url: str) -> str:
+    """The form the record keeps and the Connector calls: the URL with exactly one trailing slash."""
+    return url.rstrip("/") + "/"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServiceUrlRegistry(TableStore):
+    """The service URLs channel tokens vouched for; remembered in the process once seen."""
+
+    table_name = SERVICE_URLS_TABLE
+
+    def __init__(self, table: Any = None) -> None:
+        super().__init__(table)
+        self._verified: set[str] = set()  # a URL once verified stays so
+        self._unknown: dict[str, float] = {}
+
+    async def record(self, url: str) -> None:
+        """A channel token vouched for `url` (written once per process and URL)."""
+        url = base_url(url)
+        if url in self._verified:
+            return
+        await self.table.upsert({"PartitionKey": encode_key(url), "RowKey": ROW_KEY, "url": url})
+        self._verified.add(url)
+        self._unknown.pop(url, None)
+        log.info("service URL %s verified by a channel token", url)
+
+    async def is_verified(self, url: str) -> bool:
+        url = base_url(url)
+        if url in self._verified:
+            return True
+        if self._unknown.get(url, 0.0) > time.monotonic():
+            return False
+        try:
+            await self.table.get(encode_key(url), ROW_KEY)
+        except EntityNotFoundError:
+            self._unknown[url] = time.monotonic() + UNKNOWN_FOR
+            return False
+        self._verified.add(url)
+        return True
+
+
+class ServiceTrust:
+    """The rule for one app: where a call may go, with the bot's token or (in development) without."""
+
+    def __init__(self, registry: ServiceUrlRegistry, emulator_hosts: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.emulator_hosts = frozenset(h.lower() for h in emulator_hosts)
+
+    async def base_for(self, endpoint: ServiceEndpoint, sends_token: bool) -> str:
+        """The base URL to call, or UntrustedServiceUrlError saying why not."""
+        parts = urlsplit(endpoint.url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+            raise UntrustedServiceUrlError(f"serviceUrl must be https: {parts.scheme}://{host}")
+        if not sends_token:
+            if endpoint.trust not in (TRUST_TOKEN, TRUST_EMULATOR, TRUST_DEVELOPMENT):
+                raise UntrustedServiceUrlError(f"serviceUrl {host} has no recorded trust")
+        elif endpoint.trust == TRUST_EMULATOR:
+            if not (_is_loopback(host) or host in self.emulator_hosts):
+                raise UntrustedServiceUrlError(
+                    f"serviceUrl {host} came with an Emulator token, which vouches for no serviceUrl; the bot's "
+                    "token goes there only if it is loopback or listed in BotEmulatorServiceHosts")
+        elif endpoint.trust != TRUST_TOKEN or not await self.registry.is_verified(endpoint.url):
+            raise UntrustedServiceUrlError(
+                f"serviceUrl {host} was never verified by a channel token; refusing to send the bot's token")
+        return base_url(endpoint.url)
