@@ -13,6 +13,7 @@ server does not share a GIL with the client being measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import aiohttp
 from botcore.http import TRANSPORT, Transport
 
 from . import stats
-from .infra import RemoteChannel, log
+from .infra import RemoteChannel, azurite, log
 from .report import Section
 
 CONCURRENCY = (1, 16, 32)
@@ -87,12 +88,17 @@ def _bot_sender(connector: Any) -> Callable[[Any], Awaitable[None]]:
 
 
 async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencies: tuple[int, ...] = CONCURRENCY,
-                  clients: tuple[str, ...] = CLIENTS) -> dict[str, Any]:
+                  clients: tuple[str, ...] = CLIENTS, storage: str = "") -> dict[str, Any]:
     """{(client, concurrency): [messages/s per run]}, client CPU per message, and IdP counts.
-    A client is "floor" or one of TRANSPORTS: the bot's ConnectorClient on that transport."""
+    A client is "floor" or one of TRANSPORTS: the bot's ConnectorClient on that transport, whose trust
+    record (in `storage`, a connection string) knows the fake Connector's URL, as after an inbound turn."""
+    from azure.data.tables.aio import TableClient
+
     from botcore.connector import ConnectorClient
     from botcore.http import new_http_client
-    from botcore.settings import Settings
+    from botcore.settings import SERVICE_URLS_TABLE, Settings
+    from botcore.storage import Table
+    from botcore.trust import ServiceTrust, ServiceUrlRegistry
     from botcore.tokens import token_provider_for
 
     settings = Settings.from_env(channel.env)
@@ -104,10 +110,17 @@ async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencie
     token = await tokens.get_token()  # the floor uses the same token; the bot's cache is now warm
     floor_items = FloorClient.prepare(refs, "proactive")
     https = {name: new_http_client(settings.http_timeout, name) for name in clients if name != "floor"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT)) as session, \
+            contextlib.AsyncExitStack() as resources:
+        if https:
+            trust_table = await resources.enter_async_context(
+                TableClient.from_connection_string(storage, SERVICE_URLS_TABLE))
+            registry = ServiceUrlRegistry(Table(trust_table))
+            await registry.record(channel.base_url)
+            trust = ServiceTrust(registry)
         senders: dict[str, tuple[Callable[[Any], Awaitable[None]], list[Any]]] = {
             name: (FloorClient(session, token).send, floor_items) if name == "floor"
-            else (_bot_sender(ConnectorClient(https[name], tokens)), refs) for name in clients}
+            else (_bot_sender(ConnectorClient(trust, https[name], tokens)), refs) for name in clients}
         try:
             for send, items in senders.values():  # warm-up: connections, code paths
                 for c in concurrencies:
@@ -137,11 +150,21 @@ def remember_floor(context: dict[str, Any], m: dict[str, Any]) -> None:
     context["send_floor_cpu_32"] = stats.Summary.of(m["cpu"][("floor", 32)]).median
 
 
+async def _create_trust_table(connection_string: str) -> None:
+    from azure.data.tables.aio import TableClient
+
+    from botcore.settings import SERVICE_URLS_TABLE
+
+    async with TableClient.from_connection_string(connection_string, SERVICE_URLS_TABLE) as client:
+        await client.create_table()
+
+
 def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     count, repeats = (500, 2) if quick else (3000, 5)
     log(f"send path: {repeats} repeats of {count} messages at concurrency {CONCURRENCY}, clients {CLIENTS}")
-    with RemoteChannel.start() as channel:
-        m = asyncio.run(measure(channel, count, repeats))
+    with RemoteChannel.start() as channel, azurite(tmp / "azurite") as storage:
+        asyncio.run(_create_trust_table(storage.connection_string))
+        m = asyncio.run(measure(channel, count, repeats, storage=storage.connection_string))
     remember_floor(context, m)
     context["send_economy"] = {"sends": m["bot_sends"], "hits": m["hits"]}
 
