@@ -20,6 +20,7 @@ def _http_response(response) -> func.HttpResponse:
     return func.HttpResponse(
         body=response.json_bytes(),
         status_code=response.status,
+        headers=dict(response.headers),
         mimetype="application/json" if response.body is not None else None,
     )
 
@@ -62,7 +63,7 @@ async def jobs(msg: func.QueueMessage) -> None:
     """Jobs from other services and from the bot itself: notify, broadcast, reminder, begin a dialog."""
     from botcore.worker import handle_job_message
 
-    outcome = await handle_job_message(msg.get_body(), msg.id)
+    outcome = await handle_job_message(msg.get_body(), msg.id, msg.dequeue_count or 1)
     logging.info("job message %s (dequeue count %s): %s", msg.id, msg.dequeue_count, outcome)
 
 
@@ -71,7 +72,7 @@ async def sends(msg: func.QueueMessage) -> None:
     """Batches of a broadcast, delivered by whichever instance takes them."""
     from botcore.worker import handle_send_message
 
-    outcome = await handle_send_message(msg.get_body(), msg.id)
+    outcome = await handle_send_message(msg.get_body(), msg.id, msg.dequeue_count or 1)
     logging.info("send batch %s (dequeue count %s): %s", msg.id, msg.dequeue_count, outcome)
 
 

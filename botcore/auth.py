@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import jwt
 
 from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, Activity
+from .errors import BadInputError, UnavailableError
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -33,16 +34,20 @@ UNKNOWN_KID_REFETCH = 3600
 clock: Callable[[], float] = time.time  # tests move time forward
 
 
-class AuthenticationError(Exception):
-    """A failed check; `reason` goes to the log (it never contains the token)."""
+class AuthenticationError(BadInputError):
+    """A failed check; `reason` goes to the log (it never contains the token), the caller reads only 401."""
+
+    http_status, code, public_message = 401, "Unauthorized", "authentication failed"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-class KeysUnavailableError(AuthenticationError):
-    """The OpenID metadata or signing keys could not be fetched: not the caller's fault."""
+class KeysUnavailableError(UnavailableError):
+    """The OpenID metadata or signing keys could not be fetched: not the caller's fault, retry later."""
+
+    public_message = "signing keys are unavailable; retry later"
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,9 @@ class SendBatch:
             job, attempt, batch_id = data["job"], int(data.get("attempt", 0)), data.get("id", "")
             items = json.loads(_unpack(data["packed"])) if "packed" in data else data["items"]
             if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
-                raise TypeError("job and id must be strings and items a list")
+                raise JobError("job and id must be strings and items a list")
             if len(batch_id) > 200 or not all(c.isalnum() or c == "." for c in batch_id):
-                raise ValueError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
+                raise JobError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
             return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt, batch_id)
         except (ValueError, KeyError, TypeError, RecursionError, zlib.error, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
@@ -120,11 +120,11 @@ def _message(job_id: str, batch_id: str, attempt: int, items: list[str]) -> str:
 
 def _unpack(packed: Any) -> str:
     if not isinstance(packed, str):
-        raise TypeError("packed must be a string")
+        raise JobError("packed must be a string")
     inflater = zlib.decompressobj()
     text = inflater.decompress(base64.b64decode(packed, validate=True), MAX_UNPACKED)
     if inflater.unconsumed_tail or not inflater.eof:
-        raise ValueError(f"packed items are truncated or larger than {MAX_UNPACKED} bytes")
+        raise JobError(f"packed items are truncated or larger than {MAX_UNPACKED} bytes")
     return text.decode("utf-8")
 
 
@@ -255,6 +255,18 @@ class Report:
     def summary(self) -> str:
         return (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
                 f", already done {self.done_before}")
+
+
+async def abandon_batch(batch: SendBatch, error: str) -> None:
+    """The host's last attempt at a batch failed: its conversations without an outcome count as failed
+    (best effort: the storage that made it fail may be what is down)."""
+    keys = [key for key, _ in batch.items]
+    try:
+        await DeliveryLedger().abandon(batch.job, batch.id, keys, error)
+    except Exception:
+        log.exception("job %s: batch %s failed for good, and the ledger could not say so", batch.job, batch.id)
+        return
+    log.error("job %s: batch %s of %d conversations failed for good: %s", batch.job, batch.id or "-", len(keys), error)
 
 
 async def run_send_batch(body: bytes, settings: Settings) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from .activity import ChannelAccount, ConversationReference, ServiceEndpoint
+from .errors import BadInputError, BotError, NotFoundError, UnavailableError
 
 if TYPE_CHECKING:
     import httpx
@@ -38,25 +39,29 @@ BACKOFF_CAP = 8.0
 _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds an encoder per call
 
 
-class ConnectorError(Exception):
+class ConnectorError(BotError):
+    """A failed Connector call; each subclass is one kind of failure (botcore.errors)."""
+
     def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None) -> None:
         super().__init__(f"HTTP {status} {code or ''}: {message}".strip())
         self.status, self.code, self.message, self.operation_id = status, code, message, operation_id
 
 
-class ConversationGoneError(ConnectorError):
+class ConversationGoneError(ConnectorError, NotFoundError):
     """Permanent: the user blocked the bot, removed it, or the conversation is gone."""
 
+    code = "ConversationGone"
 
-class RequestRejectedError(ConnectorError):
+
+class RequestRejectedError(ConnectorError, BadInputError):
     """The request itself is wrong (400, 413 ...): retrying will not help."""
 
 
-class ConnectorAuthError(ConnectorError):
+class ConnectorAuthError(ConnectorError, UnavailableError):
     """The Connector refused the bot's token even after one refresh."""
 
 
-class RetryableConnectorError(ConnectorError):
+class RetryableConnectorError(ConnectorError, UnavailableError):
     """Transient (429, 5xx, network): the caller may try again after `retry_after` seconds."""
 
     def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None,
@@ -143,7 +148,7 @@ class ConnectorClient:
     async def create_conversation(self, target: ServiceEndpoint, params: dict[str, Any]) -> ConversationResourceResponse:
         body = await self._call("POST", target, "v3/conversations", params, True)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-            raise ConnectorError(200, None, "create conversation answered without an id")
+            raise RetryableConnectorError(200, None, "create conversation answered without an id")
         return ConversationResourceResponse(body["id"], body.get("serviceUrl"), body.get("activityId"))
 
     async def update_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,

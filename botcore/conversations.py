@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Mapping
 
 from .activity import ConversationReference
+from .errors import BadInputError, ConflictError
 from .keys import conversation_key
 from .settings import CONVERSATIONS_TABLE
 from .storage import TableStore
@@ -28,12 +29,14 @@ REFERENCE_COLUMNS = [
 ]
 
 
-class ConcurrencyError(Exception):
+class ConcurrencyError(ConflictError):
     """Another writer changed the conversation since it was read: reload and run again."""
 
 
-class StateTooLargeError(ValueError):
+class StateTooLargeError(BadInputError):
     """The dialog state does not fit in one entity; it is refused, never truncated."""
+
+    http_status, code = 413, "StateTooLarge"
 
 
 def _now() -> datetime:
@@ -138,7 +141,7 @@ class ConversationStore(TableStore):
         now = now or _now()
         if record is None:
             if reference is None:
-                raise ValueError("a new conversation needs its reference")
+                raise TypeError("a new conversation needs its reference")
             record = ConversationRecord(
                 key=key or conversation_key(reference.channel_id, reference.conversation.id),
                 reference=reference, first_seen=now, last_seen=now,

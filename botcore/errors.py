@@ -1,9 +1,12 @@
 """The bot's one error hierarchy.
 
-Everything botcore raises on purpose derives from `BotError`, through one of five
-kinds. Each edge maps the kind, never a library's exception, to its answer: the
-HTTP functions to a status and a JSON error body, the queue functions to retry
-or poison. A library's exception is translated where the library is called.
+Everything botcore raises on purpose derives from `BotError`, through one of five kinds. Each edge
+maps the kind, never a library's exception, to its answer, in one place: the HTTP functions to a
+status and a JSON error body (botcore.responses), the queue functions to retry or poison
+(botcore.worker). A library's exception is translated where the library is called.
+
+A class may refine how the HTTP edge shows it (`http_status`, `code`, `public_message`: what the
+caller reads, when the full text is for the log only).
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from __future__ import annotations
 
 class BotError(Exception):
     """Root of the errors botcore raises on purpose."""
+
+    http_status: int | None = None
+    code: str | None = None
+    public_message: str | None = None
 
 
 class BadInputError(BotError, ValueError):

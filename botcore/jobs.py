@@ -19,6 +19,7 @@ from .errors import BadInputError
 from .keys import is_conversation_key
 
 QUEUE_MESSAGE_BYTES = 64 * 1024  # what a queue message holds
+MAX_REMINDER_SECONDS = 366 * 86400  # how far ahead a reminder may fall due
 JOB_ID_MAX = 200
 
 
@@ -28,6 +29,8 @@ class JobError(BadInputError):
 
 class JobTooLargeError(JobError):
     """The job is valid but larger than a queue message can carry."""
+
+    http_status, code = 413, "PayloadTooLarge"
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class JobHeader:
     cursor: str | None = None
     fanned_out: bool = False
     targets: int = 0
+    error: str = ""  # why the job failed for good (and so stopped)
     etag: str | None = None
 
 
@@ -117,6 +118,8 @@ class JobStatus:
     fanned_out: bool
     targets: int
     counts: dict[str, int]
+    error: str = ""
+    due: str | None = None
 
     @property
     def pending(self) -> int:
@@ -124,17 +127,24 @@ class JobStatus:
 
     @property
     def state(self) -> str:
+        if self.error:
+            return "failed"
         if not self.fanned_out:
             return "scheduled" if self.kind == "reminder" and not self.counts else "fanning-out"
         return "sending" if self.pending else "done"
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
-        return {
+        out = {
             "id": self.id, "kind": self.kind, "created": self.created, "state": self.state,
             "targets": self.targets, "sent": c.get(SENT, 0), "skipped": c.get(GONE, 0),
             "failed": c.get(FAILED, 0), "pending": self.pending,
         }
+        if self.due:
+            out["due"] = self.due
+        if self.error:
+            out["error"] = self.error
+        return out
 
 
 class DeliveryLedger(TableStore):
@@ -174,7 +184,7 @@ class DeliveryLedger(TableStore):
         return JobHeader(
             job=job, kind=entity.get("kind") or job.kind, digest=entity.get("digest") or job.digest(),
             request_digest=entity.get("requestDigest") or "", due=entity.get("due") or None,
-            cursor=cursor or None,
+            cursor=cursor or None, error=entity.get("error") or "",
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
             etag=etag_of(entity),
         )
@@ -185,6 +195,14 @@ class DeliveryLedger(TableStore):
                   "fannedOut": header.fanned_out, "targets": header.targets}
         header.etag = await self.table.merge(entity, header.etag)
         return header.etag
+
+    async def fail_job(self, job: Job, error: str) -> None:
+        """The job can no longer succeed (its message leaves for the poison queue): its status says why."""
+        header = await self.header(job.id)
+        if header is None or header.digest != job.digest():
+            return  # nothing claimed, or the id belongs to another job
+        await self.table.merge({"PartitionKey": encode_key(job.id), "RowKey": HEADER, "error": error[:1000]})
+        log.error("job %s failed for good: %s", job.id, error)
 
     # ---- send batches of a broadcast ----------------------------------------------------------
     async def claim_batch(self, job_id: str, batch_id: str, claim_ttl: timedelta,
@@ -223,6 +241,28 @@ class DeliveryLedger(TableStore):
                   "claimedAt": now, **split_json("outcomes", claim.outcomes)}
         claim.etag = await self.table.merge(entity, claim.etag)
         claim.done = done
+
+    async def abandon(self, job_id: str, batch_id: str, keys: list[str], error: str) -> None:
+        """A batch the host gave up on: every conversation without an outcome yet is failed, so that the
+        job's count of pending ones reaches zero."""
+        pk = encode_key(job_id)
+        if batch_id:
+            try:
+                row = await self.table.get(pk, BATCH_PREFIX + batch_id)
+                outcomes = join_json(row, "outcomes") or {}
+            except EntityNotFoundError:
+                outcomes = {}
+            if all(k in outcomes for k in keys):
+                return
+            outcomes.update({k: [FAILED, "", error[:ERROR_CHARS], 0] for k in keys if k not in outcomes})
+            await self.table.upsert({"PartitionKey": pk, "RowKey": BATCH_PREFIX + batch_id, "status": DONE,
+                                     **split_json("outcomes", outcomes)}, merge=True)
+            return
+        for key in keys:
+            row = await self.row(job_id, key)
+            if row is None or row.get("status") not in FINAL:
+                await self.table.upsert({"PartitionKey": pk, "RowKey": key, "status": FAILED,
+                                         "lastError": error[:1000]}, merge=True)
 
     async def record_undeliverable(self, job_id: str, batch_id: str, errors: dict[str, str]) -> None:
         """Conversations the fan-out could not put in any batch: a finished batch of failures, counted by status."""
@@ -311,7 +351,7 @@ class DeliveryLedger(TableStore):
             for _, status, _ in deliveries:
                 counts[status] = counts.get(status, 0) + 1
         return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
-                         header.targets, counts)
+                         header.targets, counts, header.error, header.due)
 
     async def deliveries(self, job_id: str) -> AsyncIterator[tuple["TableEntity", list[tuple[str, str, str]]]]:
         """Each delivery row of the job with its (conversation key, status, activity id) entries, streamed.

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .errors import UnavailableError
 from .jobs import Job
 from .ledger import SENT, DeliveryLedger
 from .settings import Settings
 
 log = logging.getLogger("botcore.revise")
+
+
+class RevisionIncompleteError(UnavailableError):
+    """Some messages could not be changed through the Connector: the job is retried for them."""
 
 
 async def revise(job: Job, settings: Settings) -> str:
@@ -69,5 +74,5 @@ async def revise(job: Job, settings: Settings) -> str:
     await asyncio.gather(*(revise_row(r, s) for r, s in pending))
     log.info("job %s: %s of notification %s: %d done, %d failed", job.id, job.kind, job.notification, done, failed)
     if failed:
-        raise RuntimeError(f"job {job.id}: {failed} messages could not be {job.kind}d; the job will be retried")
+        raise RevisionIncompleteError(f"job {job.id}: {failed} messages could not be {job.kind}d; the job will be retried")
     return f"{job.kind}d {done}"

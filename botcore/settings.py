@@ -23,6 +23,7 @@ JOBS_QUEUE = "bot-jobs"
 SENDS_QUEUE = "bot-sends"
 TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE, SERVICE_URLS_TABLE)
 QUEUES = (JOBS_QUEUE, SENDS_QUEUE)
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount: the host's last attempt at a message
 
 # Name of the app's storage connection (a setting, or a `<name>__*` family of settings).
 STORAGE_CONNECTION = "BotStorage"

@@ -52,7 +52,7 @@ DEVELOPMENT_STORAGE = (
 # ---- errors ------------------------------------------------------------------------------------
 
 class StorageError(BotError):
-    """A storage call failed; `status` 0 means no HTTP answer."""
+    """A storage call failed; `status` 0 means no HTTP answer. Each subclass is one kind (botcore.errors)."""
 
     def __init__(self, status: int, code: str | None, message: str) -> None:
         super().__init__(f"HTTP {status} {code or ''}: {message}".strip() if status else message)
@@ -75,7 +75,7 @@ class EntityTooLargeError(StorageError, BadInputError):
     pass
 
 
-class TransactionFailedError(StorageError):
+class TransactionFailedError(StorageError, ConflictError):
     """One operation of a batch failed, so none was applied; `index` says which."""
 
     def __init__(self, status: int, code: str | None, message: str, index: int | None) -> None:
@@ -84,7 +84,8 @@ class TransactionFailedError(StorageError):
 
 
 class StorageUnavailableError(StorageError, UnavailableError):
-    """The service did not answer, or answered 5xx, on every attempt."""
+    """The service did not answer, answered 5xx on every attempt, or failed in a way the bot cannot fix
+    (a missing table, a refused identity): retry later, and read the code."""
 
 
 _TOO_LARGE = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge"})
@@ -128,9 +129,7 @@ def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
         raise EntityChangedError(status, code, message) from exc
     if status == 413 or code in _TOO_LARGE:
         raise EntityTooLargeError(status, code, message) from exc
-    if status >= 500 or status in (408, 429):
-        raise StorageUnavailableError(status, code, message) from exc
-    raise StorageError(status, code, message) from exc
+    raise StorageUnavailableError(status, code, message) from exc
 
 
 # ---- the connection ----------------------------------------------------------------------------

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from .errors import BadInputError
+
 PART_CHARS = 30_000
 MAX_PARTS = 13  # 390K characters = 780 KB of UTF-16: the entity stays under 1 MiB
 
 
-class ValueTooLargeError(ValueError):
-    pass
+class ValueTooLargeError(BadInputError):
+    """A value that would not fit in one entity: refused, never truncated."""
 
 
 def split_json(name: str, value: Any, max_parts: int = MAX_PARTS) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import UnavailableError
 from .settings import ConfigurationError, Settings
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ log = logging.getLogger("botcore.tokens")
 REFRESH_MARGIN = 300.0
 
 
-class TokenError(Exception):
+class TokenError(UnavailableError):
     """The identity provider did not issue a token; carries its status and error code only."""
 
     def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from .activity import Activity, ConversationReference
-from .endpoint import Response
+from .errors import UnavailableError
+from .responses import Response
 from .keys import conversation_key
 from .loops import PerLoop
 from .settings import JOBS_QUEUE, Settings
@@ -28,8 +29,10 @@ MAX_TURN_ATTEMPTS = 8
 REPLY_RETRY_DELAY = 5.0  # seconds before a reply that failed without a Retry-After is tried again
 
 
-class TurnConflictError(RuntimeError):
-    """A turn lost the ETag race more often than MAX_TURN_ATTEMPTS allows."""
+class TurnConflictError(UnavailableError):
+    """A turn lost the ETag race more often than MAX_TURN_ATTEMPTS allows: the conversation is busy."""
+
+    code, public_message, retry_after = "ConversationBusy", "the conversation is busy; retry later", 1.0
 
 
 class KeyLocks:

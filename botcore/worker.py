@@ -1,8 +1,9 @@
-"""What the queue-triggered functions do with one message.
+"""What the queue-triggered functions do with one message: the queue edge of botcore's errors.
 
-Outcomes are explicit: a malformed message goes to the poison queue at once
-(retrying cannot fix it), a job for an unknown or retired conversation is logged
-and dropped, and a transient failure raises so that the host retries the message.
+Every failure ends one of three ways (botcore.errors): bad input or a permanent conflict goes to
+the poison queue at once, since retrying cannot fix it; anything else raises, so that the host
+retries the message; and when the host's last attempt (MAX_DEQUEUE_COUNT) fails too, the job's
+status says so before the host moves the message to poison, so that no status waits forever.
 """
 
 from __future__ import annotations
@@ -10,19 +11,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .errors import BadInputError, ConflictError
+from .errors import BadInputError, ConflictError, UnavailableError
 from .jobs import Job, JobError, parse_job
-from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings, get_settings
+from .settings import JOBS_QUEUE, MAX_DEQUEUE_COUNT, SENDS_QUEUE, Settings, get_settings
 
 log = logging.getLogger("botcore.worker")
 
 
-async def handle_job_message(body: bytes, message_id: str = "", settings: Settings | None = None) -> str:
+async def handle_job_message(body: bytes, message_id: str = "", dequeue_count: int = 1,
+                             settings: Settings | None = None) -> str:
     """Run one job from the jobs queue; returns a short outcome for the log."""
+    job: Job | None = None
     try:
-        return await _run_job(parse_job(body), settings or get_settings())
+        job = parse_job(body)
+        return await _run_job(job, settings or get_settings())
     except Exception as exc:
-        if not _hopeless(exc):
+        hopeless = _hopeless(exc)
+        if job is not None and (hopeless or dequeue_count >= MAX_DEQUEUE_COUNT):
+            await _give_up(job, exc)
+        if not hopeless:
             raise  # the host retries the message
         await poison(JOBS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"
@@ -31,6 +38,19 @@ async def handle_job_message(body: bytes, message_id: str = "", settings: Settin
 def _hopeless(exc: Exception) -> bool:
     """Whether retrying a message cannot help: bad input, or a conflict that will not go away."""
     return isinstance(exc, BadInputError) or isinstance(exc, ConflictError) and exc.permanent
+
+
+async def _give_up(job: Job, exc: Exception) -> None:
+    """Mark a notify job that can no longer succeed as failed, so that its status ends (best effort:
+    the storage that made it fail may be what is down)."""
+    from .ledger import DeliveryLedger, IdConflictError
+
+    if job.kind not in ("notify", "broadcast", "reminder") or isinstance(exc, IdConflictError):
+        return  # no status of its own (an IdConflictError's header belongs to the other job)
+    try:
+        await DeliveryLedger().fail_job(job, f"{type(exc).__name__}: {exc}")
+    except Exception:
+        log.exception("job %s failed for good, and its status could not say so", job.id)
 
 
 async def _run_job(job: Job, settings: Settings) -> str:
@@ -52,14 +72,18 @@ async def _run_job(job: Job, settings: Settings) -> str:
     return await revise(job, settings)
 
 
-async def handle_send_message(body: bytes, message_id: str = "", settings: Settings | None = None) -> str:
+async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1,
+                              settings: Settings | None = None) -> str:
     """Deliver one batch from the sends queue."""
-    from .broadcast import run_send_batch
+    from .broadcast import SendBatch, abandon_batch, run_send_batch
 
+    settings = settings or get_settings()
     try:
-        return await run_send_batch(body, settings or get_settings())
+        return await run_send_batch(body, settings)
     except Exception as exc:
         if not _hopeless(exc):
+            if dequeue_count >= MAX_DEQUEUE_COUNT:
+                await abandon_batch(SendBatch.parse(body), f"{type(exc).__name__}: {exc}")
             raise
         await poison(SENDS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"
@@ -161,5 +185,5 @@ async def deliver_prepared(svc: Any, ledger: Any, job_id: str, key: str, referen
     return "sent"
 
 
-class DeliveryBusyError(RuntimeError):
+class DeliveryBusyError(UnavailableError):
     """Another invocation is delivering the same job right now; the host retries this one later."""

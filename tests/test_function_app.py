@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import function_app
 from botcore import settings
@@ -21,6 +22,8 @@ def test_queue_and_connection_names_match_botcore() -> None:
     assert function_app.JOBS_QUEUE == settings.JOBS_QUEUE
     assert function_app.SENDS_QUEUE == settings.SENDS_QUEUE
     assert function_app.STORAGE == settings.STORAGE_CONNECTION
+    host = json.loads((Path(function_app.__file__).parent / "host.json").read_text())
+    assert host["extensions"]["queues"]["maxDequeueCount"] == settings.MAX_DEQUEUE_COUNT
 
 
 def test_every_trigger_is_registered_as_documented() -> None:

@@ -7,6 +7,8 @@ import json
 import random
 import uuid
 
+import pytest
+
 from tests.botstack import BotStack, wait_until
 from tests.test_notify import status_of, tenant
 
@@ -301,3 +303,53 @@ def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: Bo
     log = bot.host.log()
     assert "evil.invalid was never verified by a channel token" in log
     assert "ConnectError" not in log.split(message_id, 1)[1]
+
+
+async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: BotStack, monkeypatch) -> None:
+    """Defect 1: a fan-out that failed every attempt left its status 'fanning-out, targets 0' for good. Here the
+    queue service is down (its endpoint refuses connections) while tables work: the fan-out cannot enqueue,
+    and a send batch cannot hand its retries on."""
+    import asyncio
+    import re
+
+    from botcore.broadcast import batches
+    from botcore.http import close_http_client
+    from botcore.jobs import Target, new_job
+    from botcore.settings import MAX_DEQUEUE_COUNT, reset_settings
+    from botcore.storage import StorageUnavailableError, close_storage_clients
+    from botcore.worker import handle_job_message, handle_send_message
+
+    group = tenant()
+    cids = await asyncio.to_thread(bot.seed, 3, tenant_id=group)
+    for name, value in bot.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BotStorage", re.sub(r"QueueEndpoint=[^;]+", "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1",
+                                            bot.storage_connection))
+    reset_settings()
+    job = new_job("notify", Target(tenant_id=group), text="never")
+    try:
+        for attempt in (1, MAX_DEQUEUE_COUNT):
+            with pytest.raises(StorageUnavailableError):
+                await handle_job_message(job.to_json().encode(), "m1", attempt)
+            status = (await asyncio.to_thread(bot.api, "GET", f"notify/{job.id}")).json()
+            assert status["state"] == ("fanning-out" if attempt == 1 else "failed"), status
+        assert "StorageUnavailableError" in status["error"]
+
+        sent = new_job("notify", Target(tenant_id=group), text="retry me")
+        refs = [(bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids]
+        [batch] = batches(sent.id, refs, id_prefix="0.")
+        from botcore.ledger import DeliveryLedger
+
+        await DeliveryLedger().open_job(sent)
+        bot.channel.fail(503, "ServiceUnavailable", times=None)  # every send is to be retried: a queue put
+        try:
+            with pytest.raises(StorageUnavailableError):
+                await handle_send_message(batch.encode(), "m2", MAX_DEQUEUE_COUNT)
+        finally:
+            bot.channel.clear_faults()
+        status = (await asyncio.to_thread(bot.api, "GET", f"notify/{sent.id}")).json()
+        assert (status["failed"], status["pending"]) == (3, 0), status
+    finally:
+        await close_storage_clients()
+        await close_http_client()
+        reset_settings()

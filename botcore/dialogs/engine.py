@@ -12,8 +12,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from ..errors import BadInputError
+
 RECENT_JOBS = 20
 RECENT_ACTIVITIES = 20
+
+
+class UnknownDialogError(BadInputError):
+    """A job or a dialog named a dialog the engine does not have."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ class Engine:
         try:
             return self.dialogs[name]
         except KeyError:
-            raise KeyError(f"no dialog named {name!r}") from None
+            raise UnknownDialogError(f"no dialog named {name!r}") from None
 
     def _run(self, state: dict | None, info: TurnInfo, step: Callable[[Context, dict], None]) -> TurnResult:
         working = copy.deepcopy(state) if state else {"stack": [], "jobs": []}

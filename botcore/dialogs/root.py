@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..jobs import MAX_REMINDER_SECONDS
 from .engine import Context, ScheduleDialog, ScheduleReminder
 
 SURVEY_DELAY_SECONDS = 5
@@ -47,7 +48,6 @@ def _survey(ctx: Context, text: str) -> None:
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 REMIND = re.compile(r"remind me in (\d{1,6}) (second|minute|hour|day)s? (?:to )?(.+)", re.IGNORECASE | re.DOTALL)
-MAX_REMINDER_SECONDS = 366 * 86400
 
 
 def _remind(ctx: Context, text: str) -> None:
