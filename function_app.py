@@ -79,7 +79,7 @@ async def sends(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 * * * * *")
 async def reminder_timer(timer: func.TimerRequest) -> None:
     """Every minute: enqueue the reminders that are due."""
-    from botcore.reminders import ReminderStore
+    from botcore.delivery.reminders import ReminderStore
 
     fired = await ReminderStore().fire_due()
     if fired:

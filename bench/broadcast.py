@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from botcore.broadcast import BATCH_KEYS
+from botcore.delivery.broadcast import BATCH_KEYS
 from botcore.keys import encode_key
 from botcore.settings import DELIVERIES_TABLE
 
@@ -74,7 +74,7 @@ def _fanned_out(connection_string: str, job_id: str) -> bool:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.data.tables import TableClient
 
-    from botcore.ledger import HEADER
+    from botcore.delivery.ledger import HEADER
 
     with TableClient.from_connection_string(connection_string, DELIVERIES_TABLE) as table:
         try:

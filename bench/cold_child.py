@@ -20,7 +20,7 @@ async def _turn():
     headers = {"Authorization": request["authorization"], "Content-Type": "application/json"}
     response = await handle_messages(headers, request["body"].encode())
     done = time.perf_counter()
-    from botcore.http import close_http_client
+    from botcore.protocol.http import close_http_client
     from botcore.storage import close_storage_clients
 
     await close_storage_clients()

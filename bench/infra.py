@@ -137,8 +137,8 @@ PLACEHOLDER = "SEEDPLACEHOLDER0"
 def conversation_entity(service_url: str, app_id: str, tenant_id: str, conversation_id: str) -> dict[str, Any]:
     """The entity ConversationStore.commit writes for a new conversation, built by the store itself
     (into a capturing table) so that benchmarks store exactly what the bot would have stored."""
-    from botcore.activity import TRUST_TOKEN, ConversationReference
-    from botcore.conversations import ConversationStore
+    from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
+    from botcore.state.conversations import ConversationStore
 
     class Capture:
         entity: dict[str, Any] = {}
@@ -169,7 +169,7 @@ def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
 
 
 def ledger_rows(partition: str, count: int) -> list[dict[str, Any]]:
-    """Rows shaped as the delivery ledger's claims (botcore.ledger), new keys in one partition."""
+    """Rows shaped as the delivery ledger's claims (botcore.delivery.ledger), new keys in one partition."""
     now = datetime.datetime.now(datetime.timezone.utc)
     return [{"PartitionKey": partition, "RowKey": f"row-{uuid.uuid4().hex[:12]}", "status": "sending",
              "attempts": 0, "claimedAt": now} for _ in range(count)]
@@ -205,7 +205,7 @@ def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
 
         from botcore.settings import SERVICE_URLS_TABLE
         from botcore.storage import Table
-        from botcore.trust import ServiceUrlRegistry
+        from botcore.protocol.trust import ServiceUrlRegistry
 
         async with TableClient.from_connection_string(connection_string, SERVICE_URLS_TABLE) as client:
             await ServiceUrlRegistry(Table(client)).record(service_url)

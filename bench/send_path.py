@@ -1,4 +1,4 @@
-"""Benchmark 3: the send path, and the choice of botcore.http's transport.
+"""Benchmark 3: the send path, and the choice of botcore.protocol.http's transport.
 
 N proactive messages from stored references through `ConnectorClient.send(reference, retry=False,
 text=...)` to the fake Connector, at concurrency 1, 16 and 32, with the bot's token cached (the local
@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from botcore.http import TRANSPORT, Transport
+from botcore.protocol.http import TRANSPORT, Transport
 
 from . import stats
 from .infra import RemoteChannel, azurite, log
@@ -31,13 +31,13 @@ from .report import Section
 CONCURRENCY = (1, 16, 32)
 TARGET_CONCURRENCY = (16, 32)
 TARGET_RATIO = 0.3
-POOL_LIMIT = 64  # botcore.http.MAX_CONNECTIONS: every client gets the same pool size
+POOL_LIMIT = 64  # botcore.protocol.http.MAX_CONNECTIONS: every client gets the same pool size
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
 CLIENTS = ("floor", *TRANSPORTS)
 
 
 def references(base_url: str, app_id: str, count: int, tag: str) -> list[Any]:
-    from botcore.activity import TRUST_TOKEN, ConversationReference
+    from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
 
     return [ConversationReference.from_dict({
         "channelId": "msteams", "serviceUrl": base_url + "/",
@@ -94,12 +94,12 @@ async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencie
     record (in `storage`, a connection string) knows the fake Connector's URL, as after an inbound turn."""
     from azure.data.tables.aio import TableClient
 
-    from botcore.connector import ConnectorClient
-    from botcore.http import new_http_client
+    from botcore.protocol.connector import ConnectorClient
+    from botcore.protocol.http import new_http_client
     from botcore.settings import SERVICE_URLS_TABLE, Settings
     from botcore.storage import Table
-    from botcore.trust import ServiceTrust, ServiceUrlRegistry
-    from botcore.tokens import token_provider_for
+    from botcore.protocol.trust import ServiceTrust, ServiceUrlRegistry
+    from botcore.protocol.tokens import token_provider_for
 
     settings = Settings.from_env(channel.env)
     tokens = token_provider_for(settings)
@@ -172,7 +172,7 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         "3. Send path",
         f"{count:,} proactive messages per run from stored references through `ConnectorClient.send(reference, "
         "retry=False, text=...)` (token cached) to the fake Connector, on each transport of the bot's "
-        "`httpx.AsyncClient` (`botcore.http.new_http_client`): `aiohttp` is httpx-aiohttp's (aiohttp's pool), "
+        "`httpx.AsyncClient` (`botcore.protocol.http.new_http_client`): `aiohttp` is httpx-aiohttp's (aiohttp's pool), "
         f"`httpcore` is httpx's own; the bot uses `{TRANSPORT}`. Floor: a bare `aiohttp.ClientSession` posting "
         f"the same pre-encoded JSON bodies to the same URLs, same pool size ({POOL_LIMIT}) and concurrency. "
         f"{repeats} runs each, interleaved. The IdP and fake Connector run in a separate process "

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 from .endpoint import read_json
 from .errors import BadInputError, NotFoundError
-from .jobs import MAX_REMINDER_SECONDS, Job, JobError, now_iso, parse_job
+from .delivery.jobs import MAX_REMINDER_SECONDS, Job, JobError, now_iso, parse_job
 from .responses import Response, http_edge
 from .settings import JOBS_QUEUE, Settings, get_settings
 
-log = logging.getLogger("botcore.api")
+log = logging.getLogger(__name__)
 
 
 class JobNotFoundError(NotFoundError):
@@ -75,7 +75,7 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
     The id is an idempotency key: the same request again gets the same answer (and is enqueued again
     if its job has not started, in case the first enqueue was lost); another request with it, 409.
     """
-    from .ledger import DeliveryLedger
+    from .delivery.ledger import DeliveryLedger
 
     job, digest = _job_request(headers, body, settings or get_settings(), "notify")
     header = await DeliveryLedger().open_job(job, request_digest=digest)
@@ -89,7 +89,7 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
 async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body: bytes,
                      settings: Settings | None = None) -> Response:
     """GET /api/notify/{id}: counts; PATCH: update the sent messages; DELETE: delete them."""
-    from .ledger import DeliveryLedger
+    from .delivery.ledger import DeliveryLedger
 
     settings = settings or get_settings()
     if not job_id or len(job_id) > 200:
@@ -115,7 +115,7 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
 @http_edge
 async def handle_reminder(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
     """POST /api/reminders: {text | attachments, target, due | inSeconds} → 201 with id and due time."""
-    from .reminders import ReminderStore
+    from .delivery.reminders import ReminderStore
 
     job, digest = _job_request(headers, body, settings or get_settings(), "reminder")
     due = await ReminderStore().add(job, request_digest=digest)

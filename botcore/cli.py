@@ -17,7 +17,7 @@ import json
 import sys
 from typing import TextIO
 
-from .jobs import Job, JobError, Target, new_job, parse_job
+from .delivery.jobs import Job, JobError, Target, new_job, parse_job
 from .settings import ConfigurationError, JOBS_QUEUE
 
 
@@ -60,7 +60,7 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 async def _refs(args: argparse.Namespace, out: TextIO) -> int:
-    from .conversations import ConversationStore
+    from .state.conversations import ConversationStore
 
     store = ConversationStore()
     query = store.selection_filter(channel_id=args.channel, tenant_id=args.tenant, user_id=args.user,
@@ -97,7 +97,7 @@ async def _notify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _survey(args: argparse.Namespace, out: TextIO) -> int:
-    from .conversations import ConversationStore
+    from .state.conversations import ConversationStore
 
     keys = [args.conversation] if args.conversation else []
     if args.user:
@@ -111,7 +111,7 @@ async def _survey(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _status(args: argparse.Namespace, out: TextIO) -> int:
-    from .ledger import DeliveryLedger
+    from .delivery.ledger import DeliveryLedger
 
     status = await DeliveryLedger().status(args.job)
     if status is None:

@@ -11,12 +11,12 @@ import logging
 from typing import Any, Mapping
 
 from . import jsontext
-from .activity import Activity
+from .protocol.activity import Activity
 from .errors import BadInputError
 from .responses import Response, http_edge
 from .settings import Settings, get_settings
 
-log = logging.getLogger("botcore.endpoint")
+log = logging.getLogger(__name__)
 
 
 class UnsupportedMediaTypeError(BadInputError):
@@ -50,7 +50,7 @@ async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Set
     settings = settings or get_settings()
     settings.require_auth_config()
 
-    from .auth import AuthenticationError, authenticate
+    from .protocol.auth import AuthenticationError, authenticate
 
     auth_header = _header(headers, "Authorization")
     if auth_header is None and not settings.auth_disabled:
@@ -58,6 +58,6 @@ async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Set
     activity = Activity.from_dict(read_json(headers, body, settings))
     auth = await authenticate(auth_header, activity, settings)
 
-    from .turns import on_activity
+    from .state.turns import on_activity
 
     return await on_activity(activity, auth, settings)

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 
-log = logging.getLogger("botcore.http")
+log = logging.getLogger(__name__)
 
 _KINDS: tuple[tuple[type[BotError], int, str], ...] = (
     (BadInputError, 400, "BadRequest"),

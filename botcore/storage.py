@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
     from azure.storage.queue.aio import QueueClient
 
-log = logging.getLogger("botcore.storage")
+log = logging.getLogger(__name__)
 
 FALLBACK_CONNECTION = "AzureWebJobsStorage"
 CONNECT_TIMEOUT = 10  # seconds; a turn must not hang on a dead socket
@@ -344,7 +344,7 @@ class _Clients:
                                           read_timeout=READ_TIMEOUT)
         self.credential: Any = None
         if connection.connection_string is None:
-            from .tokens import ManagedIdentityCredential
+            from .protocol.tokens import ManagedIdentityCredential
 
             self.credential = ManagedIdentityCredential(
                 os.environ.get("IDENTITY_ENDPOINT", ""), os.environ.get("IDENTITY_HEADER", ""), connection.client_id)

@@ -12,10 +12,10 @@ import logging
 from typing import Any
 
 from .errors import BadInputError, ConflictError, UnavailableError
-from .jobs import Job, JobError, parse_job
+from .delivery.jobs import Job, JobError, parse_job
 from .settings import JOBS_QUEUE, MAX_DEQUEUE_COUNT, SENDS_QUEUE, Settings, get_settings
 
-log = logging.getLogger("botcore.worker")
+log = logging.getLogger(__name__)
 
 
 async def handle_job_message(body: bytes, message_id: str = "", dequeue_count: int = 1,
@@ -43,7 +43,7 @@ def _hopeless(exc: Exception) -> bool:
 async def _give_up(job: Job, exc: Exception) -> None:
     """Mark a notify job that can no longer succeed as failed, so that its status ends (best effort:
     the storage that made it fail may be what is down)."""
-    from .ledger import DeliveryLedger, IdConflictError
+    from .delivery.ledger import DeliveryLedger, IdConflictError
 
     if job.kind not in ("notify", "broadcast", "reminder") or isinstance(exc, IdConflictError):
         return  # no status of its own (an IdConflictError's header belongs to the other job)
@@ -55,7 +55,7 @@ async def _give_up(job: Job, exc: Exception) -> None:
 
 async def _run_job(job: Job, settings: Settings) -> str:
     if job.kind in ("notify", "broadcast"):
-        from .broadcast import run_notify
+        from .delivery.broadcast import run_notify
 
         return await run_notify(job, settings)
     if job.kind == "beginDialog":
@@ -63,11 +63,11 @@ async def _run_job(job: Job, settings: Settings) -> str:
     if job.kind == "replies":
         return await send_pending_replies(job, settings)
     if job.kind == "reminder":
-        from .reminders import ReminderStore
+        from .delivery.reminders import ReminderStore
 
         await ReminderStore().add(job)
         return f"reminder {job.id} due {job.due}"
-    from .revise import revise
+    from .delivery.revise import revise
 
     return await revise(job, settings)
 
@@ -75,7 +75,7 @@ async def _run_job(job: Job, settings: Settings) -> str:
 async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1,
                               settings: Settings | None = None) -> str:
     """Deliver one batch from the sends queue."""
-    from .broadcast import SendBatch, abandon_batch, run_send_batch
+    from .delivery.broadcast import SendBatch, abandon_batch, run_send_batch
 
     settings = settings or get_settings()
     try:
@@ -104,8 +104,8 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
     a send that fails after the commit is retried by the redelivered job instead
     of being lost (the job id in the state keeps the dialog from starting twice).
     """
-    from .ledger import DeliveryLedger
-    from .turns import run_dialog_turn, services, turn_info
+    from .delivery.ledger import DeliveryLedger
+    from .state.turns import run_dialog_turn, services, turn_info
 
     svc = services(settings)
     if job.dialog not in svc.engine.dialogs:
@@ -137,8 +137,8 @@ async def begin_dialog(job: Job, settings: Settings) -> str:
 
 async def send_pending_replies(job: Job, settings: Settings) -> str:
     """A `replies` job: the replies of a committed turn that could not be sent at once."""
-    from .ledger import DeliveryLedger
-    from .turns import services
+    from .delivery.ledger import DeliveryLedger
+    from .state.turns import services
 
     svc = services(settings)
     key = job.target.conversation
@@ -156,11 +156,11 @@ async def deliver_prepared(svc: Any, ledger: Any, job_id: str, key: str, referen
 
     A failure records the row as retrying and raises, so that the host retries the job's message.
     """
-    from .broadcast import claim_ttl
-    from .connector import ConversationGoneError
-    from .ledger import FINAL, GONE, RETRYING, SENT, Outcome
+    from .delivery.broadcast import claim_ttl
+    from .protocol.connector import ConversationGoneError
+    from .delivery.ledger import FINAL, GONE, RETRYING, SENT, Outcome
     from .tablejson import join_json
-    from .turns import send_reply
+    from .state.turns import send_reply
 
     row = await ledger.row(job_id, key)
     if row is None or row.get("status") in FINAL:

@@ -131,12 +131,12 @@ class BotStack:
         also verified its service URL); returns their ids."""
         from azure.data.tables.aio import TableClient
 
-        from botcore.activity import TRUST_TOKEN, ConversationReference
-        from botcore.conversations import ConversationStore
+        from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
+        from botcore.state.conversations import ConversationStore
         from botcore.settings import CONVERSATIONS_TABLE
         from botcore.settings import SERVICE_URLS_TABLE
         from botcore.storage import Table
-        from botcore.trust import ServiceUrlRegistry
+        from botcore.protocol.trust import ServiceUrlRegistry
 
         ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
 
@@ -190,7 +190,7 @@ class BotStack:
         return client.get_queue_properties().approximate_message_count
 
     def state(self, conversation_id: str) -> dict[str, Any] | None:
-        from botcore.conversations import ConversationRecord
+        from botcore.state.conversations import ConversationRecord
 
         entity = self.conversation_entity(conversation_id, raw=True)  # read by a client of its own
         return None if entity is None else ConversationRecord.from_entity(entity).state

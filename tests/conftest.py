@@ -62,7 +62,7 @@ def conversation_id() -> str:
 @pytest.fixture
 def second_instance(bot: BotStack, monkeypatch):
     """botcore in this process, on its own event loop: to the store, another instance of the app."""
-    from botcore.http import close_http_client
+    from botcore.protocol.http import close_http_client
     from botcore.settings import reset_settings
     from botcore.storage import close_storage_clients
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from botcore.activity import Activity, ActivityError, ConversationReference
+from botcore.protocol.activity import Activity, ActivityError, ConversationReference
 
 MINIMAL = {
     "type": "message",

@@ -11,10 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from botcore import auth
-from botcore.activity import Activity
-from botcore.auth import AuthenticationError, KeysUnavailableError, authenticate
-from botcore.http import new_http_client
+from botcore.protocol import auth
+from botcore.protocol.activity import Activity
+from botcore.protocol.auth import AuthenticationError, KeysUnavailableError, authenticate
+from botcore.protocol.http import new_http_client
 from botcore.settings import Settings
 from devhost.identity import IdentityProvider, SigningKey
 

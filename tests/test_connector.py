@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from botcore.activity import ServiceEndpoint
-from botcore.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError, RequestRejectedError,
+from botcore.protocol.activity import ServiceEndpoint
+from botcore.protocol.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError, RequestRejectedError,
                                RetryableConnectorError)
-from botcore.http import new_http_client
-from botcore.trust import UntrustedServiceUrlError
+from botcore.protocol.http import new_http_client
+from botcore.protocol.trust import UntrustedServiceUrlError
 from devhost.channel import FakeConnector
 
 
@@ -43,7 +43,7 @@ async def http():
 async def trust(fake, storage_connection_string, monkeypatch):
     """The bot's rule over a real registry in Azurite, in which a channel token vouched for the fake."""
     from botcore import storage
-    from botcore.trust import ServiceTrust, ServiceUrlRegistry
+    from botcore.protocol.trust import ServiceTrust, ServiceUrlRegistry
 
     monkeypatch.setenv("BotStorage", storage_connection_string)
     await storage.ensure_resources()
@@ -112,7 +112,7 @@ async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, targ
 
 
 async def test_an_emulator_service_url_gets_the_token_only_on_loopback_or_when_listed(fake, http, trust) -> None:
-    from botcore.trust import ServiceTrust
+    from botcore.protocol.trust import ServiceTrust
 
     client = ConnectorClient(trust, http, StaticTokens())
     await client.send_to_conversation(ServiceEndpoint(fake.base_url + "/", "emulator"), "c", {"text": "x"})

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from botcore import storage
-from botcore.activity import ChannelAccount, ConversationAccount, ConversationReference
-from botcore.conversations import ConcurrencyError, ConversationStore, StateTooLargeError
+from botcore.protocol.activity import ChannelAccount, ConversationAccount, ConversationReference
+from botcore.state.conversations import ConcurrencyError, ConversationStore, StateTooLargeError
 from botcore.keys import conversation_key
 
 

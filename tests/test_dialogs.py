@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from botcore.dialogs import ScheduleDialog, TurnInfo, default_engine
+from botcore.state.dialogs import ScheduleDialog, TurnInfo, default_engine
 
 ENGINE = default_engine()
 INFO = TurnInfo(notify_url="https://bot.example/api/notify", user_name="Ann")

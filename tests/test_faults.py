@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from devhost.azurite import Azurite
-from botcore.broadcast import BATCH_KEYS, FLUSH_SECONDS
+from botcore.delivery.broadcast import BATCH_KEYS, FLUSH_SECONDS
 from tests.botstack import APP_ID, BotStack, wait_until
 from tests.hostproc import REPO, HostProcess
 
@@ -112,7 +112,7 @@ def test_azurite_restarted_mid_survey(own: BotStack) -> None:
     cid = f"19:{uuid.uuid4().hex}@thread.v2"
     for text in ("profile", "Ann"):
         own.say(cid, text).raise_for_status()
-    from botcore.jobs import Target, new_job
+    from botcore.delivery.jobs import Target, new_job
 
     own.enqueue(new_job("beginDialog", Target(conversation=own.key(cid)), dialog="survey").to_json())
     assert wait_until(lambda: [f["dialog"] for f in own.state(cid)["stack"]] == ["profile", "survey"], timeout=40)

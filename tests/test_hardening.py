@@ -135,7 +135,7 @@ def test_reminders_and_notifications_never_share_an_id_silently(bot: BotStack) -
 
 def test_a_queued_job_reusing_an_id_for_other_work_is_poisoned_with_the_reason(bot: BotStack) -> None:
     """Defect 5 on the queue path: a job whose id another job already took goes to poison, not to silence."""
-    from botcore.jobs import Target, new_job
+    from botcore.delivery.jobs import Target, new_job
 
     [cid] = bot.seed(1)
     first = new_job("notify", Target(conversation=bot.key(cid)), text="first")
@@ -166,7 +166,7 @@ def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_fa
     """Defect 6: a message the storage service cannot read back (U+FFFE put by another service) made the whole
     receive fail, and the innocent jobs received with it stayed hidden and unprocessed. In a storage
     account of its own: the bad message stays unreadable for good."""
-    from botcore.jobs import Target, new_job
+    from botcore.delivery.jobs import Target, new_job
     from devhost.azurite import Azurite
 
     with Azurite(tmp_path_factory.mktemp("unreadable")) as azurite:
@@ -186,7 +186,7 @@ def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_fa
 def test_hopeless_jobs_are_refused_or_poisoned_at_once(bot: BotStack) -> None:
     """Defect 8: an out-of-range date was a 500 and, queued, retried five times; so were unknown dialogs
     and conversation keys no table can hold."""
-    from botcore.jobs import Target, new_job
+    from botcore.delivery.jobs import Target, new_job
 
     [cid] = bot.seed(1)
     far = "9999-12-31T23:59:59-12:00"
@@ -312,9 +312,9 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
     import asyncio
     import re
 
-    from botcore.broadcast import batches
-    from botcore.http import close_http_client
-    from botcore.jobs import Target, new_job
+    from botcore.delivery.broadcast import batches
+    from botcore.protocol.http import close_http_client
+    from botcore.delivery.jobs import Target, new_job
     from botcore.settings import MAX_DEQUEUE_COUNT, reset_settings
     from botcore.storage import StorageUnavailableError, close_storage_clients
     from botcore.worker import handle_job_message, handle_send_message
@@ -338,7 +338,7 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
         sent = new_job("notify", Target(tenant_id=group), text="retry me")
         refs = [(bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids]
         [batch] = batches(sent.id, refs, id_prefix="0.")
-        from botcore.ledger import DeliveryLedger
+        from botcore.delivery.ledger import DeliveryLedger
 
         await DeliveryLedger().open_job(sent)
         bot.channel.fail(503, "ServiceUnavailable", times=None)  # every send is to be retried: a queue put

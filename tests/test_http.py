@@ -9,7 +9,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from botcore import http
+from botcore.protocol import http
 from botcore.settings import reset_settings
 from devhost.server import BackgroundServer
 

@@ -8,9 +8,9 @@ import zlib
 import pytest
 from hypothesis import given, strategies as st
 
-from botcore.activity import ConversationReference
-from botcore.broadcast import BATCH_KEYS, SendBatch, batches
-from botcore.jobs import KINDS, JobError, Target, new_job, parse_job
+from botcore.protocol.activity import ConversationReference
+from botcore.delivery.broadcast import BATCH_KEYS, SendBatch, batches
+from botcore.delivery.jobs import KINDS, JobError, Target, new_job, parse_job
 
 
 def test_a_new_job_round_trips_through_json() -> None:

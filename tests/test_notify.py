@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from botcore.jobs import Target, new_job
+from botcore.delivery.jobs import Target, new_job
 from devhost.azurite import Azurite
 from tests.botstack import BotStack, wait_until
 
@@ -130,7 +130,7 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
 
 
 def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
-    from botcore.broadcast import BATCH_KEYS, SendBatch, batches
+    from botcore.delivery.broadcast import BATCH_KEYS, SendBatch, batches
 
     group = tenant()
     cids = bot.seed(BATCH_KEYS + 10, tenant_id=group)
@@ -165,7 +165,7 @@ def test_a_malformed_job_goes_to_poison_without_retries(bot: BotStack) -> None:
 
 
 def test_a_send_batch_with_a_broken_reference_goes_to_poison_and_sends_nothing(bot: BotStack) -> None:
-    from botcore.broadcast import batches
+    from botcore.delivery.broadcast import batches
 
     good = bot.seed(1)[0]
     broken = '{"channelId":"msteams","conversation":{"id":"x"}}'  # no serviceUrl
@@ -200,7 +200,7 @@ def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
 
 
 async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
-    from botcore.reminders import ReminderStore
+    from botcore.delivery.reminders import ReminderStore
     from botcore.storage import close_storage_clients
 
     [cid] = await asyncio.to_thread(bot.seed, 1)
@@ -216,7 +216,7 @@ async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, 
 
 
 async def test_remind_me_in_chat(bot: BotStack, conversation_id, second_instance) -> None:
-    from botcore.reminders import ReminderStore
+    from botcore.delivery.reminders import ReminderStore
 
     await asyncio.to_thread(bot.say, conversation_id, "remind me in 1 second to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)

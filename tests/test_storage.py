@@ -184,7 +184,7 @@ async def test_transient_failures_are_retried_then_reported(free_port, monkeypat
 IDENTITY_CHILD = """
 import asyncio, json
 from botcore import storage
-from botcore.http import close_http_client
+from botcore.protocol.http import close_http_client
 
 async def main():
     table = storage.get_table("conversations")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from botcore.jobs import Target, new_job
+from botcore.delivery.jobs import Target, new_job
 from tests.botstack import BotStack, wait_until
 
 INTERRUPT = "Sorry to interrupt"
@@ -119,13 +119,13 @@ def test_a_job_for_an_unknown_conversation_is_logged_not_retried(bot: BotStack) 
 
 async def test_a_survey_start_racing_a_user_message_loses_neither(bot: BotStack, second_instance, caplog,
                                                                   monkeypatch) -> None:
-    from botcore.conversations import ConversationStore
+    from botcore.state.conversations import ConversationStore
     from botcore.endpoint import handle_messages
-    from botcore.http import close_http_client
+    from botcore.protocol.http import close_http_client
     from botcore.storage import close_storage_clients
     from botcore.worker import handle_job_message
 
-    caplog.set_level(logging.INFO, logger="botcore.turns")
+    caplog.set_level(logging.INFO, logger="botcore.state.turns")
     # Each round, the two turns' commits wait for each other, so both have read the same
     # state before either writes: one of them must lose on the ETag, every round.
     commit, gate = ConversationStore.commit, {}

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from botcore import tokens
-from botcore.http import close_http_client, new_http_client
+from botcore.protocol import tokens
+from botcore.protocol.http import close_http_client, new_http_client
 from botcore.settings import ConfigurationError, Settings
-from botcore.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
+from botcore.protocol.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
                             ManagedIdentityTokenProvider, TokenError, token_provider_for)
 from devhost.identity import IdentityProvider
 

@@ -12,14 +12,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import UnavailableError
-from .settings import ConfigurationError, Settings
+from ..errors import UnavailableError
+from ..settings import ConfigurationError, Settings
 
 if TYPE_CHECKING:
     import httpx
     from azure.core.credentials import AccessToken
 
-log = logging.getLogger("botcore.tokens")
+log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 300.0
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from .activity import ChannelAccount, ConversationReference, ServiceEndpoint
-from .errors import BadInputError, BotError, NotFoundError, UnavailableError
+from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
 
 if TYPE_CHECKING:
     import httpx
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .trust import ServiceTrust
 
 
-log = logging.getLogger("botcore.connector")
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({412, 429, 502, 503, 504})
 GONE_CODES = frozenset({

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Iterable
 
-from .activity import ActivityError, ConversationReference
+from ..protocol.activity import ActivityError, ConversationReference
 from .jobs import Job, JobError
 from .ledger import ERROR_CHARS, FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, DeliveryLedger, Outcome
-from .loops import PerLoop
-from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings
-from .storage import EntityChangedError
+from ..loops import PerLoop
+from ..settings import JOBS_QUEUE, SENDS_QUEUE, Settings
+from ..storage import EntityChangedError
 
-log = logging.getLogger("botcore.broadcast")
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 PAGES_PER_INVOCATION = 20
@@ -167,7 +167,7 @@ def limiter_for(settings: Settings) -> SendLimiter:
 
 async def run_notify(job: Job, settings: Settings) -> str:
     """A notify or broadcast job from the jobs queue."""
-    from .turns import services
+    from ..state.turns import services
 
     svc = services(settings)
     ledger = DeliveryLedger()
@@ -237,7 +237,7 @@ def _sendable(addresses: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], 
 
 
 def _queue(name: str) -> Any:
-    from .storage import get_queue
+    from ..storage import get_queue
 
     return get_queue(name)
 
@@ -412,7 +412,7 @@ class _KeyClaims:
 
 async def deliver(job: Job, batch: SendBatch, settings: Settings) -> Report:
     """Send the job's message to each conversation of the batch once; requeue what must wait."""
-    from .turns import services
+    from ..state.turns import services
 
     svc = services(settings)
     claims = (_BatchClaim if batch.id else _KeyClaims)(DeliveryLedger(), job, batch, settings)
@@ -458,9 +458,9 @@ async def _enqueue(messages: list[str], delay: float) -> None:
 
 async def _send(connector: Any, job: Job, key: str, reference: ConversationReference,
                 content: dict[str, Any], attempts: int, throttled: list[float]) -> Outcome:
-    from .connector import ConnectorAuthError, ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from .trust import UntrustedServiceUrlError
-    from .tokens import TokenError
+    from ..protocol.connector import ConnectorAuthError, ConversationGoneError, RequestRejectedError, RetryableConnectorError
+    from ..protocol.trust import UntrustedServiceUrlError
+    from ..protocol.tokens import TokenError
 
     try:
         response = await connector.send(reference, retry=False, **content)

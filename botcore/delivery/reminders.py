@@ -15,12 +15,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from .jobs import Job, due_time
-from .keys import encode_key
-from .settings import JOBS_QUEUE, REMINDERS_TABLE
-from .storage import TableStore
-from .storage import EntityChangedError, EntityNotFoundError, etag_of
+from ..keys import encode_key
+from ..settings import JOBS_QUEUE, REMINDERS_TABLE
+from ..storage import TableStore
+from ..storage import EntityChangedError, EntityNotFoundError, etag_of
 
-log = logging.getLogger("botcore.reminders")
+log = logging.getLogger(__name__)
 
 WAITING, FIRING = "waiting", "firing"
 FIRING_TTL = timedelta(minutes=2)  # a claim older than this belongs to a timer that died
@@ -55,7 +55,7 @@ class ReminderStore(TableStore):
 
     async def fire_due(self, now: datetime | None = None) -> int:
         """Enqueue every reminder that is due; returns how many this call enqueued."""
-        from .storage import get_queue
+        from ..storage import get_queue
 
         now = now or datetime.now(timezone.utc)
         fired = 0

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import jwt
 
 from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, Activity
-from .errors import BadInputError, UnavailableError
-from .settings import Settings
+from ..errors import BadInputError, UnavailableError
+from ..settings import Settings
 
 if TYPE_CHECKING:
     import httpx
 
-log = logging.getLogger("botcore.auth")
+log = logging.getLogger(__name__)
 
 ALGORITHMS = ("RS256", "RS384", "RS512")
 CLOCK_SKEW = 300

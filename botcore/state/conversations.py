@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Mapping
 
-from .activity import ConversationReference
-from .errors import BadInputError, ConflictError
-from .keys import conversation_key
-from .settings import CONVERSATIONS_TABLE
-from .storage import TableStore
-from .storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
+from ..protocol.activity import ConversationReference
+from ..errors import BadInputError, ConflictError
+from ..keys import conversation_key
+from ..settings import CONVERSATIONS_TABLE
+from ..storage import TableStore
+from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
                       etag_of)
-from .tablejson import ValueTooLargeError, join_json, split_json
+from ..tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
 LAST_SEEN_PRECISION = timedelta(hours=1)

@@ -13,7 +13,7 @@ import logging
 from http.cookiejar import CookieJar
 from typing import TYPE_CHECKING, Any, Literal
 
-from .loops import PerLoop
+from ..loops import PerLoop
 
 if TYPE_CHECKING:
     import httpx
@@ -65,7 +65,7 @@ _clients: PerLoop["httpx.AsyncClient"] = PerLoop(close=_close)
 
 
 def _new_client() -> "httpx.AsyncClient":
-    from .settings import get_settings
+    from ..settings import get_settings
 
     return new_http_client(get_settings().http_timeout)
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 MAX_ID_LENGTH = 4096
 # What a stored reference may carry (docs/protocol.md, "Conversation references"): display names are

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .errors import UnavailableError
+from ..errors import UnavailableError
 from .jobs import Job
 from .ledger import SENT, DeliveryLedger
-from .settings import Settings
+from ..settings import Settings
 
-log = logging.getLogger("botcore.revise")
+log = logging.getLogger(__name__)
 
 
 class RevisionIncompleteError(UnavailableError):
@@ -24,8 +24,8 @@ class RevisionIncompleteError(UnavailableError):
 
 async def revise(job: Job, settings: Settings) -> str:
     from .broadcast import limiter_for
-    from .connector import ConnectorError
-    from .turns import services
+    from ..protocol.connector import ConnectorError
+    from ..state.turns import services
 
     assert job.notification is not None
     svc = services(settings)

@@ -29,18 +29,18 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .jobs import Job
-from .keys import encode_key
-from .settings import DELIVERIES_TABLE
-from .storage import TableStore
-from .errors import ConflictError
-from .storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TransactionFailedError,
+from ..keys import encode_key
+from ..settings import DELIVERIES_TABLE
+from ..storage import TableStore
+from ..errors import ConflictError
+from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TransactionFailedError,
                       etag_of)
-from .tablejson import join_json, split_json
+from ..tablejson import join_json, split_json
 
 if TYPE_CHECKING:
     from azure.data.tables import TableEntity
 
-log = logging.getLogger("botcore.ledger")
+log = logging.getLogger(__name__)
 
 HEADER = "!job"  # "!" never starts a conversation key (keys.encode_key escapes it)
 BATCH_PREFIX = "!b"

@@ -16,14 +16,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from .activity import Activity, ConversationReference
-from .errors import UnavailableError
-from .responses import Response
-from .keys import conversation_key
-from .loops import PerLoop
-from .settings import JOBS_QUEUE, Settings
+from ..protocol.activity import Activity, ConversationReference
+from ..errors import UnavailableError
+from ..responses import Response
+from ..keys import conversation_key
+from ..loops import PerLoop
+from ..settings import JOBS_QUEUE, Settings
 
-log = logging.getLogger("botcore.turns")
+log = logging.getLogger(__name__)
 
 MAX_TURN_ATTEMPTS = 8
 REPLY_RETRY_DELAY = 5.0  # seconds before a reply that failed without a Retry-After is tried again
@@ -74,11 +74,11 @@ _services: PerLoop[Services] = PerLoop()
 
 def services(settings: Settings) -> Services:
     def make() -> Services:
-        from .connector import ConnectorClient
+        from ..protocol.connector import ConnectorClient
         from .conversations import ConversationStore
         from .dialogs import default_engine
-        from .tokens import token_provider_for
-        from .trust import ServiceTrust, ServiceUrlRegistry
+        from ..protocol.tokens import token_provider_for
+        from ..protocol.trust import ServiceTrust, ServiceUrlRegistry
 
         service_urls = ServiceUrlRegistry()
         connector = ConnectorClient(ServiceTrust(service_urls, settings.emulator_service_hosts),
@@ -182,11 +182,11 @@ async def _after_failed_replies(svc: Services, settings: Settings, key: str, uns
                                 exc: Exception) -> None:
     """Retire a conversation that is gone; hand replies that may still go through to a `replies` job,
     which sends them from the delivery ledger (made visible after Retry-After, or a few seconds)."""
-    from .connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from .jobs import Target, new_job
-    from .ledger import DeliveryLedger
-    from .storage import get_queue
-    from .trust import UntrustedServiceUrlError
+    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
+    from ..delivery.jobs import Target, new_job
+    from ..delivery.ledger import DeliveryLedger
+    from ..storage import get_queue
+    from ..protocol.trust import UntrustedServiceUrlError
 
     if isinstance(exc, ConversationGoneError):
         await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
@@ -228,8 +228,8 @@ async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> Non
     from datetime import datetime, timedelta, timezone
 
     from .dialogs import ScheduleDialog, ScheduleReminder
-    from .jobs import Target, new_job
-    from .storage import get_queue
+    from ..delivery.jobs import Target, new_job
+    from ..storage import get_queue
 
     for effect in effects:
         if isinstance(effect, ScheduleDialog):
@@ -238,7 +238,7 @@ async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> Non
             log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
                      effect.delay_seconds, job.id)
         elif isinstance(effect, ScheduleReminder):
-            from .reminders import ReminderStore
+            from ..delivery.reminders import ReminderStore
 
             due = datetime.now(timezone.utc) + timedelta(seconds=effect.delay_seconds)
             job = new_job("reminder", Target(conversation=key), text=effect.text,

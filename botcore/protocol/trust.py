@@ -21,12 +21,12 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, ServiceEndpoint
-from .errors import BadInputError
-from .keys import encode_key
-from .settings import SERVICE_URLS_TABLE
-from .storage import EntityNotFoundError, TableStore
+from ..errors import BadInputError
+from ..keys import encode_key
+from ..settings import SERVICE_URLS_TABLE
+from ..storage import EntityNotFoundError, TableStore
 
-log = logging.getLogger("botcore.trust")
+log = logging.getLogger(__name__)
 
 ROW_KEY = "u"
 UNKNOWN_FOR = 60.0  # seconds a URL found unverified is not looked up again

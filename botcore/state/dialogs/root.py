@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..jobs import MAX_REMINDER_SECONDS
+from ...delivery.jobs import MAX_REMINDER_SECONDS
 from .engine import Context, ScheduleDialog, ScheduleReminder
 
 SURVEY_DELAY_SECONDS = 5

@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from ..errors import BadInputError
+from ...errors import BadInputError
 
 RECENT_JOBS = 20
 RECENT_ACTIVITIES = 20
