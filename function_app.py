@@ -78,9 +78,9 @@ async def sends(msg: func.QueueMessage) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule="0 * * * * *")
 async def reminder_timer(timer: func.TimerRequest) -> None:
-    """Every minute: enqueue the reminders that are due."""
-    from botcore.delivery.reminders import ReminderStore
+    """Every minute: enqueue the reminders due before the next run, each made visible at its second."""
+    from botcore.worker import fire_reminders
 
-    fired = await ReminderStore().fire_due()
+    fired = await fire_reminders()
     if fired:
         logging.info("reminders fired: %d", fired)

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from botcore.delivery.broadcast import BATCH_KEYS
+from botcore.delivery.batches import BATCH_KEYS
 from botcore.keys import encode_key
 from botcore.settings import DELIVERIES_TABLE
 
@@ -28,14 +28,14 @@ from . import procfs, stats
 from .infra import RemoteChannel, azurite, bot_stack, ledger_rows, log, seed
 from .report import Section
 
-STACK_ENV = {"BotSendRatePerSecond": "100000", "BotSendConcurrency": "32"}
+STACK_ENV = {"BotTenantRatePerSecond": "100000", "BotSendConcurrency": "32"}
 FLOOR_BATCH_CONCURRENCY = 8
 TARGET_RATIO = 0.7
 MEMORY_RUN = 100_000
 MEMORY_CAP = 240.0  # seconds after the POST
 # The 100k run limits sends so that the fan-out (the part whose memory could grow with N) has the
 # machine to itself and finishes in the budget.
-MEMORY_ENV = {**STACK_ENV, "BotSendRatePerSecond": "100"}
+MEMORY_ENV = {**STACK_ENV, "BotTenantRatePerSecond": "100"}
 
 
 def _wait_delivered(stack: Any, count: int, timeout: float, job_done: Any = None) -> tuple[int, float]:
@@ -329,7 +329,7 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
         m.add(f"{MEMORY_RUN:,}", f"{memory['received']:,}",
               "not within the cap" if fanned is None else stats.number(fanned),
               stats.number(memory["seed_seconds"]),
-              f"{stats.number(memory['rate'])} (sends limited to {MEMORY_ENV['BotSendRatePerSecond']}/s)",
+              f"{stats.number(memory['rate'])} (sends limited to {MEMORY_ENV['BotTenantRatePerSecond']}/s)",
               stats.number(memory["cpu_per_msg"] * 1000), stats.number(memory["storage_cpu_per_msg"] * 1000),
               stats.number(memory["peak_rss"]), f"{growth:+.1f} MiB ({memory['peak_rss'] / peak.median:.2f}×)")
         flat = memory["peak_rss"] <= peak.median * 1.10 + 5 and fanned is not None
@@ -341,10 +341,10 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
             f"100k run: seeded with 48 concurrent single inserts over a bare aiohttp client (one partition per "
             f"conversation, so batch transactions cannot be used) in {memory['seed_seconds']:.0f} s "
             f"({MEMORY_RUN / memory['seed_seconds']:,.0f} rows/s; Azurite-bound). Memory only, with sends limited to "
-            f"{MEMORY_ENV['BotSendRatePerSecond']}/s (the 10k runs cover full-speed sending) so that the fan-out, the "
+            f"{MEMORY_ENV['BotTenantRatePerSecond']}/s (the 10k runs cover full-speed sending) so that the fan-out, the "
             "part whose memory could grow with the number of references, finishes in the budget. The run stops once "
             f"the fan-out has paged through all {MEMORY_RUN:,} references and at least {count:,} messages (as many as "
             f"the whole 10k run) have been delivered, or {MEMORY_CAP:.0f} s after the POST (delivering all of them "
-            f"at {MEMORY_ENV['BotSendRatePerSecond']}/s would take over a quarter of an hour). \"Flat\" means within "
+            f"at {MEMORY_ENV['BotTenantRatePerSecond']}/s would take over a quarter of an hour). \"Flat\" means within "
             "10% + 5 MiB of the 10k peak.")
     return section

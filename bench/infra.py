@@ -147,13 +147,16 @@ def conversation_entity(service_url: str, app_id: str, tenant_id: str, conversat
             Capture.entity = entity
             return "seed"
 
+        async def upsert(self, entity: dict[str, Any]) -> str:  # the members index: not seeded
+            return "seed"
+
     reference = ConversationReference.from_dict({
         "channelId": "msteams", "serviceUrl": service_url,
         "conversation": {"id": conversation_id, "tenantId": tenant_id},
         "user": {"id": f"29:{conversation_id}", "name": "User"},
         "bot": {"id": f"28:{app_id}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
     })
-    asyncio.run(ConversationStore(Capture()).commit(None, reference=reference))
+    asyncio.run(ConversationStore(Capture(), Capture()).commit(None, reference=reference))
     return Capture.entity
 
 

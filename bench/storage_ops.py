@@ -96,11 +96,11 @@ def _bare_side(session: aiohttp.ClientSession, connection_string: str, entity: d
 
 def _send_batch_message(service_url: str, app_id: str) -> str:
     """A sends-queue message as the fan-out writes it: 100 stored references, packed."""
-    from botcore.delivery.broadcast import batches
+    from botcore.delivery.batches import pack
 
     ref = conversation_entity(service_url, app_id, "tenant-1", PLACEHOLDER)["ref"]
     items = [(f"msteams|19:ops-{i}", ref.replace(PLACEHOLDER, f"19:ops-{i}@thread.tacv2")) for i in range(100)]
-    return batches(f"job-{uuid.uuid4().hex[:8]}", items, id_prefix="0.")[0]
+    return pack(f"job-{uuid.uuid4().hex[:8]}", items, id_prefix="0.")[0][0]
 
 
 async def _measure(connection_string: str, entities: dict[str, dict[str, Any]], message: str, calls: int,

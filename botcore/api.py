@@ -15,11 +15,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+from .app import bot_for
 from .endpoint import read_json
 from .errors import BadInputError, NotFoundError
 from .delivery.jobs import MAX_REMINDER_SECONDS, Job, JobError, now_iso, parse_job
 from .responses import Response, http_edge
-from .settings import JOBS_QUEUE, Settings, get_settings
+from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,6 @@ def _job_from(data: dict[str, Any], kind: str, **fields: Any) -> Job:
     return parse_job(json.dumps(draft))
 
 
-async def _enqueue(job: Job) -> None:
-    from .storage import get_queue
-
-    await get_queue(JOBS_QUEUE).send(job.to_json())
-
-
 @http_edge
 async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
     """POST /api/notify: {text | attachments, target, id?} → 202 with the job id.
@@ -75,12 +70,12 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
     The id is an idempotency key: the same request again gets the same answer (and is enqueued again
     if its job has not started, in case the first enqueue was lost); another request with it, 409.
     """
-    from .delivery.ledger import DeliveryLedger
-
-    job, digest = _job_request(headers, body, settings or get_settings(), "notify")
-    header = await DeliveryLedger().open_job(job, request_digest=digest)
+    settings = settings or get_settings()
+    bot = bot_for(settings)
+    job, digest = _job_request(headers, body, settings, "notify")
+    header = await bot.ledger.open_job(job, request_digest=digest)
     if not header.fanned_out:
-        await _enqueue(header.job)
+        await bot.jobs.send(header.job.to_json())
     log.info("notify job %s accepted for %s", job.id, job.target.to_dict())
     return Response(202, {"id": job.id, "status": f"/api/notify/{job.id}"})
 
@@ -89,12 +84,11 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
 async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body: bytes,
                      settings: Settings | None = None) -> Response:
     """GET /api/notify/{id}: counts; PATCH: update the sent messages; DELETE: delete them."""
-    from .delivery.ledger import DeliveryLedger
-
     settings = settings or get_settings()
     if not job_id or len(job_id) > 200:
         raise BadInputError("job id must be 1 to 200 characters")
-    ledger = DeliveryLedger()
+    bot = bot_for(settings)
+    ledger = bot.ledger
     if method == "GET":
         status = await ledger.status(job_id)
         if status is None:
@@ -108,15 +102,15 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
         data = {k: parsed[k] for k in ("text", "attachments") if k in parsed}
     job = _job_from(data, "update" if method == "PATCH" else "delete", notification=job_id,
                     target={"everyone": True})
-    await _enqueue(job)
+    await bot.jobs.send(job.to_json())
     return Response(202, {"id": job.id, "notification": job_id})
 
 
 @http_edge
 async def handle_reminder(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
     """POST /api/reminders: {text | attachments, target, due | inSeconds} → 201 with id and due time."""
-    from .delivery.reminders import ReminderStore
-
-    job, digest = _job_request(headers, body, settings or get_settings(), "reminder")
-    due = await ReminderStore().add(job, request_digest=digest)
+    settings = settings or get_settings()
+    bot = bot_for(settings)
+    job, digest = _job_request(headers, body, settings, "reminder")
+    due = await bot.reminders.add(bot, job, request_digest=digest)
     return Response(201, {"id": job.id, "due": due.isoformat(), "status": f"/api/notify/{job.id}"})

@@ -1,7 +1,8 @@
 """`python -m botcore`: the operator's command line, over the same queues and tables as the functions.
 
     python -m botcore refs [--channel C] [--tenant T] [--user U] [--all]
-    python -m botcore notify --text "..." (--conversation KEY | --user ID | --channel C | --tenant T | --everyone)
+    python -m botcore notify --text "..." (--conversation KEY | --user ID | --channel C | --tenant T | --team ID
+                                           | --everyone)
     python -m botcore survey (--conversation KEY | --user ID)
     python -m botcore status JOB_ID
 
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_argument("--id", help="job id (default: a new one); reuse it to make a retry idempotent")
     target = _selection(notify)
     target.add_argument("--conversation", help="a conversation's address key (see refs)")
+    target.add_argument("--team", help="a Teams team id: each member, in a one-to-one conversation")
     target.add_argument("--everyone", action="store_true")
 
     survey = sub.add_parser("survey", help="start the survey in a conversation, or in each of a user's")
@@ -56,7 +58,7 @@ def _selection(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _target(args: argparse.Namespace) -> Target:
     return Target(conversation=args.conversation, user_id=args.user, channel_id=args.channel,
-                  tenant_id=args.tenant, everyone=args.everyone)
+                  tenant_id=args.tenant, team=args.team, everyone=args.everyone)
 
 
 async def _refs(args: argparse.Namespace, out: TextIO) -> int:

@@ -58,6 +58,7 @@ async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Set
     activity = Activity.from_dict(read_json(headers, body, settings))
     auth = await authenticate(auth_header, activity, settings)
 
+    from .app import bot_for
     from .state.turns import on_activity
 
-    return await on_activity(activity, auth, settings)
+    return await on_activity(bot_for(settings), activity, auth)

@@ -19,9 +19,11 @@ CONVERSATIONS_TABLE = "botconversations"
 DELIVERIES_TABLE = "botdeliveries"
 REMINDERS_TABLE = "botreminders"
 SERVICE_URLS_TABLE = "botserviceurls"
+PACING_TABLE = "botpacing"
+MEMBERS_TABLE = "botmembers"
 JOBS_QUEUE = "bot-jobs"
 SENDS_QUEUE = "bot-sends"
-TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE, SERVICE_URLS_TABLE)
+TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE, SERVICE_URLS_TABLE, PACING_TABLE, MEMBERS_TABLE)
 QUEUES = (JOBS_QUEUE, SENDS_QUEUE)
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount: the host's last attempt at a message
 
@@ -97,7 +99,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     public_base_url: str = ""
     send_concurrency: int = 16
-    send_rate_per_second: float = 50.0
+    tenant_rate_per_second: float = 50.0
     http_timeout: float = 30.0
     delivery_claim_seconds: float = 120.0
     emulator_service_hosts: tuple[str, ...] = ()
@@ -149,7 +151,7 @@ class Settings:
             max_body_bytes=_number(env, "BotMaxBodyBytes", 256 * 1024, int),
             public_base_url=env.get("BotPublicBaseUrl", "").rstrip("/"),
             send_concurrency=_number(env, "BotSendConcurrency", 16, int),
-            send_rate_per_second=_number(env, "BotSendRatePerSecond", 50.0, float),
+            tenant_rate_per_second=_number(env, "BotTenantRatePerSecond", 50.0, float),
             http_timeout=_number(env, "BotHttpTimeoutSeconds", 30.0, float),
             delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),
             emulator_service_hosts=tuple(

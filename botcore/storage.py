@@ -301,9 +301,10 @@ class Queue:
         self.name: str = client.queue_name
 
     async def send(self, content: str, *, delay: float = 0) -> str:
-        """Put a message, hidden for `delay` seconds (whole seconds, at most 7 days); returns its id."""
+        """Put a message, hidden for `delay` seconds (whole seconds, rounded down: never later than asked; at
+        most 7 days); returns its id."""
         try:
-            message = await self.client.send_message(content, visibility_timeout=round(delay) or None)
+            message = await self.client.send_message(content, visibility_timeout=int(delay) or None)
         except Exception as exc:
             _reraise(exc, f"queue {self.name}: put")
         return message.id

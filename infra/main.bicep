@@ -59,8 +59,8 @@ param instanceMemoryMB int = 2048
 param botSendConcurrency int = 16
 
 @minValue(1)
-@description('BotSendRatePerSecond: most Connector sends per second per instance.')
-param botSendRatePerSecond int = 50
+@description('BotTenantRatePerSecond: Bot API requests per second per Teams tenant (or per channel without tenants), kept across all instances; Teams allows about 50.')
+param botTenantRatePerSecond int = 50
 
 @description('Tags for every resource.')
 param tags object = {}
@@ -179,7 +179,7 @@ var botSettings = {
   MicrosoftAppTenantId: tenant().tenantId
   BotPublicBaseUrl: publicBaseUrl
   BotSendConcurrency: string(botSendConcurrency)
-  BotSendRatePerSecond: string(botSendRatePerSecond)
+  BotTenantRatePerSecond: string(botTenantRatePerSecond)
 }
 // botcore knows the public and the US Government Bot Framework; ChannelService selects the latter.
 var cloudName = environment().name // a variable of its own: pycep misreads environment().name == '...'

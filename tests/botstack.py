@@ -53,7 +53,7 @@ class BotStack:
             "AzureWebJobsStorage": storage_connection,
             "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
             "LocalFunctionKey": "stack-key",
-            "BotSendRatePerSecond": "2000",
+            "BotTenantRatePerSecond": "2000",
             "BotSendConcurrency": "32",
             "BotHttpTimeoutSeconds": "2",  # the fault tests hang the Connector past it
             "BotDeliveryClaimSeconds": "6",  # a killed host's claims are taken over quickly
@@ -134,17 +134,20 @@ class BotStack:
         from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
         from botcore.state.conversations import ConversationStore
         from botcore.settings import CONVERSATIONS_TABLE
-        from botcore.settings import SERVICE_URLS_TABLE
-        from botcore.storage import Table
         from botcore.protocol.trust import ServiceUrlRegistry
+        from botcore.settings import MEMBERS_TABLE, SERVICE_URLS_TABLE
+        from botcore.storage import Table
 
         ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
 
+        def table(name: str) -> TableClient:
+            return TableClient.from_connection_string(self.storage_connection, name)
+
         async def run() -> None:
-            async with TableClient.from_connection_string(self.storage_connection, SERVICE_URLS_TABLE) as client:
+            async with table(SERVICE_URLS_TABLE) as client:
                 await ServiceUrlRegistry(Table(client)).record(self.service_url)
-            async with TableClient.from_connection_string(self.storage_connection, CONVERSATIONS_TABLE) as client:
-                store, gate = ConversationStore(Table(client)), asyncio.Semaphore(32)
+            async with table(CONVERSATIONS_TABLE) as client, table(MEMBERS_TABLE) as members:
+                store, gate = ConversationStore(Table(client), Table(members)), asyncio.Semaphore(32)
 
                 async def one(cid: str) -> None:
                     reference = ConversationReference.from_dict({

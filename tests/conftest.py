@@ -62,9 +62,8 @@ def conversation_id() -> str:
 @pytest.fixture
 def second_instance(bot: BotStack, monkeypatch):
     """botcore in this process, on its own event loop: to the store, another instance of the app."""
-    from botcore.protocol.http import close_http_client
+    from botcore.app import close
     from botcore.settings import reset_settings
-    from botcore.storage import close_storage_clients
 
     for name, value in bot.env.items():
         monkeypatch.setenv(name, value)
@@ -77,8 +76,7 @@ def second_instance(bot: BotStack, monkeypatch):
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
 
     yield run
-    for close in (close_storage_clients, close_http_client):
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(close(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()

@@ -38,9 +38,10 @@ class CountingTable:
 @pytest.fixture
 async def store(storage_connection_string, unique_name, monkeypatch):
     monkeypatch.setenv("BotStorage", storage_connection_string)
-    table = storage.get_table(unique_name)
+    table, members = storage.get_table(unique_name), storage.get_table(unique_name + "m")
     await table.create()
-    yield ConversationStore(CountingTable(table))
+    await members.create()
+    yield ConversationStore(CountingTable(table), members)
     await storage.close_storage_clients()
 
 
@@ -138,5 +139,7 @@ async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> No
     # The fan-out's listing: the same pages, each reference as its stored JSON text.
     addresses, token = await store.addresses(store.selection_filter(), None, 500)
     rest, _ = await store.addresses(store.selection_filter(), token, 500)
-    assert [k for k, _ in addresses] == [r.key for r in pages[0]] and len(rest) == 500
-    assert [ConversationReference.from_dict(json.loads(a)) for _, a in addresses] == [r.reference for r in pages[0]]
+    assert [a.key for a in addresses] == [r.key for r in pages[0]] and len(rest) == 500
+    assert [ConversationReference.from_dict(json.loads(a.reference)) for a in addresses] == [r.reference for r in pages[0]]
+    assert {(a.channel_id, a.tenant_id) for a in addresses} == {(r.reference.channel_id, r.reference.tenant_id)
+                                                                for r in pages[0]}

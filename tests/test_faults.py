@@ -12,15 +12,16 @@ from collections import Counter
 import pytest
 
 from devhost.azurite import Azurite
-from botcore.delivery.broadcast import BATCH_KEYS, FLUSH_SECONDS
+from botcore.delivery.batches import BATCH_KEYS
+from botcore.delivery.send import FLUSH_SECONDS
 from tests.botstack import APP_ID, BotStack, wait_until
 from tests.hostproc import REPO, HostProcess
 
 
 def crash_duplicate_bound(stack: BotStack) -> int:
     """What a crash may send twice: the sends in flight (BotSendConcurrency), and those whose
-    outcomes were not yet written (every FLUSH_SECONDS, see broadcast.OutcomeRecorder)."""
-    return int(stack.env["BotSendConcurrency"]) + round(int(stack.env["BotSendRatePerSecond"]) * FLUSH_SECONDS)
+    outcomes were not yet written (every FLUSH_SECONDS, see delivery.send.OutcomeRecorder)."""
+    return int(stack.env["BotSendConcurrency"]) + round(int(stack.env["BotTenantRatePerSecond"]) * FLUSH_SECONDS)
 
 
 def tenant() -> str:
@@ -88,7 +89,7 @@ def own(tmp_path_factory):
     """Azurite that may be restarted, with the bot in front of it."""
     with Azurite(tmp_path_factory.mktemp("faults-azurite")) as azurite:
         bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("faults-bot"),
-                       extra_env={"BotSendRatePerSecond": "150"})
+                       extra_env={"BotTenantRatePerSecond": "150"})
         bot.azurite = azurite
         try:
             yield bot

@@ -312,7 +312,7 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
     import asyncio
     import re
 
-    from botcore.delivery.broadcast import batches
+    from botcore.delivery.batches import pack
     from botcore.protocol.http import close_http_client
     from botcore.delivery.jobs import Target, new_job
     from botcore.settings import MAX_DEQUEUE_COUNT, reset_settings
@@ -337,7 +337,7 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
 
         sent = new_job("notify", Target(tenant_id=group), text="retry me")
         refs = [(bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids]
-        [batch] = batches(sent.id, refs, id_prefix="0.")
+        [(batch, _)] = pack(sent.id, refs, id_prefix="0.")
         from botcore.delivery.ledger import DeliveryLedger
 
         await DeliveryLedger().open_job(sent)

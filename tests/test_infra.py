@@ -141,7 +141,7 @@ PUBLIC_CLOUD_ONLY = {f"{conn}__accountName" for conn in (bot_settings.STORAGE_CO
 
 # Added by the notify feature (send throttling); allowed even before the code reads them.
 # Once the code reads them they are ordinary settings that must be set.
-NOTIFY_FEATURE = {"BotSendConcurrency", "BotSendRatePerSecond"}
+NOTIFY_FEATURE = {"BotSendConcurrency", "BotTenantRatePerSecond"}
 
 # Settings that must never be app settings on this plan (the runtime is in functionAppConfig).
 NEVER_ON_FLEX = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"}

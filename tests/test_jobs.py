@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from botcore.protocol.activity import ConversationReference
-from botcore.delivery.broadcast import BATCH_KEYS, SendBatch, batches
+from botcore.delivery.batches import BATCH_KEYS, SendBatch, pack
 from botcore.delivery.jobs import KINDS, JobError, Target, new_job, parse_job
 
 
@@ -95,7 +95,7 @@ def test_deeply_nested_json_is_a_job_error() -> None:
 
 def test_send_batches_round_trip_named_by_place_and_packed_small() -> None:
     refs = [(f"msteams|{i:04}", _reference(f"a:{i:04}", "Zoë 😀")) for i in range(BATCH_KEYS + 5)]
-    messages = batches("job-1", [(k, r.to_json()) for k, r in refs], attempt=2, id_prefix="0.")
+    messages = [m for m, _ in pack("job-1", [(k, r.to_json()) for k, r in refs], attempt=2, id_prefix="0.")]
     parsed = [SendBatch.parse(m.encode()) for m in messages]
     assert [(b.job, b.id, b.attempt, len(b.items)) for b in parsed] == [("job-1", "0.0", 2, BATCH_KEYS),
                                                                      ("job-1", "0.1", 2, 5)]
@@ -108,7 +108,7 @@ def test_a_batch_of_incompressible_references_still_fits_in_a_queue_message() ->
     rng = random.Random(7)
     refs = [(f"k{i}", _reference(f"a:{i}", "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(400))))
             for i in range(300)]
-    messages = batches("j" * 200, [(k, r.to_json()) for k, r in refs], id_prefix="9" * 150 + ".")
+    messages = [m for m, _ in pack("j" * 200, [(k, r.to_json()) for k, r in refs], id_prefix="9" * 150 + ".")]
     assert len(messages) > 3  # bounded by bytes, not by BATCH_KEYS
     assert all(len(m.encode()) <= 64 * 1024 for m in messages)
     assert sum(len(SendBatch.parse(m).items) for m in messages) == 300

@@ -130,16 +130,16 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
 
 
 def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
-    from botcore.delivery.broadcast import BATCH_KEYS, SendBatch, batches
+    from botcore.delivery.batches import BATCH_KEYS, SendBatch, pack
 
     group = tenant()
     cids = bot.seed(BATCH_KEYS + 10, tenant_id=group)
     job_id = bot.api("POST", "notify", {"text": "once per batch", "target": {"tenantId": group}}).json()["id"]
     status_of(bot, job_id, state="done", sent=BATCH_KEYS + 10)
-    # The fan-out's batches again, as a fan-out redone after a crash would enqueue them: same
-    # names, same conversations (sorted by key, the listing's order).
+    # The fan-out's batches again, as a fan-out redone after a crash would enqueue them: same names (page at
+    # 0 conversations, first pace group), same conversations (sorted by key, the listing's order).
     items = sorted((bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids)
-    again = batches(job_id, items, id_prefix="0.")
+    again = [m for m, _ in pack(job_id, items, id_prefix="0.0.")]
     assert [len(SendBatch.parse(m).items) for m in again] == [BATCH_KEYS, 10]
     ids = [bot.enqueue(m, queue="bot-sends") for m in again]
 
@@ -165,11 +165,11 @@ def test_a_malformed_job_goes_to_poison_without_retries(bot: BotStack) -> None:
 
 
 def test_a_send_batch_with_a_broken_reference_goes_to_poison_and_sends_nothing(bot: BotStack) -> None:
-    from botcore.delivery.broadcast import batches
+    from botcore.delivery.batches import pack
 
     good = bot.seed(1)[0]
     broken = '{"channelId":"msteams","conversation":{"id":"x"}}'  # no serviceUrl
-    [message] = batches(uuid.uuid4().hex, [(bot.key(good), bot.conversation_entity(good, raw=True)["ref"]), ("k", broken)])
+    [(message, _)] = pack(uuid.uuid4().hex, [(bot.key(good), bot.conversation_entity(good, raw=True)["ref"]), ("k", broken)])
     message_id = bot.enqueue(message, queue="bot-sends")
     assert wait_until(lambda: f"send batch {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15)
     assert bot.peek("bot-sends-poison", message[-40:])  # the body is kept as it was
@@ -200,31 +200,37 @@ def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
 
 
 async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
-    from botcore.delivery.reminders import ReminderStore
-    from botcore.storage import close_storage_clients
+    from datetime import datetime, timedelta
+
+    from botcore.app import bot_for, close
 
     [cid] = await asyncio.to_thread(bot.seed, 1)
     response = await asyncio.to_thread(bot.api, "POST", "reminders", {
-        "text": "stretch", "target": {"conversation": bot.key(cid)}, "inSeconds": 0})
+        "text": "stretch", "target": {"conversation": bot.key(cid)}, "inSeconds": 300})  # stored: beyond the lookahead
     assert response.status_code == 201, response.text
-    fired = await asyncio.gather(ReminderStore().fire_due(), second_instance(ReminderStore().fire_due()))
-    await close_storage_clients()
-    assert sum(fired) <= 1  # (the host's own timer may have taken it first)
+    moment = datetime.fromisoformat(response.json()["due"]) - timedelta(seconds=1)  # both timers, a second before
+
+    async def timer():
+        return await bot_for().reminders.fire_due(bot_for(), now=moment)
+
+    fired = await asyncio.gather(timer(), second_instance(timer()))
+    await close()
+    assert sorted(fired) == [0, 1]
     await asyncio.to_thread(bot.wait_texts, cid, 1)
     await asyncio.sleep(3)  # a second send would arrive by now
     assert bot.texts_of(cid) == ["stretch"]
 
 
-async def test_remind_me_in_chat(bot: BotStack, conversation_id, second_instance) -> None:
-    from botcore.delivery.reminders import ReminderStore
+async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversation_id) -> None:
+    import time
 
-    await asyncio.to_thread(bot.say, conversation_id, "remind me in 1 second to stretch")
+    await asyncio.to_thread(bot.say, conversation_id, "remind me in 3 seconds to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)
-    assert texts[1] == "OK, in 1 second I'll remind you to stretch."
-    await asyncio.sleep(1.1)
-    await second_instance(ReminderStore().fire_due())
+    asked = time.monotonic()
+    assert texts[1].startswith("OK, in 3 seconds I'll remind you to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 3)
     assert texts[2] == "Reminder: stretch"
+    assert 2.0 <= time.monotonic() - asked <= 5.0  # at its second, not at the next whole minute
 
 
 def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:

@@ -35,12 +35,14 @@ class JobTooLargeError(JobError):
 
 @dataclass(frozen=True)
 class Target:
-    """Who receives a job: one conversation (by address key), or a selection."""
+    """Who receives a job: one conversation (by address key), a selection of stored conversations, or every
+    member of a Teams team (each in a one-to-one conversation)."""
 
     conversation: str | None = None
     user_id: str | None = None
     channel_id: str | None = None
     tenant_id: str | None = None
+    team: str | None = None
     everyone: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,6 +51,7 @@ class Target:
             "userId": self.user_id,
             "channelId": self.channel_id,
             "tenantId": self.tenant_id,
+            "team": self.team,
             "everyone": self.everyone or None,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -70,7 +73,7 @@ class Job:
     @property
     def is_selection(self) -> bool:
         """The target is a set of conversations found in storage, not one known conversation."""
-        return self.target.conversation is None
+        return self.target.conversation is None and self.target.team is None
 
     def content(self) -> dict[str, Any]:
         """The message fields a notification sends."""
@@ -144,7 +147,7 @@ def _opt_str(data: dict[str, Any], key: str, where: str, limit: int = 4096) -> s
 def _target(data: Any) -> Target:
     if not isinstance(data, dict):
         raise JobError("target must be an object")
-    unknown = set(data) - {"conversation", "userId", "channelId", "tenantId", "everyone"}
+    unknown = set(data) - {"conversation", "userId", "channelId", "tenantId", "team", "everyone"}
     if unknown:
         raise JobError(f"target has unknown fields: {', '.join(sorted(unknown))}")
     everyone = data.get("everyone", False)
@@ -158,12 +161,15 @@ def _target(data: Any) -> Target:
         user_id=_opt_str(data, "userId", "target."),
         channel_id=_opt_str(data, "channelId", "target."),
         tenant_id=_opt_str(data, "tenantId", "target."),
+        team=_opt_str(data, "team", "target."),
         everyone=everyone,
     )
-    if everyone and (target.conversation or target.user_id or target.channel_id or target.tenant_id):
+    if everyone and (target.conversation or target.user_id or target.channel_id or target.tenant_id or target.team):
         raise JobError("target.everyone excludes the other target fields")
-    if not (everyone or target.conversation or target.user_id or target.channel_id or target.tenant_id):
-        raise JobError("target needs conversation, userId, channelId, tenantId or everyone")
+    if target.team and (target.conversation or target.user_id or target.channel_id or target.tenant_id):
+        raise JobError("target.team excludes the other target fields")
+    if not (everyone or target.conversation or target.user_id or target.channel_id or target.tenant_id or target.team):
+        raise JobError("target needs conversation, userId, channelId, tenantId, team or everyone")
     return target
 
 

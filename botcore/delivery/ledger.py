@@ -1,23 +1,21 @@
 """The delivery ledger: what was sent where, one Table Storage partition per job.
 
-It is what makes a redelivered queue message send nothing twice, what a job's
-status is counted from, and where the Connector's activity ids are kept so that
-sent notifications can be updated or deleted later.
+It is the only module that reads or writes the `botdeliveries` table. It is what makes a redelivered
+queue message send nothing twice, what a job's status is counted from, and where the Connector's
+activity ids are kept so that sent notifications can be updated or deleted later.
 
 PartitionKey is the job id. Rows:
-- HEADER: the job itself and how far its fan-out got;
-- a send batch of a broadcast ("!b" + batch id): one row for up to 100
-  conversations, holding the batch's claim and every conversation's outcome
-  (status, activity id, error, attempts) as JSON. One row written a few times
-  per batch instead of two rows per message keeps the table's write rate out of
-  a broadcast's way;
-- a one-conversation delivery (notify one conversation, a proactive dialog):
-  one row per conversation, RowKey the conversation key.
+- HEADER: the job itself, how far its fan-out got, and (once it failed for good) why;
+- a send batch ("!b" + batch id): one row for up to 100 conversations, holding the batch's claim and
+  every conversation's outcome. One row written a few times per batch instead of two rows per message
+  keeps the table's write rate out of a broadcast's way;
+- a one-conversation delivery (notify one conversation, a proactive dialog, pending replies): one row
+  per conversation, RowKey the conversation key, with the messages to send when they must survive a
+  crash before they are sent.
 
-A claim (status `sending`) is held by the worker sending right now. One older
-than BotDeliveryClaimSeconds belongs to a worker that died; another may take it
-over. Messages may then be sent twice: at most the sends in flight and the
-outcomes not yet written (see broadcast.OutcomeRecorder).
+A claim (status `sending`, botcore.delivery.claims) is held by the worker sending right now. One older
+than BotDeliveryClaimSeconds belongs to a worker that died; another takes it over. Messages may then be
+sent twice: at most the sends in flight and the outcomes not yet written (delivery.send.OutcomeRecorder).
 """
 
 from __future__ import annotations
@@ -26,19 +24,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
-from .jobs import Job
+from ..errors import ConflictError
 from ..keys import encode_key
 from ..settings import DELIVERIES_TABLE
-from ..storage import TableStore
-from ..errors import ConflictError
-from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TransactionFailedError,
-                      etag_of)
+from ..storage import EntityExistsError, EntityNotFoundError, TableStore, TransactionFailedError, etag_of
 from ..tablejson import join_json, split_json
-
-if TYPE_CHECKING:
-    from azure.data.tables import TableEntity
+from .claims import BUSY, CLAIMED, DONE as CLAIM_DONE, claim_row
+from .jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +76,36 @@ class JobHeader:
 
 @dataclass
 class Outcome:
+    """What one send attempt did to one conversation."""
+
     key: str
     status: str  # SENT, GONE, FAILED or RETRYING
     error: str = ""
     activity_id: str = ""
-    attempted: bool = True  # False: released without a send (the channel was throttling)
+    attempted: bool = True  # False: released without a send (throttled, or its slot had passed)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A conversation's recorded state in a job: its last status, the Connector's activity id, why it
+    failed, and how many send attempts it used."""
+
+    status: str
+    activity_id: str = ""
+    error: str = ""
+    attempts: int = 0
+
+    def to_json(self) -> list[Any]:
+        return [self.status, self.activity_id, self.error[:ERROR_CHARS], self.attempts]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> "Delivered":
+        status, activity_id, error, attempts = value
+        return cls(status, activity_id, error, int(attempts))
 
 
 @dataclass
-class Claims:
+class KeyClaims:
     claimed: dict[str, int] = field(default_factory=dict)  # key → attempts so far
     done: set[str] = field(default_factory=set)  # already final: nothing to do
     busy: set[str] = field(default_factory=set)  # another worker holds a live claim
@@ -98,16 +113,31 @@ class Claims:
 
 @dataclass
 class BatchClaim:
-    """The right to send one batch, and what earlier attempts at it recorded.
-
-    outcomes: conversation key → [status, activity id, error, attempts], in the
-    order they happened; a `retrying` entry was handed on to a retry batch.
-    """
+    """The right to send one batch, and what earlier attempts at it recorded (in the order they happened; a
+    RETRYING entry was handed on to a retry batch)."""
 
     row_key: str
     etag: str
-    outcomes: dict[str, list[Any]] = field(default_factory=dict)
+    outcomes: dict[str, Delivered] = field(default_factory=dict)
     done: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery row of a job: its conversations' states, and the revision (update/delete job) that last
+    went through all of it."""
+
+    row_id: str
+    entries: list[tuple[str, Delivered]]
+    revised_by: str = ""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A one-conversation delivery whose messages were kept before sending."""
+
+    status: str
+    messages: list[dict[str, Any]]
 
 
 @dataclass
@@ -150,6 +180,10 @@ class JobStatus:
 class DeliveryLedger(TableStore):
     table_name = DELIVERIES_TABLE
 
+    def __init__(self, table: Any = None, claim_ttl: timedelta = timedelta(seconds=120)) -> None:
+        super().__init__(table)
+        self.claim_ttl = claim_ttl
+
     # ---- the job header ----------------------------------------------------------------
     async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
         """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
@@ -179,22 +213,21 @@ class DeliveryLedger(TableStore):
             entity = await self.table.get(encode_key(job_id), HEADER)
         except EntityNotFoundError:
             return None
-        cursor = entity.get("cursor")
         job = parse_job(json.dumps(join_json(entity, "job")))
         return JobHeader(
             job=job, kind=entity.get("kind") or job.kind, digest=entity.get("digest") or job.digest(),
             request_digest=entity.get("requestDigest") or "", due=entity.get("due") or None,
-            cursor=cursor or None, error=entity.get("error") or "",
+            cursor=entity.get("cursor") or None, error=entity.get("error") or "",
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
             etag=etag_of(entity),
         )
 
-    async def save_progress(self, header: JobHeader) -> str | None:
-        """Save the fan-out's cursor; with the header's ETag, so two fan-outs cannot interleave."""
+    async def save_progress(self, header: JobHeader) -> None:
+        """Save the fan-out's cursor; with the header's ETag, so two fan-outs cannot interleave
+        (EntityChangedError for the one that lost)."""
         entity = {"PartitionKey": encode_key(header.job.id), "RowKey": HEADER, "cursor": header.cursor or "",
                   "fannedOut": header.fanned_out, "targets": header.targets}
         header.etag = await self.table.merge(entity, header.etag)
-        return header.etag
 
     async def fail_job(self, job: Job, error: str) -> None:
         """The job can no longer succeed (its message leaves for the poison queue): its status says why."""
@@ -204,79 +237,57 @@ class DeliveryLedger(TableStore):
         await self.table.merge({"PartitionKey": encode_key(job.id), "RowKey": HEADER, "error": error[:1000]})
         log.error("job %s failed for good: %s", job.id, error)
 
-    # ---- send batches of a broadcast ----------------------------------------------------------
-    async def claim_batch(self, job_id: str, batch_id: str, claim_ttl: timedelta,
-                          now: datetime | None = None) -> BatchClaim | None:
+    # ---- send batches ------------------------------------------------------------------
+    async def claim_batch(self, job_id: str, batch_id: str, now: datetime | None = None) -> BatchClaim | None:
         """Take the right to send a batch; None while another worker holds it."""
-        now = now or _now()
-        pk, rk = encode_key(job_id), BATCH_PREFIX + batch_id
-        try:
-            etag = await self.table.insert({"PartitionKey": pk, "RowKey": rk, "status": SENDING, "claimedAt": now})
-            return BatchClaim(rk, etag)
-        except EntityExistsError:
-            pass
-        try:
-            row = await self.table.get(pk, rk)
-        except EntityNotFoundError:
+        claim = await claim_row(self.table, encode_key(job_id), BATCH_PREFIX + batch_id, status=SENDING,
+                                ttl=self.claim_ttl, now=now or _now(), done=(DONE,), insert={})
+        if claim.state == BUSY:
             return None
-        outcomes = join_json(row, "outcomes") or {}
-        if row.get("status") == DONE:
-            return BatchClaim(rk, etag_of(row), outcomes, done=True)
-        claimed_at = row.get("claimedAt")
-        if claimed_at is not None and now - claimed_at < claim_ttl:
-            return None
-        log.warning("job %s batch %s: taking over a claim from %s (its worker stopped)", job_id, batch_id, claimed_at)
-        try:
-            etag = await self.table.merge({"PartitionKey": pk, "RowKey": rk, "status": SENDING, "claimedAt": now},
-                                          etag_of(row))
-        except (EntityChangedError, EntityNotFoundError):
-            return None
-        return BatchClaim(rk, etag, outcomes)
+        outcomes = _outcomes(claim.row) if claim.row is not None else {}
+        return BatchClaim(BATCH_PREFIX + batch_id, claim.etag or "", outcomes, done=claim.state == CLAIM_DONE)
 
     async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False,
                            now: datetime | None = None) -> None:
         """Write the batch's outcomes so far (and renew the claim); EntityChangedError if it was taken over."""
-        now = now or _now()
         entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key, "status": DONE if done else SENDING,
-                  "claimedAt": now, **split_json("outcomes", claim.outcomes)}
+                  "claimedAt": now or _now(),
+                  **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
         claim.etag = await self.table.merge(entity, claim.etag)
         claim.done = done
 
     async def abandon(self, job_id: str, batch_id: str, keys: list[str], error: str) -> None:
         """A batch the host gave up on: every conversation without an outcome yet is failed, so that the
         job's count of pending ones reaches zero."""
-        pk = encode_key(job_id)
+        failed = Delivered(FAILED, error=error)
         if batch_id:
             try:
-                row = await self.table.get(pk, BATCH_PREFIX + batch_id)
-                outcomes = join_json(row, "outcomes") or {}
+                row = await self.table.get(encode_key(job_id), BATCH_PREFIX + batch_id)
             except EntityNotFoundError:
-                outcomes = {}
-            if all(k in outcomes for k in keys):
-                return
-            outcomes.update({k: [FAILED, "", error[:ERROR_CHARS], 0] for k in keys if k not in outcomes})
-            await self.table.upsert({"PartitionKey": pk, "RowKey": BATCH_PREFIX + batch_id, "status": DONE,
-                                     **split_json("outcomes", outcomes)}, merge=True)
+                row = {}
+            if row.get("status") == DONE:
+                return  # finished, its retries handed on
+            # Not done: a RETRYING entry was never handed on (the done mark follows the hand-on).
+            outcomes = {k: d for k, d in (_outcomes(row) if row else {}).items() if d.status != RETRYING}
+            await self.record_undeliverable(job_id, batch_id, {**{k: failed for k in keys}, **outcomes})
             return
         for key in keys:
-            row = await self.row(job_id, key)
-            if row is None or row.get("status") not in FINAL:
-                await self.table.upsert({"PartitionKey": pk, "RowKey": key, "status": FAILED,
+            prepared = await self.prepared(job_id, key)
+            if prepared is None or prepared.status not in FINAL:
+                await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": key, "status": FAILED,
                                          "lastError": error[:1000]}, merge=True)
 
-    async def record_undeliverable(self, job_id: str, batch_id: str, errors: dict[str, str]) -> None:
-        """Conversations the fan-out could not put in any batch: a finished batch of failures, counted by status."""
-        outcomes = {key: [FAILED, "", error[:ERROR_CHARS], 0] for key, error in errors.items()}
+    async def record_undeliverable(self, job_id: str, batch_id: str, outcomes: dict[str, Delivered]) -> None:
+        """A finished batch row for conversations no send will reach (counted by status, like any other)."""
         await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": BATCH_PREFIX + batch_id,
-                                 "status": DONE, **split_json("outcomes", outcomes)})
+                                 "status": DONE, **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()})})
 
     # ---- one-conversation deliveries ----------------------------------------------------------
-    async def claim(self, job_id: str, keys: list[str], claim_ttl: timedelta,
-                    now: datetime | None = None) -> Claims:
+    async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> KeyClaims:
         """Take the right to send to each key; say which are done already or held by another."""
         now = now or _now()
         pk = encode_key(job_id)
-        claims = Claims()
+        claims = KeyClaims()
         # The common case, a first delivery: claim every row in one transaction per 100.
         fresh = [{"PartitionKey": pk, "RowKey": k, "status": SENDING, "attempts": 0, "claimedAt": now}
                  for k in dict.fromkeys(keys)]
@@ -287,36 +298,16 @@ class DeliveryLedger(TableStore):
                 claims.claimed.update((e["RowKey"], 0) for e in chunk)
             except TransactionFailedError:
                 leftover.extend(e["RowKey"] for e in chunk)
-        for key in leftover:  # some rows exist: a redelivery, or a retry of this batch
-            await self._claim_one(pk, key, now, claim_ttl, claims)
-        return claims
-
-    async def _claim_one(self, pk: str, key: str, now: datetime, claim_ttl: timedelta, claims: Claims) -> None:
-        try:
-            row = await self.table.get(pk, key)
-        except EntityNotFoundError:
-            try:
-                await self.table.insert(
-                    {"PartitionKey": pk, "RowKey": key, "status": SENDING, "attempts": 0, "claimedAt": now})
-                claims.claimed[key] = 0
-            except EntityExistsError:
+        for key in leftover:  # some rows exist: a redelivery, a retry, or messages kept by `prepare`
+            claim = await claim_row(self.table, pk, key, status=SENDING, ttl=self.claim_ttl, now=now, done=FINAL,
+                                    insert={"attempts": 0})
+            if claim.state == CLAIMED:
+                claims.claimed[key] = int(claim.row.get("attempts") or 0) if claim.row is not None else 0
+            elif claim.state == CLAIM_DONE:
+                claims.done.add(key)
+            else:
                 claims.busy.add(key)
-            return
-        status = row.get("status")
-        if status in FINAL:
-            claims.done.add(key)
-            return
-        claimed_at = row.get("claimedAt")
-        if status == SENDING and claimed_at is not None and now - claimed_at < claim_ttl:
-            claims.busy.add(key)
-            return
-        if status == SENDING:
-            log.warning("job row %s/%s: taking over a claim from %s (its worker stopped)", pk, key, claimed_at)
-        try:
-            await self.table.merge({"PartitionKey": pk, "RowKey": key, "status": SENDING, "claimedAt": now}, etag_of(row))
-            claims.claimed[key] = int(row.get("attempts") or 0)
-        except (EntityChangedError, EntityNotFoundError):
-            claims.busy.add(key)
+        return claims
 
     async def record(self, job_id: str, outcomes: list[Outcome], attempts: dict[str, int],
                      now: datetime | None = None) -> None:
@@ -330,42 +321,51 @@ class DeliveryLedger(TableStore):
         for chunk in _chunks(entities, TRANSACTION_SIZE):
             await self.table.transact([("update", e, {"mode": "merge"}) for e in chunk])
 
-    async def prepare(self, job_id: str, key: str, payload: list[dict[str, Any]]) -> None:
-        """A one-conversation delivery whose messages must survive a crash before they are sent."""
+    async def prepare(self, job_id: str, key: str, messages: list[dict[str, Any]]) -> None:
+        """Keep a one-conversation delivery's messages before sending them, so that they survive a crash."""
         await self.table.upsert(
             {"PartitionKey": encode_key(job_id), "RowKey": key, "status": RETRYING, "attempts": 0,
-             **split_json("payload", payload)})
+             **split_json("payload", messages)})
 
-    async def row(self, job_id: str, key: str) -> "TableEntity | None":
+    async def prepared(self, job_id: str, key: str) -> Prepared | None:
         try:
-            return await self.table.get(encode_key(job_id), key)
+            row = await self.table.get(encode_key(job_id), key)
         except EntityNotFoundError:
             return None
+        return Prepared(row.get("status", ""), join_json(row, "payload") or [])
 
+    # ---- reading a job back -------------------------------------------------------------
     async def status(self, job_id: str) -> JobStatus | None:
         header = await self.header(job_id)
         if header is None:
             return None
         counts: dict[str, int] = {}
-        async for _, deliveries in self.deliveries(job_id):
-            for _, status, _ in deliveries:
-                counts[status] = counts.get(status, 0) + 1
+        async for row in self.deliveries(job_id):
+            for _, delivered in row.entries:
+                counts[delivered.status] = counts.get(delivered.status, 0) + 1
         return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
                          header.targets, counts, header.error, header.due)
 
-    async def deliveries(self, job_id: str) -> AsyncIterator[tuple["TableEntity", list[tuple[str, str, str]]]]:
-        """Each delivery row of the job with its (conversation key, status, activity id) entries, streamed.
-
-        A conversation retried in a later batch has a `retrying` entry in the earlier one;
-        its final status is in exactly one row.
-        """
+    async def deliveries(self, job_id: str) -> AsyncIterator[DeliveryRow]:
+        """Each delivery row of the job, streamed. A conversation retried in a later batch has a RETRYING
+        entry in the earlier one; its final status is in exactly one row."""
         query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}'"
         async for row in self.table.query(query):
-            if row["RowKey"].startswith(BATCH_PREFIX):
-                outcomes = join_json(row, "outcomes") or {}
-                yield row, [(key, o[0], o[1]) for key, o in outcomes.items()]
+            rk = row["RowKey"]
+            if rk.startswith(BATCH_PREFIX):
+                entries = list(_outcomes(row).items())
             else:
-                yield row, [(row["RowKey"], row.get("status", ""), row.get("activityId", ""))]
+                entries = [(rk, Delivered(row.get("status", ""), row.get("activityId", ""),
+                                          row.get("lastError", ""), int(row.get("attempts") or 0)))]
+            yield DeliveryRow(rk, entries, row.get("revisedBy") or "")
+
+    async def mark_revised(self, job_id: str, row_id: str, revision_id: str) -> None:
+        """Every message of the row went through the revision (update or delete job): a retry skips it."""
+        await self.table.merge({"PartitionKey": encode_key(job_id), "RowKey": row_id, "revisedBy": revision_id})
+
+
+def _outcomes(row: Any) -> dict[str, Delivered]:
+    return {k: Delivered.from_json(v) for k, v in (join_json(row, "outcomes") or {}).items()}
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

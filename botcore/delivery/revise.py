@@ -1,55 +1,57 @@
 """Update or delete, through the Connector, every message a notify job sent.
 
-The delivery ledger kept the activity id of each message; a row (a send batch,
-or one conversation) remembers which revision last finished it, so a redelivered
-update or delete job does not do it again.
+The delivery ledger kept the activity id of each message; a ledger row (a send batch, or one
+conversation) remembers which revision last went through all of it, so a redelivered update or delete
+job does not do it again. Revisions count against the pace like any other request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import UnavailableError
 from .jobs import Job
-from .ledger import SENT, DeliveryLedger
-from ..settings import Settings
+from .ledger import SENT, DeliveryRow
+from .pacing import pace_key
+
+if TYPE_CHECKING:
+    from ..app import Bot
 
 log = logging.getLogger(__name__)
+
+ROWS_AT_ONCE = 10
 
 
 class RevisionIncompleteError(UnavailableError):
     """Some messages could not be changed through the Connector: the job is retried for them."""
 
 
-async def revise(job: Job, settings: Settings) -> str:
-    from .broadcast import limiter_for
+async def revise(bot: "Bot", job: Job) -> str:
     from ..protocol.connector import ConnectorError
-    from ..state.turns import services
 
     assert job.notification is not None
-    svc = services(settings)
-    ledger = DeliveryLedger()
-    if await ledger.header(job.notification) is None:
+    if await bot.ledger.header(job.notification) is None:
         log.warning("job %s: notification %s is unknown; nothing to %s", job.id, job.notification, job.kind)
         return "unknown notification"
-    limiter = limiter_for(settings)
     done = failed = 0
 
     async def one(key: str, activity_id: str) -> bool:
         nonlocal done, failed
-        record = await svc.store.get(key)
+        record = await bot.conversations.get(key)
         if record is None or not record.active:
             return True
         ref = record.reference
         try:
-            async with limiter:
+            await bot.guard.wait(pace_key(ref.channel_id, ref.tenant_id))
+            async with bot.sending:
                 if job.kind == "update":
                     activity = ref.outgoing(**job.content())
                     activity["id"] = activity_id
-                    await svc.connector.update_activity(ref.endpoint, ref.conversation.id, activity_id, activity)
+                    await bot.connector.update_activity(ref.endpoint, ref.conversation.id, activity_id, activity)
                 else:
-                    await svc.connector.delete_activity(ref.endpoint, ref.conversation.id, activity_id)
+                    await bot.connector.delete_activity(ref.endpoint, ref.conversation.id, activity_id)
         except ConnectorError as exc:
             failed += 1
             log.warning("job %s: %s of %s in %s failed: %s", job.id, job.kind, activity_id, key, exc)
@@ -57,21 +59,20 @@ async def revise(job: Job, settings: Settings) -> str:
         done += 1
         return True
 
-    async def revise_row(row: dict, sent: list[tuple[str, str]]) -> None:
+    async def revise_row(row: DeliveryRow) -> None:
+        sent = [(key, d.activity_id) for key, d in row.entries if d.status == SENT and d.activity_id]
         results = await asyncio.gather(*(one(key, activity_id) for key, activity_id in sent))
         if all(results):  # a row is marked once all of it is done, so a retried job skips it
-            await ledger.table.merge({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
-                                      "revisedBy": job.id})
+            await bot.ledger.mark_revised(job.notification, row.row_id, job.id)  # type: ignore[arg-type]
 
-    pending: list[tuple[dict, list[tuple[str, str]]]] = []
-    async for row, deliveries in ledger.deliveries(job.notification):
-        sent = [(key, activity_id) for key, status, activity_id in deliveries if status == SENT and activity_id]
-        if sent and row.get("revisedBy") != job.id:
-            pending.append((row, sent))
-        if len(pending) >= 10:
-            await asyncio.gather(*(revise_row(r, s) for r, s in pending))
+    pending: list[DeliveryRow] = []
+    async for row in bot.ledger.deliveries(job.notification):
+        if row.revised_by != job.id and any(d.status == SENT and d.activity_id for _, d in row.entries):
+            pending.append(row)
+        if len(pending) >= ROWS_AT_ONCE:
+            await asyncio.gather(*(revise_row(r) for r in pending))
             pending.clear()
-    await asyncio.gather(*(revise_row(r, s) for r, s in pending))
+    await asyncio.gather(*(revise_row(r) for r in pending))
     log.info("job %s: %s of notification %s: %d done, %d failed", job.id, job.kind, job.notification, done, failed)
     if failed:
         raise RevisionIncompleteError(f"job {job.id}: {failed} messages could not be {job.kind}d; the job will be retried")

@@ -216,6 +216,15 @@ class Activity:
                 return tenant["id"]
         return None
 
+    @property
+    def team_id(self) -> str | None:
+        """Teams names the team of a channel conversation in channelData.team.id."""
+        if isinstance(self.channel_data, dict):
+            team = self.channel_data.get("team")
+            if isinstance(team, dict) and isinstance(team.get("id"), str) and team["id"]:
+                return team["id"]
+        return None
+
     def bot_was_added(self) -> bool:
         bot_id = self.recipient.id if self.recipient else None
         return bool(bot_id) and any(m.id == bot_id for m in self.members_added)

@@ -15,14 +15,14 @@ from typing import Any, AsyncIterator, Mapping
 
 from ..protocol.activity import ConversationReference
 from ..errors import BadInputError, ConflictError
-from ..keys import conversation_key
-from ..settings import CONVERSATIONS_TABLE
-from ..storage import TableStore
-from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
-                      etag_of)
+from ..keys import conversation_key, encode_key
+from ..settings import CONVERSATIONS_TABLE, MEMBERS_TABLE
+from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError, Table,
+                       TableStore, etag_of, get_table)
 from ..tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
+INDEX_ROW = "i"
 LAST_SEEN_PRECISION = timedelta(hours=1)
 REFERENCE_COLUMNS = [
     "PartitionKey", "RowKey", "ref", "active", "firstSeen", "lastSeen", "retiredReason",
@@ -43,6 +43,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass(frozen=True)
+class Address:
+    """A conversation's key and stored reference (JSON text), with what its pace depends on."""
+
+    key: str
+    reference: str
+    channel_id: str
+    tenant_id: str | None
+
+
 @dataclass
 class ConversationRecord:
     key: str
@@ -51,6 +61,7 @@ class ConversationRecord:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     retired_reason: str | None = None
+    team_id: str | None = None  # the Teams team of a channel conversation
     state: dict | None = None
     etag: str | None = None
 
@@ -63,6 +74,7 @@ class ConversationRecord:
             first_seen=entity.get("firstSeen"),
             last_seen=entity.get("lastSeen"),
             retired_reason=entity.get("retiredReason") or None,
+            team_id=entity.get("teamId") or None,
             state=join_json(entity, "state"),
             etag=etag_of(entity),
         )
@@ -103,7 +115,13 @@ def _odata_quote(value: str) -> str:
 
 
 class ConversationStore(TableStore):
+    """The conversations table (one entity per conversation), and the members table that indexes it."""
+
     table_name = CONVERSATIONS_TABLE
+
+    def __init__(self, table: Table | None = None, members: Table | None = None) -> None:
+        super().__init__(table)
+        self._members = members
 
     async def get(self, key: str) -> ConversationRecord | None:
         try:
@@ -130,6 +148,7 @@ class ConversationStore(TableStore):
         key: str | None = None,
         reference: ConversationReference | None = None,
         state: Any = ...,
+        team_id: str | None = None,
         now: datetime | None = None,
     ) -> ConversationRecord:
         """Write reference and/or state in one conditional write.
@@ -151,7 +170,8 @@ class ConversationStore(TableStore):
             record.last_seen = now
         if state is not ...:
             record.state = state
-        entity: dict[str, Any] = {"PartitionKey": record.key, "RowKey": ROW_KEY}
+        record.team_id = team_id or record.team_id
+        entity: dict[str, Any] = {"PartitionKey": record.key, "RowKey": ROW_KEY, "teamId": record.team_id or ""}
         entity.update(_reference_properties(record.reference))
         entity.update(
             active=record.active,
@@ -160,8 +180,9 @@ class ConversationStore(TableStore):
             retiredReason=record.retired_reason or "",
         )
         entity.update(_state_properties(record.state))
+        inserting = record.etag is None
         try:
-            if record.etag is None:
+            if inserting:
                 record.etag = await self.table.insert(entity)
             else:
                 record.etag = await self.table.replace(entity, record.etag)
@@ -169,20 +190,54 @@ class ConversationStore(TableStore):
             raise ConcurrencyError(record.key) from exc
         except EntityTooLargeError as exc:
             raise StateTooLargeError(f"conversation {record.key}: {exc.code}") from exc
+        if team_id is not None or inserting:
+            await self._index(record, team_id)
         return record
 
+    async def _index(self, record: ConversationRecord, team_id: str | None) -> None:
+        """Find a personal conversation by (tenant, user) and a team by id without scanning the table: a new
+        personal conversation and a newly seen team get a row in the members table."""
+        reference = record.reference
+        if team_id is not None:
+            await self.members.upsert({"PartitionKey": encode_key(f"team|{team_id}"), "RowKey": INDEX_ROW,
+                                       "conversation": record.key})
+        elif reference.tenant_id and reference.user and reference.conversation.is_group is not True:
+            await self.members.upsert({"PartitionKey": encode_key(f"user|{reference.tenant_id}|{reference.user.id}"),
+                                       "RowKey": INDEX_ROW, "conversation": record.key})
+
+    @property
+    def members(self) -> Table:
+        if self._members is None:
+            self._members = get_table(MEMBERS_TABLE)
+        return self._members
+
+    async def _indexed(self, name: str) -> ConversationRecord | None:
+        try:
+            row = await self.members.get(encode_key(name), INDEX_ROW)
+        except EntityNotFoundError:
+            return None
+        return await self.get(row["conversation"])
+
+    async def personal(self, tenant_id: str, user_id: str) -> ConversationRecord | None:
+        """The user's stored one-to-one conversation with the bot in that tenant, if the bot has one."""
+        return await self._indexed(f"user|{tenant_id}|{user_id}")
+
+    async def team(self, team_id: str) -> ConversationRecord | None:
+        """The conversation that told the bot of a Teams team (its id, tenant, service URL)."""
+        return await self._indexed(f"team|{team_id}")
+
     async def record_activity(
-        self, reference: ConversationReference, *, now: datetime | None = None
+        self, reference: ConversationReference, *, team_id: str | None = None, now: datetime | None = None
     ) -> ConversationRecord:
         """Save the address of an inbound activity; writes only when something changed."""
         key = conversation_key(reference.channel_id, reference.conversation.id)
         for _ in range(8):
             record = await self.get(key)
-            if not self.needs_reference_write(record, reference, now):
+            if not self.needs_reference_write(record, reference, now) and (team_id is None or record.team_id == team_id):
                 assert record is not None
                 return record
             try:
-                return await self.commit(record, key=key, reference=reference, now=now)
+                return await self.commit(record, key=key, reference=reference, team_id=team_id, now=now)
             except ConcurrencyError:
                 continue
         raise ConcurrencyError(key)
@@ -234,12 +289,13 @@ class ConversationStore(TableStore):
 
     async def addresses(
         self, query_filter: str | None, continuation_token: str | None = None, page_size: int = 500
-    ) -> tuple[list[tuple[str, str]], str | None]:
-        """One page of (key, stored reference as JSON text): what a fan-out copies into send
-        batches as is, since the sending side parses (and validates) each reference anyway."""
-        entities, token = await self.table.page(query_filter, select=["PartitionKey", "ref"], page_size=page_size,
-                                                cursor=continuation_token)
-        return [(e["PartitionKey"], e["ref"]) for e in entities], token
+    ) -> tuple[list[Address], str | None]:
+        """One page of addresses, each with its stored reference as JSON text: what a fan-out copies into
+        send batches as is, since the sending side parses (and validates) each reference anyway."""
+        entities, token = await self.table.page(query_filter, select=["PartitionKey", "ref", "channelId", "tenantId"],
+                                                page_size=page_size, cursor=continuation_token)
+        return [Address(e["PartitionKey"], e["ref"], e.get("channelId") or "", e.get("tenantId") or None)
+                for e in entities], token
 
     async def iter_pages(self, query_filter: str | None, page_size: int = 500) -> AsyncIterator[list[ConversationRecord]]:
         token: str | None = None

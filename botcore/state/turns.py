@@ -1,4 +1,4 @@
-"""What the bot does with each authenticated activity, and with proactive dialog jobs.
+"""What the bot does with each authenticated activity.
 
 A turn reads the conversation's entity once, lets the dialog engine compute the
 new state and the replies in memory, commits the state with the ETag it read
@@ -13,15 +13,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from ..protocol.activity import Activity, ConversationReference
 from ..errors import UnavailableError
 from ..responses import Response
 from ..keys import conversation_key
-from ..loops import PerLoop
-from ..settings import JOBS_QUEUE, Settings
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..app import Bot
+    from ..protocol.connector import ConnectorClient
 
 log = logging.getLogger(__name__)
 
@@ -58,36 +60,6 @@ class KeyLocks:
                 del self._locks[key]
 
 
-@dataclass
-class Services:
-    """The I/O a turn needs, created lazily once per process and event loop."""
-
-    store: Any
-    connector: Any
-    engine: Any
-    service_urls: Any  # botcore.trust.ServiceUrlRegistry
-    locks: KeyLocks = field(default_factory=KeyLocks)
-
-
-_services: PerLoop[Services] = PerLoop()
-
-
-def services(settings: Settings) -> Services:
-    def make() -> Services:
-        from ..protocol.connector import ConnectorClient
-        from .conversations import ConversationStore
-        from .dialogs import default_engine
-        from ..protocol.tokens import token_provider_for
-        from ..protocol.trust import ServiceTrust, ServiceUrlRegistry
-
-        service_urls = ServiceUrlRegistry()
-        connector = ConnectorClient(ServiceTrust(service_urls, settings.emulator_service_hosts),
-                                    tokens=token_provider_for(settings))
-        return Services(ConversationStore(), connector, default_engine(), service_urls)
-
-    return _services.get(make)
-
-
 def turn_info(settings: Settings, user_name: str | None) -> Any:
     from .dialogs import TurnInfo
 
@@ -96,7 +68,7 @@ def turn_info(settings: Settings, user_name: str | None) -> Any:
 
 
 async def run_dialog_turn(
-    svc: Services,
+    bot: "Bot",
     key: str,
     compute: Callable[[dict | None], Any],
     reference: ConversationReference | None,
@@ -105,17 +77,18 @@ async def run_dialog_turn(
     """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
     from .conversations import ConcurrencyError
 
-    async with svc.locks.hold(key):
+    store = bot.conversations
+    async with bot.locks.hold(key):
         for attempt in range(1, MAX_TURN_ATTEMPTS + 1):
-            record = await svc.store.get(key)
+            record = await store.get(key)
             result = compute(record.state if record else None)
-            write_reference = reference is not None and svc.store.needs_reference_write(record, reference)
+            write_reference = reference is not None and store.needs_reference_write(record, reference)
             if not (result.changed or write_reference):
                 return result, record
             if before_commit is not None:
                 await before_commit(result)
             try:
-                record = await svc.store.commit(
+                record = await store.commit(
                     record, key=key, reference=reference if write_reference else None, state=result.state
                 )
             except ConcurrencyError:
@@ -128,68 +101,62 @@ async def run_dialog_turn(
     raise TurnConflictError(f"conversation {key}: state changed under {MAX_TURN_ATTEMPTS} attempts")
 
 
-async def on_activity(activity: Activity, auth: Any, settings: Settings) -> Response:
-    svc = services(settings)
+async def on_activity(bot: "Bot", activity: Activity, auth: Any) -> Response:
     reference = ConversationReference.from_activity(activity, auth.trust)
     if auth.kind == "channel":  # its token vouched for the serviceUrl: the bot's token may go there
-        await svc.service_urls.record(activity.service_url)
+        await bot.service_urls.record(activity.service_url)
     key = conversation_key(activity.channel_id, activity.conversation.id)
 
     if activity.type == "message":
-        return await _message_turn(svc, settings, activity, reference, key)
+        return await _message_turn(bot, activity, reference, key)
     if (activity.type == "conversationUpdate" and activity.bot_was_removed()) or (
         activity.type == "installationUpdate" and (activity.action or "").startswith("remove")
     ):
-        await svc.store.retire(key, "bot removed")
+        await bot.conversations.retire(key, "bot removed")
         log.info("conversation %s: bot removed, reference retired", key)
         return Response(200)
-    await svc.store.record_activity(reference)
+    await bot.conversations.record_activity(reference, team_id=activity.team_id)
     if activity.type == "invoke":
         # No invoke is implemented; the SDKs answer unhandled invokes the same way.
         return Response(501)
     return Response(200)
 
 
-async def _message_turn(
-    svc: Services, settings: Settings, activity: Activity, reference: ConversationReference, key: str
-) -> Response:
+async def _message_turn(bot: "Bot", activity: Activity, reference: ConversationReference, key: str) -> Response:
     """Once the state is committed the turn has happened: it answers 200 whatever the Connector does (a
     channel that saw an error would deliver the activity again), and replies it could not send go to
     the retry path."""
-    info = turn_info(settings, activity.from_.name if activity.from_ else None)
+    info = turn_info(bot.settings, activity.from_.name if activity.from_ else None)
     text = activity.text or ""
     result, _ = await run_dialog_turn(
-        svc, key, lambda state: svc.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
+        bot, key, lambda state: bot.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
         reference,
     )
     replies = [{**reply, "replyToId": activity.id} if activity.id else reply for reply in result.replies]
     sent = 0
     try:
         for reply in replies:
-            await send_reply(svc, reference, reply)
+            await send_reply(bot.connector, reference, reply)
             sent += 1
     except Exception as exc:
-        await _after_failed_replies(svc, settings, key, replies[sent:], exc)
+        await _after_failed_replies(bot, key, replies[sent:], exc)
     try:
-        await apply_effects(settings, key, result.effects)
+        await apply_effects(bot, key, result.effects)
     except Exception:
         log.exception("conversation %s: the turn is committed but its follow-up work failed: %s", key,
                       result.effects)
     return Response(200)
 
 
-async def _after_failed_replies(svc: Services, settings: Settings, key: str, unsent: list[dict],
-                                exc: Exception) -> None:
+async def _after_failed_replies(bot: "Bot", key: str, unsent: list[dict], exc: Exception) -> None:
     """Retire a conversation that is gone; hand replies that may still go through to a `replies` job,
     which sends them from the delivery ledger (made visible after Retry-After, or a few seconds)."""
     from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
     from ..delivery.jobs import Target, new_job
-    from ..delivery.ledger import DeliveryLedger
-    from ..storage import get_queue
     from ..protocol.trust import UntrustedServiceUrlError
 
     if isinstance(exc, ConversationGoneError):
-        await svc.store.retire(key, exc.code or f"HTTP {exc.status}")
+        await bot.conversations.retire(key, exc.code or f"HTTP {exc.status}")
         log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
                     len(unsent))
         return
@@ -199,8 +166,8 @@ async def _after_failed_replies(svc: Services, settings: Settings, key: str, uns
     job = new_job("replies", Target(conversation=key))
     delay = exc.retry_after if isinstance(exc, RetryableConnectorError) and exc.retry_after else REPLY_RETRY_DELAY
     try:
-        await DeliveryLedger().prepare(job.id, key, unsent)
-        await get_queue(JOBS_QUEUE).send(job.to_json(), delay=max(1.0, delay))
+        await bot.ledger.prepare(job.id, key, unsent)
+        await bot.jobs.send(job.to_json(), delay=max(1.0, delay))
     except Exception:
         log.exception("conversation %s: %d replies could not be sent (%r) nor kept for a retry; they are lost",
                       key, len(unsent), exc)
@@ -209,40 +176,37 @@ async def _after_failed_replies(svc: Services, settings: Settings, key: str, uns
                 job.id, delay)
 
 
-async def send_reply(svc: Services, reference: ConversationReference, reply: dict, *, retry: bool = False) -> None:
+async def send_reply(connector: "ConnectorClient", reference: ConversationReference, reply: dict, *,
+                     retry: bool = False) -> None:
     """One reply: to the activity it answers (replyToId), else into the conversation."""
     outgoing = reference.outgoing(**reply)
     reply_to = reply.get("replyToId")
     if reply_to:
-        await svc.connector.reply_to_activity(reference.endpoint, reference.conversation.id, reply_to, outgoing,
-                                              retry=retry)
+        await connector.reply_to_activity(reference.endpoint, reference.conversation.id, reply_to, outgoing,
+                                          retry=retry)
     else:
-        await svc.connector.send_to_conversation(reference.endpoint, reference.conversation.id, outgoing,
-                                                 retry=retry)
+        await connector.send_to_conversation(reference.endpoint, reference.conversation.id, outgoing, retry=retry)
 
 
-async def apply_effects(settings: Settings, key: str, effects: list[Any]) -> None:
+async def apply_effects(bot: "Bot", key: str, effects: list[Any]) -> None:
     """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
     if not effects:  # most turns
         return
     from datetime import datetime, timedelta, timezone
 
-    from .dialogs import ScheduleDialog, ScheduleReminder
     from ..delivery.jobs import Target, new_job
-    from ..storage import get_queue
+    from .dialogs import ScheduleDialog, ScheduleReminder
 
     for effect in effects:
         if isinstance(effect, ScheduleDialog):
             job = new_job("beginDialog", Target(conversation=key), dialog=effect.dialog)
-            await get_queue(JOBS_QUEUE).send(job.to_json(), delay=effect.delay_seconds)
+            await bot.jobs.send(job.to_json(), delay=effect.delay_seconds)
             log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
                      effect.delay_seconds, job.id)
         elif isinstance(effect, ScheduleReminder):
-            from ..delivery.reminders import ReminderStore
-
             due = datetime.now(timezone.utc) + timedelta(seconds=effect.delay_seconds)
             job = new_job("reminder", Target(conversation=key), text=effect.text,
-                          due=due.isoformat(timespec="seconds"))
-            await ReminderStore().add(job)
+                          due=due.isoformat(timespec="milliseconds"))
+            await bot.reminders.add(bot, job)
         else:
             raise TypeError(f"unknown effect {effect!r}")

@@ -17,6 +17,8 @@ var tableNames = [
   'botdeliveries'
   'botreminders'
   'botserviceurls'
+  'botpacing'
+  'botmembers'
 ]
 var queueNames = [
   'bot-jobs'

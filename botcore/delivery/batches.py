@@ -1,0 +1,114 @@
+"""The sends-queue message: a batch of one job's conversations, with their references and their slot.
+
+A batch carries its conversations' references, so that no send reads the conversation table again, and
+the block of request slots the pace calendar gave it (botcore.delivery.pacing). The references travel
+zlib-compressed: a broadcast's references share most of their text, so the queue stores and the host
+parses several times fewer bytes. BATCH_BYTES bounds the items before compression, so even
+incompressible items fit in a queue message once in base64.
+
+Batches are named by their place in the fan-out: the same items give the same names, so a batch
+enqueued twice (a fan-out or retry redone after a crash) is claimed, and sent, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..protocol.activity import ActivityError, ConversationReference
+from .jobs import JobError
+from .pacing import Slot
+
+BATCH_KEYS = 100
+BATCH_BYTES = 48_000  # a queue message holds 64 KiB
+MAX_UNPACKED = 1 << 20
+
+
+@dataclass
+class SendBatch:
+    """Conversations of one job. `id` names the batch's ledger row (a fan-out's batches); without one, each
+    conversation is claimed on its own row (retries of a one-conversation delivery). `pace` is the pace
+    key the items share; `slot` is None for a batch that takes its slots when it runs."""
+
+    job: str
+    items: list[tuple[str, ConversationReference]]
+    attempt: int = 0
+    id: str = ""
+    pace: str = ""
+    slot: Slot | None = None
+
+    def to_json(self) -> str:
+        return _message(self.job, self.id, self.attempt, [_item(k, r.to_json()) for k, r in self.items],
+                        self.pace, self.slot)
+
+    @classmethod
+    def parse(cls, body: bytes | str) -> "SendBatch":
+        """Items come packed (as `pack` writes them) or as a plain `items` list (easier to write by hand)."""
+        try:
+            data = json.loads(body)
+            job, attempt, batch_id = data["job"], int(data.get("attempt", 0)), data.get("id", "")
+            items = json.loads(_unpack(data["packed"])) if "packed" in data else data["items"]
+            pace, slot = data.get("pace", ""), data.get("slot")
+            if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
+                raise JobError("job and id must be strings and items a list")
+            if len(batch_id) > 200 or not all(c.isalnum() or c == "." for c in batch_id):
+                raise JobError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
+            if not isinstance(pace, str):
+                raise JobError("pace must be a string")
+            return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt, batch_id,
+                       pace, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError, zlib.error, ActivityError) as exc:
+            raise JobError(f"not a send batch: {exc}") from exc
+
+
+def pack(job_id: str, items: Iterable[tuple[str, str]], *, attempt: int = 0, id_prefix: str | None = None,
+         pace: str = "", slot: Slot | None = None) -> list[tuple[str, Slot | None]]:
+    """Sends-queue messages, each with its slot, for (key, reference JSON) pairs: at most BATCH_KEYS
+    conversations and BATCH_BYTES of items each. With a slot, each batch's slots follow the previous
+    batch's; with id_prefix, the batches are named id_prefix + 0, 1, ..."""
+    out: list[tuple[str, Slot | None]] = []
+    current: list[str] = []
+    size = sent_before = 0
+
+    def close() -> None:
+        batch_slot = Slot(slot.at(sent_before), slot.interval) if slot is not None else None
+        batch_id = "" if id_prefix is None else f"{id_prefix}{len(out)}"
+        out.append((_message(job_id, batch_id, attempt, current, pace, batch_slot), batch_slot))
+
+    for key, reference in items:
+        item = _item(key, reference)
+        item_size = len(item.encode()) + 1  # UTF-8 bytes
+        if current and (len(current) >= BATCH_KEYS or size + item_size > BATCH_BYTES):
+            close()
+            sent_before += len(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        close()
+    return out
+
+
+def _item(key: str, reference_json: str) -> str:
+    return f"[{json.dumps(key, ensure_ascii=False)},{reference_json}]"
+
+
+def _message(job_id: str, batch_id: str, attempt: int, items: list[str], pace: str, slot: Slot | None) -> str:
+    packed = base64.b64encode(zlib.compress(("[" + ",".join(items) + "]").encode(), 1)).decode("ascii")
+    message: dict[str, Any] = {"job": job_id, "id": batch_id, "attempt": attempt, "pace": pace, "packed": packed}
+    if slot is not None:
+        message["slot"] = [round(slot.start, 3), slot.interval]
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _unpack(packed: Any) -> str:
+    if not isinstance(packed, str):
+        raise JobError("packed must be a string")
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(base64.b64decode(packed, validate=True), MAX_UNPACKED)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise JobError(f"packed items are truncated or larger than {MAX_UNPACKED} bytes")
+    return text.decode("utf-8")

@@ -1,0 +1,119 @@
+"""A notify job: to one conversation directly, or fanned out to a selection or a team as send batches.
+
+A selection (a user, a channel, a tenant, everyone) is paged through the stored references, a page at a
+time so memory stays flat. Each page's conversations are grouped by pace key (their tenant, or their
+channel) and packed into send batches; each group reserves its request slots in the pace calendar
+(botcore.delivery.pacing), and each batch goes on the sends queue made visible just before its slot, so
+whichever instance takes it sends at the tenant's pace. The fan-out saves its cursor in the job's
+ledger header, so a crash resumes where it stopped, and a long one continues in a fresh invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..protocol.activity import ConversationReference
+from ..storage import EntityChangedError
+from .batches import SendBatch, pack
+from .jobs import Job
+from .ledger import FAILED, GONE, Delivered, JobHeader, Outcome
+from .pacing import Slot, pace_key
+from .send import deliver
+
+if TYPE_CHECKING:
+    from ..app import Bot
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+PAGES_PER_INVOCATION = 20
+
+
+async def run_notify(bot: "Bot", job: Job) -> str:
+    """A notify or broadcast job from the jobs queue."""
+    header = await bot.ledger.open_job(job)
+    if header.fanned_out:
+        return "duplicate"
+    if job.target.team is not None:
+        from .rosters import fan_out_team
+
+        return await fan_out_team(bot, job, header)
+    if not job.is_selection:
+        return await _notify_one(bot, job, header)
+    return await _fan_out(bot, job, header)
+
+
+async def _notify_one(bot: "Bot", job: Job, header: JobHeader) -> str:
+    key = job.target.conversation
+    assert key is not None
+    record = await bot.conversations.get(key)
+    if record is None or not record.active:
+        claims = await bot.ledger.claim(job.id, [key])
+        why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
+        if key in claims.claimed:
+            await bot.ledger.record(job.id, [Outcome(key, GONE, why)], claims.claimed)
+        log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
+        outcome = "skipped"
+    else:
+        reference = record.reference
+        batch = SendBatch(job.id, [(key, reference)], pace=pace_key(reference.channel_id, reference.tenant_id))
+        outcome = (await deliver(bot, job, batch)).summary()
+    # Marked only after the delivery is claimed: a job redelivered after a crash before this line
+    # delivers again, and the ledger's claim keeps that from sending twice.
+    header.fanned_out, header.targets = True, 1
+    try:
+        await bot.ledger.save_progress(header)
+    except EntityChangedError:
+        pass  # a copy of this job marked it first
+    return outcome
+
+
+async def _fan_out(bot: "Bot", job: Job, header: JobHeader) -> str:
+    t = job.target
+    query = bot.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
+    for _ in range(PAGES_PER_INVOCATION):
+        addresses, token = await bot.conversations.addresses(query, header.cursor, PAGE_SIZE)
+        groups: dict[str, list[tuple[str, str]]] = {}
+        undeliverable: dict[str, Delivered] = {}
+        for address in addresses:
+            try:
+                reference = ConversationReference.bounded_json(address.reference)
+            except (ValueError, RecursionError) as exc:  # ActivityError, or text that is not JSON
+                undeliverable[address.key] = Delivered(FAILED, error=f"stored reference unusable: {exc}")
+                continue
+            groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
+        # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
+        for number, pace in enumerate(sorted(groups)):
+            await enqueue_paced(bot, job.id, pace, groups[pace], f"{header.targets}.{number}.")
+        if undeliverable:
+            log.error("job %s: %d conversations cannot be sent to: %s", job.id, len(undeliverable),
+                      "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]))
+            await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
+        header.cursor, header.targets = token, header.targets + len(addresses)
+        header.fanned_out = not token
+        try:
+            await bot.ledger.save_progress(header)
+        except EntityChangedError:
+            log.warning("job %s: another worker is fanning out this job; leaving it to that one", job.id)
+            return "duplicate"
+        if header.fanned_out:
+            log.info("job %s: fanned out to %d conversations", job.id, header.targets)
+            return f"fanned out to {header.targets}"
+    await bot.jobs.send(job.to_json())  # the next pages, in a fresh invocation
+    log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
+    return "continuing"
+
+
+async def enqueue_paced(bot: "Bot", job_id: str, pace: str, items: list[tuple[str, str]], id_prefix: str,
+                        requests_each: int = 1) -> None:
+    """Send batches of (key, reference JSON) for one pace key, with slots reserved for `requests_each`
+    requests per conversation, each made visible just before its slot."""
+    reserved = await bot.pacing.reserve(pace, len(items) * requests_each)
+    slot = Slot(reserved.start, reserved.interval * requests_each)
+    now = time.time()
+    messages = pack(job_id, items, id_prefix=id_prefix, pace=pace, slot=slot)
+    await asyncio.gather(*(bot.sends.send(message, delay=batch_slot.visibility(now))
+                           for message, batch_slot in messages if batch_slot is not None))

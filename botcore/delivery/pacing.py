@@ -1,0 +1,214 @@
+"""Pacing to the channel's limits, across every instance of the app (docs/delivery.md, "Pacing").
+
+Teams allows a bot about 50 requests per second per tenant (every call: sends, roster reads, creating
+conversations) and, per conversation, 7 per second, 8 per 2 s, 60 per 30 s and 1,800 per hour. Azure
+Functions runs the sends function on as many instances as it likes, so a limit kept by each instance
+alone would be multiplied by their number. Here the limit is kept by time, not by coordination:
+
+- **The pace calendar** (`botpacing`, one row per pace key: a Teams tenant, or a channel without
+  tenants) says when the key's next request may start. A fan-out reserves a block of request slots
+  for each send batch it makes, one write per key and page, and the batch carries its slot: it is
+  made visible on the queue just before the slot, and sends its item *j* at `slot + j × interval`,
+  wall-clock time, whichever instance took it. Two batches of one tenant thus never overlap, however
+  many instances run. An item whose slot has passed (the batch started late) is not sent late in a
+  burst: it gets a new slot at the end of the calendar.
+- **Per instance**, a guard keeps every key's requests at least an interval apart, and conversation
+  windows keep each conversation within Teams' per-conversation limits; a message that would break one
+  waits for its window (briefly) or goes back on the queue.
+- **A 429** pauses the key in the calendar for its Retry-After and lowers the key's rate; batches that
+  start during a pause take new slots after it; the rate recovers after a calm minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..keys import encode_key
+from ..settings import PACING_TABLE
+from ..storage import EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, etag_of
+
+log = logging.getLogger(__name__)
+
+ROW_KEY = "c"
+SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest absorbs timing jitter
+LATE_GRACE = 0.25  # seconds an item may start after its slot before it takes a new one
+LEAD = 0.6  # a batch is made visible this long before its slot (the host's polling interval is 0.5 s)
+THROTTLED_RATE = 0.7  # a 429 multiplies the key's rate by this
+RECOVERY_SECONDS = 60.0  # after this long without a 429, the rate climbs back
+RECOVERY_RATE = 1.25
+MIN_RATE_SHARE = 0.1
+ATTEMPTS = 16  # concurrent reservations of one key: each loser reads again after a short random pause
+# Teams' per-conversation limits: (requests, seconds) over sliding windows.
+CONVERSATION_WINDOWS = ((7, 1.0), (8, 2.0), (60, 30.0), (1800, 3600.0))
+
+
+def pace_key(channel_id: str, tenant_id: str | None) -> str:
+    """The key whose pace a conversation's requests count against: its tenant, else its channel."""
+    return f"tenant:{tenant_id}" if tenant_id else f"channel:{channel_id}"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A block of request slots: the first at `start` (epoch seconds), one every `interval` seconds."""
+
+    start: float
+    interval: float
+
+    def at(self, index: int) -> float:
+        return self.start + index * self.interval
+
+    def visibility(self, now: float) -> float:
+        """Seconds to keep a batch hidden on the queue so that it is picked up just before its slot."""
+        return max(0.0, self.start - now - LEAD)
+
+
+class PaceCalendar(TableStore):
+    """When each pace key's next request may start, shared by every instance (ETag-guarded rows)."""
+
+    table_name = PACING_TABLE
+
+    def __init__(self, rate: float, table: Any = None) -> None:
+        super().__init__(table)
+        self.rate = rate  # the configured limit, requests per second per key
+        self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read at), per instance
+
+    async def reserve(self, key: str, requests: int, *, not_before: float = 0.0, queued: bool = True) -> Slot:
+        """Reserve `requests` consecutive slots for `key`, starting no earlier than `not_before`; slots for a
+        batch that goes on the queue start no earlier than LEAD from now, the time it takes to be picked up."""
+        for _ in range(ATTEMPTS):
+            now = time.time()
+            row, etag = await self._read(key)
+            rate = self._current_rate(row, now)
+            start = max(now + (LEAD if queued else 0.0), not_before, float(row.get("next") or 0),
+                        float(row.get("pausedUntil") or 0))
+            interval = 1.0 / (rate * SLOT_SHARE)
+            entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, "rate": rate,
+                      "next": start + requests * interval}
+            try:
+                if etag is None:
+                    await self.table.insert(entity)
+                else:
+                    await self.table.merge(entity, etag)
+            except (EntityExistsError, EntityChangedError):
+                await asyncio.sleep(random.uniform(0.005, 0.05))  # another batch reserved at the same moment
+                continue
+            return Slot(start, interval)
+        raise EntityChangedError(409, "Busy", f"pace calendar {key}: too many concurrent reservations")
+
+    async def throttled(self, key: str, retry_after: float) -> None:
+        """The channel answered 429: pause the key for Retry-After and slow it down."""
+        for _ in range(ATTEMPTS):
+            now = time.time()
+            row, etag = await self._read(key)
+            rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
+            paused = max(float(row.get("pausedUntil") or 0), now + retry_after)
+            entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, "rate": rate,
+                      "pausedUntil": paused, "throttledAt": now, "next": max(float(row.get("next") or 0), paused)}
+            try:
+                if etag is None:
+                    await self.table.insert(entity)
+                else:
+                    await self.table.merge(entity, etag)
+            except (EntityExistsError, EntityChangedError):
+                await asyncio.sleep(random.uniform(0.005, 0.05))
+                continue
+            self._paused[key] = (paused, now)
+            log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, retry_after, rate)
+            return
+
+    async def paused_until(self, key: str) -> float:
+        """Until when the key is paused (epoch seconds; 0 if not), read at most once a second per instance."""
+        now = time.time()
+        cached = self._paused.get(key)
+        if cached is not None and now - cached[1] < 1.0:
+            return cached[0]
+        row, _ = await self._read(key)
+        paused = float(row.get("pausedUntil") or 0)
+        self._paused[key] = (paused, now)
+        return paused
+
+    async def _read(self, key: str) -> tuple[dict[str, Any], str | None]:
+        try:
+            row = await self.table.get(encode_key(key), ROW_KEY)
+        except EntityNotFoundError:
+            return {}, None
+        return row, etag_of(row)
+
+    def _current_rate(self, row: dict[str, Any], now: float) -> float:
+        rate = min(self.rate, float(row.get("rate") or self.rate))
+        if rate < self.rate and now - float(row.get("throttledAt") or 0) > RECOVERY_SECONDS:
+            rate = min(self.rate, rate * RECOVERY_RATE)
+        return rate
+
+
+class KeyGuard:
+    """Per instance: a pace key's requests start at least one interval apart, whatever the calendar said."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next: dict[str, float] = {}
+
+    async def wait(self, key: str) -> None:
+        now = time.time()
+        start = max(now, self._next.get(key, 0.0))
+        self._next[key] = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class ConversationWindows:
+    """Per instance: each conversation's recent requests, against Teams' per-conversation windows.
+
+    Only conversations with a request in the longest short window (30 s) are kept, plus an hourly count;
+    a broadcast's conversations, one message each, are forgotten half a minute later.
+    """
+
+    def __init__(self, windows: tuple[tuple[int, float], ...] = CONVERSATION_WINDOWS) -> None:
+        self.windows = windows
+        self.short = max(seconds for _, seconds in windows if seconds < 3600)
+        self._recent: dict[str, deque[float]] = {}
+        self._hour: dict[str, tuple[float, int]] = {}
+        self._pruned = 0.0
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until a request to `key` keeps every window."""
+        recent = self._recent.get(key)
+        wait = 0.0
+        if recent:
+            times = list(recent)
+            for count, seconds in self.windows:
+                if seconds > self.short:
+                    continue
+                inside = len(times) - bisect.bisect_right(times, now - seconds)
+                if inside >= count:
+                    wait = max(wait, times[len(times) - count] + seconds - now)
+        started, count = self._hour.get(key, (now, 0))
+        hourly = next((c for c, s in self.windows if s >= 3600), None)
+        if hourly is not None and count >= hourly and now - started < 3600:
+            wait = max(wait, started + 3600 - now)
+        return wait
+
+    def sent(self, key: str, now: float) -> None:
+        recent = self._recent.setdefault(key, deque())
+        recent.append(now)
+        while recent and recent[0] < now - self.short:
+            recent.popleft()
+        started, count = self._hour.get(key, (now, 0))
+        self._hour[key] = (started, count + 1) if now - started < 3600 else (now, 1)
+        if now - self._pruned > self.short:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        self._pruned = now
+        for key in [k for k, r in self._recent.items() if not r or r[-1] < now - self.short]:
+            del self._recent[key]
+            started, count = self._hour.get(key, (now, 0))
+            if count < 60 or now - started >= 3600:  # far from the hourly limit: nothing to remember
+                self._hour.pop(key, None)

@@ -1,0 +1,343 @@
+"""Sending one batch of a job: claim it, send each message at its slot, record what happened, and hand on
+what must wait.
+
+A 429, a transient error, a slot missed or a conversation over its window never makes a worker sleep
+long: those conversations go back on the queue as a new batch, with new slots from the pace calendar
+(after the Retry-After pause, for a 429). Outcomes are written as sends complete (OutcomeRecorder), so a
+crash resends at most the sends in flight and the last FLUSH_SECONDS of outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from ..errors import BotError, UnavailableError
+from ..protocol.activity import ConversationReference
+from .batches import SendBatch, pack
+from .jobs import Job, JobError
+from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, DeliveryLedger, Outcome
+from .pacing import LATE_GRACE, Slot, pace_key
+
+if TYPE_CHECKING:
+    from ..app import Bot
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+MAX_BACKOFF = 600.0
+MAX_INLINE_WAIT = 2.0  # seconds a worker may wait for a slot; a later one goes back on the queue
+FLUSH_SECONDS = 0.1
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    gone: int = 0
+    failed: int = 0
+    retrying: int = 0
+    done_before: int = 0
+
+    def summary(self) -> str:
+        return (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
+                f", already done {self.done_before}")
+
+
+def batch_pace(batch: SendBatch) -> str:
+    """The batch's pace key (a batch written before batches carried one: its first reference's)."""
+    if batch.pace or not batch.items:
+        return batch.pace
+    reference = batch.items[0][1]
+    return pace_key(reference.channel_id, reference.tenant_id)
+
+
+class OutcomeRecorder:
+    """Writes outcomes to the ledger as sends complete: every FLUSH_SECONDS, or TRANSACTION_SIZE at a time.
+
+    Writing each outcome alone would cap sends at the table's single-write rate; writing a batch's
+    outcomes only at its end would, after a crash, resend the whole batch.
+    """
+
+    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]]) -> None:
+        self._write = write
+        self._pending: list[Outcome] = []
+        self._lock = asyncio.Lock()
+        self._last = time.monotonic()
+
+    async def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        if time.monotonic() - self._last >= FLUSH_SECONDS or len(self._pending) >= TRANSACTION_SIZE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            self._last = time.monotonic()
+            if batch:
+                await self._write(batch)
+
+    def take(self) -> list[Outcome]:
+        """The outcomes not written yet, once every send is done: the batch's last write carries them."""
+        pending, self._pending = self._pending, []
+        return pending
+
+
+class _BatchClaims:
+    """A fan-out's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
+
+    def __init__(self, bot: "Bot", job: Job, batch: SendBatch) -> None:
+        self.bot, self.job, self.batch = bot, job, batch
+        self.attempts: dict[str, int] = {}
+        self.done_before = 0
+        self.claim: Any = None
+
+    async def take(self) -> Report | None:
+        """None when this worker may send; else the report of why nothing is sent."""
+        keys = [k for k, _ in self.batch.items]
+        self.claim = await self.bot.ledger.claim_batch(self.job.id, self.batch.id)
+        if self.claim is None:  # another worker is sending it: look again once its claim may have lapsed
+            await self.bot.sends.send(self.batch.to_json(), delay=self.bot.settings.delivery_claim_seconds / 4)
+            return Report(retrying=len(keys))
+        if self.claim.done:
+            return Report(done_before=len(keys))
+        self.attempts = {k: self.batch.attempt for k in keys if k not in self.claim.outcomes}
+        self.done_before = len(keys) - len(self.attempts)
+        return None
+
+    def _apply(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            self.claim.outcomes[o.key] = Delivered(o.status, o.activity_id, o.error, self.batch.attempt + o.attempted)
+
+    async def write(self, outcomes: list[Outcome]) -> None:
+        self._apply(outcomes)
+        await self.bot.ledger.record_batch(self.job.id, self.claim)
+
+    async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
+        """Write the last outcomes, enqueue the retries and mark the batch done; returns how many
+        conversations were retried. Without retries, outcomes and the done mark are one write.
+
+        Retry batches are named after this one and the attempts their keys have used (a key kept from
+        being tried has not used one). Keys a stopped worker had already handed on are handed on again:
+        the retry batch's claim sends them once.
+        """
+        self._apply(unwritten)
+        by_attempts: dict[int, list[str]] = {}
+        for key, delivered in self.claim.outcomes.items():
+            if delivered.status == RETRYING:
+                by_attempts.setdefault(delivered.attempts, []).append(key)
+        if by_attempts:  # what was sent is on record before anything that may fail, so no takeover resends it
+            await self.bot.ledger.record_batch(self.job.id, self.claim)
+        for attempts, keys in sorted(by_attempts.items()):
+            await _enqueue_retry(self.bot, self.job, self.batch, keys, attempts, not_before,
+                                 f"{self.batch.id}r{attempts}.")
+        await self.bot.ledger.record_batch(self.job.id, self.claim, done=True)
+        return sum(o.status == RETRYING for o in outcomes)
+
+
+class _KeyClaims:
+    """A one-conversation delivery (or its retries): each conversation claims its own row."""
+
+    def __init__(self, bot: "Bot", job: Job, batch: SendBatch) -> None:
+        self.bot, self.job, self.batch = bot, job, batch
+        self.attempts: dict[str, int] = {}
+        self.busy: list[str] = []
+        self.done_before = 0
+
+    async def take(self) -> Report | None:
+        claims = await self.bot.ledger.claim(self.job.id, [k for k, _ in self.batch.items])
+        self.attempts, self.busy, self.done_before = claims.claimed, sorted(claims.busy), len(claims.done)
+        return None
+
+    async def write(self, outcomes: list[Outcome]) -> None:
+        await self.bot.ledger.record(self.job.id, outcomes, self.attempts)
+
+    async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
+        if unwritten:
+            await self.write(unwritten)
+        keys = [o.key for o in outcomes if o.status == RETRYING] + self.busy
+        if self.busy:  # another worker holds them: look again once its claims may have lapsed
+            not_before = max(not_before, time.time() + self.bot.settings.delivery_claim_seconds / 4)
+        if keys:
+            await _enqueue_retry(self.bot, self.job, self.batch, keys, self.batch.attempt + 1, not_before, None)
+        return len(keys)
+
+
+async def _enqueue_retry(bot: "Bot", job: Job, batch: SendBatch, keys: list[str], attempt: int,
+                         not_before: float, id_prefix: str | None) -> None:
+    """Conversations of `batch` that must wait, as new batches with new slots no earlier than `not_before`."""
+    references = dict(batch.items)
+    pace = batch_pace(batch)
+    slot = await bot.pacing.reserve(pace, len(keys), not_before=not_before)
+    now = time.time()
+    for message, batch_slot in pack(job.id, [(k, references[k].to_json()) for k in keys], attempt=attempt,
+                                    id_prefix=id_prefix, pace=pace, slot=slot):
+        assert batch_slot is not None
+        await bot.sends.send(message, delay=batch_slot.visibility(now))
+
+
+async def run_send_batch(bot: "Bot", body: bytes) -> str:
+    """A message from the sends queue."""
+    batch = SendBatch.parse(body)
+    job = await bot.job_of(batch.job)
+    if job is None:
+        raise JobError(f"send batch for job {batch.job}, which has no ledger header")
+    return (await deliver(bot, job, batch)).summary()
+
+
+async def abandon_batch(bot: "Bot", batch: SendBatch, error: str) -> None:
+    """The host's last attempt at a batch failed: its conversations without an outcome count as failed
+    (best effort: the storage that made it fail may be what is down)."""
+    keys = [key for key, _ in batch.items]
+    try:
+        await bot.ledger.abandon(batch.job, batch.id, keys, error)
+    except Exception:
+        log.exception("job %s: batch %s failed for good, and the ledger could not say so", batch.job, batch.id)
+        return
+    log.error("job %s: batch %s of %d conversations failed for good: %s", batch.job, batch.id or "-", len(keys), error)
+
+
+async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
+    """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
+    wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
+    claims = (_BatchClaims if batch.id else _KeyClaims)(bot, job, batch)
+    early = await claims.take()
+    if early is not None:
+        return early
+    keys = list(claims.attempts)
+    pace = batch_pace(batch)
+    slot = batch.slot
+    if slot is None or await bot.pacing.paused_until(pace) > slot.start:  # unscheduled, or paused since
+        slot = await bot.pacing.reserve(pace, len(keys), queued=False)
+    references = dict(batch.items)
+    recorder = OutcomeRecorder(claims.write)
+    throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
+    waits: list[float] = []  # conversations over their window: when they may be tried again
+    content = job.content()
+    sending: list[asyncio.Task[Outcome]] = []
+    held: list[Outcome] = []
+
+    async def send(key: str) -> Outcome:
+        try:
+            outcome = await _send(bot, job, key, references[key], content, claims.attempts[key], throttled)
+        finally:
+            bot.sending.release()
+        await recorder.add(outcome)
+        return outcome
+
+    for index, key in enumerate(keys):
+        at, now = slot.at(index), time.time()
+        if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
+            held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
+                                attempted=False))
+            continue
+        if at > now:
+            await asyncio.sleep(at - now)
+        window = bot.windows.wait(key, time.time())
+        if window > 0:
+            waits.append(window)
+            held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
+            continue
+        await bot.guard.wait(pace)
+        await bot.sending.acquire()
+        bot.windows.sent(key, time.time())
+        sending.append(asyncio.create_task(send(key)))
+    outcomes = [*await asyncio.gather(*sending), *held]
+    for o in held:
+        await recorder.add(o)
+    unwritten = recorder.take()
+    if throttled:
+        await bot.pacing.throttled(pace, max(throttled))
+    for o in outcomes:
+        if o.status == GONE:
+            await bot.conversations.retire(o.key, o.error)
+    report = Report(sent=sum(o.status == SENT for o in outcomes), gone=sum(o.status == GONE for o in outcomes),
+                    failed=sum(o.status == FAILED for o in outcomes), done_before=claims.done_before)
+    backoff = min(MAX_BACKOFF, 2.0 ** batch.attempt) * random.uniform(0.5, 1.0)
+    transient = any(o.status == RETRYING and o.attempted for o in outcomes)
+    not_before = time.time() + max([backoff if transient else 0.0, *waits])
+    report.retrying = await claims.hand_on(outcomes, unwritten, not_before)
+    if report.retrying:
+        log.info("job %s: %d conversations handed on (attempt %d)", job.id, report.retrying, batch.attempt + 1)
+    return report
+
+
+async def _send(bot: "Bot", job: Job, key: str, reference: ConversationReference, content: dict[str, Any],
+                attempts: int, throttled: list[float]) -> Outcome:
+    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
+    from ..protocol.trust import UntrustedServiceUrlError
+
+    try:
+        response = await bot.connector.send(reference, retry=False, **content)
+        return Outcome(key, SENT, activity_id=response.id or "")
+    except ConversationGoneError as exc:
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job.id, key, exc.code)
+        return Outcome(key, GONE, exc.code or f"HTTP {exc.status}")
+    except (RequestRejectedError, UntrustedServiceUrlError) as exc:
+        log.error("job %s: conversation %s refused the message: %s", job.id, key, exc)
+        return Outcome(key, FAILED, str(exc))
+    except RetryableConnectorError as exc:
+        if exc.status == 429:
+            throttled.append(exc.retry_after or 1.0)
+        error = f"HTTP {exc.status} {exc.code or ''}".strip()
+    except Exception as exc:  # the bot's token, or something unexpected: keep the message, retry, say why
+        if not isinstance(exc, BotError):
+            log.exception("job %s: unexpected error sending to %s", job.id, key)
+        error = f"{type(exc).__name__}: {exc}"
+    if attempts + 1 >= MAX_ATTEMPTS:
+        log.error("job %s: conversation %s failed %d times; giving up: %s", job.id, key, MAX_ATTEMPTS, error)
+        return Outcome(key, FAILED, error)
+    return Outcome(key, RETRYING, error)
+
+
+# ---- one conversation's prepared messages --------------------------------------------------------------
+
+async def deliver_prepared(bot: "Bot", job_id: str, key: str, reference: ConversationReference) -> str:
+    """Send the messages kept in the ledger for (job, conversation) once: claim, send, record.
+
+    A failure records the row as retrying and raises, so that the host retries the job's message.
+    """
+    from ..protocol.connector import ConversationGoneError
+    from ..state.turns import send_reply
+    from .ledger import FINAL
+
+    prepared = await bot.ledger.prepared(job_id, key)
+    if prepared is None or prepared.status in FINAL:
+        return "duplicate"
+    claims = await bot.ledger.claim(job_id, [key])
+    if key in claims.busy:  # a copy of this job is sending right now: look again later
+        raise DeliveryBusyError(f"job {job_id}: another worker is sending to {key}; retrying later")
+    if key in claims.done:
+        return "duplicate"
+    try:
+        for message in prepared.messages:
+            await send_reply(bot.connector, reference, message, retry=True)
+    except ConversationGoneError as exc:
+        await bot.ledger.record(job_id, [Outcome(key, GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
+        await bot.conversations.retire(key, exc.code or f"HTTP {exc.status}")
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
+        return "retired"
+    except Exception as exc:
+        await bot.ledger.record(job_id, [Outcome(key, RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
+        raise
+    await bot.ledger.record(job_id, [Outcome(key, SENT)], claims.claimed)
+    return "sent"
+
+
+async def send_pending_replies(bot: "Bot", job: Job) -> str:
+    """A `replies` job: the replies of a committed turn that could not be sent at once."""
+    key = job.target.conversation
+    assert key is not None
+    record = await bot.conversations.get(key)
+    if record is None or not record.active:
+        log.warning("job %s: conversation %s is %s; its pending replies are dropped", job.id, key,
+                    "unknown" if record is None else "retired")
+        return "skipped"
+    return await deliver_prepared(bot, job.id, key, record.reference)
+
+
+class DeliveryBusyError(UnavailableError):
+    """Another invocation is delivering the same messages right now; the host retries this one later."""
