@@ -210,6 +210,16 @@ class FakeConnector(BackgroundServer):
             self._tenant_of[conversation_id] = tenant_id
         return members
 
+    def teams_stats(self) -> dict[str, Any]:
+        """Teams mode's tallies as JSON: per tenant, and the conversations summed up (there may be many)."""
+        with self._lock:
+            tenants = {t: {"accepted": n.accepted, "refused": n.refused, "peak": n.peak} for t, n in self.tenants.items()}
+            conversations = list(self.conversations.values())
+        return {"tenants": tenants, "conversations": len(conversations),
+                "conversations_refused": sum(1 for n in conversations if n.refused),
+                "conversation_max_accepted": max((n.accepted for n in conversations), default=0),
+                "duplicates": sum(n - 1 for n in self.duplicates().values())}
+
     def duplicates(self, conversation_id: str | None = None) -> dict[tuple[str | None, str | None], int]:
         """(conversation, text) of accepted sends and replies delivered more than once, with their count."""
         counts = collections.Counter((r.conversation_id, r.body.get("text"))

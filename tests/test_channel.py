@@ -217,3 +217,26 @@ async def test_the_default_mode_limits_nothing_and_answers_as_before() -> None:
     assert set(created.json()) == {"id", "serviceUrl", "activityId"}
     assert (len(page["members"]), page["continuationToken"]) == (2, "2")
     assert fake.teams is None and fake.tenants == fake.conversations == {}
+
+
+def test_the_bench_channel_server_runs_in_teams_mode_with_a_roster_and_teams_stats() -> None:
+    from bench.infra import RemoteChannel
+
+    with RemoteChannel.start(teams=True, latency_median=FAST) as channel:
+        members = channel.roster("19:team@thread.tacv2", 3, "t1")
+        env = channel.env
+        token = httpx.post(f"{env['BotOAuthAuthorityHost']}/botframework.com/oauth2/v2.0/token", data={
+            "grant_type": "client_credentials", "client_id": env["MicrosoftAppId"],
+            "client_secret": env["MicrosoftAppPassword"], "scope": "https://api.botframework.com/.default",
+        }).json()["access_token"]
+        with httpx.Client(base_url=channel.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+            page = http.get("/v3/conversations/19:team@thread.tacv2/pagedmembers").json()
+            answers = [http.post("/v3/conversations/c1/activities", json=activity(str(i), "c1", "t1")).status_code
+                       for i in range(8)]
+        stats = channel.stats()
+    assert page["members"] == members and len(members) == 3
+    assert answers == [200] * 7 + [429]
+    assert stats["received"] == 8  # as before: accepted requests, the roster read included
+    assert stats["teams"] == {"tenants": {"t1": {"accepted": 8, "refused": 1, "peak": 8}}, "conversations": 2,
+                              "conversations_refused": 1, "conversation_max_accepted": 7, "duplicates": 0}
+
