@@ -213,7 +213,8 @@ class FakeConnector(BackgroundServer):
     def teams_stats(self) -> dict[str, Any]:
         """Teams mode's tallies as JSON: per tenant, and the conversations summed up (there may be many)."""
         with self._lock:
-            tenants = {t: {"accepted": n.accepted, "refused": n.refused, "peak": n.peak} for t, n in self.tenants.items()}
+            tenants = {t: {"accepted": n.accepted, "refused": n.refused, "peak": n.peak}
+                       for t, n in self.tenants.items()}
             conversations = list(self.conversations.values())
         return {"tenants": tenants, "conversations": len(conversations),
                 "conversations_refused": sum(1 for n in conversations if n.refused),
@@ -351,15 +352,17 @@ class FakeConnector(BackgroundServer):
                 return None  # answered 401 by the common path, uncounted: Teams cannot tell whose it is
         wait, delay = self._admit(operation, cid, body)
         await asyncio.sleep(delay)
-        problem = None if wait else self._teams_problem(operation, cid, request, body)
-        if not wait and problem is None:
-            return None
-        status = 429 if wait else 400
+        if wait:
+            status = 429
+            answer = _error(429, "Throttled", "Too many requests", {"Retry-After": str(max(1, math.ceil(wait)))})
+        else:
+            problem = self._teams_problem(operation, cid, request, body)
+            if problem is None:
+                return None
+            status, answer = 400, _error(400, "BadArgument", problem)
         with self._lock:
             self.faulted.append(Received(request.method, operation, cid, aid, authorization, body, status=status))
-        if wait:
-            return _error(429, "Throttled", "Too many requests", {"Retry-After": str(max(1, math.ceil(wait)))})
-        return _error(400, "BadArgument", problem or "")
+        return answer
 
     def _admit(self, operation: str, cid: str | None, body: Any) -> tuple[float, float]:
         """(seconds until the request fits the windows, 0 when it does now; its service time)."""
