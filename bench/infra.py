@@ -83,7 +83,8 @@ class RemoteChannel:
     """The local IdP and fake Connector in a subprocess of their own (bench/channel_server.py),
     so that they do not share the GIL with the client being measured.
 
-    Control is a line protocol on stdin/stdout: `stats`, `clear`, `quit`.
+    Control is a line protocol on stdin/stdout: `stats`, `clear`, `roster`, `quit`. With
+    teams=True the fake behaves as Teams (rate limits, latency; devhost.channel.TeamsLimits).
     """
 
     def __init__(self, process: subprocess.Popen, info: dict[str, Any]) -> None:
@@ -94,9 +95,11 @@ class RemoteChannel:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls) -> Iterator["RemoteChannel"]:
+    def start(cls, *, teams: bool = False, latency_median: float | None = None) -> Iterator["RemoteChannel"]:
+        options = (["--teams"] if teams else []) + \
+            (["--latency-median", str(latency_median)] if latency_median is not None else [])
         process = subprocess.Popen(
-            [PYTHON, "-m", "bench.channel_server"], cwd=str(REPO), text=True,
+            [PYTHON, "-m", "bench.channel_server", *options], cwd=str(REPO), text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         try:
@@ -127,6 +130,10 @@ class RemoteChannel:
 
     def clear(self) -> None:
         self._ask("clear")
+
+    def roster(self, team_id: str, count: int, tenant_id: str) -> list[dict[str, Any]]:
+        """Give conversation team_id `count` members in tenant_id (ids without spaces); returns them."""
+        return self._ask(f"roster {team_id} {count} {tenant_id}")["members"]
 
 
 # ---- seeding ----------------------------------------------------------------------------------
