@@ -2,7 +2,8 @@
 
 What it reproduces of the Azure Functions host: HTTP triggers under host.json's
 routePrefix with route templates, methods and auth levels (`function`/`admin`
-keys from the `LocalFunctionKey` setting, via `?code=` or `x-functions-key`);
+keys from the `LocalFunctionKey` setting, else one made for the run, named in the
+start banner; via `?code=` or `x-functions-key`);
 queue triggers with batchSize, newBatchThreshold, maxDequeueCount, poison queues,
 visibilityTimeout, maxPollingInterval back-off and messageEncoding; timer
 triggers with six-field NCRONTAB in UTC, runOnStartup and past_due; settings
@@ -21,9 +22,11 @@ uses longer leases, so a killed host's messages reappear sooner here); on shutdo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import time
 import uuid
@@ -34,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import DEFAULT_PORT, python_command
 from .app_loader import FunctionInfo, HostConfigError, LoadedApp, load_app
 from .http_trigger import DEFAULT_MAX_BODY, HttpTriggers, build_routes
 from .queue_trigger import QueueListener, QueueOptions
@@ -58,11 +62,12 @@ class Host:
     def __init__(self, app_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.app: LoadedApp = load_app(app_dir)
         self.bind_host = host
-        self.port = port if port is not None else int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", "7071"))
+        self.port = port if port is not None else int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", DEFAULT_PORT))
         self.function_key = os.environ.get("LocalFunctionKey") or ""
+        self._key_origin = "LocalFunctionKey"
         if not self.function_key:
             self.function_key = secrets.token_urlsafe(24)
-            log.warning("LocalFunctionKey is not set; this run's function key is %s", self.function_key)
+            self._key_origin = "made for this run: set LocalFunctionKey in local.settings.json to keep one"
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="function")
         http = self.app.extension("http")
         self.http = HttpTriggers(
@@ -141,4 +146,23 @@ class Host:
             lines.append(f"    {listener.function.name}: queueTrigger {listener.queue_name}")
         for timer in self.timers:
             lines.append(f"    {timer.function.name}: timerTrigger {timer.schedule_text}")
-        log.info("Host started on %s\n%s", base, "\n".join(lines))
+        if any(route.auth_level != "anonymous" for route in self.http.routes):
+            lines.append(f"Function key: {self.function_key} ({self._key_origin}), sent as ?code=<key> or the "
+                         "x-functions-key header")
+        log.info("Host started on %s\n%s", base, "\n".join(lines + self._try_it(base)))
+
+    def _try_it(self, base: str) -> list[str]:
+        """For this project's app: a request to paste, and how to chat, when the app has those routes."""
+        urls = {name: url for name, _, url in self.http.urls(base)}
+        lines = []
+        if "notify" in urls:
+            body = json.dumps({"text": "Hello from the API", "target": {"everyone": True}})
+            lines += ["Send a notification to every conversation:",
+                      f"    curl -X POST {urls['notify']} -H {shlex.quote('x-functions-key: ' + self.function_key)} "
+                      f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"]
+        if "messages" in urls:
+            chat = f"{python_command()} -m devhost chat"
+            if urls["messages"] != f"http://localhost:{DEFAULT_PORT}/api/messages":
+                chat += f" --bot {urls['messages']}"
+            lines += ["Talk to the bot from another terminal:", f"    {chat}"]
+        return lines
