@@ -1,4 +1,5 @@
-"""`python -m devhost [start|chat|init-storage]`: the local host, the terminal channel, storage set-up."""
+"""`python -m devhost [start|chat|init-storage]`: the local host, the terminal channel, storage set-up.
+Trouble a user can fix ends in one line saying what to do, with a non-zero exit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from devhost import logs
 
+log = logging.getLogger("devhost")
+
 
 def _start(args: argparse.Namespace) -> int:
     from .app_loader import HostConfigError
@@ -17,26 +20,22 @@ def _start(args: argparse.Namespace) -> int:
 
     try:
         host = Host(Path(args.app_dir), args.host, args.port)
+        asyncio.run(host.run())
     except HostConfigError as exc:
-        logging.getLogger("devhost").error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc)
         return 2
-    asyncio.run(host.run())
     return 0
 
 
 def _init_storage(args: argparse.Namespace) -> int:
-    from botcore.storage import close_storage_clients, ensure_resources
+    from .run import RunError, init_storage
 
-    from .app_loader import load_settings
-
-    load_settings(Path(args.app_dir).resolve())
-
-    async def run() -> None:
-        await ensure_resources()
-        await close_storage_clients()
-
-    asyncio.run(run())
-    logging.getLogger("devhost").info("tables and queues are ready")
+    try:
+        init_storage(Path(args.app_dir).resolve())
+    except RunError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("tables and queues are ready")
     return 0
 
 

@@ -22,6 +22,7 @@ uses longer leases, so a killed host's messages reappear sooner here); on shutdo
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -103,17 +104,30 @@ class Host:
         self._stop.set()
 
     async def run(self) -> None:
+        """Serve until Ctrl-C or SIGTERM. HostConfigError, before anything started: the port is taken, or
+        storage cannot be reached (the message is one line saying what to do)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
         web_app = web.Application(client_max_size=self.http.max_body)
         web_app.router.add_get("/admin/host/status", self._status)
         web_app.router.add_route("*", "/{tail:.*}", self.http.handle)
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
-        site = web.TCPSite(runner, self.bind_host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            site = web.TCPSite(runner, self.bind_host, self.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise HostConfigError(f"port {self.port} is in use (another host?): choose another port with "
+                                      "--port") from None
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            await self._open_listeners()
+        except BaseException:
+            await runner.cleanup()
+            raise
         tasks = [asyncio.create_task(x.run(), name=f"listener:{x.function.name}") for x in self.listeners]
         tasks += [asyncio.create_task(t.run(), name=f"timer:{t.function.name}") for t in self.timers]
         self._print_banner()
@@ -130,6 +144,18 @@ class Host:
                 log.error("%s ended with %r", task.get_name(), task.exception())
         self.executor.shutdown(wait=True)
         log.info("Host stopped")
+
+    async def _open_listeners(self) -> None:
+        """Every queue listener has its queues before the host says it started; none if one cannot."""
+        opened: list[QueueListener] = []
+        try:
+            for listener in self.listeners:
+                await listener.open()
+                opened.append(listener)
+        except BaseException:
+            for listener in opened:
+                await listener.close()
+            raise
 
     async def _status(self, request: web.Request) -> web.Response:
         """Running once every queue listener has its queues; 503 Initializing before."""
