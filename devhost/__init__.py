@@ -8,6 +8,7 @@ import os
 import sys
 
 DEFAULT_PORT = 7071  # the function app's HTTP port, as with Core Tools
+DEFAULT_AZURITE_PORT = 10000  # Azurite's blob port; queue and table are the next two
 
 
 def python_command() -> str:

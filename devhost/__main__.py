@@ -1,15 +1,17 @@
-"""`python -m devhost [start|chat|init-storage]`: the local host, the terminal channel, storage set-up.
-Trouble a user can fix ends in one line saying what to do, with a non-zero exit."""
+"""`python -m devhost [start|run|chat|init-storage]`: the local host, Azurite with it, the terminal channel,
+storage set-up. Trouble a user can fix ends in one line saying what to do, with a non-zero exit."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from functools import partial
 from pathlib import Path
 
-from devhost import logs
+from devhost import DEFAULT_AZURITE_PORT, DEFAULT_PORT, logs
 
 log = logging.getLogger("devhost")
 
@@ -39,10 +41,23 @@ def _init_storage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .run import main
+
+    return main(args)
+
+
 def _chat(args: argparse.Namespace) -> int:
     from .chat import main
 
     return main(args)
+
+
+def port_number(text: str, *, more: int = 0) -> int:
+    """A TCP port, followed by `more` ports."""
+    if not text.isdigit() or not 0 < int(text) < 65536 - more:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-{65535 - more})")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     start = sub.add_parser("start", help="run the function app (the default)")
     for p in (parser, start):
         p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=None, help="HTTP port (default 7071)")
+        p.add_argument("--port", type=port_number, default=None, help=f"HTTP port (default {DEFAULT_PORT})")
+    run = sub.add_parser("run", prog="scripts/run", help="Azurite and the function app (what scripts/run runs)",
+                         description="Run the bot locally: Azurite (started unless it already runs on its ports), "
+                                     "the tables and queues, then the function app.")
+    run.add_argument("--port", type=port_number, default=os.environ.get("BOT_PORT", str(DEFAULT_PORT)),
+                     help=f"the bot's HTTP port (env BOT_PORT; default {DEFAULT_PORT})")
+    run.add_argument("--azurite-port", type=partial(port_number, more=2),
+                     default=os.environ.get("AZURITE_PORT", str(DEFAULT_AZURITE_PORT)),
+                     help="Azurite's blob port; queue and table are the next two "
+                          f"(env AZURITE_PORT; default {DEFAULT_AZURITE_PORT})")
     sub.add_parser("init-storage", help="create the app's tables and queues")
     chat = sub.add_parser("chat", help="talk to the bot from this terminal")
     chat.add_argument("--bot", default="http://localhost:7071/api/messages", help="the bot's messaging endpoint")
@@ -64,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)
-    command = {"chat": _chat, "init-storage": _init_storage}.get(args.command or "start", _start)
+    command = {"chat": _chat, "init-storage": _init_storage, "run": _run}.get(args.command or "start", _start)
     return command(args)
 
 
