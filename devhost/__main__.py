@@ -14,6 +14,7 @@ from pathlib import Path
 from devhost import DEFAULT_AZURITE_PORT, DEFAULT_PORT, logs
 
 log = logging.getLogger("devhost")
+CHAT_PORT = 3979
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -79,14 +80,17 @@ def main(argv: list[str] | None = None) -> int:
                           f"(env AZURITE_PORT; default {DEFAULT_AZURITE_PORT})")
     sub.add_parser("init-storage", help="create the app's tables and queues")
     chat = sub.add_parser("chat", help="talk to the bot from this terminal")
-    chat.add_argument("--bot", default="http://localhost:7071/api/messages", help="the bot's messaging endpoint")
+    chat.add_argument("--bot", default=f"http://localhost:{os.environ.get('BOT_PORT') or DEFAULT_PORT}/api/messages",
+                      help=f"the bot's messaging endpoint (default: on port BOT_PORT, else {DEFAULT_PORT})")
     chat.add_argument("--user", default="you", help="your display name")
     chat.add_argument("--conversation", default=None, help="conversation id to continue (default: a new one)")
-    chat.add_argument("--port", type=int, default=3979,
-                      help="port of the channel's Connector endpoint, the conversations' serviceUrl; keep it "
-                           "the same so that earlier chats' addresses stay reachable (0: any free port)")
+    chat.add_argument("--port", type=int, default=CHAT_PORT,
+                      help=f"port of the channel, the conversations' serviceUrl (default {CHAT_PORT}): kept across "
+                           "chats so that messages to earlier ones arrive here; when another chat has it, any free "
+                           "port (0: any free port)")
     args = parser.parse_args(argv)
-    logs.configure(logging.INFO)
+    # The chat's terminal is the conversation: only warnings there, no HTTP client's request lines.
+    logs.configure(logging.WARNING if args.command == "chat" else logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)
     command = {"chat": _chat, "init-storage": _init_storage, "run": _run}.get(args.command or "start", _start)
     return command(args)
