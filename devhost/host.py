@@ -190,5 +190,6 @@ class Host:
             chat = f"{python_command()} -m devhost chat"
             if urls["messages"] != f"http://localhost:{DEFAULT_PORT}/api/messages":
                 chat += f" --bot {urls['messages']}"
-            lines += ["Talk to the bot from another terminal:", f"    {chat}"]
+            lines += ["Talk to the bot from another terminal:", f"    {chat}",
+                      f"or with the Bot Framework Emulator at {urls['messages']} (no app id, no password)"]
         return lines

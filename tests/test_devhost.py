@@ -212,7 +212,8 @@ def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connecti
                                   "banner-key'")
         pasted = subprocess.run(request, shell=True, capture_output=True, text=True, timeout=30)
         assert json.loads(pasted.stdout)["status"].startswith("/api/notify/"), pasted
-        assert f"-m devhost chat --bot http://localhost:{host.port}/api/messages" in banner
+        assert f"-m devhost chat --bot http://localhost:{host.port}/api/messages\n" in banner
+        assert f"Bot Framework Emulator at http://localhost:{host.port}/api/messages (no app id" in banner
     finally:
         host.stop()
 
