@@ -151,14 +151,15 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 def _storage_hint() -> str:
     """Where the storage setting points, and what usually fixes it locally."""
-    for name in (STORAGE_CONNECTION, "AzureWebJobsStorage"):
-        value = os.environ.get(name, "").strip()
-        if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
-            return (f"{name}=UseDevelopmentStorage=true means Azurite on 127.0.0.1:10000-10002: is scripts/run "
-                    "running? (on other ports, export the BotStorage it prints)")
-        if value:
-            fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
-            where = " and ".join(fields[k] for k in ("TableEndpoint", "QueueEndpoint") if k in fields)
-            return (f"{name} points at {where or 'account ' + fields.get('AccountName', '?')}: is it running? "
-                    "(scripts/run starts Azurite and prints the BotStorage to export)")
+    settings = {"BotStorage": os.environ.get("BotStorage", ""),
+                "AzureWebJobsStorage": os.environ.get("AzureWebJobsStorage", "")}
+    name, value = next(((n, v.strip()) for n, v in settings.items() if v.strip()), ("", ""))
+    if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+        return (f"{name}=UseDevelopmentStorage=true means Azurite on 127.0.0.1:10000-10002: is scripts/run "
+                "running? (on other ports, export the BotStorage it prints)")
+    if value:
+        fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
+        where = " and ".join(fields[k] for k in ("TableEndpoint", "QueueEndpoint") if k in fields)
+        return (f"{name} points at {where or 'account ' + fields.get('AccountName', '?')}: is it running? "
+                "(scripts/run starts Azurite and prints the BotStorage to export)")
     return f"check {STORAGE_CONNECTION}__tableServiceUri and __queueServiceUri, and the identity's access"
