@@ -18,9 +18,8 @@ import os
 import sys
 from typing import TextIO
 
-from .errors import ConfigurationError, UnavailableError
 from .jobs import Job, JobError, Target, new_job, parse_job
-from .settings import JOBS_QUEUE, STORAGE_CONNECTION
+from .settings import ConfigurationError, JOBS_QUEUE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,6 +126,8 @@ COMMANDS = {"refs": _refs, "notify": _notify, "survey": _survey, "status": _stat
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    from .errors import UnavailableError
+
     args = _parser().parse_args(argv)
 
     async def run() -> int:
@@ -162,4 +163,4 @@ def _storage_hint() -> str:
         where = " and ".join(fields[k] for k in ("TableEndpoint", "QueueEndpoint") if k in fields)
         return (f"{name} points at {where or 'account ' + fields.get('AccountName', '?')}: is it running? "
                 "(scripts/run starts Azurite and prints the BotStorage to export)")
-    return f"check {STORAGE_CONNECTION}__tableServiceUri and __queueServiceUri, and the identity's access"
+    return "check BotStorage__tableServiceUri and __queueServiceUri, and the identity's access"

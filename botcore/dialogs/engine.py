@@ -86,12 +86,12 @@ class Context:
     def emit(self, effect: Any) -> None:
         self.effects.append(effect)
 
-    def schedule(self, dialog: str, delay_seconds: float) -> None:
-        """Start `dialog` proactively after a delay; the state remembers it until the dialog's job arrives."""
+    def schedule(self, effect: ScheduleDialog) -> None:
+        """Emit `effect`; the state remembers that its dialog is coming until the dialog's job arrives."""
         scheduled = self._conversation.setdefault("scheduled", [])
-        if dialog not in scheduled:
-            scheduled.append(dialog)
-        self.emit(ScheduleDialog(dialog, delay_seconds))
+        if effect.dialog not in scheduled:
+            scheduled.append(effect.dialog)
+        self.emit(effect)
 
     def is_scheduled(self, dialog: str) -> bool:
         return dialog in self._conversation.get("scheduled", ())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..jobs import MAX_REMINDER_SECONDS
-from .engine import Context, ScheduleReminder
+from .engine import Context, ScheduleDialog, ScheduleReminder
 
 SURVEY_DELAY_SECONDS = 5
 HELP_HINT = "Type help for the list of commands."
@@ -50,7 +50,7 @@ def _survey(ctx: Context, text: str) -> None:
     if ctx.info.notify_url:
         message += f" Meanwhile, any service can send you a notification through {ctx.info.notify_url}"
     ctx.send(message)
-    ctx.schedule("survey", SURVEY_DELAY_SECONDS)
+    ctx.schedule(ScheduleDialog("survey", SURVEY_DELAY_SECONDS))
 
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
