@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import TextIO
 
@@ -127,6 +128,8 @@ COMMANDS = {"refs": _refs, "notify": _notify, "survey": _survey, "status": _stat
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    from .errors import UnavailableError
+
     args = _parser().parse_args(argv)
 
     async def run() -> int:
@@ -142,3 +145,24 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     except (ConfigurationError, JobError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except UnavailableError as exc:
+        sys.stderr.write(f"error: storage is unavailable ({exc}); {_storage_hint()}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _storage_hint() -> str:
+    """Where the storage setting points, and what usually fixes it locally."""
+    settings = {"BotStorage": os.environ.get("BotStorage", ""),
+                "AzureWebJobsStorage": os.environ.get("AzureWebJobsStorage", "")}
+    name, value = next(((n, v.strip()) for n, v in settings.items() if v.strip()), ("", ""))
+    if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+        return (f"{name}=UseDevelopmentStorage=true means Azurite on 127.0.0.1:10000-10002: is scripts/run "
+                "running? (on other ports, export the BotStorage it prints)")
+    if value:
+        fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
+        where = " and ".join(fields[k] for k in ("TableEndpoint", "QueueEndpoint") if k in fields)
+        return (f"{name} points at {where or 'account ' + fields.get('AccountName', '?')}: is it running? "
+                "(scripts/run starts Azurite and prints the BotStorage to export)")
+    return "check BotStorage__tableServiceUri and __queueServiceUri, and the identity's access"

@@ -40,6 +40,7 @@ class Received:
     body: Any
     at: float = field(default_factory=time.monotonic)
     status: int = 200  # what the fake answered (an injected fault's status for `faulted`)
+    new_id: str | None = None  # the id the fake gave a sent activity (send, reply)
 
 
 @dataclass
@@ -183,6 +184,7 @@ class FakeConnector(BackgroundServer):
         self._token_checker = checker
 
     def on_activity(self, callback: Callable[[Received], None]) -> None:
+        """Call `callback` with each activity sent, replied, updated or deleted, as it arrives."""
         self._subscribers.append(callback)
 
     def clear(self) -> None:
@@ -322,10 +324,12 @@ class FakeConnector(BackgroundServer):
                 headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
                 return _error(fault.status, fault.code or "ServiceError", "injected fault", headers, fault.teams_shape)
         received = Received(request.method, operation, cid, aid, authorization, body)
+        if operation in ("send", "reply"):
+            received.new_id = f"act-{next(self._ids)}"
         with self._changed:
             self.requests.append(received)
             self._changed.notify_all()
-        if operation in ("send", "reply"):
+        if operation in ("send", "reply", "update", "delete"):
             for callback in list(self._subscribers):
                 callback(received)
         if operation == "members":
@@ -339,7 +343,7 @@ class FakeConnector(BackgroundServer):
             return web.Response(status=200)
         if self.empty_body:
             return web.Response(status=self.status)
-        return web.json_response({"id": aid if operation == "update" else f"act-{next(self._ids)}"}, status=self.status)
+        return web.json_response({"id": aid if operation == "update" else received.new_id}, status=self.status)
 
     # ---- Teams mode ------------------------------------------------------------------------
     async def _teams_gate(self, request: web.Request, operation: str, cid: str | None, aid: str | None,

@@ -2,7 +2,8 @@
 
 What it reproduces of the Azure Functions host: HTTP triggers under host.json's
 routePrefix with route templates, methods and auth levels (`function`/`admin`
-keys from the `LocalFunctionKey` setting, via `?code=` or `x-functions-key`);
+keys from the `LocalFunctionKey` setting, else one made for the run, named in the
+start banner; via `?code=` or `x-functions-key`);
 queue triggers with batchSize, newBatchThreshold, maxDequeueCount, poison queues,
 visibilityTimeout, maxPollingInterval back-off and messageEncoding; timer
 triggers with six-field NCRONTAB in UTC, runOnStartup and past_due; settings
@@ -21,9 +22,12 @@ uses longer leases, so a killed host's messages reappear sooner here); on shutdo
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import time
 import uuid
@@ -34,6 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import DEFAULT_PORT, python_command
 from .app_loader import FunctionInfo, HostConfigError, LoadedApp, load_app
 from .http_trigger import DEFAULT_MAX_BODY, HttpTriggers, build_routes
 from .queue_trigger import QueueListener, QueueOptions
@@ -58,11 +63,12 @@ class Host:
     def __init__(self, app_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.app: LoadedApp = load_app(app_dir)
         self.bind_host = host
-        self.port = port if port is not None else int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", "7071"))
+        self.port = port if port is not None else int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", DEFAULT_PORT))
         self.function_key = os.environ.get("LocalFunctionKey") or ""
+        self._key_origin = "LocalFunctionKey"
         if not self.function_key:
             self.function_key = secrets.token_urlsafe(24)
-            log.warning("LocalFunctionKey is not set; this run's function key is %s", self.function_key)
+            self._key_origin = "made for this run: set LocalFunctionKey in local.settings.json to keep one"
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="function")
         http = self.app.extension("http")
         self.http = HttpTriggers(
@@ -98,17 +104,30 @@ class Host:
         self._stop.set()
 
     async def run(self) -> None:
+        """Serve until Ctrl-C or SIGTERM. HostConfigError, before anything started: the port is taken, or
+        storage cannot be reached (the message is one line saying what to do)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
         web_app = web.Application(client_max_size=self.http.max_body)
         web_app.router.add_get("/admin/host/status", self._status)
         web_app.router.add_route("*", "/{tail:.*}", self.http.handle)
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
-        site = web.TCPSite(runner, self.bind_host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            site = web.TCPSite(runner, self.bind_host, self.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise HostConfigError(f"port {self.port} is in use (another host?): choose another port with "
+                                      "--port") from None
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            await self._open_listeners()
+        except BaseException:
+            await runner.cleanup()
+            raise
         tasks = [asyncio.create_task(x.run(), name=f"listener:{x.function.name}") for x in self.listeners]
         tasks += [asyncio.create_task(t.run(), name=f"timer:{t.function.name}") for t in self.timers]
         self._print_banner()
@@ -126,6 +145,18 @@ class Host:
         self.executor.shutdown(wait=True)
         log.info("Host stopped")
 
+    async def _open_listeners(self) -> None:
+        """Every queue listener has its queues before the host says it started; none if one cannot."""
+        opened: list[QueueListener] = []
+        try:
+            for listener in self.listeners:
+                await listener.open()
+                opened.append(listener)
+        except BaseException:
+            for listener in opened:
+                await listener.close()
+            raise
+
     async def _status(self, request: web.Request) -> web.Response:
         """Running once every queue listener has its queues; 503 Initializing before."""
         if not all(listener.ready.is_set() for listener in self.listeners):
@@ -141,4 +172,24 @@ class Host:
             lines.append(f"    {listener.function.name}: queueTrigger {listener.queue_name}")
         for timer in self.timers:
             lines.append(f"    {timer.function.name}: timerTrigger {timer.schedule_text}")
-        log.info("Host started on %s\n%s", base, "\n".join(lines))
+        if any(route.auth_level != "anonymous" for route in self.http.routes):
+            lines.append(f"Function key: {self.function_key} ({self._key_origin}), sent as ?code=<key> or the "
+                         "x-functions-key header")
+        log.info("Host started on %s\n%s", base, "\n".join(lines + self._try_it(base)))
+
+    def _try_it(self, base: str) -> list[str]:
+        """For this project's app: a request to paste, and how to chat, when the app has those routes."""
+        urls = {name: url for name, _, url in self.http.urls(base)}
+        lines = []
+        if "notify" in urls:
+            body = json.dumps({"text": "Hello from the API", "target": {"everyone": True}})
+            lines += ["Send a notification to every conversation:",
+                      f"    curl -X POST {urls['notify']} -H {shlex.quote('x-functions-key: ' + self.function_key)} "
+                      f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"]
+        if "messages" in urls:
+            chat = f"{python_command()} -m devhost chat"
+            if urls["messages"] != f"http://localhost:{DEFAULT_PORT}/api/messages":
+                chat += f" --bot {urls['messages']}"
+            lines += ["Talk to the bot from another terminal:", f"    {chat}",
+                      f"or with the Bot Framework Emulator at {urls['messages']} (no app id, no password)"]
+        return lines

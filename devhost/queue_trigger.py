@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 from .app_loader import FunctionInfo, HostConfigError, parse_timespan, resolve
 
@@ -82,25 +83,47 @@ class QueueListener:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
+    async def open(self) -> None:
+        """Create the queue and its poison queue if missing; HostConfigError (one line) if storage fails."""
+        from azure.core.exceptions import AzureError, ResourceExistsError, ServiceRequestError
         from azure.core.pipeline.transport import AioHttpTransport
         from azure.storage.queue.aio import QueueClient
 
-        async with AioHttpTransport(use_env_settings=False, connection_timeout=10, read_timeout=30) as transport:
-            queue, poison = (QueueClient.from_connection_string(self.connection, name, transport=transport,
-                                                                retry_total=2, initial_backoff=0.5, increment_base=2)
-                             for name in (self.queue_name, f"{self.queue_name}-poison"))
-            for client in (queue, poison):
+        self._transport = AioHttpTransport(use_env_settings=False, connection_timeout=10, read_timeout=30)
+        await self._transport.open()
+        self._queue, self._poison = (
+            QueueClient.from_connection_string(self.connection, name, transport=self._transport, retry_total=2,
+                                               initial_backoff=0.5, increment_base=2)
+            for name in (self.queue_name, f"{self.queue_name}-poison"))
+        try:
+            for client in (self._queue, self._poison):
                 try:
-                    await client.create_queue()
+                    await client.create_queue(retry_connect=0)  # nothing listening: say so now, not in 7 s
                 except ResourceExistsError:
                     pass
-            self.ready.set()
-            await self._poll(queue, poison)
+        except AzureError as exc:
+            await self.close()
+            endpoint = "{0.scheme}://{0.netloc}".format(urlsplit(self._queue.url))
+            setting = self.function.trigger.get("connection") or "AzureWebJobsStorage"
+            if isinstance(exc, ServiceRequestError):
+                raise HostConfigError(f"cannot reach storage at {endpoint} (setting {setting}) for queue "
+                                      f"{self.queue_name}: is Azurite running? scripts/run starts it") from exc
+            raise HostConfigError(f"storage at {endpoint} (setting {setting}) refused queue {self.queue_name}: "
+                                  f"{str(exc.message or exc).splitlines()[0]}") from exc
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Poll until stopped (after `open`), then wait for the running invocations."""
+        try:
+            await self._poll(self._queue, self._poison)
             if self._running:
                 log.info("%s: waiting for %d running invocation(s)", self.function.name, len(self._running))
                 await asyncio.gather(*self._running, return_exceptions=True)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self._transport.close()
 
     async def _poll(self, queue: Any, poison: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -3,22 +3,29 @@ the conversation a person has with `python -m devhost chat`, survey included."""
 
 from __future__ import annotations
 
+import json
 import queue
+import re
 import subprocess
 import sys
 import threading
 import time
+import uuid
 
+import httpx
 import pytest
 
-from tests.botstack import BotStack
-from tests.hostproc import REPO, HostProcess
+from tests.botstack import BotStack, wait_until
+from tests.hostproc import REPO, HostProcess, free_port
+
+KEY = "chat-test-key"
 
 
 @pytest.fixture(scope="module")
 def dev_host(azurite, tmp_path_factory):
     env = {"BotStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
-           "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "MicrosoftAppId": "", "MicrosoftAppPassword": ""}
+           "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "MicrosoftAppId": "", "MicrosoftAppPassword": "",
+           "LocalFunctionKey": KEY}
     BotStack._init_storage(env)
     host = HostProcess(REPO, env, tmp_path_factory.mktemp("dev") / "host.log")
     yield host
@@ -28,9 +35,9 @@ def dev_host(azurite, tmp_path_factory):
 class Terminal:
     """The chat as a subprocess, its output read line by line as it arrives."""
 
-    def __init__(self, bot_url: str) -> None:
+    def __init__(self, bot_url: str, user: str = "Ann", port: int = 0) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", "Ann", "--port", "0"],
+            [sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", user, "--port", str(port)],
             cwd=str(REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -59,8 +66,13 @@ class Terminal:
         raise AssertionError(f"no line with {fragment!r}; saw:\n" + "\n".join(self.seen))
 
     def close(self) -> int:
+        """Quit; every line the chat printed is in `seen` afterwards."""
         self.type("/quit")
-        return self.process.wait(15)
+        code = self.process.wait(15)
+        time.sleep(0.2)  # the reader thread takes the last lines
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
 
 
 def test_a_person_holds_the_survey_conversation_in_the_terminal(dev_host: HostProcess) -> None:
@@ -84,3 +96,64 @@ def test_a_person_holds_the_survey_conversation_in_the_terminal(dev_host: HostPr
         assert terminal.close() == 0
     finally:
         terminal.process.kill()
+
+
+def api(dev_host: HostProcess, method: str, path: str, body: dict | None = None) -> httpx.Response:
+    return httpx.request(method, f"{dev_host.base_url}/api/{path}", json=body, headers={"x-functions-key": KEY})
+
+
+def test_the_banner_names_whom_to_target_and_edits_and_deletions_show(dev_host: HostProcess) -> None:
+    """The banner's conversation key reaches this chat through the API; the bot's edit and deletion of that
+    message show in the conversation, and no HTTP client log line does."""
+    user = f"Bea{uuid.uuid4().hex[:6]}"
+    terminal = Terminal(f"{dev_host.base_url}/api/messages", user=user)
+    try:
+        terminal.expect("-- chatting with")
+        who = terminal.expect("-- you are")
+        assert re.fullmatch(rf"-- you are user-{user} in conversation chat-\w+; to send you a message:", who)
+        conversation = who.split("in conversation ")[1].split(";")[0]
+        api_line = terminal.expect("--   POST /api/notify")
+        assert api_line == (f'--   POST /api/notify with "target": {{"conversation": "emulator|{conversation}"}}'
+                            f'  (or {{"userId": "user-{user}"}})')
+        cli_line = terminal.expect("-m botcore notify")
+        assert f"--conversation 'emulator|{conversation}' --text hello  (or --user user-{user})" in cli_line
+        terminal.type("hi")
+        terminal.expect("bot> Type help for the list of commands.")
+
+        target = json.loads(api_line.split('"target": ')[1].split("  (or")[0])
+        sent = api(dev_host, "POST", "notify", {"text": "Hello from the API", "target": target})
+        assert sent.status_code == 202, sent.text
+        job = sent.json()["id"]
+        terminal.expect("bot> Hello from the API")
+        assert wait_until(lambda: api(dev_host, "GET", f"notify/{job}").json()["state"] == "done", timeout=15)
+        assert api(dev_host, "PATCH", f"notify/{job}", {"text": "Hello, edited"}).status_code == 202
+        terminal.expect('bot (edited "Hello from the API")> Hello, edited')
+        assert api(dev_host, "DELETE", f"notify/{job}").status_code == 202
+        terminal.expect('-- the bot deleted "Hello, edited"')
+        assert terminal.close() == 0
+        assert not [line for line in terminal.seen if "HTTP Request" in line or " INFO " in line], terminal.seen
+    finally:
+        terminal.process.kill()
+
+
+def test_a_second_chat_at_the_same_time_just_works(dev_host: HostProcess) -> None:
+    port = free_port()
+    first = Terminal(f"{dev_host.base_url}/api/messages", user="Cy", port=port)
+    second = None
+    try:
+        first.expect("-- chatting with")
+        second = Terminal(f"{dev_host.base_url}/api/messages", user="Di", port=port)
+        moved = second.expect("-- port")
+        assert moved.startswith(f"-- port {port} is taken (another chat?), so this chat's channel is on port ")
+        second.expect("-- chatting with")
+        for terminal, name in ((first, "Cy"), (second, "Di")):
+            terminal.type("hello")
+            terminal.expect(f"bot> Hello {name}! I now know your address")
+        first.type("help")
+        first.expect("bot> Here's what I understand:")
+        assert first.close() == 0 and second.close() == 0
+        assert not [line for line in second.seen if "bot> Here's what I understand" in line], "each its own"
+    finally:
+        first.process.kill()
+        if second is not None:
+            second.process.kill()

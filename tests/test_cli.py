@@ -8,8 +8,10 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from tests.botstack import BotStack, wait_until
-from tests.hostproc import REPO
+from tests.hostproc import REPO, free_port
 
 
 def cli(bot: BotStack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -51,3 +53,19 @@ def test_command_line_errors_are_clear(bot: BotStack) -> None:
     unset = subprocess.run([sys.executable, "-m", "botcore", "refs"], cwd=str(REPO), env=env, text=True,
                            capture_output=True, timeout=60)
     assert unset.returncode == 2 and "no storage connection" in unset.stderr
+
+
+@pytest.mark.parametrize("args", [["refs"], ["notify", "--everyone", "--text", "hi"], ["survey", "--user", "u"],
+                                  ["status", "some-job"]])
+def test_unreachable_storage_is_one_line_with_a_hint(args: list[str]) -> None:
+    from devhost.azurite import connection_string
+
+    queues, tables = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "BotStorage": connection_string(queues, tables)}
+    result = subprocess.run([sys.executable, "-m", "botcore", *args], cwd=str(REPO), env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: storage is unavailable (") and line.endswith(
+        f"BotStorage points at {tables}/devstoreaccount1 and {queues}/devstoreaccount1: is it running? "
+        "(scripts/run starts Azurite and prints the BotStorage to export)")

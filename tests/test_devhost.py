@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +18,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient
 
-from tests.hostproc import HostProcess
+from tests.botstack import BotStack, wait_until
+from tests.hostproc import REPO, HostProcess, free_port
 
 APP = Path(__file__).parent / "devhost_app"
 KEY = "test-function-key"
@@ -188,3 +193,78 @@ def test_the_host_log_writes_lines_in_bursts_and_warnings_at_once(tmp_path) -> N
         finally:
             logger.removeHandler(handler)
             handler.close()
+
+
+def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connection_string, tmp_path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("the banner's request is a curl command")
+    env = {"BotStorage": storage_connection_string, "AzureWebJobsStorage": storage_connection_string,
+           "LocalFunctionKey": "banner-key"}
+    BotStack._init_storage(env)
+    host = HostProcess(REPO, env, tmp_path / "host.log")
+    try:
+        assert wait_until(lambda: "Talk to the bot" in host.log())  # the log is written in bursts
+        banner = host.log()
+        assert "Function key: banner-key (LocalFunctionKey), sent as ?code=<key> or the x-functions-key header" \
+            in banner
+        [request] = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
+        assert request.startswith(f"curl -X POST http://localhost:{host.port}/api/notify -H 'x-functions-key: "
+                                  "banner-key'")
+        pasted = subprocess.run(request, shell=True, capture_output=True, text=True, timeout=30)
+        assert json.loads(pasted.stdout)["status"].startswith("/api/notify/"), pasted
+        assert f"-m devhost chat --bot http://localhost:{host.port}/api/messages\n" in banner
+        assert f"Bot Framework Emulator at http://localhost:{host.port}/api/messages (no app id" in banner
+    finally:
+        host.stop()
+
+
+def test_without_local_function_key_the_banner_shows_the_key_made_for_the_run(storage_connection_string,
+                                                                              tmp_path) -> None:
+    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": "", "WorkQueue": "work-key",
+           "TickSchedule": "0 0 0 1 1 *"}
+    host = HostProcess(make_app(tmp_path, "none"), env, tmp_path / "host.log")
+    try:
+        assert wait_until(lambda: "Function key: " in host.log())
+        [line] = [line for line in host.log().splitlines() if line.startswith("Function key: ")]
+        key = line.split()[2]
+        assert line == (f"Function key: {key} (made for this run: set LocalFunctionKey in local.settings.json to "
+                        "keep one), sent as ?code=<key> or the x-functions-key header")
+        assert httpx.get(f"{host.base_url}/api/secret?code={key}").text == "the secret"
+    finally:
+        host.stop()
+
+
+def devhost(*args: str, env: dict[str, str], app_dir: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "devhost", "--app-dir", str(app_dir), *args], cwd=str(REPO),
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_the_flag(storage_connection_string, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": "work-port",
+               "TickSchedule": "0 0 0 1 1 *"}
+        result = devhost("start", "--port", str(port), env=env, app_dir=make_app(tmp_path, "none"))
+    assert result.returncode == 2
+    [line] = (result.stdout + result.stderr).strip().splitlines()
+    assert line.endswith(f"ERROR devhost: cannot start: port {port} is in use (another host?): choose another "
+                         "port with --port")
+
+
+def test_unreachable_storage_is_one_line_naming_the_endpoint(tmp_path) -> None:
+    from devhost.azurite import connection_string
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    storage = {"BotStorage": connection_string(dead, dead), "AzureWebJobsStorage": connection_string(dead, dead)}
+    started = devhost("start", "--port", str(free_port()), env=storage)
+    assert started.returncode == 2
+    [line] = (started.stdout + started.stderr).strip().splitlines()
+    assert line.endswith(f"ERROR devhost: cannot start: cannot reach storage at {dead} (setting BotStorage) for "
+                         "queue bot-jobs: is Azurite running? scripts/run starts it")
+    init = devhost("init-storage", env=storage)
+    assert init.returncode == 1
+    [line] = (init.stdout + init.stderr).strip().splitlines()
+    assert "ERROR devhost: cannot create the tables and queues (" in line and dead.split("//")[1] in line
+    assert line.endswith("): is Azurite running? scripts/run starts it")

@@ -92,3 +92,77 @@ def test_a_turn_that_changes_nothing_says_so_and_turns_are_deterministic() -> No
     state = c.state
     assert ENGINE.run_turn(state, "Bob", ctx_info=INFO) == ENGINE.run_turn(state, "Bob", ctx_info=INFO)
     assert state == c.state, "a turn never mutates the state it was given"
+
+
+def test_help_lists_exactly_what_works() -> None:
+    c = Conversation()
+    c.say("hi")
+    listing = texts(c.say("help"))[0].splitlines()[1:]
+    usages = [line[2:].split(": ", 1)[0] for line in listing]
+    assert usages == ["profile", "survey", "remind me in 10 minutes to stretch", "cancel", "help", "hi"]
+    for usage in usages:
+        fresh = Conversation()
+        fresh.say("hi")
+        answer = texts(fresh.say(usage))
+        assert answer and not any("didn't understand" in t or "To set a reminder" in t for t in answer), usage
+
+
+def test_remind_alone_or_malformed_explains_the_format() -> None:
+    c = Conversation()
+    c.say("hi")
+    for text in ("remind", "Remind me", "remind me in 10 minutes", "remind me tomorrow to stretch"):
+        result = c.say(text)
+        assert texts(result) == ["To set a reminder, type: remind me in <number> <seconds, minutes, hours or days> "
+                                 "to <what>, for example: remind me in 10 minutes to stretch"], text
+        assert result.effects == []
+    ok = c.say("remind me in 10 minutes to stretch")
+    assert [(e.text, e.delay_seconds) for e in ok.effects] == [("Reminder: stretch", 600)]
+    assert texts(ok) == ["OK, in 10 minutes I'll remind you to stretch."]
+
+
+def test_a_reminder_in_zero_time_is_refused() -> None:
+    c = Conversation()
+    c.say("hi")
+    for text in ("remind me in 0 minutes to stretch", "remind me in 000 seconds to stretch"):
+        result = c.say(text)
+        assert texts(result) == ["I can only remind you later than now: for example, remind me in 10 minutes "
+                                 "to stretch"] and result.effects == []
+    assert c.say("remind me in 1 second to stretch").effects
+
+
+def test_a_greeting_works_at_any_time_the_root_listens() -> None:
+    c = Conversation()
+    assert texts(c.say("hello")) == ["Hello Ann! I now know your address, so I can send you notifications later.",
+                                     "Type help for the list of commands."]
+    c.say("help")
+    for greeting in ("hi", "Hello!", "hey there", "Good morning", "HI BOT"):
+        assert texts(c.say(greeting)) == ["Hello Ann! Type help for the list of commands."], greeting
+    c.say("profile")
+    assert "Nice to meet you, hello" in texts(c.say("hello"))[0], "to a question, a greeting is an answer"
+
+
+def test_a_second_survey_while_one_is_coming_says_so() -> None:
+    c = Conversation()
+    c.say("hi")
+    first = c.say("survey")
+    assert first.effects == [ScheduleDialog("survey", 5)] and "In 5 seconds" in texts(first)[0]
+    again = c.say("survey")
+    assert texts(again) == ["A survey is already on its way: it starts in a few seconds."] and again.effects == []
+    c.proactive("survey", "job-1")
+    assert "scheduled" not in c.state, "the survey started: no longer coming"
+    c.say("done")
+    after = c.say("survey")
+    assert after.effects == [ScheduleDialog("survey", 5)] and "In 5 seconds" in texts(after)[0]
+
+
+def test_a_survey_whose_job_never_came_can_be_asked_for_again() -> None:
+    c = Conversation()
+    c.say("hi")
+    c.say("survey")
+    assert texts(c.say("survey"))[0].startswith("A survey is already on its way")
+    third = c.say("survey")
+    assert third.effects == [ScheduleDialog("survey", 5)], "said once, then scheduled anew"
+    c.proactive("survey", "job-1")
+    late = c.proactive("survey", "job-2")  # the first job, late: the survey already runs
+    assert late.replies == [] and [f["dialog"] for f in c.state["stack"]] == ["survey"]
+    assert "scheduled" not in c.state

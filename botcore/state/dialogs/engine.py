@@ -66,6 +66,7 @@ class Context:
 
     def __init__(self, engine: "Engine", state: dict[str, Any], info: TurnInfo) -> None:
         self.engine, self.info = engine, info
+        self._conversation = state
         self.stack: list[dict[str, Any]] = state["stack"]
         self.replies: list[dict[str, Any]] = []
         self.effects: list[Any] = []
@@ -84,6 +85,19 @@ class Context:
 
     def emit(self, effect: Any) -> None:
         self.effects.append(effect)
+
+    def schedule(self, effect: ScheduleDialog) -> None:
+        """Emit `effect`; the state remembers that its dialog is coming until the dialog's job arrives."""
+        scheduled = self._conversation.setdefault("scheduled", [])
+        if effect.dialog not in scheduled:
+            scheduled.append(effect.dialog)
+        self.emit(effect)
+
+    def is_scheduled(self, dialog: str) -> bool:
+        return dialog in self._conversation.get("scheduled", ())
+
+    def unschedule(self, dialog: str) -> None:
+        _unschedule(self._conversation, dialog)
 
     def begin(self, name: str, options: Any = None) -> None:
         dialog = self.engine.dialog(name)
@@ -167,8 +181,17 @@ class Engine:
                 return
             jobs.append(job_id)
             del jobs[:-RECENT_JOBS]
+            _unschedule(working, dialog)  # whether it starts now or already runs, it is no longer coming
             if any(frame["dialog"] == dialog for frame in ctx.stack):
                 return
             ctx.begin(dialog, options)
 
         return self._run(state, ctx_info, step)
+
+
+def _unschedule(state: dict[str, Any], dialog: str) -> None:
+    scheduled = state.get("scheduled", [])
+    if dialog in scheduled:
+        scheduled.remove(dialog)
+        if not scheduled:
+            del state["scheduled"]
