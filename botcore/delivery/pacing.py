@@ -79,15 +79,14 @@ class PaceCalendar(TableStore):
         self.rate = rate  # the configured limit, requests per second per key
         self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read at), per instance
 
-    async def reserve(self, key: str, requests: int, *, not_before: float = 0.0, queued: bool = True) -> Slot:
-        """Reserve `requests` consecutive slots for `key`, starting no earlier than `not_before`; slots for a
-        batch that goes on the queue start no earlier than LEAD from now, the time it takes to be picked up."""
+    async def reserve(self, key: str, requests: int, *, queued: bool = True) -> Slot:
+        """Reserve `requests` consecutive slots for `key`; slots for a batch that goes on the queue start no
+        earlier than LEAD from now, the time it takes to be picked up."""
         for _ in range(ATTEMPTS):
             now = time.time()
             row, etag = await self._read(key)
             rate = self._current_rate(row, now)
-            start = max(now + (LEAD if queued else 0.0), not_before, float(row.get("next") or 0),
-                        float(row.get("pausedUntil") or 0))
+            start = max(now + (LEAD if queued else 0.0), float(row.get("next") or 0), float(row.get("pausedUntil") or 0))
             interval = 1.0 / (rate * SLOT_SHARE)
             entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, "rate": rate,
                       "next": start + requests * interval}

@@ -21,7 +21,7 @@ from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, DeliveryLedger, Outcome
-from .pacing import LATE_GRACE, Slot, pace_key
+from .pacing import LATE_GRACE, LEAD, pace_key
 
 if TYPE_CHECKING:
     from ..app import Bot
@@ -168,15 +168,16 @@ class _KeyClaims:
 
 async def _enqueue_retry(bot: "Bot", job: Job, batch: SendBatch, keys: list[str], attempt: int,
                          not_before: float, id_prefix: str | None) -> None:
-    """Conversations of `batch` that must wait, as new batches with new slots no earlier than `not_before`."""
+    """Conversations of `batch` that must wait, as new batches. Those that may go now take the calendar's
+    next slots; those that must wait (a back-off, a conversation's window) take theirs when they run, so
+    that one conversation's wait never holds up its tenant's calendar."""
     references = dict(batch.items)
     pace = batch_pace(batch)
-    slot = await bot.pacing.reserve(pace, len(keys), not_before=not_before)
     now = time.time()
+    slot = await bot.pacing.reserve(pace, len(keys)) if not_before - now <= LEAD else None
     for message, batch_slot in pack(job.id, [(k, references[k].to_json()) for k in keys], attempt=attempt,
                                     id_prefix=id_prefix, pace=pace, slot=slot):
-        assert batch_slot is not None
-        await bot.sends.send(message, delay=batch_slot.visibility(now))
+        await bot.sends.send(message, delay=batch_slot.visibility(now) if batch_slot else not_before - now)
 
 
 async def run_send_batch(bot: "Bot", body: bytes) -> str:
