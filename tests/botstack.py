@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from devhost.channel import FakeConnector
+from devhost.channel import FakeConnector, TeamsLimits
 from devhost.identity import IdentityProvider
 from tests.hostproc import REPO, HostProcess
 
@@ -42,10 +42,13 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 
 
 class BotStack:
-    def __init__(self, storage_connection: str, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, storage_connection: str, tmp: Path, extra_env: dict[str, str] | None = None,
+                 teams: TeamsLimits | None = None) -> None:
+        """With `teams`, the channel keeps Teams' limits and the bot its default pace; without, the channel
+        answers at once and the bot's pace is high enough never to slow a test."""
         self.storage_connection = storage_connection
         self.idp = IdentityProvider().start()
-        self.channel = FakeConnector().start()
+        self.channel = FakeConnector(teams=teams).start()
         self.channel.require_token(self.idp.is_valid_access_token)
         self.service_url = self.channel.base_url + "/"
         env = {
@@ -53,7 +56,7 @@ class BotStack:
             "AzureWebJobsStorage": storage_connection,
             "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
             "LocalFunctionKey": "stack-key",
-            "BotTenantRatePerSecond": "2000",
+            **({} if teams else {"BotTenantRatePerSecond": "2000"}),
             "BotSendConcurrency": "32",
             "BotHttpTimeoutSeconds": "2",  # the fault tests hang the Connector past it
             "BotDeliveryClaimSeconds": "6",  # a killed host's claims are taken over quickly

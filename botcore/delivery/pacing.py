@@ -38,15 +38,17 @@ log = logging.getLogger(__name__)
 
 ROW_KEY = "c"
 SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest absorbs timing jitter
-LATE_GRACE = 0.25  # seconds an item may start after its slot before it takes a new one
+LATE_GRACE = 0.1  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
+# between instances, how long two batches of one key can overlap)
 LEAD = 0.6  # a batch is made visible this long before its slot (the host's polling interval is 0.5 s)
-THROTTLED_RATE = 0.7  # a 429 multiplies the key's rate by this
-RECOVERY_SECONDS = 60.0  # after this long without a 429, the rate climbs back
-RECOVERY_RATE = 1.25
+THROTTLED_RATE = 0.85  # a 429 multiplies the key's rate by this
+RECOVERY_SECONDS = 30.0  # after this long without a 429, the rate climbs back
+RECOVERY_RATE = 1.1
 MIN_RATE_SHARE = 0.1
 ATTEMPTS = 16  # concurrent reservations of one key: each loser reads again after a short random pause
 # Teams' per-conversation limits: (requests, seconds) over sliding windows.
 CONVERSATION_WINDOWS = ((7, 1.0), (8, 2.0), (60, 30.0), (1800, 3600.0))
+WINDOW_MARGIN = 0.15  # seconds added to each conversation window: a request is counted before it arrives
 
 
 def pace_key(channel_id: str, tenant_id: str | None) -> str:
@@ -165,8 +167,10 @@ class KeyGuard:
 class ConversationWindows:
     """Per instance: each conversation's recent requests, against Teams' per-conversation windows.
 
-    Only conversations with a request in the longest short window (30 s) are kept, plus an hourly count;
-    a broadcast's conversations, one message each, are forgotten half a minute later.
+    A request is counted when it is let through (`take`), a little before it reaches the channel, so each
+    window is kept with WINDOW_MARGIN to spare. Only conversations with a request in the longest short
+    window (30 s) are kept, plus an hourly count: a broadcast's conversations, one message each, are
+    forgotten half a minute later.
     """
 
     def __init__(self, windows: tuple[tuple[int, float], ...] = CONVERSATION_WINDOWS) -> None:
@@ -176,8 +180,14 @@ class ConversationWindows:
         self._hour: dict[str, tuple[float, int]] = {}
         self._pruned = 0.0
 
-    def wait(self, key: str, now: float) -> float:
-        """Seconds until a request to `key` keeps every window."""
+    def take(self, key: str, now: float) -> float:
+        """Count a request to `key` now and return 0, or return the seconds until one keeps every window."""
+        wait = self._wait(key, now)
+        if wait == 0:
+            self._sent(key, now)
+        return wait
+
+    def _wait(self, key: str, now: float) -> float:
         recent = self._recent.get(key)
         wait = 0.0
         if recent:
@@ -185,19 +195,19 @@ class ConversationWindows:
             for count, seconds in self.windows:
                 if seconds > self.short:
                     continue
-                inside = len(times) - bisect.bisect_right(times, now - seconds)
-                if inside >= count:
-                    wait = max(wait, times[len(times) - count] + seconds - now)
+                span = seconds + WINDOW_MARGIN
+                if len(times) - bisect.bisect_right(times, now - span) >= count:
+                    wait = max(wait, times[len(times) - count] + span - now)
         started, count = self._hour.get(key, (now, 0))
         hourly = next((c for c, s in self.windows if s >= 3600), None)
         if hourly is not None and count >= hourly and now - started < 3600:
             wait = max(wait, started + 3600 - now)
         return wait
 
-    def sent(self, key: str, now: float) -> None:
+    def _sent(self, key: str, now: float) -> None:
         recent = self._recent.setdefault(key, deque())
         recent.append(now)
-        while recent and recent[0] < now - self.short:
+        while recent and recent[0] < now - self.short - WINDOW_MARGIN:
             recent.popleft()
         started, count = self._hour.get(key, (now, 0))
         self._hour[key] = (started, count + 1) if now - started < 3600 else (now, 1)
@@ -206,7 +216,7 @@ class ConversationWindows:
 
     def _prune(self, now: float) -> None:
         self._pruned = now
-        for key in [k for k, r in self._recent.items() if not r or r[-1] < now - self.short]:
+        for key in [k for k, r in self._recent.items() if not r or r[-1] < now - self.short - WINDOW_MARGIN]:
             del self._recent[key]
             started, count = self._hour.get(key, (now, 0))
             if count < 60 or now - started >= 3600:  # far from the hourly limit: nothing to remember

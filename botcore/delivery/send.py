@@ -204,16 +204,21 @@ async def abandon_batch(bot: "Bot", batch: SendBatch, error: str) -> None:
 async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
     wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
+    pace = batch_pace(batch)
+    slot = batch.slot
+    if slot is None or await bot.pacing.paused_until(pace) > slot.start:  # unscheduled, or paused since
+        slot = await bot.pacing.reserve(pace, len(batch.items), queued=False)
+    if slot.start - time.time() > MAX_INLINE_WAIT:  # its slots are further off: back on the queue until then
+        batch.slot = slot
+        await bot.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
+        return Report(retrying=len(batch.items))
     claims = (_BatchClaims if batch.id else _KeyClaims)(bot, job, batch)
     early = await claims.take()
     if early is not None:
         return early
     keys = list(claims.attempts)
-    pace = batch_pace(batch)
-    slot = batch.slot
-    if slot is None or await bot.pacing.paused_until(pace) > slot.start:  # unscheduled, or paused since
-        slot = await bot.pacing.reserve(pace, len(keys), queued=False)
     references = dict(batch.items)
+    started_late = time.time() - slot.start  # negative: early, as it should be
     recorder = OutcomeRecorder(claims.write)
     throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
     waits: list[float] = []  # conversations over their window: when they may be tried again
@@ -237,14 +242,13 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
             continue
         if at > now:
             await asyncio.sleep(at - now)
-        window = bot.windows.wait(key, time.time())
+        window = bot.windows.take(key, time.time())
         if window > 0:
             waits.append(window)
             held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
             continue
         await bot.guard.wait(pace)
         await bot.sending.acquire()
-        bot.windows.sent(key, time.time())
         sending.append(asyncio.create_task(send(key)))
     outcomes = [*await asyncio.gather(*sending), *held]
     for o in held:
@@ -262,7 +266,8 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     not_before = time.time() + max([backoff if transient else 0.0, *waits])
     report.retrying = await claims.hand_on(outcomes, unwritten, not_before)
     if report.retrying:
-        log.info("job %s: %d conversations handed on (attempt %d)", job.id, report.retrying, batch.attempt + 1)
+        log.info("job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)", job.id,
+                 report.retrying, batch.attempt + 1, started_late)
     return report
 
 

@@ -1,0 +1,122 @@
+"""A notification to every member of a Teams team, each in their one-to-one conversation with the bot.
+
+When the bot is installed in a team, the conversation that says so is stored with the team's id (its
+tenant, its service URL: botcore.state.conversations). A job whose target is `{"team": id}` reads the
+team's roster page by page through the Connector, finds each member's one-to-one conversation (stored
+ones are reused; a missing one is created, as the Connector API describes, and stored), and hands the
+conversations to the usual paced send batches. Every call (roster pages, creations, sends) takes its slot
+in the tenant's pace calendar.
+
+Idempotent: the roster's continuation token is the fan-out's cursor, batches are named by their place in
+the roster, and a rerun finds the conversations a first run created, so nothing is created or sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..protocol.activity import TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
+from ..protocol.connector import ConversationGoneError, RequestRejectedError
+from ..storage import EntityChangedError
+from .fanout import enqueue_paced
+from .jobs import Job
+from .ledger import FAILED, GONE, Delivered, JobHeader
+from .pacing import pace_key
+
+if TYPE_CHECKING:
+    from ..app import Bot
+    from ..state.conversations import ConversationRecord
+
+log = logging.getLogger(__name__)
+
+ROSTER_PAGE = 500  # the most members Teams returns in one page
+PAGES_PER_INVOCATION = 4
+CREATING_AT_ONCE = 16
+
+
+async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
+    team_id = job.target.team
+    assert team_id is not None
+    team = await bot.conversations.team(team_id)
+    if team is None or not team.active:
+        await bot.ledger.fail_job(job, f"the bot is not installed in team {team_id!r} (or was removed)")
+        return "unknown team"
+    reference = team.reference
+    pace = pace_key(reference.channel_id, reference.tenant_id)
+    for _ in range(PAGES_PER_INVOCATION):
+        await _take_slot(bot, pace)
+        page = await bot.connector.get_paged_members(reference.endpoint, team_id, ROSTER_PAGE, header.cursor)
+        found = await asyncio.gather(*(bot.conversations.personal(reference.tenant_id or "", m.id)
+                                       for m in page.members))
+        conversations: list[tuple[str, str]] = []
+        failed: dict[str, Delivered] = {}
+        missing = [m for m, record in zip(page.members, found) if record is None or not record.active]
+        created = await _create_all(bot, pace, reference, missing)
+        for member, record in zip(page.members, found):
+            record = created.get(member.id, record)
+            if isinstance(record, Delivered):
+                failed[f"member|{member.id}"] = record
+            elif record is not None:
+                conversations.append((record.key, record.reference.to_json()))
+        if conversations:
+            await enqueue_paced(bot, job.id, pace, conversations, f"{header.targets}.0.")
+        if failed:
+            await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", failed)
+        header.cursor, header.targets = page.continuation_token, header.targets + len(page.members)
+        header.fanned_out = not page.continuation_token
+        try:
+            await bot.ledger.save_progress(header)
+        except EntityChangedError:
+            log.warning("job %s: another worker is fanning out this team; leaving it to that one", job.id)
+            return "duplicate"
+        if header.fanned_out:
+            log.info("job %s: team %s: %d members", job.id, team_id, header.targets)
+            return f"team of {header.targets}"
+    await bot.jobs.send(job.to_json())  # the rest of the roster, in a fresh invocation
+    return "continuing"
+
+
+async def _take_slot(bot: "Bot", pace: str) -> None:
+    """Wait for this instance's next slot of the key (a roster read or a creation: one request each)."""
+    slot = await bot.pacing.reserve(pace, 1, queued=False)
+    await asyncio.sleep(max(0.0, slot.start - time.time()))
+
+
+async def _create_all(bot: "Bot", pace: str, team: ConversationReference,
+                      members: list[ChannelAccount]) -> dict[str, "ConversationRecord | Delivered"]:
+    """Members' new one-to-one conversations, stored; or why a member has none."""
+    gate = asyncio.Semaphore(CREATING_AT_ONCE)
+    out: dict[str, ConversationRecord | Delivered] = {}
+
+    async def create(member: ChannelAccount) -> None:
+        async with gate:
+            await _take_slot(bot, pace)
+            try:
+                out[member.id] = await _personal(bot, team, member)
+            except ConversationGoneError as exc:
+                out[member.id] = Delivered(GONE, error=exc.code or f"HTTP {exc.status}")
+            except RequestRejectedError as exc:
+                out[member.id] = Delivered(FAILED, error=str(exc))
+
+    await asyncio.gather(*(create(m) for m in members))
+    return out
+
+
+async def _personal(bot: "Bot", team: ConversationReference, member: ChannelAccount) -> "ConversationRecord":
+    """Create (or, as Teams does for an existing one, get back) the member's conversation with the bot, and
+    store its reference. The Connector answers on the team's service URL, which a channel token vouched for."""
+    tenant = team.tenant_id or ""
+    created = await bot.connector.create_conversation(team.endpoint, {
+        "isGroup": False, "bot": team.bot.to_dict() if team.bot else None, "members": [{"id": member.id}],
+        "tenantId": tenant, "channelData": {"tenant": {"id": tenant}},
+    })
+    reference = ConversationReference(
+        conversation=ConversationAccount(id=created.id, is_group=False, conversation_type="personal",
+                                         tenant_id=tenant),
+        channel_id=team.channel_id, service_url=team.service_url, user=member, bot=team.bot,
+        locale=team.locale, service_url_trust=TRUST_TOKEN,
+    ).bounded()
+    return await bot.conversations.record_activity(reference)  # stored, or refreshed and active again

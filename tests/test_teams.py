@@ -1,0 +1,114 @@
+"""Delivery against a Teams-like channel: the fake Connector keeps Teams' limits (50 requests per second per
+tenant, 7 per second / 8 per 2 s / 60 per 30 s per conversation, 429 with Retry-After past them, service
+time of tens of milliseconds), and the bot keeps its default pace (BotTenantRatePerSecond 50). In a storage
+account of their own, so that nothing else uses the tenants' pace."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from devhost.azurite import Azurite
+from devhost.channel import TeamsLimits
+from tests.botstack import APP_ID, BotStack
+from tests.hostproc import REPO, HostProcess
+from tests.test_notify import status_of, tenant
+
+TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
+
+
+@pytest.fixture(scope="module")
+def teams(tmp_path_factory):
+    with Azurite(tmp_path_factory.mktemp("teams-storage")) as azurite:
+        stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("teams-bot"), teams=TEAMS)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def _delivered(stack: BotStack, cids: list[str], text: str) -> Counter:
+    return Counter(r.conversation_id for cid in cids for r in stack.channel.activities(cid)
+                   if r.body.get("text") == text)
+
+
+def test_two_hosts_pace_each_tenant_to_its_limit_together(teams: BotStack, tmp_path) -> None:
+    """Two big tenants (150 conversations each: 3 s at 50/s) and 18 small ones: more batches due at once than
+    one host takes in a poll (batchSize 16), so both hosts send, and each tenant's pace must hold across them."""
+    second = HostProcess(REPO, teams.env, tmp_path / "second-host.log")
+    try:
+        big, small = [tenant(), tenant()], [tenant() for _ in range(18)]
+        cids = {t: teams.seed(150 if t in big else 10, tenant_id=t) for t in big + small}
+        everyone = [c for t in cids for c in cids[t]]
+        started = time.monotonic()
+        jobs = {t: teams.api("POST", "notify", {"text": "paced", "target": {"tenantId": t}}).json()["id"] for t in cids}
+        assert teams.channel.wait_for(lambda c: len(_delivered(teams, everyone, "paced")) == len(everyone), timeout=60)
+        elapsed = time.monotonic() - started
+        for t, job in jobs.items():
+            status_of(teams, job, state="done", sent=len(cids[t]))
+        assert set(_delivered(teams, everyone, "paced").values()) == {1}  # each exactly once
+        for t in cids:
+            tally = teams.channel.tenants[t]
+            assert tally.peak <= 50 and tally.refused <= tally.accepted // 100, (t, tally)  # at most 1 % 429s
+        # A big tenant's 150 at 50/s take 3 s, the tenants side by side: paced, and not slower than needed.
+        assert 150 / 50 * 0.9 <= elapsed <= 150 / 50 / 0.5, elapsed
+        assert "send batch" in second.log() and "send batch" in teams.host.log()  # both hosts sent
+    finally:
+        second.stop()
+
+
+def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack) -> None:
+    [cid] = teams.seed(1, tenant_id=tenant())
+    started = time.monotonic()
+    for i in range(12):
+        assert teams.api("POST", "notify", {"text": f"burst {i}", "target": {"conversation": teams.key(cid)}}).status_code == 202
+    assert teams.channel.wait_for(lambda c: len(c.activities(cid)) == 12, timeout=30)
+    assert sorted(teams.texts_of(cid)) == sorted(f"burst {i}" for i in range(12))
+    assert teams.channel.conversations[cid].refused == 0  # never sent into a 429
+    # 7 in the first second, then 8 per 2 s: the 12th cannot be sent before 2 s have passed.
+    assert time.monotonic() - started >= 2.0
+
+
+def _install_in_team(stack: BotStack, team_id: str, tenant_id: str) -> None:
+    """The bot added to a team: Teams' conversationUpdate in the team's General channel."""
+    activity = stack.activity(team_id, type="conversationUpdate", membersAdded=[{"id": f"28:{APP_ID}"}],
+                              conversation={"id": team_id, "tenantId": tenant_id, "conversationType": "channel",
+                                            "isGroup": True},
+                              channelData={"team": {"id": team_id}, "tenant": {"id": tenant_id}})
+    assert stack.post(activity).status_code == 200
+
+
+def test_a_team_roster_gets_one_message_each_in_personal_conversations_once(teams: BotStack) -> None:
+    group, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    _install_in_team(teams, team_id, group)
+    members = teams.channel.set_roster(team_id, 40, group)
+    known = members[:10]
+    for member in known:  # ten members already talk to the bot one to one
+        personal = f"a:{uuid.uuid4().hex}"
+        activity = teams.activity(personal, "hi", user=member["id"],
+                                  conversation={"id": personal, "tenantId": group, "conversationType": "personal"})
+        assert teams.post(activity).status_code == 200
+    creates_before = sum(r.operation == "create" for r in teams.channel.requests)
+    response = teams.api("POST", "notify", {"text": "to the team", "target": {"team": team_id}})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    status_of(teams, job_id, state="done", targets=40, sent=40, timeout=30)
+    creates = sum(r.operation == "create" for r in teams.channel.requests) - creates_before
+    assert creates == 30  # the ten known conversations were reused
+    sends = [r for r in teams.channel.activities() if r.body.get("text") == "to the team"]
+    assert Counter(r.body["recipient"]["id"] for r in sends) == Counter({m["id"]: 1 for m in members})
+    assert all(r.conversation_id != team_id for r in sends)  # one to one, never in the team's channel
+
+    rerun = {"kind": "notify", "id": job_id, "created": "2026-12-01T00:00:00Z", "target": {"team": team_id},
+             "text": "to the team"}
+    teams.enqueue(json.dumps(rerun))  # the same job again: the header says it is done
+    time.sleep(3)  # a second send would arrive by now
+    assert sum(r.body.get("text") == "to the team" for r in teams.channel.activities()) == 40
+    second = teams.api("POST", "notify", {"text": "again", "target": {"team": team_id}}).json()["id"]
+    status_of(teams, second, state="done", targets=40, sent=40, timeout=30)
+    assert sum(r.operation == "create" for r in teams.channel.requests) - creates_before == 30  # all reused now
+    assert teams.channel.tenants[group].refused == 0
