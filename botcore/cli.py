@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import TextIO
 
 from .delivery.jobs import Job, JobError, Target, new_job, parse_job
-from .settings import ConfigurationError, JOBS_QUEUE
+from .settings import JOBS_QUEUE, ConfigurationError, get_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,15 +153,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 def _storage_hint() -> str:
     """Where the storage setting points, and what usually fixes it locally."""
-    settings = {"BotStorage": os.environ.get("BotStorage", ""),
-                "AzureWebJobsStorage": os.environ.get("AzureWebJobsStorage", "")}
-    name, value = next(((n, v.strip()) for n, v in settings.items() if v.strip()), ("", ""))
-    if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
-        return (f"{name}=UseDevelopmentStorage=true means Azurite on 127.0.0.1:10000-10002: is scripts/run "
+    connection = get_settings().storage
+    if connection.local:
+        return (f"{connection.setting}=UseDevelopmentStorage=true means {connection.where}: is scripts/run "
                 "running? (on other ports, export the BotStorage it prints)")
-    if value:
-        fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
-        where = " and ".join(fields[k] for k in ("TableEndpoint", "QueueEndpoint") if k in fields)
-        return (f"{name} points at {where or 'account ' + fields.get('AccountName', '?')}: is it running? "
+    if connection.connection_string is not None:
+        return (f"{connection.setting} points at {connection.where}: is it running? "
                 "(scripts/run starts Azurite and prints the BotStorage to export)")
-    return "check BotStorage__tableServiceUri and __queueServiceUri, and the identity's access"
+    return f"{connection.setting} points at {connection.where}: check the URIs and the identity's access"

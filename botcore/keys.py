@@ -32,22 +32,6 @@ def encode_key(value: str) -> str:
     return _HASHED_PREFIX + digest
 
 
-def decode_key(key: str) -> str | None:
-    """The original string of an escaped key; None for a hashed one."""
-    if key.startswith(_HASHED_PREFIX):
-        return None
-    out = bytearray()
-    i = 0
-    while i < len(key):
-        if key[i] == "~":
-            out.append(int(key[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out += key[i].encode()
-            i += 1
-    return out.decode("utf-8", "surrogatepass")
-
-
 def conversation_key(channel_id: str, conversation_id: str) -> str:
     """The address key of a conversation: unique per (channel, conversation).
 

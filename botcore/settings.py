@@ -27,8 +27,10 @@ TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE, SERVICE_URLS_T
 QUEUES = (JOBS_QUEUE, SENDS_QUEUE)
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount: the host's last attempt at a message
 
-# Name of the app's storage connection (a setting, or a `<name>__*` family of settings).
+# Name of the app's storage connection (a setting, or a `<name>__*` family of settings), and the host's,
+# which the app falls back to.
 STORAGE_CONNECTION = "BotStorage"
+FALLBACK_CONNECTION = "AzureWebJobsStorage"
 
 PUBLIC_CLOUD = "public"
 US_GOV_CLOUD = "usgov"
@@ -83,6 +85,71 @@ CLOUDS = {
 }
 
 
+DEVELOPMENT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """The app's storage: a connection string, or service URIs plus a managed identity. `setting` names the
+    setting it came from; `where` says where it points, for messages."""
+
+    setting: str
+    connection_string: str | None = None
+    table_uri: str | None = None
+    queue_uri: str | None = None
+    client_id: str | None = None
+    local: bool = False  # UseDevelopmentStorage=true: Azurite on its default ports
+
+    @property
+    def where(self) -> str:
+        if self.local:
+            return "Azurite on 127.0.0.1:10000-10002 (UseDevelopmentStorage=true)"
+        if self.connection_string is not None:
+            fields = dict(part.split("=", 1) for part in self.connection_string.split(";") if "=" in part)
+            endpoints = [fields[k] for k in ("TableEndpoint", "QueueEndpoint") if k in fields]
+            return " and ".join(endpoints) or f"account {fields.get('AccountName', '?')}"
+        return f"{self.table_uri} and {self.queue_uri}, with a managed identity"
+
+
+def connection_from_env(env: Mapping[str, str]) -> StorageConnection:
+    """The storage connection the Functions host would understand: `BotStorage` (else `AzureWebJobsStorage`),
+    a connection string or the identity-based `<name>__*` family."""
+    for name in (STORAGE_CONNECTION, FALLBACK_CONNECTION):
+        value = env.get(name, "").strip()
+        if value:
+            if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+                return StorageConnection(name, DEVELOPMENT_STORAGE, local=True)
+            return StorageConnection(name, value)
+        prefix = name + "__"
+        family = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
+        if family:
+            account = family.get("accountname")
+            table_uri = family.get("tableserviceuri") or (
+                account and f"https://{account}.table.core.windows.net"
+            )
+            queue_uri = family.get("queueserviceuri") or (
+                account and f"https://{account}.queue.core.windows.net"
+            )
+            if not (table_uri and queue_uri):
+                raise ConfigurationError(
+                    f"{prefix}tableServiceUri and {prefix}queueServiceUri (or {prefix}accountName) are required"
+                )
+            credential = family.get("credential", "managedidentity").lower()
+            if credential != "managedidentity":
+                raise ConfigurationError(f"{prefix}credential must be managedidentity")
+            return StorageConnection(name, table_uri=table_uri, queue_uri=queue_uri, client_id=family.get("clientid"))
+    raise ConfigurationError(
+        f"no storage connection: set {STORAGE_CONNECTION} (a connection string, or "
+        f"{STORAGE_CONNECTION}__tableServiceUri/__queueServiceUri with a managed identity)"
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: str = ""
@@ -103,6 +170,14 @@ class Settings:
     http_timeout: float = 30.0
     delivery_claim_seconds: float = 120.0
     emulator_service_hosts: tuple[str, ...] = ()
+    storage_connection: StorageConnection | None = None
+    storage_problem: str = ""  # why there is no storage connection (raised when one is needed)
+
+    @property
+    def storage(self) -> StorageConnection:
+        if self.storage_connection is None:
+            raise ConfigurationError(self.storage_problem)
+        return self.storage_connection
 
     @property
     def is_development(self) -> bool:
@@ -132,6 +207,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
+        storage, problem = None, ""
+        try:
+            storage = connection_from_env(env)
+        except ConfigurationError as exc:
+            problem = str(exc)
         channel_service = env.get("ChannelService", "").strip().rstrip("/")
         cloud = CLOUDS[US_GOV_CLOUD if channel_service == US_GOV_CHANNEL_SERVICE else PUBLIC_CLOUD]
         return cls(
@@ -156,6 +236,8 @@ class Settings:
             delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),
             emulator_service_hosts=tuple(
                 h.strip().lower() for h in env.get("BotEmulatorServiceHosts", "").split(",") if h.strip()),
+            storage_connection=storage,
+            storage_problem=problem,
         )
 
 

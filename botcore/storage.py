@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping, NoReturn
 
 from .errors import BadInputError, BotError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
-from .settings import QUEUES, STORAGE_CONNECTION, TABLES, ConfigurationError
+from .settings import QUEUES, TABLES, Settings, StorageConnection, get_settings
 
 if TYPE_CHECKING:
     from azure.core.exceptions import AzureError
@@ -36,17 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FALLBACK_CONNECTION = "AzureWebJobsStorage"
 CONNECT_TIMEOUT = 10  # seconds; a turn must not hang on a dead socket
 READ_TIMEOUT = 30
 RETRIES = 2  # after the first attempt, for network errors, 408, 429 and 5xx
-DEVELOPMENT_STORAGE = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -130,52 +120,6 @@ def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
     if status == 413 or code in _TOO_LARGE:
         raise EntityTooLargeError(status, code, message) from exc
     raise StorageUnavailableError(status, code, message) from exc
-
-
-# ---- the connection ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StorageConnection:
-    """Either a connection string, or service URIs plus a managed identity."""
-
-    connection_string: str | None = None
-    table_uri: str | None = None
-    queue_uri: str | None = None
-    client_id: str | None = None
-
-
-def connection_from_env(env: Mapping[str, str] | None = None) -> StorageConnection:
-    env = os.environ if env is None else env
-    for name in (STORAGE_CONNECTION, FALLBACK_CONNECTION):
-        value = env.get(name, "").strip()
-        if value:
-            if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
-                value = DEVELOPMENT_STORAGE
-            return StorageConnection(connection_string=value)
-        prefix = name + "__"
-        family = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
-        if family:
-            account = family.get("accountname")
-            table_uri = family.get("tableserviceuri") or (
-                account and f"https://{account}.table.core.windows.net"
-            )
-            queue_uri = family.get("queueserviceuri") or (
-                account and f"https://{account}.queue.core.windows.net"
-            )
-            if not (table_uri and queue_uri):
-                raise ConfigurationError(
-                    f"{prefix}tableServiceUri and {prefix}queueServiceUri (or {prefix}accountName) are required"
-                )
-            credential = family.get("credential", "managedidentity").lower()
-            if credential != "managedidentity":
-                raise ConfigurationError(f"{prefix}credential must be managedidentity")
-            return StorageConnection(
-                table_uri=table_uri, queue_uri=queue_uri, client_id=family.get("clientid")
-            )
-    raise ConfigurationError(
-        f"no storage connection: set {STORAGE_CONNECTION} (a connection string, or "
-        f"{STORAGE_CONNECTION}__tableServiceUri/__queueServiceUri with a managed identity)"
-    )
 
 
 # ---- the seam ----------------------------------------------------------------------------------
@@ -335,7 +279,7 @@ def _reraise(exc: Exception, what: str) -> NoReturn:
 class _Clients:
     """The storage clients of one event loop, on one shared transport."""
 
-    def __init__(self, connection: StorageConnection) -> None:
+    def __init__(self, connection: StorageConnection, settings: Settings) -> None:
         from azure.core.pipeline.transport import AioHttpTransport
 
         # Every request would otherwise log its URL and headers at INFO, the Functions host's level.
@@ -347,8 +291,8 @@ class _Clients:
         if connection.connection_string is None:
             from .protocol.tokens import ManagedIdentityCredential
 
-            self.credential = ManagedIdentityCredential(
-                os.environ.get("IDENTITY_ENDPOINT", ""), os.environ.get("IDENTITY_HEADER", ""), connection.client_id)
+            self.credential = ManagedIdentityCredential(settings.identity_endpoint, settings.identity_header,
+                                                        connection.client_id)
         self.tables: dict[str, Table] = {}
         self.queues: dict[str, Queue] = {}
 
@@ -397,7 +341,11 @@ _by_loop: PerLoop[_Clients] = PerLoop(close=_close)
 
 
 def _clients() -> _Clients:
-    return _by_loop.get(lambda: _Clients(connection_from_env()))
+    def make() -> _Clients:
+        settings = get_settings()
+        return _Clients(settings.storage, settings)
+
+    return _by_loop.get(make)
 
 
 def get_table(name: str) -> Table:

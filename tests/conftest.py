@@ -21,6 +21,16 @@ def _interrupt_on_sigterm(signum, frame):
 signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """botcore reads its settings once per process; a test that sets the environment gets them read anew."""
+    from botcore.settings import reset_settings
+
+    reset_settings()
+    yield
+    reset_settings()
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory):
     server = Azurite(tmp_path_factory.mktemp("azurite")).start()

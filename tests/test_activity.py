@@ -61,12 +61,17 @@ def test_invalid_activities_are_refused_with_a_reason(change: dict, message: str
         Activity.from_dict(data)
 
 
-def test_bot_added_and_removed_are_recognised_by_recipient_id() -> None:
+def test_bot_removed_is_recognised_by_recipient_id() -> None:
     base = {**MINIMAL, "type": "conversationUpdate", "recipient": {"id": "28:bot"}}
-    assert Activity.from_dict({**base, "membersAdded": [{"id": "28:bot"}]}).bot_was_added()
-    assert not Activity.from_dict({**base, "membersAdded": [{"id": "29:u"}]}).bot_was_added()
     assert Activity.from_dict({**base, "membersRemoved": [{"id": "28:bot"}]}).bot_was_removed()
-    assert not Activity.from_dict({**MINIMAL, "membersAdded": [{"id": "28:bot"}]}).bot_was_added()
+    assert not Activity.from_dict({**base, "membersRemoved": [{"id": "29:u"}]}).bot_was_removed()
+    assert not Activity.from_dict({**MINIMAL, "membersRemoved": [{"id": "28:bot"}]}).bot_was_removed()
+
+
+def test_the_team_of_a_channel_conversation_is_read_from_channel_data() -> None:
+    assert Activity.from_dict({**MINIMAL, "channelData": {"team": {"id": "19:t@thread.tacv2"}}}).team_id == "19:t@thread.tacv2"
+    assert Activity.from_dict({**MINIMAL, "channelData": {"team": "x"}}).team_id is None
+    assert Activity.from_dict(MINIMAL).team_id is None
 
 
 def test_reference_from_activity_and_outgoing_proactive_activity() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from botcore.state.dialogs import ScheduleDialog, TurnInfo, default_engine
 
 ENGINE = default_engine()
-INFO = TurnInfo(notify_url="https://bot.example/api/notify", user_name="Ann")
+INFO = TurnInfo(notify_url="https://bot.example/api/notify", user_name="Ann",
+                now=datetime(2026, 12, 1, 14, 3, 12, tzinfo=timezone.utc))
 
 
 class Conversation:
@@ -116,8 +118,9 @@ def test_remind_alone_or_malformed_explains_the_format() -> None:
                                  "to <what>, for example: remind me in 10 minutes to stretch"], text
         assert result.effects == []
     ok = c.say("remind me in 10 minutes to stretch")
-    assert [(e.text, e.delay_seconds) for e in ok.effects] == [("Reminder: stretch", 600)]
-    assert texts(ok) == ["OK, in 10 minutes I'll remind you to stretch."]
+    assert [(e.text, e.due) for e in ok.effects] == [("Reminder: stretch", INFO.now + timedelta(minutes=10))]
+    assert texts(ok) == [f"OK, in 10 minutes (at {(INFO.now + timedelta(minutes=10)):%H:%M:%S} UTC) "
+                         "I'll remind you to stretch."]
 
 
 def test_a_reminder_in_zero_time_is_refused() -> None:

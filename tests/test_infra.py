@@ -27,7 +27,6 @@ from hypothesis import given, settings, strategies as st
 from pycep import BicepParser
 
 from botcore import settings as bot_settings
-from botcore import storage as bot_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -113,9 +112,9 @@ US_GOVERNMENT_ONLY = {"ChannelService"}
 
 # Connection-string forms of the storage connections: they need shared keys, which the
 # storage account disables. The identity-based `<name>__*` forms are used instead.
-CONNECTION_STRING_FORMS = {bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION}
+CONNECTION_STRING_FORMS = {bot_settings.STORAGE_CONNECTION, bot_settings.FALLBACK_CONNECTION}
 
-# The app's own storage connection, identity-based (names as storage.py reads them).
+# The app's own storage connection, identity-based (names as settings.py reads them).
 BOT_STORAGE_IDENTITY = {
     f"{bot_settings.STORAGE_CONNECTION}__{key}"
     for key in ("tableServiceUri", "queueServiceUri", "credential", "clientId")
@@ -123,7 +122,7 @@ BOT_STORAGE_IDENTITY = {
 
 # Read by the Functions host itself, not by the app's code: required on Flex Consumption.
 # The host's storage by service URIs (blob: keys, timer leases; queue, table), which carry the
-# cloud's suffix; storage.py reads the same family as its fallback, except the blob URI.
+# cloud's suffix; settings.py reads the same family as its fallback, except the blob URI.
 FUNCTIONS_HOST = {
     "AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__queueServiceUri",
@@ -136,8 +135,8 @@ FUNCTIONS_HOST = {
 }
 HOST_ONLY_STORAGE_KEYS = {"blobServiceUri"}
 
-# `__accountName` makes the host and storage.py build core.windows.net URIs: public cloud only.
-PUBLIC_CLOUD_ONLY = {f"{conn}__accountName" for conn in (bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION)}
+# `__accountName` makes the host and settings.py build core.windows.net URIs: public cloud only.
+PUBLIC_CLOUD_ONLY = {f"{conn}__accountName" for conn in (bot_settings.STORAGE_CONNECTION, bot_settings.FALLBACK_CONNECTION)}
 
 # Added by the notify feature (send throttling); allowed even before the code reads them.
 # Once the code reads them they are ordinary settings that must be set.
@@ -147,9 +146,9 @@ NOTIFY_FEATURE = {"BotSendConcurrency", "BotTenantRatePerSecond"}
 NEVER_ON_FLEX = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"}
 
 # Reads with a computed name are allowed only where the test knows what they read:
-# storage.py's connection_from_env reads `BotStorage`/`AzureWebJobsStorage` and their
-# `__*` families (derived below from storage.py itself).
-KNOWN_DYNAMIC_READS = {("botcore/storage.py", "connection_from_env")}
+# settings.py's connection_from_env reads `BotStorage`/`AzureWebJobsStorage` and their
+# `__*` families (derived below from settings.py itself).
+KNOWN_DYNAMIC_READS = {("botcore/settings.py", "connection_from_env")}
 
 CODE_FILES = sorted(ROOT.glob("botcore/**/*.py")) + [ROOT / "function_app.py"]
 
@@ -615,9 +614,9 @@ def scan_env_reads(paths: tuple[Path, ...]) -> tuple[frozenset[str], tuple[tuple
 
 @lru_cache(maxsize=None)
 def storage_family_keys() -> frozenset[str]:
-    """The `<connection>__<key>` keys storage.py accepts: literals of `family.get("...")`."""
+    """The `<connection>__<key>` keys settings.py accepts: literals of `family.get("...")`."""
     keys = set()
-    for node in ast.walk(ast.parse((ROOT / "botcore" / "storage.py").read_text())):
+    for node in ast.walk(ast.parse((ROOT / "botcore" / "settings.py").read_text())):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -628,12 +627,12 @@ def storage_family_keys() -> frozenset[str]:
             and isinstance(node.args[0], ast.Constant)
         ):
             keys.add(node.args[0].value)
-    assert keys, "found no family.get(...) in botcore/storage.py: update storage_family_keys()"
+    assert keys, "found no family.get(...) in botcore/settings.py: update storage_family_keys()"
     return frozenset(keys)
 
 
 def storage_family_names() -> set[str]:
-    """Lower-cased `<connection>__<key>` names storage.py accepts (it matches them case-insensitively)."""
+    """Lower-cased `<connection>__<key>` names settings.py accepts (it matches them case-insensitively)."""
     return {f"{conn}__{key}".lower() for conn in CONNECTION_STRING_FORMS for key in storage_family_keys()}
 
 
@@ -751,12 +750,12 @@ def test_env_scan_finds_literal_helper_and_computed_reads(tmp_path: Path):
 
 def test_identity_storage_settings_are_names_storage_py_accepts():
     accepted = storage_family_names()
-    host_storage = {n for n in FUNCTIONS_HOST if n.startswith(f"{bot_storage.FALLBACK_CONNECTION}__")}
-    host_only = {f"{bot_storage.FALLBACK_CONNECTION}__{key}" for key in HOST_ONLY_STORAGE_KEYS}
+    host_storage = {n for n in FUNCTIONS_HOST if n.startswith(f"{bot_settings.FALLBACK_CONNECTION}__")}
+    host_only = {f"{bot_settings.FALLBACK_CONNECTION}__{key}" for key in HOST_ONLY_STORAGE_KEYS}
     for name in BOT_STORAGE_IDENTITY | (host_storage - host_only):
-        assert name.lower() in accepted, f"botcore/storage.py does not read {name}"
+        assert name.lower() in accepted, f"botcore/settings.py does not read {name}"
     for name in host_only:
-        assert name.lower() not in accepted, f"botcore/storage.py reads {name}: it is no longer host-only"
+        assert name.lower() not in accepted, f"botcore/settings.py reads {name}: it is no longer host-only"
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
@@ -840,10 +839,10 @@ def test_storage_uris_are_those_of_the_cloud(cloud: str):
     for name, uri in uris.items():
         service = re.search(r"__(\w+)ServiceUri$", name).group(1)
         assert uri == f"https://stexample.{service}.{suffix}", f"{name} in {cloud}: {uri}"
-    # What botcore/storage.py makes of each family, on its own (AzureWebJobsStorage is its fallback).
-    for conn in (bot_settings.STORAGE_CONNECTION, bot_storage.FALLBACK_CONNECTION):
+    # What botcore/settings.py makes of each family, on its own (AzureWebJobsStorage is its fallback).
+    for conn in (bot_settings.STORAGE_CONNECTION, bot_settings.FALLBACK_CONNECTION):
         family = {name: value for name, value in settings.items() if name.startswith(f"{conn}__")}
-        connection = bot_storage.connection_from_env(family)
+        connection = bot_settings.connection_from_env(family)
         assert (connection.table_uri, connection.queue_uri) == (
             f"https://stexample.table.{suffix}", f"https://stexample.queue.{suffix}",
         ), f"{conn} in {cloud}: {connection}"

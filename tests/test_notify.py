@@ -227,7 +227,7 @@ async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversat
     await asyncio.to_thread(bot.say, conversation_id, "remind me in 3 seconds to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)
     asked = time.monotonic()
-    assert texts[1].startswith("OK, in 3 seconds I'll remind you to stretch")
+    assert texts[1].startswith("OK, in 3 seconds (at ") and texts[1].endswith(" UTC) I'll remind you to stretch.")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 3)
     assert texts[2] == "Reminder: stretch"
     assert 2.0 <= time.monotonic() - asked <= 5.0  # at its second, not at the next whole minute

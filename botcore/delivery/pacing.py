@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ..backoff import backoff
 from ..keys import encode_key
 from ..settings import PACING_TABLE
 from ..storage import EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, etag_of
@@ -84,7 +84,7 @@ class PaceCalendar(TableStore):
     async def reserve(self, key: str, requests: int, *, queued: bool = True) -> Slot:
         """Reserve `requests` consecutive slots for `key`; slots for a batch that goes on the queue start no
         earlier than LEAD from now, the time it takes to be picked up."""
-        for _ in range(ATTEMPTS):
+        for attempt in range(1, ATTEMPTS + 1):
             now = time.time()
             row, etag = await self._read(key)
             rate = self._current_rate(row, now)
@@ -98,14 +98,14 @@ class PaceCalendar(TableStore):
                 else:
                     await self.table.merge(entity, etag)
             except (EntityExistsError, EntityChangedError):
-                await asyncio.sleep(random.uniform(0.005, 0.05))  # another batch reserved at the same moment
+                await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))  # another batch reserved at that moment
                 continue
             return Slot(start, interval)
         raise EntityChangedError(409, "Busy", f"pace calendar {key}: too many concurrent reservations")
 
     async def throttled(self, key: str, retry_after: float) -> None:
         """The channel answered 429: pause the key for Retry-After and slow it down."""
-        for _ in range(ATTEMPTS):
+        for attempt in range(1, ATTEMPTS + 1):
             now = time.time()
             row, etag = await self._read(key)
             rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
@@ -118,7 +118,7 @@ class PaceCalendar(TableStore):
                 else:
                     await self.table.merge(entity, etag)
             except (EntityExistsError, EntityChangedError):
-                await asyncio.sleep(random.uniform(0.005, 0.05))
+                await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
             self._paused[key] = (paused, now)
             log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, retry_after, rate)

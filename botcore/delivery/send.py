@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from ..backoff import backoff
 from ..errors import BotError, UnavailableError
 from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+BACKOFF_BASE = 2.0  # seconds before a conversation's first retry (at most); doubling each attempt after
 MAX_BACKOFF = 600.0
 MAX_INLINE_WAIT = 2.0  # seconds a worker may wait for a slot; a later one goes back on the queue
 FLUSH_SECONDS = 0.1
@@ -261,9 +262,9 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
             await bot.conversations.retire(o.key, o.error)
     report = Report(sent=sum(o.status == SENT for o in outcomes), gone=sum(o.status == GONE for o in outcomes),
                     failed=sum(o.status == FAILED for o in outcomes), done_before=claims.done_before)
-    backoff = min(MAX_BACKOFF, 2.0 ** batch.attempt) * random.uniform(0.5, 1.0)
     transient = any(o.status == RETRYING and o.attempted for o in outcomes)
-    not_before = time.time() + max([backoff if transient else 0.0, *waits])
+    wait = backoff(batch.attempt + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) if transient else 0.0
+    not_before = time.time() + max([wait, *waits])
     report.retrying = await claims.hand_on(outcomes, unwritten, not_before)
     if report.retrying:
         log.info("job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)", job.id,

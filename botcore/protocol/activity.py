@@ -225,10 +225,6 @@ class Activity:
                 return team["id"]
         return None
 
-    def bot_was_added(self) -> bool:
-        bot_id = self.recipient.id if self.recipient else None
-        return bool(bot_id) and any(m.id == bot_id for m in self.members_added)
-
     def bot_was_removed(self) -> bool:
         bot_id = self.recipient.id if self.recipient else None
         return bool(bot_id) and any(m.id == bot_id for m in self.members_removed)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from ..backoff import backoff
 from .activity import ChannelAccount, ConversationReference, ServiceEndpoint
 from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
 
@@ -220,7 +220,7 @@ class ConnectorClient:
                                                 _retry_after(response.headers.get("Retry-After")))
             delay = error.retry_after
             if delay is None:
-                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+                delay = backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP)
                 error.retry_after = delay
             if attempt >= attempts or waited + delay > self.max_retry_wait:
                 raise error

@@ -23,6 +23,7 @@ from ..tablejson import ValueTooLargeError, join_json, split_json
 
 ROW_KEY = "c"
 INDEX_ROW = "i"
+MAX_WRITE_ATTEMPTS = 8  # a write that loses the ETag race reads again and retries, this many times at most
 LAST_SEEN_PRECISION = timedelta(hours=1)
 REFERENCE_COLUMNS = [
     "PartitionKey", "RowKey", "ref", "active", "firstSeen", "lastSeen", "retiredReason",
@@ -231,7 +232,7 @@ class ConversationStore(TableStore):
     ) -> ConversationRecord:
         """Save the address of an inbound activity; writes only when something changed."""
         key = conversation_key(reference.channel_id, reference.conversation.id)
-        for _ in range(8):
+        for _ in range(MAX_WRITE_ATTEMPTS):
             record = await self.get(key)
             if not self.needs_reference_write(record, reference, now) and (team_id is None or record.team_id == team_id):
                 assert record is not None
@@ -244,7 +245,7 @@ class ConversationStore(TableStore):
 
     async def retire(self, key: str, reason: str, *, now: datetime | None = None) -> bool:
         """Stop sending to a conversation (blocked, removed, gone); the row stays for audit."""
-        for _ in range(8):
+        for _ in range(MAX_WRITE_ATTEMPTS):
             record = await self.get(key)
             if record is None:
                 return False

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from ..protocol.activity import Activity, ConversationReference
+from ..backoff import backoff
 from ..errors import UnavailableError
 from ..responses import Response
 from ..keys import conversation_key
@@ -64,7 +65,7 @@ def turn_info(settings: Settings, user_name: str | None) -> Any:
     from .dialogs import TurnInfo
 
     notify_url = f"{settings.public_base_url}/api/notify" if settings.public_base_url else None
-    return TurnInfo(notify_url=notify_url, user_name=user_name)
+    return TurnInfo(notify_url=notify_url, user_name=user_name, now=datetime.now(timezone.utc))
 
 
 async def run_dialog_turn(
@@ -95,7 +96,7 @@ async def run_dialog_turn(
                 log.info("conversation %s: state changed during the turn (attempt %d); running it again",
                          key, attempt)
                 # Another instance wrote: back off a little, with jitter, so the two stop colliding.
-                await asyncio.sleep(random.uniform(0, 0.02 * attempt))
+                await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
             return result, record
     raise TurnConflictError(f"conversation {key}: state changed under {MAX_TURN_ATTEMPTS} attempts")
@@ -192,8 +193,6 @@ async def apply_effects(bot: "Bot", key: str, effects: list[Any]) -> None:
     """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
     if not effects:  # most turns
         return
-    from datetime import datetime, timedelta, timezone
-
     from ..delivery.jobs import Target, new_job
     from .dialogs import ScheduleDialog, ScheduleReminder
 
@@ -204,9 +203,8 @@ async def apply_effects(bot: "Bot", key: str, effects: list[Any]) -> None:
             log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
                      effect.delay_seconds, job.id)
         elif isinstance(effect, ScheduleReminder):
-            due = datetime.now(timezone.utc) + timedelta(seconds=effect.delay_seconds)
             job = new_job("reminder", Target(conversation=key), text=effect.text,
-                          due=due.isoformat(timespec="milliseconds"))
+                          due=effect.due.isoformat(timespec="milliseconds"))
             await bot.reminders.add(bot, job)
         else:
             raise TypeError(f"unknown effect {effect!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 from ...errors import BadInputError
@@ -26,6 +27,7 @@ class UnknownDialogError(BadInputError):
 class TurnInfo:
     notify_url: str | None = None
     user_name: str | None = None
+    now: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)  # the turn's clock: dialogs stay pure
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,10 @@ class ScheduleDialog:
 
 @dataclass(frozen=True)
 class ScheduleReminder:
-    """Effect: send `text` into this conversation after a delay (kept in the reminders table)."""
+    """Effect: send `text` into this conversation at `due` (UTC)."""
 
     text: str
-    delay_seconds: float
+    due: datetime
 
 
 @dataclass

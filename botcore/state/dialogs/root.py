@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable
 
 from ...delivery.jobs import MAX_REMINDER_SECONDS
@@ -72,8 +73,11 @@ def _remind(ctx: Context, text: str) -> None:
         ctx.send("I can remind you at most a year ahead.")
         return
     what = match[3].strip()[:1000]
-    ctx.emit(ScheduleReminder(f"Reminder: {what}", seconds))
-    ctx.send(f"OK, in {match[1]} {match[2].lower()}{'s' if match[1] != '1' else ''} I'll remind you to {what}.")
+    due = ctx.info.now + timedelta(seconds=seconds)
+    ctx.emit(ScheduleReminder(f"Reminder: {what}", due))
+    when = due.strftime("%H:%M:%S UTC") if seconds < 86400 else due.strftime("%Y-%m-%d %H:%M:%S UTC")
+    ctx.send(f"OK, in {match[1]} {match[2].lower()}{'s' if match[1] != '1' else ''} (at {when}) "
+             f"I'll remind you to {what}.")
 
 
 def _cancel(ctx: Context, text: str) -> None:
