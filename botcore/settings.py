@@ -8,6 +8,7 @@ the environment first.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -254,17 +255,7 @@ def _number(env: Mapping[str, str], name: str, default: Any, cast: Any) -> Any:
     return value
 
 
-_settings: Settings | None = None
-
-
+@functools.cache
 def get_settings() -> Settings:
-    global _settings
-    if _settings is None:
-        _settings = Settings.from_env()
-    return _settings
-
-
-def reset_settings() -> None:
-    """Forget cached settings (tests that change the environment)."""
-    global _settings
-    _settings = None
+    """The settings of this process, read once (a function app's settings change only by a restart)."""
+    return Settings.from_env()

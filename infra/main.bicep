@@ -3,7 +3,7 @@
 //
 //   az deployment group create -g <resource group> -f infra/main.bicep -p environmentName=<name>
 //
-// README.md (Deploy to Azure) has the whole procedure; tests/test_infra.py checks this template
+// README.md (Deploy to Azure) has the whole procedure; tests/unit/test_infra.py checks this template
 // against the code (settings read, route, tables and queues) without deploying it.
 
 targetScope = 'resourceGroup'
@@ -152,7 +152,7 @@ module functionApp 'modules/functionapp.bicep' = {
 var publicBaseUrl = 'https://${functionApp.outputs.defaultHostName}'
 var messagingEndpoint = 'https://${functionApp.outputs.defaultHostName}/api/messages'
 
-// App settings, exactly the ones the host and the code read (tests/test_infra.py).
+// App settings, exactly the ones the host and the code read (tests/unit/test_infra.py).
 // The host's storage by service URI, not __accountName: the host expands an account name
 // with the public cloud's suffix; the URIs carry this cloud's (US Government included).
 var hostSettings = {

@@ -25,11 +25,11 @@ PASSWORD = "local-test-secret"
 @contextlib.contextmanager
 def environment(env: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the duration (botcore reads its settings from there)."""
-    from botcore.settings import reset_settings
+    from botcore.settings import get_settings
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    reset_settings()
+    get_settings.cache_clear()
     try:
         yield
     finally:
@@ -38,7 +38,7 @@ def environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        reset_settings()
+        get_settings.cache_clear()
 
 
 class BotStack:
@@ -214,6 +214,24 @@ class BotStack:
         except ResourceNotFoundError:
             return None
         return entity if raw else dict(entity)
+
+
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+def status_of(bot: BotStack, job_id: str, *, timeout: float = 20, **expected: int | str) -> dict:
+    """Wait until the job's status shows `expected`, and return it."""
+    seen: dict = {}
+
+    def check() -> bool:
+        nonlocal seen
+        response = bot.api("GET", f"notify/{job_id}")
+        seen = response.json() if response.status_code == 200 else {"http": response.status_code}
+        return all(seen.get(k) == v for k, v in expected.items())
+
+    assert wait_until(check, timeout=timeout), f"status {seen}, expected {expected}"
+    return seen
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -1,4 +1,8 @@
-"""Shared fixtures: one Azurite per test session, on free ports in a temporary folder."""
+"""Shared fixtures: one Azurite per test session, on free ports in a temporary folder.
+
+The tests are grouped by what they run: `unit/` needs nothing but this process (local HTTP fakes at
+most), `integration/` talks to Azurite, `e2e/` drives the function app in the local host over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,14 @@ import asyncio
 import signal
 import threading
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devhost.azurite import Azurite
+
+if TYPE_CHECKING:
+    from tests.botstack import BotStack
 
 
 def _interrupt_on_sigterm(signum, frame):
@@ -24,11 +32,11 @@ signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 @pytest.fixture(autouse=True)
 def fresh_settings():
     """botcore reads its settings once per process; a test that sets the environment gets them read anew."""
-    from botcore.settings import reset_settings
+    from botcore.settings import get_settings
 
-    reset_settings()
+    get_settings.cache_clear()
     yield
-    reset_settings()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -73,11 +81,11 @@ def conversation_id() -> str:
 def second_instance(bot: BotStack, monkeypatch):
     """botcore in this process, on its own event loop: to the store, another instance of the app."""
     from botcore.app import close
-    from botcore.settings import reset_settings
+    from botcore.settings import get_settings
 
     for name, value in bot.env.items():
         monkeypatch.setenv(name, value)
-    reset_settings()
+    get_settings.cache_clear()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -90,4 +98,4 @@ def second_instance(bot: BotStack, monkeypatch):
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()
-    reset_settings()
+    get_settings.cache_clear()

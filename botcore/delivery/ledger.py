@@ -105,7 +105,9 @@ class Delivered:
 
 
 @dataclass
-class KeyClaims:
+class ClaimedKeys:
+    """What claiming a job's conversations one by one found, sorted by what this worker does with each."""
+
     claimed: dict[str, int] = field(default_factory=dict)  # key → attempts so far
     done: set[str] = field(default_factory=set)  # already final: nothing to do
     busy: set[str] = field(default_factory=set)  # another worker holds a live claim
@@ -283,11 +285,11 @@ class DeliveryLedger(TableStore):
                                  "status": DONE, **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()})})
 
     # ---- one-conversation deliveries ----------------------------------------------------------
-    async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> KeyClaims:
+    async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> ClaimedKeys:
         """Take the right to send to each key; say which are done already or held by another."""
         now = now or _now()
         pk = encode_key(job_id)
-        claims = KeyClaims()
+        claims = ClaimedKeys()
         # The common case, a first delivery: claim every row in one transaction per 100.
         fresh = [{"PartitionKey": pk, "RowKey": k, "status": SENDING, "attempts": 0, "claimedAt": now}
                  for k in dict.fromkeys(keys)]

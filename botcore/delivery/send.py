@@ -20,7 +20,7 @@ from ..errors import BotError, UnavailableError
 from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack
 from .jobs import Job, JobError
-from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, DeliveryLedger, Outcome
+from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
 from .pacing import LATE_GRACE, LEAD, pace_key
 
 if TYPE_CHECKING:
@@ -87,8 +87,8 @@ class OutcomeRecorder:
         return pending
 
 
-class _BatchClaims:
-    """A fan-out's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
+class _ClaimPerBatch:
+    """Claims for a fan-out's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
 
     def __init__(self, bot: "Bot", job: Job, batch: SendBatch) -> None:
         self.bot, self.job, self.batch = bot, job, batch
@@ -139,8 +139,8 @@ class _BatchClaims:
         return sum(o.status == RETRYING for o in outcomes)
 
 
-class _KeyClaims:
-    """A one-conversation delivery (or its retries): each conversation claims its own row."""
+class _ClaimPerConversation:
+    """Claims for a one-conversation delivery (or its retries): each conversation claims its own row."""
 
     def __init__(self, bot: "Bot", job: Job, batch: SendBatch) -> None:
         self.bot, self.job, self.batch = bot, job, batch
@@ -213,7 +213,7 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
         batch.slot = slot
         await bot.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
         return Report(retrying=len(batch.items))
-    claims = (_BatchClaims if batch.id else _KeyClaims)(bot, job, batch)
+    claims = (_ClaimPerBatch if batch.id else _ClaimPerConversation)(bot, job, batch)
     early = await claims.take()
     if early is not None:
         return early

@@ -119,12 +119,6 @@ class OpenIdKeys:
 _key_sources: dict[str, OpenIdKeys] = {}
 
 
-def reset_caches() -> None:
-    """Forget fetched keys and verified tokens (tests that change keys or time)."""
-    _key_sources.clear()
-    _verified.clear()
-
-
 def key_source(metadata_url: str) -> OpenIdKeys:
     source = _key_sources.get(metadata_url)
     if source is None:

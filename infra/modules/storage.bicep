@@ -11,7 +11,7 @@ param deploymentContainerName string
 param principalId string
 
 // botcore.settings.TABLES and QUEUES; the Functions host moves failed queue
-// messages to <queue>-poison. tests/test_infra.py keeps these lists equal to the code.
+// messages to <queue>-poison. tests/unit/test_infra.py keeps these lists equal to the code.
 var tableNames = [
   'botconversations'
   'botdeliveries'

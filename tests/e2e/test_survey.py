@@ -11,7 +11,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from botcore.delivery.jobs import Target, new_job
 from tests.botstack import BotStack, wait_until

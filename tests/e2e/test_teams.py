@@ -14,9 +14,8 @@ import pytest
 
 from devhost.azurite import Azurite
 from devhost.channel import TeamsLimits
-from tests.botstack import APP_ID, BotStack, wait_until
+from tests.botstack import APP_ID, BotStack, status_of, tenant, wait_until
 from tests.hostproc import REPO, HostProcess
-from tests.test_notify import status_of, tenant
 
 TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
 

@@ -102,3 +102,10 @@ def test_the_python_example_notifies_a_user_through_the_running_bot(bot: BotStac
     subprocess.run([sys.executable, str(REPO / "examples" / "notify.py"), user, "Your report is ready"],
                    env=env, check=True, timeout=60)
     assert bot.wait_texts(cid, 1) == ["Your report is ready"]
+
+
+def test_the_python_example_explains_itself_without_arguments() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("usage:") and "<user id> <text>" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.botstack import APP_ID, BotStack, wait_until
+from tests.botstack import APP_ID, BotStack
 
 
 def test_an_authenticated_message_is_answered_and_its_address_saved(bot: BotStack, conversation_id) -> None:
@@ -108,13 +108,13 @@ def test_huge_headers_get_a_4xx(bot: BotStack, conversation_id) -> None:
 
 async def test_a_malformed_setting_is_a_clear_configuration_error(monkeypatch) -> None:
     from botcore.endpoint import handle_messages
-    from botcore.settings import reset_settings
+    from botcore.settings import get_settings
 
     monkeypatch.setenv("MicrosoftAppId", APP_ID)
     monkeypatch.setenv("BotSendConcurrency", "lots")
-    reset_settings()
+    get_settings.cache_clear()
     try:
         response = await handle_messages({"Content-Type": "application/json", "Authorization": "Bearer x"}, b"{}")
     finally:
-        reset_settings()
+        get_settings.cache_clear()
     assert response.status == 500 and "BotSendConcurrency must be a number" in response.body["error"]["message"]

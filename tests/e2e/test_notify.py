@@ -13,25 +13,7 @@ import pytest
 
 from botcore.delivery.jobs import Target, new_job
 from devhost.azurite import Azurite
-from tests.botstack import BotStack, wait_until
-
-
-def tenant() -> str:
-    return f"tenant-{uuid.uuid4().hex[:10]}"
-
-
-def status_of(bot: BotStack, job_id: str, *, timeout: float = 20, **expected: int | str) -> dict:
-    """Wait until the job's status shows `expected`, and return it."""
-    seen: dict = {}
-
-    def check() -> bool:
-        nonlocal seen
-        response = bot.api("GET", f"notify/{job_id}")
-        seen = response.json() if response.status_code == 200 else {"http": response.status_code}
-        return all(seen.get(k) == v for k, v in expected.items())
-
-    assert wait_until(check, timeout=timeout), f"status {seen}, expected {expected}"
-    return seen
+from tests.botstack import BotStack, status_of, tenant, wait_until
 
 
 def test_notify_one_conversation_over_http(bot: BotStack) -> None:

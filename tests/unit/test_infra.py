@@ -28,7 +28,7 @@ from pycep import BicepParser
 
 from botcore import settings as bot_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 MODULES = INFRA / "modules"

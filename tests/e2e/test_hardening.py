@@ -9,8 +9,7 @@ import uuid
 
 import pytest
 
-from tests.botstack import BotStack, wait_until
-from tests.test_notify import status_of, tenant
+from tests.botstack import BotStack, status_of, tenant, wait_until
 
 
 def _cjk(count: int) -> str:
@@ -282,7 +281,7 @@ def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack) -> None:
         response = bot.post(activity, token=bot.idp.mint_emulator_token(APP_ID, version=version))
         assert response.status_code == 200
         assert bot.conversation_entity(cid)["serviceUrlTrust"] == "emulator"
-        assert wait_until(lambda: f"came with an Emulator token" in bot.host.log().split(cid, 1)[-1])
+        assert wait_until(lambda: "came with an Emulator token" in bot.host.log().split(cid, 1)[-1])
     job_id = bot.api("POST", "notify", {"text": "to all", "target": {"tenantId": group}}).json()["id"]
     status_of(bot, job_id, state="done", targets=2, sent=0, failed=2)
     log = bot.host.log()
@@ -315,7 +314,7 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
     from botcore.delivery.batches import pack
     from botcore.protocol.http import close_http_client
     from botcore.delivery.jobs import Target, new_job
-    from botcore.settings import MAX_DEQUEUE_COUNT, reset_settings
+    from botcore.settings import MAX_DEQUEUE_COUNT, get_settings
     from botcore.storage import StorageUnavailableError, close_storage_clients
     from botcore.worker import handle_job_message, handle_send_message
 
@@ -325,7 +324,7 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("BotStorage", re.sub(r"QueueEndpoint=[^;]+", "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1",
                                             bot.storage_connection))
-    reset_settings()
+    get_settings.cache_clear()
     job = new_job("notify", Target(tenant_id=group), text="never")
     try:
         for attempt in (1, MAX_DEQUEUE_COUNT):
@@ -352,4 +351,4 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
     finally:
         await close_storage_clients()
         await close_http_client()
-        reset_settings()
+        get_settings.cache_clear()

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from botcore.protocol import http
-from botcore.settings import reset_settings
+from botcore.settings import get_settings
 from devhost.server import BackgroundServer
 
 
@@ -65,7 +65,7 @@ async def test_a_cookie_is_sent_back_once_and_every_request_accepts_anything(ser
 
 def test_one_client_per_loop_with_the_configured_timeout_closed_when_its_loop_ends(monkeypatch) -> None:
     monkeypatch.setenv("BotHttpTimeoutSeconds", "7")
-    reset_settings()
+    get_settings.cache_clear()
 
     async def use() -> httpx.AsyncClient:
         client = http.get_http_client()
@@ -79,5 +79,5 @@ def test_one_client_per_loop_with_the_configured_timeout_closed_when_its_loop_en
         first = asyncio.run(use())
         second = asyncio.run(use())
     finally:
-        reset_settings()
+        get_settings.cache_clear()
     assert first.is_closed and second.is_closed and first is not second

@@ -6,7 +6,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:

@@ -30,11 +30,11 @@ def idp():
 
 
 @pytest.fixture(autouse=True)
-def fresh_key_cache():
-    auth.reset_caches()
-    yield
-    auth.reset_caches()
-    auth.clock = time.time
+def fresh_key_cache(monkeypatch):
+    """Each test starts with no fetched keys and no verified tokens, on the real clock."""
+    monkeypatch.setattr(auth, "_key_sources", {})
+    monkeypatch.setattr(auth, "_verified", {})
+    monkeypatch.setattr(auth, "clock", time.time)
 
 
 def settings_for(idp: IdentityProvider, **overrides) -> Settings:
