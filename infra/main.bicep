@@ -3,7 +3,7 @@
 //
 //   az deployment group create -g <resource group> -f infra/main.bicep -p environmentName=<name>
 //
-// README.md (Deploy to Azure) has the whole procedure; tests/unit/test_infra.py checks this template
+// docs/deploy.md has the whole procedure; tests/unit/test_infra.py checks this template
 // against the code (settings read, route, tables and queues) without deploying it.
 
 targetScope = 'resourceGroup'

@@ -36,7 +36,7 @@ resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
     displayName: displayName
     endpoint: endpoint
     // Set when the bot is created, never changed after: a redeploy with another app type or
-    // app id (a recreated identity) fails until the bot resource is deleted (README.md).
+    // app id (a recreated identity) fails until the bot resource is deleted (docs/deploy.md, Redeploying).
     msaAppType: appType
     msaAppId: appId
     msaAppTenantId: tenantId

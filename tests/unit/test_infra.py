@@ -8,7 +8,7 @@ Where parameters decide (`evaluate`), they also check one deployment's outcome: 
 resource names for any azd environment name, tags per resource, the SingleTenant
 guard, and storage URIs and settings per cloud.
 
-What only a real deployment can check is listed in README.md (Deploy to Azure).
+What only a real deployment can check is listed in docs/deploy.md.
 """
 
 from __future__ import annotations
