@@ -176,7 +176,7 @@ def _result(name: str, watch: Watch, sends: list[Any], requests_each: int, tenan
     bound = requests_each / RATE
     delivered = len(sends)
     per_tenant: dict[str, list[float]] = {}
-    for r in sends:
+    for r in sorted(sends, key=lambda r: r.at):
         per_tenant.setdefault(tenant_of(r), []).append(r.at - t0)
     others = Counter(r.operation for r in watch.requests() if r.operation != "send")
     creates = sorted(r.at - t0 for r in watch.requests() if r.operation == "create")
@@ -201,9 +201,14 @@ def _result(name: str, watch: Watch, sends: list[Any], requests_each: int, tenan
         "refused_share": end["refused"] / total if total else 0.0, "dups": dups, "missing": missing,
         "cpu": end["cpu"], "cpu_per_msg": sum(end["cpu"]) / delivered, "peak": end["peak"],
         "rss_reset": watch.rss_reset, "hosts": hosts,
-        "tenants": {t: (min(v), max(v), len(v)) for t, v in per_tenant.items()},
+        "tenants": {t: (v[0], v[-1], len(v), _longest_gap(v)) for t, v in per_tenant.items()},
         "creates": creates, "members": members, "other_requests": dict(others), "refusals": refusals,
     }
+
+
+def _longest_gap(times: list[float]) -> tuple[float, float]:
+    """(the longest pause between two consecutive sends, when it began), times sorted."""
+    return max(((b - a, a) for a, b in zip(times, times[1:])), default=(0.0, 0.0))
 
 
 # ---- the scenarios --------------------------------------------------------------------------------------
@@ -311,15 +316,18 @@ def _timeline(r: dict[str, Any]) -> str:
         c = r["creates"]
         rate = (len(c) - 1) / (c[-1] - c[0]) if len(c) > 1 and c[-1] > c[0] else math.nan
         parts.append(f"{len(c)} creations from {c[0]:.2f} to {c[-1]:.2f} ({stats.number(rate)}/s)")
-    for t, (first, last, n) in sorted(r["tenants"].items(), key=lambda kv: kv[1]):
+    for t, (first, last, n, (gap, gap_at)) in sorted(r["tenants"].items(), key=lambda kv: kv[1]):
         rate = (n - 1) / (last - first) if last > first else math.nan
-        parts.append(f"tenant …{t[-4:]}: {n} sends from {first:.2f} to {last:.2f} ({stats.number(rate)}/s)")
+        parts.append(f"tenant …{t[-4:]}: {n} sends from {first:.2f} to {last:.2f} ({stats.number(rate)}/s; "
+                     f"longest pause {gap:.2f} s at {gap_at:.2f})")
     if r["refusals"]:
         f = r["refusals"]
         parts.append(f"{len(f)} answered 429, from {f[0]:.2f} to {f[-1]:.2f}")
     for number, h in enumerate(r["hosts"], 1):
-        for at, key, paused, rate in h["throttled"]:
-            parts.append(f"host {number} at {at:.2f}: {key[-4:]} throttled, paused {paused:.1f} s, now {rate:.1f}/s")
+        for at, key, paused, rate in h["throttled"][:4]:
+            parts.append(f"host {number} at {at:.2f}: …{key[-4:]} throttled, paused {paused:.1f} s, now {rate:.1f}/s")
+        if len(h["throttled"]) > 4:
+            parts.append(f"host {number}: {len(h['throttled']) - 4} more throttling pauses")
         if h["handed_on"]:
             late = [x[3] for x in h["handed_on"]]
             parts.append(f"host {number} handed on {sum(x[1] for x in h['handed_on'])} conversations in "
