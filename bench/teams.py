@@ -119,20 +119,23 @@ class Watch:
                 refused += now.refused - (before.refused if before else 0)
         return {"cpu": cpu, "peak": peak, "accepted": accepted, "refused": refused, "logs": self.logs()}
 
-    def logs(self) -> list[list[tuple[float, str, str]]]:
-        """Each host's log lines since the start: (seconds after the POST, level, message)."""
+    def logs(self) -> list[list[tuple[float, str, str, str]]]:
+        """Each host's log lines since the start: (seconds after the POST, level, message, the last line of a
+        traceback that follows it, else "")."""
         time.sleep(0.1)  # the hosts write their logs in bursts, at most 20 ms late
         out = []
         for host, offset in zip(self.hosts, self.offsets):
             with open(host.log_path, "rb") as f:
                 f.seek(offset)
                 text = f.read().decode(errors="replace")
-            lines = []
+            lines: list[tuple[float, str, str, str]] = []
             for line in text.splitlines():
                 m = LINE.match(line)
                 if m:
                     at = time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S")) + int(m[2]) / 1000
-                    lines.append((at - self.wall0, m[3], m[5]))
+                    lines.append((at - self.wall0, m[3], m[5], ""))
+                elif lines and line.strip() and not line.startswith((" ", "Traceback", "The above")):
+                    lines[-1] = lines[-1][:3] + (line.strip(),)
             out.append(lines)
         return out
 
@@ -184,15 +187,16 @@ def _result(name: str, watch: Watch, sends: list[Any], requests_each: int, tenan
     refusals = sorted(r.at - t0 for r in watch.refusals())
     hosts = []
     for lines in end["logs"]:
-        batches = [tuple(int(x) for x in m.groups()) for _, _, text in lines if (m := SEND_BATCH.search(text))]
+        batches = [tuple(int(x) for x in m.groups()) for _, _, text, _ in lines if (m := SEND_BATCH.search(text))]
         hosts.append({
             "batches": sum(1 for b in batches if b[0] > 0), "sent": sum(b[0] for b in batches),
             "requeued": sum(1 for b in batches if b[0] == 0 and b[3] > 0),
-            "jobs_started": [at for at, _, text in lines if "Executing 'Functions.jobs'" in text],
-            "jobs_done": [(at, m[1]) for at, _, text in lines if (m := JOB_DONE.search(text))],
-            "throttled": [(at, m[1], float(m[2]), float(m[3])) for at, _, text in lines if (m := THROTTLED.search(text))],
-            "handed_on": [(at, int(m[1]), int(m[2]), float(m[3])) for at, _, text in lines if (m := HANDED_ON.search(text))],
-            "errors": sum(1 for _, level, _ in lines if level in ("ERROR", "CRITICAL")),
+            "jobs_started": [at for at, _, text, _ in lines if "Executing 'Functions.jobs'" in text],
+            "jobs_done": [(at, m[1]) for at, _, text, _ in lines if (m := JOB_DONE.search(text))],
+            "throttled": [(at, m[1], float(m[2]), float(m[3])) for at, _, text, _ in lines if (m := THROTTLED.search(text))],
+            "handed_on": [(at, int(m[1]), int(m[2]), float(m[3])) for at, _, text, _ in lines if (m := HANDED_ON.search(text))],
+            "errors": [(at, text, tail) for at, level, text, tail in lines if level in ("ERROR", "CRITICAL")],
+            "takeovers": [at for at, _, text, _ in lines if "taking over a claim" in text],
         })
     total = end["accepted"] + end["refused"]
     return {
@@ -335,8 +339,12 @@ def _timeline(r: dict[str, Any]) -> str:
                          f"batches started {min(late):.2f} to {max(late):.2f} s after their slot)")
         if h["requeued"]:
             parts.append(f"host {number} put {h['requeued']} batches back on the queue until their slots")
-        if h["errors"]:
-            parts.append(f"host {number} logged {h['errors']} errors")
+        for at, text, tail in h["errors"][:3]:
+            parts.append(f"host {number} at {at:.2f}: ERROR {text[:70]}{': ' + tail[:160] if tail else ''}")
+        if len(h["errors"]) > 3:
+            parts.append(f"host {number}: {len(h['errors']) - 3} more errors")
+        for at in h["takeovers"]:
+            parts.append(f"host {number} at {at:.2f} took over a stopped worker's batch claim")
     return "; ".join(parts) + "."
 
 
