@@ -111,13 +111,14 @@ class Watch:
     def finish(self) -> dict[str, Any]:
         cpu = [procfs.cpu_seconds(h.process.pid) - c for h, c in zip(self.hosts, self.cpu0)]
         peak = [procfs.peak_rss_mib(h.process.pid) for h in self.hosts]
-        accepted = refused = 0
+        accepted, refused = 0, {}
         for t, before in self.tallies.items():
             now = self.stack.channel.tenants.get(t)
             if now is not None:
                 accepted += now.accepted - (before.accepted if before else 0)
-                refused += now.refused - (before.refused if before else 0)
-        return {"cpu": cpu, "peak": peak, "accepted": accepted, "refused": refused, "logs": self.logs()}
+                refused[t] = now.refused - (before.refused if before else 0)
+        return {"cpu": cpu, "peak": peak, "accepted": accepted, "refused": sum(refused.values()),
+                "refused_by_tenant": refused, "logs": self.logs()}
 
     def logs(self) -> list[list[tuple[float, str, str, str]]]:
         """Each host's log lines since the start: (seconds after the POST, level, message, the last line of a
@@ -206,6 +207,7 @@ def _result(name: str, watch: Watch, sends: list[Any], requests_each: int, tenan
         "cpu": end["cpu"], "cpu_per_msg": sum(end["cpu"]) / delivered, "peak": end["peak"],
         "rss_reset": watch.rss_reset, "hosts": hosts,
         "tenants": {t: (v[0], v[-1], len(v), _longest_gap(v)) for t, v in per_tenant.items()},
+        "refused_by_tenant": end["refused_by_tenant"],
         "creates": creates, "members": members, "other_requests": dict(others), "refusals": refusals,
     }
 
@@ -411,6 +413,17 @@ def _section(sizes: Sizes, runs: dict[str, list[dict[str, Any]]], quick: bool) -
         "N / 47.5 s once the first leaves (a ratio of 0.95 at best), and the first leaves no earlier than the pace "
         "calendar's lead (0.6 s) after the fan-out reserved it, which itself follows the host's queue polling "
         "(up to 0.5 s) after the POST.")
+    clean = [last / r["bound"] for r in runs["a"] for t, (_, last, _, _) in r["tenants"].items()
+             if not r["refused_by_tenant"].get(t)]
+    hit = [last / r["bound"] for r in runs["a"] for t, (_, last, _, _) in r["tenants"].items()
+           if r["refused_by_tenant"].get(t)]
+    split = (f"{heads['a']}, per tenant over all runs: {len(clean)} tenants without a 429 had their last delivery "
+             f"{stats.number(stats.median(clean) * runs['a'][0]['bound']) if clean else 'n/a'} s after the POST (median; "
+             f"ratio {1 / stats.median(clean) if clean else math.nan:.2f})")
+    if hit:
+        split += (f", {len(hit)} with a 429 at {stats.number(stats.median(hit) * runs['a'][0]['bound'])} s "
+                  f"(ratio {1 / stats.median(hit):.2f}); the slowest tenant sets the elapsed time")
+    section.notes.append(split + ".")
     if not all(r["rss_reset"] for rs in runs.values() for r in rs):
         section.notes.append("The kernel did not allow resetting VmHWM: peak RSS counts from each host's start.")
     for k in order:
