@@ -8,6 +8,11 @@ fake Connector. Figures: messages/s from the POST to the last message received, 
 Floors: the send-path floor (bare aiohttp at concurrency 32, benchmark 3) and Azurite's own batch
 write rate (transactions of 100 ledger-shaped entities in one partition, through the benchmarks' bare
 client, bench/baretable.py, so that the client is not what limits it), both measured in this run.
+
+A throughput figure with no target: the fake Connector limits nothing and the bot's pace is set far above
+any channel's, so the rate is what the host, Azurite and the fakes manage while sharing this machine's
+cores, not what users feel. What users feel, delivery within a channel's limits, is benchmark 7
+(bench/teams.py). (A target of 0.7 of the lower floor was retired: it measured the fakes sharing two cores.)
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from .report import Section
 
 STACK_ENV = {"BotTenantRatePerSecond": "100000", "BotSendConcurrency": "32"}
 FLOOR_BATCH_CONCURRENCY = 8
-TARGET_RATIO = 0.7
 MEMORY_RUN = 100_000
 MEMORY_CAP = 240.0  # seconds after the POST
 # The 100k run limits sends so that the fan-out (the part whose memory could grow with N) has the
@@ -212,31 +216,11 @@ def _memory_run(tmp: Path, app_id: str, at_least: int) -> dict[str, Any]:
         return result
 
 
-def _what_the_target_takes(count: int, runs: list[dict[str, Any]], bound: float, bare_send_cpu: float) -> str:
-    """The CPU per message the target leaves the host, from this run's own figures."""
-    cores = os.cpu_count() or 1
-    first = stats.median([r["first_after"] for r in runs])
-    others = stats.median([r["storage_cpu_per_msg"] + r["bench_cpu_per_msg"] for r in runs])
+def _host_cost(runs: list[dict[str, Any]], bare_send_cpu: float) -> str:
+    """The host's CPU per message next to what a bare client spends on the POST alone."""
     host = stats.median([r["cpu_per_msg"] for r in runs])
-    target = TARGET_RATIO * bound
-    total = count / target
-
-    def host_budget(first_after: float) -> float:
-        """Host CPU per message left when the machine's cores are the only limit after the first message."""
-        return cores * (total - first_after) / (count - 1) - others
-
-    def shown(budget: float) -> str:
-        return f"{budget * 1000:.3f} ms per message" if budget > 0 else "nothing (Azurite and the Connector alone need more)"
-
-    text = (f"What the target takes: {TARGET_RATIO} of the floor is {stats.number(target)} msg/s, all {count:,} "
-            f"messages {total:.2f} s after the POST. Azurite and the fake Connector use {others * 1000:.3f} ms of "
-            "CPU per message between them; on "
-            f"{cores} cores that leaves the host {shown(host_budget(first))} with the first message "
-            f"{first * 1000:.0f} ms after the POST (as measured), and {shown(host_budget(0.0))} if it left at once. The host uses {host * 1000:.3f} ms (fan-out, queues, ledger and the send), and a bare "
-            f"aiohttp client alone spends {bare_send_cpu * 1000:.3f} ms per POST (benchmark 3)")
-    if host_budget(0.0) < bare_send_cpu:
-        text += ": the target is out of reach on this machine whatever the host does, short of sending for less CPU than a bare client"
-    return text + "."
+    return (f"The host uses {host * 1000:.3f} ms of CPU per message (fan-out, queues, ledger and the send); a bare "
+            f"aiohttp client alone spends {bare_send_cpu * 1000:.3f} ms per POST (benchmark 3).")
 
 
 def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | None,
@@ -252,7 +236,10 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
         f"{count:,} references seeded into a fresh Azurite per run, then `POST /api/notify` "
         "`{\"text\": \"x\", \"target\": {\"everyone\": true}}` through the jobs queue, the fan-out, the sends queue, "
         "the local host, the delivery ledger and the fake Connector (a thread of the benchmark process). "
-        f"Host settings: {', '.join(f'{k}={v}' for k, v in STACK_ENV.items())}. {len(runs)} run(s).",
+        f"Host settings: {', '.join(f'{k}={v}' for k, v in STACK_ENV.items())}. {len(runs)} run(s). "
+        "A throughput figure with no target: nothing limits the rate but the CPU that the host, Azurite and the "
+        "fakes share on this machine, so it says what the machine allows, not what users feel (delivery within "
+        "a channel's limits is benchmark 7).",
     )
     t = section.table(["measure", "median", "spread", "ratio"])
     t.add("**messages/s** (POST → last message at the Connector)", stats.number(rate.median), stats.spread(rate),
@@ -280,9 +267,6 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     t.add(f"seeding {count:,} references (s)", stats.number(seed_s.median), stats.spread(seed_s), "")
     azurite_busy = stats.median([r["storage_cpu_per_msg"] * r["rate"] for r in runs])
     host_busy = stats.median([r["cpu_per_msg"] * r["rate"] for r in runs])
-    ratio = stats.ratio(rate.median, bound)
-    section.target("broadcast messages/s (POST → last message) as a share of the lower floor",
-                   f"{ratio:.2f} (≥ {TARGET_RATIO})", ratio >= TARGET_RATIO)
     per_message = stats.median([r["cpu_per_msg"] + r["storage_cpu_per_msg"] + r["bench_cpu_per_msg"] for r in runs])
     ceiling = (os.cpu_count() or 1) / per_message
     section.notes.append(
@@ -292,7 +276,7 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
         f"{per_message * 1000:.3f} ms of CPU across the host, Azurite and the fake Connector; with "
         f"{os.cpu_count()} cores and nothing else, that allows at most {stats.number(ceiling)} msg/s "
         f"({stats.times(stats.ratio(ceiling, bound))} of the floor), before any latency.")
-    section.notes.append(_what_the_target_takes(count, runs, bound, bare_send_cpu))
+    section.notes.append(_host_cost(runs, bare_send_cpu))
     machine = stats.median([r["machine_busy"] for r in runs])
     steady_host = stats.median([r["host_steady_busy"] for r in runs])
     cores = os.cpu_count() or 1

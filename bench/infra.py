@@ -42,12 +42,14 @@ def azurite(location: Path, keep: bool = False) -> Iterator[Azurite]:
 
 
 @contextlib.contextmanager
-def bot_stack(connection_string: str, tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
-    """tests.botstack.BotStack: IdP + fake Connector in this process, the host as a subprocess."""
+def bot_stack(connection_string: str, tmp: Path, extra_env: dict[str, str] | None = None,
+              teams: Any = None) -> Iterator[Any]:
+    """tests.botstack.BotStack: IdP + fake Connector in this process, the host as a subprocess.
+    With `teams` (a devhost.channel.TeamsLimits) the fake keeps Teams' limits and the bot its default pace."""
     from tests.botstack import BotStack
 
     tmp.mkdir(parents=True, exist_ok=True)
-    stack = BotStack(connection_string, tmp, extra_env)
+    stack = BotStack(connection_string, tmp, extra_env, teams=teams)
     try:
         yield stack
     finally:
@@ -134,6 +136,19 @@ class RemoteChannel:
     def roster(self, team_id: str, count: int, tenant_id: str) -> list[dict[str, Any]]:
         """Give conversation team_id `count` members in tenant_id (ids without spaces); returns them."""
         return self._ask(f"roster {team_id} {count} {tenant_id}")["members"]
+
+
+@contextlib.contextmanager
+def second_host(env: dict[str, str], log_path: Path) -> Iterator[Any]:
+    """Another local host (tests.hostproc.HostProcess) with the same settings, so on the same storage and queues:
+    a second instance of the app, as Azure Functions would scale out to."""
+    from tests.hostproc import HostProcess
+
+    host = HostProcess(REPO, env, log_path)
+    try:
+        yield host
+    finally:
+        host.stop()
 
 
 # ---- seeding ----------------------------------------------------------------------------------

@@ -37,6 +37,17 @@ def peak_rss_mib(pid: int) -> float:
     return status_kib(pid, "VmHWM") / 1024
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Set VmHWM back to the current RSS (clear_refs 5, Linux 4.0+), so that the next peak_rss_mib is the peak
+    since now; False when the kernel does not allow it (the peak then counts from the process's start)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def rss_mib(pid: int) -> float:
     return status_kib(pid, "VmRSS") / 1024
 
