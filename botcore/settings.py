@@ -35,6 +35,7 @@ FALLBACK_CONNECTION = "AzureWebJobsStorage"
 
 PUBLIC_CLOUD = "public"
 US_GOV_CLOUD = "usgov"
+PUBLIC_CHANNEL_SERVICE = "https://botframework.com"
 US_GOV_CHANNEL_SERVICE = "https://botframework.azure.us"
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
@@ -213,8 +214,7 @@ class Settings:
             storage = connection_from_env(env)
         except ConfigurationError as exc:
             problem = str(exc)
-        channel_service = env.get("ChannelService", "").strip().rstrip("/")
-        cloud = CLOUDS[US_GOV_CLOUD if channel_service == US_GOV_CHANNEL_SERVICE else PUBLIC_CLOUD]
+        cloud = _cloud_of(env.get("ChannelService", ""))
         return cls(
             app_id=env.get("MicrosoftAppId", "").strip(),
             app_password=env.get("MicrosoftAppPassword", ""),
@@ -240,6 +240,18 @@ class Settings:
             storage_connection=storage,
             storage_problem=problem,
         )
+
+
+def _cloud_of(channel_service: str) -> Cloud:
+    """ChannelService names the Bot Framework cloud; a value the bot does not know is an error, not the
+    public cloud by default (a typo would otherwise send a Gov bot's tokens to the wrong place)."""
+    value = channel_service.strip().rstrip("/").lower()
+    if value in ("", PUBLIC_CHANNEL_SERVICE):
+        return CLOUDS[PUBLIC_CLOUD]
+    if value == US_GOV_CHANNEL_SERVICE:
+        return CLOUDS[US_GOV_CLOUD]
+    raise ConfigurationError(f"ChannelService must be empty (public cloud), {PUBLIC_CHANNEL_SERVICE} or "
+                             f"{US_GOV_CHANNEL_SERVICE}, not {channel_service.strip()[:80]!r}")
 
 
 def _number(env: Mapping[str, str], name: str, default: Any, cast: Any) -> Any:

@@ -4,8 +4,11 @@ A selection (a user, a channel, a tenant, everyone) is paged through the stored 
 time so memory stays flat. Each page's conversations are grouped by pace key (their tenant, or their
 channel) and packed into send batches; each group reserves its request slots in the pace calendar
 (botcore.delivery.pacing), and each batch goes on the sends queue made visible just before its slot, so
-whichever instance takes it sends at the tenant's pace. The fan-out saves its cursor in the job's
-ledger header, so a crash resumes where it stopped, and a long one continues in a fresh invocation.
+whichever instance takes it sends at the tenant's pace. A group whose calendar is free starts at once:
+its first batch is sent by the fan-out's own invocation, with no queue hop between the request and the
+first message (its queued copy, made visible later, finds it done, or takes over if this invocation
+stopped). The fan-out saves its cursor in the job's ledger header, so a crash resumes where it stopped,
+and a long one continues in a fresh invocation.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..storage import EntityChangedError
 from .batches import SendBatch, pack
 from .jobs import Job
 from .ledger import FAILED, GONE, Delivered, JobHeader, Outcome
-from .pacing import Slot, pace_key
+from .pacing import LEAD, Slot, pace_key
 from .send import deliver
 
 if TYPE_CHECKING:
@@ -72,6 +75,16 @@ async def _notify_one(bot: "Bot", job: Job, header: JobHeader) -> str:
 
 
 async def _fan_out(bot: "Bot", job: Job, header: JobHeader) -> str:
+    sending: list[asyncio.Task[object]] = []
+    try:
+        return await _fan_out_pages(bot, job, header, sending)
+    finally:
+        for result in await asyncio.gather(*sending, return_exceptions=True):
+            if isinstance(result, BaseException):  # its queued copy sends what it did not
+                log.warning("job %s: a batch sent at once stopped (%r); its queued copy takes over", job.id, result)
+
+
+async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, sending: list[asyncio.Task[object]]) -> str:
     t = job.target
     query = bot.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
     for _ in range(PAGES_PER_INVOCATION):
@@ -87,7 +100,9 @@ async def _fan_out(bot: "Bot", job: Job, header: JobHeader) -> str:
             groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
         # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
         for number, pace in enumerate(sorted(groups)):
-            await enqueue_paced(bot, job.id, pace, groups[pace], f"{header.targets}.{number}.")
+            first = await enqueue_paced(bot, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once=True)
+            if first is not None:
+                sending.append(asyncio.create_task(deliver(bot, job, first)))
         if undeliverable:
             log.error("job %s: %d conversations cannot be sent to: %s", job.id, len(undeliverable),
                       "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]))
@@ -108,12 +123,22 @@ async def _fan_out(bot: "Bot", job: Job, header: JobHeader) -> str:
 
 
 async def enqueue_paced(bot: "Bot", job_id: str, pace: str, items: list[tuple[str, str]], id_prefix: str,
-                        requests_each: int = 1) -> None:
+                        requests_each: int = 1, *, at_once: bool = False) -> SendBatch | None:
     """Send batches of (key, reference JSON) for one pace key, with slots reserved for `requests_each`
-    requests per conversation, each made visible just before its slot."""
-    reserved = await bot.pacing.reserve(pace, len(items) * requests_each)
+    requests per conversation, each made visible just before its slot.
+
+    With `at_once`, when the key's calendar is free, the first batch's slots start now and the batch is
+    returned for the caller to send; its queued copy is made visible only once a claim on it would have
+    lapsed, so it sends only what the caller could not."""
+    reserved = await bot.pacing.reserve(pace, len(items) * requests_each, queued=not at_once)
     slot = Slot(reserved.start, reserved.interval * requests_each)
     now = time.time()
-    messages = pack(job_id, items, id_prefix=id_prefix, pace=pace, slot=slot)
-    await asyncio.gather(*(bot.sends.send(message, delay=batch_slot.visibility(now))
-                           for message, batch_slot in messages if batch_slot is not None))
+    messages = [(m, s) for m, s in pack(job_id, items, id_prefix=id_prefix, pace=pace, slot=slot) if s is not None]
+    first = None
+    if at_once and slot.start - now < LEAD:
+        first = SendBatch.parse(messages[0][0])
+    delays = [batch_slot.visibility(now) for _, batch_slot in messages]
+    if first is not None:
+        delays[0] += bot.settings.delivery_claim_seconds
+    await asyncio.gather(*(bot.sends.send(message, delay=delay) for (message, _), delay in zip(messages, delays)))
+    return first

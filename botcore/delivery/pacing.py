@@ -16,7 +16,7 @@ alone would be multiplied by their number. Here the limit is kept by time, not b
   windows keep each conversation within Teams' per-conversation limits; a message that would break one
   waits for its window (briefly) or goes back on the queue.
 - **A 429** pauses the key in the calendar for its Retry-After and lowers the key's rate; batches that
-  start during a pause take new slots after it; the rate recovers after a calm minute.
+  start during a pause take new slots after it; the rate recovers after RECOVERY_SECONDS without one.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 ROW_KEY = "c"
 SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest absorbs timing jitter
-LATE_GRACE = 0.1  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
+LATE_GRACE = 0.03  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
 # between instances, how long two batches of one key can overlap)
 LEAD = 0.6  # a batch is made visible this long before its slot (the host's polling interval is 0.5 s)
+DEFAULT_RETRY_AFTER = 1.0  # seconds a key pauses after a 429 that named no Retry-After
 THROTTLED_RATE = 0.85  # a 429 multiplies the key's rate by this
 RECOVERY_SECONDS = 30.0  # after this long without a 429, the rate climbs back
 RECOVERY_RATE = 1.1
@@ -150,16 +151,20 @@ class PaceCalendar(TableStore):
 
 
 class KeyGuard:
-    """Per instance: a pace key's requests start at least one interval apart, whatever the calendar said."""
+    """Per instance: a pace key's requests start at least one interval apart, whatever the calendar said.
+
+    The interval is the calendar's (a batch passes its slots'), so a batch that starts a little behind
+    its slots catches up at the pace the calendar hands out, never at the channel's limit itself.
+    """
 
     def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
+        self.interval = 1.0 / (rate * SLOT_SHARE)
         self._next: dict[str, float] = {}
 
-    async def wait(self, key: str) -> None:
+    async def wait(self, key: str, interval: float | None = None) -> None:
         now = time.time()
         start = max(now, self._next.get(key, 0.0))
-        self._next[key] = start + self.interval
+        self._next[key] = start + (interval or self.interval)
         if start > now:
             await asyncio.sleep(start - now)
 

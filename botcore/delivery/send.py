@@ -21,7 +21,7 @@ from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
-from .pacing import LATE_GRACE, LEAD, pace_key
+from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, pace_key
 
 if TYPE_CHECKING:
     from ..app import Bot
@@ -68,6 +68,7 @@ class OutcomeRecorder:
         self._pending: list[Outcome] = []
         self._lock = asyncio.Lock()
         self._last = time.monotonic()
+        self.failed: BaseException | None = None  # a write failed: start no more sends (none could be recorded)
 
     async def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -79,7 +80,11 @@ class OutcomeRecorder:
             batch, self._pending = self._pending, []
             self._last = time.monotonic()
             if batch:
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except BaseException as exc:
+                    self.failed = exc
+                    raise
 
     def take(self) -> list[Outcome]:
         """The outcomes not written yet, once every send is done: the batch's last write carries them."""
@@ -236,6 +241,8 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
         return outcome
 
     for index, key in enumerate(keys):
+        if recorder.failed is not None:  # the ledger is unreachable: what is sent now could be sent twice
+            break
         at, now = slot.at(index), time.time()
         if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
             held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
@@ -248,8 +255,8 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
             waits.append(window)
             held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
             continue
-        await bot.guard.wait(pace)
-        await bot.sending.acquire()
+        await bot.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
+        await bot.guard.wait(pace, slot.interval)
         sending.append(asyncio.create_task(send(key)))
     outcomes = [*await asyncio.gather(*sending), *held]
     for o in held:
@@ -288,7 +295,7 @@ async def _send(bot: "Bot", job: Job, key: str, reference: ConversationReference
         return Outcome(key, FAILED, str(exc))
     except RetryableConnectorError as exc:
         if exc.status == 429:
-            throttled.append(exc.retry_after or 1.0)
+            throttled.append(exc.retry_after or DEFAULT_RETRY_AFTER)
         error = f"HTTP {exc.status} {exc.code or ''}".strip()
     except Exception as exc:  # the bot's token, or something unexpected: keep the message, retry, say why
         if not isinstance(exc, BotError):

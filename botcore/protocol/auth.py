@@ -1,4 +1,4 @@
-"""Inbound authentication of POST /api/messages (protocol.md §1).
+"""Inbound authentication of POST /api/messages (docs/protocol.md, "Inbound: authenticating POST /api/messages").
 
 The validation path is chosen from the token's unverified issuer; signature and
 claims are then verified on that path only. Signing keys are cached per OpenID
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("RS256", "RS384", "RS512")
 CLOCK_SKEW = 300
 KEY_REFRESH = 24 * 3600
+KEY_STALE_LIMIT = 5 * 24 * 3600  # keys older than this are not used when a refresh fails
+KEY_RETRY = 60  # seconds between refresh attempts while the metadata cannot be fetched
 UNKNOWN_KID_REFETCH = 3600
 
 clock: Callable[[], float] = time.time  # tests move time forward
@@ -71,11 +73,21 @@ class OpenIdKeys:
         self.keys: dict[str, _Key] = {}
         self.fetched_at = float("-inf")
         self.unknown_kid_refetch_at = float("-inf")
+        self.retry_at = float("-inf")
         self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
 
     async def get(self, kid: str, http: "httpx.AsyncClient") -> _Key:
-        if clock() - self.fetched_at > KEY_REFRESH:
-            await self.refresh(http)
+        age = clock() - self.fetched_at
+        if age > KEY_REFRESH and (clock() >= self.retry_at or age > KEY_STALE_LIMIT):
+            try:
+                await self.refresh(http)
+            except KeysUnavailableError as exc:
+                # The identity provider being down must not take the bot down with it: keys a day old
+                # are still the ones channels sign with, so they serve until KEY_STALE_LIMIT.
+                self.retry_at = clock() + KEY_RETRY
+                if not self.keys or age > KEY_STALE_LIMIT:
+                    raise
+                log.warning("%s; still using the keys fetched %.1f hours ago", exc, age / 3600)
         key = self.keys.get(kid)
         if key is None and clock() - self.unknown_kid_refetch_at > UNKNOWN_KID_REFETCH:
             self.unknown_kid_refetch_at = clock()

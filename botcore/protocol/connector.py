@@ -218,10 +218,11 @@ class ConnectorClient:
                     raise RequestRejectedError(status, code, message, operation_id)
                 error = RetryableConnectorError(status, code, message, operation_id,
                                                 _retry_after(response.headers.get("Retry-After")))
+            # retry_after stays what the Connector said (None without the header): a caller that paces on it
+            # must not mistake this client's own back-off for the channel's instruction.
             delay = error.retry_after
             if delay is None:
                 delay = backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP)
-                error.retry_after = delay
             if attempt >= attempts or waited + delay > self.max_retry_wait:
                 raise error
             waited += delay

@@ -1,4 +1,4 @@
-"""The bot's own outbound token (protocol.md §2), cached for the whole process.
+"""The bot's own outbound token (docs/protocol.md, "The bot's outbound token"), cached for the whole process.
 
 One provider per (endpoint, tenant, client, scope) lives as long as the process:
 every message of every invocation shares its token, refreshed a few minutes
@@ -113,8 +113,8 @@ class ClientSecretTokenProvider(CachedTokenProvider):
             raise TokenError(f"token endpoint {self.url} unreachable: {type(exc).__name__}") from None
         if response.status_code != 200:
             raise self._error(response, "token endpoint")
-        body = response.json()
-        return body["access_token"], time.time() + float(body.get("expires_in", 3600))
+        token, expires_in = _token_fields(response, "token endpoint", "expires_in")
+        return token, time.time() + (expires_in if expires_in is not None else 3600.0)
 
 
 class ManagedIdentityTokenProvider(CachedTokenProvider):
@@ -136,8 +136,24 @@ class ManagedIdentityTokenProvider(CachedTokenProvider):
             raise TokenError(f"managed identity endpoint unreachable: {type(exc).__name__}") from None
         if response.status_code != 200:
             raise self._error(response, "managed identity endpoint")
+        token, expires_on = _token_fields(response, "managed identity endpoint", "expires_on")
+        if expires_on is None:
+            raise TokenError("managed identity endpoint answered without expires_on", response.status_code, None)
+        return token, expires_on
+
+
+def _token_fields(response: "httpx.Response", what: str, expiry: str) -> tuple[str, float | None]:
+    """The token and its expiry field from a 200 answer; TokenError when the body is not a token."""
+    try:
         body = response.json()
-        return body["access_token"], float(body["expires_on"])
+        token = body["access_token"]
+        raw = body.get(expiry)
+        expires = float(raw) if raw is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise TokenError(f"{what} answered 200 without a usable access_token", response.status_code, None) from None
+    if not isinstance(token, str) or not token:
+        raise TokenError(f"{what} answered 200 without a usable access_token", response.status_code, None)
+    return token, expires
 
 
 _providers: dict[tuple[str, ...], CachedTokenProvider] = {}

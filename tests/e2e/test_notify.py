@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections import Counter
 
@@ -179,6 +180,25 @@ def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
                                               for r in c.requests) == 2, timeout=15)
     deleted = {(r.conversation_id, r.activity_id) for r in bot.channel.requests if r.operation == "delete"}
     assert {(u.conversation_id, u.activity_id) for u in updates} <= deleted
+
+
+def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired(bot: BotStack) -> None:
+    group = tenant()
+    gone, refused, fine = bot.seed(3, tenant_id=group)
+    job_id = bot.api("POST", "notify", {"text": "oops", "target": {"tenantId": group}}).json()["id"]
+    status_of(bot, job_id, state="done", sent=3)
+    bot.channel.fail(404, "ConversationNotFound", conversation_id=gone)
+    bot.channel.fail(400, "BadArgument", conversation_id=refused)  # say, a message the user deleted already
+    revision = bot.api("DELETE", f"notify/{job_id}").json()["id"]
+    assert wait_until(lambda: f"job {revision}: delete of notification {job_id}: 1 done, 2 beyond changing, "
+                              "0 failed" in bot.host.log(), timeout=15), bot.host.log()[-2000:]
+    time.sleep(1)  # a retried job would try the refused two again at once
+    tried = [r.conversation_id for r in [*bot.channel.requests, *bot.channel.faulted] if r.operation == "delete"
+             and r.conversation_id in (gone, refused, fine)]
+    assert sorted(tried) == sorted([gone, refused, fine])  # each once: nothing retried
+    assert bot.host.log().count(f"job {revision}: delete of notification") == 1
+    assert bot.conversation_entity(gone)["active"] is False
+    assert bot.conversation_entity(refused)["active"] is True
 
 
 async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:

@@ -165,6 +165,11 @@ async def test_retry_budget_and_no_retry_mode_raise_retryable_errors(fake, http,
     with pytest.raises(RetryableConnectorError) as info:
         await client.send_to_conversation(trusted(fake), "c", {"text": "x"}, retry=False)
     assert info.value.retry_after == 7 and time.monotonic() - start < 1
+    fake.clear_faults()
+    fake.fail(429)  # no Retry-After: the error says so, rather than passing off the client's back-off as one
+    with pytest.raises(RetryableConnectorError) as info:
+        await client.send_to_conversation(trusted(fake), "c", {"text": "x"}, retry=False)
+    assert info.value.status == 429 and info.value.retry_after is None
 
 
 @pytest.mark.parametrize("status, code", [

@@ -15,7 +15,7 @@ from botcore.protocol import auth
 from botcore.protocol.activity import Activity
 from botcore.protocol.auth import AuthenticationError, KeysUnavailableError, authenticate
 from botcore.protocol.http import new_http_client
-from botcore.settings import Settings
+from botcore.settings import ConfigurationError, Settings
 from devhost.identity import IdentityProvider, SigningKey
 
 APP_ID = "11111111-2222-3333-4444-555555555555"
@@ -228,6 +228,19 @@ async def test_rotated_key_is_fetched_once_and_unknown_kids_refetch_at_most_hour
     assert idp.count("jwks:channel") == jwks + 3, "keys are refreshed after 24 hours"
 
 
+async def test_keys_a_day_old_serve_while_the_metadata_is_unreachable_until_the_stale_limit() -> None:
+    with IdentityProvider() as down_later:
+        settings = settings_for(down_later)
+        await check(down_later, "Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
+        tokens = [down_later.mint_channel_token(APP_ID, SERVICE_URL) for _ in range(2)]
+    start = time.time()  # the provider is gone: every refresh from now on fails
+    auth.clock = lambda: start + 25 * 3600
+    assert (await check(None, "Bearer " + tokens[0], settings=settings)).kind == "channel"
+    auth.clock = lambda: start + 6 * 24 * 3600
+    with pytest.raises(KeysUnavailableError):
+        await check(None, "Bearer " + tokens[1], settings=settings)
+
+
 async def test_unreachable_metadata_is_a_distinct_error() -> None:
     settings = Settings.from_env({"MicrosoftAppId": APP_ID,
                                   "BotChannelOpenIdMetadataUrl": "http://127.0.0.1:9/nothing"})
@@ -254,3 +267,16 @@ async def test_a_verified_token_is_not_verified_again_but_still_checked_against_
     await asyncio.sleep(2.5)
     with pytest.raises(AuthenticationError, match="Expired"):
         await check(idp, token)  # the cache does not outlive the token
+
+
+@pytest.mark.parametrize("value, cloud", [("", "public"), ("https://botframework.com", "public"),
+                                          ("https://botframework.azure.us/", "usgov"),
+                                          ("HTTPS://BotFramework.Azure.US", "usgov")])
+def test_channel_service_names_the_cloud(value: str, cloud: str) -> None:
+    assert Settings.from_env({"MicrosoftAppId": APP_ID, "ChannelService": value}).cloud.name == cloud
+
+
+@pytest.mark.parametrize("typo", ["https://botframework.azure.gov", "botframework.azure.us", "usgov"])
+def test_an_unknown_channel_service_is_a_configuration_error_not_the_public_cloud(typo: str) -> None:
+    with pytest.raises(ConfigurationError, match="ChannelService must be"):
+        Settings.from_env({"MicrosoftAppId": APP_ID, "ChannelService": typo})

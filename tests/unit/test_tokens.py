@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from aiohttp import web
 
 from botcore.protocol import tokens
 from botcore.protocol.http import close_http_client, new_http_client
@@ -13,6 +14,7 @@ from botcore.settings import ConfigurationError, Settings
 from botcore.protocol.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
                             ManagedIdentityTokenProvider, TokenError, token_provider_for)
 from devhost.identity import IdentityProvider
+from devhost.server import BackgroundServer
 
 APP_ID = "app-1"
 TENANT = "99999999-8888-7777-6666-555555555555"
@@ -137,3 +139,32 @@ def test_each_cloud_asks_its_own_authority_for_its_own_scope() -> None:
         "MicrosoftAppId": "a1", "MicrosoftAppType": "UserAssignedMSI", "IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi",
         "ChannelService": "https://botframework.azure.us"}))
     assert gov_msi.resource == "https://api.botframework.us"
+
+
+class OddTokenEndpoint(BackgroundServer):
+    """A token endpoint that answers 200 with whatever body the test sets."""
+
+    body = ""
+
+    def build_app(self) -> web.Application:
+        async def handle(request: web.Request) -> web.Response:
+            return web.Response(text=self.body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", "{}", '{"access_token": ""}', '{"access_token": 7}',
+                                  '{"access_token": "t", "expires_in": "soon"}'])
+async def test_a_200_without_a_usable_token_is_a_token_error(http, body: str) -> None:
+    server = OddTokenEndpoint().start()
+    try:
+        server.body = body
+        secret = ClientSecretTokenProvider(server.base_url, "botframework.com", APP_ID, "s3cret-value", "scope", http)
+        msi = ManagedIdentityTokenProvider(server.base_url + "/msi", "header", APP_ID, "resource", http)
+        for provider in (secret, msi):
+            with pytest.raises(TokenError, match="without"):
+                await provider.get_token()
+    finally:
+        server.stop()
