@@ -13,6 +13,7 @@ enqueued twice (a fan-out or retry redone after a crash) is claimed, and sent, o
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -62,6 +63,15 @@ class SendBatch:
                        pace, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, zlib.error, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
+
+
+def retry_prefix(batch_id: str, attempts: int) -> str:
+    """The name prefix of the retry batches made from `batch_id` for keys that used `attempts`: the same
+    hand-on gives the same names, so a retry enqueued twice is sent once. The batch's place in the fan-out
+    stays readable; a digest of the rest keeps names short however often a batch is handed on."""
+    place = batch_id.split("r", 1)[0]
+    digest = hashlib.sha256(f"{batch_id}r{attempts}".encode()).hexdigest()[:16]
+    return f"{place}r{digest}."
 
 
 def pack(job_id: str, items: Iterable[tuple[str, str]], *, attempt: int = 0, id_prefix: str | None = None,

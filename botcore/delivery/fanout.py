@@ -107,19 +107,27 @@ async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, sending: list[
             log.error("job %s: %d conversations cannot be sent to: %s", job.id, len(undeliverable),
                       "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]))
             await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
-        header.cursor, header.targets = token, header.targets + len(addresses)
-        header.fanned_out = not token
-        try:
-            await bot.ledger.save_progress(header)
-        except EntityChangedError:
-            log.warning("job %s: another worker is fanning out this job; leaving it to that one", job.id)
-            return "duplicate"
-        if header.fanned_out:
-            log.info("job %s: fanned out to %d conversations", job.id, header.targets)
-            return f"fanned out to {header.targets}"
+        stop = await save_page(bot, job, header, token, len(addresses))
+        if stop is not None:
+            return stop
     await bot.jobs.send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
+
+
+async def save_page(bot: "Bot", job: Job, header: JobHeader, cursor: str | None, count: int) -> str | None:
+    """Record that a page of `count` targets is fanned out, up to `cursor`; the invocation's result when it
+    stops here (the fan-out is complete, or another worker is doing it), else None."""
+    header.cursor, header.targets, header.fanned_out = cursor, header.targets + count, not cursor
+    try:
+        await bot.ledger.save_progress(header)
+    except EntityChangedError:
+        log.warning("job %s: another worker is fanning out this job; leaving it to that one", job.id)
+        return "duplicate"
+    if header.fanned_out:
+        log.info("job %s: fanned out to %d targets", job.id, header.targets)
+        return f"fanned out to {header.targets}"
+    return None
 
 
 async def enqueue_paced(bot: "Bot", job_id: str, pace: str, items: list[tuple[str, str]], id_prefix: str,

@@ -249,6 +249,14 @@ class DeliveryLedger(TableStore):
         outcomes = _outcomes(claim.row) if claim.row is not None else {}
         return BatchClaim(BATCH_PREFIX + batch_id, claim.etag or "", outcomes, done=claim.state == CLAIM_DONE)
 
+    async def batch_done(self, job_id: str, batch_id: str) -> bool:
+        """Whether a batch was sent through already (one point read; claims nothing)."""
+        try:
+            row = await self.table.get(encode_key(job_id), BATCH_PREFIX + batch_id)
+        except EntityNotFoundError:
+            return False
+        return row.get("status") == DONE
+
     async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False,
                            now: datetime | None = None) -> None:
         """Write the batch's outcomes so far (and renew the claim); EntityChangedError if it was taken over."""

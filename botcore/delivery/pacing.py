@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..backoff import backoff
 from ..keys import encode_key
@@ -35,6 +35,7 @@ from ..settings import PACING_TABLE
 from ..storage import EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, etag_of
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROW_KEY = "c"
 SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest absorbs timing jitter
@@ -85,34 +86,43 @@ class PaceCalendar(TableStore):
     async def reserve(self, key: str, requests: int, *, queued: bool = True) -> Slot:
         """Reserve `requests` consecutive slots for `key`; slots for a batch that goes on the queue start no
         earlier than LEAD from now, the time it takes to be picked up."""
-        for attempt in range(1, ATTEMPTS + 1):
-            now = time.time()
-            row, etag = await self._read(key)
+
+        def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], Slot]:
             rate = self._current_rate(row, now)
             start = max(now + (LEAD if queued else 0.0), float(row.get("next") or 0), float(row.get("pausedUntil") or 0))
             interval = 1.0 / (rate * SLOT_SHARE)
-            entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, "rate": rate,
-                      "next": start + requests * interval}
-            try:
-                if etag is None:
-                    await self.table.insert(entity)
-                else:
-                    await self.table.merge(entity, etag)
-            except (EntityExistsError, EntityChangedError):
-                await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))  # another batch reserved at that moment
-                continue
-            return Slot(start, interval)
-        raise EntityChangedError(409, "Busy", f"pace calendar {key}: too many concurrent reservations")
+            return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
+
+        slot, _ = await self._update(key, change)
+        return slot
 
     async def throttled(self, key: str, retry_after: float) -> None:
         """The channel answered 429: pause the key for Retry-After and slow it down."""
+
+        def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], tuple[float, float]]:
+            rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
+            paused = max(float(row.get("pausedUntil") or 0), now + retry_after)
+            fields = {"rate": rate, "pausedUntil": paused, "throttledAt": now,
+                      "next": max(float(row.get("next") or 0), paused)}
+            return fields, (paused, rate)
+
+        try:
+            (paused, rate), now = await self._update(key, change)
+        except EntityChangedError:  # others are recording the same throttling right now
+            log.warning("%s: the channel is throttling; the pause could not be recorded (calendar busy)", key)
+            return
+        self._paused[key] = (paused, now)
+        log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, retry_after, rate)
+
+    async def _update(self, key: str, change: Callable[[dict[str, Any], float], tuple[dict[str, Any], T]]
+                      ) -> tuple[T, float]:
+        """Write the fields `change(row, now)` gives to the key's row, guarded by its ETag, reading again
+        when another instance wrote in between; what `change` said with them, and when."""
         for attempt in range(1, ATTEMPTS + 1):
             now = time.time()
             row, etag = await self._read(key)
-            rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
-            paused = max(float(row.get("pausedUntil") or 0), now + retry_after)
-            entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, "rate": rate,
-                      "pausedUntil": paused, "throttledAt": now, "next": max(float(row.get("next") or 0), paused)}
+            fields, result = change(row, now)
+            entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, **fields}
             try:
                 if etag is None:
                     await self.table.insert(entity)
@@ -121,9 +131,8 @@ class PaceCalendar(TableStore):
             except (EntityExistsError, EntityChangedError):
                 await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
-            self._paused[key] = (paused, now)
-            log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, retry_after, rate)
-            return
+            return result, now
+        raise EntityChangedError(409, "Busy", f"pace calendar {key}: too many concurrent writes")
 
     async def paused_until(self, key: str) -> float:
         """Until when the key is paused (epoch seconds; 0 if not), read at most once a second per instance."""

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.activity import TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError
-from ..storage import EntityChangedError
-from .fanout import enqueue_paced
+from .fanout import enqueue_paced, save_page
 from .jobs import Job
 from .ledger import FAILED, GONE, Delivered, JobHeader
 from .pacing import pace_key
@@ -65,16 +64,9 @@ async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
             await enqueue_paced(bot, job.id, pace, conversations, f"{header.targets}.0.")
         if failed:
             await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", failed)
-        header.cursor, header.targets = page.continuation_token, header.targets + len(page.members)
-        header.fanned_out = not page.continuation_token
-        try:
-            await bot.ledger.save_progress(header)
-        except EntityChangedError:
-            log.warning("job %s: another worker is fanning out this team; leaving it to that one", job.id)
-            return "duplicate"
-        if header.fanned_out:
-            log.info("job %s: team %s: %d members", job.id, team_id, header.targets)
-            return f"team of {header.targets}"
+        stop = await save_page(bot, job, header, page.continuation_token, len(page.members))
+        if stop is not None:
+            return stop
     await bot.jobs.send(job.to_json())  # the rest of the roster, in a fresh invocation
     return "continuing"
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from ..backoff import backoff
 from ..errors import BotError, UnavailableError
 from ..protocol.activity import ConversationReference
-from .batches import SendBatch, pack
+from .batches import SendBatch, pack, retry_prefix
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
 from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, pace_key
@@ -139,7 +139,7 @@ class _ClaimPerBatch:
             await self.bot.ledger.record_batch(self.job.id, self.claim)
         for attempts, keys in sorted(by_attempts.items()):
             await _enqueue_retry(self.bot, self.job, self.batch, keys, attempts, not_before,
-                                 f"{self.batch.id}r{attempts}.")
+                                 retry_prefix(self.batch.id, attempts))
         await self.bot.ledger.record_batch(self.job.id, self.claim, done=True)
         return sum(o.status == RETRYING for o in outcomes)
 
@@ -212,7 +212,10 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
     pace = batch_pace(batch)
     slot = batch.slot
-    if slot is None or await bot.pacing.paused_until(pace) > slot.start:  # unscheduled, or paused since
+    late = slot is not None and slot.start < time.time() - LATE_GRACE  # its slots went by unused
+    if late and batch.id and await bot.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
+        return Report(done_before=len(batch.items))
+    if slot is None or late or await bot.pacing.paused_until(pace) > slot.start:  # or paused since
         slot = await bot.pacing.reserve(pace, len(batch.items), queued=False)
     if slot.start - time.time() > MAX_INLINE_WAIT:  # its slots are further off: back on the queue until then
         batch.slot = slot

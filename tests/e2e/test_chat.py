@@ -4,18 +4,16 @@ the conversation a person has with `python -m devhost chat`, survey included."""
 from __future__ import annotations
 
 import json
-import queue
 import re
 import subprocess
 import sys
-import threading
-import time
 import uuid
 
 import httpx
 import pytest
 
 from tests.botstack import BotStack, wait_until
+from tests.console import Console
 from tests.hostproc import REPO, HostProcess, free_port
 
 KEY = "chat-test-key"
@@ -32,47 +30,22 @@ def dev_host(azurite, tmp_path_factory):
     host.stop()
 
 
-class Terminal:
-    """The chat as a subprocess, its output read line by line as it arrives."""
+class Terminal(Console):
+    """The chat as a subprocess."""
 
     def __init__(self, bot_url: str, user: str = "Ann", port: int = 0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", user, "--port", str(port)],
-            cwd=str(REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+        super().__init__([sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", user,
+                          "--port", str(port)], cwd=str(REPO), stdin=subprocess.PIPE)
 
     def type(self, text: str) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(text + "\n")
         self.process.stdin.flush()
 
-    def expect(self, fragment: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if fragment in line:
-                return line
-        raise AssertionError(f"no line with {fragment!r}; saw:\n" + "\n".join(self.seen))
-
     def close(self) -> int:
         """Quit; every line the chat printed is in `seen` afterwards."""
         self.type("/quit")
-        code = self.process.wait(15)
-        time.sleep(0.2)  # the reader thread takes the last lines
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return code
+        return self.wait(15)
 
 
 def test_a_person_holds_the_survey_conversation_in_the_terminal(dev_host: HostProcess) -> None:

@@ -161,6 +161,25 @@ def test_a_send_batch_with_a_broken_reference_goes_to_poison_and_sends_nothing(b
     assert f"send batch {message_id} (dequeue count 2)" not in bot.host.log()
 
 
+def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStack) -> None:
+    """A worker running behind (its queue backed up) meets batches whose slots went by: each takes fresh
+    slots once and sends, instead of handing every conversation on again and again."""
+    import time as clock
+
+    from botcore.delivery.batches import pack
+    from botcore.delivery.pacing import Slot
+
+    group = tenant()
+    job_id = bot.api("POST", "notify", {"text": "late", "target": {"tenantId": group}}).json()["id"]
+    status_of(bot, job_id, state="done", targets=0)  # the job's header, for the batch below
+    cids = bot.seed(5, tenant_id=group)
+    items = sorted((bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids)
+    [(message, _)] = pack(job_id, items, id_prefix="late.", pace=f"tenant:{group}", slot=Slot(clock.time() - 30, 0.02))
+    sent = bot.enqueue(message, queue="bot-sends")
+    assert wait_until(lambda: f"send batch {sent} (dequeue count 1): sent 5," in bot.host.log(), timeout=15)
+    assert all(bot.texts_of(c) == ["late"] for c in cids)
+
+
 def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
     group = tenant()
     cids = bot.seed(2, tenant_id=group)

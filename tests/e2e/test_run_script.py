@@ -6,18 +6,17 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from devhost.azurite import Azurite
+from tests.console import Console
 from tests.hostproc import REPO, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("func") is not None,
@@ -42,41 +41,20 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Run:
+class Run(Console):
     """scripts/run as a subprocess, its output (stdout and stderr) read line by line."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         clean = {k: v for k, v in os.environ.items()
                  if k not in ("BotStorage", "AzureWebJobsStorage", "BotPublicBaseUrl", "BOT_PORT", "AZURITE_PORT")}
-        self.process = subprocess.Popen([str(REPO / "scripts" / "run"), *args], env={**clean, **(env or {})},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+        super().__init__([str(REPO / "scripts" / "run"), *args], env={**clean, **(env or {})})
 
     def expect(self, fragment: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if fragment in line:
-                return line
-        raise AssertionError(f"no line with {fragment!r}; saw:\n" + "\n".join(self.seen))
+        return super().expect(fragment, timeout)
 
     def finish(self, timeout: float = 60.0) -> list[str]:
         """Wait for the exit; every line it printed."""
-        self.process.wait(timeout)
-        time.sleep(0.2)  # the reader thread takes the last lines
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
+        self.wait(timeout)
         return [line for line in self.seen if not line.startswith("run: created local.settings.json")]
 
     def interrupt(self) -> int:

@@ -131,3 +131,19 @@ def test_the_plain_items_form_is_accepted() -> None:
 def test_bad_packed_items_are_a_job_error(packed: object) -> None:
     with pytest.raises(JobError, match="not a send batch"):
         SendBatch.parse(json.dumps({"job": "j", "packed": packed}))
+
+
+def test_retry_batches_are_named_deterministically_and_briefly_however_often_handed_on() -> None:
+    from botcore.delivery.batches import pack, retry_prefix, SendBatch
+
+    name = "9500.0.4"
+    seen = set()
+    for _ in range(50):  # handed on fifty times without an attempt
+        prefix = retry_prefix(name, 0)
+        assert prefix == retry_prefix(name, 0) and prefix.startswith("9500.0.4r")
+        name = prefix + "0"
+        assert name not in seen and len(name) < 40
+        seen.add(name)
+    [(message, _)] = pack("job", [("k", _reference("c").to_json())], id_prefix=retry_prefix(name, 3))
+    assert SendBatch.parse(message).id.startswith("9500.0.4r")
+    assert retry_prefix("1.0.0", 1) != retry_prefix("1.0.0", 2) != retry_prefix("1.0.1", 1)
