@@ -23,7 +23,7 @@ from ..storage import EntityChangedError
 from .batches import SendBatch, pack
 from .jobs import Job
 from .ledger import FAILED, GONE, Delivered, JobHeader, Outcome
-from .pacing import LEAD, Slot, pace_key
+from .pacing import LEAD, START_LEAD, pace_key
 from .send import deliver
 
 if TYPE_CHECKING:
@@ -74,17 +74,32 @@ async def _notify_one(bot: "Bot", job: Job, header: JobHeader) -> str:
     return outcome
 
 
-async def _fan_out(bot: "Bot", job: Job, header: JobHeader) -> str:
-    sending: list[asyncio.Task[object]] = []
-    try:
-        return await _fan_out_pages(bot, job, header, sending)
-    finally:
-        for result in await asyncio.gather(*sending, return_exceptions=True):
+class SentAtOnce:
+    """The send batches a fan-out sends in its own invocation, which ends only once they have."""
+
+    def __init__(self, bot: "Bot", job: Job) -> None:
+        self.bot, self.job = bot, job
+        self._tasks: list[asyncio.Task[object]] = []
+
+    def start(self, batch: SendBatch) -> None:
+        self._tasks.append(asyncio.create_task(deliver(self.bot, self.job, batch)))
+
+    async def __aenter__(self) -> "SentAtOnce":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(result, BaseException):  # its queued copy sends what it did not
-                log.warning("job %s: a batch sent at once stopped (%r); its queued copy takes over", job.id, result)
+                log.warning("job %s: a batch sent at once stopped (%r); its queued copy takes over", self.job.id,
+                            result)
 
 
-async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, sending: list[asyncio.Task[object]]) -> str:
+async def _fan_out(bot: "Bot", job: Job, header: JobHeader) -> str:
+    async with SentAtOnce(bot, job) as at_once:
+        return await _fan_out_pages(bot, job, header, at_once)
+
+
+async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
     t = job.target
     query = bot.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
     for _ in range(PAGES_PER_INVOCATION):
@@ -100,9 +115,7 @@ async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, sending: list[
             groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
         # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
         for number, pace in enumerate(sorted(groups)):
-            first = await enqueue_paced(bot, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once=True)
-            if first is not None:
-                sending.append(asyncio.create_task(deliver(bot, job, first)))
+            await enqueue_paced(bot, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once)
         if undeliverable:
             log.error("job %s: %d conversations cannot be sent to: %s", job.id, len(undeliverable),
                       "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]))
@@ -131,22 +144,18 @@ async def save_page(bot: "Bot", job: Job, header: JobHeader, cursor: str | None,
 
 
 async def enqueue_paced(bot: "Bot", job_id: str, pace: str, items: list[tuple[str, str]], id_prefix: str,
-                        requests_each: int = 1, *, at_once: bool = False) -> SendBatch | None:
-    """Send batches of (key, reference JSON) for one pace key, with slots reserved for `requests_each`
-    requests per conversation, each made visible just before its slot.
+                        at_once: SentAtOnce | None = None) -> None:
+    """Send batches of (key, reference JSON) for one pace key, with a slot reserved for each conversation,
+    each batch made visible just before its slot.
 
-    With `at_once`, when the key's calendar is free, the first batch's slots start now and the batch is
-    returned for the caller to send; its queued copy is made visible only once a claim on it would have
-    lapsed, so it sends only what the caller could not."""
-    reserved = await bot.pacing.reserve(pace, len(items) * requests_each, queued=not at_once)
-    slot = Slot(reserved.start, reserved.interval * requests_each)
+    With `at_once`, when the key's calendar is free, the first batch's slots start now (START_LEAD) and the
+    batch starts in this invocation while the others go on the queue; its queued copy is made visible only
+    once a claim on it would have lapsed, so it sends only what this invocation could not."""
+    slot = await bot.pacing.reserve(pace, len(items), lead=START_LEAD if at_once else LEAD)
     now = time.time()
     messages = [(m, s) for m, s in pack(job_id, items, id_prefix=id_prefix, pace=pace, slot=slot) if s is not None]
-    first = None
-    if at_once and slot.start - now < LEAD:
-        first = SendBatch.parse(messages[0][0])
     delays = [batch_slot.visibility(now) for _, batch_slot in messages]
-    if first is not None:
+    if at_once is not None and slot.start - now < LEAD:
+        at_once.start(SendBatch.parse(messages[0][0]))
         delays[0] += bot.settings.delivery_claim_seconds
     await asyncio.gather(*(bot.sends.send(message, delay=delay) for (message, _), delay in zip(messages, delays)))
-    return first

@@ -42,6 +42,7 @@ SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest ab
 LATE_GRACE = 0.03  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
 # between instances, how long two batches of one key can overlap)
 LEAD = 0.6  # a batch is made visible this long before its slot (the host's polling interval is 0.5 s)
+START_LEAD = 0.1  # a batch sent by the invocation that reserves its slots: the time to claim it first
 DEFAULT_RETRY_AFTER = 1.0  # seconds a key pauses after a 429 that named no Retry-After
 THROTTLED_RATE = 0.85  # a 429 multiplies the key's rate by this
 RECOVERY_SECONDS = 30.0  # after this long without a 429, the rate climbs back
@@ -83,13 +84,13 @@ class PaceCalendar(TableStore):
         self.rate = rate  # the configured limit, requests per second per key
         self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read at), per instance
 
-    async def reserve(self, key: str, requests: int, *, queued: bool = True) -> Slot:
-        """Reserve `requests` consecutive slots for `key`; slots for a batch that goes on the queue start no
-        earlier than LEAD from now, the time it takes to be picked up."""
+    async def reserve(self, key: str, requests: int, *, lead: float = LEAD) -> Slot:
+        """Reserve `requests` consecutive slots for `key`, starting no earlier than `lead` from now: the time
+        before the first request can leave (for a batch that goes on the queue, the time to be picked up)."""
 
         def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], Slot]:
             rate = self._current_rate(row, now)
-            start = max(now + (LEAD if queued else 0.0), float(row.get("next") or 0), float(row.get("pausedUntil") or 0))
+            start = max(now + lead, float(row.get("next") or 0), float(row.get("pausedUntil") or 0))
             interval = 1.0 / (rate * SLOT_SHARE)
             return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.activity import TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError
-from .fanout import enqueue_paced, save_page
+from .fanout import SentAtOnce, enqueue_paced, save_page
 from .jobs import Job
 from .ledger import FAILED, GONE, Delivered, JobHeader
 from .pacing import pace_key
@@ -43,7 +43,12 @@ async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
     if team is None or not team.active:
         await bot.ledger.fail_job(job, f"the bot is not installed in team {team_id!r} (or was removed)")
         return "unknown team"
-    reference = team.reference
+    async with SentAtOnce(bot, job) as at_once:
+        return await _fan_out_pages(bot, job, header, team_id, team.reference, at_once)
+
+
+async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, team_id: str, reference: ConversationReference,
+                         at_once: SentAtOnce) -> str:
     pace = pace_key(reference.channel_id, reference.tenant_id)
     for _ in range(PAGES_PER_INVOCATION):
         await _take_slot(bot, pace)
@@ -61,7 +66,7 @@ async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
             elif record is not None:
                 conversations.append((record.key, record.reference.to_json()))
         if conversations:
-            await enqueue_paced(bot, job.id, pace, conversations, f"{header.targets}.0.")
+            await enqueue_paced(bot, job.id, pace, conversations, f"{header.targets}.0.", at_once)
         if failed:
             await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", failed)
         stop = await save_page(bot, job, header, page.continuation_token, len(page.members))
@@ -73,7 +78,7 @@ async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
 
 async def _take_slot(bot: "Bot", pace: str) -> None:
     """Wait for this instance's next slot of the key (a roster read or a creation: one request each)."""
-    slot = await bot.pacing.reserve(pace, 1, queued=False)
+    slot = await bot.pacing.reserve(pace, 1, lead=0.0)
     await asyncio.sleep(max(0.0, slot.start - time.time()))
 
 

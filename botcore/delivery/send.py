@@ -21,7 +21,7 @@ from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack, retry_prefix
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
-from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, pace_key
+from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, pace_key
 
 if TYPE_CHECKING:
     from ..app import Bot
@@ -216,7 +216,7 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     if late and batch.id and await bot.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
         return Report(done_before=len(batch.items))
     if slot is None or late or await bot.pacing.paused_until(pace) > slot.start:  # or paused since
-        slot = await bot.pacing.reserve(pace, len(batch.items), queued=False)
+        slot = await bot.pacing.reserve(pace, len(batch.items), lead=START_LEAD)
     if slot.start - time.time() > MAX_INLINE_WAIT:  # its slots are further off: back on the queue until then
         batch.slot = slot
         await bot.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
