@@ -42,6 +42,8 @@ SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest ab
 LATE_GRACE = 0.03  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
 # between instances, how long two batches of one key can overlap)
 LEAD = 0.6  # a batch is made visible this long before its slot (the host's polling interval is 0.5 s)
+UNPACED_INTERVAL = 0.001  # a pace of more than 1,000 requests/s is kept per batch, not per request: no channel
+# limits a bot that high, and no instance could keep such a pace to the millisecond (each request would be late)
 START_LEAD = 0.1  # a batch sent by the invocation that reserves its slots: the time to claim it first
 DEFAULT_RETRY_AFTER = 1.0  # seconds a key pauses after a 429 that named no Retry-After
 THROTTLED_RATE = 0.85  # a 429 multiplies the key's rate by this

@@ -21,7 +21,7 @@ from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack, retry_prefix
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
-from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, pace_key
+from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, UNPACED_INTERVAL, pace_key
 
 if TYPE_CHECKING:
     from ..app import Bot
@@ -243,10 +243,21 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
         await recorder.add(outcome)
         return outcome
 
+    paced, reslotted = slot.interval >= UNPACED_INTERVAL, False
+    first = 0  # the index of the item that `slot` starts with
     for index, key in enumerate(keys):
         if recorder.failed is not None:  # the ledger is unreachable: what is sent now could be sent twice
             break
-        at, now = slot.at(index), time.time()
+        at, now = slot.at(index - first), time.time()
+        if not paced:
+            at = now
+        elif not throttled and at < now - LATE_GRACE and not reslotted:  # behind its slots: fresh ones, once
+            reslotted = True
+            try:
+                slot, first = await bot.pacing.reserve(pace, len(keys) - index, lead=0.0), index
+                at, now = slot.start, time.time()
+            except BotError as exc:  # the calendar cannot be written: the rest is handed on below
+                log.warning("job %s: no fresh slots for %s (%s)", job.id, pace, exc)
         if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
             held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
                                 attempted=False))
