@@ -30,7 +30,7 @@ from .baretable import BareTable
 from .infra import azurite, bot_stack, log
 from .report import Section
 
-TARGET_CPU_MS = {"change": 2.0, "nochange": 1.0}
+TARGET_CPU_MS = {"change": 2.5, "nochange": 1.2}  # the Agents SDK spends 2.9 ms on a turn that stores nothing
 KINDS = {"change": "state-changing turn (profile / cancel)", "nochange": "no-change turn (help)"}
 
 
