@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -21,7 +22,7 @@ from ..protocol.activity import ConversationReference
 from .batches import SendBatch, pack, retry_prefix
 from .jobs import Job, JobError
 from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
-from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, UNPACED_INTERVAL, pace_key
+from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, UNPACED_INTERVAL, Slot, pace_key
 
 if TYPE_CHECKING:
     from ..app import Bot
@@ -207,12 +208,44 @@ async def abandon_batch(bot: "Bot", batch: SendBatch, error: str) -> None:
     log.error("job %s: batch %s of %d conversations failed for good: %s", batch.job, batch.id or "-", len(keys), error)
 
 
+class _Slots:
+    """The slot each item of a batch takes. The batch's own block first, skipping the slots that went by
+    while the batch was picked up or its instance was busy: its items are interchangeable, so a late batch
+    loses only the slots it missed, not its place. Items the block can then no longer hold take one block of
+    fresh slots at the calendar's end; an item late even there is handed on. A pace above 1,000 requests/s
+    (UNPACED_INTERVAL) is not kept per request: no instance keeps it to the millisecond."""
+
+    def __init__(self, bot: "Bot", job: Job, pace: str, block: Slot, size: int) -> None:
+        self.bot, self.job, self.pace, self.block, self.size = bot, job, pace, block, size
+        self.skip = 0
+        self.fresh: tuple[Slot, int] | None = None  # the block of fresh slots and the first index it holds
+        self.unavailable = False
+
+    async def at(self, index: int, now: float, remaining: int) -> float:
+        held = index + self.skip
+        if held < self.size and self.block.at(held) < now - LATE_GRACE:
+            self.skip += math.ceil((now - self.block.at(held)) / self.block.interval)
+            held = index + self.skip
+        if held < self.size:
+            return self.block.at(held)
+        if self.fresh is None and not self.unavailable:
+            try:
+                self.fresh = await self.bot.pacing.reserve(self.pace, remaining, lead=0.0), index
+            except BotError as exc:  # the calendar cannot be written: the rest is handed on
+                log.warning("job %s: no fresh slots for %s (%s)", self.job.id, self.pace, exc)
+                self.unavailable = True
+        if self.fresh is None:
+            return 0.0
+        fresh, first = self.fresh
+        return fresh.at(index - first)
+
+
 async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
     wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
     pace = batch_pace(batch)
     slot = batch.slot
-    late = slot is not None and slot.start < time.time() - LATE_GRACE  # its slots went by unused
+    late = slot is not None and slot.at(len(batch.items) - 1) < time.time() - LATE_GRACE  # all went by unused
     if late and batch.id and await bot.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
         return Report(done_before=len(batch.items))
     if slot is None or late or await bot.pacing.paused_until(pace) > slot.start:  # or paused since
@@ -243,21 +276,12 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
         await recorder.add(outcome)
         return outcome
 
-    paced, reslotted = slot.interval >= UNPACED_INTERVAL, False
-    first = 0  # the index of the item that `slot` starts with
+    slots = _Slots(bot, job, pace, slot, len(batch.items))
     for index, key in enumerate(keys):
         if recorder.failed is not None:  # the ledger is unreachable: what is sent now could be sent twice
             break
-        at, now = slot.at(index - first), time.time()
-        if not paced:
-            at = now
-        elif not throttled and at < now - LATE_GRACE and not reslotted:  # behind its slots: fresh ones, once
-            reslotted = True
-            try:
-                slot, first = await bot.pacing.reserve(pace, len(keys) - index, lead=0.0), index
-                at, now = slot.start, time.time()
-            except BotError as exc:  # the calendar cannot be written: the rest is handed on below
-                log.warning("job %s: no fresh slots for %s (%s)", job.id, pace, exc)
+        now = time.time()
+        at = now if throttled or slot.interval < UNPACED_INTERVAL else await slots.at(index, now, len(keys) - index)
         if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
             held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
                                 attempted=False))
