@@ -281,7 +281,12 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
         if recorder.failed is not None:  # the ledger is unreachable: what is sent now could be sent twice
             break
         now = time.time()
-        at = now if throttled or slot.interval < UNPACED_INTERVAL else await slots.at(index, now, len(keys) - index)
+        if throttled:
+            at = now
+        elif slot.interval < UNPACED_INTERVAL:  # not kept per request, but not before the batch's first slot
+            at = max(now, slot.start)
+        else:
+            at = await slots.at(index, now, len(keys) - index)
         if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
             held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
                                 attempted=False))
