@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, NoReturn
 
 from .errors import BadInputError, BotError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
@@ -128,6 +128,18 @@ def etag_of(entity: "TableEntity") -> str:
     return entity.metadata["etag"]
 
 
+async def _create(create: Callable[[], Awaitable[Any]], what: str) -> bool:
+    """Run an SDK create call; False if the table or queue existed."""
+    try:
+        await create()
+    except Exception as exc:
+        try:
+            _reraise(exc, what)
+        except EntityExistsError:
+            return False
+    return True
+
+
 class Table:
     """One table: entities, ETag-conditional writes, paged queries, batch transactions.
 
@@ -227,14 +239,7 @@ class Table:
 
     async def create(self) -> bool:
         """Create the table; False if it existed."""
-        try:
-            await self.client.create_table()
-        except Exception as exc:
-            try:
-                _reraise(exc, f"table {self.name}: create")
-            except EntityExistsError:
-                return False
-        return True
+        return await _create(self.client.create_table, f"table {self.name}: create")
 
 
 class Queue:
@@ -255,14 +260,7 @@ class Queue:
 
     async def create(self) -> bool:
         """Create the queue; False if it existed."""
-        try:
-            await self.client.create_queue()
-        except Exception as exc:
-            try:
-                _reraise(exc, f"queue {self.name}: create")
-            except EntityExistsError:
-                return False
-        return True
+        return await _create(self.client.create_queue, f"queue {self.name}: create")
 
 
 def _reraise(exc: Exception, what: str) -> NoReturn:
