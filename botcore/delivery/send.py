@@ -222,6 +222,8 @@ class _Slots:
         self.unavailable = False
 
     async def at(self, index: int, now: float, remaining: int) -> float:
+        if self.block.interval < UNPACED_INTERVAL:  # not before the batch's first slot, then as fast as it goes
+            return max(now, self.block.start)
         held = index + self.skip
         if held < self.size and self.block.at(held) < now - LATE_GRACE:
             self.skip += math.ceil((now - self.block.at(held)) / self.block.interval)
@@ -281,12 +283,7 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
         if recorder.failed is not None:  # the ledger is unreachable: what is sent now could be sent twice
             break
         now = time.time()
-        if throttled:
-            at = now
-        elif slot.interval < UNPACED_INTERVAL:  # not kept per request, but not before the batch's first slot
-            at = max(now, slot.start)
-        else:
-            at = await slots.at(index, now, len(keys) - index)
+        at = now if throttled else await slots.at(index, now, len(keys) - index)
         if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
             held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
                                 attempted=False))
