@@ -94,16 +94,17 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
         if status is None:
             raise JobNotFoundError(f"no notification job {job_id!r} (it may still be queued)")
         return Response(200, status.to_dict())
-    if await ledger.header(job_id) is None:
-        raise JobNotFoundError(f"no notification job {job_id!r}")
     data: dict[str, Any] = {}
     if method == "PATCH":
         parsed = _json_object(headers, body, settings)
         data = {k: parsed[k] for k in ("text", "attachments") if k in parsed}
     job = _job_from(data, "update" if method == "PATCH" else "delete", notification=job_id,
                     target={"everyone": True})
+    # Recorded before the answer: from now on nothing is sent unrevised. The job revises what was sent.
+    revision = await ledger.register_revision(job)
     await bot.jobs.send(job.to_json())
-    return Response(202, {"id": job.id, "notification": job_id})
+    return Response(202, {"id": job.id, "notification": job_id, "revision": revision.number,
+                          "status": f"/api/notify/{job.id}"})
 
 
 @http_edge

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .app import bot_for
+from .delivery.jobs import JobError
 from .errors import BadInputError, ConflictError
 from .settings import JOBS_QUEUE, MAX_DEQUEUE_COUNT, SENDS_QUEUE
 
@@ -62,9 +63,11 @@ async def _run_job(bot: "Bot", job: "Job") -> str:
     if job.kind == "reminder":
         due = await bot.reminders.add(bot, job)
         return f"reminder {job.id} due {due.isoformat()}"
-    from .delivery.revise import revise
+    if job.kind in ("update", "delete"):
+        from .delivery.revise import run_revision
 
-    return await revise(bot, job)
+        return await run_revision(bot, job)
+    raise JobError(f"job kind {job.kind!r} has no handler")  # parse_job admits only the kinds above
 
 
 async def _give_up(bot: "Bot", job: "Job", exc: Exception) -> None:
@@ -81,17 +84,22 @@ async def _give_up(bot: "Bot", job: "Job", exc: Exception) -> None:
 
 
 async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:
-    """Deliver one batch from the sends queue."""
-    from .delivery.batches import SendBatch
+    """Deliver one batch from the sends queue: a send batch, or a revision batch."""
+    from .delivery.batches import SendBatch, parse_sends_message
+    from .delivery.revise import run_revision_batch
     from .delivery.send import abandon_batch, run_send_batch
 
     bot = bot_for()
+    batch = None
     try:
-        return await run_send_batch(bot, body)
+        batch = parse_sends_message(body)
+        if isinstance(batch, SendBatch):
+            return await run_send_batch(bot, batch)
+        return await run_revision_batch(bot, batch)
     except Exception as exc:
         if not _hopeless(exc):
-            if dequeue_count >= MAX_DEQUEUE_COUNT:
-                await abandon_batch(bot, SendBatch.parse(body), f"{type(exc).__name__}: {exc}")
+            if dequeue_count >= MAX_DEQUEUE_COUNT and isinstance(batch, SendBatch):
+                await abandon_batch(bot, batch, f"{type(exc).__name__}: {exc}")
             raise
         await poison(SENDS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"

@@ -96,6 +96,15 @@ class Azurite:
         self.urls = {}
         return self.start(timeout)
 
+    def freeze(self) -> None:
+        """Stop answering without closing a connection: storage that hangs, as it can in a network partition."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     @property
     def connection_string(self) -> str:
         return connection_string(self.urls["queue"], self.urls["table"], self.urls["blob"])

@@ -1,4 +1,5 @@
-"""The sends-queue message: a batch of one job's conversations, with their references and their slot.
+"""The sends-queue messages: a batch of one job's conversations, with their references and their slot; and
+a revision batch, which brings one delivery row's messages to the job's latest revision.
 
 A batch carries its conversations' references, so that no send reads the conversation table again, and
 the block of request slots the pace calendar gave it (botcore.delivery.pacing). The references travel
@@ -19,8 +20,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..keys import is_conversation_key
 from ..protocol.activity import ActivityError, ConversationReference
 from .jobs import JobError
+from .ledger import BATCH_PREFIX
 from .pacing import Slot
 
 BATCH_KEYS = 100
@@ -55,7 +58,7 @@ class SendBatch:
             pace, slot = data.get("pace", ""), data.get("slot")
             if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
                 raise JobError("job and id must be strings and items a list")
-            if len(batch_id) > 200 or not all(c.isalnum() or c == "." for c in batch_id):
+            if not is_batch_id(batch_id):
                 raise JobError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
             if not isinstance(pace, str):
                 raise JobError("pace must be a string")
@@ -63,6 +66,52 @@ class SendBatch:
                        pace, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, zlib.error, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
+
+
+@dataclass
+class RevisionBatch:
+    """Bring the messages of one delivery row of a job (`row`: a batch's row, or a conversation's) to the
+    job's latest revision. It names no conversations: the worker reads them from the row when it runs, so
+    the message is small and never stale."""
+
+    job: str
+    row: str
+    attempt: int = 0
+    slot: Slot | None = None  # slots reserved when it last ran, too far off to wait for then
+
+    def to_json(self) -> str:
+        message: dict[str, Any] = {"kind": "revise", "job": self.job, "row": self.row, "attempt": self.attempt}
+        if self.slot is not None:
+            message["slot"] = [round(self.slot.start, 3), self.slot.interval]
+        return json.dumps(message, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RevisionBatch":
+        job, row, attempt, slot = data.get("job"), data.get("row"), data.get("attempt", 0), data.get("slot")
+        if not isinstance(job, str) or not isinstance(row, str) or not isinstance(attempt, int):
+            raise JobError("a revision batch needs job and row (strings) and an integer attempt")
+        if not (row.startswith(BATCH_PREFIX) and is_batch_id(row[len(BATCH_PREFIX):])
+                or is_conversation_key(row)):
+            raise JobError(f"row {row[:50]!r} names no delivery row")
+        try:
+            return cls(job, row, attempt, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise JobError(f"a revision batch's slot is [start, interval]: {exc}") from None
+
+
+def parse_sends_message(body: bytes | str) -> "SendBatch | RevisionBatch":
+    """A message from the sends queue, by its kind (a send batch has none)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise JobError(f"not a send batch: {exc}") from exc
+    if isinstance(data, dict) and data.get("kind") == "revise":
+        return RevisionBatch.from_dict(data)
+    return SendBatch.parse(body)
+
+
+def is_batch_id(batch_id: str) -> bool:
+    return len(batch_id) <= 200 and all(c.isalnum() or c == "." for c in batch_id)
 
 
 def retry_prefix(batch_id: str, attempts: int) -> str:

@@ -40,6 +40,13 @@ async def run_notify(bot: "Bot", job: Job) -> str:
     header = await bot.ledger.open_job(job)
     if header.fanned_out:
         return "duplicate"
+    latest = await bot.ledger.revision(job.id)
+    if latest is not None and latest.deletes:  # deleted before it was (all) sent: what is left stays unsent
+        header.fanned_out = True
+        await bot.ledger.save_progress(header)
+        log.info("job %s was deleted (by job %s) before its fan-out ended; %d targets were fanned out", job.id,
+                 latest.id, header.targets)
+        return "deleted"
     if job.target.team is not None:
         from .rosters import fan_out_team
 

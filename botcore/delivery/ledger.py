@@ -11,7 +11,11 @@ PartitionKey is the job id. Rows:
   keeps the table's write rate out of a broadcast's way;
 - a one-conversation delivery (notify one conversation, a proactive dialog, pending replies): one row
   per conversation, RowKey the conversation key, with the messages to send when they must survive a
-  crash before they are sent.
+  crash before they are sent;
+- REVISION: the job's latest revision (an update's message, or a delete), numbered in the order the
+  revisions arrived; every send reads it, so what is sent after a revision carries it;
+- a revision row ("!v" + a delivery row's id): what revisions did to that row's messages. Kept apart
+  from the delivery row, so that revising never changes the ETag a sender's claim holds.
 
 A claim (status `sending`, botcore.delivery.claims) is held by the worker sending right now. One older
 than BotDeliveryClaimSeconds belongs to a worker that died; another takes it over. Messages may then be
@@ -24,12 +28,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from typing import Any
 
-from ..errors import ConflictError
+from ..errors import BadInputError, ConflictError, NotFoundError
 from ..keys import encode_key
 from ..settings import DELIVERIES_TABLE
-from ..storage import EntityExistsError, EntityNotFoundError, TableStore, TransactionFailedError, etag_of
+from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, TransactionFailedError,
+                       etag_of)
 from ..tablejson import join_json, split_json
 from .claims import BUSY, CLAIMED, DONE as CLAIM_DONE, claim_row
 from .jobs import Job
@@ -38,10 +43,19 @@ log = logging.getLogger(__name__)
 
 HEADER = "!job"  # "!" never starts a conversation key (keys.encode_key escapes it)
 BATCH_PREFIX = "!b"
+REVISION = "!rev"
+REVISED_PREFIX = "!v"
 TRANSACTION_SIZE = 100
 SENDING, SENT, RETRYING, GONE, FAILED, DONE = "sending", "sent", "retrying", "gone", "failed", "done"
-FINAL = frozenset({SENT, GONE, FAILED})
+CANCELLED = "cancelled"  # never sent: the notification was deleted first
+FINAL = frozenset({SENT, GONE, FAILED, CANCELLED})
+# What a revision did to a sent message; a revision row's claim is REVISING while a worker holds it.
+UPDATED, DELETED, REVISING, IDLE = "updated", "deleted", "revising", "idle"
+REVISION_FINAL = frozenset({UPDATED, DELETED, GONE, FAILED})
+REVISABLE_KINDS = ("notify", "broadcast", "reminder")
+REVISION_KINDS = ("update", "delete")
 ERROR_CHARS = 200
+WRITE_ATTEMPTS = 16  # ETag races on one row: each loser reads again
 
 
 def _now() -> datetime:
@@ -50,6 +64,20 @@ def _now() -> datetime:
 
 class IdConflictError(ConflictError):
     """A job id already names other work: ids are idempotency keys, never reused for something else."""
+
+    permanent = True
+
+
+class NotificationNotFoundError(NotFoundError):
+    """An update or delete names a job the ledger does not know (yet: a queued notify may not have run)."""
+
+
+class NotRevisableError(BadInputError):
+    """An update or delete names a job that sends no notification (a proactive dialog, a revision)."""
+
+
+class NotificationDeletedError(ConflictError):
+    """An update of a notification that was deleted: its messages are gone for good."""
 
     permanent = True
 
@@ -71,6 +99,7 @@ class JobHeader:
     fanned_out: bool = False
     targets: int = 0
     error: str = ""  # why the job failed for good (and so stopped)
+    revision: int = 0  # an update or delete job: the number it was given
     etag: str | None = None
 
 
@@ -83,25 +112,44 @@ class Outcome:
     error: str = ""
     activity_id: str = ""
     attempted: bool = True  # False: released without a send (throttled, or its slot had passed)
+    revision: int = 0  # the revision the message carried (0: the job's own)
+    throttled: float | None = None  # a 429's Retry-After: the run starts no more requests
 
 
 @dataclass(frozen=True)
 class Delivered:
     """A conversation's recorded state in a job: its last status, the Connector's activity id, why it
-    failed, and how many send attempts it used."""
+    failed, how many attempts it used, and the revision its message carries. A revision row keeps the
+    same for what a revision did (status UPDATED, DELETED ...)."""
 
     status: str
     activity_id: str = ""
     error: str = ""
     attempts: int = 0
+    revision: int = 0
 
     def to_json(self) -> list[Any]:
-        return [self.status, self.activity_id, self.error[:ERROR_CHARS], self.attempts]
+        return [self.status, self.activity_id, self.error[:ERROR_CHARS], self.attempts, self.revision]
 
     @classmethod
     def from_json(cls, value: list[Any]) -> "Delivered":
-        status, activity_id, error, attempts = value
-        return cls(status, activity_id, error, int(attempts))
+        status, activity_id, error, attempts, *revision = value  # rows written before revisions: four fields
+        return cls(status, activity_id, error, int(attempts), int(revision[0]) if revision else 0)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A notification's revision: its number (1, 2 ... in the order revisions arrived), whether it updates
+    or deletes, the update or delete job that made it, and an update's message fields."""
+
+    number: int
+    kind: str
+    id: str
+    content: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deletes(self) -> bool:
+        return self.kind == "delete"
 
 
 @dataclass
@@ -126,12 +174,12 @@ class BatchClaim:
 
 @dataclass(frozen=True)
 class DeliveryRow:
-    """One delivery row of a job: its conversations' states, and the revision (update/delete job) that last
-    went through all of it."""
+    """One delivery row of a job: its conversations' states, and whether it is settled (no sender writes it
+    any more: a batch marked done, a conversation with a final status)."""
 
     row_id: str
     entries: list[tuple[str, Delivered]]
-    revised_by: str = ""
+    settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,6 +188,23 @@ class Prepared:
 
     status: str
     messages: list[dict[str, Any]]
+
+
+@dataclass
+class RevisionCounts:
+    """Where the latest revision stands: messages that carry it (updated, or sent with it) or are deleted,
+    messages beyond changing, and sent messages still to revise."""
+
+    revision: Revision
+    revised: int = 0
+    failed: int = 0
+    pending: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.revision.id, "kind": self.revision.kind, "number": self.revision.number,
+                "state": "revising" if self.pending > 0 else "done",
+                "deleted" if self.revision.deletes else "updated": self.revised,
+                "failed": self.failed, "pending": max(0, self.pending)}
 
 
 @dataclass
@@ -152,6 +217,7 @@ class JobStatus:
     counts: dict[str, int]
     error: str = ""
     due: str | None = None
+    revision: RevisionCounts | None = None
 
     @property
     def pending(self) -> int:
@@ -163,19 +229,54 @@ class JobStatus:
             return "failed"
         if not self.fanned_out:
             return "scheduled" if self.kind == "reminder" and not self.counts else "fanning-out"
-        return "sending" if self.pending else "done"
+        if self.pending:
+            return "sending"
+        deleted = self.revision is not None and self.revision.revision.deletes and self.revision.pending <= 0
+        return "deleted" if deleted else "done"
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
-        out = {
+        out: dict[str, Any] = {
             "id": self.id, "kind": self.kind, "created": self.created, "state": self.state,
             "targets": self.targets, "sent": c.get(SENT, 0), "skipped": c.get(GONE, 0),
             "failed": c.get(FAILED, 0), "pending": self.pending,
         }
+        if c.get(CANCELLED):
+            out["cancelled"] = c[CANCELLED]
         if self.due:
             out["due"] = self.due
         if self.error:
             out["error"] = self.error
+        if self.revision is not None:
+            out["revision"] = self.revision.to_dict()
+        return out
+
+
+@dataclass
+class RevisionJobStatus:
+    """An update or delete job: the number it got among the notification's revisions, and, while it is the
+    latest, how far revising the sent messages got."""
+
+    id: str
+    kind: str
+    created: str
+    notification: str
+    number: int
+    latest: RevisionCounts | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "created": self.created,
+                               "notification": self.notification, "revision": self.number}
+        latest = self.latest
+        if not self.number:
+            out["state"] = "queued"
+        elif latest is None or latest.revision.number != self.number:
+            out["state"] = "superseded"
+            if latest is not None:
+                out["supersededBy"] = latest.revision.id
+        else:
+            counts = latest.to_dict()
+            out.update({k: v for k, v in counts.items() if k not in ("id", "kind", "number")})
         return out
 
 
@@ -221,7 +322,7 @@ class DeliveryLedger(TableStore):
             request_digest=entity.get("requestDigest") or "", due=entity.get("due") or None,
             cursor=entity.get("cursor") or None, error=entity.get("error") or "",
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
-            etag=etag_of(entity),
+            revision=int(entity.get("revision") or 0), etag=etag_of(entity),
         )
 
     async def save_progress(self, header: JobHeader) -> None:
@@ -326,7 +427,7 @@ class DeliveryLedger(TableStore):
         pk = encode_key(job_id)
         entities = [{"PartitionKey": pk, "RowKey": o.key, "status": o.status, "lastError": o.error[:1000],
                      "activityId": o.activity_id, "attempts": attempts.get(o.key, 0) + o.attempted,
-                     "updatedAt": now}
+                     "revision": o.revision, "updatedAt": now}
                     for o in outcomes]
         for chunk in _chunks(entities, TRANSACTION_SIZE):
             await self.table.transact([("update", e, {"mode": "merge"}) for e in chunk])
@@ -345,33 +446,152 @@ class DeliveryLedger(TableStore):
         return Prepared(row.get("status", ""), join_json(row, "payload") or [])
 
     # ---- reading a job back -------------------------------------------------------------
-    async def status(self, job_id: str) -> JobStatus | None:
+    async def status(self, job_id: str) -> JobStatus | RevisionJobStatus | None:
         header = await self.header(job_id)
         if header is None:
             return None
+        if header.kind in REVISION_KINDS:
+            notification = header.job.notification or ""
+            target = await self.status(notification)
+            counts = target.revision if isinstance(target, JobStatus) else None
+            return RevisionJobStatus(job_id, header.kind, header.job.created, notification, header.revision, counts)
+        latest = await self.revision(job_id)
         counts: dict[str, int] = {}
-        async for row in self.deliveries(job_id):
-            for _, delivered in row.entries:
-                counts[delivered.status] = counts.get(delivered.status, 0) + 1
-        return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
-                         header.targets, counts, header.error, header.due)
-
-    async def deliveries(self, job_id: str) -> AsyncIterator[DeliveryRow]:
-        """Each delivery row of the job, streamed. A conversation retried in a later batch has a RETRYING
-        entry in the earlier one; its final status is in exactly one row."""
-        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}'"
+        revision = RevisionCounts(latest) if latest is not None else None
+        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}' and RowKey ne '{REVISION}'"
         async for row in self.table.query(query):
             rk = row["RowKey"]
-            if rk.startswith(BATCH_PREFIX):
-                entries = list(_outcomes(row).items())
-            else:
-                entries = [(rk, Delivered(row.get("status", ""), row.get("activityId", ""),
-                                          row.get("lastError", ""), int(row.get("attempts") or 0)))]
-            yield DeliveryRow(rk, entries, row.get("revisedBy") or "")
+            if rk.startswith(REVISED_PREFIX):
+                if revision is not None:  # a message revised at the latest number is off the pending list
+                    for d in _outcomes(row).values():
+                        if d.revision >= revision.revision.number and d.status in REVISION_FINAL:
+                            revised = d.status in (UPDATED, DELETED)
+                            revision.revised += revised
+                            revision.failed += not revised
+                            revision.pending -= 1
+                continue
+            for _, delivered in _delivery_row(row).entries:
+                counts[delivered.status] = counts.get(delivered.status, 0) + 1
+                if revision is not None and delivered.status == SENT:
+                    if delivered.revision >= revision.revision.number:
+                        revision.revised += 1
+                    elif not delivered.activity_id:  # the Connector gave no id: nothing to change it by
+                        revision.failed += 1
+                    else:
+                        revision.pending += 1
+        return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
+                         header.targets, counts, header.error, header.due, revision)
 
-    async def mark_revised(self, job_id: str, row_id: str, revision_id: str) -> None:
-        """Every message of the row went through the revision (update or delete job): a retry skips it."""
-        await self.table.merge({"PartitionKey": encode_key(job_id), "RowKey": row_id, "revisedBy": revision_id})
+    async def deliveries(self, job_id: str, cursor: str | None = None,
+                         page_size: int = 100) -> tuple[list[DeliveryRow], str | None]:
+        """A page of the job's delivery rows, and the cursor of the next (None at the end). A conversation
+        retried in a later batch has a RETRYING entry in the earlier one; its final status is in exactly
+        one row."""
+        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}'"
+        entities, token = await self.table.page(query, page_size=page_size, cursor=cursor)
+        rows = [_delivery_row(e) for e in entities if _is_delivery_row(e["RowKey"])]
+        return rows, token
+
+    async def delivery_row(self, job_id: str, row_id: str) -> DeliveryRow | None:
+        try:
+            return _delivery_row(await self.table.get(encode_key(job_id), row_id))
+        except EntityNotFoundError:
+            return None
+
+    # ---- revisions ---------------------------------------------------------------------------
+    async def revision(self, job_id: str) -> Revision | None:
+        """The job's latest revision; None while it has none."""
+        try:
+            return _revision(await self.table.get(encode_key(job_id), REVISION))
+        except EntityNotFoundError:
+            return None
+
+    async def register_revision(self, job: Job) -> Revision:
+        """Give an update or delete job its number among the notification's revisions, once: the same job
+        again gets the number it had. Every later send carries the latest revision, so it is what counts.
+
+        The job's own header claims its id (IdConflictError for other work) and records its number before
+        the revision row is written, so that a crash in between, then a newer revision, then this job
+        again, can never make this older one the latest.
+        """
+        notification = job.notification
+        assert notification is not None and job.kind in REVISION_KINDS
+        target = await self.header(notification)
+        if target is None:
+            raise NotificationNotFoundError(f"no notification job {notification!r}")
+        if target.kind not in REVISABLE_KINDS:
+            raise NotRevisableError(f"job {notification!r} is a {target.kind} job; only notifications can be "
+                                    "updated or deleted")
+        header = await self.open_job(job)
+        pk = encode_key(notification)
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                row = await self.table.get(pk, REVISION)
+                latest, etag = _revision(row), etag_of(row)
+            except EntityNotFoundError:
+                latest, etag = None, None
+            if latest is not None and latest.id == job.id:
+                return latest
+            if latest is not None and header.revision and latest.number >= header.revision:
+                return Revision(header.revision, job.kind, job.id, job.content())  # since superseded
+            if latest is not None and latest.deletes:
+                if job.kind == "delete":
+                    return latest  # deleted already: the deletion stands
+                raise NotificationDeletedError(f"notification {notification} was deleted (by job {latest.id}); "
+                                               "its messages can no longer be updated")
+            revision = Revision((latest.number if latest else 0) + 1, job.kind, job.id, job.content())
+            if header.revision != revision.number:
+                header.revision = revision.number
+                await self.table.merge({"PartitionKey": encode_key(job.id), "RowKey": HEADER,
+                                        "revision": revision.number})
+            entity = {"PartitionKey": pk, "RowKey": REVISION, "number": revision.number, "kind": revision.kind,
+                      "revisionId": job.id, **split_json("content", revision.content)}
+            try:
+                if etag is None:
+                    await self.table.insert(entity)
+                else:
+                    await self.table.replace(entity, etag)
+            except (EntityExistsError, EntityChangedError):
+                continue  # another revision of the notification arrived at the same moment
+            log.info("notification %s: revision %d (%s) by job %s", notification, revision.number, job.kind, job.id)
+            return revision
+        raise EntityChangedError(409, "Busy", f"notification {notification}: too many concurrent revisions")
+
+    async def claim_revision(self, job_id: str, row_id: str, now: datetime | None = None) -> BatchClaim | None:
+        """Take the right to revise one delivery row's messages; None while another worker holds it. Claims
+        end IDLE, not done: a later revision claims the row again."""
+        claim = await claim_row(self.table, encode_key(job_id), REVISED_PREFIX + row_id, status=REVISING,
+                                ttl=self.claim_ttl, now=now or _now(), insert={})
+        if claim.state == BUSY:
+            return None
+        outcomes = _outcomes(claim.row) if claim.row is not None else {}
+        return BatchClaim(REVISED_PREFIX + row_id, claim.etag or "", outcomes)
+
+    async def record_revision(self, job_id: str, claim: BatchClaim, *, release: bool = False,
+                              now: datetime | None = None) -> None:
+        """Write what revising did so far (renewing the claim, or releasing it); EntityChangedError if the
+        claim was taken over."""
+        entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key,
+                  "status": IDLE if release else REVISING, "claimedAt": now or _now(),
+                  **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
+        claim.etag = await self.table.merge(entity, claim.etag)
+
+
+def _is_delivery_row(row_key: str) -> bool:
+    return row_key.startswith(BATCH_PREFIX) or not row_key.startswith("!")
+
+
+def _delivery_row(row: Any) -> DeliveryRow:
+    rk = row["RowKey"]
+    if rk.startswith(BATCH_PREFIX):
+        return DeliveryRow(rk, list(_outcomes(row).items()), row.get("status") == DONE)
+    delivered = Delivered(row.get("status", ""), row.get("activityId", ""), row.get("lastError", ""),
+                          int(row.get("attempts") or 0), int(row.get("revision") or 0))
+    return DeliveryRow(rk, [(rk, delivered)], delivered.status in FINAL)
+
+
+def _revision(row: Any) -> Revision:
+    return Revision(int(row["number"]), row["kind"], row["revisionId"], join_json(row, "content") or {})
 
 
 def _outcomes(row: Any) -> dict[str, Delivered]:

@@ -1,100 +1,193 @@
-"""Update or delete, through the Connector, every message a notify job sent.
+"""Updating and deleting what a notification sent (docs/delivery.md, "Updating and deleting what was sent").
 
-The delivery ledger kept the activity id of each message; a ledger row (a send batch, or one
-conversation) remembers which revision last went through all of it, so a redelivered update or delete
-job does not do it again. Revisions are spaced by the per-instance guard and a 429 pauses the tenant's
-calendar, as for sends; they do not reserve calendar slots. A message beyond changing (its conversation
-gone, the message deleted by the user, its service URL not verified) is logged and not retried.
+A revision (an update or delete job: PATCH or DELETE /api/notify/{id}, or the jobs queue) is first recorded
+on the notification, numbered (ledger.register_revision). From then on every send of the notification
+carries it (delivery.send): what is not sent yet goes out updated, or not at all after a delete.
+
+What was sent before is revised row by row. The revision job goes through the notification's settled
+delivery rows and puts a revision batch on the sends queue for each row with a message behind; a row still
+being sent when the revision arrived is the sender's to report once settled (send._revise_if_behind). A
+revision batch claims the row's revision row, reads the latest revision, and updates or deletes each message
+still behind it, at the tenant's pace like sends. Every worker brings messages to the latest revision and
+one worker at a time revises a row, so an older revision never overwrites a newer one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..errors import BotError, UnavailableError
-from .jobs import Job
-from .ledger import SENT, DeliveryRow
-from .pacing import DEFAULT_RETRY_AFTER, pace_key
+from ..storage import EntityChangedError
+from .batches import RevisionBatch
+from .jobs import Job, JobError
+from .ledger import (DELETED, GONE, RETRYING, REVISION_FINAL, SENT, UPDATED, BatchClaim, Delivered, Outcome)
+from .pacing import Slot, pace_key
+from .send import LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
     from ..app import Bot
+    from ..protocol.activity import ConversationReference
 
 log = logging.getLogger(__name__)
 
-ROWS_AT_ONCE = 10
+ROWS_PAGE = 100
+PAGES_PER_INVOCATION = 20
 
 
-class RevisionIncompleteError(UnavailableError):
-    """Some messages could not be changed through the Connector: the job is retried for them."""
-
-
-async def revise(bot: "Bot", job: Job) -> str:
-    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from ..protocol.trust import UntrustedServiceUrlError
-
-    assert job.notification is not None
-    if await bot.ledger.header(job.notification) is None:
-        log.warning("job %s: notification %s is unknown; nothing to %s", job.id, job.notification, job.kind)
-        return "unknown notification"
-    done = skipped = failed = 0
-
-    async def one(key: str, activity_id: str) -> bool:
-        """Whether this message needs no more work: changed, or beyond changing (retrying cannot help)."""
-        nonlocal done, skipped, failed
-        record = await bot.conversations.get(key)
-        if record is None or not record.active:
-            return True
-        ref = record.reference
-        pace = pace_key(ref.channel_id, ref.tenant_id)
+async def run_revision(bot: "Bot", job: Job) -> str:
+    """An update or delete job: record the revision, then have every settled row that is behind it revised.
+    The pass's cursor is saved in the job's own header, so a long pass continues in a fresh invocation."""
+    notification = job.notification
+    assert notification is not None
+    revision = await bot.ledger.register_revision(job)
+    latest = await bot.ledger.revision(notification)
+    if latest is not None and latest.number > revision.number:
+        return f"superseded by revision {latest.number}"  # whose job revises everything to it
+    header = await bot.ledger.header(job.id)
+    assert header is not None  # registering opened it
+    if header.fanned_out:
+        return "duplicate"
+    for _ in range(PAGES_PER_INVOCATION):
+        rows, cursor = await bot.ledger.deliveries(notification, header.cursor, ROWS_PAGE)
+        behind = [row.row_id for row in rows if row.settled and any(
+            d.status == SENT and d.activity_id and d.revision < revision.number for _, d in row.entries)]
+        await asyncio.gather(*(bot.sends.send(RevisionBatch(notification, row).to_json()) for row in behind))
+        header.cursor, header.fanned_out, header.targets = cursor, not cursor, header.targets + len(behind)
         try:
-            async with bot.sending:
-                await bot.guard.wait(pace)
-                if job.kind == "update":
-                    activity = ref.outgoing(**job.content())
-                    activity["id"] = activity_id
-                    await bot.connector.update_activity(ref.endpoint, ref.conversation.id, activity_id, activity)
-                else:
-                    await bot.connector.delete_activity(ref.endpoint, ref.conversation.id, activity_id)
-        except ConversationGoneError as exc:
-            skipped += 1
-            log.warning("job %s: conversation %s is gone (%s); reference retired", job.id, key, exc.code)
-            await bot.conversations.retire(key, exc.code or f"HTTP {exc.status}")
-            return True
-        except (RequestRejectedError, UntrustedServiceUrlError) as exc:  # e.g. a message the user deleted
-            skipped += 1
-            log.warning("job %s: %s of %s in %s refused for good: %s", job.id, job.kind, activity_id, key, exc)
-            return True
-        except RetryableConnectorError as exc:
-            failed += 1
-            if exc.status == 429:
-                await bot.pacing.throttled(pace, exc.retry_after or DEFAULT_RETRY_AFTER)
-            log.warning("job %s: %s of %s in %s failed: %s", job.id, job.kind, activity_id, key, exc)
-            return False
-        except BotError as exc:  # the bot's token or storage: the job is retried
-            failed += 1
-            log.warning("job %s: %s of %s in %s failed: %s", job.id, job.kind, activity_id, key, exc)
-            return False
-        done += 1
-        return True
+            await bot.ledger.save_progress(header)
+        except EntityChangedError:
+            return "duplicate"  # another worker is going through the rows
+        if header.fanned_out:
+            log.info("job %s: %s of notification %s (revision %d): %d rows to revise", job.id, job.kind,
+                     notification, revision.number, header.targets)
+            return f"revision {revision.number}: {header.targets} rows to revise"
+    await bot.jobs.send(job.to_json())  # the next rows, in a fresh invocation
+    return "continuing"
 
-    async def revise_row(row: DeliveryRow) -> None:
-        sent = [(key, d.activity_id) for key, d in row.entries if d.status == SENT and d.activity_id]
-        results = await asyncio.gather(*(one(key, activity_id) for key, activity_id in sent))
-        if all(results):  # a row is marked once all of it is done, so a retried job skips it
-            await bot.ledger.mark_revised(job.notification, row.row_id, job.id)  # type: ignore[arg-type]
 
-    pending: list[DeliveryRow] = []
-    async for row in bot.ledger.deliveries(job.notification):
-        if row.revised_by != job.id and any(d.status == SENT and d.activity_id for _, d in row.entries):
-            pending.append(row)
-        if len(pending) >= ROWS_AT_ONCE:
-            await asyncio.gather(*(revise_row(r) for r in pending))
-            pending.clear()
-    await asyncio.gather(*(revise_row(r) for r in pending))
-    log.info("job %s: %s of notification %s: %d done, %d beyond changing, %d failed", job.id, job.kind,
-             job.notification, done, skipped, failed)
-    if failed:
-        raise RevisionIncompleteError(f"job {job.id}: {failed} messages could not be {job.kind}d; the job will be retried")
-    return f"{job.kind}d {done}" + (f", {skipped} beyond changing" if skipped else "")
+async def run_revision_batch(bot: "Bot", batch: RevisionBatch) -> str:
+    """Bring one delivery row's messages to the notification's latest revision."""
+    job = await bot.job_of(batch.job)
+    if job is None:
+        raise JobError(f"revision batch for job {batch.job}, which has no ledger header")
+    latest = await bot.ledger.revision(job.id)
+    row = await bot.ledger.delivery_row(job.id, batch.row)
+    if latest is None or row is None or not row.settled:
+        return "nothing to revise" if row is None or row.settled else "still sending (its sender asks for this again)"
+    behind = {key: d.activity_id for key, d in row.entries
+              if d.status == SENT and d.activity_id and d.revision < latest.number}
+    if not behind:
+        return "up to date"
+    records = dict(zip(behind, await asyncio.gather(*(bot.conversations.get(key) for key in behind))))
+    references = {key: r.reference for key, r in records.items() if r is not None and r.active}
+    slot: Slot | None = None
+    if references:
+        first = next(iter(references.values()))
+        pace = pace_key(first.channel_id, first.tenant_id)
+
+        async def requeue(later: Slot) -> None:  # the slots are kept: the batch comes back for them
+            await bot.sends.send(RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(),
+                                 delay=later.visibility(time.time()))
+
+        slot = await slot_for(bot, pace, batch.slot, len(references), requeue)
+        if slot is None:
+            return f"{len(references)} messages wait for their slots"
+    claim = await bot.ledger.claim_revision(job.id, batch.row)
+    if claim is None:  # another worker is revising the row: look again once its claim may have lapsed
+        await bot.sends.send(batch.to_json(), delay=bot.settings.delivery_claim_seconds / 4)
+        return "busy"
+    claims = _ClaimRevision(bot, job, batch, claim, latest.number, list(behind))
+    retired = [Outcome(key, GONE, "the conversation is retired", attempted=False, revision=latest.number)
+               for key in claims.attempts if key not in references]
+    for outcome in retired:
+        del claims.attempts[outcome.key]
+    outcomes = retired
+    not_before = time.time()
+    unwritten = retired
+    if claims.attempts:
+        assert slot is not None  # every key left has a reference
+        run = await run_paced(bot, job, pace, slot, len(references), claims, _Revise(bot, job, references, behind))
+        outcomes, unwritten, not_before = [*run.outcomes, *retired], [*run.unwritten, *retired], run.not_before
+    for o in outcomes:
+        if o.status == GONE and o.attempted:
+            await bot.conversations.retire(o.key, o.error)
+    retrying = await claims.hand_on(outcomes, unwritten, not_before)
+    report = Report(sent=sum(o.status in (UPDATED, DELETED) for o in outcomes),
+                    gone=sum(o.status == GONE for o in outcomes), failed=sum(o.status not in (
+                        UPDATED, DELETED, GONE, RETRYING) for o in outcomes), retrying=retrying,
+                    done_before=claims.done_before)
+    return f"revision {latest.number}: " + report.summary().replace("sent", "revised", 1)
+
+
+class _ClaimRevision:
+    """Claims for a revision batch: the row's revision row, held while its messages are revised and released
+    after, so that a later revision claims it again."""
+
+    def __init__(self, bot: "Bot", job: Job, batch: RevisionBatch, claim: BatchClaim, number: int,
+                 keys: list[str]) -> None:
+        self.bot, self.job, self.batch, self.claim = bot, job, batch, claim
+        done = {k for k, d in claim.outcomes.items() if d.revision >= number and d.status in REVISION_FINAL}
+        self.attempts = {k: _attempts(claim.outcomes.get(k), number) for k in keys if k not in done}
+        self.done_before = len(keys) - len(self.attempts)
+
+    async def take(self) -> Report | None:
+        return None  # claimed before the run
+
+    def _apply(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            self.claim.outcomes[o.key] = Delivered(o.status, o.activity_id, o.error,
+                                                   self.attempts.get(o.key, 0) + o.attempted, o.revision)
+
+    async def write(self, outcomes: list[Outcome]) -> None:
+        self._apply(outcomes)
+        await self.bot.ledger.record_revision(self.job.id, self.claim)
+
+    async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
+        """Write the last outcomes, put what must be tried again on the queue, and release the row. The retry
+        goes on the queue before the release: a crash in between leaves the claim to lapse, never a row whose
+        retries nobody will make."""
+        self._apply(unwritten)
+        retrying = sum(o.status == RETRYING for o in outcomes)
+        if retrying:
+            await self.bot.ledger.record_revision(self.job.id, self.claim)
+            retry = RevisionBatch(self.batch.job, self.batch.row, self.batch.attempt + 1)  # takes new slots
+            await self.bot.sends.send(retry.to_json(), delay=max(0.0, not_before - time.time()))
+        await self.bot.ledger.record_revision(self.job.id, self.claim, release=True)
+        return retrying
+
+
+def _attempts(done: Delivered | None, number: int) -> int:
+    """Attempts a message has used at this revision (a newer revision starts again from none)."""
+    return done.attempts if done is not None and done.revision >= number else 0
+
+
+class _Revise:
+    """A revision batch's work: update each message to the latest revision, or delete it."""
+
+    def __init__(self, bot: "Bot", job: Job, references: dict[str, "ConversationReference"],
+                 activity_ids: dict[str, str]) -> None:
+        self.bot, self.job, self.references, self.activity_ids = bot, job, references, activity_ids
+        self.revision = LatestRevision(bot.ledger, job.id)
+
+    async def before(self, key: str) -> Outcome | None:
+        return None
+
+    async def act(self, key: str, attempts: int) -> Outcome:
+        latest = await self.revision.get()
+        assert latest is not None  # revisions are never removed
+        reference, activity_id = self.references[key], self.activity_ids[key]
+        try:
+            if latest.deletes:
+                await self.bot.connector.delete_activity(reference.endpoint, reference.conversation.id, activity_id,
+                                                         retry=False)
+            else:
+                activity = reference.outgoing(**latest.content)
+                activity["id"] = activity_id
+                await self.bot.connector.update_activity(reference.endpoint, reference.conversation.id, activity_id,
+                                                         activity, retry=False)
+        except Exception as exc:
+            return replace(failure(self.bot, self.job.id, key, exc, attempts, latest.kind), revision=latest.number)
+        return Outcome(key, DELETED if latest.deletes else UPDATED, activity_id=activity_id, revision=latest.number)

@@ -3,8 +3,14 @@ what must wait.
 
 A 429, a transient error, a slot missed or a conversation over its window never makes a worker sleep
 long: those conversations go back on the queue as a new batch, with new slots from the pace calendar
-(after the Retry-After pause, for a 429). Outcomes are written as sends complete (OutcomeRecorder), so a
-crash resends at most the sends in flight and the last FLUSH_SECONDS of outcomes.
+(after the Retry-After pause, for a 429). Outcomes are written as sends complete (OutcomeRecorder), and
+only a few sends may be unrecorded at once, so a crash resends at most that few.
+
+Every send carries the job's latest revision (ledger.Revision): what is sent after an update carries the
+new message, and nothing is sent after a delete. A batch that sent an older revision asks, once it is
+settled, for its messages to be revised (botcore.delivery.revise).
+
+The paced loop (`run_paced`) serves send batches and revision batches alike.
 """
 
 from __future__ import annotations
@@ -14,18 +20,19 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from ..backoff import backoff
 from ..errors import BotError, UnavailableError
 from ..protocol.activity import ConversationReference
-from .batches import SendBatch, pack, retry_prefix
+from .batches import RevisionBatch, SendBatch, pack, retry_prefix
 from .jobs import Job, JobError
-from .ledger import FAILED, GONE, RETRYING, SENT, TRANSACTION_SIZE, Delivered, Outcome
+from .ledger import (BATCH_PREFIX, CANCELLED, FAILED, GONE, RETRYING, SENT, Delivered, Outcome, Revision)
 from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, UNPACED_INTERVAL, Slot, pace_key
 
 if TYPE_CHECKING:
     from ..app import Bot
+    from .ledger import DeliveryLedger
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,9 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE = 2.0  # seconds before a conversation's first retry (at most); doubling each attempt after
 MAX_BACKOFF = 600.0
 MAX_INLINE_WAIT = 2.0  # seconds a worker may wait for a slot; a later one goes back on the queue
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.1  # outcomes wait at most this long to be written (unless a write is under way)
+WRITE_TIMEOUT = 10.0  # a write of outcomes that takes longer stops the batch: storage is hanging
+REVISION_REFRESH = 0.5  # seconds a batch trusts the revision it read
 
 
 @dataclass
@@ -43,10 +52,12 @@ class Report:
     failed: int = 0
     retrying: int = 0
     done_before: int = 0
+    cancelled: int = 0
 
     def summary(self) -> str:
-        return (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
+        text = (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
                 f", already done {self.done_before}")
+        return text + (f", cancelled {self.cancelled}" if self.cancelled else "")
 
 
 def batch_pace(batch: SendBatch) -> str:
@@ -57,40 +68,120 @@ def batch_pace(batch: SendBatch) -> str:
     return pace_key(reference.channel_id, reference.tenant_id)
 
 
-class OutcomeRecorder:
-    """Writes outcomes to the ledger as sends complete: every FLUSH_SECONDS, or TRANSACTION_SIZE at a time.
+class OutcomesUnwrittenError(UnavailableError):
+    """Outcomes could not be written in time (storage hanging): the batch stops, and its claim lapses so that
+    another worker takes it over once storage answers."""
 
-    Writing each outcome alone would cap sends at the table's single-write rate; writing a batch's
-    outcomes only at its end would, after a crash, resend the whole batch.
+
+class OutcomeRecorder:
+    """Writes outcomes to the ledger as sends complete, and keeps the sends not yet on record few.
+
+    A send is unrecorded from the moment it may start until the write carrying its outcome succeeded. At most
+    `limit` are unrecorded at once: a worker killed at any moment has sent at most `limit` messages that the
+    worker taking its batch over sends again. One write runs at a time, carrying every outcome that came
+    before it; writing each outcome alone would cap sends at the table's single-write rate. A write that
+    takes longer than WRITE_TIMEOUT fails the recorder: no more sends start.
     """
 
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]]) -> None:
+    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], limit: int) -> None:
         self._write = write
+        self.limit = max(1, limit)
         self._pending: list[Outcome] = []
-        self._lock = asyncio.Lock()
+        self._unrecorded = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._changed = asyncio.Condition()
         self._last = time.monotonic()
-        self.failed: BaseException | None = None  # a write failed: start no more sends (none could be recorded)
+        self.failed: BaseException | None = None
 
-    async def add(self, outcome: Outcome) -> None:
+    async def start(self) -> bool:
+        """Wait until one more send may start; False once outcomes can no longer be written."""
+        async with self._changed:
+            while self._unrecorded >= self.limit and self.failed is None:
+                self._kick(now=True)
+                await self._changed.wait()
+            if self.failed is not None:
+                return False
+            self._unrecorded += 1
+            return True
+
+    def unstarted(self) -> None:
+        """A send that `start` let through did not happen after all."""
+        self._unrecorded -= 1
+
+    def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        if time.monotonic() - self._last >= FLUSH_SECONDS or len(self._pending) >= TRANSACTION_SIZE:
-            await self.flush()
+        self._kick()
 
-    async def flush(self) -> None:
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            self._last = time.monotonic()
-            if batch:
-                try:
-                    await self._write(batch)
-                except BaseException as exc:
-                    self.failed = exc
-                    raise
-
-    def take(self) -> list[Outcome]:
-        """The outcomes not written yet, once every send is done: the batch's last write carries them."""
+    async def finish(self) -> list[Outcome]:
+        """The outcomes not written yet, once every send is done: the batch's last write carries them.
+        Raises what made a write fail: outcomes that could not be written must not be lost silently."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.failed is not None:
+            raise self.failed
         pending, self._pending = self._pending, []
         return pending
+
+    def _kick(self, now: bool = False) -> None:
+        if self._writer is not None or not self._pending or self.failed is not None:
+            return
+        wait = FLUSH_SECONDS - (time.monotonic() - self._last)
+        if now or wait <= 0 or len(self._pending) >= self.limit // 2:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._writer = asyncio.create_task(self._write_pending())
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._kick(now=True)
+
+    async def _write_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        self._last = time.monotonic()
+        try:
+            await asyncio.wait_for(self._write(batch), WRITE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.failed = OutcomesUnwrittenError(f"outcomes not written within {WRITE_TIMEOUT:g}s")
+        except Exception as exc:
+            self.failed = exc
+        else:
+            self._unrecorded -= sum(o.attempted for o in batch)
+        finally:
+            if self.failed is not None:
+                self._pending[:0] = batch  # kept for the error's sake: the batch stops before its last write
+            self._writer = None
+            async with self._changed:
+                self._changed.notify_all()
+            self._kick()
+
+
+class Claims(Protocol):
+    """How a run claims its conversations, records their outcomes and hands on what must wait."""
+
+    attempts: dict[str, int]  # the conversations this worker may act on, with the attempts they used
+    done_before: int
+
+    async def take(self) -> Report | None: ...
+
+    async def write(self, outcomes: list[Outcome]) -> None: ...
+
+    async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int: ...
+
+
+class Work(Protocol):
+    """What a run does to each conversation: send the job's message, or revise it."""
+
+    async def before(self, key: str) -> Outcome | None:
+        """An outcome reached without a request (a send cancelled by a delete), else None."""
+
+    async def act(self, key: str, attempts: int) -> Outcome: ...
 
 
 class _ClaimPerBatch:
@@ -103,7 +194,6 @@ class _ClaimPerBatch:
         self.claim: Any = None
 
     async def take(self) -> Report | None:
-        """None when this worker may send; else the report of why nothing is sent."""
         keys = [k for k, _ in self.batch.items]
         self.claim = await self.bot.ledger.claim_batch(self.job.id, self.batch.id)
         if self.claim is None:  # another worker is sending it: look again once its claim may have lapsed
@@ -117,7 +207,8 @@ class _ClaimPerBatch:
 
     def _apply(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            self.claim.outcomes[o.key] = Delivered(o.status, o.activity_id, o.error, self.batch.attempt + o.attempted)
+            self.claim.outcomes[o.key] = Delivered(o.status, o.activity_id, o.error, self.batch.attempt + o.attempted,
+                                                   o.revision)
 
     async def write(self, outcomes: list[Outcome]) -> None:
         self._apply(outcomes)
@@ -187,9 +278,8 @@ async def _enqueue_retry(bot: "Bot", job: Job, batch: SendBatch, keys: list[str]
         await bot.sends.send(message, delay=batch_slot.visibility(now) if batch_slot else not_before - now)
 
 
-async def run_send_batch(bot: "Bot", body: bytes) -> str:
-    """A message from the sends queue."""
-    batch = SendBatch.parse(body)
+async def run_send_batch(bot: "Bot", batch: SendBatch) -> str:
+    """A send batch from the sends queue."""
     job = await bot.job_of(batch.job)
     if job is None:
         raise JobError(f"send batch for job {batch.job}, which has no ledger header")
@@ -242,46 +332,55 @@ class _Slots:
         return fresh.at(index - first)
 
 
-async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
-    """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
-    wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
-    pace = batch_pace(batch)
-    slot = batch.slot
-    late = slot is not None and slot.at(len(batch.items) - 1) < time.time() - LATE_GRACE  # all went by unused
-    if late and batch.id and await bot.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
-        return Report(done_before=len(batch.items))
-    if slot is None or late or await bot.pacing.paused_until(pace) > slot.start:  # or paused since
-        slot = await bot.pacing.reserve(pace, len(batch.items), lead=START_LEAD)
-    if slot.start - time.time() > MAX_INLINE_WAIT:  # its slots are further off: back on the queue until then
-        batch.slot = slot
-        await bot.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
-        return Report(retrying=len(batch.items))
-    claims = (_ClaimPerBatch if batch.id else _ClaimPerConversation)(bot, job, batch)
-    early = await claims.take()
-    if early is not None:
-        return early
+async def slot_for(bot: "Bot", pace: str, slot: Slot | None, size: int, requeue: Callable[[Slot], Awaitable[None]]
+                   ) -> Slot | None:
+    """The block of slots a batch sends in: its own, or fresh ones when it has none, all of its own went by
+    unused, or its key was paused since it was planned. None when they are further off than a worker may wait:
+    `requeue` has put the batch back on the queue until then."""
+    late = slot is not None and slot.at(size - 1) < time.time() - LATE_GRACE
+    if slot is None or late or await bot.pacing.paused_until(pace) > slot.start:
+        slot = await bot.pacing.reserve(pace, size, lead=START_LEAD)
+    if slot.start - time.time() > MAX_INLINE_WAIT:
+        await requeue(slot)
+        return None
+    return slot
+
+
+@dataclass
+class Run:
+    """What a paced run did: every outcome, those not written yet, and when what is handed on may be tried."""
+
+    outcomes: list[Outcome]
+    unwritten: list[Outcome]
+    not_before: float
+
+
+async def run_paced(bot: "Bot", job: Job, pace: str, slot: Slot, size: int, claims: Claims, work: Work) -> Run:
+    """Act on each claimed conversation at its slot, within its conversation's windows and the tenant's pace.
+    Raises when outcomes could not be written, after the requests under way have ended."""
     keys = list(claims.attempts)
-    references = dict(batch.items)
-    started_late = time.time() - slot.start  # negative: early, as it should be
-    recorder = OutcomeRecorder(claims.write)
-    throttled: list[float] = []  # a 429's Retry-After: stop starting sends in this batch
+    recorder = OutcomeRecorder(claims.write, bot.settings.send_concurrency)
+    throttled: list[float] = []  # a 429's Retry-After: stop starting requests in this batch
     waits: list[float] = []  # conversations over their window: when they may be tried again
-    content = job.content()
     sending: list[asyncio.Task[Outcome]] = []
     held: list[Outcome] = []
 
-    async def send(key: str) -> Outcome:
+    async def act(key: str) -> Outcome:
         try:
-            outcome = await _send(bot, job, key, references[key], content, claims.attempts[key], throttled)
+            outcome = await work.act(key, claims.attempts[key])
         finally:
             bot.sending.release()
-        await recorder.add(outcome)
+        if outcome.throttled is not None:
+            throttled.append(outcome.throttled)
+        recorder.add(outcome)
         return outcome
 
-    slots = _Slots(bot, job, pace, slot, len(batch.items))
+    slots = _Slots(bot, job, pace, slot, size)
     for index, key in enumerate(keys):
-        if recorder.failed is not None:  # the ledger is unreachable: what is sent now could be sent twice
-            break
+        settled = await work.before(key)
+        if settled is not None:
+            held.append(settled)
+            continue
         now = time.time()
         at = now if throttled else await slots.at(index, now, len(keys) - index)
         if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
@@ -290,61 +389,152 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
             continue
         if at > now:
             await asyncio.sleep(at - now)
+        if not await recorder.start():  # outcomes cannot be written: what is sent now could be sent twice
+            break
         window = bot.windows.take(key, time.time())
         if window > 0:
+            recorder.unstarted()
             waits.append(window)
             held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
             continue
         await bot.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
         await bot.guard.wait(pace, slot.interval)
-        sending.append(asyncio.create_task(send(key)))
+        sending.append(asyncio.create_task(act(key)))
     outcomes = [*await asyncio.gather(*sending), *held]
     for o in held:
-        await recorder.add(o)
-    unwritten = recorder.take()
+        recorder.add(o)
+    if recorder.failed is not None:
+        log.error("job %s: outcomes could not be written (%s); the batch stops and its claim lapses", job.id,
+                  recorder.failed)
+    unwritten = await recorder.finish()
     if throttled:
         await bot.pacing.throttled(pace, max(throttled))
+    transient = any(o.status == RETRYING and o.attempted for o in outcomes)
+    wait = backoff(min(claims.attempts.values(), default=0) + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) \
+        if transient else 0.0
+    return Run(outcomes, unwritten, time.time() + max([wait, *waits]))
+
+
+class LatestRevision:
+    """The job's latest revision as a running batch sees it: read at the start, again at most once every
+    REVISION_REFRESH, so that a revision reaches the messages of a batch already under way."""
+
+    def __init__(self, ledger: "DeliveryLedger", job_id: str) -> None:
+        self.ledger, self.job_id = ledger, job_id
+        self._read_at = -math.inf
+        self._latest: Revision | None = None
+
+    async def get(self) -> Revision | None:
+        if time.monotonic() - self._read_at >= REVISION_REFRESH:
+            self._latest = await self.ledger.revision(self.job_id)
+            self._read_at = time.monotonic()
+        return self._latest
+
+
+class _Send:
+    """A send batch's work: the job's message (as its latest revision has it) to each conversation."""
+
+    def __init__(self, bot: "Bot", job: Job, references: dict[str, ConversationReference]) -> None:
+        self.bot, self.job, self.references = bot, job, references
+        self.revision = LatestRevision(bot.ledger, job.id)
+
+    async def before(self, key: str) -> Outcome | None:
+        latest = await self.revision.get()
+        if latest is not None and latest.deletes:
+            return Outcome(key, CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
+        return None
+
+    async def act(self, key: str, attempts: int) -> Outcome:
+        latest = await self.revision.get()
+        if latest is not None and latest.deletes:  # deleted since `before`: the message stays unsent
+            return Outcome(key, CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
+        content = latest.content if latest is not None else self.job.content()
+        number = latest.number if latest is not None else 0
+        try:
+            response = await self.bot.connector.send(self.references[key], retry=False, **content)
+        except Exception as exc:
+            return failure(self.bot, self.job.id, key, exc, attempts, "send")
+        return Outcome(key, SENT, activity_id=response.id or "", revision=number)
+
+
+def failure(bot: "Bot", job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:
+    """The outcome of a Connector call that failed, by what the failure means (docs/delivery.md)."""
+    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
+    from ..protocol.trust import UntrustedServiceUrlError
+
+    throttled = None
+    if isinstance(exc, ConversationGoneError):
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
+        return Outcome(key, GONE, exc.code or f"HTTP {exc.status}")
+    if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
+        log.error("job %s: conversation %s refused the %s: %s", job_id, key, what, exc)
+        return Outcome(key, FAILED, str(exc))
+    if isinstance(exc, RetryableConnectorError):
+        if exc.status == 429:
+            throttled = exc.retry_after or DEFAULT_RETRY_AFTER
+        error = f"HTTP {exc.status} {exc.code or ''}".strip()
+    else:  # the bot's token, or something unexpected: keep the message, retry, say why
+        if not isinstance(exc, BotError):
+            log.error("job %s: unexpected error in the %s to %s", job_id, what, key, exc_info=exc)
+        error = f"{type(exc).__name__}: {exc}"
+    if attempts + 1 >= MAX_ATTEMPTS:
+        log.error("job %s: conversation %s failed %d times; giving up: %s", job_id, key, MAX_ATTEMPTS, error)
+        return Outcome(key, FAILED, error)
+    return Outcome(key, RETRYING, error, throttled=throttled)
+
+
+async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
+    """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
+    wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
+    pace = batch_pace(batch)
+    if batch.slot is not None and batch.slot.at(len(batch.items) - 1) < time.time() - LATE_GRACE and batch.id \
+            and await bot.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
+        return Report(done_before=len(batch.items))
+
+    async def requeue(slot: Slot) -> None:
+        batch.slot = slot
+        await bot.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
+
+    slot = await slot_for(bot, pace, batch.slot, len(batch.items), requeue)
+    if slot is None:
+        return Report(retrying=len(batch.items))
+    claims = (_ClaimPerBatch if batch.id else _ClaimPerConversation)(bot, job, batch)
+    early = await claims.take()
+    if early is not None:
+        return early
+    started_late = time.time() - slot.start  # negative: early, as it should be
+    run = await run_paced(bot, job, pace, slot, len(batch.items), claims, _Send(bot, job, dict(batch.items)))
+    outcomes = run.outcomes
     for o in outcomes:
         if o.status == GONE:
             await bot.conversations.retire(o.key, o.error)
     report = Report(sent=sum(o.status == SENT for o in outcomes), gone=sum(o.status == GONE for o in outcomes),
-                    failed=sum(o.status == FAILED for o in outcomes), done_before=claims.done_before)
-    transient = any(o.status == RETRYING and o.attempted for o in outcomes)
-    wait = backoff(batch.attempt + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) if transient else 0.0
-    not_before = time.time() + max([wait, *waits])
-    report.retrying = await claims.hand_on(outcomes, unwritten, not_before)
+                    failed=sum(o.status == FAILED for o in outcomes), done_before=claims.done_before,
+                    cancelled=sum(o.status == CANCELLED for o in outcomes))
+    report.retrying = await claims.hand_on(outcomes, run.unwritten, run.not_before)
     if report.retrying:
         log.info("job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)", job.id,
                  report.retrying, batch.attempt + 1, started_late)
+    await _revise_if_behind(bot, job, batch, outcomes)
     return report
 
 
-async def _send(bot: "Bot", job: Job, key: str, reference: ConversationReference, content: dict[str, Any],
-                attempts: int, throttled: list[float]) -> Outcome:
-    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from ..protocol.trust import UntrustedServiceUrlError
-
-    try:
-        response = await bot.connector.send(reference, retry=False, **content)
-        return Outcome(key, SENT, activity_id=response.id or "")
-    except ConversationGoneError as exc:
-        log.warning("job %s: conversation %s is gone (%s); reference retired", job.id, key, exc.code)
-        return Outcome(key, GONE, exc.code or f"HTTP {exc.status}")
-    except (RequestRejectedError, UntrustedServiceUrlError) as exc:
-        log.error("job %s: conversation %s refused the message: %s", job.id, key, exc)
-        return Outcome(key, FAILED, str(exc))
-    except RetryableConnectorError as exc:
-        if exc.status == 429:
-            throttled.append(exc.retry_after or DEFAULT_RETRY_AFTER)
-        error = f"HTTP {exc.status} {exc.code or ''}".strip()
-    except Exception as exc:  # the bot's token, or something unexpected: keep the message, retry, say why
-        if not isinstance(exc, BotError):
-            log.exception("job %s: unexpected error sending to %s", job.id, key)
-        error = f"{type(exc).__name__}: {exc}"
-    if attempts + 1 >= MAX_ATTEMPTS:
-        log.error("job %s: conversation %s failed %d times; giving up: %s", job.id, key, MAX_ATTEMPTS, error)
-        return Outcome(key, FAILED, error)
-    return Outcome(key, RETRYING, error)
+async def _revise_if_behind(bot: "Bot", job: Job, batch: SendBatch, outcomes: list[Outcome]) -> None:
+    """A revision that arrived while the batch was sending may have missed its messages: the batch's rows are
+    settled now, so a revision that reads them from here on finds them; one read before may not have. Read the
+    latest revision once more, and have the rows revised if they sent an older one."""
+    sent = [o for o in outcomes if o.status == SENT]
+    if not sent:
+        return
+    latest = await bot.ledger.revision(job.id)
+    behind = [o.key for o in sent if latest is not None and o.revision < latest.number]
+    if not behind:
+        return
+    rows = [BATCH_PREFIX + batch.id] if batch.id else behind
+    for row in rows:
+        await bot.sends.send(RevisionBatch(job.id, row).to_json())
+    log.info("job %s: %d messages were sent before revision %d reached them; revising them", job.id, len(behind),
+             latest.number if latest else 0)
 
 
 # ---- one conversation's prepared messages --------------------------------------------------------------

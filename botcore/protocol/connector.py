@@ -152,14 +152,15 @@ class ConnectorClient:
         return ConversationResourceResponse(body["id"], body.get("serviceUrl"), body.get("activityId"))
 
     async def update_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
-                              activity: dict[str, Any]) -> ResourceResponse:
+                              activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
-        body = await self._call("PUT", target, path, activity, True)
+        body = await self._call("PUT", target, path, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
-    async def delete_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str) -> None:
+    async def delete_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str, *,
+                              retry: bool = True) -> None:
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
-        await self._call("DELETE", target, path, None, True)
+        await self._call("DELETE", target, path, None, retry)
 
     async def get_paged_members(self, target: ServiceEndpoint, conversation_id: str, page_size: int | None = None,
                                 continuation_token: str | None = None) -> PagedMembers:

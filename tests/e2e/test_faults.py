@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 
@@ -13,15 +14,16 @@ import pytest
 
 from devhost.azurite import Azurite
 from botcore.delivery.batches import BATCH_KEYS
-from botcore.delivery.send import FLUSH_SECONDS
+from botcore.delivery.send import WRITE_TIMEOUT
 from tests.botstack import APP_ID, BotStack, wait_until
 from tests.hostproc import REPO, HostProcess
 
 
 def crash_duplicate_bound(stack: BotStack) -> int:
-    """What a crash may send twice: the sends in flight (BotSendConcurrency), and those whose
-    outcomes were not yet written (every FLUSH_SECONDS, see delivery.send.OutcomeRecorder)."""
-    return int(stack.env["BotSendConcurrency"]) + round(int(stack.env["BotTenantRatePerSecond"]) * FLUSH_SECONDS)
+    """What a crash may send twice: per batch being sent, at most BotSendConcurrency sends not yet on record
+    (delivery.send.OutcomeRecorder); a tenant's batches follow each other, two of them sending at once only
+    while one hands over to the next."""
+    return 2 * int(stack.env["BotSendConcurrency"])
 
 
 def tenant() -> str:
@@ -157,3 +159,26 @@ def test_host_killed_mid_broadcast_and_restarted(own: BotStack, tmp_path) -> Non
     twice = sum(n - 1 for n in delivered.values())
     print(f"host killed after {at_kill} of {len(cids)}: {twice} sent twice")
     assert twice <= crash_duplicate_bound(own)
+
+
+def test_storage_hanging_then_a_host_killed_resends_at_most_the_unrecorded(own: BotStack, tmp_path) -> None:
+    """Storage that hangs (not fails): the batch starts no more sends once BotSendConcurrency of them wait to be
+    recorded, and gives up when its write times out; the host killed then, the next resends only those."""
+    group = tenant()
+    cids = own.seed(600, tenant_id=group)
+    broadcast(own, group, "hung")
+    assert own.channel.wait_for(lambda c: len(deliveries(own, cids, "hung")) >= 100, timeout=20)
+    own.azurite.freeze()
+    try:
+        frozen_at = len(deliveries(own, cids, "hung"))
+        assert wait_until(lambda: "outcomes could not be written" in own.host.log(), timeout=WRITE_TIMEOUT + 10)
+        sent_while_hung = len(deliveries(own, cids, "hung")) - frozen_at
+        os.kill(own.host.process.pid, signal.SIGKILL)
+        own.host.stop()
+    finally:
+        own.azurite.thaw()
+    own.host = HostProcess(REPO, own.env, tmp_path / "after-hang-host.log")
+    delivered = wait_all_delivered(own, cids, "hung", timeout=90)
+    twice = sum(n - 1 for n in delivered.values())
+    print(f"storage hung after {frozen_at}: {sent_while_hung} sent meanwhile; after a kill {twice} sent twice")
+    assert sent_while_hung <= crash_duplicate_bound(own) and twice <= crash_duplicate_bound(own)

@@ -180,46 +180,6 @@ def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStac
     assert all(bot.texts_of(c) == ["late"] for c in cids)
 
 
-def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
-    group = tenant()
-    cids = bot.seed(2, tenant_id=group)
-    job_id = bot.api("POST", "notify", {"text": "draft", "target": {"tenantId": group}}).json()["id"]
-    status_of(bot, job_id, state="done", sent=2)
-    sent_ids = {}
-    for cid in cids:
-        [activity] = bot.channel.activities(cid)
-        sent_ids[cid] = activity  # the fake answered with an id the ledger kept
-    assert bot.api("PATCH", f"notify/{job_id}", {"text": "final"}).status_code == 202
-    assert bot.channel.wait_for(lambda c: sum(r.operation == "update" and r.conversation_id in cids
-                                              for r in c.requests) == 2, timeout=15)
-    updates = [r for r in bot.channel.requests if r.operation == "update" and r.conversation_id in cids]
-    assert {r.body["text"] for r in updates} == {"final"} and all(r.activity_id for r in updates)
-    assert bot.api("DELETE", f"notify/{job_id}").status_code == 202
-    assert bot.channel.wait_for(lambda c: sum(r.operation == "delete" and r.conversation_id in cids
-                                              for r in c.requests) == 2, timeout=15)
-    deleted = {(r.conversation_id, r.activity_id) for r in bot.channel.requests if r.operation == "delete"}
-    assert {(u.conversation_id, u.activity_id) for u in updates} <= deleted
-
-
-def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired(bot: BotStack) -> None:
-    group = tenant()
-    gone, refused, fine = bot.seed(3, tenant_id=group)
-    job_id = bot.api("POST", "notify", {"text": "oops", "target": {"tenantId": group}}).json()["id"]
-    status_of(bot, job_id, state="done", sent=3)
-    bot.channel.fail(404, "ConversationNotFound", conversation_id=gone)
-    bot.channel.fail(400, "BadArgument", conversation_id=refused)  # say, a message the user deleted already
-    revision = bot.api("DELETE", f"notify/{job_id}").json()["id"]
-    assert wait_until(lambda: f"job {revision}: delete of notification {job_id}: 1 done, 2 beyond changing, "
-                              "0 failed" in bot.host.log(), timeout=15), bot.host.log()[-2000:]
-    time.sleep(1)  # a retried job would try the refused two again at once
-    tried = [r.conversation_id for r in [*bot.channel.requests, *bot.channel.faulted] if r.operation == "delete"
-             and r.conversation_id in (gone, refused, fine)]
-    assert sorted(tried) == sorted([gone, refused, fine])  # each once: nothing retried
-    assert bot.host.log().count(f"job {revision}: delete of notification") == 1
-    assert bot.conversation_entity(gone)["active"] is False
-    assert bot.conversation_entity(refused)["active"] is True
-
-
 async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
     from datetime import datetime, timedelta
 
