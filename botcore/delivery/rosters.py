@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..protocol.activity import TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
+from ..protocol.activity import TEAMS_CHANNEL, TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError
 from .fanout import SentAtOnce, enqueue_paced, save_page
 from .jobs import Job
@@ -39,7 +39,7 @@ CREATING_AT_ONCE = 16
 async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
     team_id = job.target.team
     assert team_id is not None
-    team = await bot.conversations.team(team_id)
+    team = await bot.conversations.team(TEAMS_CHANNEL, team_id)  # a job's team is a Teams team
     if team is None or not team.active:
         await bot.ledger.fail_job(job, f"the bot is not installed in team {team_id!r} (or was removed)")
         return "unknown team"
@@ -53,7 +53,7 @@ async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, team_id: str, 
     for _ in range(PAGES_PER_INVOCATION):
         await _take_slot(bot, pace)
         page = await bot.connector.get_paged_members(reference.endpoint, team_id, ROSTER_PAGE, header.cursor)
-        found = await asyncio.gather(*(bot.conversations.personal(reference.tenant_id or "", m.id)
+        found = await asyncio.gather(*(bot.conversations.personal(reference.channel_id, reference.tenant_id or "", m.id)
                                        for m in page.members))
         conversations: list[tuple[str, str]] = []
         failed: dict[str, Delivered] = {}

@@ -22,6 +22,12 @@ MAX_ID_LENGTH = 4096
 MAX_NAME_CHARS = 256
 MAX_REFERENCE_BYTES = 16 * 1024
 
+TEAMS_CHANNEL = "msteams"
+# The channels whose channelData and conversation.tenantId the channel service writes. Elsewhere (Direct
+# Line, Web Chat, the Emulator) the end user's client writes them, so a tenant or team read there would be
+# whatever the user claims (docs/protocol.md, "Conversation references").
+TENANT_CHANNELS = frozenset({TEAMS_CHANNEL})
+
 
 class ActivityError(BadInputError):
     """The payload is not a usable activity or reference; the message says why."""
@@ -207,7 +213,10 @@ class Activity:
 
     @property
     def tenant_id(self) -> str | None:
-        """Teams puts the tenant in conversation.tenantId or channelData.tenant.id."""
+        """Teams puts the tenant in conversation.tenantId or channelData.tenant.id; other channels name none
+        the bot may trust."""
+        if self.channel_id not in TENANT_CHANNELS:
+            return None
         if self.conversation.tenant_id:
             return self.conversation.tenant_id
         if isinstance(self.channel_data, dict):
@@ -218,8 +227,9 @@ class Activity:
 
     @property
     def team_id(self) -> str | None:
-        """Teams names the team of a channel conversation in channelData.team.id."""
-        if isinstance(self.channel_data, dict):
+        """Teams names the team of a channel conversation in channelData.team.id; other channels name none
+        the bot may trust."""
+        if self.channel_id in TENANT_CHANNELS and isinstance(self.channel_data, dict):
             team = self.channel_data.get("team")
             if isinstance(team, dict) and isinstance(team.get("id"), str) and team["id"]:
                 return team["id"]
@@ -289,9 +299,10 @@ class ConversationReference:
 
     @classmethod
     def from_activity(cls, activity: Activity, trust: str | None) -> "ConversationReference":
-        """The address to store: bounded (see MAX_REFERENCE_BYTES), with the tenant wherever Teams put it."""
+        """The address to store: bounded (see MAX_REFERENCE_BYTES), with the tenant wherever Teams put it, and
+        none on a channel whose client could have made one up."""
         conversation = activity.conversation
-        if conversation.tenant_id is None and activity.tenant_id:
+        if conversation.tenant_id != activity.tenant_id:
             conversation = dataclasses.replace(conversation, tenant_id=activity.tenant_id)
         return cls(
             conversation=conversation,

@@ -149,18 +149,29 @@ def _is_emulator_issuer(issuer: str, settings: Settings) -> bool:
 # Channels send the same token with every activity for up to an hour: its signature and
 # claims are verified once, then only the checks that depend on the activity run.
 VERIFIED_CACHE_SIZE = 1024
-_verified: dict[tuple[str, str, str], tuple[str, "_Key", dict[str, Any]]] = {}
 
 
-def _remember(cache_key: tuple[str, str, str], kind: str, key: "_Key", claims: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class _Verified:
+    kind: str
+    metadata_url: str
+    kid: str
+    key: _Key  # the key that verified the token, as fetched then
+    claims: dict[str, Any]
+
+
+_verified: dict[tuple[str, str, str], _Verified] = {}
+
+
+def _remember(cache_key: tuple[str, str, str], verified: _Verified) -> None:
     if len(_verified) >= VERIFIED_CACHE_SIZE:
         del _verified[next(iter(_verified))]
-    _verified[cache_key] = (kind, key, claims)
+    _verified[cache_key] = verified
 
 
-def _recall(cache_key: tuple[str, str, str]) -> tuple[str, "_Key", dict[str, Any]] | None:
+def _recall(cache_key: tuple[str, str, str]) -> _Verified | None:
     found = _verified.get(cache_key)
-    if found is not None and found[2]["exp"] + CLOCK_SKEW <= clock():
+    if found is not None and found.claims["exp"] + CLOCK_SKEW <= clock():
         del _verified[cache_key]
         return None
     return found
@@ -183,10 +194,18 @@ async def authenticate(
         # nothing to check a token against, and the bot sends no token either.
         return AuthResult("development", TRUST_DEVELOPMENT)
     token = _bearer_token(auth_header)
+    if http is None:
+        from .http import get_http_client
+
+        http = get_http_client()
     cache_key = (token, settings.app_id, settings.channel_openid_url)
     found = _recall(cache_key)
     if found is not None:
-        return _check_activity(*found, activity, settings)
+        # A token is good only while its key is published. The lookup refreshes and refetches as for any
+        # token, and refuses a kid no longer published; a key replaced under the same kid (a refresh)
+        # means verifying the token again.
+        if await key_source(found.metadata_url).get(found.kid, http) is found.key:
+            return _check_activity(found.kind, found.key, found.claims, activity, settings)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -207,10 +226,6 @@ async def authenticate(
     else:
         raise AuthenticationError(f"issuer {issuer[:100]!r} is not trusted")
 
-    if http is None:
-        from .http import get_http_client
-
-        http = get_http_client()
     key = await key_source(metadata_url).get(kid, http)
     try:
         claims = jwt.decode(
@@ -221,7 +236,7 @@ async def authenticate(
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"{kind} token rejected: {type(exc).__name__}: {exc}") from None
     result = _check_activity(kind, key, claims, activity, settings)
-    _remember(cache_key, kind, key, claims)
+    _remember(cache_key, _Verified(kind, metadata_url, kid, key, claims))
     return result
 
 

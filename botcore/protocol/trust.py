@@ -8,8 +8,10 @@ against what a reference says of itself: a send batch on the queue, which any ho
 access can write, cannot send the token anywhere the bot did not verify.
 
 Emulator tokens carry no `serviceurl` claim, so their serviceUrl is never verified. The bot calls it
-only when its host is loopback (the Emulator beside a bot running locally) or listed in
-`BotEmulatorServiceHosts` (say, the host of a tunnel to a developer's Emulator).
+only when its host is listed in `BotEmulatorServiceHosts` (say, the host of a tunnel to a developer's
+Emulator) or, in Development only, is loopback (the Emulator beside a bot running locally). A deployed
+app has no Emulator beside it: there a loopback serviceUrl would be whatever listens on the app's own
+machine.
 """
 
 from __future__ import annotations
@@ -88,9 +90,13 @@ class ServiceUrlRegistry(TableStore):
 class ServiceTrust:
     """The rule for one app: where a call may go, with the bot's token or (in development) without."""
 
-    def __init__(self, registry: ServiceUrlRegistry, emulator_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, registry: ServiceUrlRegistry, emulator_hosts: Iterable[str] = (), *,
+                 emulator_on_loopback: bool = False) -> None:
+        """`emulator_on_loopback`: in Development, an Emulator serviceUrl on a loopback host may also have the
+        token."""
         self.registry = registry
         self.emulator_hosts = frozenset(h.lower() for h in emulator_hosts)
+        self.emulator_on_loopback = emulator_on_loopback
 
     async def base_for(self, endpoint: ServiceEndpoint, sends_token: bool) -> str:
         """The base URL to call, or UntrustedServiceUrlError saying why not."""
@@ -102,10 +108,11 @@ class ServiceTrust:
             if endpoint.trust not in (TRUST_TOKEN, TRUST_EMULATOR, TRUST_DEVELOPMENT):
                 raise UntrustedServiceUrlError(f"serviceUrl {host} has no recorded trust")
         elif endpoint.trust == TRUST_EMULATOR:
-            if not (_is_loopback(host) or host in self.emulator_hosts):
+            if not (host in self.emulator_hosts or (self.emulator_on_loopback and _is_loopback(host))):
                 raise UntrustedServiceUrlError(
                     f"serviceUrl {host} came with an Emulator token, which vouches for no serviceUrl; the bot's "
-                    "token goes there only if it is loopback or listed in BotEmulatorServiceHosts")
+                    "token goes there only if it is listed in BotEmulatorServiceHosts (or, in Development, "
+                    "loopback)")
         elif endpoint.trust != TRUST_TOKEN or not await self.registry.is_verified(endpoint.url):
             raise UntrustedServiceUrlError(
                 f"serviceUrl {host} was never verified by a channel token; refusing to send the bot's token")

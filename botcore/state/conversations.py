@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
-from ..protocol.activity import ConversationReference
+from ..protocol.activity import TENANT_CHANNELS, ConversationReference
 from ..errors import BadInputError, ConflictError
 from ..keys import conversation_key, encode_key
 from ..settings import CONVERSATIONS_TABLE, MEMBERS_TABLE
@@ -115,6 +115,14 @@ def _odata_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _user_row(channel_id: str, tenant_id: str, user_id: str) -> str:
+    return f"user|{channel_id}|{tenant_id}|{user_id}"
+
+
+def _team_row(channel_id: str, team_id: str) -> str:
+    return f"team|{channel_id}|{team_id}"
+
+
 class ConversationStore(TableStore):
     """The conversations table (one entity per conversation), and the members table that indexes it."""
 
@@ -196,15 +204,16 @@ class ConversationStore(TableStore):
         return record
 
     async def _index(self, record: ConversationRecord, team_id: str | None) -> None:
-        """Find a personal conversation by (tenant, user) and a team by id without scanning the table: a new
-        personal conversation and a newly seen team get a row in the members table."""
+        """Find a personal conversation by (channel, tenant, user) and a team by (channel, id) without scanning
+        the table: a new personal conversation and a newly seen team get a row in the members table."""
         reference = record.reference
         if team_id is not None:
-            await self.members.upsert({"PartitionKey": encode_key(f"team|{team_id}"), "RowKey": INDEX_ROW,
-                                       "conversation": record.key})
-        elif reference.tenant_id and reference.user and reference.conversation.is_group is not True:
-            await self.members.upsert({"PartitionKey": encode_key(f"user|{reference.tenant_id}|{reference.user.id}"),
+            await self.members.upsert({"PartitionKey": encode_key(_team_row(reference.channel_id, team_id)),
                                        "RowKey": INDEX_ROW, "conversation": record.key})
+        elif reference.tenant_id and reference.user and reference.conversation.is_group is not True:
+            name = _user_row(reference.channel_id, reference.tenant_id, reference.user.id)
+            await self.members.upsert({"PartitionKey": encode_key(name), "RowKey": INDEX_ROW,
+                                       "conversation": record.key})
 
     @property
     def members(self) -> Table:
@@ -212,20 +221,36 @@ class ConversationStore(TableStore):
             self._members = get_table(MEMBERS_TABLE)
         return self._members
 
-    async def _indexed(self, name: str) -> ConversationRecord | None:
+    async def _pointer(self, name: str) -> str | None:
         try:
-            row = await self.members.get(encode_key(name), INDEX_ROW)
+            return (await self.members.get(encode_key(name), INDEX_ROW))["conversation"]
         except EntityNotFoundError:
             return None
-        return await self.get(row["conversation"])
 
-    async def personal(self, tenant_id: str, user_id: str) -> ConversationRecord | None:
-        """The user's stored one-to-one conversation with the bot in that tenant, if the bot has one."""
-        return await self._indexed(f"user|{tenant_id}|{user_id}")
+    async def _indexed(self, name: str, legacy: str,
+                       matches: Callable[[ConversationRecord], bool]) -> ConversationRecord | None:
+        """The active conversation an index row names, if it is what was asked for. Rows written before index
+        names carried the channel (`legacy`) may have been pointed elsewhere by a client that claimed another
+        channel's tenant or team; whatever a row names is checked, so a misdirected row reads as unknown."""
+        key = await self._pointer(name) or await self._pointer(legacy)
+        record = await self.get(key) if key else None
+        return record if record is not None and record.active and matches(record) else None
 
-    async def team(self, team_id: str) -> ConversationRecord | None:
-        """The conversation that told the bot of a Teams team (its id, tenant, service URL)."""
-        return await self._indexed(f"team|{team_id}")
+    async def personal(self, channel_id: str, tenant_id: str, user_id: str) -> ConversationRecord | None:
+        """The user's active one-to-one conversation with the bot on that channel and in that tenant, if any."""
+        def matches(record: ConversationRecord) -> bool:
+            reference = record.reference
+            return (reference.channel_id == channel_id and reference.tenant_id == tenant_id
+                    and reference.user is not None and reference.user.id == user_id)
+
+        return await self._indexed(_user_row(channel_id, tenant_id, user_id), f"user|{tenant_id}|{user_id}", matches)
+
+    async def team(self, channel_id: str, team_id: str) -> ConversationRecord | None:
+        """The active conversation that told the bot of a team (its id, tenant, service URL), if any."""
+        def matches(record: ConversationRecord) -> bool:
+            return record.reference.channel_id == channel_id and record.team_id == team_id
+
+        return await self._indexed(_team_row(channel_id, team_id), f"team|{team_id}", matches)
 
     async def record_activity(
         self, reference: ConversationReference, *, team_id: str | None = None, now: datetime | None = None
@@ -273,6 +298,10 @@ class ConversationStore(TableStore):
         if channel_id is not None:
             clauses.append(f"channelId eq {_odata_quote(channel_id)}")
         if tenant_id is not None:
+            # Rows stored before tenants were read only where the channel writes them may hold a tenant a
+            # user's client claimed: a tenant is matched only on the channels that vouch for it.
+            channels = " or ".join(f"channelId eq {_odata_quote(c)}" for c in sorted(TENANT_CHANNELS))
+            clauses.append(f"({channels})")
             clauses.append(f"tenantId eq {_odata_quote(tenant_id)}")
         if user_id is not None:
             clauses.append(f"userId eq {_odata_quote(user_id)}")

@@ -288,6 +288,31 @@ def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack) -> None:
     assert "evil.invalid came with an Emulator token" in log and "ConnectError" not in log.split(job_id, 1)[1]
 
 
+def test_in_production_a_loopback_emulator_gets_the_token_only_when_listed(azurite, tmp_path_factory) -> None:
+    """The stack runs in Production: an Emulator on the bot's own machine (127.0.0.1) gets no reply, and so
+    not the bot's token, unless its host is listed in BotEmulatorServiceHosts (here: localhost only)."""
+    from devhost.channel import FakeConnector
+    from tests.botstack import APP_ID
+
+    stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("emulator-bot"),
+                     extra_env={"BotEmulatorServiceHosts": "localhost"})
+    try:
+        with FakeConnector() as emulator:
+            for host in ("127.0.0.1", "localhost"):
+                cid = f"emu-{uuid.uuid4().hex}"
+                activity = stack.activity(cid, "help", channelId="emulator", conversation={"id": cid},
+                                          serviceUrl=emulator.base_url.replace("127.0.0.1", host) + "/")
+                assert stack.post(activity, token=stack.idp.mint_emulator_token(APP_ID)).status_code == 200
+                if host == "127.0.0.1":
+                    assert wait_until(lambda: "came with an Emulator token" in stack.host.log().split(cid, 1)[-1])
+                    assert emulator.requests == []
+            assert emulator.wait_for(lambda c: len(c.activities(cid)) >= 1)
+            assert all(stack.idp.is_valid_access_token(r.authorization.removeprefix("Bearer "))
+                       for r in emulator.requests)
+    finally:
+        stack.stop()
+
+
 def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: BotStack) -> None:
     """Defect 3: a hand-written batch on bot-sends whose reference claimed a verified serviceUrl made the worker
     POST the bot's token to any URL."""

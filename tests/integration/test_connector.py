@@ -111,17 +111,35 @@ async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, targ
     assert fake.requests == []
 
 
-async def test_an_emulator_service_url_gets_the_token_only_on_loopback_or_when_listed(fake, http, trust) -> None:
+async def test_an_emulator_service_url_gets_the_token_when_listed_or_in_development_on_loopback(fake, http,
+                                                                                                trust) -> None:
     from botcore.protocol.trust import ServiceTrust
 
-    client = ConnectorClient(trust, http, StaticTokens())
-    await client.send_to_conversation(ServiceEndpoint(fake.base_url + "/", "emulator"), "c", {"text": "x"})
-    listed = ServiceTrust(trust.registry, ["tunnel.example"])
+    development = ServiceTrust(trust.registry, emulator_on_loopback=True)
+    await ConnectorClient(development, http, StaticTokens()).send_to_conversation(
+        ServiceEndpoint(fake.base_url + "/", "emulator"), "c", {"text": "x"})
     with pytest.raises(UntrustedServiceUrlError, match="BotEmulatorServiceHosts"):
-        await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(
+        await ConnectorClient(development, http, StaticTokens()).send_to_conversation(
             ServiceEndpoint("https://tunnel.example/", "emulator"), "c", {"text": "x"})
+    listed = ServiceTrust(trust.registry, ["tunnel.example"])
     assert await listed.base_for(ServiceEndpoint("https://TUNNEL.example", "emulator"), True) == "https://TUNNEL.example/"
     assert len(fake.requests) == 1
+
+
+async def test_in_production_a_loopback_emulator_service_url_gets_the_token_only_when_listed(fake, http,
+                                                                                             trust) -> None:
+    """The loopback allowance serves an Emulator beside a bot run locally; a deployed app has none beside it."""
+    from botcore.protocol.trust import ServiceTrust
+
+    loopback = ServiceEndpoint(fake.base_url + "/", "emulator")
+    localhost = ServiceEndpoint(fake.base_url.replace("127.0.0.1", "localhost") + "/", "emulator")
+    for endpoint in (loopback, localhost):
+        with pytest.raises(UntrustedServiceUrlError, match="BotEmulatorServiceHosts"):
+            await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(endpoint, "c", {"text": "x"})
+    assert fake.requests == []
+    listed = ServiceTrust(trust.registry, ["127.0.0.1"])
+    await ConnectorClient(listed, http, StaticTokens()).send_to_conversation(loopback, "c", {"text": "x"})
+    assert [r.authorization for r in fake.requests] == ["Bearer tok-1"]
 
 
 async def test_development_mode_sends_without_a_token(fake, http, trust) -> None:

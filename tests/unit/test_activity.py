@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from botcore.protocol.activity import Activity, ActivityError, ConversationReference
+from botcore.protocol.activity import TENANT_CHANNELS, Activity, ActivityError, ConversationReference
 
 MINIMAL = {
     "type": "message",
@@ -72,6 +72,31 @@ def test_the_team_of_a_channel_conversation_is_read_from_channel_data() -> None:
     assert Activity.from_dict({**MINIMAL, "channelData": {"team": {"id": "19:t@thread.tacv2"}}}).team_id == "19:t@thread.tacv2"
     assert Activity.from_dict({**MINIMAL, "channelData": {"team": "x"}}).team_id is None
     assert Activity.from_dict(MINIMAL).team_id is None
+
+
+CLAIMED = {"conversation": {"id": "a:1", "tenantId": "victim"},
+           "channelData": {"tenant": {"id": "victim"}, "team": {"id": "19:t@thread.tacv2"}}}
+
+
+def test_only_teams_writes_the_channel_data_the_bot_trusts() -> None:
+    assert TENANT_CHANNELS == {"msteams"}
+
+
+@pytest.mark.parametrize("channel", ["directline", "webchat", "emulator", "slack", "MSTeams"])
+def test_other_channels_name_no_tenant_or_team_whatever_the_client_sends(channel: str) -> None:
+    activity = Activity.from_dict({**MINIMAL, **CLAIMED, "channelId": channel})
+    assert activity.tenant_id is None and activity.team_id is None
+    reference = ConversationReference.from_activity(activity, "token")
+    assert reference.tenant_id is None and "tenantId" not in reference.to_dict()["conversation"]
+    assert activity.to_dict()["channelData"] == CLAIMED["channelData"]  # kept as received, only not believed
+
+
+def test_teams_tenant_and_team_are_stored() -> None:
+    activity = Activity.from_dict({**MINIMAL, **CLAIMED})
+    assert (activity.tenant_id, activity.team_id) == ("victim", "19:t@thread.tacv2")
+    assert ConversationReference.from_activity(activity, "token").tenant_id == "victim"
+    only_channel_data = Activity.from_dict({**MINIMAL, "channelData": {"tenant": {"id": "t2"}}})
+    assert ConversationReference.from_activity(only_channel_data, "token").conversation.tenant_id == "t2"
 
 
 def test_reference_from_activity_and_outgoing_proactive_activity() -> None:

@@ -269,6 +269,37 @@ async def test_a_verified_token_is_not_verified_again_but_still_checked_against_
         await check(idp, token)  # the cache does not outlive the token
 
 
+async def test_a_cached_token_is_refused_once_its_signing_key_is_withdrawn() -> None:
+    with IdentityProvider() as idp:
+        old = idp.keys["channel"][0]
+        cached = "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL)
+        assert (await check(idp, cached)).kind == "channel"
+        new = idp.rotate_keys("channel")
+        idp.keys["channel"].remove(old)  # the provider withdraws the key
+        await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=new))  # unknown kid: refetched
+        with pytest.raises(AuthenticationError, match="not published"):
+            await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=old))
+        with pytest.raises(AuthenticationError, match="not published"):
+            await check(idp, cached)  # replayed from the cache: refused alike
+
+
+async def test_a_cached_token_is_verified_again_when_the_keys_are_refreshed() -> None:
+    with IdentityProvider() as idp:
+        kept, replaced = idp.keys["channel"][0], idp.rotate_keys("channel")
+        tokens = {key.kid: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=key, lifetime=30 * 3600)
+                  for key in (kept, replaced)}
+        for token in tokens.values():
+            await check(idp, token)
+        impostor = SigningKey.generate(list(replaced.endorsements or []))
+        impostor.kid = replaced.kid  # the kid now names other key material
+        idp.keys["channel"] = [kept, impostor]
+        start = time.time()
+        auth.clock = lambda: start + 25 * 3600  # the daily refresh is due
+        assert (await check(idp, tokens[kept.kid])).kind == "channel"
+        with pytest.raises(AuthenticationError, match="InvalidSignature"):
+            await check(idp, tokens[replaced.kid])
+
+
 @pytest.mark.parametrize("value, cloud", [("", "public"), ("https://botframework.com", "public"),
                                           ("https://botframework.azure.us/", "usgov"),
                                           ("HTTPS://BotFramework.Azure.US", "usgov")])
