@@ -166,6 +166,7 @@ class FakeConnector(BackgroundServer):
         self._conversation_arrivals: dict[str, _Arrivals] = collections.defaultdict(_Arrivals)
         self._chats: dict[tuple[str, str], str] = {}  # (tenant, member id) -> one-to-one conversation id
         self._pages: dict[str, tuple[str, int]] = {}  # continuation token -> (conversation id, offset)
+        self._broken_paging: dict[str, str] = {}  # conversation id -> "circle" or "endless" (see break_paging)
         self._random = random.Random(teams.seed if teams else 0)
 
     # ---- control from tests -----------------------------------------------------------
@@ -211,6 +212,14 @@ class FakeConnector(BackgroundServer):
             self.members[conversation_id] = members
             self._tenant_of[conversation_id] = tenant_id
         return members
+
+    def break_paging(self, conversation_id: str, how: str) -> None:
+        """Make the members endpoint of a conversation misbehave, as a faulty service might: "circle" answers
+        every page with its members and the same continuation token; "endless" answers one new member a page,
+        with a new token each time, for ever."""
+        assert how in ("circle", "endless")
+        with self._lock:
+            self._broken_paging[conversation_id] = how
 
     def teams_stats(self) -> dict[str, Any]:
         """Teams mode's tallies as JSON: per tenant, and the conversations summed up (there may be many)."""
@@ -435,6 +444,13 @@ class FakeConnector(BackgroundServer):
         return web.json_response({"id": cid}, status=201)
 
     def _members(self, cid: str, request: web.Request) -> web.Response:
+        broken = self._broken_paging.get(cid)
+        if broken == "circle":
+            return web.json_response({"members": self.members.get(cid, []), "continuationToken": "again"})
+        if broken == "endless":
+            page = int(request.query.get("continuationToken") or 0)
+            member = {"id": f"29:endless-{page}", "name": f"User {page}", "tenantId": self._tenant_of.get(cid)}
+            return web.json_response({"members": [member], "continuationToken": str(page + 1)})
         if self.teams is not None:
             return self._members_in_teams(cid, request)
         members = self.members.get(cid, [])

@@ -99,6 +99,14 @@ class BotStack:
         body.update(extra)
         return body
 
+    def install_in_team(self, team_id: str, tenant_id: str) -> None:
+        """The bot added to a team: Teams' conversationUpdate in the team's General channel."""
+        activity = self.activity(team_id, type="conversationUpdate", membersAdded=[{"id": f"28:{APP_ID}"}],
+                                 conversation={"id": team_id, "tenantId": tenant_id, "conversationType": "channel",
+                                               "isGroup": True},
+                                 channelData={"team": {"id": team_id}, "tenant": {"id": tenant_id}})
+        assert self.post(activity).status_code == 200
+
     def token(self, **kwargs: Any) -> str:
         return self.idp.mint_channel_token(APP_ID, self.service_url, **kwargs)
 

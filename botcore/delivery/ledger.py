@@ -15,7 +15,9 @@ PartitionKey is the job id. Rows:
 - REVISION: the job's latest revision (an update's message, or a delete), numbered in the order the
   revisions arrived; every send reads it, so what is sent after a revision carries it;
 - a revision row ("!v" + a delivery row's id): what revisions did to that row's messages. Kept apart
-  from the delivery row, so that revising never changes the ETag a sender's claim holds.
+  from the delivery row, so that revising never changes the ETag a sender's claim holds;
+- a roster member ("!s" + the member's id): the page of the team's roster that listed them first, so that
+  a member listed twice is notified once.
 
 A claim (status `sending`, botcore.delivery.claims) is held by the worker sending right now. One older
 than BotDeliveryClaimSeconds belongs to a worker that died; another takes it over. Messages may then be
@@ -45,6 +47,7 @@ HEADER = "!job"  # "!" never starts a conversation key (keys.encode_key escapes 
 BATCH_PREFIX = "!b"
 REVISION = "!rev"
 REVISED_PREFIX = "!v"
+SEEN_PREFIX = "!s"  # a roster member, and the page that listed them first
 TRANSACTION_SIZE = 100
 SENDING, SENT, RETRYING, GONE, FAILED, DONE = "sending", "sent", "retrying", "gone", "failed", "done"
 CANCELLED = "cancelled"  # never sent: the notification was deleted first
@@ -99,6 +102,9 @@ class JobHeader:
     fanned_out: bool = False
     targets: int = 0
     error: str = ""  # why the job failed for good (and so stopped)
+    warning: str = ""  # what the job could not do, though it went on
+    pages: int = 0  # pages of a roster read so far
+    tokens: list[str] = field(default_factory=list)  # digests of the roster's continuation tokens so far
     revision: int = 0  # an update or delete job: the number it was given
     etag: str | None = None
 
@@ -218,6 +224,7 @@ class JobStatus:
     error: str = ""
     due: str | None = None
     revision: RevisionCounts | None = None
+    warning: str = ""
 
     @property
     def pending(self) -> int:
@@ -247,6 +254,8 @@ class JobStatus:
             out["due"] = self.due
         if self.error:
             out["error"] = self.error
+        if self.warning:
+            out["warning"] = self.warning
         if self.revision is not None:
             out["revision"] = self.revision.to_dict()
         return out
@@ -322,14 +331,17 @@ class DeliveryLedger(TableStore):
             request_digest=entity.get("requestDigest") or "", due=entity.get("due") or None,
             cursor=entity.get("cursor") or None, error=entity.get("error") or "",
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
-            revision=int(entity.get("revision") or 0), etag=etag_of(entity),
+            warning=entity.get("warning") or "", pages=int(entity.get("pages") or 0),
+            tokens=json.loads(entity.get("tokens") or "[]"), revision=int(entity.get("revision") or 0),
+            etag=etag_of(entity),
         )
 
     async def save_progress(self, header: JobHeader) -> None:
         """Save the fan-out's cursor; with the header's ETag, so two fan-outs cannot interleave
         (EntityChangedError for the one that lost)."""
         entity = {"PartitionKey": encode_key(header.job.id), "RowKey": HEADER, "cursor": header.cursor or "",
-                  "fannedOut": header.fanned_out, "targets": header.targets}
+                  "fannedOut": header.fanned_out, "targets": header.targets, "warning": header.warning,
+                  "pages": header.pages, "tokens": json.dumps(header.tokens)}
         header.etag = await self.table.merge(entity, header.etag)
 
     async def fail_job(self, job: Job, error: str) -> None:
@@ -392,6 +404,28 @@ class DeliveryLedger(TableStore):
         """A finished batch row for conversations no send will reach (counted by status, like any other)."""
         await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": BATCH_PREFIX + batch_id,
                                  "status": DONE, **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()})})
+
+    async def first_sightings(self, job_id: str, page: str, names: list[str]) -> set[str]:
+        """Which of `names` (a roster page's member ids) this page of the job may act on: those no other page
+        of the job listed. A page read again (after a crash) finds its own."""
+        pk = encode_key(job_id)
+        rows = {SEEN_PREFIX + encode_key(name): name for name in names}
+        ours: set[str] = set()
+        for chunk in _chunks(list(rows), TRANSACTION_SIZE):
+            try:
+                await self.table.transact([("create", {"PartitionKey": pk, "RowKey": rk, "page": page}) for rk in chunk])
+                ours.update(rows[rk] for rk in chunk)
+                continue
+            except TransactionFailedError:
+                pass  # some were seen: one at a time
+            for rk in chunk:
+                try:
+                    await self.table.insert({"PartitionKey": pk, "RowKey": rk, "page": page})
+                    ours.add(rows[rk])
+                except EntityExistsError:
+                    if (await self.table.get(pk, rk)).get("page") == page:
+                        ours.add(rows[rk])
+        return ours
 
     # ---- one-conversation deliveries ----------------------------------------------------------
     async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> ClaimedKeys:
@@ -470,6 +504,8 @@ class DeliveryLedger(TableStore):
                             revision.failed += not revised
                             revision.pending -= 1
                 continue
+            if not _is_delivery_row(rk):
+                continue
             for _, delivered in _delivery_row(row).entries:
                 counts[delivered.status] = counts.get(delivered.status, 0) + 1
                 if revision is not None and delivered.status == SENT:
@@ -480,7 +516,7 @@ class DeliveryLedger(TableStore):
                     else:
                         revision.pending += 1
         return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
-                         header.targets, counts, header.error, header.due, revision)
+                         header.targets, counts, header.error, header.due, revision, header.warning)
 
     async def deliveries(self, job_id: str, cursor: str | None = None,
                          page_size: int = 100) -> tuple[list[DeliveryRow], str | None]:

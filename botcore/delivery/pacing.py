@@ -31,6 +31,7 @@ from typing import Any, Callable, TypeVar
 
 from ..backoff import backoff
 from ..keys import encode_key
+from ..protocol.activity import TENANT_CHANNELS
 from ..settings import PACING_TABLE
 from ..storage import EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, etag_of
 
@@ -57,8 +58,10 @@ WINDOW_MARGIN = 0.15  # seconds added to each conversation window: a request is 
 
 
 def pace_key(channel_id: str, tenant_id: str | None) -> str:
-    """The key whose pace a conversation's requests count against: its tenant, else its channel."""
-    return f"tenant:{tenant_id}" if tenant_id else f"channel:{channel_id}"
+    """The key whose pace a conversation's requests count against: its tenant, else its channel. A tenant counts
+    only on a channel whose tenants the channel service vouches for: a row stored before that rule may carry a
+    tenant its user made up, and must not spend that tenant's pace."""
+    return f"tenant:{tenant_id}" if tenant_id and channel_id in TENANT_CHANNELS else f"channel:{channel_id}"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ the roster, and a rerun finds the conversations a first run created, so nothing 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROSTER_PAGE = 500  # the most members Teams returns in one page
+MAX_PAGES = 100  # twice the pages of Teams' largest team (25,000 members): a roster past it is not a roster
 PAGES_PER_INVOCATION = 4
 CREATING_AT_ONCE = 16
 
@@ -53,27 +55,59 @@ async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, team_id: str, 
     for _ in range(PAGES_PER_INVOCATION):
         await _take_slot(bot, pace)
         page = await bot.connector.get_paged_members(reference.endpoint, team_id, ROSTER_PAGE, header.cursor)
-        found = await asyncio.gather(*(bot.conversations.personal(reference.channel_id, reference.tenant_id or "", m.id)
-                                       for m in page.members))
-        conversations: list[tuple[str, str]] = []
-        failed: dict[str, Delivered] = {}
-        missing = [m for m, record in zip(page.members, found) if record is None or not record.active]
+        place = f"{header.targets}."  # batches are named by their place in the roster: the same on a rerun
+        members = list({m.id: m for m in reversed(page.members)}.values())[::-1]  # each id once, first place kept
+        ours = await bot.ledger.first_sightings(job.id, str(header.pages), [m.id for m in members])
+        if len(ours) < len(members):
+            log.info("job %s: %d members of page %d were on an earlier page", job.id, len(members) - len(ours),
+                     header.pages + 1)
+        members = [m for m in members if m.id in ours]
+        found = await asyncio.gather(*(bot.conversations.personal(reference.channel_id, reference.tenant_id or "",
+                                                                  m.id) for m in members))
+        conversations: dict[str, str] = {}
+        failed = {f"member|#{place}{i}": Delivered(FAILED, error=f"not a member: {reason}")
+                  for i, reason in enumerate(page.invalid)}
+        missing = [m for m, record in zip(members, found) if record is None or not record.active]
         created = await _create_all(bot, pace, reference, missing)
-        for member, record in zip(page.members, found):
+        for member, record in zip(members, found):
             record = created.get(member.id, record)
             if isinstance(record, Delivered):
                 failed[f"member|{member.id}"] = record
             elif record is not None:
-                conversations.append((record.key, record.reference.to_json()))
+                conversations[record.key] = record.reference.to_json()
         if conversations:
-            await enqueue_paced(bot, job.id, pace, conversations, f"{header.targets}.0.", at_once)
+            await enqueue_paced(bot, job.id, pace, list(conversations.items()), f"{place}0.", at_once)
         if failed:
             await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", failed)
-        stop = await save_page(bot, job, header, page.continuation_token, len(page.members))
+        token, overrun = _next_page(job, header, page.continuation_token)
+        stop = await save_page(bot, job, header, token, len(conversations) + len(failed))
+        if overrun and stop != "duplicate":
+            await bot.ledger.fail_job(job, overrun)
+            return "failed"
         if stop is not None:
             return stop
     await bot.jobs.send(job.to_json())  # the rest of the roster, in a fresh invocation
     return "continuing"
+
+
+def _next_page(job: Job, header: JobHeader, token: str | None) -> tuple[str | None, str]:
+    """The continuation token to read next, or None to stop: at the roster's end, at a token the Connector gave
+    before (it would page in a circle: the job ends with a warning), or past MAX_PAGES (the job fails: the
+    second value says why)."""
+    header.pages += 1
+    if token is None:
+        return None, ""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+    if digest in header.tokens:
+        header.warning = (f"the Connector gave a continuation token it had given before, after {header.pages} pages "
+                          "of the roster; the roster was read up to there")
+        log.warning("job %s: %s", job.id, header.warning)
+        return None, ""
+    if header.pages >= MAX_PAGES:
+        return None, (f"the team's roster runs past {MAX_PAGES} pages ({MAX_PAGES * ROSTER_PAGE} members): the "
+                      "members of those pages were notified, the rest not")
+    header.tokens.append(digest)
+    return token, ""
 
 
 async def _take_slot(bot: "Bot", pace: str) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from ..backoff import backoff
-from .activity import ChannelAccount, ConversationReference, ServiceEndpoint
+from .activity import ActivityError, ChannelAccount, ConversationReference, ServiceEndpoint
 from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
 
 if TYPE_CHECKING:
@@ -84,8 +84,12 @@ class ConversationResourceResponse:
 
 @dataclass(frozen=True)
 class PagedMembers:
+    """A page of a conversation's members. An entry that is no member (no id, an id past the protocol's
+    bounds) is set aside with the reason, so that one bad entry never costs the page."""
+
     members: list[ChannelAccount]
     continuation_token: str | None
+    invalid: list[str] = field(default_factory=list)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -168,8 +172,16 @@ class ConnectorClient:
         path = f"v3/conversations/{quote(conversation_id, safe='')}/pagedmembers"
         body = await self._call("GET", target, path, None, True, params)
         body = body if isinstance(body, dict) else {}
-        members = [ChannelAccount.from_dict(m, "member") for m in body.get("members") or []]
-        return PagedMembers(members, body.get("continuationToken"))
+        entries = body.get("members") or []
+        members: list[ChannelAccount] = []
+        invalid: list[str] = [] if isinstance(entries, list) else ["members is not a list"]
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                members.append(ChannelAccount.from_dict(entry, "member"))
+            except ActivityError as exc:
+                invalid.append(str(exc))
+        token = body.get("continuationToken")
+        return PagedMembers(members, token if isinstance(token, str) and token else None, invalid)
 
     async def send(self, reference: ConversationReference, *, retry: bool = True, **fields: Any) -> ResourceResponse:
         """A proactive message into a stored conversation."""

@@ -41,14 +41,6 @@ def _as_stored_before(bot: BotStack, channel: str, cid: str, victim: str) -> str
     return key
 
 
-def _install_in_team(bot: BotStack, team_id: str, tenant_id: str) -> None:
-    activity = bot.activity(team_id, type="conversationUpdate", membersAdded=[{"id": f"28:{APP_ID}"}],
-                            conversation={"id": team_id, "tenantId": tenant_id, "conversationType": "channel",
-                                          "isGroup": True},
-                            channelData={"team": {"id": team_id}, "tenant": {"id": tenant_id}})
-    assert bot.post(activity).status_code == 200
-
-
 def _teams_chat(bot: BotStack, member: dict, tenant_id: str) -> str:
     """A member's one-to-one chat with the bot in Teams; returns its id."""
     chat = f"a:{uuid.uuid4().hex}"
@@ -85,7 +77,7 @@ def test_a_tenant_claimed_from_direct_line_or_web_chat_gets_none_of_its_broadcas
 
 def test_a_teams_member_id_claimed_from_direct_line_does_not_take_their_team_notification(bot: BotStack) -> None:
     victim, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
-    _install_in_team(bot, team_id, victim)
+    bot.install_in_team(team_id, victim)
     member, _ = bot.channel.set_roster(team_id, 2, victim)
     chat = _teams_chat(bot, member, victim)
     hijack = _claimant(bot, "directline", victim, user=member["id"])  # after the member's own chat
@@ -99,7 +91,7 @@ def test_a_direct_line_event_naming_a_team_does_not_repoint_it(bot: BotStack) ->
     """The event comes from a Direct Line service of its own (a serviceUrl its channel token vouched for): were
     the team repointed, the roster would be read there."""
     victim, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
-    _install_in_team(bot, team_id, victim)
+    bot.install_in_team(team_id, victim)
     members = bot.channel.set_roster(team_id, 3, victim)
     with FakeConnector() as directline:
         service_url = directline.base_url + "/"
@@ -118,7 +110,7 @@ def test_index_rows_written_before_channels_counted_are_believed_only_when_they_
     member's point where they should, another member's was repointed to a Direct Line conversation that
     claimed the member's id and tenant. The genuine ones are used; the poisoned one reads as unknown."""
     victim, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
-    _install_in_team(bot, team_id, victim)
+    bot.install_in_team(team_id, victim)
     genuine, poisoned = bot.channel.set_roster(team_id, 2, victim)
     chats = {m["id"]: _teams_chat(bot, m, victim) for m in (genuine, poisoned)}
     hijack = _claimant(bot, "directline", victim, user=poisoned["id"])

@@ -14,7 +14,7 @@ import pytest
 
 from devhost.azurite import Azurite
 from devhost.channel import TeamsLimits
-from tests.botstack import APP_ID, BotStack, status_of, tenant, wait_until
+from tests.botstack import BotStack, status_of, tenant, wait_until
 from tests.hostproc import REPO, HostProcess
 
 TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
@@ -100,18 +100,9 @@ def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack) -
     assert time.monotonic() - started >= 2.0
 
 
-def _install_in_team(stack: BotStack, team_id: str, tenant_id: str) -> None:
-    """The bot added to a team: Teams' conversationUpdate in the team's General channel."""
-    activity = stack.activity(team_id, type="conversationUpdate", membersAdded=[{"id": f"28:{APP_ID}"}],
-                              conversation={"id": team_id, "tenantId": tenant_id, "conversationType": "channel",
-                                            "isGroup": True},
-                              channelData={"team": {"id": team_id}, "tenant": {"id": tenant_id}})
-    assert stack.post(activity).status_code == 200
-
-
 def test_a_team_roster_gets_one_message_each_in_personal_conversations_once(teams: BotStack) -> None:
     group, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
-    _install_in_team(teams, team_id, group)
+    teams.install_in_team(team_id, group)
     members = teams.channel.set_roster(team_id, 40, group)
     known = members[:10]
     for member in known:  # ten members already talk to the bot one to one
