@@ -24,6 +24,7 @@ from .batches import SendBatch, pack
 from .jobs import Job
 from .ledger import FAILED, GONE, Delivered, JobHeader, Outcome
 from .pacing import LEAD, START_LEAD, pace_key
+from .reminders import wait_until_due
 from .send import deliver
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ async def run_notify(bot: "Bot", job: Job) -> str:
     header = await bot.ledger.open_job(job)
     if header.fanned_out:
         return "duplicate"
+    await wait_until_due(job)
     latest = await bot.ledger.revision(job.id)
     if latest is not None and latest.deletes:  # deleted before it was (all) sent: what is left stays unsent
         header.fanned_out = True

@@ -13,7 +13,9 @@ delivery ledger when it was stored, so even a crash between enqueue and delete c
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 WAITING, FIRING = "waiting", "firing"
 FIRING_TTL = timedelta(minutes=2)  # a claim older than this belongs to a timer that died
 LOOKAHEAD = timedelta(seconds=75)  # the timer runs every minute: what falls due before its next run + slack
+MAX_EARLY = 5.0  # seconds a reminder's job waits for its due time (it arrives at most a second early)
 
 
 def minute_key(at: datetime) -> str:
@@ -62,8 +65,10 @@ class ReminderStore(TableStore):
 
     async def fire_due(self, bot: "Bot", now: datetime | None = None) -> int:
         """Put every reminder due before the timer's next run on the queue, made visible at its due time;
-        returns how many this call enqueued."""
+        returns how many this call enqueued. Each delay is reckoned as its reminder is enqueued: with many due
+        at once, enqueueing them takes a while, and a delay reckoned at the start would make the last ones late."""
         now = now or datetime.now(timezone.utc)
+        started = time.monotonic()
         horizon = now + LOOKAHEAD
         fired = 0
         async for row in self.table.query(f"PartitionKey le '{minute_key(horizon)}'"):
@@ -73,7 +78,8 @@ class ReminderStore(TableStore):
                                     now=now)
             if claim.state != CLAIMED:
                 continue  # another timer is firing it, or fired it
-            await bot.jobs.send(row["job"], delay=max(0.0, (row["due"] - now).total_seconds()))
+            elapsed = timedelta(seconds=time.monotonic() - started)
+            await bot.jobs.send(row["job"], delay=max(0.0, (row["due"] - now - elapsed).total_seconds()))
             try:
                 await self.table.delete(row["PartitionKey"], row["RowKey"], claim.etag)
             except (EntityChangedError, EntityNotFoundError):
@@ -81,3 +87,13 @@ class ReminderStore(TableStore):
             fired += 1
             log.info("reminder %s queued (due %s)", row["RowKey"], row["due"].isoformat())
         return fired
+
+
+async def wait_until_due(job: Job) -> None:
+    """A reminder's job may arrive up to a second early (a queue delay is whole seconds, rounded down): it waits
+    for its second, so that a reminder is never early."""
+    if job.due is None:
+        return
+    early = (due_time(job) - datetime.now(timezone.utc)).total_seconds()
+    if early > 0:
+        await asyncio.sleep(min(early, MAX_EARLY))
