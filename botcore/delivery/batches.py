@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..protocol.activity import ActivityError, ConversationReference
-from .jobs import JobError
+from .jobs import JobError, check_job_id
 from .pacing import Slot
 
 BATCH_KEYS = 100
@@ -55,6 +55,7 @@ class SendBatch:
             pace, slot = data.get("pace", ""), data.get("slot")
             if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
                 raise JobError("job and id must be strings and items a list")
+            check_job_id(job, "job")
             if len(batch_id) > 200 or not all(c.isalnum() or c == "." for c in batch_id):
                 raise JobError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
             if not isinstance(pace, str):
