@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .app import bot_for
-from .errors import BadInputError, ConflictError
+from .errors import BadInputError, ConflictError, UnavailableError
 from .settings import JOBS_QUEUE, MAX_DEQUEUE_COUNT, SENDS_QUEUE
 
 if TYPE_CHECKING:
@@ -75,9 +75,19 @@ async def _give_up(bot: "Bot", job: "Job", exc: Exception) -> None:
     if job.kind not in ("notify", "broadcast", "reminder") or isinstance(exc, IdConflictError):
         return  # no status of its own (an IdConflictError's header belongs to the other job)
     try:
-        await bot.ledger.fail_job(job, f"{type(exc).__name__}: {exc}")
+        await bot.ledger.fail_job(job, _status_error(exc))
     except Exception:
         log.exception("job %s failed for good, and its status could not say so", job.id)
+
+
+def _status_error(exc: Exception) -> str:
+    """Why a job failed, as its status says it to whoever asks: what was wrong with a job that can never
+    work, else fixed words (the error itself may name a storage host or an SDK's exception; the log has it)."""
+    if isinstance(exc, BadInputError):
+        return str(exc)
+    if isinstance(exc, UnavailableError):
+        return f"a service the bot depends on was unavailable; given up after {MAX_DEQUEUE_COUNT} attempts"
+    return f"given up after {MAX_DEQUEUE_COUNT} attempts; the log says why"
 
 
 async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:
