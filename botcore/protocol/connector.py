@@ -228,7 +228,7 @@ class ConnectorClient:
                     raise RequestRejectedError(status, code, message, operation_id)
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 if retry_after is not None and retry_after > self.max_retry_after:
-                    log.warning("connector %s %s: Retry-After %r is longer than BotMaxRetryAfterSeconds; %.0fs it is",
+                    log.warning("connector %s %s: Retry-After %r is longer than BotMaxRetryAfterSeconds; waiting %.0fs",
                                 method, urlsplit(url).hostname, response.headers.get("Retry-After"),
                                 self.max_retry_after)
                     retry_after = self.max_retry_after

@@ -10,7 +10,8 @@ from botcore.settings import MAX_RETRY_AFTER_SECONDS, QUEUE_MAX_DELAY, Configura
 def test_the_longest_retry_after_pause_is_an_hour_unless_set() -> None:
     assert Settings.from_env({}).max_retry_after_seconds == MAX_RETRY_AFTER_SECONDS == 3600
     assert Settings.from_env({"BotMaxRetryAfterSeconds": "30"}).max_retry_after_seconds == 30
-    assert Settings.from_env({"BotMaxRetryAfterSeconds": str(QUEUE_MAX_DELAY)}).max_retry_after_seconds == QUEUE_MAX_DELAY
+    longest = Settings.from_env({"BotMaxRetryAfterSeconds": str(QUEUE_MAX_DELAY)})
+    assert longest.max_retry_after_seconds == QUEUE_MAX_DELAY
 
 
 @pytest.mark.parametrize("value, reason", [
