@@ -26,36 +26,36 @@ def _http_response(response) -> func.HttpResponse:
 
 
 @app.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def messages(req: func.HttpRequest) -> func.HttpResponse:
+async def messages(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     """The bot's messaging endpoint; the Bot Framework JWT is the authentication."""
     from botcore.endpoint import handle_messages
 
-    return _http_response(await handle_messages(req.headers, req.get_body()))
+    return _http_response(await handle_messages(req.headers, req.get_body(), invocation_id=context.invocation_id))
 
 
 @app.route(route="notify", methods=["POST"])
-async def notify(req: func.HttpRequest) -> func.HttpResponse:
+async def notify(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     """Send a notification to a conversation, a user, a channel, a tenant or everyone."""
     from botcore.api import handle_notify
 
-    return _http_response(await handle_notify(req.headers, req.get_body()))
+    return _http_response(await handle_notify(req.headers, req.get_body(), invocation_id=context.invocation_id))
 
 
 @app.route(route="notify/{id}", methods=["GET", "PATCH", "DELETE"])
-async def notify_job(req: func.HttpRequest) -> func.HttpResponse:
+async def notify_job(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     """A notification job: its delivery counts; update or delete the messages it sent."""
     from botcore.api import handle_job
 
     return _http_response(await handle_job(req.method, req.route_params.get("id", ""), req.headers,
-                                           req.get_body()))
+                                           req.get_body(), invocation_id=context.invocation_id))
 
 
 @app.route(route="reminders", methods=["POST"])
-async def reminders(req: func.HttpRequest) -> func.HttpResponse:
+async def reminders(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     """Schedule a notification for later."""
     from botcore.api import handle_reminder
 
-    return _http_response(await handle_reminder(req.headers, req.get_body()))
+    return _http_response(await handle_reminder(req.headers, req.get_body(), invocation_id=context.invocation_id))
 
 
 @app.queue_trigger(arg_name="msg", queue_name=JOBS_QUEUE, connection=STORAGE)

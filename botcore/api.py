@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .app import bot_for
 from .endpoint import read_json
 from .errors import BadInputError, NotFoundError
-from .delivery.jobs import MAX_REMINDER_SECONDS, Job, JobError, now_iso, parse_job
+from .delivery.jobs import MAX_REMINDER_SECONDS, Job, JobError, check_job_id, now_iso, parse_job
 from .responses import Response, http_edge
 from .settings import Settings, get_settings
 
@@ -46,6 +46,8 @@ def _job_request(headers: Mapping[str, str], body: bytes, settings: Settings, ki
     digest = hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "id"}, sort_keys=True)
                             .encode()).hexdigest()
     if kind == "reminder" and "inSeconds" in data:
+        if "due" in data:
+            raise JobError("give due or inSeconds, not both")
         delay = data.pop("inSeconds")
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= MAX_REMINDER_SECONDS:
             raise JobError("inSeconds must be a number of seconds up to a year")
@@ -85,8 +87,7 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
                      settings: Settings | None = None) -> Response:
     """GET /api/notify/{id}: counts; PATCH: update the sent messages; DELETE: delete them."""
     settings = settings or get_settings()
-    if not job_id or len(job_id) > 200:
-        raise BadInputError("job id must be 1 to 200 characters")
+    check_job_id(job_id)
     bot = bot_for(settings)
     ledger = bot.ledger
     if method == "GET":

@@ -18,7 +18,7 @@ import json
 import sys
 from typing import TextIO
 
-from .delivery.jobs import Job, JobError, Target, new_job, parse_job
+from .delivery.jobs import Job, JobError, Target, check_job_id, new_job, parse_job
 from .settings import JOBS_QUEUE, ConfigurationError, get_settings
 
 
@@ -115,7 +115,7 @@ async def _survey(args: argparse.Namespace, out: TextIO) -> int:
 async def _status(args: argparse.Namespace, out: TextIO) -> int:
     from .delivery.ledger import DeliveryLedger
 
-    status = await DeliveryLedger().status(args.job)
+    status = await DeliveryLedger().status(check_job_id(args.job))
     if status is None:
         out.write(f"no notification job {args.job!r} (it may still be queued)\n")
         return 1

@@ -2,8 +2,10 @@
 
 Handlers raise botcore's errors (botcore.errors) and `http_edge` turns each into a status and a JSON
 body `{"error": {"code", "message"}}`: bad input 400 (or the class's own 4xx), not found 404,
-conflict 409, a dependency down 503 with Retry-After, misconfiguration 500 naming the setting.
-Anything else is a bug: 500 with the traceback in the log, never in the answer.
+conflict 409, a dependency down 503 with Retry-After, misconfiguration 500. Anything else is a bug: 500.
+A 4xx says what was wrong with the request. A 5xx says only what kind of failure it was, in fixed words:
+its error's own text may name a storage host and port, an SDK's exception or a setting's value, so that
+goes to the log, with the function's invocation id, and never into the answer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ _KINDS: tuple[tuple[type[BotError], int, str], ...] = (
     (ConfigurationError, 500, "BotMisconfigured"),
 )
 RETRY_AFTER_DEFAULT = 5
+SERVER_MESSAGES: tuple[tuple[type[BotError], str], ...] = (  # what a 5xx answer says
+    (UnavailableError, "a service the bot depends on is unavailable; retry later"),
+    (ConfigurationError, "the bot is misconfigured; its log names the setting to fix"),
+)
+INTERNAL_MESSAGE = "the function failed unexpectedly; the host log says why"
 
 
 @dataclass(frozen=True)
@@ -44,13 +51,19 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
 
 
 def response_for(exc: BaseException, what: str) -> Response:
-    """The answer to a request that failed with `exc`; logged as what it is."""
+    """The answer to a request that failed with `exc`; logged as what it is, under `what` (the handler and
+    its invocation)."""
     kind = next(((status, code) for cls, status, code in _KINDS if isinstance(exc, cls)), None)
     if not isinstance(exc, BotError) or kind is None:
         log.error("%s: unexpected error", what, exc_info=exc)
-        return error_response(500, "InternalError", "the function failed unexpectedly; the host log says why")
-    status, code = exc.http_status or kind[0], exc.code or kind[1]
-    message = exc.public_message or str(exc)
+        return error_response(500, "InternalError", INTERNAL_MESSAGE)
+    status = exc.http_status or kind[0]
+    if status < 500:
+        code, message = exc.code or kind[1], exc.public_message or str(exc)
+    else:  # the class's words, or its kind's: not a code a storage service or the Connector answered with
+        cls = type(exc)
+        code = cls.code or kind[1]
+        message = cls.public_message or next((m for k, m in SERVER_MESSAGES if isinstance(exc, k)), INTERNAL_MESSAGE)
     headers: dict[str, str] = {}
     if isinstance(exc, UnavailableError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or RETRY_AFTER_DEFAULT)))
@@ -62,13 +75,14 @@ def response_for(exc: BaseException, what: str) -> Response:
 
 
 def http_edge(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """An HTTP function's handler whose errors are answered by response_for."""
+    """An HTTP function's handler whose errors are answered by response_for. The function passes its
+    `invocation_id` (the Functions context's), which the log line of a failure carries."""
 
     @functools.wraps(handler)
-    async def answer(*args: Any, **kwargs: Any) -> Response:
+    async def answer(*args: Any, invocation_id: str = "", **kwargs: Any) -> Response:
         try:
             return await handler(*args, **kwargs)
         except Exception as exc:
-            return response_for(exc, handler.__name__)
+            return response_for(exc, f"{handler.__name__} (invocation {invocation_id or 'unknown'})")
 
     return answer

@@ -9,6 +9,7 @@ the environment first.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -27,6 +28,11 @@ SENDS_QUEUE = "bot-sends"
 TABLES = (CONVERSATIONS_TABLE, DELIVERIES_TABLE, REMINDERS_TABLE, SERVICE_URLS_TABLE, PACING_TABLE, MEMBERS_TABLE)
 QUEUES = (JOBS_QUEUE, SENDS_QUEUE)
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount: the host's last attempt at a message
+QUEUE_MAX_DELAY = 7 * 86400  # seconds: the longest Queue Storage keeps a message hidden
+# The longest pause a 429's Retry-After may impose (BotMaxRetryAfterSeconds). Teams' longest documented window
+# is an hour (1,800 requests per conversation), so an honest Retry-After is never longer; a longer one pauses
+# the whole tenant for an hour at most, after which a channel that still means it answers 429 again.
+MAX_RETRY_AFTER_SECONDS = 3600.0
 
 # Name of the app's storage connection (a setting, or a `<name>__*` family of settings), and the host's,
 # which the app falls back to.
@@ -171,6 +177,7 @@ class Settings:
     tenant_rate_per_second: float = 50.0
     http_timeout: float = 30.0
     delivery_claim_seconds: float = 120.0
+    max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS
     emulator_service_hosts: tuple[str, ...] = ()
     storage_connection: StorageConnection | None = None
     storage_problem: str = ""  # why there is no storage connection (raised when one is needed)
@@ -235,6 +242,8 @@ class Settings:
             tenant_rate_per_second=_number(env, "BotTenantRatePerSecond", 50.0, float),
             http_timeout=_number(env, "BotHttpTimeoutSeconds", 30.0, float),
             delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),
+            max_retry_after_seconds=_number(env, "BotMaxRetryAfterSeconds", MAX_RETRY_AFTER_SECONDS, float,
+                                            maximum=QUEUE_MAX_DELAY),
             emulator_service_hosts=tuple(
                 h.strip().lower() for h in env.get("BotEmulatorServiceHosts", "").split(",") if h.strip()),
             storage_connection=storage,
@@ -254,7 +263,7 @@ def _cloud_of(channel_service: str) -> Cloud:
                              f"{US_GOV_CHANNEL_SERVICE}, not {channel_service.strip()[:80]!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: Any, cast: Any) -> Any:
+def _number(env: Mapping[str, str], name: str, default: Any, cast: Any, maximum: float = math.inf) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -262,8 +271,12 @@ def _number(env: Mapping[str, str], name: str, default: Any, cast: Any) -> Any:
         value = cast(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, not {raw[:40]!r}") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, not {raw[:40]!r}")
     if value <= 0:
         raise ConfigurationError(f"{name} must be greater than 0")
+    if value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum:g}")
     return value
 
 

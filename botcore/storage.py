@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Itera
 
 from .errors import BadInputError, BotError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
-from .settings import QUEUES, TABLES, Settings, StorageConnection, get_settings
+from .settings import QUEUE_MAX_DELAY, QUEUES, TABLES, Settings, StorageConnection, get_settings
 
 if TYPE_CHECKING:
     from azure.core.exceptions import AzureError
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10  # seconds; a turn must not hang on a dead socket
 READ_TIMEOUT = 30
 RETRIES = 2  # after the first attempt, for network errors, 408, 429 and 5xx
+MESSAGE_TTL = 7 * 86400  # seconds a queue message lives by default, counted from when it is put
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -250,10 +251,19 @@ class Queue:
         self.name: str = client.queue_name
 
     async def send(self, content: str, *, delay: float = 0) -> str:
-        """Put a message, hidden for `delay` seconds (whole seconds, rounded down: never later than asked; at
-        most 7 days); returns its id."""
+        """Put a message, hidden for `delay` seconds (whole seconds, rounded down: never later than asked);
+        returns its id. Queue Storage hides a message for at most QUEUE_MAX_DELAY, so a longer delay is cut to
+        that: only a send batch's slot can be that far off, and a batch that arrives before its slot goes back on
+        the queue (delivery.send.deliver)."""
+        if delay > QUEUE_MAX_DELAY:
+            log.warning("queue %s: a delay of %.0fs is more than Queue Storage allows; the message is hidden for "
+                        "%ds and looked at again then", self.name, delay, QUEUE_MAX_DELAY)
+            delay = QUEUE_MAX_DELAY
+        seconds = int(delay) if delay > 0 else 0  # NaN too
+        # One hidden for as long as it lives would expire the moment it appeared: its life starts when it appears.
+        ttl = seconds + MESSAGE_TTL if seconds else None
         try:
-            message = await self.client.send_message(content, visibility_timeout=int(delay) or None)
+            message = await self.client.send_message(content, visibility_timeout=seconds or None, time_to_live=ttl)
         except Exception as exc:
             _reraise(exc, f"queue {self.name}: put")
         return message.id

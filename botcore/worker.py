@@ -12,21 +12,18 @@ import logging
 from typing import TYPE_CHECKING
 
 from .app import bot_for
-from .delivery.jobs import JobError
-from .errors import BadInputError, ConflictError
+from .delivery.jobs import Job, JobError, parse_job
+from .errors import BadInputError, ConflictError, UnavailableError
 from .settings import JOBS_QUEUE, MAX_DEQUEUE_COUNT, SENDS_QUEUE
 
 if TYPE_CHECKING:
     from .app import Bot
-    from .delivery.jobs import Job
 
 log = logging.getLogger(__name__)
 
 
 async def handle_job_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:
     """Run one job from the jobs queue; returns a short outcome for the log."""
-    from .delivery.jobs import parse_job
-
     bot = bot_for()
     job: Job | None = None
     try:
@@ -47,7 +44,7 @@ def _hopeless(exc: Exception) -> bool:
     return isinstance(exc, BadInputError) or isinstance(exc, ConflictError) and exc.permanent
 
 
-async def _run_job(bot: "Bot", job: "Job") -> str:
+async def _run_job(bot: "Bot", job: Job) -> str:
     if job.kind in ("notify", "broadcast"):
         from .delivery.fanout import run_notify
 
@@ -70,7 +67,7 @@ async def _run_job(bot: "Bot", job: "Job") -> str:
     raise JobError(f"job kind {job.kind!r} has no handler")  # parse_job admits only the kinds above
 
 
-async def _give_up(bot: "Bot", job: "Job", exc: Exception) -> None:
+async def _give_up(bot: "Bot", job: Job, exc: Exception) -> None:
     """Mark a notify job that can no longer succeed as failed, so that its status ends (best effort: the
     storage that made it fail may be what is down)."""
     from .delivery.ledger import IdConflictError
@@ -78,9 +75,19 @@ async def _give_up(bot: "Bot", job: "Job", exc: Exception) -> None:
     if job.kind not in ("notify", "broadcast", "reminder") or isinstance(exc, IdConflictError):
         return  # no status of its own (an IdConflictError's header belongs to the other job)
     try:
-        await bot.ledger.fail_job(job, f"{type(exc).__name__}: {exc}")
+        await bot.ledger.fail_job(job, _status_error(exc))
     except Exception:
         log.exception("job %s failed for good, and its status could not say so", job.id)
+
+
+def _status_error(exc: Exception) -> str:
+    """Why a job failed, as its status says it to whoever asks: what was wrong with a job that can never
+    work, else fixed words (the error itself may name a storage host or an SDK's exception; the log has it)."""
+    if isinstance(exc, BadInputError):
+        return str(exc)
+    if isinstance(exc, UnavailableError):
+        return f"a service the bot depends on was unavailable; given up after {MAX_DEQUEUE_COUNT} attempts"
+    return f"given up after {MAX_DEQUEUE_COUNT} attempts; the log says why"
 
 
 async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,7 @@ class FunctionInfo:
     fn: Callable[..., Any]
     arg_name: str
     is_async: bool
+    takes_context: bool = False  # a `context` parameter: the host passes the invocation's func.Context
 
     @property
     def trigger_type(self) -> str:
@@ -97,8 +99,22 @@ def load_app(app_dir: Path) -> LoadedApp:
         loaded.functions.append(FunctionInfo(
             name=function.get_function_name(), trigger=trigger, fn=fn,
             arg_name=trigger["name"], is_async=inspect.iscoroutinefunction(fn),
+            takes_context="context" in inspect.signature(fn).parameters,
         ))
     return loaded
+
+
+@dataclass(frozen=True)
+class InvocationContext:
+    """What the Functions host passes as `context` (an azure.functions.Context) to a function that takes one;
+    the local host has no trace or retry context to give."""
+
+    invocation_id: str
+    function_name: str
+    function_directory: str
+    trace_context: None = None
+    retry_context: None = None
+    thread_local_storage: threading.local = field(default_factory=threading.local)
 
 
 def parse_timespan(value: Any, default: float) -> float:

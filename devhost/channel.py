@@ -49,7 +49,7 @@ class Fault:
     code: str | None = None
     times: int | None = 1  # None: always
     conversation_id: str | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # text is sent as it is (what a real service should not send, too)
     hang: float | None = None
     reset: bool = False
     teams_shape: bool = False
@@ -171,7 +171,7 @@ class FakeConnector(BackgroundServer):
 
     # ---- control from tests -----------------------------------------------------------
     def fail(self, status: int, code: str | None = None, *, times: int | None = 1,
-             conversation_id: str | None = None, retry_after: float | None = None,
+             conversation_id: str | None = None, retry_after: float | str | None = None,
              hang: float | None = None, reset: bool = False, teams_shape: bool = False) -> None:
         with self._lock:
             self._faults.append(Fault(status, code, times, conversation_id, retry_after, hang, reset, teams_shape))
@@ -330,7 +330,7 @@ class FakeConnector(BackgroundServer):
                 request.transport.abort()
                 return web.Response()
             if fault.status >= 300:
-                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+                headers = {} if fault.retry_after is None else {"Retry-After": _seconds(fault.retry_after)}
                 return _error(fault.status, fault.code or "ServiceError", "injected fault", headers, fault.teams_shape)
         received = Received(request.method, operation, cid, aid, authorization, body)
         if operation in ("send", "reply"):
@@ -473,6 +473,11 @@ class FakeConnector(BackgroundServer):
                 following = uuid.uuid4().hex
                 self._pages[following] = (cid, start + size)
         return web.json_response({"members": page, **({"continuationToken": following} if following else {})})
+
+
+def _seconds(value: float | str) -> str:
+    """A Retry-After value: text as it is, a number as delta-seconds (digits, never an exponent)."""
+    return value if isinstance(value, str) else f"{value:f}".rstrip("0").rstrip(".") or "0"
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,

@@ -8,7 +8,8 @@ queue triggers with batchSize, newBatchThreshold, maxDequeueCount, poison queues
 visibilityTimeout, maxPollingInterval back-off and messageEncoding; timer
 triggers with six-field NCRONTAB in UTC, runOnStartup and past_due; settings
 from local.settings.json with the environment winning; async functions on one
-event loop and sync ones on a thread pool; `GET /admin/host/status`.
+event loop and sync ones on a thread pool; a `context` argument (the invocation
+id, as in the host's "Executing" line); `GET /admin/host/status`.
 
 Where it differs: one process only (no scale-out, no singleton lock for timers:
 two hosts both fire); identity-based connections are not supported for triggers
@@ -39,7 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from . import DEFAULT_PORT, python_command
-from .app_loader import FunctionInfo, HostConfigError, LoadedApp, load_app
+from .app_loader import FunctionInfo, HostConfigError, InvocationContext, LoadedApp, load_app
 from .http_trigger import DEFAULT_MAX_BODY, HttpTriggers, build_routes
 from .queue_trigger import QueueListener, QueueOptions
 from .timer_trigger import TimerRunner
@@ -88,6 +89,8 @@ class Host:
         start = time.perf_counter()
         try:
             kwargs = {function.arg_name: argument}
+            if function.takes_context:
+                kwargs["context"] = InvocationContext(str(invocation), function.name, str(self.app.directory))
             if function.is_async:
                 result = await function.fn(**kwargs)
             else:

@@ -242,6 +242,16 @@ def status_of(bot: BotStack, job_id: str, *, timeout: float = 20, **expected: in
     return seen
 
 
+def poisoned_at_once(bot: BotStack, message_id: str, reason: str, queue: str = "bot-jobs") -> None:
+    """The message went to poison on its first delivery, with `reason` in the log."""
+    kind = "job message" if queue == "bot-jobs" else "send batch"
+    assert wait_until(lambda: f"{kind} {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15), \
+        bot.host.log()[-3000:]
+    log = bot.host.log()
+    assert reason in log.split(f"message {message_id}", 1)[1], log[-3000:]
+    assert f"{kind} {message_id} (dequeue count 2)" not in log
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from ..keys import is_conversation_key
 from ..protocol.activity import ActivityError, ConversationReference
-from .jobs import JobError
+from .jobs import JobError, check_job_id
 from .ledger import BATCH_PREFIX
 from .pacing import Slot
 
@@ -58,6 +58,7 @@ class SendBatch:
             pace, slot = data.get("pace", ""), data.get("slot")
             if not isinstance(job, str) or not isinstance(items, list) or not isinstance(batch_id, str):
                 raise JobError("job and id must be strings and items a list")
+            check_job_id(job, "job")
             if not is_batch_id(batch_id):
                 raise JobError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
             if not isinstance(pace, str):
@@ -90,6 +91,7 @@ class RevisionBatch:
         job, row, attempt, slot = data.get("job"), data.get("row"), data.get("attempt", 0), data.get("slot")
         if not isinstance(job, str) or not isinstance(row, str) or not isinstance(attempt, int):
             raise JobError("a revision batch needs job and row (strings) and an integer attempt")
+        check_job_id(job, "job")
         if not (row.startswith(BATCH_PREFIX) and is_batch_id(row[len(BATCH_PREFIX):])
                 or is_conversation_key(row)):
             raise JobError(f"row {row[:50]!r} names no delivery row")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import jsontext
@@ -20,7 +21,9 @@ from ..keys import is_conversation_key
 
 QUEUE_MESSAGE_BYTES = 64 * 1024  # what a queue message holds
 MAX_REMINDER_SECONDS = 366 * 86400  # how far ahead a reminder may fall due
-JOB_ID_MAX = 200
+# A job id names its status at /api/notify/{id}, so it must stand in a URL path as it is: unreserved
+# characters only (RFC 3986), and not `.` or `..`, which a client resolves away.
+_JOB_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 
 
 class JobError(BadInputError):
@@ -135,6 +138,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def check_job_id(value: object, name: str = "job id") -> str:
+    """A job id as every way in (the queue, the HTTP API, the CLI, a send batch) accepts it; else JobError."""
+    if not isinstance(value, str) or not _JOB_ID.fullmatch(value) or value in (".", ".."):
+        raise JobError(f"{name} must be 1 to 200 letters, digits or . _ ~ - (and not . or ..)")
+    return value
+
+
 def _opt_str(data: dict[str, Any], key: str, where: str, limit: int = 4096) -> str | None:
     value = data.get(key)
     if value is None:
@@ -190,9 +200,9 @@ def parse_job(body: bytes | str) -> Job:
     kind = data.get("kind")
     if kind not in KINDS:
         raise JobError(f"job.kind must be one of {', '.join(KINDS)}")
-    job_id = _opt_str(data, "id", "job.", JOB_ID_MAX)
-    if job_id is None:
+    if data.get("id") is None:
         raise JobError("job.id is required")
+    job_id = check_job_id(data["id"], "job.id")
     created = _opt_str(data, "created", "job.", 64)
     if created is None:
         raise JobError("job.created is required")
@@ -206,9 +216,9 @@ def parse_job(body: bytes | str) -> Job:
     if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
         raise JobError("job.attachments must be a list of objects")
     due = _opt_str(data, "due", "job.", 64)
-    if due is not None:
-        _time(due, "job.due")
-    notification = _opt_str(data, "notification", "job.", JOB_ID_MAX)
+    if due is not None and _time(due, "job.due") - datetime.now(timezone.utc) > timedelta(seconds=MAX_REMINDER_SECONDS):
+        raise JobError("job.due must be at most a year ahead")
+    notification = None if data.get("notification") is None else check_job_id(data["notification"], "job.notification")
     if kind == "beginDialog" and dialog is None:
         raise JobError("a beginDialog job needs dialog")
     if kind in ("beginDialog", "replies") and target.conversation is None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class PaceCalendar(TableStore):
 
         def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], Slot]:
             rate = self._current_rate(row, now)
-            start = max(now + lead, float(row.get("next") or 0), float(row.get("pausedUntil") or 0))
+            start = max(now + lead, _time(row, "next"), _time(row, "pausedUntil"))
             interval = 1.0 / (rate * SLOT_SHARE)
             return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
 
@@ -104,12 +105,13 @@ class PaceCalendar(TableStore):
 
     async def throttled(self, key: str, retry_after: float) -> None:
         """The channel answered 429: pause the key for Retry-After and slow it down."""
+        if not math.isfinite(retry_after) or retry_after < 0:  # a pause that never ends would stop the key for good
+            retry_after = DEFAULT_RETRY_AFTER
 
         def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], tuple[float, float]]:
             rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
-            paused = max(float(row.get("pausedUntil") or 0), now + retry_after)
-            fields = {"rate": rate, "pausedUntil": paused, "throttledAt": now,
-                      "next": max(float(row.get("next") or 0), paused)}
+            paused = max(_time(row, "pausedUntil"), now + retry_after)
+            fields = {"rate": rate, "pausedUntil": paused, "throttledAt": now, "next": max(_time(row, "next"), paused)}
             return fields, (paused, rate)
 
         try:
@@ -147,7 +149,7 @@ class PaceCalendar(TableStore):
         if cached is not None and now - cached[1] < 1.0:
             return cached[0]
         row, _ = await self._read(key)
-        paused = float(row.get("pausedUntil") or 0)
+        paused = _time(row, "pausedUntil")
         self._paused[key] = (paused, now)
         return paused
 
@@ -163,6 +165,13 @@ class PaceCalendar(TableStore):
         if rate < self.rate and now - float(row.get("throttledAt") or 0) > RECOVERY_SECONDS:
             rate = min(self.rate, rate * RECOVERY_RATE)
         return rate
+
+
+def _time(row: dict[str, Any], name: str) -> float:
+    """A time in a calendar row (epoch seconds; 0 if none). One that is not finite, which nothing may write, is
+    taken as none: a row written so would otherwise stop its key for good."""
+    value = float(row.get(name) or 0)
+    return value if math.isfinite(value) else 0.0
 
 
 class KeyGuard:

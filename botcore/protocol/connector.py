@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -19,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from ..backoff import backoff
 from .activity import ActivityError, ChannelAccount, ConversationReference, ServiceEndpoint
 from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
+from ..settings import MAX_RETRY_AFTER_SECONDS
 
 if TYPE_CHECKING:
     import httpx
@@ -36,6 +40,7 @@ GONE_CODES = frozenset({
 })
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # digits (a fraction tolerated): no sign, exponent, inf, nan
 _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds an encoder per call
 
 
@@ -93,18 +98,21 @@ class PagedMembers:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date. None when there is none or it
+    means nothing usable (negative, not finite, not a date), so that the caller's default applies."""
     if not value:
         return None
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None  # hundreds of digits are infinity as a float
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from datetime import datetime, timezone
-
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC with no claim about local time
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _error_of(response: "httpx.Response") -> tuple[str | None, str]:
@@ -123,10 +131,12 @@ def _error_of(response: "httpx.Response") -> tuple[str | None, str]:
 
 class ConnectorClient:
     def __init__(self, trust: "ServiceTrust", http: "httpx.AsyncClient | None" = None,
-                 tokens: "TokenProvider | None" = None, *, max_attempts: int = 4, max_retry_wait: float = 30.0) -> None:
+                 tokens: "TokenProvider | None" = None, *, max_attempts: int = 4, max_retry_wait: float = 30.0,
+                 max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
         self._http, self._shared = http, False  # shared: the process-wide client of this loop
         self.trust, self.tokens = trust, tokens
         self.max_attempts, self.max_retry_wait = max_attempts, max_retry_wait
+        self.max_retry_after = max_retry_after  # BotMaxRetryAfterSeconds: the longest pause a channel may ask for
 
     @property
     def http(self) -> "httpx.AsyncClient":
@@ -229,8 +239,13 @@ class ConnectorClient:
                     raise ConversationGoneError(status, code, message, operation_id)
                 if status not in RETRYABLE_STATUS:
                     raise RequestRejectedError(status, code, message, operation_id)
-                error = RetryableConnectorError(status, code, message, operation_id,
-                                                _retry_after(response.headers.get("Retry-After")))
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                if retry_after is not None and retry_after > self.max_retry_after:
+                    log.warning("connector %s %s: Retry-After %r is longer than BotMaxRetryAfterSeconds; waiting %.0fs",
+                                method, urlsplit(url).hostname, response.headers.get("Retry-After"),
+                                self.max_retry_after)
+                    retry_after = self.max_retry_after
+                error = RetryableConnectorError(status, code, message, operation_id, retry_after)
             # retry_after stays what the Connector said (None without the header): a caller that paces on it
             # must not mistake this client's own back-off for the channel's instruction.
             delay = error.retry_after

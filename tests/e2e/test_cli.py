@@ -47,6 +47,8 @@ def test_refs_notify_status_and_survey_from_the_command_line(bot: BotStack) -> N
 def test_command_line_errors_are_clear(bot: BotStack) -> None:
     missing = cli(bot, "status", "no-such-job", check=False)
     assert missing.returncode == 1 and "no notification job" in missing.stdout
+    unnamable = cli(bot, "status", "a/b", check=False)  # no job can have that id
+    assert unnamable.returncode == 2 and "job id must be 1 to 200 letters, digits or" in unnamable.stderr
     bad = cli(bot, "notify", "--text", "x", "--user", "u", "--everyone", check=False)
     assert bad.returncode == 2 and "everyone excludes" in bad.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("BotStorage", "AzureWebJobsStorage")}

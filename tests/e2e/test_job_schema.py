@@ -31,6 +31,7 @@ VALID = [
     {"kind": "beginDialog", **BASE, **ONE, "dialog": "survey"},
     {"kind": "update", **BASE, "target": {"everyone": True}, **TEXT, "notification": "j0"},
     {"kind": "delete", **BASE, "target": {"everyone": True}, "notification": "j0"},
+    {"kind": "notify", **BASE, "id": "Az09._~-" + "x" * 192, **ONE, **TEXT},  # every character an id may hold
 ]
 INVALID = [
     {"kind": "notify", **BASE, **ONE},  # nothing to send
@@ -48,6 +49,11 @@ INVALID = [
     {"kind": "notify", "id": "", "created": BASE["created"], **ONE, **TEXT},
     {"kind": "notify", "id": "x" * 201, "created": BASE["created"], **ONE, **TEXT},
     {"kind": "notify", **BASE, **ONE, "text": "x" * 28001},
+    # ids stand as they are in /api/notify/{id}: no character a URL would change or cut there
+    *({"kind": "notify", "id": bad, "created": BASE["created"], **ONE, **TEXT}
+      for bad in ("a/b", ".", "..", "x?y", "x#y", "a b", "50%", "é", "a\nb")),
+    {"kind": "delete", **BASE, "target": {"everyone": True}, "notification": "a/b"},
+    {"kind": "update", **BASE, "target": {"everyone": True}, **TEXT, "notification": ".."},
     {"kind": "broadcast", **BASE, **ONE, **TEXT},
     {"kind": "reminder", **BASE, **ONE, **TEXT},
     {"kind": "reminder", **BASE, **ONE, **TEXT, "due": "soon"},

@@ -106,7 +106,8 @@ def test_huge_headers_get_a_4xx(bot: BotStack, conversation_id) -> None:
     assert bot.conversation_entity(conversation_id) is None
 
 
-async def test_a_malformed_setting_is_a_clear_configuration_error(monkeypatch) -> None:
+async def test_a_malformed_setting_is_a_clear_configuration_error_in_the_log(monkeypatch, caplog) -> None:
+    """The answer says what kind of failure it is; which setting, and its value, are for the log only."""
     from botcore.endpoint import handle_messages
     from botcore.settings import get_settings
 
@@ -114,7 +115,11 @@ async def test_a_malformed_setting_is_a_clear_configuration_error(monkeypatch) -
     monkeypatch.setenv("BotSendConcurrency", "lots")
     get_settings.cache_clear()
     try:
-        response = await handle_messages({"Content-Type": "application/json", "Authorization": "Bearer x"}, b"{}")
+        response = await handle_messages({"Content-Type": "application/json", "Authorization": "Bearer x"}, b"{}",
+                                         invocation_id="7d1e")
     finally:
         get_settings.cache_clear()
-    assert response.status == 500 and "BotSendConcurrency must be a number" in response.body["error"]["message"]
+    assert response.status == 500 and response.body["error"] == {
+        "code": "BotMisconfigured", "message": "the bot is misconfigured; its log names the setting to fix"}
+    assert "handle_messages (invocation 7d1e): ConfigurationError: BotSendConcurrency must be a number, not 'lots'" \
+        in caplog.text

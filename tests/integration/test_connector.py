@@ -165,6 +165,32 @@ async def test_429_retry_after_is_honoured(fake, http, trust) -> None:
     assert time.monotonic() - start >= 0.6 and len(fake.requests) == 1
 
 
+def _http_date(seconds_from_now: float) -> str:
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    return format_datetime(datetime.now(timezone.utc) + timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+@pytest.mark.parametrize("header, seconds", [
+    ("120", 120), ("0.5", 0.5), (" 7 ", 7),
+    ("2592000", 3600), ("9" * 400, None),  # 30 days, and a number too long for a float: an hour, and the default
+    ("inf", None), ("Infinity", None), ("nan", None), ("-5", None), ("1e3", None), ("soon", None),
+    (90.0, 90), (30 * 86400.0, 3600), (-60.0, 0),  # HTTP-dates this far from now
+], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
+async def test_retry_after_is_delta_seconds_or_an_http_date_and_at_most_the_cap(fake, http, trust, header,
+                                                                                seconds) -> None:
+    """What the error says the caller must wait: None for what means nothing usable (the caller's default)."""
+    fake.fail(429, "TooManyRequests", retry_after=_http_date(header) if isinstance(header, float) else header)
+    client = ConnectorClient(trust, http, StaticTokens(), max_retry_after=3600)
+    with pytest.raises(RetryableConnectorError) as info:
+        await client.send_to_conversation(trusted(fake), "c", {"text": "x"}, retry=False)
+    if seconds is None:
+        assert info.value.retry_after is None
+    else:
+        assert info.value.retry_after == pytest.approx(seconds, abs=2)
+
+
 @pytest.mark.parametrize("status", [412, 502, 503, 504])
 async def test_transient_errors_are_retried(fake, http, status, trust) -> None:
     fake.fail(status, times=2)

@@ -133,6 +133,21 @@ async def test_queue_messages_are_plain_text_with_a_delay(clients, storage_conne
     assert caught.value.code == "QueueNotFound"
 
 
+async def test_a_delay_longer_than_queue_storage_allows_is_cut_to_its_limit(clients, storage_connection_string,
+                                                                            unique_name, caplog) -> None:
+    """Queue Storage refuses to hide a message for more than 7 days; a longer delay (a pause that long, or an
+    infinite one) is cut to that and said in the log, and a NaN is no delay."""
+    queue = clients.get_queue(unique_name)
+    await queue.create()
+    for delay in (30 * 86400, float("inf")):
+        assert await queue.send("far", delay=delay)
+    assert caplog.text.count("is more than Queue Storage allows; the message is hidden for 604800s") == 2
+    await queue.send("now", delay=float("nan"))
+    reader = SyncQueueClient.from_connection_string(storage_connection_string, unique_name)
+    assert [m.content for m in reader.receive_messages(max_messages=32)] == ["now"]
+    assert reader.get_queue_properties().approximate_message_count == 3
+
+
 @pytest.fixture
 def free_port() -> int:
     with socket.socket() as s:

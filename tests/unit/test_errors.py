@@ -90,3 +90,26 @@ def test_botcore_raises_only_its_own_errors() -> None:
                 name = node.exc.func.id
                 assert name in PROGRAMMING_ERRORS or issubclass(classes.get(name, type(None)), BotError), \
                     f"{path.name}:{node.lineno} raises {name}"
+
+
+def test_a_5xx_answer_says_fixed_words_and_only_the_log_has_the_detail(caplog) -> None:
+    """An error's text may name a storage host and port, an SDK's exception, a setting's value: a 4xx is the
+    caller's own mistake, so it is shown; a 5xx is not, so it is logged, with the invocation."""
+    detail = "table botconversations: read: ServiceRequestError: Cannot connect to host 127.0.0.1:10002"
+    answered = 0
+    for cls in _error_classes():
+        if cls in (BotError, ConflictError.__base__) or not any(issubclass(cls, k) for k in KINDS):
+            continue
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, detail)
+        exc.code = "ServerBusy"  # as a storage or Connector error carries the code the service answered
+        caplog.clear()
+        response = response_for(exc, "handle_notify (invocation 0f8c)")
+        if response.status < 500:
+            continue
+        answered += 1
+        body = response.json_bytes().decode()
+        for leak in ("127.0.0.1", "10002", "ServiceRequestError", "botconversations", "ServerBusy", cls.__name__):
+            assert leak not in body, (cls, body)
+        assert detail in caplog.text and "invocation 0f8c" in caplog.text, cls
+    assert answered >= 10

@@ -99,6 +99,7 @@ OPTIONAL_WITH_DEFAULTS = {
     "BotMaxBodyBytes",
     "BotHttpTimeoutSeconds",
     "BotDeliveryClaimSeconds",
+    "BotMaxRetryAfterSeconds",
     "BotEmulatorServiceHosts",  # empty: Emulator serviceUrls get the token only on loopback
     "AZURE_FUNCTIONS_ENVIRONMENT",  # unset means Production
     "LocalFunctionKey",  # the local host only

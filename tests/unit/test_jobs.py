@@ -147,3 +147,45 @@ def test_retry_batches_are_named_deterministically_and_briefly_however_often_han
     [(message, _)] = pack("job", [("k", _reference("c").to_json())], id_prefix=retry_prefix(name, 3))
     assert SendBatch.parse(message).id.startswith("9500.0.4r")
     assert retry_prefix("1.0.0", 1) != retry_prefix("1.0.0", 2) != retry_prefix("1.0.1", 1)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_numbers_json_does_not_have_are_refused(literal: str) -> None:
+    job = json.loads(new_job("notify", Target(user_id="29:u"), text="hi").to_json())
+    with pytest.raises(JobError, match=f"holds {literal}: JSON numbers the bot accepts are finite"):
+        parse_job(json.dumps(job)[:-1] + f',"weight":{literal}}}')
+
+
+def test_a_due_time_more_than_a_year_ahead_is_refused() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    for days, ok in ((365, True), (367, False)):
+        job = new_job("reminder", Target(user_id="29:u"), text="hi", due=(now + timedelta(days=days)).isoformat())
+        if ok:
+            assert parse_job(job.to_json()).due == job.due
+        else:
+            with pytest.raises(JobError, match="job.due must be at most a year ahead"):
+                parse_job(job.to_json())
+
+
+@pytest.mark.parametrize("job_id", ["a/b", ".", "..", "x?y", "x#y", "a b", "50%", "é", "", "x" * 201])
+def test_a_job_id_that_cannot_stand_in_a_url_path_is_refused_wherever_a_job_comes_in(job_id: str) -> None:
+    from botcore.delivery.jobs import check_job_id
+
+    with pytest.raises(JobError, match="letters, digits or"):
+        check_job_id(job_id)
+    notify = json.loads(new_job("notify", Target(user_id="29:u"), text="hi").to_json())
+    with pytest.raises(JobError, match="job.id"):
+        parse_job(json.dumps({**notify, "id": job_id}))
+    with pytest.raises(JobError, match="job.notification"):
+        parse_job(json.dumps({**notify, "kind": "delete", "notification": job_id}))
+    with pytest.raises(JobError, match="letters, digits or"):
+        SendBatch.parse(json.dumps({"job": job_id, "items": [["k", _reference("a:1").to_dict()]]}))
+
+
+def test_job_ids_may_use_every_unreserved_url_character() -> None:
+    from botcore.delivery.jobs import check_job_id
+
+    for job_id in ("Az09._~-", "...", ".a", "x" * 200):
+        assert check_job_id(job_id) == job_id

@@ -1,0 +1,45 @@
+"""The pace calendar (botcore.delivery.pacing.PaceCalendar) in a table of Azurite's."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from botcore import storage
+from botcore.delivery.pacing import DEFAULT_RETRY_AFTER, ROW_KEY, PaceCalendar
+from botcore.keys import encode_key
+
+KEY = "tenant:t1"
+
+
+@pytest.fixture
+async def table(storage_connection_string, monkeypatch, unique_name):
+    monkeypatch.setenv("BotStorage", storage_connection_string)
+    table = storage.get_table(unique_name)
+    await table.create()
+    yield table
+    await storage.close_storage_clients()
+
+
+@pytest.mark.parametrize("retry_after", [math.inf, math.nan, -3.0])
+async def test_a_pause_that_could_not_end_is_never_stored(table, retry_after: float) -> None:
+    calendar = PaceCalendar(50.0, table)
+    await calendar.throttled(KEY, retry_after)
+    paused = (await table.get(encode_key(KEY), ROW_KEY))["pausedUntil"]
+    assert math.isfinite(paused) and paused <= time.time() + DEFAULT_RETRY_AFTER
+    assert (await calendar.reserve(KEY, 10)).start <= time.time() + DEFAULT_RETRY_AFTER + 1
+
+
+async def test_a_row_that_holds_infinite_times_does_not_stop_its_key(table) -> None:
+    """Rows written before pauses were bounded may hold +Infinity: read as no time at all."""
+    await table.upsert({"PartitionKey": encode_key(KEY), "RowKey": ROW_KEY, "key": KEY, "rate": 50.0,
+                        "pausedUntil": math.inf, "next": math.inf, "throttledAt": time.time()})
+    calendar = PaceCalendar(50.0, table)
+    assert await calendar.paused_until(KEY) == 0
+    slot = await calendar.reserve(KEY, 10)
+    assert math.isfinite(slot.start) and slot.start <= time.time() + 1
+    await calendar.throttled(KEY, 2.0)
+    row = await table.get(encode_key(KEY), ROW_KEY)
+    assert time.time() < row["pausedUntil"] <= time.time() + 2 and math.isfinite(row["next"])
