@@ -87,7 +87,7 @@ def build(settings: Settings) -> Bot:
         engine=default_engine(),
         ledger=DeliveryLedger(claim_ttl=timedelta(seconds=settings.delivery_claim_seconds)),
         reminders=ReminderStore(),
-        pacing=PaceCalendar(settings.tenant_rate_per_second),
+        pacing=PaceCalendar(settings.tenant_rate_per_second, max_pause=settings.max_retry_after_seconds),
         guard=KeyGuard(settings.tenant_rate_per_second),
         windows=ConversationWindows(),
         sending=asyncio.Semaphore(settings.send_concurrency),

@@ -85,9 +85,10 @@ class PaceCalendar(TableStore):
 
     table_name = PACING_TABLE
 
-    def __init__(self, rate: float, table: Any = None) -> None:
+    def __init__(self, rate: float, table: Any = None, max_pause: float = 3600.0) -> None:
         super().__init__(table)
         self.rate = rate  # the configured limit, requests per second per key
+        self.max_pause = max_pause  # BotMaxRetryAfterSeconds: no pause lasts longer, whatever a row says
         self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read at), per instance
 
     async def reserve(self, key: str, requests: int, *, lead: float = LEAD) -> Slot:
@@ -96,7 +97,8 @@ class PaceCalendar(TableStore):
 
         def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], Slot]:
             rate = self._current_rate(row, now)
-            start = max(now + lead, _time(row, "next"), _time(row, "pausedUntil"))
+            next_free, paused = self._times(row, now)
+            start = max(now + lead, next_free, paused)
             interval = 1.0 / (rate * SLOT_SHARE)
             return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
 
@@ -107,11 +109,13 @@ class PaceCalendar(TableStore):
         """The channel answered 429: pause the key for Retry-After and slow it down."""
         if not math.isfinite(retry_after) or retry_after < 0:  # a pause that never ends would stop the key for good
             retry_after = DEFAULT_RETRY_AFTER
+        retry_after = min(retry_after, self.max_pause)
 
         def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], tuple[float, float]]:
             rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
-            paused = max(_time(row, "pausedUntil"), now + retry_after)
-            fields = {"rate": rate, "pausedUntil": paused, "throttledAt": now, "next": max(_time(row, "next"), paused)}
+            next_free, paused = self._times(row, now)
+            paused = max(paused, now + retry_after)
+            fields = {"rate": rate, "pausedUntil": paused, "throttledAt": now, "next": max(next_free, paused)}
             return fields, (paused, rate)
 
         try:
@@ -149,7 +153,7 @@ class PaceCalendar(TableStore):
         if cached is not None and now - cached[1] < 1.0:
             return cached[0]
         row, _ = await self._read(key)
-        paused = _time(row, "pausedUntil")
+        _, paused = self._times(row, now)
         self._paused[key] = (paused, now)
         return paused
 
@@ -159,6 +163,16 @@ class PaceCalendar(TableStore):
         except EntityNotFoundError:
             return {}, None
         return row, etag_of(row)
+
+    def _times(self, row: dict[str, Any], now: float) -> tuple[float, float]:
+        """When the key's next request may start, and until when it is paused, with no pause longer than
+        max_pause from now: a row written before the cap, or under a larger one, would otherwise hold its key
+        that long. Slots reserved after such a pause move up with it."""
+        next_free, paused = _time(row, "next"), _time(row, "pausedUntil")
+        cut = paused - (now + self.max_pause)
+        if cut <= 0:
+            return next_free, paused
+        return (next_free - cut if next_free >= paused else next_free), paused - cut
 
     def _current_rate(self, row: dict[str, Any], now: float) -> float:
         rate = min(self.rate, float(row.get("rate") or self.rate))

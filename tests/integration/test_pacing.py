@@ -43,3 +43,18 @@ async def test_a_row_that_holds_infinite_times_does_not_stop_its_key(table) -> N
     await calendar.throttled(KEY, 2.0)
     row = await table.get(encode_key(KEY), ROW_KEY)
     assert time.time() < row["pausedUntil"] <= time.time() + 2 and math.isfinite(row["next"])
+
+
+async def test_a_pause_stored_past_the_cap_lasts_the_cap_and_slots_after_it_move_up(table) -> None:
+    """A row written before Retry-After was capped (or under a larger cap) paused its key for 30 days, and slots
+    reserved since sit after that pause: the key waits at most the cap, and those slots follow it."""
+    now = time.time()
+    month = now + 30 * 86400
+    await table.upsert({"PartitionKey": encode_key(KEY), "RowKey": ROW_KEY, "key": KEY, "rate": 50.0,
+                        "pausedUntil": month, "next": month + 10, "throttledAt": now})
+    calendar = PaceCalendar(50.0, table, max_pause=60.0)
+    assert await calendar.paused_until(KEY) <= time.time() + 60
+    slot = await calendar.reserve(KEY, 10)
+    assert now + 69 <= slot.start <= time.time() + 71  # after the capped pause and the 10 s reserved behind it
+    await calendar.throttled(KEY, 7 * 86400.0)  # a Retry-After past the cap pauses the cap, no more
+    assert (await table.get(encode_key(KEY), ROW_KEY))["pausedUntil"] <= time.time() + 60
