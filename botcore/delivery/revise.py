@@ -115,11 +115,11 @@ async def run_revision_batch(bot: "Bot", batch: RevisionBatch) -> str:
         if o.status == GONE and o.attempted:
             await bot.conversations.retire(o.key, o.error)
     retrying = await claims.hand_on(outcomes, unwritten, not_before)
-    report = Report(sent=sum(o.status in (UPDATED, DELETED) for o in outcomes),
-                    gone=sum(o.status == GONE for o in outcomes), failed=sum(o.status not in (
-                        UPDATED, DELETED, GONE, RETRYING) for o in outcomes), retrying=retrying,
-                    done_before=claims.done_before)
-    return f"revision {latest.number}: " + report.summary().replace("sent", "revised", 1)
+    revised = sum(o.status in (UPDATED, DELETED) for o in outcomes)
+    gone = sum(o.status == GONE for o in outcomes)
+    failed = len(outcomes) - revised - gone - retrying
+    return (f"revision {latest.number}: revised {revised}, gone {gone}, failed {failed}, retrying {retrying}, "
+            f"already done {claims.done_before}")
 
 
 class _ClaimRevision:
@@ -173,10 +173,11 @@ class _Revise:
         self.revision = LatestRevision(bot.ledger, job.id)
 
     async def before(self, key: str) -> Outcome | None:
+        await self.revision.get()  # a newer revision arrived: it is what the next requests bring
         return None
 
     async def act(self, key: str, attempts: int) -> Outcome:
-        latest = await self.revision.get()
+        latest = self.revision.known
         assert latest is not None  # revisions are never removed
         reference, activity_id = self.references[key], self.activity_ids[key]
         try:

@@ -41,7 +41,7 @@ BACKOFF_BASE = 2.0  # seconds before a conversation's first retry (at most); dou
 MAX_BACKOFF = 600.0
 MAX_INLINE_WAIT = 2.0  # seconds a worker may wait for a slot; a later one goes back on the queue
 FLUSH_SECONDS = 0.1  # outcomes wait at most this long to be written (unless a write is under way)
-WRITE_TIMEOUT = 10.0  # a write of outcomes that takes longer stops the batch: storage is hanging
+STORAGE_TIMEOUT = 10.0  # a storage call of a running batch that takes longer stops it: storage is hanging
 REVISION_REFRESH = 0.5  # seconds a batch trusts the revision it read
 
 
@@ -68,9 +68,9 @@ def batch_pace(batch: SendBatch) -> str:
     return pace_key(reference.channel_id, reference.tenant_id)
 
 
-class OutcomesUnwrittenError(UnavailableError):
-    """Outcomes could not be written in time (storage hanging): the batch stops, and its claim lapses so that
-    another worker takes it over once storage answers."""
+class StorageStalledError(UnavailableError):
+    """Storage did not answer a running batch in time: the batch stops, and its claim lapses so that another
+    worker takes it over once storage answers."""
 
 
 class OutcomeRecorder:
@@ -80,7 +80,7 @@ class OutcomeRecorder:
     `limit` are unrecorded at once: a worker killed at any moment has sent at most `limit` messages that the
     worker taking its batch over sends again. One write runs at a time, carrying every outcome that came
     before it; writing each outcome alone would cap sends at the table's single-write rate. A write that
-    takes longer than WRITE_TIMEOUT fails the recorder: no more sends start.
+    takes longer than STORAGE_TIMEOUT fails the recorder: no more sends start.
     """
 
     def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], limit: int) -> None:
@@ -146,9 +146,9 @@ class OutcomeRecorder:
         batch, self._pending = self._pending, []
         self._last = time.monotonic()
         try:
-            await asyncio.wait_for(self._write(batch), WRITE_TIMEOUT)
+            await asyncio.wait_for(self._write(batch), STORAGE_TIMEOUT)
         except asyncio.TimeoutError:
-            self.failed = OutcomesUnwrittenError(f"outcomes not written within {WRITE_TIMEOUT:g}s")
+            self.failed = StorageStalledError(f"outcomes not written within {STORAGE_TIMEOUT:g}s")
         except Exception as exc:
             self.failed = exc
         else:
@@ -322,8 +322,9 @@ class _Slots:
             return self.block.at(held)
         if self.fresh is None and not self.unavailable:
             try:
-                self.fresh = await self.bot.pacing.reserve(self.pace, remaining, lead=0.0), index
-            except BotError as exc:  # the calendar cannot be written: the rest is handed on
+                self.fresh = await asyncio.wait_for(self.bot.pacing.reserve(self.pace, remaining, lead=0.0),
+                                                    STORAGE_TIMEOUT), index
+            except (BotError, asyncio.TimeoutError) as exc:  # the calendar cannot be written: the rest is handed on
                 log.warning("job %s: no fresh slots for %s (%s)", self.job.id, self.pace, exc)
                 self.unavailable = True
         if self.fresh is None:
@@ -376,37 +377,45 @@ async def run_paced(bot: "Bot", job: Job, pace: str, slot: Slot, size: int, clai
         return outcome
 
     slots = _Slots(bot, job, pace, slot, size)
-    for index, key in enumerate(keys):
-        settled = await work.before(key)
-        if settled is not None:
-            held.append(settled)
-            continue
-        now = time.time()
-        at = now if throttled else await slots.at(index, now, len(keys) - index)
-        if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
-            held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
-                                attempted=False))
-            continue
-        if at > now:
-            await asyncio.sleep(at - now)
-        if not await recorder.start():  # outcomes cannot be written: what is sent now could be sent twice
-            break
-        window = bot.windows.take(key, time.time())
-        if window > 0:
-            recorder.unstarted()
-            waits.append(window)
-            held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
-            continue
-        await bot.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
-        await bot.guard.wait(pace, slot.interval)
-        sending.append(asyncio.create_task(act(key)))
-    outcomes = [*await asyncio.gather(*sending), *held]
+    stopped: Exception | None = None
+    try:
+        for index, key in enumerate(keys):
+            settled = await work.before(key)
+            if settled is not None:
+                held.append(settled)
+                continue
+            now = time.time()
+            at = now if throttled else await slots.at(index, now, len(keys) - index)
+            if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
+                held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
+                                    attempted=False))
+                continue
+            if at > now:
+                await asyncio.sleep(at - now)
+            if not await recorder.start():  # outcomes cannot be written: what is sent now could be sent twice
+                break
+            window = bot.windows.take(key, time.time())
+            if window > 0:
+                recorder.unstarted()
+                waits.append(window)
+                held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
+                continue
+            await bot.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
+            await bot.guard.wait(pace, slot.interval)
+            sending.append(asyncio.create_task(act(key)))
+    except Exception as exc:  # storage failed or stalled under the batch: start nothing more
+        stopped = exc
+    outcomes = [*await asyncio.gather(*sending), *held]  # the requests under way end first, whatever happens
     for o in held:
         recorder.add(o)
-    if recorder.failed is not None:
-        log.error("job %s: outcomes could not be written (%s); the batch stops and its claim lapses", job.id,
-                  recorder.failed)
-    unwritten = await recorder.finish()
+    try:
+        unwritten = await recorder.finish()
+    except Exception as exc:
+        stopped = stopped or exc
+    if stopped is not None:
+        log.error("job %s: the batch stops (%s: %s); its claim lapses for another worker", job.id,
+                  type(stopped).__name__, stopped)
+        raise stopped
     if throttled:
         await bot.pacing.throttled(pace, max(throttled))
     transient = any(o.status == RETRYING and o.attempted for o in outcomes)
@@ -426,8 +435,16 @@ class LatestRevision:
 
     async def get(self) -> Revision | None:
         if time.monotonic() - self._read_at >= REVISION_REFRESH:
-            self._latest = await self.ledger.revision(self.job_id)
+            try:
+                self._latest = await asyncio.wait_for(self.ledger.revision(self.job_id), STORAGE_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s") from None
             self._read_at = time.monotonic()
+        return self._latest
+
+    @property
+    def known(self) -> Revision | None:
+        """The revision as last read (by `get`, which a run calls before each request): no I/O while sending."""
         return self._latest
 
 
@@ -445,9 +462,7 @@ class _Send:
         return None
 
     async def act(self, key: str, attempts: int) -> Outcome:
-        latest = await self.revision.get()
-        if latest is not None and latest.deletes:  # deleted since `before`: the message stays unsent
-            return Outcome(key, CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
+        latest = self.revision.known
         content = latest.content if latest is not None else self.job.content()
         number = latest.number if latest is not None else 0
         try:

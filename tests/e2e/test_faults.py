@@ -14,7 +14,7 @@ import pytest
 
 from devhost.azurite import Azurite
 from botcore.delivery.batches import BATCH_KEYS
-from botcore.delivery.send import WRITE_TIMEOUT
+from botcore.delivery.send import STORAGE_TIMEOUT
 from tests.botstack import APP_ID, BotStack, wait_until
 from tests.hostproc import REPO, HostProcess
 
@@ -163,7 +163,8 @@ def test_host_killed_mid_broadcast_and_restarted(own: BotStack, tmp_path) -> Non
 
 def test_storage_hanging_then_a_host_killed_resends_at_most_the_unrecorded(own: BotStack, tmp_path) -> None:
     """Storage that hangs (not fails): the batch starts no more sends once BotSendConcurrency of them wait to be
-    recorded, and gives up when its write times out; the host killed then, the next resends only those."""
+    recorded, and stops when storage has not answered for STORAGE_TIMEOUT; the host killed then, the next
+    resends only those."""
     group = tenant()
     cids = own.seed(600, tenant_id=group)
     broadcast(own, group, "hung")
@@ -171,7 +172,7 @@ def test_storage_hanging_then_a_host_killed_resends_at_most_the_unrecorded(own: 
     own.azurite.freeze()
     try:
         frozen_at = len(deliveries(own, cids, "hung"))
-        assert wait_until(lambda: "outcomes could not be written" in own.host.log(), timeout=WRITE_TIMEOUT + 10)
+        assert wait_until(lambda: "the batch stops (StorageStalledError" in own.host.log(), timeout=STORAGE_TIMEOUT + 10)
         sent_while_hung = len(deliveries(own, cids, "hung")) - frozen_at
         os.kill(own.host.process.pid, signal.SIGKILL)
         own.host.stop()

@@ -14,10 +14,10 @@ from tests.botstack import BotStack, status_of, tenant, wait_until
 
 @pytest.fixture(scope="module")
 def paced(azurite, tmp_path_factory):
-    """A bot whose tenants get 20 requests a second and whose instance sends 4 at once: a broadcast of 40 takes
-    two seconds, long enough to revise it while it is sent."""
+    """A bot whose tenants get 10 requests a second and whose instance sends 4 at once: a broadcast of 40 takes
+    four seconds, long enough to revise it while it is sent, however busy the machine."""
     stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("paced"),
-                     extra_env={"BotTenantRatePerSecond": "20", "BotSendConcurrency": "4"})
+                     extra_env={"BotTenantRatePerSecond": "10", "BotSendConcurrency": "4"})
     try:
         yield stack
     finally:
@@ -93,7 +93,7 @@ def test_a_delete_during_a_paced_broadcast_leaves_no_message_visible(paced: BotS
     group = tenant()
     cids = paced.seed(40, tenant_id=group)
     job_id = paced.api("POST", "notify", {"text": "recall me", "target": {"tenantId": group}}).json()["id"]
-    assert paced.channel.wait_for(lambda c: len(operations(paced, cids, "send")) >= 5, timeout=15)
+    assert paced.channel.wait_for(lambda c: len(operations(paced, cids, "send")) >= 3, timeout=30)
     assert paced.api("DELETE", f"notify/{job_id}").status_code == 202
     final = status_of(paced, job_id, state="deleted", timeout=30)
     sent = len(operations(paced, cids, "send"))
@@ -109,11 +109,11 @@ def test_an_update_during_a_paced_broadcast_reaches_every_message_once(paced: Bo
     group = tenant()
     cids = paced.seed(40, tenant_id=group)
     job_id = paced.api("POST", "notify", {"text": "v1", "target": {"tenantId": group}}).json()["id"]
-    assert paced.channel.wait_for(lambda c: len(operations(paced, cids, "send")) >= 5, timeout=15)
+    assert paced.channel.wait_for(lambda c: len(operations(paced, cids, "send")) >= 3, timeout=30)
     patched_at = time.monotonic()
     assert paced.api("PATCH", f"notify/{job_id}", {"text": "v2"}).status_code == 202
     status_of(paced, job_id, state="done", sent=40, pending=0, timeout=30)
-    assert time.monotonic() - patched_at < 6  # the claim (6 s here) never had to lapse
+    assert time.monotonic() - patched_at < 6 + 4  # the broadcast's own 4 s, and the claim (6 s here) never lapsed
     assert wait_until(lambda: status_of(paced, job_id)["revision"]["state"] == "done", timeout=15)
     assert visible(paced, cids) == {cid: ["v2"] for cid in cids}
     sends = operations(paced, cids, "send")
@@ -144,7 +144,7 @@ def test_a_retried_older_update_never_overwrites_a_newer_one(bot: BotStack) -> N
 
 def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None:
     """Revisions take their slots in each tenant's pace calendar before taking a send permit: tenant A's long
-    revision (60 messages at 20 a second) and tenant B's short one run side by side."""
+    revision (60 messages at 10 a second) and tenant B's short one run side by side."""
     big, small = tenant(), tenant()
     big_cids, small_cids = paced.seed(60, tenant_id=big), paced.seed(5, tenant_id=small)
     jobs = {}
@@ -159,7 +159,7 @@ def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None
     small_took = time.monotonic() - started
     assert paced.channel.wait_for(lambda c: len(operations(paced, big_cids, "update")) == 60, timeout=30)
     big_took = time.monotonic() - started
-    assert small_took < 2.5 and big_took > 2.5, (small_took, big_took)
+    assert small_took < 3 and big_took > 5, (small_took, big_took)
 
 
 def test_a_deleted_reminder_never_fires_and_an_updated_one_sends_the_new_text(bot: BotStack) -> None:
