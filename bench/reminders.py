@@ -321,9 +321,10 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
         r: dict[str, Any] = {"n": n, "hosts": len(hosts), "seed_seconds": seed_seconds}
 
         if quick:
-            # Clear of the host's minute timer: it must not be the one that enqueues them.
+            # Clear of the host's minute timer (storing and firing 101 take a few seconds): it must not be the
+            # one that enqueues them.
             to_boundary = 60 - time.time() % 60
-            if to_boundary < 20:
+            if to_boundary < 8:
                 sleep_until(time.time() + to_boundary + 1)
             due = float(math.ceil(time.time()) + 10)
             cpu0 = trace.sample()
@@ -332,8 +333,10 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
             r.update(due=due, minute=None, fire_seconds=fire["seconds"], fire_cpu=fire["cpu"],
                      fired=fire["fired"], create_seconds=None, create_host_cpu=None,
                      create_bench_cpu=cpu1[3] - cpu0[3])
-            if fire["fired"] != n + 1:
-                raise RuntimeError(f"fire_due enqueued {fire['fired']} of {n + 1} reminders")
+            if fire["fired"] != n + 1:  # the host's timer took some after all: they are enqueued the same way
+                if stored_reminders(storage.connection_string):
+                    raise RuntimeError(f"fire_due enqueued {fire['fired']} of {n + 1} reminders, and some are left")
+                log(f"reminders: the host's minute timer enqueued {n + 1 - fire['fired']} of the {n + 1}")
         else:
             due, minute = choose_due(time.time() + sizes.create_budget + LOOKAHEAD.total_seconds() + 2)
             log(f"reminders: {n} due at {hms(due)} UTC, to be enqueued by the timer at {hms(minute)}")
