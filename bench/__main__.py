@@ -19,7 +19,7 @@ from pathlib import Path
 from . import procfs, report
 from .infra import log
 
-BENCHMARKS = ["cold_start", "warm_turn", "send_path", "broadcast", "economy", "storage_ops", "teams"]
+BENCHMARKS = ["cold_start", "warm_turn", "send_path", "broadcast", "economy", "storage_ops", "teams", "reminders"]
 
 
 def _stop_on_sigterm() -> None:

@@ -154,6 +154,7 @@ def second_host(env: dict[str, str], log_path: Path) -> Iterator[Any]:
 # ---- seeding ----------------------------------------------------------------------------------
 
 PLACEHOLDER = "SEEDPLACEHOLDER0"
+TENANT_PLACEHOLDER = "SEEDTENANTPLACEHOLDER0"
 
 
 def conversation_entity(service_url: str, app_id: str, tenant_id: str, conversation_id: str) -> dict[str, Any]:
@@ -201,17 +202,20 @@ def ledger_rows(partition: str, count: int) -> list[dict[str, Any]]:
 
 
 def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
-         tenant_id: str = "tenant-1", concurrency: int = 48) -> tuple[list[str], float]:
+         tenant_id: str = "tenant-1", tenants: list[str] | None = None,
+         concurrency: int = 48) -> tuple[list[str], float]:
     """Store `count` conversation references with concurrent single inserts (one partition each,
-    so batch transactions cannot be used) over a bare aiohttp client. Returns (ids, seconds)."""
+    so batch transactions cannot be used) over a bare aiohttp client. Returns (ids, seconds).
+    With `tenants`, conversation i is in tenants[i % len(tenants)] (else all are in tenant_id)."""
     import aiohttp
 
     from botcore.settings import CONVERSATIONS_TABLE
 
     from .baretable import BareTable
 
-    template = _entity_template(service_url, app_id, tenant_id)
+    template = _entity_template(service_url, app_id, TENANT_PLACEHOLDER)
     ids = [f"seed-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    tenant_of = {cid: (tenants[i % len(tenants)] if tenants else tenant_id) for i, cid in enumerate(ids)}
 
     async def run() -> None:
         connector = aiohttp.TCPConnector(limit=concurrency)
@@ -221,7 +225,8 @@ def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
 
             async def worker() -> None:
                 for cid in work:
-                    await table.insert(template.replace(PLACEHOLDER.encode(), cid.encode()))
+                    await table.insert(template.replace(PLACEHOLDER.encode(), cid.encode())
+                                       .replace(TENANT_PLACEHOLDER.encode(), tenant_of[cid].encode()))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 

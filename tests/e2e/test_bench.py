@@ -16,7 +16,8 @@ def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     text = output.read_text()
     for section in ("1. Cold start", "2. Warm turn", "3. Send path", "4. Broadcast end to end",
-                    "5. Token and key economy", "6. Storage operations", "7. Teams delivery"):
+                    "5. Token and key economy", "6. Storage operations", "7. Teams delivery",
+                    "8. Reminders"):
         assert f"## {section}\n" in text, section
     assert "FAILED" not in text and "## Targets at a glance" in text
 
