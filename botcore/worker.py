@@ -91,8 +91,9 @@ def _status_error(exc: Exception) -> str:
 
 
 async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:
-    """Deliver one batch from the sends queue: a send batch, or a revision batch."""
-    from .delivery.batches import SendBatch, parse_sends_message
+    """Deliver one message from the sends queue: a send batch, a revision batch, or a pack of reminders."""
+    from .delivery.batches import RevisionBatch, SendBatch, parse_sends_message
+    from .delivery.packs import run_pack
     from .delivery.revise import run_revision_batch
     from .delivery.send import abandon_batch, run_send_batch
 
@@ -102,7 +103,9 @@ async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: 
         batch = parse_sends_message(body)
         if isinstance(batch, SendBatch):
             return await run_send_batch(bot, batch)
-        return await run_revision_batch(bot, batch)
+        if isinstance(batch, RevisionBatch):
+            return await run_revision_batch(bot, batch)
+        return await run_pack(bot, batch)
     except Exception as exc:
         if not _hopeless(exc):
             if dequeue_count >= MAX_DEQUEUE_COUNT and isinstance(batch, SendBatch):

@@ -101,14 +101,37 @@ class RevisionBatch:
             raise JobError(f"a revision batch's slot is [start, interval]: {exc}") from None
 
 
-def parse_sends_message(body: bytes | str) -> "SendBatch | RevisionBatch":
+@dataclass(frozen=True)
+class PackMessage:
+    """A pack of reminders (botcore.delivery.packs): its id, and when its first reminder is due (epoch
+    seconds). The reminders themselves wait in the pack's ledger row."""
+
+    pack: str
+    first_due: float
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "pack", "pack": self.pack, "due": self.first_due}, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PackMessage":
+        pack, due = data.get("pack"), data.get("due")
+        if not isinstance(pack, str) or not isinstance(due, (int, float)) or isinstance(due, bool):
+            raise JobError("a pack message needs pack (a string) and due (epoch seconds)")
+        check_job_id(pack, "pack")
+        return cls(pack, float(due))
+
+
+def parse_sends_message(body: bytes | str) -> "SendBatch | RevisionBatch | PackMessage":
     """A message from the sends queue, by its kind (a send batch has none)."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise JobError(f"not a send batch: {exc}") from exc
-    if isinstance(data, dict) and data.get("kind") == "revise":
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "revise":
         return RevisionBatch.from_dict(data)
+    if kind == "pack":
+        return PackMessage.from_dict(data)
     return SendBatch.parse(body)
 
 

@@ -19,6 +19,10 @@ PartitionKey is the job id. Rows:
 - a roster member ("!s" + the member's id): the page of the team's roster that listed them first, so that
   a member listed twice is notified once.
 
+A pack (botcore.delivery.packs: reminders due together) has a partition of its own, like a job: its row
+(PACK_ROW) holds the reminders it sends and, claimed like a send batch, their outcomes; a revision of one
+of its reminders registered after it was packed leaves a mark ("!m" + the reminder's id) there.
+
 A claim (status `sending`, botcore.delivery.claims) is held by the worker sending right now. One older
 than BotDeliveryClaimSeconds belongs to a worker that died; another takes it over. Messages may then be
 sent twice: at most the sends in flight and the outcomes not yet written (delivery.send.OutcomeRecorder).
@@ -48,9 +52,13 @@ BATCH_PREFIX = "!b"
 REVISION = "!rev"
 REVISED_PREFIX = "!v"
 SEEN_PREFIX = "!s"  # a roster member, and the page that listed them first
+PACK_BATCH = "0"  # a pack is claimed as its batch "0"
+PACK_ROW = BATCH_PREFIX + PACK_BATCH
+PACK_MARK_PREFIX = "!m"
 TRANSACTION_SIZE = 100
 SENDING, SENT, RETRYING, GONE, FAILED, DONE = "sending", "sent", "retrying", "gone", "failed", "done"
 CANCELLED = "cancelled"  # never sent: the notification was deleted first
+RELEASED = "released"  # a batch row whose sends are over and whose claim is free for the run that finishes it
 FINAL = frozenset({SENT, GONE, FAILED, CANCELLED})
 # What a revision did to a sent message; a revision row's claim is REVISING while a worker holds it.
 UPDATED, DELETED, REVISING, IDLE = "updated", "deleted", "revising", "idle"
@@ -106,6 +114,7 @@ class JobHeader:
     pages: int = 0  # pages of a roster read so far
     tokens: list[str] = field(default_factory=list)  # digests of the roster's continuation tokens so far
     revision: int = 0  # an update or delete job: the number it was given
+    pack: str = ""  # a reminder sent in a pack: the pack
     etag: str | None = None
 
 
@@ -156,6 +165,36 @@ class Revision:
     @property
     def deletes(self) -> bool:
         return self.kind == "delete"
+
+    def to_json(self) -> list[Any]:
+        return [self.number, self.kind, self.id, self.content]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> "Revision":
+        number, kind, revision_id, content = value
+        return cls(int(number), kind, revision_id, content)
+
+
+@dataclass(frozen=True)
+class PackItem:
+    """A reminder in a pack: its job, its conversation and the reference to send there, its message, when it is
+    due (epoch seconds), and its latest revision as it was when packed."""
+
+    job: str
+    key: str
+    reference: str
+    content: dict[str, Any]
+    due: float
+    revision: Revision | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.job, self.key, self.reference, self.content, self.due,
+                self.revision.to_json() if self.revision else None]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> "PackItem":
+        job, key, reference, content, due, revision = value
+        return cls(job, key, reference, content, float(due), Revision.from_json(revision) if revision else None)
 
 
 @dataclass
@@ -333,7 +372,7 @@ class DeliveryLedger(TableStore):
             fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
             warning=entity.get("warning") or "", pages=int(entity.get("pages") or 0),
             tokens=json.loads(entity.get("tokens") or "[]"), revision=int(entity.get("revision") or 0),
-            etag=etag_of(entity),
+            pack=entity.get("pack") or "", etag=etag_of(entity),
         )
 
     async def save_progress(self, header: JobHeader) -> None:
@@ -370,10 +409,12 @@ class DeliveryLedger(TableStore):
             return False
         return row.get("status") == DONE
 
-    async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False,
+    async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False, release: bool = False,
                            now: datetime | None = None) -> None:
-        """Write the batch's outcomes so far (and renew the claim); EntityChangedError if it was taken over."""
-        entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key, "status": DONE if done else SENDING,
+        """Write the batch's outcomes so far (and renew the claim, or release it for a later run to finish);
+        EntityChangedError if it was taken over."""
+        status = DONE if done else RELEASED if release else SENDING
+        entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key, "status": status,
                   "claimedAt": now or _now(),
                   **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
         claim.etag = await self.table.merge(entity, claim.etag)
@@ -426,6 +467,38 @@ class DeliveryLedger(TableStore):
                     if (await self.table.get(pk, rk)).get("page") == page:
                         ours.add(rows[rk])
         return ours
+
+    # ---- packs of reminders --------------------------------------------------------------------
+    async def write_pack(self, pack_id: str, items: list[PackItem]) -> None:
+        """Keep a pack's reminders before its message goes on the queue: the message names only the pack."""
+        await self.table.insert({"PartitionKey": encode_key(pack_id), "RowKey": PACK_ROW, "status": "planned",
+                                 **split_json("items", [item.to_json() for item in items])})
+
+    async def pack_items(self, pack_id: str) -> list[PackItem] | None:
+        try:
+            row = await self.table.get(encode_key(pack_id), PACK_ROW)
+        except EntityNotFoundError:
+            return None
+        return [PackItem.from_json(item) for item in join_json(row, "items") or []]
+
+    async def packed(self, job_id: str, pack_id: str) -> None:
+        """A reminder's job is sent by a pack: its status says sending, and a revision finds the pack."""
+        await self.table.merge({"PartitionKey": encode_key(job_id), "RowKey": HEADER, "pack": pack_id,
+                                "fannedOut": True, "targets": 1})
+
+    async def pack_revisions(self, pack_id: str) -> dict[str, Revision]:
+        """Revisions of a pack's reminders registered after they were packed, by reminder."""
+        query = (f"PartitionKey eq '{encode_key(pack_id)}' and RowKey ge '{PACK_MARK_PREFIX}' "
+                 f"and RowKey lt '{PACK_MARK_PREFIX[0]}{chr(ord(PACK_MARK_PREFIX[1]) + 1)}'")
+        return {row["RowKey"][len(PACK_MARK_PREFIX):]: Revision.from_json(json.loads(row["revision"]))
+                async for row in self.table.query(query)}
+
+    async def settle(self, job_id: str, outcome: Outcome) -> None:
+        """Write a packed reminder's final outcome where its job's status and revisions look for it."""
+        await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": outcome.key, "status": outcome.status,
+                                 "lastError": outcome.error[:1000], "activityId": outcome.activity_id,
+                                 "attempts": int(outcome.attempted), "revision": outcome.revision,
+                                 "updatedAt": _now()})
 
     # ---- one-conversation deliveries ----------------------------------------------------------
     async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> ClaimedKeys:
@@ -590,6 +663,11 @@ class DeliveryLedger(TableStore):
             except (EntityExistsError, EntityChangedError):
                 continue  # another revision of the notification arrived at the same moment
             log.info("notification %s: revision %d (%s) by job %s", notification, revision.number, job.kind, job.id)
+            if target.kind == "reminder":  # packed since `target` was read? its pack must learn of this
+                packed = await self.header(notification)
+                if packed is not None and packed.pack:
+                    await self.table.upsert({"PartitionKey": encode_key(packed.pack), "RowKey": PACK_MARK_PREFIX +
+                                             notification, "revision": json.dumps(revision.to_json())})
             return revision
         raise EntityChangedError(409, "Busy", f"notification {notification}: too many concurrent revisions")
 

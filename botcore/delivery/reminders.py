@@ -2,13 +2,16 @@
 
 A reminder due within the timer's reach (the next run and a little more, LOOKAHEAD) goes straight on the
 jobs queue, made visible at its due time; a later one is stored, in a row keyed by the minute it falls
-due (PartitionKey `yyyymmddHHMM`, UTC), and the minute timer puts the coming minute's reminders on the
-queue the same way, then deletes their rows. So the timer's range query returns only what is due soon:
-its cost grows with due reminders, not with all stored ones.
+due (PartitionKey `yyyymmddHHMM`, UTC), and the minute timer sends the coming minute's reminders on their
+way, then deletes their rows: one-conversation reminders in packs (botcore.delivery.packs), which do ahead
+of time the work a thousand reminders due in one second could not do in that second; the others as jobs on
+the queue, made visible at their second. So the timer's range query returns only what is due soon: its cost
+grows with due reminders, not with all stored ones.
 
-An instance claims a row (botcore.delivery.claims) before enqueueing it, so two timers firing at once
-enqueue it once; the notify job carries the reminder's id, and the reminder claimed that id in the
-delivery ledger when it was stored, so even a crash between enqueue and delete cannot make it send twice.
+An instance claims a row (botcore.delivery.claims) before firing it, so two timers firing at once fire it
+once. The reminder claimed its id in the delivery ledger when it was stored, and a pack's claim sends it
+once, so even a crash between firing and deleting cannot make it send twice: a timer that takes a stopped
+timer's claim over finds the reminder's pack and puts it on the queue again.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import TYPE_CHECKING
 from ..keys import encode_key
 from ..settings import REMINDERS_TABLE
 from ..storage import EntityChangedError, EntityNotFoundError, TableStore
-from .claims import CLAIMED, claim_row
-from .jobs import Job, due_time
+from . import packs
+from .claims import CLAIMED, Claim, claim_row
+from .jobs import Job, due_time, parse_job
 
 if TYPE_CHECKING:
+    from azure.data.tables import TableEntity
+
     from ..app import Bot
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,7 @@ WAITING, FIRING = "waiting", "firing"
 FIRING_TTL = timedelta(minutes=2)  # a claim older than this belongs to a timer that died
 LOOKAHEAD = timedelta(seconds=75)  # the timer runs every minute: what falls due before its next run + slack
 MAX_EARLY = 5.0  # seconds a reminder's job waits for its due time (it arrives at most a second early)
+FIRE_PAGE = 1000  # due reminders the timer takes at a time, in due order
 
 
 def minute_key(at: datetime) -> str:
@@ -64,29 +71,56 @@ class ReminderStore(TableStore):
         return due
 
     async def fire_due(self, bot: "Bot", now: datetime | None = None) -> int:
-        """Put every reminder due before the timer's next run on the queue, made visible at its due time;
-        returns how many this call enqueued. Each delay is reckoned as its reminder is enqueued: with many due
-        at once, enqueueing them takes a while, and a delay reckoned at the start would make the last ones late."""
+        """Put every reminder due before the timer's next run on its way, to arrive at its due time; returns how
+        many this call fired. One-conversation reminders go in packs (botcore.delivery.packs), the rest as jobs
+        made visible at their second, each delay reckoned as its job is enqueued."""
         now = now or datetime.now(timezone.utc)
         started = time.monotonic()
         horizon = now + LOOKAHEAD
         fired = 0
+        page: list[TableEntity] = []
         async for row in self.table.query(f"PartitionKey le '{minute_key(horizon)}'"):
-            if row["due"] > horizon:
-                continue
-            claim = await claim_row(self.table, row["PartitionKey"], row["RowKey"], status=FIRING, ttl=FIRING_TTL,
-                                    now=now)
-            if claim.state != CLAIMED:
-                continue  # another timer is firing it, or fired it
+            if row["due"] <= horizon:
+                page.append(row)
+            if len(page) >= FIRE_PAGE:
+                fired += await self._fire(bot, page, now, started)
+                page = []
+        return fired + (await self._fire(bot, page, now, started) if page else 0)
+
+    async def _fire(self, bot: "Bot", rows: list["TableEntity"], now: datetime, started: float) -> int:
+        """Claim a page of due reminders, send them on their way in due order, and delete their rows."""
+        gate = asyncio.Semaphore(packs.AT_ONCE)
+
+        async def claim(row: "TableEntity") -> tuple["TableEntity", Claim]:
+            async with gate:
+                return row, await claim_row(self.table, row["PartitionKey"], row["RowKey"], status=FIRING,
+                                            ttl=FIRING_TTL, now=now)
+
+        claimed = [(row, c) for row, c in await asyncio.gather(*(claim(r) for r in sorted(rows, key=_due)))
+                   if c.state == CLAIMED]  # the others another timer is firing, or fired
+        jobs = [parse_job(row["job"]) for row, _ in claimed]
+        taken_over = {job.id for job, (_, c) in zip(jobs, claimed) if c.row is not None and c.row.get("status") == FIRING}
+        resumed = {job.id for job in jobs if job.id in taken_over and packs.packable(job) and await packs.resume(bot, job)}
+        alone = await packs.pack(bot, [j for j in jobs if packs.packable(j) and j.id not in resumed])
+        alone += [j for j in jobs if not packs.packable(j)]
+        for job in alone:
             elapsed = timedelta(seconds=time.monotonic() - started)
-            await bot.jobs.send(row["job"], delay=max(0.0, (row["due"] - now - elapsed).total_seconds()))
-            try:
-                await self.table.delete(row["PartitionKey"], row["RowKey"], claim.etag)
-            except (EntityChangedError, EntityNotFoundError):
-                pass
-            fired += 1
-            log.info("reminder %s queued (due %s)", row["RowKey"], row["due"].isoformat())
-        return fired
+            await bot.jobs.send(job.to_json(), delay=max(0.0, (due_time(job) - now - elapsed).total_seconds()))
+            log.info("reminder %s queued (due %s)", job.id, job.due)
+
+        async def delete(row: "TableEntity", c: Claim) -> None:
+            async with gate:
+                try:
+                    await self.table.delete(row["PartitionKey"], row["RowKey"], c.etag)
+                except (EntityChangedError, EntityNotFoundError):
+                    pass
+
+        await asyncio.gather(*(delete(row, c) for row, c in claimed))
+        return len(claimed)
+
+
+def _due(row: "TableEntity") -> datetime:
+    return row["due"]
 
 
 async def wait_until_due(job: Job) -> None:

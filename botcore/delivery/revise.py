@@ -25,7 +25,7 @@ from .batches import RevisionBatch
 from .jobs import Job, JobError
 from .ledger import (DELETED, GONE, RETRYING, REVISION_FINAL, SENT, UPDATED, BatchClaim, Delivered, Outcome)
 from .pacing import Slot, pace_key
-from .send import LatestRevision, Report, failure, run_paced, slot_for
+from .send import BlockSlots, LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
     from ..app import Bot
@@ -109,7 +109,8 @@ async def run_revision_batch(bot: "Bot", batch: RevisionBatch) -> str:
     unwritten = retired
     if claims.attempts:
         assert slot is not None  # every key left has a reference
-        run = await run_paced(bot, job, pace, slot, len(references), claims, _Revise(bot, job, references, behind))
+        run = await run_paced(bot, job.id, claims, _Revise(bot, job, references, behind),
+                              BlockSlots(bot, job.id, pace, slot, len(references)))
         outcomes, unwritten, not_before = [*run.outcomes, *retired], [*run.unwritten, *retired], run.not_before
     for o in outcomes:
         if o.status == GONE and o.attempted:
@@ -171,6 +172,9 @@ class _Revise:
                  activity_ids: dict[str, str]) -> None:
         self.bot, self.job, self.references, self.activity_ids = bot, job, references, activity_ids
         self.revision = LatestRevision(bot.ledger, job.id)
+
+    def conversation(self, key: str) -> str:
+        return key
 
     async def before(self, key: str) -> Outcome | None:
         await self.revision.get()  # a newer revision arrived: it is what the next requests bring

@@ -176,12 +176,27 @@ class Claims(Protocol):
 
 
 class Work(Protocol):
-    """What a run does to each conversation: send the job's message, or revise it."""
+    """What a run does to each of its items (a conversation, or a reminder): send a message, or revise one."""
+
+    def conversation(self, key: str) -> str:
+        """The conversation the item's request goes to: its windows count it."""
 
     async def before(self, key: str) -> Outcome | None:
         """An outcome reached without a request (a send cancelled by a delete), else None."""
 
     async def act(self, key: str, attempts: int) -> Outcome: ...
+
+
+class Slots(Protocol):
+    """When each item of a run may go, and whose pace it counts against."""
+
+    async def at(self, index: int, key: str, now: float, remaining: int) -> float:
+        """The item's start (epoch seconds); 0 when it must be handed on."""
+
+    def pace(self, key: str) -> str: ...
+
+    def interval(self, key: str) -> float:
+        """The spacing of the item's pace key on this instance (KeyGuard)."""
 
 
 class _ClaimPerBatch:
@@ -298,20 +313,26 @@ async def abandon_batch(bot: "Bot", batch: SendBatch, error: str) -> None:
     log.error("job %s: batch %s of %d conversations failed for good: %s", batch.job, batch.id or "-", len(keys), error)
 
 
-class _Slots:
+class BlockSlots:
     """The slot each item of a batch takes. The batch's own block first, skipping the slots that went by
     while the batch was picked up or its instance was busy: its items are interchangeable, so a late batch
     loses only the slots it missed, not its place. Items the block can then no longer hold take one block of
     fresh slots at the calendar's end; an item late even there is handed on. A pace above 1,000 requests/s
     (UNPACED_INTERVAL) is not kept per request: no instance keeps it to the millisecond."""
 
-    def __init__(self, bot: "Bot", job: Job, pace: str, block: Slot, size: int) -> None:
-        self.bot, self.job, self.pace, self.block, self.size = bot, job, pace, block, size
+    def __init__(self, bot: "Bot", job_id: str, pace: str, block: Slot, size: int) -> None:
+        self.bot, self.job_id, self.key, self.block, self.size = bot, job_id, pace, block, size
         self.skip = 0
         self.fresh: tuple[Slot, int] | None = None  # the block of fresh slots and the first index it holds
         self.unavailable = False
 
-    async def at(self, index: int, now: float, remaining: int) -> float:
+    def pace(self, key: str) -> str:
+        return self.key
+
+    def interval(self, key: str) -> float:
+        return self.block.interval
+
+    async def at(self, index: int, key: str, now: float, remaining: int) -> float:
         if self.block.interval < UNPACED_INTERVAL:  # not before the batch's first slot, then as fast as it goes
             return max(now, self.block.start)
         held = index + self.skip
@@ -322,10 +343,10 @@ class _Slots:
             return self.block.at(held)
         if self.fresh is None and not self.unavailable:
             try:
-                self.fresh = await asyncio.wait_for(self.bot.pacing.reserve(self.pace, remaining, lead=0.0),
+                self.fresh = await asyncio.wait_for(self.bot.pacing.reserve(self.key, remaining, lead=0.0),
                                                     STORAGE_TIMEOUT), index
             except (BotError, asyncio.TimeoutError) as exc:  # the calendar cannot be written: the rest is handed on
-                log.warning("job %s: no fresh slots for %s (%s)", self.job.id, self.pace, exc)
+                log.warning("job %s: no fresh slots for %s (%s)", self.job_id, self.key, exc)
                 self.unavailable = True
         if self.fresh is None:
             return 0.0
@@ -356,27 +377,27 @@ class Run:
     not_before: float
 
 
-async def run_paced(bot: "Bot", job: Job, pace: str, slot: Slot, size: int, claims: Claims, work: Work) -> Run:
-    """Act on each claimed conversation at its slot, within its conversation's windows and the tenant's pace.
-    Raises when outcomes could not be written, after the requests under way have ended."""
+async def run_paced(bot: "Bot", job_id: str, claims: Claims, work: Work, slots: Slots) -> Run:
+    """Act on each claimed item at its slot, within its conversation's windows and its pace key's pace. A 429
+    stops the requests of its pace key only. Raises when storage failed or stalled under the run, after the
+    requests under way have ended."""
     keys = list(claims.attempts)
     recorder = OutcomeRecorder(claims.write, bot.settings.send_concurrency)
-    throttled: list[float] = []  # a 429's Retry-After: stop starting requests in this batch
+    throttled: dict[str, float] = {}  # pace key → a 429's Retry-After: no more requests of that key here
     waits: list[float] = []  # conversations over their window: when they may be tried again
     sending: list[asyncio.Task[Outcome]] = []
     held: list[Outcome] = []
 
-    async def act(key: str) -> Outcome:
+    async def act(key: str, pace: str) -> Outcome:
         try:
             outcome = await work.act(key, claims.attempts[key])
         finally:
             bot.sending.release()
         if outcome.throttled is not None:
-            throttled.append(outcome.throttled)
+            throttled[pace] = max(throttled.get(pace, 0.0), outcome.throttled)
         recorder.add(outcome)
         return outcome
 
-    slots = _Slots(bot, job, pace, slot, size)
     stopped: Exception | None = None
     try:
         for index, key in enumerate(keys):
@@ -384,25 +405,25 @@ async def run_paced(bot: "Bot", job: Job, pace: str, slot: Slot, size: int, clai
             if settled is not None:
                 held.append(settled)
                 continue
-            now = time.time()
-            at = now if throttled else await slots.at(index, now, len(keys) - index)
-            if throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
-                held.append(Outcome(key, RETRYING, "the channel is throttling" if throttled else "waiting for a slot",
-                                    attempted=False))
+            pace, now = slots.pace(key), time.time()
+            at = now if pace in throttled else await slots.at(index, key, now, len(keys) - index)
+            if pace in throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
+                held.append(Outcome(key, RETRYING, "the channel is throttling" if pace in throttled
+                                    else "waiting for a slot", attempted=False))
                 continue
             if at > now:
                 await asyncio.sleep(at - now)
             if not await recorder.start():  # outcomes cannot be written: what is sent now could be sent twice
                 break
-            window = bot.windows.take(key, time.time())
+            window = bot.windows.take(work.conversation(key), time.time())
             if window > 0:
                 recorder.unstarted()
                 waits.append(window)
                 held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
                 continue
             await bot.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
-            await bot.guard.wait(pace, slot.interval)
-            sending.append(asyncio.create_task(act(key)))
+            await bot.guard.wait(pace, slots.interval(key))
+            sending.append(asyncio.create_task(act(key, pace)))
     except Exception as exc:  # storage failed or stalled under the batch: start nothing more
         stopped = exc
     outcomes = [*await asyncio.gather(*sending), *held]  # the requests under way end first, whatever happens
@@ -413,11 +434,11 @@ async def run_paced(bot: "Bot", job: Job, pace: str, slot: Slot, size: int, clai
     except Exception as exc:
         stopped = stopped or exc
     if stopped is not None:
-        log.error("job %s: the batch stops (%s: %s); its claim lapses for another worker", job.id,
+        log.error("job %s: the batch stops (%s: %s); its claim lapses for another worker", job_id,
                   type(stopped).__name__, stopped)
         raise stopped
-    if throttled:
-        await bot.pacing.throttled(pace, max(throttled))
+    for pace, retry_after in throttled.items():
+        await bot.pacing.throttled(pace, retry_after)
     transient = any(o.status == RETRYING and o.attempted for o in outcomes)
     wait = backoff(min(claims.attempts.values(), default=0) + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) \
         if transient else 0.0
@@ -454,6 +475,9 @@ class _Send:
     def __init__(self, bot: "Bot", job: Job, references: dict[str, ConversationReference]) -> None:
         self.bot, self.job, self.references = bot, job, references
         self.revision = LatestRevision(bot.ledger, job.id)
+
+    def conversation(self, key: str) -> str:
+        return key
 
     async def before(self, key: str) -> Outcome | None:
         latest = await self.revision.get()
@@ -518,7 +542,8 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     if early is not None:
         return early
     started_late = time.time() - slot.start  # negative: early, as it should be
-    run = await run_paced(bot, job, pace, slot, len(batch.items), claims, _Send(bot, job, dict(batch.items)))
+    run = await run_paced(bot, job.id, claims, _Send(bot, job, dict(batch.items)),
+                          BlockSlots(bot, job.id, pace, slot, len(batch.items)))
     outcomes = run.outcomes
     for o in outcomes:
         if o.status == GONE:

@@ -180,28 +180,6 @@ def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStac
     assert all(bot.texts_of(c) == ["late"] for c in cids)
 
 
-async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
-    from datetime import datetime, timedelta
-
-    from botcore.app import bot_for, close
-
-    [cid] = await asyncio.to_thread(bot.seed, 1)
-    response = await asyncio.to_thread(bot.api, "POST", "reminders", {
-        "text": "stretch", "target": {"conversation": bot.key(cid)}, "inSeconds": 300})  # stored: beyond the lookahead
-    assert response.status_code == 201, response.text
-    moment = datetime.fromisoformat(response.json()["due"]) - timedelta(seconds=1)  # both timers, a second before
-
-    async def timer():
-        return await bot_for().reminders.fire_due(bot_for(), now=moment)
-
-    fired = await asyncio.gather(timer(), second_instance(timer()))
-    await close()
-    assert sorted(fired) == [0, 1]
-    await asyncio.to_thread(bot.wait_texts, cid, 1)
-    await asyncio.sleep(3)  # a second send would arrive by now
-    assert bot.texts_of(cid) == ["stretch"]
-
-
 async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversation_id) -> None:
     import time
 

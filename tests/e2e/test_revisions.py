@@ -174,23 +174,3 @@ def test_a_deleted_reminder_never_fires_and_an_updated_one_sends_the_new_text(bo
     status_of(bot, updated, state="done", sent=1, timeout=15)
     assert status_of(bot, deleted, state="deleted", targets=0, timeout=15)["sent"] == 0  # its job ran, and stopped
     assert bot.texts_of(second) == ["stretch"] and bot.texts_of(first) == []
-
-
-async def test_a_stored_reminder_deleted_before_its_minute_never_fires(bot: BotStack) -> None:
-    import asyncio
-    from datetime import datetime
-
-    from botcore.app import bot_for, close
-    from tests.botstack import environment
-
-    [cid] = await asyncio.to_thread(bot.seed, 1)
-    response = await asyncio.to_thread(bot.api, "POST", "reminders", {
-        "text": "later", "target": {"conversation": bot.key(cid)}, "inSeconds": 600})  # stored: past the lookahead
-    job_id = response.json()["id"]
-    assert (await asyncio.to_thread(bot.api, "DELETE", f"notify/{job_id}")).status_code == 202
-    with environment(bot.env):
-        fired = await bot_for().reminders.fire_due(bot_for(), now=datetime.fromisoformat(response.json()["due"]))
-        await close()
-    assert fired == 1  # on the queue at its second, where the job finds it deleted
-    await asyncio.to_thread(status_of, bot, job_id, state="deleted", targets=0, timeout=15)
-    assert bot.texts_of(cid) == []
