@@ -235,7 +235,7 @@ def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
 
         from botcore.settings import SERVICE_URLS_TABLE
         from botcore.storage import Table
-        from botcore.protocol.trust import ServiceUrlRegistry
+        from botcore.state.service_urls import ServiceUrlRegistry
 
         async with TableClient.from_connection_string(connection_string, SERVICE_URLS_TABLE) as client:
             await ServiceUrlRegistry(Table(client)).record(service_url)

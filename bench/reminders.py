@@ -177,12 +177,12 @@ def store_and_fire_in_process(env: dict[str, str], reminders: list[tuple[str, fl
     stores rather than enqueues), then enqueue them with ReminderStore.fire_due at the real time, as the timer
     would. Returns the fire_due call's wall time, this process's CPU for it, and how many it enqueued."""
     from botcore.app import bot_for, close
-    from botcore.delivery.jobs import now_iso, parse_job
+    from botcore.jobs import now_iso, parse_job
     from botcore.delivery.reminders import LOOKAHEAD
     from tests.botstack import environment
 
     async def run() -> dict[str, float]:
-        bot = bot_for()
+        delivery = bot_for().delivery
         gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
         async def one(key: str, due: float, text: str) -> None:
@@ -190,12 +190,12 @@ def store_and_fire_in_process(env: dict[str, str], reminders: list[tuple[str, fl
                                         "target": {"conversation": key}, "text": text, "due": iso(due)}))
             told = datetime.fromtimestamp(due, timezone.utc) - LOOKAHEAD - timedelta(seconds=5)
             async with gate:
-                await bot.reminders.add(bot, job, now=told)
+                await delivery.reminders.add(delivery.ledger, delivery.jobs, job, now=told)
 
         try:
             await asyncio.gather(*(one(*x) for x in reminders))
             wall, cpu = time.perf_counter(), time.process_time()
-            fired = await bot.reminders.fire_due(bot)
+            fired = await delivery.reminders.fire_due(delivery)
             return {"seconds": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "fired": fired,
                     "at": time.time()}
         finally:
@@ -213,7 +213,7 @@ def profile_jobs(env: dict[str, str], keys: list[str]) -> dict[str, Any]:
     from dataclasses import replace
 
     from botcore.app import bot_for, close
-    from botcore.delivery.jobs import now_iso, parse_job
+    from botcore.jobs import now_iso, parse_job
     from botcore.storage import Queue, Table
     from botcore.worker import handle_job_message
     from tests.botstack import environment
@@ -246,7 +246,7 @@ def profile_jobs(env: dict[str, str], keys: list[str]) -> dict[str, Any]:
                 job = parse_job(json.dumps({"kind": "reminder", "id": uuid.uuid4().hex, "created": now_iso(),
                                             "target": {"conversation": key}, "text": "bench profile",
                                             "due": iso(time.time())}))
-                notify = (await bot.ledger.open_job(replace(job, kind="notify"), kind="reminder")).job
+                notify = (await bot.delivery.ledger.open_job(replace(job, kind="notify"), kind="reminder")).job
                 del calls[:]
                 wall, cpu = time.perf_counter(), time.thread_time()
                 outcome = await handle_job_message(notify.to_json().encode(), "profile", 1)

@@ -98,7 +98,8 @@ async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencie
     from botcore.protocol.http import new_http_client
     from botcore.settings import SERVICE_URLS_TABLE, Settings
     from botcore.storage import Table
-    from botcore.protocol.trust import ServiceTrust, ServiceUrlRegistry
+    from botcore.protocol.trust import ServiceTrust
+    from botcore.state.service_urls import ServiceUrlRegistry
     from botcore.protocol.tokens import token_provider_for
 
     settings = Settings.from_env(channel.env)

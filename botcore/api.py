@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .app import bot_for
 from .endpoint import read_json
 from .errors import BadInputError, NotFoundError
-from .delivery.jobs import MAX_REMINDER_SECONDS, Job, JobError, check_job_id, now_iso, parse_job
+from .jobs import MAX_REMINDER_SECONDS, Job, JobError, check_job_id, now_iso, parse_job
 from .responses import Response, http_edge
 from .settings import Settings, get_settings
 
@@ -73,11 +73,11 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
     if its job has not started, in case the first enqueue was lost); another request with it, 409.
     """
     settings = settings or get_settings()
-    bot = bot_for(settings)
+    delivery = bot_for(settings).delivery
     job, digest = _job_request(headers, body, settings, "notify")
-    header = await bot.ledger.open_job(job, request_digest=digest)
+    header = await delivery.ledger.open_job(job, request_digest=digest)
     if not header.fanned_out:
-        await bot.jobs.send(header.job.to_json())
+        await delivery.jobs.send(header.job.to_json())
     log.info("notify job %s accepted for %s", job.id, job.target.to_dict())
     return Response(202, {"id": job.id, "status": f"/api/notify/{job.id}"})
 
@@ -88,8 +88,8 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
     """GET /api/notify/{id}: counts; PATCH: update the sent messages; DELETE: delete them."""
     settings = settings or get_settings()
     check_job_id(job_id)
-    bot = bot_for(settings)
-    ledger = bot.ledger
+    delivery = bot_for(settings).delivery
+    ledger = delivery.ledger
     if method == "GET":
         status = await ledger.status(job_id)
         if status is None:
@@ -103,7 +103,7 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
                     target={"everyone": True})
     # Recorded before the answer: from now on nothing is sent unrevised. The job revises what was sent.
     revision = await ledger.register_revision(job)
-    await bot.jobs.send(job.to_json())
+    await delivery.jobs.send(job.to_json())
     return Response(202, {"id": job.id, "notification": job_id, "revision": revision.number,
                           "status": f"/api/notify/{job.id}"})
 
@@ -112,7 +112,7 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
 async def handle_reminder(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
     """POST /api/reminders: {text | attachments, target, due | inSeconds} → 201 with id and due time."""
     settings = settings or get_settings()
-    bot = bot_for(settings)
+    delivery = bot_for(settings).delivery
     job, digest = _job_request(headers, body, settings, "reminder")
-    due = await bot.reminders.add(bot, job, request_digest=digest)
+    due = await delivery.reminders.add(delivery.ledger, delivery.jobs, job, request_digest=digest)
     return Response(201, {"id": job.id, "due": due.isoformat(), "status": f"/api/notify/{job.id}"})

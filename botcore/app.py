@@ -9,7 +9,7 @@ token and caches live that long (cold start matters).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -17,84 +17,50 @@ from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings, get_settings
 
 if TYPE_CHECKING:
-    from .delivery.jobs import Job
-    from .delivery.ledger import DeliveryLedger
-    from .delivery.pacing import ConversationWindows, KeyGuard, PaceCalendar
-    from .delivery.reminders import ReminderStore
-    from .protocol.connector import ConnectorClient
-    from .protocol.trust import ServiceUrlRegistry
-    from .state.conversations import ConversationStore
-    from .state.dialogs import Engine
-    from .state.turns import KeyLocks
-    from .storage import Queue
-
-JOB_CACHE = 64  # jobs whose headers a sends worker keeps: every batch of a broadcast needs the same one
+    from .delivery.context import DeliveryContext
+    from .state.turns import TurnContext
 
 
-@dataclass
+@dataclass(frozen=True)
 class Bot:
-    settings: Settings
-    conversations: "ConversationStore"
-    service_urls: "ServiceUrlRegistry"
-    connector: "ConnectorClient"
-    engine: "Engine"
-    ledger: "DeliveryLedger"
-    reminders: "ReminderStore"
-    pacing: "PaceCalendar"
-    guard: "KeyGuard"
-    windows: "ConversationWindows"
-    sending: asyncio.Semaphore  # sends in flight on this instance (BotSendConcurrency)
-    jobs: "Queue"
-    sends: "Queue"
-    locks: "KeyLocks"
-    _jobs: dict[str, "Job"] = field(default_factory=dict)
+    """The app's parts for one event loop: what turns work with, and what delivery works with."""
 
-    async def job_of(self, job_id: str) -> "Job | None":
-        """The job a send batch belongs to, from its ledger header (cached)."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            header = await self.ledger.header(job_id)
-            if header is None:
-                return None
-            job = header.job
-            if len(self._jobs) >= JOB_CACHE:
-                self._jobs.pop(next(iter(self._jobs)))
-            self._jobs[job_id] = job
-        return job
+    settings: Settings
+    turns: "TurnContext"
+    delivery: "DeliveryContext"
 
 
 def build(settings: Settings) -> Bot:
+    # Built on the first invocation, not at import: a cold start imports only what its function needs.
+    from .delivery.context import DeliveryContext
     from .delivery.ledger import DeliveryLedger
+    from .delivery.outbox import DeliveryOutbox
     from .delivery.pacing import ConversationWindows, KeyGuard, PaceCalendar
     from .delivery.reminders import ReminderStore
     from .protocol.connector import ConnectorClient
     from .protocol.tokens import token_provider_for
-    from .protocol.trust import ServiceTrust, ServiceUrlRegistry
+    from .protocol.trust import ServiceTrust
     from .state.conversations import ConversationStore
     from .state.dialogs import default_engine
-    from .state.turns import KeyLocks
+    from .state.service_urls import ServiceUrlRegistry
+    from .state.turns import KeyLocks, TurnContext
     from .storage import get_queue
 
-    service_urls = ServiceUrlRegistry()
-    return Bot(
-        settings=settings,
-        conversations=ConversationStore(),
-        service_urls=service_urls,
-        connector=ConnectorClient(ServiceTrust(service_urls, settings.emulator_service_hosts,
-                                               emulator_on_loopback=settings.is_development),
-                                  tokens=token_provider_for(settings),
-                                  max_retry_after=settings.max_retry_after_seconds),
-        engine=default_engine(),
-        ledger=DeliveryLedger(claim_ttl=timedelta(seconds=settings.delivery_claim_seconds)),
-        reminders=ReminderStore(),
+    conversations, service_urls = ConversationStore(), ServiceUrlRegistry()
+    connector = ConnectorClient(ServiceTrust(service_urls, settings.emulator_service_hosts,
+                                             emulator_on_loopback=settings.is_development),
+                                tokens=token_provider_for(settings), max_retry_after=settings.max_retry_after_seconds)
+    ledger = DeliveryLedger(claim_ttl=timedelta(seconds=settings.delivery_claim_seconds))
+    reminders, jobs = ReminderStore(), get_queue(JOBS_QUEUE)
+    turns = TurnContext(settings, conversations, service_urls, connector, default_engine(), KeyLocks(),
+                        DeliveryOutbox(ledger, jobs, reminders))
+    delivery = DeliveryContext(
+        settings=settings, ledger=ledger, conversations=conversations, connector=connector, reminders=reminders,
         pacing=PaceCalendar(settings.tenant_rate_per_second, max_pause=settings.max_retry_after_seconds),
-        guard=KeyGuard(settings.tenant_rate_per_second),
-        windows=ConversationWindows(),
-        sending=asyncio.Semaphore(settings.send_concurrency),
-        jobs=get_queue(JOBS_QUEUE),
-        sends=get_queue(SENDS_QUEUE),
-        locks=KeyLocks(),
+        guard=KeyGuard(settings.tenant_rate_per_second), windows=ConversationWindows(),
+        sending=asyncio.Semaphore(settings.send_concurrency), jobs=jobs, sends=get_queue(SENDS_QUEUE), turns=turns,
     )
+    return Bot(settings, turns, delivery)
 
 
 _bots: PerLoop[Bot] = PerLoop()

@@ -18,7 +18,7 @@ import json
 import sys
 from typing import TextIO
 
-from .delivery.jobs import Job, JobError, Target, check_job_id, new_job, parse_job
+from .jobs import Job, JobError, Target, check_job_id, new_job, parse_job
 from .settings import JOBS_QUEUE, ConfigurationError, get_settings
 
 

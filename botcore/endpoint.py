@@ -61,4 +61,4 @@ async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Set
     from .app import bot_for
     from .state.turns import on_activity
 
-    return await on_activity(bot_for(settings), activity, auth)
+    return Response(await on_activity(bot_for(settings).turns, activity, auth))

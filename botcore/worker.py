@@ -12,27 +12,36 @@ import logging
 from typing import TYPE_CHECKING
 
 from .app import bot_for
-from .delivery.jobs import Job, JobError, parse_job
+from .delivery.batches import RevisionBatch, SendBatch, parse_sends_message
+from .delivery.fanout import run_notify
+from .delivery.ledger import IdConflictError
+from .delivery.packs import run_pack
+from .delivery.proactive import begin_dialog
+from .delivery.replies import send_pending_replies
+from .delivery.revise import run_revision, run_revision_batch
+from .delivery.send import abandon_batch, run_send_batch
 from .errors import BadInputError, ConflictError, UnavailableError
+from .jobs import Job, JobError, parse_job
 from .settings import JOBS_QUEUE, MAX_DEQUEUE_COUNT, SENDS_QUEUE
+from .storage import get_queue
 
 if TYPE_CHECKING:
-    from .app import Bot
+    from .delivery.context import DeliveryContext
 
 log = logging.getLogger(__name__)
 
 
 async def handle_job_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:
     """Run one job from the jobs queue; returns a short outcome for the log."""
-    bot = bot_for()
+    delivery = bot_for().delivery
     job: Job | None = None
     try:
         job = parse_job(body)
-        return await _run_job(bot, job)
+        return await _run_job(delivery, job)
     except Exception as exc:
         hopeless = _hopeless(exc)
         if job is not None and (hopeless or dequeue_count >= MAX_DEQUEUE_COUNT):
-            await _give_up(bot, job, exc)
+            await _give_up(delivery, job, exc)
         if not hopeless:
             raise  # the host retries the message
         await poison(JOBS_QUEUE, body, f"message {message_id}: {exc}")
@@ -44,38 +53,28 @@ def _hopeless(exc: Exception) -> bool:
     return isinstance(exc, BadInputError) or isinstance(exc, ConflictError) and exc.permanent
 
 
-async def _run_job(bot: "Bot", job: Job) -> str:
+async def _run_job(delivery: "DeliveryContext", job: Job) -> str:
     if job.kind in ("notify", "broadcast"):
-        from .delivery.fanout import run_notify
-
-        return await run_notify(bot, job)
+        return await run_notify(delivery, job)
     if job.kind == "beginDialog":
-        from .state.proactive import begin_dialog
-
-        return await begin_dialog(bot, job)
+        return await begin_dialog(delivery, job)
     if job.kind == "replies":
-        from .delivery.send import send_pending_replies
-
-        return await send_pending_replies(bot, job)
+        return await send_pending_replies(delivery, job)
     if job.kind == "reminder":
-        due = await bot.reminders.add(bot, job)
+        due = await delivery.reminders.add(delivery.ledger, delivery.jobs, job)
         return f"reminder {job.id} due {due.isoformat()}"
     if job.kind in ("update", "delete"):
-        from .delivery.revise import run_revision
-
-        return await run_revision(bot, job)
+        return await run_revision(delivery, job)
     raise JobError(f"job kind {job.kind!r} has no handler")  # parse_job admits only the kinds above
 
 
-async def _give_up(bot: "Bot", job: Job, exc: Exception) -> None:
+async def _give_up(delivery: "DeliveryContext", job: Job, exc: Exception) -> None:
     """Mark a notify job that can no longer succeed as failed, so that its status ends (best effort: the
     storage that made it fail may be what is down)."""
-    from .delivery.ledger import IdConflictError
-
     if job.kind not in ("notify", "broadcast", "reminder") or isinstance(exc, IdConflictError):
         return  # no status of its own (an IdConflictError's header belongs to the other job)
     try:
-        await bot.ledger.fail_job(job, _status_error(exc))
+        await delivery.ledger.fail_job(job, _status_error(exc))
     except Exception:
         log.exception("job %s failed for good, and its status could not say so", job.id)
 
@@ -92,38 +91,31 @@ def _status_error(exc: Exception) -> str:
 
 async def handle_send_message(body: bytes, message_id: str = "", dequeue_count: int = 1) -> str:
     """Deliver one message from the sends queue: a send batch, a revision batch, or a pack of reminders."""
-    from .delivery.batches import RevisionBatch, SendBatch, parse_sends_message
-    from .delivery.packs import run_pack
-    from .delivery.revise import run_revision_batch
-    from .delivery.send import abandon_batch, run_send_batch
-
-    bot = bot_for()
+    delivery = bot_for().delivery
     batch = None
     try:
         batch = parse_sends_message(body)
         if isinstance(batch, SendBatch):
-            return await run_send_batch(bot, batch)
+            return await run_send_batch(delivery, batch)
         if isinstance(batch, RevisionBatch):
-            return await run_revision_batch(bot, batch)
-        return await run_pack(bot, batch)
+            return await run_revision_batch(delivery, batch)
+        return await run_pack(delivery, batch)
     except Exception as exc:
         if not _hopeless(exc):
             if dequeue_count >= MAX_DEQUEUE_COUNT and isinstance(batch, SendBatch):
-                await abandon_batch(bot, batch, f"{type(exc).__name__}: {exc}")
+                await abandon_batch(delivery, batch, f"{type(exc).__name__}: {exc}")
             raise
         await poison(SENDS_QUEUE, body, f"message {message_id}: {exc}")
         return "poisoned"
 
 
 async def fire_reminders() -> int:
-    """The timer: enqueue the reminders due before its next run, each made visible at its second."""
-    bot = bot_for()
-    return await bot.reminders.fire_due(bot)
+    """The timer: send the reminders due before its next run on their way, to arrive at their second."""
+    delivery = bot_for().delivery
+    return await delivery.reminders.fire_due(delivery)
 
 
 async def poison(queue: str, body: bytes, reason: str) -> None:
     """Move a message the app can never process to `<queue>-poison`, keeping its body."""
-    from .storage import get_queue
-
     log.error("poison: %s", reason)
     await get_queue(f"{queue}-poison").send(body.decode("utf-8", "replace"))

@@ -145,7 +145,7 @@ class BotStack:
         from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
         from botcore.state.conversations import ConversationStore
         from botcore.settings import CONVERSATIONS_TABLE
-        from botcore.protocol.trust import ServiceUrlRegistry
+        from botcore.state.service_urls import ServiceUrlRegistry
         from botcore.settings import MEMBERS_TABLE, SERVICE_URLS_TABLE
         from botcore.storage import Table
 
@@ -222,6 +222,22 @@ class BotStack:
         except ResourceNotFoundError:
             return None
         return entity if raw else dict(entity)
+
+
+@contextlib.contextmanager
+def stack_of_its_own(tmp: Path, extra_env: dict[str, str] | None = None,
+                     teams: TeamsLimits | None = None) -> Iterator[BotStack]:
+    """A BotStack on an Azurite of its own. The hosts of one storage account share its queues: a stack whose
+    settings differ from the session's (a pace, a mode) must not have its jobs taken by the session's host."""
+    from devhost.azurite import Azurite
+
+    with Azurite(tmp / "azurite") as azurite:
+        stack = BotStack(azurite.connection_string, tmp, extra_env, teams=teams)
+        stack.azurite = azurite  # type: ignore[attr-defined]
+        try:
+            yield stack
+        finally:
+            stack.stop()
 
 
 def tenant() -> str:

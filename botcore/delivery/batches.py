@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from ..keys import is_conversation_key
 from ..protocol.activity import ActivityError, ConversationReference
-from .jobs import JobError, check_job_id
+from ..jobs import JobError, check_job_id
 from .ledger import BATCH_PREFIX
 from .pacing import Slot
 

@@ -43,7 +43,7 @@ from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundErro
                        etag_of)
 from ..tablejson import join_json, split_json
 from .claims import BUSY, CLAIMED, DONE as CLAIM_DONE, claim_row
-from .jobs import Job
+from ..jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class DeliveryLedger(TableStore):
         return stored
 
     async def header(self, job_id: str) -> JobHeader | None:
-        from .jobs import parse_job
+        from ..jobs import parse_job
 
         try:
             entity = await self.table.get(encode_key(job_id), HEADER)

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 from ..protocol.activity import ConversationReference
 from .batches import PackMessage, RevisionBatch, SendBatch
-from .jobs import Job, due_time
+from ..jobs import Job, due_time
 from .ledger import CANCELLED, GONE, PACK_BATCH, RETRYING, SENT, BatchClaim, Delivered, Outcome, PackItem, Revision
 from .pacing import LEAD, START_LEAD, Slot, pace_key
 from .send import MAX_INLINE_WAIT, Report, failure, run_paced
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from .context import DeliveryContext
     from ..state.conversations import ConversationRecord
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def packable(job: Job) -> bool:
     return job.kind == "notify" and job.target.conversation is not None
 
 
-async def pack(bot: "Bot", jobs: list[Job]) -> list[Job]:
+async def pack(ctx: "DeliveryContext", jobs: list[Job]) -> list[Job]:
     """Pack reminders (in due order) whose conversation is known and active; returns the rest, to be sent as
     jobs of their own (which say why a conversation is unknown)."""
     gate = asyncio.Semaphore(AT_ONCE)
@@ -58,7 +58,7 @@ async def pack(bot: "Bot", jobs: list[Job]) -> list[Job]:
     async def record(job: Job) -> "ConversationRecord | None":
         async with gate:
             assert job.target.conversation is not None
-            return await bot.conversations.get(job.target.conversation)
+            return await ctx.conversations.get(job.target.conversation)
 
     records = await asyncio.gather(*(record(job) for job in jobs))
     rest = [job for job, r in zip(jobs, records) if r is None or not r.active]
@@ -73,74 +73,74 @@ async def pack(bot: "Bot", jobs: list[Job]) -> list[Job]:
         packs[-1].append((job, r))
         size += chars
     for members in packs:
-        await _write_pack(bot, members, gate)
+        await _write_pack(ctx, members, gate)
     return rest
 
 
-async def _write_pack(bot: "Bot", members: list[tuple[Job, "ConversationRecord"]], gate: asyncio.Semaphore) -> None:
+async def _write_pack(ctx: "DeliveryContext", members: list[tuple[Job, "ConversationRecord"]], gate: asyncio.Semaphore) -> None:
     """Point each reminder's job at the pack, then read its latest revision: a revision registered meanwhile
     reads the pointer after writing itself (ledger.register_revision), so one of the two sees the other."""
     pack_id = f"rp{uuid.uuid4().hex}"
 
     async def item(job: Job, record: "ConversationRecord") -> PackItem:
         async with gate:
-            await bot.ledger.packed(job.id, pack_id)
-            revision = await bot.ledger.revision(job.id)
+            await ctx.ledger.packed(job.id, pack_id)
+            revision = await ctx.ledger.revision(job.id)
         return PackItem(job.id, record.key, record.reference.to_json(), job.content(), due_time(job).timestamp(),
                         revision)
 
     items = await asyncio.gather(*(item(job, record) for job, record in members))
-    await bot.ledger.write_pack(pack_id, items)
-    await enqueue(bot, PackMessage(pack_id, min(i.due for i in items)))
+    await ctx.ledger.write_pack(pack_id, items)
+    await enqueue(ctx, PackMessage(pack_id, min(i.due for i in items)))
     log.info("pack %s: %d reminders, the first due at %.3f", pack_id, len(items), min(i.due for i in items))
 
 
-async def enqueue(bot: "Bot", message: PackMessage) -> None:
-    await bot.sends.send(message.to_json(), delay=max(0.0, message.first_due - LEAD - time.time()))
+async def enqueue(ctx: "DeliveryContext", message: PackMessage) -> None:
+    await ctx.sends.send(message.to_json(), delay=max(0.0, message.first_due - LEAD - time.time()))
 
 
-async def resume(bot: "Bot", job: Job) -> bool:
+async def resume(ctx: "DeliveryContext", job: Job) -> bool:
     """A reminder a stopped timer was firing: True when its pack exists (its message is put on the queue again:
     the pack's claim sends it once), False when it must be packed afresh."""
-    header = await bot.ledger.header(job.id)
+    header = await ctx.ledger.header(job.id)
     if header is None or not header.pack:
         return False
-    items = await bot.ledger.pack_items(header.pack)
+    items = await ctx.ledger.pack_items(header.pack)
     if items is None:
         return False
-    await enqueue(bot, PackMessage(header.pack, min(i.due for i in items)))
+    await enqueue(ctx, PackMessage(header.pack, min(i.due for i in items)))
     return True
 
 
-async def run_pack(bot: "Bot", message: PackMessage) -> str:
+async def run_pack(ctx: "DeliveryContext", message: PackMessage) -> str:
     """Send a pack's reminders, each at its second; then, in a later run (SETTLE_AFTER), write each outcome to
     its reminder's job. The writes cost a storage call a reminder: kept out of the second the sends need."""
-    items = await bot.ledger.pack_items(message.pack)
+    items = await ctx.ledger.pack_items(message.pack)
     if items is None:
         return f"pack {message.pack}: no such pack"
     if message.first_due - time.time() > MAX_INLINE_WAIT:  # the queue let it out early: back until then
-        await enqueue(bot, message)
+        await enqueue(ctx, message)
         return f"pack {message.pack}: early"
-    claim = await bot.ledger.claim_batch(message.pack, PACK_BATCH)
+    claim = await ctx.ledger.claim_batch(message.pack, PACK_BATCH)
     if claim is None:  # another worker is sending it: look again once its claim may have lapsed
-        await bot.sends.send(message.to_json(), delay=bot.settings.delivery_claim_seconds / 4)
+        await ctx.sends.send(message.to_json(), delay=ctx.settings.delivery_claim_seconds / 4)
         return f"pack {message.pack}: busy"
     if claim.done:
         return f"pack {message.pack}: already done"
-    claims = _ClaimPack(bot, message.pack, claim, items)
+    claims = _ClaimPack(ctx, message.pack, claim, items)
     if not claims.attempts:  # every reminder has its outcome: write them where their jobs look
         await claims.settle()
         return f"pack {message.pack} of {len(items)}: settled"
-    slots = _PackSlots(bot, items)
+    slots = _PackSlots(ctx, items)
     await slots.reserve([i for i in items if i.job in claims.attempts])
-    run = await run_paced(bot, message.pack, claims, _PackSend(bot, message.pack, items), slots)
+    run = await run_paced(ctx, message.pack, claims, _PackSend(ctx, message.pack, items), slots)
     by_job = {i.job: i for i in items}
     for o in run.outcomes:
         if o.status == GONE:
-            await bot.conversations.retire(by_job[o.key].key, o.error)
+            await ctx.conversations.retire(by_job[o.key].key, o.error)
     retrying = await claims.hand_on(run.outcomes, run.unwritten, run.not_before)
-    await bot.sends.send(message.to_json(), delay=SETTLE_AFTER)  # before the release: a crash leaves the claim
-    await bot.ledger.record_batch(message.pack, claim, release=True)
+    await ctx.sends.send(message.to_json(), delay=SETTLE_AFTER)  # before the release: a crash leaves the claim
+    await ctx.ledger.record_batch(message.pack, claim, release=True)
     report = Report(sent=sum(o.status == SENT for o in run.outcomes), gone=sum(o.status == GONE for o in run.outcomes),
                     failed=sum(o.status not in (SENT, GONE, RETRYING, CANCELLED) for o in run.outcomes),
                     retrying=retrying, done_before=claims.done_before,
@@ -152,8 +152,8 @@ class _PackSlots:
     """Each reminder at its second; a pace key with more than FREE_PER_KEY of them takes slots in the
     calendar, and its reminders go at the later of their second and their slot."""
 
-    def __init__(self, bot: "Bot", items: list[PackItem]) -> None:
-        self.bot = bot
+    def __init__(self, ctx: "DeliveryContext", items: list[PackItem]) -> None:
+        self.ctx = ctx
         self.items = {i.job: i for i in items}
         self.paces = {i.job: _pace(i) for i in items}
         self.starts = {i.job: i.due for i in items}
@@ -165,7 +165,7 @@ class _PackSlots:
         for pace, members in by_pace.items():
             if len(members) > FREE_PER_KEY:
                 first = min(i.due for i in members)
-                block = await self.bot.pacing.reserve(pace, len(members), lead=max(START_LEAD, first - time.time()))
+                block = await self.ctx.pacing.reserve(pace, len(members), lead=max(START_LEAD, first - time.time()))
                 for index, item in enumerate(sorted(members, key=lambda i: i.due)):
                     self.starts[item.job] = max(item.due, block.at(index))
 
@@ -173,7 +173,7 @@ class _PackSlots:
         return self.paces[key]
 
     def interval(self, key: str) -> float:
-        return self.bot.guard.interval
+        return self.ctx.guard.interval
 
     async def at(self, index: int, key: str, now: float, remaining: int) -> float:
         return max(self.starts[key], now)  # late, it still goes: a reminder is better late than handed on
@@ -187,8 +187,8 @@ def _pace(item: PackItem) -> str:
 class _ClaimPack:
     """The pack's row, claimed like a send batch, with its outcomes keyed by reminder."""
 
-    def __init__(self, bot: "Bot", pack_id: str, claim: BatchClaim, items: list[PackItem]) -> None:
-        self.bot, self.pack_id, self.claim = bot, pack_id, claim
+    def __init__(self, ctx: "DeliveryContext", pack_id: str, claim: BatchClaim, items: list[PackItem]) -> None:
+        self.ctx, self.pack_id, self.claim = ctx, pack_id, claim
         self.items = {i.job: i for i in items}
         ordered = sorted(items, key=lambda i: i.due)
         self.attempts = {i.job: 0 for i in ordered if i.job not in claim.outcomes}
@@ -204,13 +204,13 @@ class _ClaimPack:
 
     async def write(self, outcomes: list[Outcome]) -> None:
         self._apply(outcomes)
-        await self.bot.ledger.record_batch(self.pack_id, self.claim)
+        await self.ctx.ledger.record_batch(self.pack_id, self.claim)
 
     async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
         """Write the last outcomes, and hand the reminders that must wait on as one-conversation sends of their
         own jobs, never before their second."""
         self._apply(unwritten)
-        await self.bot.ledger.record_batch(self.pack_id, self.claim)
+        await self.ctx.ledger.record_batch(self.pack_id, self.claim)
         retrying = [job for job, d in self.claim.outcomes.items() if d.status == RETRYING]
         await asyncio.gather(*(self._hand(job, not_before) for job in retrying))
         return len(retrying)
@@ -219,9 +219,9 @@ class _ClaimPack:
         item = self.items[job]
         at = max(item.due, not_before)
         batch = SendBatch(job, [(item.key, ConversationReference.from_dict(json.loads(item.reference)))], attempt=1,
-                          pace=_pace(item), slot=Slot(at, self.bot.guard.interval))
+                          pace=_pace(item), slot=Slot(at, self.ctx.guard.interval))
         async with self.gate:
-            await self.bot.sends.send(batch.to_json(), delay=max(0.0, at - LEAD - time.time()))
+            await self.ctx.sends.send(batch.to_json(), delay=max(0.0, at - LEAD - time.time()))
 
     async def settle(self) -> None:
         """Write each final outcome to its reminder's job, where its status and its revisions look for it, have
@@ -233,24 +233,24 @@ class _ClaimPack:
             outcome = Outcome(self.items[job].key, delivered.status, delivered.error, delivered.activity_id,
                               revision=delivered.revision)
             async with self.gate:
-                await self.bot.ledger.settle(job, outcome)
+                await self.ctx.ledger.settle(job, outcome)
 
         outcomes = self.claim.outcomes
         await asyncio.gather(*(one(job, d) for job, d in outcomes.items() if d.status != RETRYING),
                              *(self._hand(job, time.time()) for job, d in outcomes.items() if d.status == RETRYING))
-        marks = await self.bot.ledger.pack_revisions(self.pack_id)
+        marks = await self.ctx.ledger.pack_revisions(self.pack_id)
         for job, revision in marks.items():
             delivered = outcomes.get(job)
             if delivered is not None and delivered.status == SENT and delivered.revision < revision.number:
-                await self.bot.sends.send(RevisionBatch(job, self.items[job].key).to_json())
-        await self.bot.ledger.record_batch(self.pack_id, self.claim, done=True)
+                await self.ctx.sends.send(RevisionBatch(job, self.items[job].key).to_json())
+        await self.ctx.ledger.record_batch(self.pack_id, self.claim, done=True)
 
 
 class _PackSend:
     """A pack's work: each reminder's message (as its latest revision has it) to its conversation."""
 
-    def __init__(self, bot: "Bot", pack_id: str, items: list[PackItem]) -> None:
-        self.bot, self.pack_id = bot, pack_id
+    def __init__(self, ctx: "DeliveryContext", pack_id: str, items: list[PackItem]) -> None:
+        self.ctx, self.pack_id = ctx, pack_id
         self.items = {i.job: i for i in items}
         self._marks: dict[str, Revision] = {}
         self._read_at = -1e18
@@ -260,7 +260,7 @@ class _PackSend:
 
     async def _refresh(self) -> None:
         if time.monotonic() - self._read_at >= MARKS_REFRESH:
-            self._marks = await self.bot.ledger.pack_revisions(self.pack_id)
+            self._marks = await self.ctx.ledger.pack_revisions(self.pack_id)
             self._read_at = time.monotonic()
 
     def _latest(self, job: str) -> Revision | None:
@@ -280,7 +280,7 @@ class _PackSend:
         content = latest.content if latest is not None else item.content
         reference = ConversationReference.from_dict(json.loads(item.reference))
         try:
-            response = await self.bot.connector.send(reference, retry=False, **content)
+            response = await self.ctx.connector.send(reference, retry=False, **content)
         except Exception as exc:
-            return failure(self.bot, self.pack_id, key, exc, attempts, "reminder")
+            return failure(self.ctx, self.pack_id, key, exc, attempts, "reminder")
         return Outcome(key, SENT, activity_id=response.id or "", revision=latest.number if latest else 0)

@@ -28,12 +28,14 @@ from ..settings import REMINDERS_TABLE
 from ..storage import EntityChangedError, EntityNotFoundError, TableStore
 from . import packs
 from .claims import CLAIMED, Claim, claim_row
-from .jobs import Job, due_time, parse_job
+from ..jobs import Job, due_time, parse_job
 
 if TYPE_CHECKING:
     from azure.data.tables import TableEntity
 
-    from ..app import Bot
+    from ..storage import Queue
+    from .context import DeliveryContext
+    from .ledger import DeliveryLedger
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +53,19 @@ def minute_key(at: datetime) -> str:
 class ReminderStore(TableStore):
     table_name = REMINDERS_TABLE
 
-    async def add(self, bot: "Bot", job: Job, *, request_digest: str = "", now: datetime | None = None) -> datetime:
+    async def add(self, ledger: "DeliveryLedger", jobs: "Queue", job: Job, *, request_digest: str = "",
+                  now: datetime | None = None) -> datetime:
         """Schedule a reminder job (kind reminder) as the notify job it fires; returns when it is due.
 
         The reminder claims its id in the delivery ledger first (DeliveryLedger.open_job): the same
         reminder scheduled twice is one reminder, and an id already used for other work is refused.
         """
-        header = await bot.ledger.open_job(replace(job, kind="notify"), kind="reminder", request_digest=request_digest)
+        header = await ledger.open_job(replace(job, kind="notify"), kind="reminder", request_digest=request_digest)
         notify = header.job  # a repeated request schedules what the first one did
         due = due_time(notify)
         now = now or datetime.now(timezone.utc)
         if due - now <= LOOKAHEAD:
-            await bot.jobs.send(notify.to_json(), delay=max(0.0, (due - now).total_seconds()))
+            await jobs.send(notify.to_json(), delay=max(0.0, (due - now).total_seconds()))
             log.info("reminder %s queued, due %s", notify.id, due.isoformat())
         else:
             await self.table.upsert({"PartitionKey": minute_key(due), "RowKey": encode_key(notify.id), "due": due,
@@ -70,7 +73,7 @@ class ReminderStore(TableStore):
             log.info("reminder %s stored, due %s", notify.id, due.isoformat())
         return due
 
-    async def fire_due(self, bot: "Bot", now: datetime | None = None) -> int:
+    async def fire_due(self, ctx: "DeliveryContext", now: datetime | None = None) -> int:
         """Put every reminder due before the timer's next run on its way, to arrive at its due time; returns how
         many this call fired. One-conversation reminders go in packs (botcore.delivery.packs), the rest as jobs
         made visible at their second, each delay reckoned as its job is enqueued."""
@@ -83,11 +86,11 @@ class ReminderStore(TableStore):
             if row["due"] <= horizon:
                 page.append(row)
             if len(page) >= FIRE_PAGE:
-                fired += await self._fire(bot, page, now, started)
+                fired += await self._fire(ctx, page, now, started)
                 page = []
-        return fired + (await self._fire(bot, page, now, started) if page else 0)
+        return fired + (await self._fire(ctx, page, now, started) if page else 0)
 
-    async def _fire(self, bot: "Bot", rows: list["TableEntity"], now: datetime, started: float) -> int:
+    async def _fire(self, ctx: "DeliveryContext", rows: list["TableEntity"], now: datetime, started: float) -> int:
         """Claim a page of due reminders, send them on their way in due order, and delete their rows."""
         gate = asyncio.Semaphore(packs.AT_ONCE)
 
@@ -100,12 +103,12 @@ class ReminderStore(TableStore):
                    if c.state == CLAIMED]  # the others another timer is firing, or fired
         jobs = [parse_job(row["job"]) for row, _ in claimed]
         taken_over = {job.id for job, (_, c) in zip(jobs, claimed) if c.row is not None and c.row.get("status") == FIRING}
-        resumed = {job.id for job in jobs if job.id in taken_over and packs.packable(job) and await packs.resume(bot, job)}
-        alone = await packs.pack(bot, [j for j in jobs if packs.packable(j) and j.id not in resumed])
+        resumed = {job.id for job in jobs if job.id in taken_over and packs.packable(job) and await packs.resume(ctx, job)}
+        alone = await packs.pack(ctx, [j for j in jobs if packs.packable(j) and j.id not in resumed])
         alone += [j for j in jobs if not packs.packable(j)]
         for job in alone:
             elapsed = timedelta(seconds=time.monotonic() - started)
-            await bot.jobs.send(job.to_json(), delay=max(0.0, (due_time(job) - now - elapsed).total_seconds()))
+            await ctx.jobs.send(job.to_json(), delay=max(0.0, (due_time(job) - now - elapsed).total_seconds()))
             log.info("reminder %s queued (due %s)", job.id, job.due)
 
         async def delete(row: "TableEntity", c: Claim) -> None:

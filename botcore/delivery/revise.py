@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from ..storage import EntityChangedError
 from .batches import RevisionBatch
-from .jobs import Job, JobError
+from ..jobs import Job, JobError
 from .ledger import (DELETED, GONE, RETRYING, REVISION_FINAL, SENT, UPDATED, BatchClaim, Delivered, Outcome)
 from .pacing import Slot, pace_key
 from .send import BlockSlots, LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from .context import DeliveryContext
     from ..protocol.activity import ConversationReference
 
 log = logging.getLogger(__name__)
@@ -37,51 +37,51 @@ ROWS_PAGE = 100
 PAGES_PER_INVOCATION = 20
 
 
-async def run_revision(bot: "Bot", job: Job) -> str:
+async def run_revision(ctx: "DeliveryContext", job: Job) -> str:
     """An update or delete job: record the revision, then have every settled row that is behind it revised.
     The pass's cursor is saved in the job's own header, so a long pass continues in a fresh invocation."""
     notification = job.notification
     assert notification is not None
-    revision = await bot.ledger.register_revision(job)
-    latest = await bot.ledger.revision(notification)
+    revision = await ctx.ledger.register_revision(job)
+    latest = await ctx.ledger.revision(notification)
     if latest is not None and latest.number > revision.number:
         return f"superseded by revision {latest.number}"  # whose job revises everything to it
-    header = await bot.ledger.header(job.id)
+    header = await ctx.ledger.header(job.id)
     assert header is not None  # registering opened it
     if header.fanned_out:
         return "duplicate"
     for _ in range(PAGES_PER_INVOCATION):
-        rows, cursor = await bot.ledger.deliveries(notification, header.cursor, ROWS_PAGE)
+        rows, cursor = await ctx.ledger.deliveries(notification, header.cursor, ROWS_PAGE)
         behind = [row.row_id for row in rows if row.settled and any(
             d.status == SENT and d.activity_id and d.revision < revision.number for _, d in row.entries)]
-        await asyncio.gather(*(bot.sends.send(RevisionBatch(notification, row).to_json()) for row in behind))
+        await asyncio.gather(*(ctx.sends.send(RevisionBatch(notification, row).to_json()) for row in behind))
         header.cursor, header.fanned_out, header.targets = cursor, not cursor, header.targets + len(behind)
         try:
-            await bot.ledger.save_progress(header)
+            await ctx.ledger.save_progress(header)
         except EntityChangedError:
             return "duplicate"  # another worker is going through the rows
         if header.fanned_out:
             log.info("job %s: %s of notification %s (revision %d): %d rows to revise", job.id, job.kind,
                      notification, revision.number, header.targets)
             return f"revision {revision.number}: {header.targets} rows to revise"
-    await bot.jobs.send(job.to_json())  # the next rows, in a fresh invocation
+    await ctx.jobs.send(job.to_json())  # the next rows, in a fresh invocation
     return "continuing"
 
 
-async def run_revision_batch(bot: "Bot", batch: RevisionBatch) -> str:
+async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> str:
     """Bring one delivery row's messages to the notification's latest revision."""
-    job = await bot.job_of(batch.job)
+    job = await ctx.job_of(batch.job)
     if job is None:
         raise JobError(f"revision batch for job {batch.job}, which has no ledger header")
-    latest = await bot.ledger.revision(job.id)
-    row = await bot.ledger.delivery_row(job.id, batch.row)
+    latest = await ctx.ledger.revision(job.id)
+    row = await ctx.ledger.delivery_row(job.id, batch.row)
     if latest is None or row is None or not row.settled:
         return "nothing to revise" if row is None or row.settled else "still sending (its sender asks for this again)"
     behind = {key: d.activity_id for key, d in row.entries
               if d.status == SENT and d.activity_id and d.revision < latest.number}
     if not behind:
         return "up to date"
-    records = dict(zip(behind, await asyncio.gather(*(bot.conversations.get(key) for key in behind))))
+    records = dict(zip(behind, await asyncio.gather(*(ctx.conversations.get(key) for key in behind))))
     references = {key: r.reference for key, r in records.items() if r is not None and r.active}
     slot: Slot | None = None
     if references:
@@ -89,17 +89,17 @@ async def run_revision_batch(bot: "Bot", batch: RevisionBatch) -> str:
         pace = pace_key(first.channel_id, first.tenant_id)
 
         async def requeue(later: Slot) -> None:  # the slots are kept: the batch comes back for them
-            await bot.sends.send(RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(),
+            await ctx.sends.send(RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(),
                                  delay=later.visibility(time.time()))
 
-        slot = await slot_for(bot, pace, batch.slot, len(references), requeue)
+        slot = await slot_for(ctx, pace, batch.slot, len(references), requeue)
         if slot is None:
             return f"{len(references)} messages wait for their slots"
-    claim = await bot.ledger.claim_revision(job.id, batch.row)
+    claim = await ctx.ledger.claim_revision(job.id, batch.row)
     if claim is None:  # another worker is revising the row: look again once its claim may have lapsed
-        await bot.sends.send(batch.to_json(), delay=bot.settings.delivery_claim_seconds / 4)
+        await ctx.sends.send(batch.to_json(), delay=ctx.settings.delivery_claim_seconds / 4)
         return "busy"
-    claims = _ClaimRevision(bot, job, batch, claim, latest.number, list(behind))
+    claims = _ClaimRevision(ctx, job, batch, claim, latest.number, list(behind))
     retired = [Outcome(key, GONE, "the conversation is retired", attempted=False, revision=latest.number)
                for key in claims.attempts if key not in references]
     for outcome in retired:
@@ -109,12 +109,12 @@ async def run_revision_batch(bot: "Bot", batch: RevisionBatch) -> str:
     unwritten = retired
     if claims.attempts:
         assert slot is not None  # every key left has a reference
-        run = await run_paced(bot, job.id, claims, _Revise(bot, job, references, behind),
-                              BlockSlots(bot, job.id, pace, slot, len(references)))
+        run = await run_paced(ctx, job.id, claims, _Revise(ctx, job, references, behind),
+                              BlockSlots(ctx, job.id, pace, slot, len(references)))
         outcomes, unwritten, not_before = [*run.outcomes, *retired], [*run.unwritten, *retired], run.not_before
     for o in outcomes:
         if o.status == GONE and o.attempted:
-            await bot.conversations.retire(o.key, o.error)
+            await ctx.conversations.retire(o.key, o.error)
     retrying = await claims.hand_on(outcomes, unwritten, not_before)
     revised = sum(o.status in (UPDATED, DELETED) for o in outcomes)
     gone = sum(o.status == GONE for o in outcomes)
@@ -127,9 +127,9 @@ class _ClaimRevision:
     """Claims for a revision batch: the row's revision row, held while its messages are revised and released
     after, so that a later revision claims it again."""
 
-    def __init__(self, bot: "Bot", job: Job, batch: RevisionBatch, claim: BatchClaim, number: int,
+    def __init__(self, ctx: "DeliveryContext", job: Job, batch: RevisionBatch, claim: BatchClaim, number: int,
                  keys: list[str]) -> None:
-        self.bot, self.job, self.batch, self.claim = bot, job, batch, claim
+        self.ctx, self.job, self.batch, self.claim = ctx, job, batch, claim
         done = {k for k, d in claim.outcomes.items() if d.revision >= number and d.status in REVISION_FINAL}
         self.attempts = {k: _attempts(claim.outcomes.get(k), number) for k in keys if k not in done}
         self.done_before = len(keys) - len(self.attempts)
@@ -144,7 +144,7 @@ class _ClaimRevision:
 
     async def write(self, outcomes: list[Outcome]) -> None:
         self._apply(outcomes)
-        await self.bot.ledger.record_revision(self.job.id, self.claim)
+        await self.ctx.ledger.record_revision(self.job.id, self.claim)
 
     async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
         """Write the last outcomes, put what must be tried again on the queue, and release the row. The retry
@@ -153,10 +153,10 @@ class _ClaimRevision:
         self._apply(unwritten)
         retrying = sum(o.status == RETRYING for o in outcomes)
         if retrying:
-            await self.bot.ledger.record_revision(self.job.id, self.claim)
+            await self.ctx.ledger.record_revision(self.job.id, self.claim)
             retry = RevisionBatch(self.batch.job, self.batch.row, self.batch.attempt + 1)  # takes new slots
-            await self.bot.sends.send(retry.to_json(), delay=max(0.0, not_before - time.time()))
-        await self.bot.ledger.record_revision(self.job.id, self.claim, release=True)
+            await self.ctx.sends.send(retry.to_json(), delay=max(0.0, not_before - time.time()))
+        await self.ctx.ledger.record_revision(self.job.id, self.claim, release=True)
         return retrying
 
 
@@ -168,10 +168,10 @@ def _attempts(done: Delivered | None, number: int) -> int:
 class _Revise:
     """A revision batch's work: update each message to the latest revision, or delete it."""
 
-    def __init__(self, bot: "Bot", job: Job, references: dict[str, "ConversationReference"],
+    def __init__(self, ctx: "DeliveryContext", job: Job, references: dict[str, "ConversationReference"],
                  activity_ids: dict[str, str]) -> None:
-        self.bot, self.job, self.references, self.activity_ids = bot, job, references, activity_ids
-        self.revision = LatestRevision(bot.ledger, job.id)
+        self.ctx, self.job, self.references, self.activity_ids = ctx, job, references, activity_ids
+        self.revision = LatestRevision(ctx.ledger, job.id)
 
     def conversation(self, key: str) -> str:
         return key
@@ -186,13 +186,13 @@ class _Revise:
         reference, activity_id = self.references[key], self.activity_ids[key]
         try:
             if latest.deletes:
-                await self.bot.connector.delete_activity(reference.endpoint, reference.conversation.id, activity_id,
+                await self.ctx.connector.delete_activity(reference.endpoint, reference.conversation.id, activity_id,
                                                          retry=False)
             else:
                 activity = reference.outgoing(**latest.content)
                 activity["id"] = activity_id
-                await self.bot.connector.update_activity(reference.endpoint, reference.conversation.id, activity_id,
+                await self.ctx.connector.update_activity(reference.endpoint, reference.conversation.id, activity_id,
                                                          activity, retry=False)
         except Exception as exc:
-            return replace(failure(self.bot, self.job.id, key, exc, attempts, latest.kind), revision=latest.number)
+            return replace(failure(self.ctx, self.job.id, key, exc, attempts, latest.kind), revision=latest.number)
         return Outcome(key, DELETED if latest.deletes else UPDATED, activity_id=activity_id, revision=latest.number)

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 from ..protocol.activity import TEAMS_CHANNEL, TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError
 from .fanout import SentAtOnce, enqueue_paced, save_page
-from .jobs import Job
+from ..jobs import Job
 from .ledger import FAILED, GONE, Delivered, JobHeader
 from .pacing import pace_key
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from .context import DeliveryContext
     from ..state.conversations import ConversationRecord
 
 log = logging.getLogger(__name__)
@@ -38,37 +38,37 @@ PAGES_PER_INVOCATION = 4
 CREATING_AT_ONCE = 16
 
 
-async def fan_out_team(bot: "Bot", job: Job, header: JobHeader) -> str:
+async def fan_out_team(ctx: "DeliveryContext", job: Job, header: JobHeader) -> str:
     team_id = job.target.team
     assert team_id is not None
-    team = await bot.conversations.team(TEAMS_CHANNEL, team_id)  # a job's team is a Teams team
+    team = await ctx.conversations.team(TEAMS_CHANNEL, team_id)  # a job's team is a Teams team
     if team is None or not team.active:
-        await bot.ledger.fail_job(job, f"the bot is not installed in team {team_id!r} (or was removed)")
+        await ctx.ledger.fail_job(job, f"the bot is not installed in team {team_id!r} (or was removed)")
         return "unknown team"
-    async with SentAtOnce(bot, job) as at_once:
-        return await _fan_out_pages(bot, job, header, team_id, team.reference, at_once)
+    async with SentAtOnce(ctx, job) as at_once:
+        return await _fan_out_pages(ctx, job, header, team_id, team.reference, at_once)
 
 
-async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, team_id: str, reference: ConversationReference,
+async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, team_id: str, reference: ConversationReference,
                          at_once: SentAtOnce) -> str:
     pace = pace_key(reference.channel_id, reference.tenant_id)
     for _ in range(PAGES_PER_INVOCATION):
-        await _take_slot(bot, pace)
-        page = await bot.connector.get_paged_members(reference.endpoint, team_id, ROSTER_PAGE, header.cursor)
+        await _take_slot(ctx, pace)
+        page = await ctx.connector.get_paged_members(reference.endpoint, team_id, ROSTER_PAGE, header.cursor)
         place = f"{header.targets}."  # batches are named by their place in the roster: the same on a rerun
         members = list({m.id: m for m in reversed(page.members)}.values())[::-1]  # each id once, first place kept
-        ours = await bot.ledger.first_sightings(job.id, str(header.pages), [m.id for m in members])
+        ours = await ctx.ledger.first_sightings(job.id, str(header.pages), [m.id for m in members])
         if len(ours) < len(members):
             log.info("job %s: %d members of page %d were on an earlier page", job.id, len(members) - len(ours),
                      header.pages + 1)
         members = [m for m in members if m.id in ours]
-        found = await asyncio.gather(*(bot.conversations.personal(reference.channel_id, reference.tenant_id or "",
+        found = await asyncio.gather(*(ctx.conversations.personal(reference.channel_id, reference.tenant_id or "",
                                                                   m.id) for m in members))
         conversations: dict[str, str] = {}
         failed = {f"member|#{place}{i}": Delivered(FAILED, error=f"not a member: {reason}")
                   for i, reason in enumerate(page.invalid)}
         missing = [m for m, record in zip(members, found) if record is None or not record.active]
-        created = await _create_all(bot, pace, reference, missing)
+        created = await _create_all(ctx, pace, reference, missing)
         for member, record in zip(members, found):
             record = created.get(member.id, record)
             if isinstance(record, Delivered):
@@ -76,17 +76,17 @@ async def _fan_out_pages(bot: "Bot", job: Job, header: JobHeader, team_id: str, 
             elif record is not None:
                 conversations[record.key] = record.reference.to_json()
         if conversations:
-            await enqueue_paced(bot, job.id, pace, list(conversations.items()), f"{place}0.", at_once)
+            await enqueue_paced(ctx, job.id, pace, list(conversations.items()), f"{place}0.", at_once)
         if failed:
-            await bot.ledger.record_undeliverable(job.id, f"{header.targets}.u", failed)
+            await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", failed)
         token, overrun = _next_page(job, header, page.continuation_token)
-        stop = await save_page(bot, job, header, token, len(conversations) + len(failed))
+        stop = await save_page(ctx, job, header, token, len(conversations) + len(failed))
         if overrun and stop != "duplicate":
-            await bot.ledger.fail_job(job, overrun)
+            await ctx.ledger.fail_job(job, overrun)
             return "failed"
         if stop is not None:
             return stop
-    await bot.jobs.send(job.to_json())  # the rest of the roster, in a fresh invocation
+    await ctx.jobs.send(job.to_json())  # the rest of the roster, in a fresh invocation
     return "continuing"
 
 
@@ -110,13 +110,13 @@ def _next_page(job: Job, header: JobHeader, token: str | None) -> tuple[str | No
     return token, ""
 
 
-async def _take_slot(bot: "Bot", pace: str) -> None:
+async def _take_slot(ctx: "DeliveryContext", pace: str) -> None:
     """Wait for this instance's next slot of the key (a roster read or a creation: one request each)."""
-    slot = await bot.pacing.reserve(pace, 1, lead=0.0)
+    slot = await ctx.pacing.reserve(pace, 1, lead=0.0)
     await asyncio.sleep(max(0.0, slot.start - time.time()))
 
 
-async def _create_all(bot: "Bot", pace: str, team: ConversationReference,
+async def _create_all(ctx: "DeliveryContext", pace: str, team: ConversationReference,
                       members: list[ChannelAccount]) -> dict[str, "ConversationRecord | Delivered"]:
     """Members' new one-to-one conversations, stored; or why a member has none."""
     gate = asyncio.Semaphore(CREATING_AT_ONCE)
@@ -124,9 +124,9 @@ async def _create_all(bot: "Bot", pace: str, team: ConversationReference,
 
     async def create(member: ChannelAccount) -> None:
         async with gate:
-            await _take_slot(bot, pace)
+            await _take_slot(ctx, pace)
             try:
-                out[member.id] = await _personal(bot, team, member)
+                out[member.id] = await _personal(ctx, team, member)
             except ConversationGoneError as exc:
                 out[member.id] = Delivered(GONE, error=exc.code or f"HTTP {exc.status}")
             except RequestRejectedError as exc:
@@ -136,11 +136,11 @@ async def _create_all(bot: "Bot", pace: str, team: ConversationReference,
     return out
 
 
-async def _personal(bot: "Bot", team: ConversationReference, member: ChannelAccount) -> "ConversationRecord":
+async def _personal(ctx: "DeliveryContext", team: ConversationReference, member: ChannelAccount) -> "ConversationRecord":
     """Create (or, as Teams does for an existing one, get back) the member's conversation with the bot, and
     store its reference. The Connector answers on the team's service URL, which a channel token vouched for."""
     tenant = team.tenant_id or ""
-    created = await bot.connector.create_conversation(team.endpoint, {
+    created = await ctx.connector.create_conversation(team.endpoint, {
         "isGroup": False, "bot": team.bot.to_dict() if team.bot else None, "members": [{"id": member.id}],
         "tenantId": tenant, "channelData": {"tenant": {"id": tenant}},
     })
@@ -150,4 +150,4 @@ async def _personal(bot: "Bot", team: ConversationReference, member: ChannelAcco
         channel_id=team.channel_id, service_url=team.service_url, user=member, bot=team.bot,
         locale=team.locale, service_url_trust=TRUST_TOKEN,
     ).bounded()
-    return await bot.conversations.record_activity(reference)  # stored, or refreshed and active again
+    return await ctx.conversations.record_activity(reference)  # stored, or refreshed and active again

@@ -26,12 +26,12 @@ from ..backoff import backoff
 from ..errors import BotError, UnavailableError
 from ..protocol.activity import ConversationReference
 from .batches import RevisionBatch, SendBatch, pack, retry_prefix
-from .jobs import Job, JobError
+from ..jobs import Job, JobError
 from .ledger import (BATCH_PREFIX, CANCELLED, FAILED, GONE, RETRYING, SENT, Delivered, Outcome, Revision)
 from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, UNPACED_INTERVAL, Slot, pace_key
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from .context import DeliveryContext
     from .ledger import DeliveryLedger
 
 log = logging.getLogger(__name__)
@@ -202,17 +202,17 @@ class Slots(Protocol):
 class _ClaimPerBatch:
     """Claims for a fan-out's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
 
-    def __init__(self, bot: "Bot", job: Job, batch: SendBatch) -> None:
-        self.bot, self.job, self.batch = bot, job, batch
+    def __init__(self, ctx: "DeliveryContext", job: Job, batch: SendBatch) -> None:
+        self.ctx, self.job, self.batch = ctx, job, batch
         self.attempts: dict[str, int] = {}
         self.done_before = 0
         self.claim: Any = None
 
     async def take(self) -> Report | None:
         keys = [k for k, _ in self.batch.items]
-        self.claim = await self.bot.ledger.claim_batch(self.job.id, self.batch.id)
+        self.claim = await self.ctx.ledger.claim_batch(self.job.id, self.batch.id)
         if self.claim is None:  # another worker is sending it: look again once its claim may have lapsed
-            await self.bot.sends.send(self.batch.to_json(), delay=self.bot.settings.delivery_claim_seconds / 4)
+            await self.ctx.sends.send(self.batch.to_json(), delay=self.ctx.settings.delivery_claim_seconds / 4)
             return Report(retrying=len(keys))
         if self.claim.done:
             return Report(done_before=len(keys))
@@ -227,7 +227,7 @@ class _ClaimPerBatch:
 
     async def write(self, outcomes: list[Outcome]) -> None:
         self._apply(outcomes)
-        await self.bot.ledger.record_batch(self.job.id, self.claim)
+        await self.ctx.ledger.record_batch(self.job.id, self.claim)
 
     async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
         """Write the last outcomes, enqueue the retries and mark the batch done; returns how many
@@ -243,43 +243,43 @@ class _ClaimPerBatch:
             if delivered.status == RETRYING:
                 by_attempts.setdefault(delivered.attempts, []).append(key)
         if by_attempts:  # what was sent is on record before anything that may fail, so no takeover resends it
-            await self.bot.ledger.record_batch(self.job.id, self.claim)
+            await self.ctx.ledger.record_batch(self.job.id, self.claim)
         for attempts, keys in sorted(by_attempts.items()):
-            await _enqueue_retry(self.bot, self.job, self.batch, keys, attempts, not_before,
+            await _enqueue_retry(self.ctx, self.job, self.batch, keys, attempts, not_before,
                                  retry_prefix(self.batch.id, attempts))
-        await self.bot.ledger.record_batch(self.job.id, self.claim, done=True)
+        await self.ctx.ledger.record_batch(self.job.id, self.claim, done=True)
         return sum(o.status == RETRYING for o in outcomes)
 
 
 class _ClaimPerConversation:
     """Claims for a one-conversation delivery (or its retries): each conversation claims its own row."""
 
-    def __init__(self, bot: "Bot", job: Job, batch: SendBatch) -> None:
-        self.bot, self.job, self.batch = bot, job, batch
+    def __init__(self, ctx: "DeliveryContext", job: Job, batch: SendBatch) -> None:
+        self.ctx, self.job, self.batch = ctx, job, batch
         self.attempts: dict[str, int] = {}
         self.busy: list[str] = []
         self.done_before = 0
 
     async def take(self) -> Report | None:
-        claims = await self.bot.ledger.claim(self.job.id, [k for k, _ in self.batch.items])
+        claims = await self.ctx.ledger.claim(self.job.id, [k for k, _ in self.batch.items])
         self.attempts, self.busy, self.done_before = claims.claimed, sorted(claims.busy), len(claims.done)
         return None
 
     async def write(self, outcomes: list[Outcome]) -> None:
-        await self.bot.ledger.record(self.job.id, outcomes, self.attempts)
+        await self.ctx.ledger.record(self.job.id, outcomes, self.attempts)
 
     async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
         if unwritten:
             await self.write(unwritten)
         keys = [o.key for o in outcomes if o.status == RETRYING] + self.busy
         if self.busy:  # another worker holds them: look again once its claims may have lapsed
-            not_before = max(not_before, time.time() + self.bot.settings.delivery_claim_seconds / 4)
+            not_before = max(not_before, time.time() + self.ctx.settings.delivery_claim_seconds / 4)
         if keys:
-            await _enqueue_retry(self.bot, self.job, self.batch, keys, self.batch.attempt + 1, not_before, None)
+            await _enqueue_retry(self.ctx, self.job, self.batch, keys, self.batch.attempt + 1, not_before, None)
         return len(keys)
 
 
-async def _enqueue_retry(bot: "Bot", job: Job, batch: SendBatch, keys: list[str], attempt: int,
+async def _enqueue_retry(ctx: "DeliveryContext", job: Job, batch: SendBatch, keys: list[str], attempt: int,
                          not_before: float, id_prefix: str | None) -> None:
     """Conversations of `batch` that must wait, as new batches. Those that may go now take the calendar's
     next slots; those that must wait (a back-off, a conversation's window) take theirs when they run, so
@@ -287,26 +287,26 @@ async def _enqueue_retry(bot: "Bot", job: Job, batch: SendBatch, keys: list[str]
     references = dict(batch.items)
     pace = batch_pace(batch)
     now = time.time()
-    slot = await bot.pacing.reserve(pace, len(keys)) if not_before - now <= LEAD else None
+    slot = await ctx.pacing.reserve(pace, len(keys)) if not_before - now <= LEAD else None
     for message, batch_slot in pack(job.id, [(k, references[k].to_json()) for k in keys], attempt=attempt,
                                     id_prefix=id_prefix, pace=pace, slot=slot):
-        await bot.sends.send(message, delay=batch_slot.visibility(now) if batch_slot else not_before - now)
+        await ctx.sends.send(message, delay=batch_slot.visibility(now) if batch_slot else not_before - now)
 
 
-async def run_send_batch(bot: "Bot", batch: SendBatch) -> str:
+async def run_send_batch(ctx: "DeliveryContext", batch: SendBatch) -> str:
     """A send batch from the sends queue."""
-    job = await bot.job_of(batch.job)
+    job = await ctx.job_of(batch.job)
     if job is None:
         raise JobError(f"send batch for job {batch.job}, which has no ledger header")
-    return (await deliver(bot, job, batch)).summary()
+    return (await deliver(ctx, job, batch)).summary()
 
 
-async def abandon_batch(bot: "Bot", batch: SendBatch, error: str) -> None:
+async def abandon_batch(ctx: "DeliveryContext", batch: SendBatch, error: str) -> None:
     """The host's last attempt at a batch failed: its conversations without an outcome count as failed
     (best effort: the storage that made it fail may be what is down)."""
     keys = [key for key, _ in batch.items]
     try:
-        await bot.ledger.abandon(batch.job, batch.id, keys, error)
+        await ctx.ledger.abandon(batch.job, batch.id, keys, error)
     except Exception:
         log.exception("job %s: batch %s failed for good, and the ledger could not say so", batch.job, batch.id)
         return
@@ -320,8 +320,8 @@ class BlockSlots:
     fresh slots at the calendar's end; an item late even there is handed on. A pace above 1,000 requests/s
     (UNPACED_INTERVAL) is not kept per request: no instance keeps it to the millisecond."""
 
-    def __init__(self, bot: "Bot", job_id: str, pace: str, block: Slot, size: int) -> None:
-        self.bot, self.job_id, self.key, self.block, self.size = bot, job_id, pace, block, size
+    def __init__(self, ctx: "DeliveryContext", job_id: str, pace: str, block: Slot, size: int) -> None:
+        self.ctx, self.job_id, self.key, self.block, self.size = ctx, job_id, pace, block, size
         self.skip = 0
         self.fresh: tuple[Slot, int] | None = None  # the block of fresh slots and the first index it holds
         self.unavailable = False
@@ -343,7 +343,7 @@ class BlockSlots:
             return self.block.at(held)
         if self.fresh is None and not self.unavailable:
             try:
-                self.fresh = await asyncio.wait_for(self.bot.pacing.reserve(self.key, remaining, lead=0.0),
+                self.fresh = await asyncio.wait_for(self.ctx.pacing.reserve(self.key, remaining, lead=0.0),
                                                     STORAGE_TIMEOUT), index
             except (BotError, asyncio.TimeoutError) as exc:  # the calendar cannot be written: the rest is handed on
                 log.warning("job %s: no fresh slots for %s (%s)", self.job_id, self.key, exc)
@@ -354,14 +354,14 @@ class BlockSlots:
         return fresh.at(index - first)
 
 
-async def slot_for(bot: "Bot", pace: str, slot: Slot | None, size: int, requeue: Callable[[Slot], Awaitable[None]]
+async def slot_for(ctx: "DeliveryContext", pace: str, slot: Slot | None, size: int, requeue: Callable[[Slot], Awaitable[None]]
                    ) -> Slot | None:
     """The block of slots a batch sends in: its own, or fresh ones when it has none, all of its own went by
     unused, or its key was paused since it was planned. None when they are further off than a worker may wait:
     `requeue` has put the batch back on the queue until then."""
     late = slot is not None and slot.at(size - 1) < time.time() - LATE_GRACE
-    if slot is None or late or await bot.pacing.paused_until(pace) > slot.start:
-        slot = await bot.pacing.reserve(pace, size, lead=START_LEAD)
+    if slot is None or late or await ctx.pacing.paused_until(pace) > slot.start:
+        slot = await ctx.pacing.reserve(pace, size, lead=START_LEAD)
     if slot.start - time.time() > MAX_INLINE_WAIT:
         await requeue(slot)
         return None
@@ -377,12 +377,12 @@ class Run:
     not_before: float
 
 
-async def run_paced(bot: "Bot", job_id: str, claims: Claims, work: Work, slots: Slots) -> Run:
+async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: Work, slots: Slots) -> Run:
     """Act on each claimed item at its slot, within its conversation's windows and its pace key's pace. A 429
     stops the requests of its pace key only. Raises when storage failed or stalled under the run, after the
     requests under way have ended."""
     keys = list(claims.attempts)
-    recorder = OutcomeRecorder(claims.write, bot.settings.send_concurrency)
+    recorder = OutcomeRecorder(claims.write, ctx.settings.send_concurrency)
     throttled: dict[str, float] = {}  # pace key → a 429's Retry-After: no more requests of that key here
     waits: list[float] = []  # conversations over their window: when they may be tried again
     sending: list[asyncio.Task[Outcome]] = []
@@ -392,7 +392,7 @@ async def run_paced(bot: "Bot", job_id: str, claims: Claims, work: Work, slots: 
         try:
             outcome = await work.act(key, claims.attempts[key])
         finally:
-            bot.sending.release()
+            ctx.sending.release()
         if outcome.throttled is not None:
             throttled[pace] = max(throttled.get(pace, 0.0), outcome.throttled)
         recorder.add(outcome)
@@ -415,14 +415,14 @@ async def run_paced(bot: "Bot", job_id: str, claims: Claims, work: Work, slots: 
                 await asyncio.sleep(at - now)
             if not await recorder.start():  # outcomes cannot be written: what is sent now could be sent twice
                 break
-            window = bot.windows.take(work.conversation(key), time.time())
+            window = ctx.windows.take(work.conversation(key), time.time())
             if window > 0:
                 recorder.unstarted()
                 waits.append(window)
                 held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
                 continue
-            await bot.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
-            await bot.guard.wait(pace, slots.interval(key))
+            await ctx.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
+            await ctx.guard.wait(pace, slots.interval(key))
             sending.append(asyncio.create_task(act(key, pace)))
     except Exception as exc:  # storage failed or stalled under the batch: start nothing more
         stopped = exc
@@ -438,7 +438,7 @@ async def run_paced(bot: "Bot", job_id: str, claims: Claims, work: Work, slots: 
                   type(stopped).__name__, stopped)
         raise stopped
     for pace, retry_after in throttled.items():
-        await bot.pacing.throttled(pace, retry_after)
+        await ctx.pacing.throttled(pace, retry_after)
     transient = any(o.status == RETRYING and o.attempted for o in outcomes)
     wait = backoff(min(claims.attempts.values(), default=0) + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) \
         if transient else 0.0
@@ -472,9 +472,9 @@ class LatestRevision:
 class _Send:
     """A send batch's work: the job's message (as its latest revision has it) to each conversation."""
 
-    def __init__(self, bot: "Bot", job: Job, references: dict[str, ConversationReference]) -> None:
-        self.bot, self.job, self.references = bot, job, references
-        self.revision = LatestRevision(bot.ledger, job.id)
+    def __init__(self, ctx: "DeliveryContext", job: Job, references: dict[str, ConversationReference]) -> None:
+        self.ctx, self.job, self.references = ctx, job, references
+        self.revision = LatestRevision(ctx.ledger, job.id)
 
     def conversation(self, key: str) -> str:
         return key
@@ -490,13 +490,13 @@ class _Send:
         content = latest.content if latest is not None else self.job.content()
         number = latest.number if latest is not None else 0
         try:
-            response = await self.bot.connector.send(self.references[key], retry=False, **content)
+            response = await self.ctx.connector.send(self.references[key], retry=False, **content)
         except Exception as exc:
-            return failure(self.bot, self.job.id, key, exc, attempts, "send")
+            return failure(self.ctx, self.job.id, key, exc, attempts, "send")
         return Outcome(key, SENT, activity_id=response.id or "", revision=number)
 
 
-def failure(bot: "Bot", job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:
+def failure(ctx: "DeliveryContext", job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:
     """The outcome of a Connector call that failed, by what the failure means (docs/delivery.md)."""
     from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
     from ..protocol.trust import UntrustedServiceUrlError
@@ -522,32 +522,32 @@ def failure(bot: "Bot", job_id: str, key: str, exc: Exception, attempts: int, wh
     return Outcome(key, RETRYING, error, throttled=throttled)
 
 
-async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
+async def deliver(ctx: "DeliveryContext", job: Job, batch: SendBatch) -> Report:
     """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
     wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
     pace = batch_pace(batch)
     if batch.slot is not None and batch.slot.at(len(batch.items) - 1) < time.time() - LATE_GRACE and batch.id \
-            and await bot.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
+            and await ctx.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
         return Report(done_before=len(batch.items))
 
     async def requeue(slot: Slot) -> None:
         batch.slot = slot
-        await bot.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
+        await ctx.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
 
-    slot = await slot_for(bot, pace, batch.slot, len(batch.items), requeue)
+    slot = await slot_for(ctx, pace, batch.slot, len(batch.items), requeue)
     if slot is None:
         return Report(retrying=len(batch.items))
-    claims = (_ClaimPerBatch if batch.id else _ClaimPerConversation)(bot, job, batch)
+    claims = (_ClaimPerBatch if batch.id else _ClaimPerConversation)(ctx, job, batch)
     early = await claims.take()
     if early is not None:
         return early
     started_late = time.time() - slot.start  # negative: early, as it should be
-    run = await run_paced(bot, job.id, claims, _Send(bot, job, dict(batch.items)),
-                          BlockSlots(bot, job.id, pace, slot, len(batch.items)))
+    run = await run_paced(ctx, job.id, claims, _Send(ctx, job, dict(batch.items)),
+                          BlockSlots(ctx, job.id, pace, slot, len(batch.items)))
     outcomes = run.outcomes
     for o in outcomes:
         if o.status == GONE:
-            await bot.conversations.retire(o.key, o.error)
+            await ctx.conversations.retire(o.key, o.error)
     report = Report(sent=sum(o.status == SENT for o in outcomes), gone=sum(o.status == GONE for o in outcomes),
                     failed=sum(o.status == FAILED for o in outcomes), done_before=claims.done_before,
                     cancelled=sum(o.status == CANCELLED for o in outcomes))
@@ -555,73 +555,23 @@ async def deliver(bot: "Bot", job: Job, batch: SendBatch) -> Report:
     if report.retrying:
         log.info("job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)", job.id,
                  report.retrying, batch.attempt + 1, started_late)
-    await _revise_if_behind(bot, job, batch, outcomes)
+    await _revise_if_behind(ctx, job, batch, outcomes)
     return report
 
 
-async def _revise_if_behind(bot: "Bot", job: Job, batch: SendBatch, outcomes: list[Outcome]) -> None:
+async def _revise_if_behind(ctx: "DeliveryContext", job: Job, batch: SendBatch, outcomes: list[Outcome]) -> None:
     """A revision that arrived while the batch was sending may have missed its messages: the batch's rows are
     settled now, so a revision that reads them from here on finds them; one read before may not have. Read the
     latest revision once more, and have the rows revised if they sent an older one."""
     sent = [o for o in outcomes if o.status == SENT]
     if not sent:
         return
-    latest = await bot.ledger.revision(job.id)
+    latest = await ctx.ledger.revision(job.id)
     behind = [o.key for o in sent if latest is not None and o.revision < latest.number]
     if not behind:
         return
     rows = [BATCH_PREFIX + batch.id] if batch.id else behind
     for row in rows:
-        await bot.sends.send(RevisionBatch(job.id, row).to_json())
+        await ctx.sends.send(RevisionBatch(job.id, row).to_json())
     log.info("job %s: %d messages were sent before revision %d reached them; revising them", job.id, len(behind),
              latest.number if latest else 0)
-
-
-# ---- one conversation's prepared messages --------------------------------------------------------------
-
-async def deliver_prepared(bot: "Bot", job_id: str, key: str, reference: ConversationReference) -> str:
-    """Send the messages kept in the ledger for (job, conversation) once: claim, send, record.
-
-    A failure records the row as retrying and raises, so that the host retries the job's message.
-    """
-    from ..protocol.connector import ConversationGoneError
-    from ..state.turns import send_reply
-    from .ledger import FINAL
-
-    prepared = await bot.ledger.prepared(job_id, key)
-    if prepared is None or prepared.status in FINAL:
-        return "duplicate"
-    claims = await bot.ledger.claim(job_id, [key])
-    if key in claims.busy:  # a copy of this job is sending right now: look again later
-        raise DeliveryBusyError(f"job {job_id}: another worker is sending to {key}; retrying later")
-    if key in claims.done:
-        return "duplicate"
-    try:
-        for message in prepared.messages:
-            await send_reply(bot.connector, reference, message, retry=True)
-    except ConversationGoneError as exc:
-        await bot.ledger.record(job_id, [Outcome(key, GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
-        await bot.conversations.retire(key, exc.code or f"HTTP {exc.status}")
-        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
-        return "retired"
-    except Exception as exc:
-        await bot.ledger.record(job_id, [Outcome(key, RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
-        raise
-    await bot.ledger.record(job_id, [Outcome(key, SENT)], claims.claimed)
-    return "sent"
-
-
-async def send_pending_replies(bot: "Bot", job: Job) -> str:
-    """A `replies` job: the replies of a committed turn that could not be sent at once."""
-    key = job.target.conversation
-    assert key is not None
-    record = await bot.conversations.get(key)
-    if record is None or not record.active:
-        log.warning("job %s: conversation %s is %s; its pending replies are dropped", job.id, key,
-                    "unknown" if record is None else "retired")
-        return "skipped"
-    return await deliver_prepared(bot, job.id, key, record.reference)
-
-
-class DeliveryBusyError(UnavailableError):
-    """Another invocation is delivering the same messages right now; the host retries this one later."""

@@ -199,6 +199,16 @@ class ConnectorClient:
             reference.endpoint, reference.conversation.id, reference.outgoing(**fields), retry=retry
         )
 
+    async def reply(self, reference: ConversationReference, reply: dict[str, Any], *,
+                    retry: bool = False) -> ResourceResponse:
+        """A turn's reply: to the activity it answers (`replyToId`), else into the conversation."""
+        outgoing = reference.outgoing(**reply)
+        reply_to = reply.get("replyToId")
+        if reply_to:
+            return await self.reply_to_activity(reference.endpoint, reference.conversation.id, reply_to, outgoing,
+                                                retry=retry)
+        return await self.send_to_conversation(reference.endpoint, reference.conversation.id, outgoing, retry=retry)
+
     # ---- the machinery -------------------------------------------------------------------
     async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
                     params: dict[str, Any] | None = None) -> Any:

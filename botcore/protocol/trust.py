@@ -5,7 +5,8 @@ earns it only from a channel token: the token's `serviceurl` claim matched the a
 (docs/protocol.md, "Where the bot's token may go"). The bot records those URLs in the
 `botserviceurls` table, and every call that carries the token is checked against that record, never
 against what a reference says of itself: a send batch on the queue, which any holder of queue
-access can write, cannot send the token anywhere the bot did not verify.
+access can write, cannot send the token anywhere the bot did not verify. The record is state's
+(botcore.state.service_urls); the rule is here.
 
 Emulator tokens carry no `serviceurl` claim, so their serviceUrl is never verified. The bot calls it
 only when its host is listed in `BotEmulatorServiceHosts` (say, the host of a tunnel to a developer's
@@ -17,21 +18,11 @@ machine.
 from __future__ import annotations
 
 import ipaddress
-import logging
-import time
-from typing import Any, Iterable
+from typing import Iterable, Protocol
 from urllib.parse import urlsplit
 
 from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, ServiceEndpoint
 from ..errors import BadInputError
-from ..keys import encode_key
-from ..settings import SERVICE_URLS_TABLE
-from ..storage import EntityNotFoundError, TableStore
-
-log = logging.getLogger(__name__)
-
-ROW_KEY = "u"
-UNKNOWN_FOR = 60.0  # seconds a URL found unverified is not looked up again
 
 
 class UntrustedServiceUrlError(BadInputError):
@@ -52,45 +43,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class ServiceUrlRegistry(TableStore):
-    """The service URLs channel tokens vouched for; remembered in the process once seen."""
+class VerifiedUrls(Protocol):
+    """The record of the service URLs channel tokens vouched for (botcore.state.service_urls)."""
 
-    table_name = SERVICE_URLS_TABLE
-
-    def __init__(self, table: Any = None) -> None:
-        super().__init__(table)
-        self._verified: set[str] = set()  # a URL once verified stays so
-        self._unknown: dict[str, float] = {}
-
-    async def record(self, url: str) -> None:
-        """A channel token vouched for `url` (written once per process and URL)."""
-        url = base_url(url)
-        if url in self._verified:
-            return
-        await self.table.upsert({"PartitionKey": encode_key(url), "RowKey": ROW_KEY, "url": url})
-        self._verified.add(url)
-        self._unknown.pop(url, None)
-        log.info("service URL %s verified by a channel token", url)
-
-    async def is_verified(self, url: str) -> bool:
-        url = base_url(url)
-        if url in self._verified:
-            return True
-        if self._unknown.get(url, 0.0) > time.monotonic():
-            return False
-        try:
-            await self.table.get(encode_key(url), ROW_KEY)
-        except EntityNotFoundError:
-            self._unknown[url] = time.monotonic() + UNKNOWN_FOR
-            return False
-        self._verified.add(url)
-        return True
+    async def is_verified(self, url: str) -> bool: ...
 
 
 class ServiceTrust:
     """The rule for one app: where a call may go, with the bot's token or (in development) without."""
 
-    def __init__(self, registry: ServiceUrlRegistry, emulator_hosts: Iterable[str] = (), *,
+    def __init__(self, registry: VerifiedUrls, emulator_hosts: Iterable[str] = (), *,
                  emulator_on_loopback: bool = False) -> None:
         """`emulator_on_loopback`: in Development, an Emulator serviceUrl on a loopback host may also have the
         token."""

@@ -13,23 +13,50 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from ..protocol.activity import Activity, ConversationReference
 from ..backoff import backoff
 from ..errors import UnavailableError
-from ..responses import Response
 from ..keys import conversation_key
 from ..settings import Settings
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from ..protocol.auth import AuthResult
     from ..protocol.connector import ConnectorClient
+    from .conversations import ConversationStore
+    from .dialogs import Engine
+    from .service_urls import ServiceUrlRegistry
 
 log = logging.getLogger(__name__)
 
 MAX_TURN_ATTEMPTS = 8
 REPLY_RETRY_DELAY = 5.0  # seconds before a reply that failed without a Retry-After is tried again
+
+
+class Outbox(Protocol):
+    """What a committed turn hands on, for the delivery layer to do (botcore.delivery.outbox)."""
+
+    async def retry_replies(self, key: str, replies: list[dict[str, Any]], delay: float) -> str:
+        """Keep replies the Connector did not take, to be sent again after `delay`; the id of the job doing it."""
+
+    async def schedule_dialog(self, key: str, dialog: str, delay: float) -> str: ...
+
+    async def remind(self, key: str, text: str, due: datetime) -> str: ...
+
+
+@dataclass
+class TurnContext:
+    """What turns work with, built at the edge (botcore.app) and handed down."""
+
+    settings: Settings
+    conversations: "ConversationStore"
+    service_urls: "ServiceUrlRegistry"
+    connector: "ConnectorClient"
+    engine: "Engine"
+    locks: "KeyLocks"
+    outbox: Outbox
 
 
 class TurnConflictError(UnavailableError):
@@ -69,7 +96,7 @@ def turn_info(settings: Settings, user_name: str | None) -> Any:
 
 
 async def run_dialog_turn(
-    bot: "Bot",
+    ctx: TurnContext,
     key: str,
     compute: Callable[[dict | None], Any],
     reference: ConversationReference | None,
@@ -78,8 +105,8 @@ async def run_dialog_turn(
     """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
     from .conversations import ConcurrencyError
 
-    store = bot.conversations
-    async with bot.locks.hold(key):
+    store = ctx.conversations
+    async with ctx.locks.hold(key):
         for attempt in range(1, MAX_TURN_ATTEMPTS + 1):
             record = await store.get(key)
             result = compute(record.state if record else None)
@@ -102,109 +129,91 @@ async def run_dialog_turn(
     raise TurnConflictError(f"conversation {key}: state changed under {MAX_TURN_ATTEMPTS} attempts")
 
 
-async def on_activity(bot: "Bot", activity: Activity, auth: Any) -> Response:
+async def on_activity(ctx: TurnContext, activity: Activity, auth: "AuthResult") -> int:
+    """Run the activity's turn; the status to answer the channel with."""
     reference = ConversationReference.from_activity(activity, auth.trust)
     if auth.kind == "channel":  # its token vouched for the serviceUrl: the bot's token may go there
-        await bot.service_urls.record(activity.service_url)
+        await ctx.service_urls.record(activity.service_url)
     key = conversation_key(activity.channel_id, activity.conversation.id)
 
     if activity.type == "message":
-        return await _message_turn(bot, activity, reference, key)
+        return await _message_turn(ctx, activity, reference, key)
     if (activity.type == "conversationUpdate" and activity.bot_was_removed()) or (
         activity.type == "installationUpdate" and (activity.action or "").startswith("remove")
     ):
-        await bot.conversations.retire(key, "bot removed")
+        await ctx.conversations.retire(key, "bot removed")
         log.info("conversation %s: bot removed, reference retired", key)
-        return Response(200)
-    await bot.conversations.record_activity(reference, team_id=activity.team_id)
+        return 200
+    await ctx.conversations.record_activity(reference, team_id=activity.team_id)
     if activity.type == "invoke":
         # No invoke is implemented; the SDKs answer unhandled invokes the same way.
-        return Response(501)
-    return Response(200)
+        return 501
+    return 200
 
 
-async def _message_turn(bot: "Bot", activity: Activity, reference: ConversationReference, key: str) -> Response:
+async def _message_turn(ctx: TurnContext, activity: Activity, reference: ConversationReference, key: str) -> int:
     """Once the state is committed the turn has happened: it answers 200 whatever the Connector does (a
     channel that saw an error would deliver the activity again), and replies it could not send go to
     the retry path."""
-    info = turn_info(bot.settings, activity.from_.name if activity.from_ else None)
+    info = turn_info(ctx.settings, activity.from_.name if activity.from_ else None)
     text = activity.text or ""
     result, _ = await run_dialog_turn(
-        bot, key, lambda state: bot.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
+        ctx, key, lambda state: ctx.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
         reference,
     )
     replies = [{**reply, "replyToId": activity.id} if activity.id else reply for reply in result.replies]
     sent = 0
     try:
         for reply in replies:
-            await send_reply(bot.connector, reference, reply)
+            await ctx.connector.reply(reference, reply)
             sent += 1
     except Exception as exc:
-        await _after_failed_replies(bot, key, replies[sent:], exc)
+        await _after_failed_replies(ctx, key, replies[sent:], exc)
     try:
-        await apply_effects(bot, key, result.effects)
+        await apply_effects(ctx, key, result.effects)
     except Exception:
         log.exception("conversation %s: the turn is committed but its follow-up work failed: %s", key,
                       result.effects)
-    return Response(200)
+    return 200
 
 
-async def _after_failed_replies(bot: "Bot", key: str, unsent: list[dict], exc: Exception) -> None:
-    """Retire a conversation that is gone; hand replies that may still go through to a `replies` job,
-    which sends them from the delivery ledger (made visible after Retry-After, or a few seconds)."""
+async def _after_failed_replies(ctx: TurnContext, key: str, unsent: list[dict[str, Any]], exc: Exception) -> None:
+    """Retire a conversation that is gone; hand replies that may still go through to the outbox, which sends
+    them again after Retry-After, or a few seconds."""
     from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from ..delivery.jobs import Target, new_job
     from ..protocol.trust import UntrustedServiceUrlError
 
     if isinstance(exc, ConversationGoneError):
-        await bot.conversations.retire(key, exc.code or f"HTTP {exc.status}")
+        await ctx.conversations.retire(key, exc.code or f"HTTP {exc.status}")
         log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
                     len(unsent))
         return
     if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
         log.error("conversation %s: a reply was refused (%s); %d replies dropped", key, exc, len(unsent))
         return
-    job = new_job("replies", Target(conversation=key))
     delay = exc.retry_after if isinstance(exc, RetryableConnectorError) and exc.retry_after else REPLY_RETRY_DELAY
     try:
-        await bot.ledger.prepare(job.id, key, unsent)
-        await bot.jobs.send(job.to_json(), delay=max(1.0, delay))
+        job_id = await ctx.outbox.retry_replies(key, unsent, max(1.0, delay))
     except Exception:
         log.exception("conversation %s: %d replies could not be sent (%r) nor kept for a retry; they are lost",
                       key, len(unsent), exc)
         return
     log.warning("conversation %s: %d replies not sent (%r); retried by job %s in %.0fs", key, len(unsent), exc,
-                job.id, delay)
+                job_id, delay)
 
 
-async def send_reply(connector: "ConnectorClient", reference: ConversationReference, reply: dict, *,
-                     retry: bool = False) -> None:
-    """One reply: to the activity it answers (replyToId), else into the conversation."""
-    outgoing = reference.outgoing(**reply)
-    reply_to = reply.get("replyToId")
-    if reply_to:
-        await connector.reply_to_activity(reference.endpoint, reference.conversation.id, reply_to, outgoing,
-                                          retry=retry)
-    else:
-        await connector.send_to_conversation(reference.endpoint, reference.conversation.id, outgoing, retry=retry)
-
-
-async def apply_effects(bot: "Bot", key: str, effects: list[Any]) -> None:
+async def apply_effects(ctx: TurnContext, key: str, effects: list[Any]) -> None:
     """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
     if not effects:  # most turns
         return
-    from ..delivery.jobs import Target, new_job
     from .dialogs import ScheduleDialog, ScheduleReminder
 
     for effect in effects:
         if isinstance(effect, ScheduleDialog):
-            job = new_job("beginDialog", Target(conversation=key), dialog=effect.dialog)
-            await bot.jobs.send(job.to_json(), delay=effect.delay_seconds)
-            log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog,
-                     effect.delay_seconds, job.id)
+            job_id = await ctx.outbox.schedule_dialog(key, effect.dialog, effect.delay_seconds)
+            log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog, effect.delay_seconds,
+                     job_id)
         elif isinstance(effect, ScheduleReminder):
-            job = new_job("reminder", Target(conversation=key), text=effect.text,
-                          due=effect.due.isoformat(timespec="milliseconds"))
-            await bot.reminders.add(bot, job)
+            await ctx.outbox.remind(key, effect.text, effect.due)
         else:
             raise TypeError(f"unknown effect {effect!r}")

@@ -14,9 +14,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from botcore.delivery.jobs import Target, new_job
-from devhost.azurite import Azurite
-from tests.botstack import BotStack, poisoned_at_once, status_of, tenant, wait_until
+from botcore.jobs import Target, new_job
+from tests.botstack import BotStack, stack_of_its_own, poisoned_at_once, status_of, tenant, wait_until
 
 CAP = 2  # BotMaxRetryAfterSeconds of the `capped` stack
 LATENESS = 4  # seconds a delivery may take beyond its pause: fan-out, queue polling, the send itself
@@ -26,14 +25,8 @@ LATENESS = 4  # seconds a delivery may take beyond its pause: fan-out, queue pol
 def capped(tmp_path_factory):
     """The bot with a short Retry-After cap, on a storage account of its own (a host on the session's queues
     would take its jobs); the account can be stopped."""
-    with Azurite(tmp_path_factory.mktemp("capped-azurite")) as azurite:
-        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("capped-bot"),
-                       extra_env={"BotMaxRetryAfterSeconds": str(CAP)})
-        bot.azurite = azurite
-        try:
-            yield bot
-        finally:
-            bot.stop()
+    with stack_of_its_own(tmp_path_factory.mktemp("capped"), extra_env={"BotMaxRetryAfterSeconds": str(CAP)}) as bot:
+        yield bot
 
 
 def _in_thirty_days() -> str:

@@ -20,14 +20,26 @@ KEY = "chat-test-key"
 
 
 @pytest.fixture(scope="module")
-def dev_host(azurite, tmp_path_factory):
+def dev_host(tmp_path_factory):
+    """In a storage account of its own: another host on the same queues (the session's, in Production) would
+    take this one's jobs."""
+    from devhost.azurite import Azurite
+
+    tmp = tmp_path_factory.mktemp("dev")
+    with Azurite(tmp / "azurite") as azurite:
+        yield from _dev_host(azurite, tmp)
+
+
+def _dev_host(azurite, tmp):
     env = {"BotStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
            "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "MicrosoftAppId": "", "MicrosoftAppPassword": "",
            "LocalFunctionKey": KEY}
     BotStack._init_storage(env)
-    host = HostProcess(REPO, env, tmp_path_factory.mktemp("dev") / "host.log")
-    yield host
-    host.stop()
+    host = HostProcess(REPO, env, tmp / "host.log")
+    try:
+        yield host
+    finally:
+        host.stop()
 
 
 class Terminal(Console):

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections import Counter
 
 import pytest
 
-from devhost.azurite import Azurite
 from botcore.delivery.batches import BATCH_KEYS
 from botcore.delivery.send import STORAGE_TIMEOUT
-from tests.botstack import APP_ID, BotStack, wait_until
+from tests.botstack import APP_ID, BotStack, stack_of_its_own, wait_until
 from tests.hostproc import REPO, HostProcess
 
 
@@ -89,14 +87,8 @@ def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack) -> Non
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
     """Azurite that may be restarted, with the bot in front of it."""
-    with Azurite(tmp_path_factory.mktemp("faults-azurite")) as azurite:
-        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("faults-bot"),
-                       extra_env={"BotTenantRatePerSecond": "150"})
-        bot.azurite = azurite
-        try:
-            yield bot
-        finally:
-            bot.stop()
+    with stack_of_its_own(tmp_path_factory.mktemp("faults"), extra_env={"BotTenantRatePerSecond": "150"}) as bot:
+        yield bot
 
 
 def test_azurite_restarted_mid_broadcast(own: BotStack) -> None:
@@ -115,7 +107,7 @@ def test_azurite_restarted_mid_survey(own: BotStack) -> None:
     cid = f"19:{uuid.uuid4().hex}@thread.v2"
     for text in ("profile", "Ann"):
         own.say(cid, text).raise_for_status()
-    from botcore.delivery.jobs import Target, new_job
+    from botcore.jobs import Target, new_job
 
     own.enqueue(new_job("beginDialog", Target(conversation=own.key(cid)), dialog="survey").to_json())
     assert wait_until(lambda: [f["dialog"] for f in own.state(cid)["stack"]] == ["profile", "survey"], timeout=40)

@@ -126,7 +126,7 @@ def test_reminders_and_notifications_never_share_an_id_silently(bot: BotStack) -
 
 def test_a_queued_job_reusing_an_id_for_other_work_is_poisoned_with_the_reason(bot: BotStack) -> None:
     """Defect 5 on the queue path: a job whose id another job already took goes to poison, not to silence."""
-    from botcore.delivery.jobs import Target, new_job
+    from botcore.jobs import Target, new_job
 
     [cid] = bot.seed(1)
     first = new_job("notify", Target(conversation=bot.key(cid)), text="first")
@@ -157,27 +157,23 @@ def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_fa
     """Defect 6: a message the storage service cannot read back (U+FFFE put by another service) made the whole
     receive fail, and the innocent jobs received with it stayed hidden and unprocessed. In a storage
     account of its own: the bad message stays unreadable for good."""
-    from botcore.delivery.jobs import Target, new_job
-    from devhost.azurite import Azurite
+    from botcore.jobs import Target, new_job
+    from tests.botstack import stack_of_its_own
 
-    with Azurite(tmp_path_factory.mktemp("unreadable")) as azurite:
-        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("unreadable-bot"))
-        try:
-            [cid] = bot.seed(1)
-            bot.enqueue('{"kind": "notify", "text": "bad \ufffe"}')
-            innocent = new_job("notify", Target(conversation=bot.key(cid)), text="innocent")
-            bot.enqueue(innocent.to_json())
-            status_of(bot, innocent.id, state="done", sent=1, timeout=60)  # within a lease (30 s) and a poll
-            assert bot.texts_of(cid) == ["innocent"]
-            assert "cannot read queue bot-jobs" in bot.host.log()
-        finally:
-            bot.stop()
+    with stack_of_its_own(tmp_path_factory.mktemp("unreadable")) as bot:
+        [cid] = bot.seed(1)
+        bot.enqueue('{"kind": "notify", "text": "bad \ufffe"}')
+        innocent = new_job("notify", Target(conversation=bot.key(cid)), text="innocent")
+        bot.enqueue(innocent.to_json())
+        status_of(bot, innocent.id, state="done", sent=1, timeout=60)  # within a lease (30 s) and a poll
+        assert bot.texts_of(cid) == ["innocent"]
+        assert "cannot read queue bot-jobs" in bot.host.log()
 
 
 def test_hopeless_jobs_are_refused_or_poisoned_at_once(bot: BotStack) -> None:
     """Defect 8: an out-of-range date was a 500 and, queued, retried five times; so were unknown dialogs
     and conversation keys no table can hold."""
-    from botcore.delivery.jobs import Target, new_job
+    from botcore.jobs import Target, new_job
 
     [cid] = bot.seed(1)
     far = "9999-12-31T23:59:59-12:00"
@@ -280,29 +276,27 @@ def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack) -> None:
     assert "evil.invalid came with an Emulator token" in log and "ConnectError" not in log.split(job_id, 1)[1]
 
 
-def test_in_production_a_loopback_emulator_gets_the_token_only_when_listed(azurite, tmp_path_factory) -> None:
+def test_in_production_a_loopback_emulator_gets_the_token_only_when_listed(tmp_path_factory) -> None:
     """The stack runs in Production: an Emulator on the bot's own machine (127.0.0.1) gets no reply, and so
     not the bot's token, unless its host is listed in BotEmulatorServiceHosts (here: localhost only)."""
     from devhost.channel import FakeConnector
     from tests.botstack import APP_ID
 
-    stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("emulator-bot"),
-                     extra_env={"BotEmulatorServiceHosts": "localhost"})
-    try:
-        with FakeConnector() as emulator:
-            for host in ("127.0.0.1", "localhost"):
-                cid = f"emu-{uuid.uuid4().hex}"
-                activity = stack.activity(cid, "help", channelId="emulator", conversation={"id": cid},
-                                          serviceUrl=emulator.base_url.replace("127.0.0.1", host) + "/")
-                assert stack.post(activity, token=stack.idp.mint_emulator_token(APP_ID)).status_code == 200
-                if host == "127.0.0.1":
-                    assert wait_until(lambda: "came with an Emulator token" in stack.host.log().split(cid, 1)[-1])
-                    assert emulator.requests == []
-            assert emulator.wait_for(lambda c: len(c.activities(cid)) >= 1)
-            assert all(stack.idp.is_valid_access_token(r.authorization.removeprefix("Bearer "))
-                       for r in emulator.requests)
-    finally:
-        stack.stop()
+    from tests.botstack import stack_of_its_own
+
+    with stack_of_its_own(tmp_path_factory.mktemp("emulator-bot"),
+                          extra_env={"BotEmulatorServiceHosts": "localhost"}) as stack, FakeConnector() as emulator:
+        for host in ("127.0.0.1", "localhost"):
+            cid = f"emu-{uuid.uuid4().hex}"
+            activity = stack.activity(cid, "help", channelId="emulator", conversation={"id": cid},
+                                      serviceUrl=emulator.base_url.replace("127.0.0.1", host) + "/")
+            assert stack.post(activity, token=stack.idp.mint_emulator_token(APP_ID)).status_code == 200
+            if host == "127.0.0.1":
+                assert wait_until(lambda: "came with an Emulator token" in stack.host.log().split(cid, 1)[-1])
+                assert emulator.requests == []
+        assert emulator.wait_for(lambda c: len(c.activities(cid)) >= 1)
+        assert all(stack.idp.is_valid_access_token(r.authorization.removeprefix("Bearer "))
+                   for r in emulator.requests)
 
 
 def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: BotStack) -> None:
@@ -330,7 +324,7 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
 
     from botcore.delivery.batches import pack
     from botcore.protocol.http import close_http_client
-    from botcore.delivery.jobs import Target, new_job
+    from botcore.jobs import Target, new_job
     from botcore.settings import MAX_DEQUEUE_COUNT, get_settings
     from botcore.storage import StorageUnavailableError, close_storage_clients
     from botcore.worker import handle_job_message, handle_send_message

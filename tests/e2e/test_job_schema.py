@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from botcore.delivery.jobs import JobError, parse_job
+from botcore.jobs import JobError, parse_job
 from tests.botstack import BotStack
 from tests.hostproc import REPO
 

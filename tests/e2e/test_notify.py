@@ -12,9 +12,8 @@ from collections import Counter
 
 import pytest
 
-from botcore.delivery.jobs import Target, new_job
-from devhost.azurite import Azurite
-from tests.botstack import BotStack, status_of, tenant, wait_until
+from botcore.jobs import Target, new_job
+from tests.botstack import BotStack, stack_of_its_own, status_of, tenant, wait_until
 
 
 def test_notify_one_conversation_over_http(bot: BotStack) -> None:
@@ -181,8 +180,6 @@ def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStac
 
 
 async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversation_id) -> None:
-    import time
-
     await asyncio.to_thread(bot.say, conversation_id, "remind me in 3 seconds to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)
     asked = time.monotonic()
@@ -194,19 +191,15 @@ async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversat
 
 def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:
     """1,000 stored references, in a storage account of their own so that everyone is exactly them."""
-    with Azurite(tmp_path_factory.mktemp("everyone")) as azurite:
-        bot = BotStack(azurite.connection_string, tmp_path_factory.mktemp("everyone-bot"))
-        try:
-            cids = bot.seed(1000)
-            response = bot.api("POST", "notify", {"text": "to all", "target": {"everyone": True}})
-            assert response.status_code == 202
-            job_id = response.json()["id"]
-            assert bot.channel.wait_for(lambda c: len(c.activities()) >= 1000, timeout=90)
-            status_of(bot, job_id, state="done", targets=1000, sent=1000)
-            counts = Counter(r.conversation_id for r in bot.channel.activities())
-            assert counts == Counter({cid: 1 for cid in cids})
-            # A pace of 2,000/s is kept per batch, not per request: no batch fell behind and handed anything on.
-            assert "handed on" not in bot.host.log()
-        finally:
-            bot.stop()
-        assert "Host stopped" in bot.host.log() and "Unclosed" not in bot.host.log()  # clients closed at exit
+    with stack_of_its_own(tmp_path_factory.mktemp("everyone")) as bot:
+        cids = bot.seed(1000)
+        response = bot.api("POST", "notify", {"text": "to all", "target": {"everyone": True}})
+        assert response.status_code == 202
+        job_id = response.json()["id"]
+        assert bot.channel.wait_for(lambda c: len(c.activities()) >= 1000, timeout=90)
+        status_of(bot, job_id, state="done", targets=1000, sent=1000)
+        counts = Counter(r.conversation_id for r in bot.channel.activities())
+        assert counts == Counter({cid: 1 for cid in cids})
+        # A pace of 2,000/s is kept per batch, not per request: no batch fell behind and handed anything on.
+        assert "handed on" not in bot.host.log()
+    assert "Host stopped" in bot.host.log() and "Unclosed" not in bot.host.log()  # clients closed at exit

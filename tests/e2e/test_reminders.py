@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from botcore.app import bot_for, close
-from botcore.delivery.jobs import Target, new_job
+from botcore.jobs import Target, new_job
 from tests.botstack import BotStack, environment, status_of, tenant, wait_until
 
 
@@ -18,11 +18,12 @@ async def _store(bot: BotStack, cids: list[str], text: str, due: datetime) -> li
     """Reminders stored as the API stores those due past the timer's lookahead (here a few seconds off: `add`
     is told it is earlier than it is); returns their ids."""
     with environment(bot.env):
-        store = bot_for().reminders
+        delivery = bot_for().delivery
         ids = []
         for cid in cids:
             job = new_job("reminder", Target(conversation=bot.key(cid)), text=text, due=due.isoformat())
-            await store.add(bot_for(), job, now=datetime.now(timezone.utc) - timedelta(seconds=600))
+            await delivery.reminders.add(delivery.ledger, delivery.jobs, job,
+                                         now=datetime.now(timezone.utc) - timedelta(seconds=600))
             ids.append(job.id)
         await close()
     return ids
@@ -30,7 +31,7 @@ async def _store(bot: BotStack, cids: list[str], text: str, due: datetime) -> li
 
 async def _fire(bot: BotStack) -> int:
     with environment(bot.env):
-        fired = await bot_for().reminders.fire_due(bot_for())
+        fired = await bot_for().delivery.reminders.fire_due(bot_for().delivery)
         await close()
     return fired
 
@@ -66,7 +67,7 @@ async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, 
     [job_id] = await _store(bot, [cid], "stretch", datetime.now(timezone.utc) + timedelta(seconds=3))
 
     async def timer():
-        return await bot_for().reminders.fire_due(bot_for())
+        return await bot_for().delivery.reminders.fire_due(bot_for().delivery)
 
     fired = await asyncio.gather(timer(), second_instance(timer()))
     await close()
@@ -106,13 +107,14 @@ async def test_a_timer_that_stopped_after_packing_is_taken_over_and_the_pack_sen
     [cid] = await asyncio.to_thread(bot.seed, 1)
     [job_id] = await _store(bot, [cid], "once", datetime.now(timezone.utc) + timedelta(seconds=4))
     with environment(bot.env):
-        store = bot_for().reminders
+        delivery = bot_for().delivery
+        store = delivery.reminders
         rows = [row async for row in store.table.query(f"RowKey eq '{job_id}'")]
-        await reminders.packs.pack(bot_for(), [reminders.parse_job(rows[0]["job"])])  # what the stopped timer did
+        await reminders.packs.pack(delivery, [reminders.parse_job(rows[0]["job"])])  # what the stopped timer did
         await store.table.merge({"PartitionKey": rows[0]["PartitionKey"], "RowKey": job_id, "status": "firing",
                                  "claimedAt": datetime.now(timezone.utc) - timedelta(minutes=5)})
-        assert await store.fire_due(bot_for()) >= 1
-        pack = (await bot_for().ledger.header(job_id)).pack
+        assert await store.fire_due(delivery) >= 1
+        pack = (await delivery.ledger.header(job_id)).pack
         await close()
     await asyncio.to_thread(status_of, bot, job_id, state="done", sent=1, timeout=15)
     assert await asyncio.to_thread(wait_until, lambda: f"pack {pack}: already done" in bot.host.log(), 15)

@@ -9,19 +9,16 @@ import uuid
 
 import pytest
 
-from tests.botstack import BotStack, status_of, tenant, wait_until
+from tests.botstack import BotStack, stack_of_its_own, status_of, tenant, wait_until
 
 
 @pytest.fixture(scope="module")
-def paced(azurite, tmp_path_factory):
+def paced(tmp_path_factory):
     """A bot whose tenants get 10 requests a second and whose instance sends 4 at once: a broadcast of 40 takes
     four seconds, long enough to revise it while it is sent, however busy the machine."""
-    stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("paced"),
-                     extra_env={"BotTenantRatePerSecond": "10", "BotSendConcurrency": "4"})
-    try:
+    with stack_of_its_own(tmp_path_factory.mktemp("paced"),
+                          extra_env={"BotTenantRatePerSecond": "10", "BotSendConcurrency": "4"}) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def visible(bot: BotStack, cids: list[str]) -> dict[str, list[str]]:

@@ -70,7 +70,7 @@ async def test_a_malformed_member_fails_alone_with_its_reason_in_the_ledger(bot:
     await asyncio.to_thread(status_of, bot, job_id, state="done", targets=4, sent=2, failed=2, pending=0, timeout=20)
     assert _received(bot, "one bad apple") == Counter({m["id"]: 1 for m in good})
     with environment(bot.env):
-        rows, _ = await bot_for().ledger.deliveries(job_id)
+        rows, _ = await bot_for().delivery.ledger.deliveries(job_id)
         await close()
     errors = [d.error for row in rows for _, d in row.entries if d.status == "failed"]
     assert len(errors) == 2 and all(e.startswith("not a member: ") for e in errors), errors

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from botcore.delivery.jobs import Target, new_job
+from botcore.jobs import Target, new_job
 from tests.botstack import BotStack, wait_until
 
 INTERRUPT = "Sorry to interrupt"

@@ -12,9 +12,8 @@ from collections import Counter
 
 import pytest
 
-from devhost.azurite import Azurite
 from devhost.channel import TeamsLimits
-from tests.botstack import BotStack, status_of, tenant, wait_until
+from tests.botstack import BotStack, stack_of_its_own, status_of, tenant, wait_until
 from tests.hostproc import REPO, HostProcess
 
 TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
@@ -22,12 +21,8 @@ TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
 
 @pytest.fixture(scope="module")
 def teams(tmp_path_factory):
-    with Azurite(tmp_path_factory.mktemp("teams-storage")) as azurite:
-        stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("teams-bot"), teams=TEAMS)
-        try:
-            yield stack
-        finally:
-            stack.stop()
+    with stack_of_its_own(tmp_path_factory.mktemp("teams"), teams=TEAMS) as stack:
+        yield stack
 
 
 def _delivered(stack: BotStack, cids: list[str], text: str) -> Counter:

@@ -43,7 +43,8 @@ async def http():
 async def trust(fake, storage_connection_string, monkeypatch):
     """The bot's rule over a real registry in Azurite, in which a channel token vouched for the fake."""
     from botcore import storage
-    from botcore.protocol.trust import ServiceTrust, ServiceUrlRegistry
+    from botcore.protocol.trust import ServiceTrust
+    from botcore.state.service_urls import ServiceUrlRegistry
 
     monkeypatch.setenv("BotStorage", storage_connection_string)
     await storage.ensure_resources()

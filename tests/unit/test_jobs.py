@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from botcore.protocol.activity import ConversationReference
 from botcore.delivery.batches import BATCH_KEYS, SendBatch, pack
-from botcore.delivery.jobs import KINDS, JobError, Target, new_job, parse_job
+from botcore.jobs import KINDS, JobError, Target, new_job, parse_job
 
 
 def test_a_new_job_round_trips_through_json() -> None:
@@ -171,7 +171,7 @@ def test_a_due_time_more_than_a_year_ahead_is_refused() -> None:
 
 @pytest.mark.parametrize("job_id", ["a/b", ".", "..", "x?y", "x#y", "a b", "50%", "é", "", "x" * 201])
 def test_a_job_id_that_cannot_stand_in_a_url_path_is_refused_wherever_a_job_comes_in(job_id: str) -> None:
-    from botcore.delivery.jobs import check_job_id
+    from botcore.jobs import check_job_id
 
     with pytest.raises(JobError, match="letters, digits or"):
         check_job_id(job_id)
@@ -185,7 +185,7 @@ def test_a_job_id_that_cannot_stand_in_a_url_path_is_refused_wherever_a_job_come
 
 
 def test_job_ids_may_use_every_unreserved_url_character() -> None:
-    from botcore.delivery.jobs import check_job_id
+    from botcore.jobs import check_job_id
 
     for job_id in ("Az09._~-", "...", ".a", "x" * 200):
         assert check_job_id(job_id) == job_id

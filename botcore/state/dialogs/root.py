@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
-from ...delivery.jobs import MAX_REMINDER_SECONDS
+from ...jobs import MAX_REMINDER_SECONDS
 from .engine import Context, ScheduleDialog, ScheduleReminder
 
 SURVEY_DELAY_SECONDS = 5

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .. import jsontext
-from ..errors import BadInputError
-from ..keys import is_conversation_key
+from . import jsontext
+from .errors import BadInputError
+from .keys import is_conversation_key
 
 QUEUE_MESSAGE_BYTES = 64 * 1024  # what a queue message holds
 MAX_REMINDER_SECONDS = 366 * 86400  # how far ahead a reminder may fall due

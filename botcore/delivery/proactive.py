@@ -10,39 +10,38 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..delivery.jobs import Job, JobError
-from .turns import run_dialog_turn, turn_info
+from ..jobs import Job, JobError
+from ..state.turns import run_dialog_turn, turn_info
+from .replies import deliver_prepared
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
 
 
-async def begin_dialog(bot: "Bot", job: Job) -> str:
+async def begin_dialog(ctx: "DeliveryContext", job: Job) -> str:
     """Push the job's dialog on top of whatever runs, commit, then send its first messages."""
-    from ..delivery.send import deliver_prepared
-
-    if job.dialog not in bot.engine.dialogs:
-        raise JobError(f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(bot.engine.dialogs))}")
+    if job.dialog not in ctx.turns.engine.dialogs:
+        raise JobError(f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(ctx.turns.engine.dialogs))}")
     key = job.target.conversation
     assert key is not None
-    record = await bot.conversations.get(key)
+    record = await ctx.conversations.get(key)
     if record is None or not record.active:
         log.warning("job %s: conversation %s is %s; dialog %s not started", job.id, key,
                     "unknown" if record is None else "retired", job.dialog)
         return "skipped"
-    info = turn_info(bot.settings, record.reference.user.name if record.reference.user else None)
+    info = turn_info(ctx.settings, record.reference.user.name if record.reference.user else None)
 
     async def keep_replies(result) -> None:
         if result.replies:
-            await bot.ledger.prepare(job.id, key, result.replies)
+            await ctx.ledger.prepare(job.id, key, result.replies)
 
     result, record = await run_dialog_turn(
-        bot, key, lambda state: bot.engine.begin_proactive(state, job.dialog, job_id=job.id, ctx_info=info),
+        ctx.turns, key, lambda state: ctx.turns.engine.begin_proactive(state, job.dialog, job_id=job.id, ctx_info=info),
         None, before_commit=keep_replies,
     )
-    outcome = await deliver_prepared(bot, job.id, key, record.reference)
+    outcome = await deliver_prepared(ctx, job.id, key, record.reference)
     if outcome != "sent":
         return outcome
     return "started" if result.replies else "resent"
