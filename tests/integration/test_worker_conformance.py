@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.botstack import APP_ID, BotStack, environment
+from tests.botstack import BotStack, environment
 from tests.functions_table import FUNCTIONS, table_of
 from tests.hostproc import REPO
 
