@@ -79,7 +79,15 @@ def host(tmp_path_factory: pytest.TempPathFactory):
         try:
             with environment(stack.env):
                 worker = Worker(REPO)
-                yield Host(stack, worker, functions_of(asyncio.run(worker.start())))
+                # The worker imports and indexes function_app afresh, as in a process of its own: the
+                # azure-functions library refuses to list one app's functions twice.
+                imported = sys.modules.pop("function_app", None)
+                try:
+                    functions = functions_of(asyncio.run(worker.start()))
+                finally:
+                    if imported is not None:
+                        sys.modules["function_app"] = imported
+                yield Host(stack, worker, functions)
         finally:
             stack.stop()
 
