@@ -2,8 +2,10 @@
 
 A fresh process imports function_app and answers its first authenticated message in-process
 (botcore.endpoint.handle_messages), against the local IdP, the fake Connector and Azurite:
-wall time from spawning the process to the reply arriving at the Connector. Also: the import
-of function_app alone, and where import time goes (`python -X importtime`).
+wall time from spawning the process to the reply arriving at the Connector. The same with the
+app indexed and invoked as the local host does it: through its own loader, and through
+Microsoft's worker library where it is installed. Also: the import of function_app alone, and
+where import time goes (`python -X importtime`).
 """
 
 from __future__ import annotations
@@ -80,12 +82,13 @@ def _first_turn_request(channel: Any, idp: Any) -> tuple[str, str]:
                             "body": json.dumps(body)})
 
 
-def _first_turn(channel: Any, idp: Any, env: dict[str, str]) -> dict[str, float]:
+def _first_turn(channel: Any, idp: Any, env: dict[str, str], loader: str = "") -> dict[str, float]:
+    """The cold-start child; with `loader` ("own", "worker") it loads and invokes the app as the local host does."""
     cid, request = _first_turn_request(channel, idp)
     cpu = _children_cpu()
     start = time.monotonic()
     result = subprocess.run([PYTHON, "-c", CHILD_SOURCE], cwd=str(REPO), capture_output=True, text=True,
-                            env={**env, "BENCH_COLD_REQUEST": request})
+                            env={**env, "BENCH_COLD_REQUEST": request, "BENCH_COLD_LOADER": loader})
     wall = time.monotonic() - start
     if result.returncode != 0:
         raise RuntimeError(f"cold-start child failed:\n{result.stderr[-3000:]}")
@@ -102,8 +105,16 @@ def _ms(summary: stats.Summary) -> tuple[str, str]:
     return stats.number(summary.median * 1000), stats.spread(summary.scaled(1000))
 
 
+def _loaders() -> list[str]:
+    """The local host's ways to load the app here: its own loader, and the worker library where installed."""
+    from devhost import worker
+
+    return ["own", "worker"] if worker.available() else ["own"]
+
+
 def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     repeats = 2 if quick else 5
+    loaders = _loaders()
     runs: dict[str, list[float]] = defaultdict(list)
     idp_hits: list[dict[str, int]] = []
     with azurite(tmp / "azurite-cold") as storage, identity_and_channel() as (idp, channel):
@@ -127,8 +138,13 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
             floor_libs, _, libs = _run(FLOOR_LIBRARIES, env)
             app_only, app_cpu, _ = _run(APP_ONLY, env)
             first_uncached = _first_turn(channel, idp, uncached)
+            loaded = {loader: _first_turn(channel, idp, env, loader) for loader in loaders}
             if i == 0:
                 continue  # warm-up: file-system cache, .pyc files
+            for loader, figures in loaded.items():
+                runs[f"first_reply_{loader}"].append(figures["first_reply"])
+                runs[f"index_{loader}"].append(figures["import"])
+                runs[f"turn_{loader}"].append(figures["turn"])
             idp_hits.append(hits)
             for name, value in first.items():
                 runs[name].append(value)
@@ -183,6 +199,19 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     t.add("… of which `import function_app`, bytecode not cached", *_ms(s["import_uncached"]), "B′",
           stats.times(stats.ratio(s["import_uncached"].median, s["floor_libs_import"].median)))
 
+    names = {"own": "the local host's own loader (azure-functions converters)",
+             "worker": "Microsoft's worker library (azure-functions-runtime, protobuf both ways)"}
+    loaded = section.table(["app loaded and invoked through", "first reply, spawn → reply (ms)", "spread (ms)",
+                            "ratio to floor B", "… indexing (ms)", "… first invocation (ms)"],
+                           title="Cold start as the local host runs the app: indexing, then the first authenticated "
+                                 "reply")
+    for loader in loaders:
+        first = s[f"first_reply_{loader}"]
+        loaded.add(names[loader], *_ms(first), stats.times(stats.ratio(first.median, s["floor_libs"].median)),
+                   _ms(s[f"index_{loader}"])[0], _ms(s[f"turn_{loader}"])[0])
+    if "worker" not in loaders:
+        loaded.add(names["worker"], "not installed here (Python 3.13 and later)", "", "", "", "")
+
     for title, costs in (("Top 10 import costs of `python -X importtime -c \"import function_app\"`", app_costs),
                          ("Top 10 import costs of the whole cold start (import function_app + first turn)",
                           turn_costs)):
@@ -202,6 +231,12 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         "repository; the warm-up run fills that cache. This environment sets `PYTHONDONTWRITEBYTECODE=1` and the "
         "repository has no `__pycache__`, so by default botcore and function_app are compiled at every start: "
         "the two \"not cached\" rows show what that costs.")
+    section.notes.append(
+        "The loaders' table: the same child process loads the app as the local host does, with its own loader "
+        "(indexing with the azure-functions library, the trigger through that library's converters) or through "
+        "Microsoft's worker library (worker init with the protocol's protobuf modules, indexing, the metadata and "
+        "load requests, then the invocation as serialised protobuf messages). Indexing is timed inside the process, "
+        "from its first line to the indexed app; the first invocation includes its lazy imports and I/O.")
     section.notes.append("Field notes reference: the bot's modules import in ~420 ms (botbuilder-python) "
                          "and ~530 ms (Agents SDK) on this machine class.")
     return section

@@ -1,20 +1,27 @@
-"""Load a function app the way the Functions host does: settings, host.json, registered functions.
+"""Load a function app the way the Functions host does: settings, host.json, the functions the worker indexed.
 
-Routes, queue names and schedules come from the azure-functions library's own
-metadata of the app (`app.get_functions()`), never from a second list.
+Routes, queue names and schedules come from the bindings the worker reports for the app (the
+azure-functions library's own metadata of it), never from a second list.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import json
 import os
 import re
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+
+from .triggers import HttpAnswer, HttpData, TriggerData
 
 
 class HostConfigError(Exception):
@@ -23,22 +30,41 @@ class HostConfigError(Exception):
 
 @dataclass
 class FunctionInfo:
+    """A function as the worker reports it: its id, and its trigger binding as the app declared it."""
+
     name: str
+    function_id: str
     trigger: dict[str, Any]
-    fn: Callable[..., Any]
-    arg_name: str
-    is_async: bool
-    takes_context: bool = False  # a `context` parameter: the host passes the invocation's func.Context
 
     @property
     def trigger_type(self) -> str:
         return self.trigger["type"]
+
+    @property
+    def arg_name(self) -> str:
+        return self.trigger["name"]
+
+
+class Runner(Protocol):
+    """What runs the app's functions: Microsoft's worker library (worker.py) or the host's own loader."""
+
+    label: str  # for the banner: what runs the functions, with its version
+
+    async def start(self) -> list[dict[str, Any]]:
+        """Index the app: each function as {"name", "function_id", "bindings": [its bindings' JSON]}."""
+
+    async def invoke(self, function: FunctionInfo, trigger: TriggerData, invocation_id: str) -> HttpAnswer | None:
+        """Run one function; an HTTP function's answer, else None. Raises when the function failed."""
+
+    async def close(self) -> None:
+        """Wait for functions still running on threads."""
 
 
 @dataclass
 class LoadedApp:
     directory: Path
     host_json: dict[str, Any]
+    runner: Runner
     functions: list[FunctionInfo] = field(default_factory=list)
 
     def extension(self, name: str) -> dict[str, Any]:
@@ -71,40 +97,89 @@ def resolve(value: str) -> str:
     return re.sub(r"%([^%]+)%", setting, value)
 
 
-def load_app(app_dir: Path) -> LoadedApp:
-    import inspect
-
-    import azure.functions as func
+async def load_app(app_dir: Path) -> LoadedApp:
+    """Settings, host.json, then the functions as the worker indexes them: through Microsoft's worker library
+    where it is installed (Python 3.13 and later), else through the host's own loader."""
+    from . import worker
 
     app_dir = app_dir.resolve()
     host_path = app_dir / "host.json"
     host_json = json.loads(host_path.read_text()) if host_path.exists() else {}
     load_settings(app_dir)
     sys.path.insert(0, str(app_dir))
-    sys.modules.pop("function_app", None)
-    module = importlib.import_module("function_app")
-    apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
-    if len(apps) != 1:
-        raise HostConfigError(f"{app_dir}/function_app.py must define exactly one FunctionApp, found {len(apps)}")
-    loaded = LoadedApp(app_dir, host_json)
-    for function in apps[0].get_functions():
-        bindings = [b.get_dict_repr() for b in function.get_bindings()]
-        trigger = next((b for b in bindings if str(b["type"]).endswith("Trigger")), None)
+    sys.modules.pop("function_app", None)  # another app's, imported from the working directory
+    runner: Runner = worker.Worker(app_dir) if worker.available() else OwnLoader()
+    return LoadedApp(app_dir, host_json, runner, functions_of(await runner.start()))
+
+
+def functions_of(indexed: list[dict[str, Any]]) -> list[FunctionInfo]:
+    """The functions a runner indexed, each with its trigger binding."""
+    functions = []
+    for function in indexed:
+        trigger = next((b for b in function["bindings"] if str(b["type"]).endswith("Trigger")), None)
         if trigger is None:
-            raise HostConfigError(f"function {function.get_function_name()} has no trigger")
-        trigger = {k: (v.value if hasattr(v, "value") else v) for k, v in trigger.items()}
-        if "methods" in trigger and trigger["methods"]:
-            trigger["methods"] = [getattr(m, "value", m) for m in trigger["methods"]]
-        fn = function.get_user_function()
-        loaded.functions.append(FunctionInfo(
-            name=function.get_function_name(), trigger=trigger, fn=fn,
-            arg_name=trigger["name"], is_async=inspect.iscoroutinefunction(fn),
-            takes_context="context" in inspect.signature(fn).parameters,
-        ))
-    return loaded
+            raise HostConfigError(f"function {function['name']} has no trigger")
+        functions.append(FunctionInfo(function["name"], function["function_id"], trigger))
+    return functions
 
 
-@dataclass(frozen=True)
+class OwnLoader:
+    """The app's functions on Python 3.11 and 3.12, where Microsoft's worker library does not install.
+
+    Indexes function_app.py with the azure-functions library as the worker does, and hands each trigger to
+    that library's converters (the ones the worker calls) for the function's argument and its HTTP answer.
+    Sync functions run on a thread pool, async ones on the host's event loop.
+    """
+
+    def __init__(self) -> None:
+        self.label = f"the host's own loader (azure-functions {metadata.version('azure-functions')})"
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="function")
+        self._functions: dict[str, tuple[Callable[..., Any], bool]] = {}  # function id: (function, has $return)
+
+    async def start(self) -> list[dict[str, Any]]:
+        import azure.functions as func
+
+        module = importlib.import_module("function_app")
+        apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+        if len(apps) != 1:
+            raise HostConfigError(f"{module.__file__} must define exactly one FunctionApp, found {len(apps)}")
+        functions = []
+        for function in apps[0].get_functions():
+            bindings = [json.loads(raw) for raw in function.get_raw_bindings()]
+            name = function.get_function_name()
+            self._functions[name] = (function.get_user_function(), any(b["name"] == "$return" for b in bindings))
+            functions.append({"name": name, "function_id": name, "bindings": bindings})
+        return functions
+
+    async def invoke(self, function: FunctionInfo, trigger: TriggerData, invocation_id: str) -> HttpAnswer | None:
+        from azure.functions import meta
+
+        fn, has_return = self._functions[function.function_id]
+        converters = meta.get_binding_registry()
+        kwargs = {function.arg_name: converters.get(function.trigger_type).decode(
+            _datum(trigger), trigger_metadata={k: meta.Datum(v, "json") for k, v in trigger.metadata.items()})}
+        if "context" in inspect.signature(fn).parameters:  # as the worker does: the invocation's context
+            kwargs["context"] = InvocationContext(invocation_id, function.name, str(Path.cwd()))
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(**kwargs)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, **kwargs))
+        if not has_return:
+            return None
+        if result is None:
+            return HttpAnswer(204, {}, b"")
+        answer = converters.get("http").encode(result, expected_type=None)
+        if answer.type == "string":
+            return HttpAnswer(200, {"content-type": "text/plain; charset=utf-8"}, answer.value.encode())
+        value = answer.value
+        return HttpAnswer(int(value["status_code"].value), {k: v.value for k, v in value["headers"].items()},
+                          value["body"].value)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+@dataclass
 class InvocationContext:
     """What the Functions host passes as `context` (an azure.functions.Context) to a function that takes one;
     the local host has no trace or retry context to give."""
@@ -115,6 +190,22 @@ class InvocationContext:
     trace_context: None = None
     retry_context: None = None
     thread_local_storage: threading.local = field(default_factory=threading.local)
+
+
+def _datum(trigger: TriggerData) -> Any:
+    """The trigger as the azure-functions library's converters take it (what the worker makes of TypedData)."""
+    from azure.functions.meta import Datum
+
+    if not isinstance(trigger.value, HttpData):
+        return Datum(trigger.value, trigger.type)
+    http = trigger.value
+
+    def strings(values: dict[str, str]) -> dict[str, Datum]:
+        return {k: Datum(v, "string") for k, v in values.items()}
+
+    return Datum({"method": Datum(http.method, "string"), "url": Datum(http.url, "string"),
+                  "headers": strings(http.headers), "query": strings(http.query), "params": strings(http.params),
+                  "body": Datum(http.body, "bytes")}, "http")
 
 
 def parse_timespan(value: Any, default: float) -> float:

@@ -7,9 +7,12 @@ start banner; via `?code=` or `x-functions-key`);
 queue triggers with batchSize, newBatchThreshold, maxDequeueCount, poison queues,
 visibilityTimeout, maxPollingInterval back-off and messageEncoding; timer
 triggers with six-field NCRONTAB in UTC, runOnStartup and past_due; settings
-from local.settings.json with the environment winning; async functions on one
-event loop and sync ones on a thread pool; a `context` argument (the invocation
-id, as in the host's "Executing" line); `GET /admin/host/status`.
+from local.settings.json with the environment winning; `GET /admin/host/status`.
+Each trigger reaches the app in the shape the Functions host sends a worker
+(triggers.py), through Microsoft's Python worker library where it is installed
+(Python 3.13 and later: worker.py, over the worker protocol's messages), else
+through the host's own loader (app_loader.py); async functions run on the host's
+event loop, sync ones on a thread pool.
 
 Where it differs: one process only (no scale-out, no singleton lock for timers:
 two hosts both fire); identity-based connections are not supported for triggers
@@ -32,18 +35,16 @@ import shlex
 import signal
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from . import DEFAULT_PORT, python_command
-from .app_loader import FunctionInfo, HostConfigError, InvocationContext, LoadedApp, load_app
+from .app_loader import FunctionInfo, HostConfigError, LoadedApp, load_app
 from .http_trigger import DEFAULT_MAX_BODY, HttpTriggers, build_routes
 from .queue_trigger import QueueListener, QueueOptions
 from .timer_trigger import TimerRunner
+from .triggers import HttpAnswer, TriggerData
 
 log = logging.getLogger("devhost")
 
@@ -62,15 +63,21 @@ def _body_limit() -> int:
 
 class Host:
     def __init__(self, app_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.app: LoadedApp = load_app(app_dir)
+        self.app_dir = app_dir
         self.bind_host = host
-        self.port = port if port is not None else int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", DEFAULT_PORT))
+        self.port = port
+        self._stop = asyncio.Event()
+
+    async def _load(self) -> None:
+        """The app, its triggers and the function key; before the port is bound, as a config error stops it."""
+        self.app: LoadedApp = await load_app(self.app_dir)
+        if self.port is None:
+            self.port = int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", DEFAULT_PORT))
         self.function_key = os.environ.get("LocalFunctionKey") or ""
         self._key_origin = "LocalFunctionKey"
         if not self.function_key:
             self.function_key = secrets.token_urlsafe(24)
             self._key_origin = "made for this run: set LocalFunctionKey in local.settings.json to keep one"
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="function")
         http = self.app.extension("http")
         self.http = HttpTriggers(
             build_routes(self.app.functions), http.get("routePrefix", "api"), self.function_key, self.invoke,
@@ -80,21 +87,14 @@ class Host:
         self.listeners = [QueueListener(f, options, self.invoke) for f in self.app.functions
                           if f.trigger_type == "queueTrigger"]
         self.timers = [TimerRunner(f, self.invoke) for f in self.app.functions if f.trigger_type == "timerTrigger"]
-        self._stop = asyncio.Event()
 
-    async def invoke(self, function: FunctionInfo, argument: Any, reason: str) -> Any:
+    async def invoke(self, function: FunctionInfo, trigger: TriggerData, reason: str) -> HttpAnswer | None:
         invocation = uuid.uuid4()
         fn_log = logging.getLogger(f"Function.{function.name}")
         fn_log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", function.name, reason, invocation)
         start = time.perf_counter()
         try:
-            kwargs = {function.arg_name: argument}
-            if function.takes_context:
-                kwargs["context"] = InvocationContext(str(invocation), function.name, str(self.app.directory))
-            if function.is_async:
-                result = await function.fn(**kwargs)
-            else:
-                result = await asyncio.get_running_loop().run_in_executor(self.executor, partial(function.fn, **kwargs))
+            result = await self.app.runner.invoke(function, trigger, str(invocation))
         except Exception:
             fn_log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)", function.name, invocation,
                              (time.perf_counter() - start) * 1000)
@@ -112,6 +112,7 @@ class Host:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        await self._load()
         web_app = web.Application(client_max_size=self.http.max_body)
         web_app.router.add_get("/admin/host/status", self._status)
         web_app.router.add_route("*", "/{tail:.*}", self.http.handle)
@@ -145,7 +146,7 @@ class Host:
         for task in done:
             if task.exception():
                 log.error("%s ended with %r", task.get_name(), task.exception())
-        self.executor.shutdown(wait=True)
+        await self.app.runner.close()
         log.info("Host stopped")
 
     async def _open_listeners(self) -> None:
@@ -168,7 +169,7 @@ class Host:
 
     def _print_banner(self) -> None:
         base = f"http://{'localhost' if self.bind_host == '127.0.0.1' else self.bind_host}:{self.port}"
-        lines = ["Functions:"]
+        lines = [f"Functions, run through {self.app.runner.label}:"]
         for name, methods, url in self.http.urls(base):
             lines.append(f"    {name}: [{methods}] {url}")
         for listener in self.listeners:

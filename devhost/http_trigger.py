@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from .app_loader import FunctionInfo
+from .triggers import HttpAnswer, http_request
 
 log = logging.getLogger("devhost.http")
 
@@ -84,8 +84,6 @@ class HttpTriggers:
         return hmac.compare_digest(given.encode(), self.function_key.encode())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        import azure.functions as func
-
         path = request.path
         if self.prefix:
             if not (path == self.prefix or path.startswith(self.prefix + "/")):
@@ -107,31 +105,11 @@ class HttpTriggers:
             body = await request.read()  # a body without Content-Length: read up to the limit, no further
         except web.HTTPRequestEntityTooLarge:
             return _json_error(413, f"request body larger than {self.max_body} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)")
-        req = func.HttpRequest(
-            method=request.method, url=str(request.url), headers=dict(request.headers),
-            params=dict(request.query), route_params={k: v for k, v in match.groupdict().items() if v is not None},
-            body=body,
-        )
+        trigger = http_request(request.method, str(request.url), request.headers.items(), request.query.items(),
+                               {k: v for k, v in match.groupdict().items() if v is not None}, body)
         try:
-            result = await self.invoke(route.function, req, f"HTTP {request.method} {request.path}")
+            answer: HttpAnswer = await self.invoke(route.function, trigger, f"HTTP {request.method} {request.path}")
         except Exception:
             return _json_error(500, "the function failed; see the host log")
-        return to_aiohttp(result)
-
-
-def to_aiohttp(result: Any) -> web.Response:
-    import azure.functions as func
-
-    if result is None:
-        return web.Response(status=204)
-    if isinstance(result, func.HttpResponse):
-        headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
-        content_type = headers.pop("Content-Type", None) or headers.pop("content-type", None)
-        if content_type is None and result.mimetype:
-            content_type = f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
-        if content_type:
-            headers["Content-Type"] = content_type
-        return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
-    if isinstance(result, (dict, list)):
-        return web.Response(body=json.dumps(result), content_type="application/json")
-    return web.Response(text=str(result))
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+        return web.Response(status=answer.status, body=answer.body, headers=headers)

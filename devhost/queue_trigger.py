@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from .app_loader import FunctionInfo, HostConfigError, parse_timespan, resolve
+from .triggers import queue_message
 
 log = logging.getLogger("devhost.queue")
 
@@ -165,8 +166,6 @@ class QueueListener:
             pass
 
     async def _process(self, queue: Any, poison: Any, message: Any) -> None:
-        import azure.functions.queue as fq
-
         content: str = message.content or ""
         if message.dequeue_count > self.options.max_dequeue_count:
             await self._to_poison(queue, poison, message, "dequeue count exceeded before processing")
@@ -179,14 +178,11 @@ class QueueListener:
                 return
         else:
             body = content.encode("utf-8")
-        msg = fq.QueueMessage(
-            id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
-            insertion_time=message.inserted_on, expiration_time=message.expires_on,
-            time_next_visible=message.next_visible_on,
-        )
+        trigger = queue_message(message.id, body, message.dequeue_count, message.pop_receipt, message.inserted_on,
+                                message.expires_on, message.next_visible_on)
         renewal = asyncio.create_task(self._keep_hidden(queue, message))
         try:
-            await self.invoke(self.function, msg, f"New queue message detected on '{self.queue_name}'")
+            await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
         except Exception:
             await _cancel(renewal)
             if message.dequeue_count >= self.options.max_dequeue_count:

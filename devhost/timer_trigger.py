@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from .app_loader import FunctionInfo, resolve
 from .cron import parse_schedule
+from .triggers import timer_info
 
 log = logging.getLogger("devhost.timer")
 
@@ -26,17 +27,18 @@ class TimerRunner:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _fire(self, past_due: bool, reason: str) -> None:
-        from azure.functions.timer import TimerRequest
-
+    async def _fire(self, past_due: bool, last: datetime | None, due: datetime, reason: str) -> None:
         try:
-            await self.invoke(self.function, TimerRequest(past_due=past_due), reason)
+            await self.invoke(self.function, timer_info(past_due, last, self.schedule.next_after(due)), reason)
         except Exception:
             pass  # logged by the host; the schedule goes on
 
     async def run(self) -> None:
+        last = None
         if self.run_on_startup:
-            await self._fire(False, "Timer fired at startup (runOnStartup)")
+            now = datetime.now(timezone.utc)
+            await self._fire(False, None, now, "Timer fired at startup (runOnStartup)")
+            last = now
         due = self.schedule.next_after(datetime.now(timezone.utc))
         while not self._stopping.is_set():
             wait = (due - datetime.now(timezone.utc)).total_seconds()
@@ -47,5 +49,7 @@ class TimerRunner:
                 except asyncio.TimeoutError:
                     pass
             now = datetime.now(timezone.utc)
-            await self._fire((now - due).total_seconds() > PAST_DUE_AFTER, f"Timer fired at {due.isoformat()}")
+            await self._fire((now - due).total_seconds() > PAST_DUE_AFTER, last, due,
+                             f"Timer fired at {due.isoformat()}")
+            last = due
             due = self.schedule.next_after(max(due, datetime.now(timezone.utc)))

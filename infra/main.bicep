@@ -54,6 +54,15 @@ param maximumInstanceCount int = 100
 @description('Flex Consumption: memory of each instance, in MB.')
 param instanceMemoryMB int = 2048
 
+// Flex Consumption offers more Python versions than these; only these are in the project's test runs.
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+@description('Python version of the function app: one the project is tested on (scripts/setup, the test suite).')
+param pythonVersion string = '3.13'
+
 @minValue(1)
 @description('BotSendConcurrency: most Connector sends in flight per instance.')
 param botSendConcurrency int = 16
@@ -146,6 +155,7 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    pythonVersion: pythonVersion
   }
 }
 

@@ -43,9 +43,10 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 
 class BotStack:
     def __init__(self, storage_connection: str, tmp: Path, extra_env: dict[str, str] | None = None,
-                 teams: TeamsLimits | None = None) -> None:
+                 teams: TeamsLimits | None = None, hosted: bool = True) -> None:
         """With `teams`, the channel keeps Teams' limits and the bot its default pace; without, the channel
-        answers at once and the bot's pace is high enough never to slow a test."""
+        answers at once and the bot's pace is high enough never to slow a test. Not `hosted`: no local host,
+        for a test that runs the app itself (with `env` set)."""
         self.storage_connection = storage_connection
         self.idp = IdentityProvider().start()
         self.channel = FakeConnector(teams=teams).start()
@@ -66,8 +67,9 @@ class BotStack:
         }
         self.env = env
         self._init_storage(env)
-        self.host = HostProcess(REPO, env, tmp / "bot-host.log")
-        self.messages_url = f"{self.host.base_url}/api/messages"
+        if hosted:
+            self.host = HostProcess(REPO, env, tmp / "bot-host.log")
+            self.messages_url = f"{self.host.base_url}/api/messages"
 
     @staticmethod
     def _init_storage(env: dict[str, str]) -> None:
@@ -81,7 +83,8 @@ class BotStack:
             asyncio.run(run())
 
     def stop(self) -> None:
-        self.host.stop()
+        if hasattr(self, "host"):
+            self.host.stop()
         self.channel.stop()
         self.idp.stop()
 

@@ -1,4 +1,4 @@
-// The function app on the Flex Consumption plan (FC1, Linux, Python 3.11). The
+// The function app on the Flex Consumption plan (FC1, Linux, Python of the version given). The
 // runtime and scale are in functionAppConfig (no FUNCTIONS_WORKER_RUNTIME or
 // FUNCTIONS_EXTENSION_VERSION settings on Flex); the deployment package goes to a
 // blob container read with the user-assigned identity. App settings are applied by
@@ -32,6 +32,9 @@ param maximumInstanceCount int = 100
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Python version of the runtime; main.bicep limits it to the versions the project is tested on.')
+param pythonVersion string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -82,7 +85,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
   }

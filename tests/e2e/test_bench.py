@@ -20,6 +20,9 @@ def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
                     "8. Reminders"):
         assert f"## {section}\n" in text, section
     assert "FAILED" not in text and "## Targets at a glance" in text
+    worker = "| Microsoft's worker library (azure-functions-runtime, protobuf both ways) | "
+    assert "| the local host's own loader (azure-functions converters) | " in text
+    assert (worker in text and f"{worker}not installed" not in text) == (sys.version_info >= (3, 13))
 
 
 def test_seeded_rows_read_back_as_the_rows_the_bot_writes(storage_connection_string: str) -> None:

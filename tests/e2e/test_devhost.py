@@ -205,6 +205,8 @@ def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connecti
     try:
         assert wait_until(lambda: "Talk to the bot" in host.log())  # the log is written in bursts
         banner = host.log()
+        runner = "Microsoft's Python worker library" if sys.version_info >= (3, 13) else "the host's own loader"
+        assert f"Functions, run through {runner} (" in banner
         assert "Function key: banner-key (LocalFunctionKey), sent as ?code=<key> or the x-functions-key header" \
             in banner
         [request] = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]

@@ -885,7 +885,7 @@ def test_app_settings_are_applied_only_by_the_appsettings_module():
 # ---------------------------------------------------------------------------
 
 
-def test_function_app_is_flex_consumption_python_311_with_the_identity():
+def test_function_app_is_flex_consumption_on_a_tested_python_with_the_identity():
     path = MODULES / "functionapp.bicep"
     plan = the_resource(path, "Microsoft.Web/serverfarms")
     assert plan.body["sku"] == {"name": "FC1", "tier": "FlexConsumption"}, f"plan sku {plan.body['sku']}: FC1"
@@ -897,7 +897,7 @@ def test_function_app_is_flex_consumption_python_311_with_the_identity():
     assert site.body["identity"]["type"] == "UserAssigned"
     assert props["keyVaultReferenceIdentity"] == "identityId"
     config = props["functionAppConfig"]
-    assert config["runtime"] == {"name": "python", "version": "3.11"}, f"runtime {config['runtime']}: Python 3.11"
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}, f"runtime {config['runtime']}"
     assert config["scaleAndConcurrency"] == {
         "maximumInstanceCount": "maximumInstanceCount",
         "instanceMemoryMB": "instanceMemoryMB",
@@ -910,6 +910,16 @@ def test_function_app_is_flex_consumption_python_311_with_the_identity():
     assert render(main.params["deploymentContainerUrl"]) == "storage.outputs.deploymentContainerUrl"
     assert main.params["maximumInstanceCount"] == "maximumInstanceCount"
     assert main.params["instanceMemoryMB"] == "instanceMemoryMB"
+    assert main.params["pythonVersion"] == "pythonVersion"
+
+
+def test_python_is_a_parameter_limited_to_the_versions_setup_installs_and_3_13_by_default():
+    decl = parse(MAIN)["parameters"]["pythonVersion"]
+    allowed = {d["type"]: d["argument"] for d in decl["decorators"]}["allowed"]
+    setup = (ROOT / "scripts" / "setup").read_text()
+    [accepted] = re.findall(r'case "\$version" in ([^)]+)\)', setup)
+    assert allowed == [v.removesuffix(".*") for v in accepted.split("|")], (allowed, accepted)
+    assert decl["default"] == "3.13" == max(allowed, key=lambda v: tuple(map(int, v.split("."))))
 
 
 def test_one_user_assigned_identity():
