@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from .app import bot_for
-from .endpoint import read_json
+from .request import read_json
 from .errors import BadInputError, NotFoundError
 from .jobs import MAX_REMINDER_SECONDS, Job, JobError, check_job_id, now_iso, parse_job
 from .responses import Response, http_edge

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings, get_settings
+from .storage import close_storage_clients
 
 if TYPE_CHECKING:
     from .delivery.context import DeliveryContext
@@ -73,8 +74,7 @@ def bot_for(settings: Settings | None = None) -> Bot:
 
 async def close() -> None:
     """Release this loop's Bot and clients (asyncio.run() closes what is left when it ends its loop)."""
-    from .protocol.http import close_http_client
-    from .storage import close_storage_clients
+    from .protocol.http import close_http_client  # the HTTP client's module costs a cold start that makes no call
 
     _bots.pop()
     await close_storage_clients()

@@ -18,8 +18,12 @@ import json
 import sys
 from typing import TextIO
 
+from .delivery.ledger import DeliveryLedger
+from .errors import UnavailableError
 from .jobs import Job, JobError, Target, check_job_id, new_job, parse_job
 from .settings import JOBS_QUEUE, ConfigurationError, get_settings
+from .state.conversations import ConversationStore
+from .storage import close_storage_clients, get_queue
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,8 +66,6 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 async def _refs(args: argparse.Namespace, out: TextIO) -> int:
-    from .state.conversations import ConversationStore
-
     store = ConversationStore()
     query = store.selection_filter(channel_id=args.channel, tenant_id=args.tenant, user_id=args.user,
                                    include_retired=args.all)
@@ -83,8 +85,6 @@ async def _refs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _enqueue(jobs: list[Job], out: TextIO) -> int:
-    from .storage import get_queue
-
     queue = get_queue(JOBS_QUEUE)
     for job in jobs:
         await queue.send(job.to_json())
@@ -99,8 +99,6 @@ async def _notify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _survey(args: argparse.Namespace, out: TextIO) -> int:
-    from .state.conversations import ConversationStore
-
     keys = [args.conversation] if args.conversation else []
     if args.user:
         store = ConversationStore()
@@ -113,8 +111,6 @@ async def _survey(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _status(args: argparse.Namespace, out: TextIO) -> int:
-    from .delivery.ledger import DeliveryLedger
-
     status = await DeliveryLedger().status(check_job_id(args.job))
     if status is None:
         out.write(f"no notification job {args.job!r} (it may still be queued)\n")
@@ -127,13 +123,9 @@ COMMANDS = {"refs": _refs, "notify": _notify, "survey": _survey, "status": _stat
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
-    from .errors import UnavailableError
-
     args = _parser().parse_args(argv)
 
     async def run() -> int:
-        from .storage import close_storage_clients
-
         try:
             return await COMMANDS[args.command](args, out)
         finally:

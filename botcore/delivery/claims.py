@@ -33,6 +33,18 @@ class Claim:
     row: "TableEntity | None" = None
 
 
+def decide(row: Mapping[str, Any], *, status: str, ttl: timedelta, now: datetime, done: Collection[str] = ()) -> str:
+    """What claiming a row that exists finds: DONE (finished), BUSY (a live worker's claim younger than `ttl`)
+    or CLAIMED (free, or a stopped worker's claim to take over)."""
+    found = row.get("status")
+    if found in done:
+        return DONE
+    claimed_at = row.get("claimedAt")
+    if found == status and claimed_at is not None and now - claimed_at < ttl:
+        return BUSY
+    return CLAIMED
+
+
 async def claim_row(table: Table, pk: str, rk: str, *, status: str, ttl: timedelta, now: datetime,
                     done: Collection[str] = (), insert: Mapping[str, Any] | None = None) -> Claim:
     """Claim (pk, rk) by setting `status`; with `insert`, a missing row is created claimed (else it is DONE)."""
@@ -46,14 +58,12 @@ async def claim_row(table: Table, pk: str, rk: str, *, status: str, ttl: timedel
         row = await table.get(pk, rk)
     except EntityNotFoundError:
         return Claim(BUSY if insert is not None else DONE)  # deleted under us: another pass will see
-    found = row.get("status")
-    if found in done:
-        return Claim(DONE, etag_of(row), row)
-    claimed_at = row.get("claimedAt")
-    if found == status and claimed_at is not None and now - claimed_at < ttl:
-        return Claim(BUSY, row=row)
-    if found == status:
-        log.warning("%s %s/%s: taking over a claim from %s (its worker stopped)", table.name, pk, rk, claimed_at)
+    state = decide(row, status=status, ttl=ttl, now=now, done=done)
+    if state != CLAIMED:
+        return Claim(state, etag_of(row) if state == DONE else None, row)
+    if row.get("status") == status:
+        log.warning("%s %s/%s: taking over a claim from %s (its worker stopped)", table.name, pk, rk,
+                    row.get("claimedAt"))
     try:
         etag = await table.merge({"PartitionKey": pk, "RowKey": rk, "status": status, "claimedAt": now}, etag_of(row))
     except (EntityChangedError, EntityNotFoundError):

@@ -13,18 +13,18 @@ and a long one continues in a fresh invocation.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
+from ..jobs import Job
 from ..protocol.activity import ConversationReference
 from ..storage import EntityChangedError
-from .batches import SendBatch, pack
-from ..jobs import Job
-from .ledger import FAILED, GONE, Delivered, JobHeader, Outcome
-from .pacing import LEAD, START_LEAD, pace_key
+from .batches import SendBatch
+from .ledger import Delivered, JobHeader, Outcome, Status
+from .pacing import pace_key
+from .plan import SentAtOnce, enqueue_paced, save_page
 from .reminders import wait_until_due
+from .rosters import fan_out_team
 from .send import deliver
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ async def run_notify(ctx: "DeliveryContext", job: Job) -> str:
                  latest.id, header.targets)
         return "deleted"
     if job.target.team is not None:
-        from .rosters import fan_out_team
-
         return await fan_out_team(ctx, job, header)
     if not job.is_selection:
         return await _notify_one(ctx, job, header)
@@ -66,7 +64,7 @@ async def _notify_one(ctx: "DeliveryContext", job: Job, header: JobHeader) -> st
         claims = await ctx.ledger.claim(job.id, [key])
         why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
         if key in claims.claimed:
-            await ctx.ledger.record(job.id, [Outcome(key, GONE, why)], claims.claimed)
+            await ctx.ledger.record(job.id, [Outcome(key, Status.GONE, why)], claims.claimed)
         log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
         outcome = "skipped"
     else:
@@ -81,26 +79,6 @@ async def _notify_one(ctx: "DeliveryContext", job: Job, header: JobHeader) -> st
     except EntityChangedError:
         pass  # a copy of this job marked it first
     return outcome
-
-
-class SentAtOnce:
-    """The send batches a fan-out sends in its own invocation, which ends only once they have."""
-
-    def __init__(self, ctx: "DeliveryContext", job: Job) -> None:
-        self.ctx, self.job = ctx, job
-        self._tasks: list[asyncio.Task[object]] = []
-
-    def start(self, batch: SendBatch) -> None:
-        self._tasks.append(asyncio.create_task(deliver(self.ctx, self.job, batch)))
-
-    async def __aenter__(self) -> "SentAtOnce":
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
-            if isinstance(result, BaseException):  # its queued copy sends what it did not
-                log.warning("job %s: a batch sent at once stopped (%r); its queued copy takes over", self.job.id,
-                            result)
 
 
 async def _fan_out(ctx: "DeliveryContext", job: Job, header: JobHeader) -> str:
@@ -119,7 +97,7 @@ async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, at
             try:
                 reference = ConversationReference.bounded_json(address.reference)
             except (ValueError, RecursionError) as exc:  # ActivityError, or text that is not JSON
-                undeliverable[address.key] = Delivered(FAILED, error=f"stored reference unusable: {exc}")
+                undeliverable[address.key] = Delivered(Status.FAILED, error=f"stored reference unusable: {exc}")
                 continue
             groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
         # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
@@ -137,34 +115,3 @@ async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, at
     return "continuing"
 
 
-async def save_page(ctx: "DeliveryContext", job: Job, header: JobHeader, cursor: str | None, count: int) -> str | None:
-    """Record that a page of `count` targets is fanned out, up to `cursor`; the invocation's result when it
-    stops here (the fan-out is complete, or another worker is doing it), else None."""
-    header.cursor, header.targets, header.fanned_out = cursor, header.targets + count, not cursor
-    try:
-        await ctx.ledger.save_progress(header)
-    except EntityChangedError:
-        log.warning("job %s: another worker is fanning out this job; leaving it to that one", job.id)
-        return "duplicate"
-    if header.fanned_out:
-        log.info("job %s: fanned out to %d targets", job.id, header.targets)
-        return f"fanned out to {header.targets}"
-    return None
-
-
-async def enqueue_paced(ctx: "DeliveryContext", job_id: str, pace: str, items: list[tuple[str, str]], id_prefix: str,
-                        at_once: SentAtOnce | None = None) -> None:
-    """Send batches of (key, reference JSON) for one pace key, with a slot reserved for each conversation,
-    each batch made visible just before its slot.
-
-    With `at_once`, when the key's calendar is free, the first batch's slots start now (START_LEAD) and the
-    batch starts in this invocation while the others go on the queue; its queued copy is made visible only
-    once a claim on it would have lapsed, so it sends only what this invocation could not."""
-    slot = await ctx.pacing.reserve(pace, len(items), lead=START_LEAD if at_once else LEAD)
-    now = time.time()
-    messages = [(m, s) for m, s in pack(job_id, items, id_prefix=id_prefix, pace=pace, slot=slot) if s is not None]
-    delays = [batch_slot.visibility(now) for _, batch_slot in messages]
-    if at_once is not None and slot.start - now < LEAD:
-        at_once.start(SendBatch.parse(messages[0][0]))
-        delays[0] += ctx.settings.delivery_claim_seconds
-    await asyncio.gather(*(ctx.sends.send(message, delay=delay) for (message, _), delay in zip(messages, delays)))

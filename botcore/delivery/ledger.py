@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from enum import StrEnum
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundErro
                        etag_of)
 from ..tablejson import join_json, split_json
 from .claims import BUSY, CLAIMED, DONE as CLAIM_DONE, claim_row
-from ..jobs import Job
+from ..jobs import Job, parse_job
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,27 @@ PACK_BATCH = "0"  # a pack is claimed as its batch "0"
 PACK_ROW = BATCH_PREFIX + PACK_BATCH
 PACK_MARK_PREFIX = "!m"
 TRANSACTION_SIZE = 100
-SENDING, SENT, RETRYING, GONE, FAILED, DONE = "sending", "sent", "retrying", "gone", "failed", "done"
-CANCELLED = "cancelled"  # never sent: the notification was deleted first
-RELEASED = "released"  # a batch row whose sends are over and whose claim is free for the run that finishes it
-FINAL = frozenset({SENT, GONE, FAILED, CANCELLED})
-# What a revision did to a sent message; a revision row's claim is REVISING while a worker holds it.
-UPDATED, DELETED, REVISING, IDLE = "updated", "deleted", "revising", "idle"
-REVISION_FINAL = frozenset({UPDATED, DELETED, GONE, FAILED})
+
+
+class Status(StrEnum):
+    """What a ledger row or entry says: where a claim stands, and what became of one conversation's message."""
+
+    SENDING = "sending"  # claimed by a worker sending right now
+    DONE = "done"  # a batch whose sends are over and whose retries are handed on
+    RELEASED = "released"  # a batch row whose sends are over, its claim free for the run that finishes it
+    SENT = "sent"
+    RETRYING = "retrying"  # handed on, to be tried again (by a retry batch)
+    GONE = "gone"  # the conversation is gone: its reference is retired
+    FAILED = "failed"  # refused for good, or out of attempts
+    CANCELLED = "cancelled"  # never sent: the notification was deleted first
+    UPDATED = "updated"  # a revision's outcomes: the message now carries the latest revision
+    DELETED = "deleted"
+    REVISING = "revising"  # a revision row claimed by a worker revising its messages
+    IDLE = "idle"  # a revision row free for the next revision
+
+
+FINAL = frozenset({Status.SENT, Status.GONE, Status.FAILED, Status.CANCELLED})
+REVISION_FINAL = frozenset({Status.UPDATED, Status.DELETED, Status.GONE, Status.FAILED})
 REVISABLE_KINDS = ("notify", "broadcast", "reminder")
 REVISION_KINDS = ("update", "delete")
 ERROR_CHARS = 200
@@ -123,7 +138,7 @@ class Outcome:
     """What one send attempt did to one conversation."""
 
     key: str
-    status: str  # SENT, GONE, FAILED or RETRYING
+    status: Status  # SENT, GONE, FAILED, CANCELLED or RETRYING (for a revision: UPDATED, DELETED ...)
     error: str = ""
     activity_id: str = ""
     attempted: bool = True  # False: released without a send (throttled, or its slot had passed)
@@ -137,7 +152,7 @@ class Delivered:
     failed, how many attempts it used, and the revision its message carries. A revision row keeps the
     same for what a revision did (status UPDATED, DELETED ...)."""
 
-    status: str
+    status: Status
     activity_id: str = ""
     error: str = ""
     attempts: int = 0
@@ -149,7 +164,7 @@ class Delivered:
     @classmethod
     def from_json(cls, value: list[Any]) -> "Delivered":
         status, activity_id, error, attempts, *revision = value  # rows written before revisions: four fields
-        return cls(status, activity_id, error, int(attempts), int(revision[0]) if revision else 0)
+        return cls(Status(status), activity_id, error, int(attempts), int(revision[0]) if revision else 0)
 
 
 @dataclass(frozen=True)
@@ -231,7 +246,7 @@ class DeliveryRow:
 class Prepared:
     """A one-conversation delivery whose messages were kept before sending."""
 
-    status: str
+    status: str  # a Status, or "" for a row written without one
     messages: list[dict[str, Any]]
 
 
@@ -284,11 +299,11 @@ class JobStatus:
         c = self.counts
         out: dict[str, Any] = {
             "id": self.id, "kind": self.kind, "created": self.created, "state": self.state,
-            "targets": self.targets, "sent": c.get(SENT, 0), "skipped": c.get(GONE, 0),
-            "failed": c.get(FAILED, 0), "pending": self.pending,
+            "targets": self.targets, "sent": c.get(Status.SENT, 0), "skipped": c.get(Status.GONE, 0),
+            "failed": c.get(Status.FAILED, 0), "pending": self.pending,
         }
-        if c.get(CANCELLED):
-            out["cancelled"] = c[CANCELLED]
+        if c.get(Status.CANCELLED):
+            out["cancelled"] = c[Status.CANCELLED]
         if self.due:
             out["due"] = self.due
         if self.error:
@@ -358,8 +373,6 @@ class DeliveryLedger(TableStore):
         return stored
 
     async def header(self, job_id: str) -> JobHeader | None:
-        from ..jobs import parse_job
-
         try:
             entity = await self.table.get(encode_key(job_id), HEADER)
         except EntityNotFoundError:
@@ -394,8 +407,8 @@ class DeliveryLedger(TableStore):
     # ---- send batches ------------------------------------------------------------------
     async def claim_batch(self, job_id: str, batch_id: str, now: datetime | None = None) -> BatchClaim | None:
         """Take the right to send a batch; None while another worker holds it."""
-        claim = await claim_row(self.table, encode_key(job_id), BATCH_PREFIX + batch_id, status=SENDING,
-                                ttl=self.claim_ttl, now=now or _now(), done=(DONE,), insert={})
+        claim = await claim_row(self.table, encode_key(job_id), BATCH_PREFIX + batch_id, status=Status.SENDING,
+                                ttl=self.claim_ttl, now=now or _now(), done=(Status.DONE,), insert={})
         if claim.state == BUSY:
             return None
         outcomes = _outcomes(claim.row) if claim.row is not None else {}
@@ -407,13 +420,13 @@ class DeliveryLedger(TableStore):
             row = await self.table.get(encode_key(job_id), BATCH_PREFIX + batch_id)
         except EntityNotFoundError:
             return False
-        return row.get("status") == DONE
+        return row.get("status") == Status.DONE
 
     async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False, release: bool = False,
                            now: datetime | None = None) -> None:
         """Write the batch's outcomes so far (and renew the claim, or release it for a later run to finish);
         EntityChangedError if it was taken over."""
-        status = DONE if done else RELEASED if release else SENDING
+        status = Status.DONE if done else Status.RELEASED if release else Status.SENDING
         entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key, "status": status,
                   "claimedAt": now or _now(),
                   **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
@@ -423,28 +436,25 @@ class DeliveryLedger(TableStore):
     async def abandon(self, job_id: str, batch_id: str, keys: list[str], error: str) -> None:
         """A batch the host gave up on: every conversation without an outcome yet is failed, so that the
         job's count of pending ones reaches zero."""
-        failed = Delivered(FAILED, error=error)
         if batch_id:
             try:
                 row = await self.table.get(encode_key(job_id), BATCH_PREFIX + batch_id)
             except EntityNotFoundError:
                 row = {}
-            if row.get("status") == DONE:
+            if row.get("status") == Status.DONE:
                 return  # finished, its retries handed on
-            # Not done: a RETRYING entry was never handed on (the done mark follows the hand-on).
-            outcomes = {k: d for k, d in (_outcomes(row) if row else {}).items() if d.status != RETRYING}
-            await self.record_undeliverable(job_id, batch_id, {**{k: failed for k in keys}, **outcomes})
+            await self.record_undeliverable(job_id, batch_id, abandoned(_outcomes(row) if row else {}, keys, error))
             return
         for key in keys:
             prepared = await self.prepared(job_id, key)
             if prepared is None or prepared.status not in FINAL:
-                await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": key, "status": FAILED,
+                await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": key, "status": Status.FAILED,
                                          "lastError": error[:1000]}, merge=True)
 
     async def record_undeliverable(self, job_id: str, batch_id: str, outcomes: dict[str, Delivered]) -> None:
         """A finished batch row for conversations no send will reach (counted by status, like any other)."""
         await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": BATCH_PREFIX + batch_id,
-                                 "status": DONE, **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()})})
+                                 "status": Status.DONE, **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()})})
 
     async def first_sightings(self, job_id: str, page: str, names: list[str]) -> set[str]:
         """Which of `names` (a roster page's member ids) this page of the job may act on: those no other page
@@ -507,7 +517,7 @@ class DeliveryLedger(TableStore):
         pk = encode_key(job_id)
         claims = ClaimedKeys()
         # The common case, a first delivery: claim every row in one transaction per 100.
-        fresh = [{"PartitionKey": pk, "RowKey": k, "status": SENDING, "attempts": 0, "claimedAt": now}
+        fresh = [{"PartitionKey": pk, "RowKey": k, "status": Status.SENDING, "attempts": 0, "claimedAt": now}
                  for k in dict.fromkeys(keys)]
         leftover: list[str] = []
         for chunk in _chunks(fresh, TRANSACTION_SIZE):
@@ -517,7 +527,7 @@ class DeliveryLedger(TableStore):
             except TransactionFailedError:
                 leftover.extend(e["RowKey"] for e in chunk)
         for key in leftover:  # some rows exist: a redelivery, a retry, or messages kept by `prepare`
-            claim = await claim_row(self.table, pk, key, status=SENDING, ttl=self.claim_ttl, now=now, done=FINAL,
+            claim = await claim_row(self.table, pk, key, status=Status.SENDING, ttl=self.claim_ttl, now=now, done=FINAL,
                                     insert={"attempts": 0})
             if claim.state == CLAIMED:
                 claims.claimed[key] = int(claim.row.get("attempts") or 0) if claim.row is not None else 0
@@ -542,7 +552,7 @@ class DeliveryLedger(TableStore):
     async def prepare(self, job_id: str, key: str, messages: list[dict[str, Any]]) -> None:
         """Keep a one-conversation delivery's messages before sending them, so that they survive a crash."""
         await self.table.upsert(
-            {"PartitionKey": encode_key(job_id), "RowKey": key, "status": RETRYING, "attempts": 0,
+            {"PartitionKey": encode_key(job_id), "RowKey": key, "status": Status.RETRYING, "attempts": 0,
              **split_json("payload", messages)})
 
     async def prepared(self, job_id: str, key: str) -> Prepared | None:
@@ -572,7 +582,7 @@ class DeliveryLedger(TableStore):
                 if revision is not None:  # a message revised at the latest number is off the pending list
                     for d in _outcomes(row).values():
                         if d.revision >= revision.revision.number and d.status in REVISION_FINAL:
-                            revised = d.status in (UPDATED, DELETED)
+                            revised = d.status in (Status.UPDATED, Status.DELETED)
                             revision.revised += revised
                             revision.failed += not revised
                             revision.pending -= 1
@@ -581,7 +591,7 @@ class DeliveryLedger(TableStore):
                 continue
             for _, delivered in _delivery_row(row).entries:
                 counts[delivered.status] = counts.get(delivered.status, 0) + 1
-                if revision is not None and delivered.status == SENT:
+                if revision is not None and delivered.status == Status.SENT:
                     if delivered.revision >= revision.revision.number:
                         revision.revised += 1
                     elif not delivered.activity_id:  # the Connector gave no id: nothing to change it by
@@ -674,7 +684,7 @@ class DeliveryLedger(TableStore):
     async def claim_revision(self, job_id: str, row_id: str, now: datetime | None = None) -> BatchClaim | None:
         """Take the right to revise one delivery row's messages; None while another worker holds it. Claims
         end IDLE, not done: a later revision claims the row again."""
-        claim = await claim_row(self.table, encode_key(job_id), REVISED_PREFIX + row_id, status=REVISING,
+        claim = await claim_row(self.table, encode_key(job_id), REVISED_PREFIX + row_id, status=Status.REVISING,
                                 ttl=self.claim_ttl, now=now or _now(), insert={})
         if claim.state == BUSY:
             return None
@@ -686,9 +696,27 @@ class DeliveryLedger(TableStore):
         """Write what revising did so far (renewing the claim, or releasing it); EntityChangedError if the
         claim was taken over."""
         entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key,
-                  "status": IDLE if release else REVISING, "claimedAt": now or _now(),
+                  "status": Status.IDLE if release else Status.REVISING, "claimedAt": now or _now(),
                   **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
         claim.etag = await self.table.merge(entity, claim.etag)
+
+
+def handed_on(outcomes: dict[str, Delivered]) -> dict[int, list[str]]:
+    """A batch's conversations to try again (RETRYING), grouped by the attempts they used: each group becomes
+    one retry batch, named after the batch and its attempts."""
+    groups: dict[int, list[str]] = {}
+    for key, delivered in outcomes.items():
+        if delivered.status == Status.RETRYING:
+            groups.setdefault(delivered.attempts, []).append(key)
+    return dict(sorted(groups.items()))
+
+
+def abandoned(outcomes: dict[str, Delivered], keys: list[str], error: str) -> dict[str, Delivered]:
+    """A batch the host gave up on, as it is recorded: every conversation without a final outcome fails with
+    `error`, one handed on included (the batch was not marked done, so its retry batch was never sure to exist),
+    so that the job's count of pending ones reaches zero."""
+    failed = Delivered(Status.FAILED, error=error)
+    return {**{k: failed for k in keys}, **{k: d for k, d in outcomes.items() if d.status != Status.RETRYING}}
 
 
 def _is_delivery_row(row_key: str) -> bool:
@@ -698,7 +726,7 @@ def _is_delivery_row(row_key: str) -> bool:
 def _delivery_row(row: Any) -> DeliveryRow:
     rk = row["RowKey"]
     if rk.startswith(BATCH_PREFIX):
-        return DeliveryRow(rk, list(_outcomes(row).items()), row.get("status") == DONE)
+        return DeliveryRow(rk, list(_outcomes(row).items()), row.get("status") == Status.DONE)
     delivered = Delivered(row.get("status", ""), row.get("activityId", ""), row.get("lastError", ""),
                           int(row.get("attempts") or 0), int(row.get("revision") or 0))
     return DeliveryRow(rk, [(rk, delivered)], delivered.status in FINAL)

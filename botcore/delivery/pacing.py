@@ -80,8 +80,54 @@ class Slot:
         return max(0.0, self.start - now - LEAD)
 
 
+def plan_reservation(row: dict[str, Any], now: float, rate: float, max_pause: float, requests: int,
+                     lead: float) -> tuple[dict[str, Any], Slot]:
+    """The fields a reservation of `requests` consecutive slots writes to a key's calendar row, and its slots:
+    from `lead` after now, and after what the row already gave out and any pause."""
+    rate = current_rate(row, now, rate)
+    next_free, paused = calendar_times(row, now, max_pause)
+    start = max(now + lead, next_free, paused)
+    interval = 1.0 / (rate * SLOT_SHARE)
+    return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
+
+
+def plan_throttle(row: dict[str, Any], now: float, rate: float, max_pause: float,
+                  retry_after: float) -> tuple[dict[str, Any], tuple[float, float]]:
+    """The fields a 429 writes to a key's calendar row (a pause of Retry-After, at most max_pause; a lower rate),
+    and (paused until, the new rate)."""
+    if not math.isfinite(retry_after) or retry_after < 0:  # a pause that never ends would stop the key for good
+        retry_after = DEFAULT_RETRY_AFTER
+    retry_after = min(retry_after, max_pause)
+    lowered = max(rate * MIN_RATE_SHARE, current_rate(row, now, rate) * THROTTLED_RATE)
+    next_free, paused = calendar_times(row, now, max_pause)
+    paused = max(paused, now + retry_after)
+    return ({"rate": lowered, "pausedUntil": paused, "throttledAt": now, "next": max(next_free, paused)},
+            (paused, lowered))
+
+
+def calendar_times(row: dict[str, Any], now: float, max_pause: float) -> tuple[float, float]:
+    """When the key's next request may start, and until when it is paused, with no pause longer than
+    max_pause from now: a row written before the cap, or under a larger one, would otherwise hold its key
+    that long. Slots reserved after such a pause move up with it."""
+    next_free, paused = _time(row, "next"), _time(row, "pausedUntil")
+    cut = paused - (now + max_pause)
+    if cut <= 0:
+        return next_free, paused
+    return (next_free - cut if next_free >= paused else next_free), paused - cut
+
+
+def current_rate(row: dict[str, Any], now: float, rate: float) -> float:
+    """The key's rate now: lowered by 429s, climbing back once RECOVERY_SECONDS passed without one, never above
+    the configured `rate`."""
+    current = min(rate, float(row.get("rate") or rate))
+    if current < rate and now - float(row.get("throttledAt") or 0) > RECOVERY_SECONDS:
+        current = min(rate, current * RECOVERY_RATE)
+    return current
+
+
 class PaceCalendar(TableStore):
-    """When each pace key's next request may start, shared by every instance (ETag-guarded rows)."""
+    """When each pace key's next request may start, shared by every instance (ETag-guarded rows): the plans
+    above, written with the row's ETag."""
 
     table_name = PACING_TABLE
 
@@ -94,37 +140,20 @@ class PaceCalendar(TableStore):
     async def reserve(self, key: str, requests: int, *, lead: float = LEAD) -> Slot:
         """Reserve `requests` consecutive slots for `key`, starting no earlier than `lead` from now: the time
         before the first request can leave (for a batch that goes on the queue, the time to be picked up)."""
-
-        def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], Slot]:
-            rate = self._current_rate(row, now)
-            next_free, paused = self._times(row, now)
-            start = max(now + lead, next_free, paused)
-            interval = 1.0 / (rate * SLOT_SHARE)
-            return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
-
-        slot, _ = await self._update(key, change)
+        slot, _ = await self._update(
+            key, lambda row, now: plan_reservation(row, now, self.rate, self.max_pause, requests, lead))
         return slot
 
     async def throttled(self, key: str, retry_after: float) -> None:
         """The channel answered 429: pause the key for Retry-After and slow it down."""
-        if not math.isfinite(retry_after) or retry_after < 0:  # a pause that never ends would stop the key for good
-            retry_after = DEFAULT_RETRY_AFTER
-        retry_after = min(retry_after, self.max_pause)
-
-        def change(row: dict[str, Any], now: float) -> tuple[dict[str, Any], tuple[float, float]]:
-            rate = max(self.rate * MIN_RATE_SHARE, self._current_rate(row, now) * THROTTLED_RATE)
-            next_free, paused = self._times(row, now)
-            paused = max(paused, now + retry_after)
-            fields = {"rate": rate, "pausedUntil": paused, "throttledAt": now, "next": max(next_free, paused)}
-            return fields, (paused, rate)
-
         try:
-            (paused, rate), now = await self._update(key, change)
+            (paused, rate), now = await self._update(
+                key, lambda row, now: plan_throttle(row, now, self.rate, self.max_pause, retry_after))
         except EntityChangedError:  # others are recording the same throttling right now
             log.warning("%s: the channel is throttling; the pause could not be recorded (calendar busy)", key)
             return
         self._paused[key] = (paused, now)
-        log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, retry_after, rate)
+        log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, paused - now, rate)
 
     async def _update(self, key: str, change: Callable[[dict[str, Any], float], tuple[dict[str, Any], T]]
                       ) -> tuple[T, float]:
@@ -153,7 +182,7 @@ class PaceCalendar(TableStore):
         if cached is not None and now - cached[1] < 1.0:
             return cached[0]
         row, _ = await self._read(key)
-        _, paused = self._times(row, now)
+        _, paused = calendar_times(row, now, self.max_pause)
         self._paused[key] = (paused, now)
         return paused
 
@@ -163,22 +192,6 @@ class PaceCalendar(TableStore):
         except EntityNotFoundError:
             return {}, None
         return row, etag_of(row)
-
-    def _times(self, row: dict[str, Any], now: float) -> tuple[float, float]:
-        """When the key's next request may start, and until when it is paused, with no pause longer than
-        max_pause from now: a row written before the cap, or under a larger one, would otherwise hold its key
-        that long. Slots reserved after such a pause move up with it."""
-        next_free, paused = _time(row, "next"), _time(row, "pausedUntil")
-        cut = paused - (now + self.max_pause)
-        if cut <= 0:
-            return next_free, paused
-        return (next_free - cut if next_free >= paused else next_free), paused - cut
-
-    def _current_rate(self, row: dict[str, Any], now: float) -> float:
-        rate = min(self.rate, float(row.get("rate") or self.rate))
-        if rate < self.rate and now - float(row.get("throttledAt") or 0) > RECOVERY_SECONDS:
-            rate = min(self.rate, rate * RECOVERY_RATE)
-        return rate
 
 
 def _time(row: dict[str, Any], name: str) -> float:
@@ -199,12 +212,54 @@ class KeyGuard:
         self.interval = 1.0 / (rate * SLOT_SHARE)
         self._next: dict[str, float] = {}
 
-    async def wait(self, key: str, interval: float | None = None) -> None:
-        now = time.time()
+    def book(self, key: str, now: float, interval: float | None = None) -> float:
+        """Book the key's next start: now, or one interval after the last booked one."""
         start = max(now, self._next.get(key, 0.0))
         self._next[key] = start + (interval or self.interval)
+        return start
+
+    async def wait(self, key: str, interval: float | None = None) -> None:
+        now = time.time()
+        start = self.book(key, now, interval)
         if start > now:
             await asyncio.sleep(start - now)
+
+
+class BlockSlots:
+    """The slot each item of a batch takes. The batch's own block first, skipping the slots that went by
+    while the batch was picked up or its instance was busy: its items are interchangeable, so a late batch
+    loses only the slots it missed, not its place. Items the block can then no longer hold take one block of
+    fresh slots at the calendar's end (the caller reserves it: `at` says when); an item late even there is
+    handed on. A pace above 1,000 requests/s (UNPACED_INTERVAL) is not kept per request: no instance keeps it to
+    the millisecond."""
+
+    def __init__(self, block: Slot, size: int) -> None:
+        self.block, self.size = block, size
+        self.skip = 0
+        self.fresh: tuple[Slot, int] | None = None  # the block of fresh slots and the first index it holds
+        self.no_fresh = False  # none could be reserved: what the block cannot hold is handed on
+
+    def at(self, index: int, now: float) -> float | None:
+        """The item's start; 0.0 when it must be handed on; None when a block of fresh slots is needed first."""
+        if self.block.interval < UNPACED_INTERVAL:  # not before the batch's first slot, then as fast as it goes
+            return max(now, self.block.start)
+        held = index + self.skip
+        if held < self.size and self.block.at(held) < now - LATE_GRACE:
+            self.skip += math.ceil((now - self.block.at(held)) / self.block.interval)
+            held = index + self.skip
+        if held < self.size:
+            return self.block.at(held)
+        if self.fresh is None:
+            return 0.0 if self.no_fresh else None
+        fresh, first = self.fresh
+        return fresh.at(index - first)
+
+    def take_fresh(self, block: Slot | None, index: int) -> None:
+        """The fresh block reserved for the items from `index` on (None: the calendar could not give one)."""
+        if block is None:
+            self.no_fresh = True
+        else:
+            self.fresh = block, index
 
 
 class ConversationWindows:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..protocol.activity import ConversationReference
 from .batches import PackMessage, RevisionBatch, SendBatch
 from ..jobs import Job, due_time
-from .ledger import CANCELLED, GONE, PACK_BATCH, RETRYING, SENT, BatchClaim, Delivered, Outcome, PackItem, Revision
+from .ledger import BatchClaim, Delivered, Outcome, PACK_BATCH, PackItem, Revision, Status
 from .pacing import LEAD, START_LEAD, Slot, pace_key
 from .send import MAX_INLINE_WAIT, Report, failure, run_paced
 
@@ -136,15 +136,15 @@ async def run_pack(ctx: "DeliveryContext", message: PackMessage) -> str:
     run = await run_paced(ctx, message.pack, claims, _PackSend(ctx, message.pack, items), slots)
     by_job = {i.job: i for i in items}
     for o in run.outcomes:
-        if o.status == GONE:
+        if o.status == Status.GONE:
             await ctx.conversations.retire(by_job[o.key].key, o.error)
     retrying = await claims.hand_on(run.outcomes, run.unwritten, run.not_before)
     await ctx.sends.send(message.to_json(), delay=SETTLE_AFTER)  # before the release: a crash leaves the claim
     await ctx.ledger.record_batch(message.pack, claim, release=True)
-    report = Report(sent=sum(o.status == SENT for o in run.outcomes), gone=sum(o.status == GONE for o in run.outcomes),
-                    failed=sum(o.status not in (SENT, GONE, RETRYING, CANCELLED) for o in run.outcomes),
+    report = Report(sent=sum(o.status == Status.SENT for o in run.outcomes), gone=sum(o.status == Status.GONE for o in run.outcomes),
+                    failed=sum(o.status not in (Status.SENT, Status.GONE, Status.RETRYING, Status.CANCELLED) for o in run.outcomes),
                     retrying=retrying, done_before=claims.done_before,
-                    cancelled=sum(o.status == CANCELLED for o in run.outcomes))
+                    cancelled=sum(o.status == Status.CANCELLED for o in run.outcomes))
     return f"pack {message.pack} of {len(items)}: " + report.summary()
 
 
@@ -211,7 +211,7 @@ class _ClaimPack:
         own jobs, never before their second."""
         self._apply(unwritten)
         await self.ctx.ledger.record_batch(self.pack_id, self.claim)
-        retrying = [job for job, d in self.claim.outcomes.items() if d.status == RETRYING]
+        retrying = [job for job, d in self.claim.outcomes.items() if d.status == Status.RETRYING]
         await asyncio.gather(*(self._hand(job, not_before) for job in retrying))
         return len(retrying)
 
@@ -236,12 +236,12 @@ class _ClaimPack:
                 await self.ctx.ledger.settle(job, outcome)
 
         outcomes = self.claim.outcomes
-        await asyncio.gather(*(one(job, d) for job, d in outcomes.items() if d.status != RETRYING),
-                             *(self._hand(job, time.time()) for job, d in outcomes.items() if d.status == RETRYING))
+        await asyncio.gather(*(one(job, d) for job, d in outcomes.items() if d.status != Status.RETRYING),
+                             *(self._hand(job, time.time()) for job, d in outcomes.items() if d.status == Status.RETRYING))
         marks = await self.ctx.ledger.pack_revisions(self.pack_id)
         for job, revision in marks.items():
             delivered = outcomes.get(job)
-            if delivered is not None and delivered.status == SENT and delivered.revision < revision.number:
+            if delivered is not None and delivered.status == Status.SENT and delivered.revision < revision.number:
                 await self.ctx.sends.send(RevisionBatch(job, self.items[job].key).to_json())
         await self.ctx.ledger.record_batch(self.pack_id, self.claim, done=True)
 
@@ -272,7 +272,7 @@ class _PackSend:
         await self._refresh()
         latest = self._latest(key)
         if latest is not None and latest.deletes:
-            return Outcome(key, CANCELLED, "the reminder was deleted", attempted=False, revision=latest.number)
+            return Outcome(key, Status.CANCELLED, "the reminder was deleted", attempted=False, revision=latest.number)
         return None
 
     async def act(self, key: str, attempts: int) -> Outcome:
@@ -283,4 +283,4 @@ class _PackSend:
             response = await self.ctx.connector.send(reference, retry=False, **content)
         except Exception as exc:
             return failure(self.ctx, self.pack_id, key, exc, attempts, "reminder")
-        return Outcome(key, SENT, activity_id=response.id or "", revision=latest.number if latest else 0)
+        return Outcome(key, Status.SENT, activity_id=response.id or "", revision=latest.number if latest else 0)

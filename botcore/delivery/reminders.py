@@ -47,7 +47,27 @@ FIRE_PAGE = 1000  # due reminders the timer takes at a time, in due order
 
 
 def minute_key(at: datetime) -> str:
+    """The row's PartitionKey: the minute (UTC) a reminder falls due in, so that the timer's range query reads
+    only due minutes."""
     return at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
+
+
+def within_reach(due: datetime, now: datetime) -> bool:
+    """Whether a reminder falls due before the timer's next run (and a little more): it goes on its way now,
+    rather than waiting in the table."""
+    return due - now <= LOOKAHEAD
+
+
+def queue_delay(due: datetime, now: datetime, elapsed: float = 0.0) -> float:
+    """Seconds to keep a reminder's job hidden on the queue: until its second, reckoned from `now` plus the
+    `elapsed` seconds since `now` was read (enqueueing many takes a while)."""
+    return max(0.0, (due - now).total_seconds() - elapsed)
+
+
+def time_to_wait(due: datetime, now: datetime) -> float:
+    """Seconds a reminder's job that arrived before its second waits for it (at most MAX_EARLY: it arrives at
+    most a second early, and a `due` far ahead on a job is no reminder's)."""
+    return min(MAX_EARLY, max(0.0, (due - now).total_seconds()))
 
 
 class ReminderStore(TableStore):
@@ -64,8 +84,8 @@ class ReminderStore(TableStore):
         notify = header.job  # a repeated request schedules what the first one did
         due = due_time(notify)
         now = now or datetime.now(timezone.utc)
-        if due - now <= LOOKAHEAD:
-            await jobs.send(notify.to_json(), delay=max(0.0, (due - now).total_seconds()))
+        if within_reach(due, now):
+            await jobs.send(notify.to_json(), delay=queue_delay(due, now))
             log.info("reminder %s queued, due %s", notify.id, due.isoformat())
         else:
             await self.table.upsert({"PartitionKey": minute_key(due), "RowKey": encode_key(notify.id), "due": due,
@@ -83,7 +103,7 @@ class ReminderStore(TableStore):
         fired = 0
         page: list[TableEntity] = []
         async for row in self.table.query(f"PartitionKey le '{minute_key(horizon)}'"):
-            if row["due"] <= horizon:
+            if within_reach(row["due"], now):
                 page.append(row)
             if len(page) >= FIRE_PAGE:
                 fired += await self._fire(ctx, page, now, started)
@@ -107,8 +127,7 @@ class ReminderStore(TableStore):
         alone = await packs.pack(ctx, [j for j in jobs if packs.packable(j) and j.id not in resumed])
         alone += [j for j in jobs if not packs.packable(j)]
         for job in alone:
-            elapsed = timedelta(seconds=time.monotonic() - started)
-            await ctx.jobs.send(job.to_json(), delay=max(0.0, (due_time(job) - now - elapsed).total_seconds()))
+            await ctx.jobs.send(job.to_json(), delay=queue_delay(due_time(job), now, time.monotonic() - started))
             log.info("reminder %s queued (due %s)", job.id, job.due)
 
         async def delete(row: "TableEntity", c: Claim) -> None:
@@ -131,6 +150,6 @@ async def wait_until_due(job: Job) -> None:
     for its second, so that a reminder is never early."""
     if job.due is None:
         return
-    early = (due_time(job) - datetime.now(timezone.utc)).total_seconds()
-    if early > 0:
-        await asyncio.sleep(min(early, MAX_EARLY))
+    wait = time_to_wait(due_time(job), datetime.now(timezone.utc))
+    if wait > 0:
+        await asyncio.sleep(wait)

@@ -11,7 +11,7 @@ from ..errors import UnavailableError
 from ..jobs import Job
 from ..protocol.activity import ConversationReference
 from ..protocol.connector import ConversationGoneError
-from .ledger import FINAL, GONE, RETRYING, SENT, Outcome
+from .ledger import FINAL, Outcome, Status
 
 if TYPE_CHECKING:
     from .context import DeliveryContext
@@ -36,14 +36,14 @@ async def deliver_prepared(ctx: "DeliveryContext", job_id: str, key: str, refere
         for message in prepared.messages:
             await ctx.connector.reply(reference, message, retry=True)
     except ConversationGoneError as exc:
-        await ctx.ledger.record(job_id, [Outcome(key, GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
+        await ctx.ledger.record(job_id, [Outcome(key, Status.GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
         await ctx.conversations.retire(key, exc.code or f"HTTP {exc.status}")
         log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
         return "retired"
     except Exception as exc:
-        await ctx.ledger.record(job_id, [Outcome(key, RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
+        await ctx.ledger.record(job_id, [Outcome(key, Status.RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)
         raise
-    await ctx.ledger.record(job_id, [Outcome(key, SENT)], claims.claimed)
+    await ctx.ledger.record(job_id, [Outcome(key, Status.SENT)], claims.claimed)
     return "sent"
 
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 from ..storage import EntityChangedError
 from .batches import RevisionBatch
 from ..jobs import Job, JobError
-from .ledger import (DELETED, GONE, RETRYING, REVISION_FINAL, SENT, UPDATED, BatchClaim, Delivered, Outcome)
+from .ledger import BatchClaim, Delivered, Outcome, REVISION_FINAL, Status
 from .pacing import Slot, pace_key
-from .send import BlockSlots, LatestRevision, Report, failure, run_paced, slot_for
+from .send import BatchSlots, LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
     from .context import DeliveryContext
@@ -53,7 +53,7 @@ async def run_revision(ctx: "DeliveryContext", job: Job) -> str:
     for _ in range(PAGES_PER_INVOCATION):
         rows, cursor = await ctx.ledger.deliveries(notification, header.cursor, ROWS_PAGE)
         behind = [row.row_id for row in rows if row.settled and any(
-            d.status == SENT and d.activity_id and d.revision < revision.number for _, d in row.entries)]
+            d.status == Status.SENT and d.activity_id and d.revision < revision.number for _, d in row.entries)]
         await asyncio.gather(*(ctx.sends.send(RevisionBatch(notification, row).to_json()) for row in behind))
         header.cursor, header.fanned_out, header.targets = cursor, not cursor, header.targets + len(behind)
         try:
@@ -78,7 +78,7 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
     if latest is None or row is None or not row.settled:
         return "nothing to revise" if row is None or row.settled else "still sending (its sender asks for this again)"
     behind = {key: d.activity_id for key, d in row.entries
-              if d.status == SENT and d.activity_id and d.revision < latest.number}
+              if d.status == Status.SENT and d.activity_id and d.revision < latest.number}
     if not behind:
         return "up to date"
     records = dict(zip(behind, await asyncio.gather(*(ctx.conversations.get(key) for key in behind))))
@@ -100,7 +100,7 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
         await ctx.sends.send(batch.to_json(), delay=ctx.settings.delivery_claim_seconds / 4)
         return "busy"
     claims = _ClaimRevision(ctx, job, batch, claim, latest.number, list(behind))
-    retired = [Outcome(key, GONE, "the conversation is retired", attempted=False, revision=latest.number)
+    retired = [Outcome(key, Status.GONE, "the conversation is retired", attempted=False, revision=latest.number)
                for key in claims.attempts if key not in references]
     for outcome in retired:
         del claims.attempts[outcome.key]
@@ -110,14 +110,14 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
     if claims.attempts:
         assert slot is not None  # every key left has a reference
         run = await run_paced(ctx, job.id, claims, _Revise(ctx, job, references, behind),
-                              BlockSlots(ctx, job.id, pace, slot, len(references)))
+                              BatchSlots(ctx, job.id, pace, slot, len(references)))
         outcomes, unwritten, not_before = [*run.outcomes, *retired], [*run.unwritten, *retired], run.not_before
     for o in outcomes:
-        if o.status == GONE and o.attempted:
+        if o.status == Status.GONE and o.attempted:
             await ctx.conversations.retire(o.key, o.error)
     retrying = await claims.hand_on(outcomes, unwritten, not_before)
-    revised = sum(o.status in (UPDATED, DELETED) for o in outcomes)
-    gone = sum(o.status == GONE for o in outcomes)
+    revised = sum(o.status in (Status.UPDATED, Status.DELETED) for o in outcomes)
+    gone = sum(o.status == Status.GONE for o in outcomes)
     failed = len(outcomes) - revised - gone - retrying
     return (f"revision {latest.number}: revised {revised}, gone {gone}, failed {failed}, retrying {retrying}, "
             f"already done {claims.done_before}")
@@ -151,7 +151,7 @@ class _ClaimRevision:
         goes on the queue before the release: a crash in between leaves the claim to lapse, never a row whose
         retries nobody will make."""
         self._apply(unwritten)
-        retrying = sum(o.status == RETRYING for o in outcomes)
+        retrying = sum(o.status == Status.RETRYING for o in outcomes)
         if retrying:
             await self.ctx.ledger.record_revision(self.job.id, self.claim)
             retry = RevisionBatch(self.batch.job, self.batch.row, self.batch.attempt + 1)  # takes new slots
@@ -195,4 +195,4 @@ class _Revise:
                                                          activity, retry=False)
         except Exception as exc:
             return replace(failure(self.ctx, self.job.id, key, exc, attempts, latest.kind), revision=latest.number)
-        return Outcome(key, DELETED if latest.deletes else UPDATED, activity_id=activity_id, revision=latest.number)
+        return Outcome(key, Status.DELETED if latest.deletes else Status.UPDATED, activity_id=activity_id, revision=latest.number)

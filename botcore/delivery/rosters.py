@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from ..protocol.activity import TEAMS_CHANNEL, TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError
-from .fanout import SentAtOnce, enqueue_paced, save_page
+from .plan import SentAtOnce, enqueue_paced, save_page
 from ..jobs import Job
-from .ledger import FAILED, GONE, Delivered, JobHeader
+from .ledger import Delivered, JobHeader, Status
 from .pacing import pace_key
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, te
         found = await asyncio.gather(*(ctx.conversations.personal(reference.channel_id, reference.tenant_id or "",
                                                                   m.id) for m in members))
         conversations: dict[str, str] = {}
-        failed = {f"member|#{place}{i}": Delivered(FAILED, error=f"not a member: {reason}")
+        failed = {f"member|#{place}{i}": Delivered(Status.FAILED, error=f"not a member: {reason}")
                   for i, reason in enumerate(page.invalid)}
         missing = [m for m, record in zip(members, found) if record is None or not record.active]
         created = await _create_all(ctx, pace, reference, missing)
@@ -128,9 +128,9 @@ async def _create_all(ctx: "DeliveryContext", pace: str, team: ConversationRefer
             try:
                 out[member.id] = await _personal(ctx, team, member)
             except ConversationGoneError as exc:
-                out[member.id] = Delivered(GONE, error=exc.code or f"HTTP {exc.status}")
+                out[member.id] = Delivered(Status.GONE, error=exc.code or f"HTTP {exc.status}")
             except RequestRejectedError as exc:
-                out[member.id] = Delivered(FAILED, error=str(exc))
+                out[member.id] = Delivered(Status.FAILED, error=str(exc))
 
     await asyncio.gather(*(create(m) for m in members))
     return out

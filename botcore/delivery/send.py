@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 from ..backoff import backoff
 from ..errors import BotError, UnavailableError
 from ..protocol.activity import ConversationReference
+from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
+from ..protocol.trust import UntrustedServiceUrlError
 from .batches import RevisionBatch, SendBatch, pack, retry_prefix
 from ..jobs import Job, JobError
-from .ledger import (BATCH_PREFIX, CANCELLED, FAILED, GONE, RETRYING, SENT, Delivered, Outcome, Revision)
-from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, UNPACED_INTERVAL, Slot, pace_key
+from .ledger import BATCH_PREFIX, Delivered, Outcome, Revision, Status, handed_on
+from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, BlockSlots, Slot, pace_key
 
 if TYPE_CHECKING:
     from .context import DeliveryContext
@@ -83,9 +85,10 @@ class OutcomeRecorder:
     takes longer than STORAGE_TIMEOUT fails the recorder: no more sends start.
     """
 
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], limit: int) -> None:
+    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], limit: int,
+                 timeout: float = STORAGE_TIMEOUT) -> None:
         self._write = write
-        self.limit = max(1, limit)
+        self.limit, self.timeout = max(1, limit), timeout
         self._pending: list[Outcome] = []
         self._unrecorded = 0
         self._writer: asyncio.Task[None] | None = None
@@ -146,9 +149,9 @@ class OutcomeRecorder:
         batch, self._pending = self._pending, []
         self._last = time.monotonic()
         try:
-            await asyncio.wait_for(self._write(batch), STORAGE_TIMEOUT)
+            await asyncio.wait_for(self._write(batch), self.timeout)
         except asyncio.TimeoutError:
-            self.failed = StorageStalledError(f"outcomes not written within {STORAGE_TIMEOUT:g}s")
+            self.failed = StorageStalledError(f"outcomes not written within {self.timeout:g}s")
         except Exception as exc:
             self.failed = exc
         else:
@@ -238,17 +241,14 @@ class _ClaimPerBatch:
         the retry batch's claim sends them once.
         """
         self._apply(unwritten)
-        by_attempts: dict[int, list[str]] = {}
-        for key, delivered in self.claim.outcomes.items():
-            if delivered.status == RETRYING:
-                by_attempts.setdefault(delivered.attempts, []).append(key)
-        if by_attempts:  # what was sent is on record before anything that may fail, so no takeover resends it
+        retries = handed_on(self.claim.outcomes)
+        if retries:  # what was sent is on record before anything that may fail, so no takeover resends it
             await self.ctx.ledger.record_batch(self.job.id, self.claim)
-        for attempts, keys in sorted(by_attempts.items()):
+        for attempts, keys in retries.items():
             await _enqueue_retry(self.ctx, self.job, self.batch, keys, attempts, not_before,
                                  retry_prefix(self.batch.id, attempts))
         await self.ctx.ledger.record_batch(self.job.id, self.claim, done=True)
-        return sum(o.status == RETRYING for o in outcomes)
+        return sum(o.status == Status.RETRYING for o in outcomes)
 
 
 class _ClaimPerConversation:
@@ -271,7 +271,7 @@ class _ClaimPerConversation:
     async def hand_on(self, outcomes: list[Outcome], unwritten: list[Outcome], not_before: float) -> int:
         if unwritten:
             await self.write(unwritten)
-        keys = [o.key for o in outcomes if o.status == RETRYING] + self.busy
+        keys = [o.key for o in outcomes if o.status == Status.RETRYING] + self.busy
         if self.busy:  # another worker holds them: look again once its claims may have lapsed
             not_before = max(not_before, time.time() + self.ctx.settings.delivery_claim_seconds / 4)
         if keys:
@@ -313,45 +313,31 @@ async def abandon_batch(ctx: "DeliveryContext", batch: SendBatch, error: str) ->
     log.error("job %s: batch %s of %d conversations failed for good: %s", batch.job, batch.id or "-", len(keys), error)
 
 
-class BlockSlots:
-    """The slot each item of a batch takes. The batch's own block first, skipping the slots that went by
-    while the batch was picked up or its instance was busy: its items are interchangeable, so a late batch
-    loses only the slots it missed, not its place. Items the block can then no longer hold take one block of
-    fresh slots at the calendar's end; an item late even there is handed on. A pace above 1,000 requests/s
-    (UNPACED_INTERVAL) is not kept per request: no instance keeps it to the millisecond."""
+class BatchSlots:
+    """A batch's slots (pacing.BlockSlots) for the paced run: one pace key, and the fresh block its late items
+    need reserved in the calendar, once."""
 
     def __init__(self, ctx: "DeliveryContext", job_id: str, pace: str, block: Slot, size: int) -> None:
-        self.ctx, self.job_id, self.key, self.block, self.size = ctx, job_id, pace, block, size
-        self.skip = 0
-        self.fresh: tuple[Slot, int] | None = None  # the block of fresh slots and the first index it holds
-        self.unavailable = False
+        self.ctx, self.job_id, self.key = ctx, job_id, pace
+        self.slots = BlockSlots(block, size)
 
     def pace(self, key: str) -> str:
         return self.key
 
     def interval(self, key: str) -> float:
-        return self.block.interval
+        return self.slots.block.interval
 
     async def at(self, index: int, key: str, now: float, remaining: int) -> float:
-        if self.block.interval < UNPACED_INTERVAL:  # not before the batch's first slot, then as fast as it goes
-            return max(now, self.block.start)
-        held = index + self.skip
-        if held < self.size and self.block.at(held) < now - LATE_GRACE:
-            self.skip += math.ceil((now - self.block.at(held)) / self.block.interval)
-            held = index + self.skip
-        if held < self.size:
-            return self.block.at(held)
-        if self.fresh is None and not self.unavailable:
+        at = self.slots.at(index, now)
+        if at is None:
+            fresh = None
             try:
-                self.fresh = await asyncio.wait_for(self.ctx.pacing.reserve(self.key, remaining, lead=0.0),
-                                                    STORAGE_TIMEOUT), index
+                fresh = await asyncio.wait_for(self.ctx.pacing.reserve(self.key, remaining, lead=0.0), STORAGE_TIMEOUT)
             except (BotError, asyncio.TimeoutError) as exc:  # the calendar cannot be written: the rest is handed on
                 log.warning("job %s: no fresh slots for %s (%s)", self.job_id, self.key, exc)
-                self.unavailable = True
-        if self.fresh is None:
-            return 0.0
-        fresh, first = self.fresh
-        return fresh.at(index - first)
+            self.slots.take_fresh(fresh, index)
+            at = self.slots.at(index, now)
+        return at or 0.0
 
 
 async def slot_for(ctx: "DeliveryContext", pace: str, slot: Slot | None, size: int, requeue: Callable[[Slot], Awaitable[None]]
@@ -408,7 +394,7 @@ async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: W
             pace, now = slots.pace(key), time.time()
             at = now if pace in throttled else await slots.at(index, key, now, len(keys) - index)
             if pace in throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
-                held.append(Outcome(key, RETRYING, "the channel is throttling" if pace in throttled
+                held.append(Outcome(key, Status.RETRYING, "the channel is throttling" if pace in throttled
                                     else "waiting for a slot", attempted=False))
                 continue
             if at > now:
@@ -419,7 +405,7 @@ async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: W
             if window > 0:
                 recorder.unstarted()
                 waits.append(window)
-                held.append(Outcome(key, RETRYING, "the conversation's rate limit", attempted=False))
+                held.append(Outcome(key, Status.RETRYING, "the conversation's rate limit", attempted=False))
                 continue
             await ctx.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
             await ctx.guard.wait(pace, slots.interval(key))
@@ -439,7 +425,7 @@ async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: W
         raise stopped
     for pace, retry_after in throttled.items():
         await ctx.pacing.throttled(pace, retry_after)
-    transient = any(o.status == RETRYING and o.attempted for o in outcomes)
+    transient = any(o.status == Status.RETRYING and o.attempted for o in outcomes)
     wait = backoff(min(claims.attempts.values(), default=0) + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) \
         if transient else 0.0
     return Run(outcomes, unwritten, time.time() + max([wait, *waits]))
@@ -482,7 +468,7 @@ class _Send:
     async def before(self, key: str) -> Outcome | None:
         latest = await self.revision.get()
         if latest is not None and latest.deletes:
-            return Outcome(key, CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
+            return Outcome(key, Status.CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
         return None
 
     async def act(self, key: str, attempts: int) -> Outcome:
@@ -493,21 +479,18 @@ class _Send:
             response = await self.ctx.connector.send(self.references[key], retry=False, **content)
         except Exception as exc:
             return failure(self.ctx, self.job.id, key, exc, attempts, "send")
-        return Outcome(key, SENT, activity_id=response.id or "", revision=number)
+        return Outcome(key, Status.SENT, activity_id=response.id or "", revision=number)
 
 
 def failure(ctx: "DeliveryContext", job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:
     """The outcome of a Connector call that failed, by what the failure means (docs/delivery.md)."""
-    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from ..protocol.trust import UntrustedServiceUrlError
-
     throttled = None
     if isinstance(exc, ConversationGoneError):
         log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
-        return Outcome(key, GONE, exc.code or f"HTTP {exc.status}")
+        return Outcome(key, Status.GONE, exc.code or f"HTTP {exc.status}")
     if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
         log.error("job %s: conversation %s refused the %s: %s", job_id, key, what, exc)
-        return Outcome(key, FAILED, str(exc))
+        return Outcome(key, Status.FAILED, str(exc))
     if isinstance(exc, RetryableConnectorError):
         if exc.status == 429:
             throttled = exc.retry_after or DEFAULT_RETRY_AFTER
@@ -518,8 +501,8 @@ def failure(ctx: "DeliveryContext", job_id: str, key: str, exc: Exception, attem
         error = f"{type(exc).__name__}: {exc}"
     if attempts + 1 >= MAX_ATTEMPTS:
         log.error("job %s: conversation %s failed %d times; giving up: %s", job_id, key, MAX_ATTEMPTS, error)
-        return Outcome(key, FAILED, error)
-    return Outcome(key, RETRYING, error, throttled=throttled)
+        return Outcome(key, Status.FAILED, error)
+    return Outcome(key, Status.RETRYING, error, throttled=throttled)
 
 
 async def deliver(ctx: "DeliveryContext", job: Job, batch: SendBatch) -> Report:
@@ -543,14 +526,14 @@ async def deliver(ctx: "DeliveryContext", job: Job, batch: SendBatch) -> Report:
         return early
     started_late = time.time() - slot.start  # negative: early, as it should be
     run = await run_paced(ctx, job.id, claims, _Send(ctx, job, dict(batch.items)),
-                          BlockSlots(ctx, job.id, pace, slot, len(batch.items)))
+                          BatchSlots(ctx, job.id, pace, slot, len(batch.items)))
     outcomes = run.outcomes
     for o in outcomes:
-        if o.status == GONE:
+        if o.status == Status.GONE:
             await ctx.conversations.retire(o.key, o.error)
-    report = Report(sent=sum(o.status == SENT for o in outcomes), gone=sum(o.status == GONE for o in outcomes),
-                    failed=sum(o.status == FAILED for o in outcomes), done_before=claims.done_before,
-                    cancelled=sum(o.status == CANCELLED for o in outcomes))
+    report = Report(sent=sum(o.status == Status.SENT for o in outcomes), gone=sum(o.status == Status.GONE for o in outcomes),
+                    failed=sum(o.status == Status.FAILED for o in outcomes), done_before=claims.done_before,
+                    cancelled=sum(o.status == Status.CANCELLED for o in outcomes))
     report.retrying = await claims.hand_on(outcomes, run.unwritten, run.not_before)
     if report.retrying:
         log.info("job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)", job.id,
@@ -563,7 +546,7 @@ async def _revise_if_behind(ctx: "DeliveryContext", job: Job, batch: SendBatch, 
     """A revision that arrived while the batch was sending may have missed its messages: the batch's rows are
     settled now, so a revision that reads them from here on finds them; one read before may not have. Read the
     latest revision once more, and have the rows revised if they sent an older one."""
-    sent = [o for o in outcomes if o.status == SENT]
+    sent = [o for o in outcomes if o.status == Status.SENT]
     if not sent:
         return
     latest = await ctx.ledger.revision(job.id)

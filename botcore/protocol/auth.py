@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import jwt
 
 from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, Activity
+from .http import get_http_client
 from ..errors import BadInputError, UnavailableError
 from ..settings import Settings
 
@@ -195,8 +196,6 @@ async def authenticate(
         return AuthResult("development", TRUST_DEVELOPMENT)
     token = _bearer_token(auth_header)
     if http is None:
-        from .http import get_http_client
-
         http = get_http_client()
     cache_key = (token, settings.app_id, settings.channel_openid_url)
     found = _recall(cache_key)

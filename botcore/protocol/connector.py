@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from ..backoff import backoff
 from .activity import ActivityError, ChannelAccount, ConversationReference, ServiceEndpoint
+from .http import get_http_client
 from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
 from ..settings import MAX_RETRY_AFTER_SECONDS
 
@@ -141,8 +142,6 @@ class ConnectorClient:
     @property
     def http(self) -> "httpx.AsyncClient":
         if self._http is None or self._shared and self._http.is_closed:
-            from .http import get_http_client
-
             self._http, self._shared = get_http_client(), True
         return self._http
 

@@ -14,6 +14,7 @@ from http.cookiejar import CookieJar
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..loops import PerLoop
+from ..settings import get_settings
 
 if TYPE_CHECKING:
     import httpx
@@ -36,7 +37,7 @@ def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> "httpx.
     identity provider and verified Connector URLs, and never follows redirects. Its timeouts are
     httpx's, per phase: connecting (at most 10 s), each read, each write, the wait for a pooled
     connection. `transport` is there for the benchmark, which measures both."""
-    import httpx
+    import httpx  # on the first outbound call: a cold start whose first invocation makes none does not pay for it
 
     # The Functions host logs at Information: one line per request would drown the bot's own.
     for name in ("httpx", "httpcore"):
@@ -46,7 +47,7 @@ def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> "httpx.
                                "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
     if transport == "httpcore":
         return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(trust_env=False, limits=limits), **options)
-    from httpx_aiohttp import AiohttpTransport
+    from httpx_aiohttp import AiohttpTransport  # with httpx, on the first outbound call
 
     # What aiohttp under httpx does anyway, httpx need not do on every request too: keep cookies, and
     # send Accept (Connection: keep-alive is HTTP/1.1's default). About 15 µs of CPU a send.
@@ -65,8 +66,6 @@ _clients: PerLoop["httpx.AsyncClient"] = PerLoop(close=_close)
 
 
 def _new_client() -> "httpx.AsyncClient":
-    from ..settings import get_settings
-
     return new_http_client(get_settings().http_timeout)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UnavailableError
 from ..settings import ConfigurationError, Settings
+from .http import get_http_client
 
 if TYPE_CHECKING:
     import httpx
@@ -51,8 +52,6 @@ class CachedTokenProvider:
     def http(self) -> "httpx.AsyncClient":
         if self._http is not None:
             return self._http
-        from .http import get_http_client
-
         return get_http_client()
 
     def _fresh(self) -> bool:

@@ -16,17 +16,19 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
 
-from ..protocol.activity import Activity, ConversationReference
 from ..backoff import backoff
 from ..errors import UnavailableError
 from ..keys import conversation_key
+from ..protocol.activity import Activity, ConversationReference
+from ..protocol.connector import (ConnectorClient, ConversationGoneError, RequestRejectedError,
+                                  RetryableConnectorError)
+from ..protocol.trust import UntrustedServiceUrlError
 from ..settings import Settings
+from .conversations import ConcurrencyError, ConversationStore
+from .dialogs import Engine, ScheduleDialog, ScheduleReminder, TurnInfo
 
 if TYPE_CHECKING:
     from ..protocol.auth import AuthResult
-    from ..protocol.connector import ConnectorClient
-    from .conversations import ConversationStore
-    from .dialogs import Engine
     from .service_urls import ServiceUrlRegistry
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,6 @@ class KeyLocks:
 
 
 def turn_info(settings: Settings, user_name: str | None) -> Any:
-    from .dialogs import TurnInfo
-
     notify_url = f"{settings.public_base_url}/api/notify" if settings.public_base_url else None
     return TurnInfo(notify_url=notify_url, user_name=user_name, now=datetime.now(timezone.utc))
 
@@ -103,8 +103,6 @@ async def run_dialog_turn(
     before_commit: Callable[[Any], Awaitable[None]] | None = None,
 ) -> tuple[Any, Any]:
     """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
-    from .conversations import ConcurrencyError
-
     store = ctx.conversations
     async with ctx.locks.hold(key):
         for attempt in range(1, MAX_TURN_ATTEMPTS + 1):
@@ -180,9 +178,6 @@ async def _message_turn(ctx: TurnContext, activity: Activity, reference: Convers
 async def _after_failed_replies(ctx: TurnContext, key: str, unsent: list[dict[str, Any]], exc: Exception) -> None:
     """Retire a conversation that is gone; hand replies that may still go through to the outbox, which sends
     them again after Retry-After, or a few seconds."""
-    from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
-    from ..protocol.trust import UntrustedServiceUrlError
-
     if isinstance(exc, ConversationGoneError):
         await ctx.conversations.retire(key, exc.code or f"HTTP {exc.status}")
         log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
@@ -206,8 +201,6 @@ async def apply_effects(ctx: TurnContext, key: str, effects: list[Any]) -> None:
     """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
     if not effects:  # most turns
         return
-    from .dialogs import ScheduleDialog, ScheduleReminder
-
     for effect in effects:
         if isinstance(effect, ScheduleDialog):
             job_id = await ctx.outbox.schedule_dialog(key, effect.dialog, effect.delay_seconds)

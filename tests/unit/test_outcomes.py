@@ -1,0 +1,83 @@
+"""Recording outcomes, pure or with the write handed in: how a batch's outcomes become retry batches or
+failures (botcore.delivery.ledger), and how few sends the recorder lets go unrecorded (botcore.delivery.send).
+The writes themselves are tested on Azurite (tests/integration) and end to end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from botcore.delivery.ledger import Delivered, Outcome, Status, abandoned, handed_on
+from botcore.delivery.send import OutcomeRecorder, StorageStalledError
+
+
+def test_what_a_batch_hands_on_is_grouped_by_the_attempts_used() -> None:
+    outcomes = {"a": Delivered(Status.SENT, "act-1"), "b": Delivered(Status.RETRYING, attempts=1),
+                "c": Delivered(Status.RETRYING, attempts=3), "d": Delivered(Status.RETRYING, attempts=1),
+                "e": Delivered(Status.FAILED, error="400")}
+    assert handed_on(outcomes) == {1: ["b", "d"], 3: ["c"]}
+    assert list(handed_on(outcomes)) == [1, 3]
+
+
+def test_an_abandoned_batch_fails_what_has_no_final_outcome_and_keeps_the_rest() -> None:
+    recorded = {"a": Delivered(Status.SENT, "act-1"), "b": Delivered(Status.RETRYING, attempts=1)}
+    result = abandoned(recorded, ["a", "b", "c"], "gave up")
+    assert result["a"] == Delivered(Status.SENT, "act-1")
+    assert result["b"] == result["c"] == Delivered(Status.FAILED, error="gave up")
+
+
+class Writes:
+    """The recorder's collaborator: a write that can be made to hang (storage that stops answering)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, outcomes: list[Outcome]) -> None:
+        await self.gate.wait()
+        self.batches.append([o.key for o in outcomes])
+
+
+async def test_at_most_limit_sends_are_unrecorded_and_a_write_carries_all_that_came_before() -> None:
+    writes = Writes()
+    recorder = OutcomeRecorder(writes, limit=4)
+    writes.gate.clear()  # storage slow: the first write waits
+    for key in "abcd":
+        assert await recorder.start()
+        recorder.add(Outcome(key, Status.SENT))
+    fifth = asyncio.create_task(recorder.start())
+    await asyncio.sleep(0.05)
+    assert not fifth.done()  # four unrecorded: the fifth send waits for the write
+    writes.gate.set()
+    assert await asyncio.wait_for(fifth, 1)
+    recorder.add(Outcome("e", Status.SENT))
+    unwritten = [o.key for o in await recorder.finish()]  # the batch's last write carries these
+    assert writes.batches[0] == list("abcd")  # one write for the four that came before it
+    assert sorted([k for batch in writes.batches for k in batch] + unwritten) == list("abcde")
+
+
+async def test_a_write_that_hangs_past_the_timeout_stops_the_sends_and_says_why() -> None:
+    writes = Writes()
+    recorder = OutcomeRecorder(writes, limit=2, timeout=0.05)
+    writes.gate.clear()  # storage hangs for good
+    for key in "ab":
+        assert await recorder.start()
+        recorder.add(Outcome(key, Status.SENT))
+    assert await asyncio.wait_for(recorder.start(), 1) is False  # no more sends: none could be recorded
+    with pytest.raises(StorageStalledError):
+        await recorder.finish()
+
+
+async def test_outcomes_are_written_within_the_flush_interval_without_more_sends() -> None:
+    writes = Writes()
+    recorder = OutcomeRecorder(writes, limit=100)
+    assert await recorder.start()
+    recorder.add(Outcome("a", Status.SENT))
+    for _ in range(50):
+        if writes.batches:
+            break
+        await asyncio.sleep(0.01)
+    assert writes.batches == [["a"]]  # written by the timer, not by a later send
+    assert await recorder.finish() == []
