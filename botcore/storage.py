@@ -43,11 +43,12 @@ MESSAGE_TTL = 7 * 86400  # seconds a queue message lives by default, counted fro
 # ---- errors ------------------------------------------------------------------------------------
 
 class StorageError(BotError):
-    """A storage call failed; `status` 0 means no HTTP answer. Each subclass is one kind (botcore.errors)."""
+    """A storage call failed; `status` 0 means no HTTP answer, `service_code` is the error code the storage
+    service answered with (None without one). Each subclass is one kind (botcore.errors)."""
 
-    def __init__(self, status: int, code: str | None, message: str) -> None:
-        super().__init__(f"HTTP {status} {code or ''}: {message}".strip() if status else message)
-        self.status, self.code = status, code
+    def __init__(self, status: int, service_code: str | None, message: str) -> None:
+        super().__init__(f"HTTP {status} {service_code or ''}: {message}".strip() if status else message)
+        self.status, self.service_code = status, service_code
 
 
 class EntityNotFoundError(StorageError, NotFoundError):
@@ -69,14 +70,14 @@ class EntityTooLargeError(StorageError, BadInputError):
 class TransactionFailedError(StorageError, ConflictError):
     """One operation of a batch failed, so none was applied; `index` says which."""
 
-    def __init__(self, status: int, code: str | None, message: str, index: int | None) -> None:
-        super().__init__(status, code, message)
+    def __init__(self, status: int, service_code: str | None, message: str, index: int | None) -> None:
+        super().__init__(status, service_code, message)
         self.index = index
 
 
 class StorageUnavailableError(StorageError, UnavailableError):
     """The service did not answer, answered 5xx on every attempt, or failed in a way the bot cannot fix
-    (a missing table, a refused identity): retry later, and read the code."""
+    (a missing table, a refused identity): retry later, and read `service_code`."""
 
 
 _TOO_LARGE = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge"})

@@ -45,11 +45,12 @@ _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options build
 
 
 class ConnectorError(BotError):
-    """A failed Connector call; each subclass is one kind of failure (botcore.errors)."""
+    """A failed Connector call; each subclass is one kind of failure (botcore.errors). `service_code` is the
+    error code the Connector answered with (None without one), `status` its HTTP status (0: no answer)."""
 
-    def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None) -> None:
-        super().__init__(f"HTTP {status} {code or ''}: {message}".strip())
-        self.status, self.code, self.message, self.operation_id = status, code, message, operation_id
+    def __init__(self, status: int, service_code: str | None, message: str, operation_id: str | None = None) -> None:
+        super().__init__(f"HTTP {status} {service_code or ''}: {message}".strip())
+        self.status, self.service_code, self.message, self.operation_id = status, service_code, message, operation_id
 
 
 class ConversationGoneError(ConnectorError, NotFoundError):
@@ -69,9 +70,9 @@ class ConnectorAuthError(ConnectorError, UnavailableError):
 class RetryableConnectorError(ConnectorError, UnavailableError):
     """Transient (429, 5xx, network): the caller may try again after `retry_after` seconds."""
 
-    def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None,
+    def __init__(self, status: int, service_code: str | None, message: str, operation_id: str | None = None,
                  retry_after: float | None = None) -> None:
-        super().__init__(status, code, message, operation_id)
+        super().__init__(status, service_code, message, operation_id)
         self.retry_after = retry_after
 
 

@@ -25,11 +25,12 @@ REFRESH_MARGIN = 300.0
 
 
 class TokenError(UnavailableError):
-    """The identity provider did not issue a token; carries its status and error code only."""
+    """The identity provider did not issue a token; carries only its status and its `error` code
+    (`service_code`)."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, service_code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.service_code = status, service_code
 
 
 class TokenProvider(Protocol):

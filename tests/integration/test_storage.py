@@ -49,7 +49,7 @@ async def test_etags_guard_writes(table) -> None:
     etag = await table.insert({"PartitionKey": "p", "RowKey": "r", "n": 1})
     with pytest.raises(EntityExistsError) as exists:
         await table.insert({"PartitionKey": "p", "RowKey": "r"})
-    assert isinstance(exists.value, ConflictError) and exists.value.code == "EntityAlreadyExists"
+    assert isinstance(exists.value, ConflictError) and exists.value.service_code == "EntityAlreadyExists"
     newer = await table.merge({"PartitionKey": "p", "RowKey": "r", "m": 2}, etag)
     with pytest.raises(EntityChangedError) as changed:
         await table.replace({"PartitionKey": "p", "RowKey": "r", "n": 3}, etag)
@@ -74,10 +74,10 @@ async def test_etags_guard_writes(table) -> None:
 async def test_oversized_values_and_missing_tables_are_typed_errors(clients, table) -> None:
     with pytest.raises(EntityTooLargeError) as caught:
         await table.insert({"PartitionKey": "p", "RowKey": "big", "v": "x" * 40_000})
-    assert caught.value.code == "PropertyValueTooLarge" and "64KB" in str(caught.value)
+    assert caught.value.service_code == "PropertyValueTooLarge" and "64KB" in str(caught.value)
     with pytest.raises(StorageError) as caught:
         await clients.get_table("nosuchtable").get("p", "r")
-    assert caught.value.code == "TableNotFound" and not isinstance(caught.value, EntityNotFoundError)
+    assert caught.value.service_code == "TableNotFound" and not isinstance(caught.value, EntityNotFoundError)
 
 
 async def test_queries_page_with_a_storable_cursor(table) -> None:
@@ -98,7 +98,7 @@ async def test_a_failed_transaction_applies_nothing_and_names_the_operation(tabl
     await table.insert({"PartitionKey": "t", "RowKey": "003"})
     with pytest.raises(TransactionFailedError) as caught:
         await table.transact([("create", {"PartitionKey": "t", "RowKey": f"{i:03}"}) for i in range(6)])
-    assert caught.value.status == 409 and caught.value.code == "EntityAlreadyExists" and caught.value.index == 3
+    assert caught.value.status == 409 and caught.value.service_code == "EntityAlreadyExists" and caught.value.index == 3
     assert [e["RowKey"] async for e in table.query("PartitionKey eq 't'")] == ["003"]
     etag = etag_of(await table.get("t", "003"))
     await table.transact([("update", {"PartitionKey": "t", "RowKey": "003", "m": 1},
@@ -130,7 +130,7 @@ async def test_queue_messages_are_plain_text_with_a_delay(clients, storage_conne
     assert [m.content for m in reader.receive_messages(max_messages=32)] == ["later"]
     with pytest.raises(StorageError) as caught:
         await clients.get_queue("nosuchqueue").send("x")
-    assert caught.value.code == "QueueNotFound"
+    assert caught.value.service_code == "QueueNotFound"
 
 
 async def test_a_delay_longer_than_queue_storage_allows_is_cut_to_its_limit(clients, storage_connection_string,
@@ -184,7 +184,7 @@ async def test_transient_failures_are_retried_then_reported(free_port, monkeypat
         assert etag_of(await table.get("p", "r")) == 'W/"1"' and len(seen) == 3
         with pytest.raises(StorageUnavailableError) as caught:
             await table.get("p", "r")
-        assert caught.value.status == 503 and caught.value.code == "ServerBusy" and len(seen) == 6
+        assert caught.value.status == 503 and caught.value.service_code == "ServerBusy" and len(seen) == 6
         assert isinstance(caught.value, UnavailableError)
     finally:
         await runner.cleanup()

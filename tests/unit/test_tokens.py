@@ -77,7 +77,7 @@ async def test_forced_refresh_by_many_callers_fetches_once(idp, http) -> None:
 async def test_wrong_secret_is_a_token_error_without_the_secret(idp, http) -> None:
     with pytest.raises(TokenError) as info:
         await secret_provider(idp, http, secret="wrong-secret-xyz").get_token()
-    assert info.value.status == 401 and info.value.code == "invalid_client"
+    assert info.value.status == 401 and info.value.service_code == "invalid_client"
     assert "wrong-secret-xyz" not in str(info.value)
 
 
