@@ -101,6 +101,26 @@ def _code_and_message(exc: Any) -> tuple[str | None, str]:
         return code, message
 
 
+class _mapped:
+    """`with _mapped("table t: read"):` an SDK error raised inside becomes botcore's (_raise_mapped), its message
+    prefixed with the words given; anything else (a bug, a cancellation) passes unchanged."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, Exception):
+            from azure.core.exceptions import AzureError
+
+            if isinstance(exc, AzureError):
+                _raise_mapped(exc, self.what)
+
+
 def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
     """The one translation of the SDK's exceptions into botcore's."""
     from azure.core.exceptions import HttpResponseError, ResourceModifiedError
@@ -133,12 +153,10 @@ def etag_of(entity: "TableEntity") -> str:
 async def _create(create: Callable[[], Awaitable[Any]], what: str) -> bool:
     """Run an SDK create call; False if the table or queue existed."""
     try:
-        await create()
-    except Exception as exc:
-        try:
-            _reraise(exc, what)
-        except EntityExistsError:
-            return False
+        with _mapped(what):
+            await create()
+    except EntityExistsError:
+        return False
     return True
 
 
@@ -154,17 +172,13 @@ class Table:
         self.name: str = client.table_name
 
     async def get(self, pk: str, rk: str) -> "TableEntity":
-        try:
+        with _mapped(f"table {self.name}: read"):
             return await self.client.get_entity(pk, rk)
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: read")
 
     async def insert(self, entity: Mapping[str, Any]) -> str:
         """Insert a new entity (EntityExistsError if it exists)."""
-        try:
+        with _mapped(f"table {self.name}: insert"):
             return (await self.client.create_entity(entity))["etag"]
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: insert")
 
     async def replace(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
         """Replace an existing entity; with `etag`, only if unchanged since it was read."""
@@ -178,50 +192,41 @@ class Table:
         from azure.core import MatchConditions
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
-        try:
+        with _mapped(f"table {self.name}: {mode}"):
             return (await self.client.update_entity(entity, mode, etag=etag, match_condition=condition))["etag"]
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: {mode}")
 
     async def upsert(self, entity: Mapping[str, Any], *, merge: bool = False) -> str:
         """Insert, or replace (merge) whatever is there."""
-        try:
+        with _mapped(f"table {self.name}: upsert"):
             return (await self.client.upsert_entity(entity, "merge" if merge else "replace"))["etag"]
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: upsert")
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
         """Delete an entity (gone already is fine); with `etag`, only if unchanged."""
         from azure.core import MatchConditions
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
-        try:
+        with _mapped(f"table {self.name}: delete"):
             await self.client.delete_entity(pk, rk, etag=etag, match_condition=condition)
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: delete")
 
     async def page(self, query_filter: str | None = None, *, select: list[str] | None = None,
                    page_size: int = 1000, cursor: str | None = None) -> tuple[list["TableEntity"], str | None]:
         """One page of a query; the cursor (opaque, storable text) resumes it, None at the end."""
         try:
-            pages = self._pages(query_filter, select, page_size, cursor)
-            entities = [entity async for entity in await pages.__anext__()]
-            token = pages.continuation_token
+            with _mapped(f"table {self.name}: query"):
+                pages = self._pages(query_filter, select, page_size, cursor)
+                entities = [entity async for entity in await pages.__anext__()]
+                token = pages.continuation_token
         except StopAsyncIteration:
             return [], None
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: query")
         return entities, json.dumps(token, separators=(",", ":")) if token else None
 
     async def query(self, query_filter: str | None = None, *, select: list[str] | None = None,
                     page_size: int = 1000) -> AsyncIterator["TableEntity"]:
         """Every matching entity, page by page (never all in memory)."""
-        try:
+        with _mapped(f"table {self.name}: query"):
             async for page in self._pages(query_filter, select, page_size, None):
                 async for entity in page:
                     yield entity
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: query")
 
     def _pages(self, query_filter: str | None, select: list[str] | None, page_size: int,
                cursor: str | None) -> Any:
@@ -234,10 +239,8 @@ class Table:
     async def transact(self, operations: Iterable[tuple[Any, ...]]) -> None:
         """Apply up to 100 operations on one partition atomically (TransactionFailedError names the one that
         failed; then none was applied)."""
-        try:
+        with _mapped(f"table {self.name}: transaction"):
             await self.client.submit_transaction(list(operations))
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: transaction")
 
     async def create(self) -> bool:
         """Create the table; False if it existed."""
@@ -263,24 +266,13 @@ class Queue:
         seconds = int(delay) if delay > 0 else 0  # NaN too
         # One hidden for as long as it lives would expire the moment it appeared: its life starts when it appears.
         ttl = seconds + MESSAGE_TTL if seconds else None
-        try:
+        with _mapped(f"queue {self.name}: put"):
             message = await self.client.send_message(content, visibility_timeout=seconds or None, time_to_live=ttl)
-        except Exception as exc:
-            _reraise(exc, f"queue {self.name}: put")
         return message.id
 
     async def create(self) -> bool:
         """Create the queue; False if it existed."""
         return await _create(self.client.create_queue, f"queue {self.name}: create")
-
-
-def _reraise(exc: Exception, what: str) -> NoReturn:
-    """SDK errors become botcore's; anything else (a bug, a cancellation) passes unchanged."""
-    from azure.core.exceptions import AzureError
-
-    if isinstance(exc, AzureError):
-        _raise_mapped(exc, what)
-    raise exc
 
 
 # ---- clients, one set per event loop -------------------------------------------------------------

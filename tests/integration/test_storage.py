@@ -196,6 +196,48 @@ async def test_transient_failures_are_retried_then_reported(free_port, monkeypat
     await storage.close_storage_clients()
 
 
+async def test_every_storage_call_maps_the_sdks_errors_and_names_the_call(free_port, monkeypatch) -> None:
+    """A refusal (403, which is not retried) through each public Table and Queue method: botcore's error, with
+    the service's code, and a message that says which call on which table or queue failed."""
+    headers = {"x-ms-error-code": "AuthorizationFailure"}
+
+    async def refuse(request: web.Request) -> web.Response:
+        if request.path.startswith("/acct/q"):  # the queue service answers in XML
+            return web.Response(status=403, content_type="application/xml", headers=headers, text=(
+                "<?xml version='1.0' encoding='utf-8'?><Error><Code>AuthorizationFailure</Code>"
+                "<Message>refused</Message></Error>"))
+        return web.json_response({"odata.error": {"code": "AuthorizationFailure", "message": {"value": "refused"}}},
+                                 status=403, headers=headers)
+
+    monkeypatch.setenv("BotStorage", f"AccountName=acct;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:{free_port}/acct;"
+                                     f"QueueEndpoint=http://127.0.0.1:{free_port}/acct")
+    runner = await _serve(free_port, refuse)
+    table, queue = storage.get_table("t"), storage.get_queue("q")
+    entity = {"PartitionKey": "p", "RowKey": "r"}
+
+    async def query() -> None:
+        async for _ in table.query("PartitionKey eq 'p'"):
+            pass
+
+    calls = [
+        ("table t: read", lambda: table.get("p", "r")), ("table t: insert", lambda: table.insert(entity)),
+        ("table t: replace", lambda: table.replace(entity, 'W/"1"')), ("table t: merge", lambda: table.merge(entity)),
+        ("table t: upsert", lambda: table.upsert(entity)), ("table t: delete", lambda: table.delete("p", "r")),
+        ("table t: query", lambda: table.page("PartitionKey eq 'p'")), ("table t: query", query),
+        ("table t: transaction", lambda: table.transact([("upsert", entity)])), ("table t: create", table.create),
+        ("queue q: put", lambda: queue.send("x")), ("queue q: create", queue.create),
+    ]
+    try:
+        for what, call in calls:
+            with pytest.raises(StorageUnavailableError) as caught:
+                await call()
+            assert caught.value.status == 403 and caught.value.service_code == "AuthorizationFailure", what
+            assert f"{what}: refused" in str(caught.value), (what, str(caught.value))
+    finally:
+        await runner.cleanup()
+        await storage.close_storage_clients()
+
+
 IDENTITY_CHILD = """
 import asyncio, json
 from botcore import storage
