@@ -43,7 +43,8 @@ async def _turn():
         functions = {f.name: f for f in functions_of(await runner.start())}
         _t1 = time.perf_counter()
         answer = await runner.invoke(functions["messages"], http_request(
-            "POST", "http://localhost:7071/api/messages", headers.items(), [], {}, request["body"].encode()))
+            "POST", "http://localhost:7071/api/messages", headers.items(), [], {}, request["body"].encode()),
+            "cold-start-invocation")
         status = answer.status
     done = time.perf_counter()
     from botcore.protocol.http import close_http_client
