@@ -3,7 +3,8 @@
 The connection is named `BotStorage` (falling back to `AzureWebJobsStorage`) and
 takes the forms the Functions host understands: a connection string, or the
 identity-based family `<name>__tableServiceUri`, `<name>__queueServiceUri`,
-`<name>__credential=managedidentity`, `<name>__clientId`.
+`<name>__credential=managedidentity`, `<name>__clientId`, whose token comes from
+azure-identity's managed-identity credential (botcore.storage_identity).
 
 Cost is decided by how the clients are built, so they are built once: per event
 loop, one `azure.data.tables.aio.TableClient` per table and one
@@ -22,11 +23,12 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, NoReturn
 
-from .errors import BadInputError, BotError, ConflictError, NotFoundError, UnavailableError
+from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
 from .settings import QUEUE_MAX_DELAY, QUEUES, TABLES, Settings, StorageConnection, get_settings
 
 if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
     from azure.core.exceptions import AzureError
     from azure.data.tables import TableEntity
     from azure.data.tables.aio import TableClient
@@ -288,12 +290,18 @@ class _Clients:
         self.connection = connection
         self.transport = AioHttpTransport(use_env_settings=False, connection_timeout=CONNECT_TIMEOUT,
                                           read_timeout=READ_TIMEOUT)
-        self.credential: Any = None
+        self.credential: "AsyncTokenCredential | None" = None
         if connection.connection_string is None:
-            from .protocol.tokens import ManagedIdentityCredential
+            if not settings.identity_endpoint:
+                raise ConfigurationError("identity-based storage needs a managed identity (IDENTITY_ENDPOINT)")
+            from .storage_identity import StorageIdentity  # only identity-based storage imports azure-identity
 
-            self.credential = ManagedIdentityCredential(settings.identity_endpoint, settings.identity_header,
-                                                        connection.client_id)
+            # Its token requests are retried as the storage clients' are, over a transport of its own.
+            self.credential = StorageIdentity(
+                client_id=connection.client_id or None, retry_total=RETRIES, retry_backoff_factor=0.2,
+                retry_backoff_max=2, transport=AioHttpTransport(use_env_settings=False,
+                                                                connection_timeout=CONNECT_TIMEOUT,
+                                                                read_timeout=READ_TIMEOUT))
         self.tables: dict[str, Table] = {}
         self.queues: dict[str, Queue] = {}
 

@@ -13,7 +13,7 @@ from azure.storage.queue import QueueClient as SyncQueueClient
 from botcore import storage
 from botcore.storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
                              StorageError, StorageUnavailableError, TransactionFailedError, etag_of)
-from botcore.errors import ConflictError, NotFoundError, UnavailableError
+from botcore.errors import ConfigurationError, ConflictError, NotFoundError, UnavailableError
 
 
 @pytest.fixture
@@ -238,8 +238,46 @@ async def test_every_storage_call_maps_the_sdks_errors_and_names_the_call(free_p
         await storage.close_storage_clients()
 
 
+async def test_a_managed_identity_without_a_token_is_storage_unavailable_never_a_missing_entity(monkeypatch) -> None:
+    """No IDENTITY_ENDPOINT: ConfigurationError naming it. The identity endpoint refuses (a wrong header: 400)
+    or answers 404: botcore's StorageUnavailableError naming its answer, never a missing entity; the storage
+    service is never reached."""
+    import os
+
+    from botcore.settings import get_settings
+    from devhost.identity import IdentityProvider
+
+    for name in [k for k in os.environ if k.startswith(("BotStorage", "AzureWebJobsStorage"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BotStorage__tableServiceUri", "https://127.0.0.1:9/acct")  # never reached
+    monkeypatch.setenv("BotStorage__queueServiceUri", "https://127.0.0.1:9/acct")
+    monkeypatch.setenv("BotStorage__credential", "managedidentity")
+    monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
+    with pytest.raises(ConfigurationError, match="IDENTITY_ENDPOINT"):  # no managed identity at all
+        storage.get_table("t")
+    with IdentityProvider() as idp:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{idp.base_url}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
+        get_settings.cache_clear()
+        try:
+            with pytest.raises(StorageUnavailableError) as refused:
+                await storage.get_table("t").get("p", "r")
+            assert refused.value.status == 0 and refused.value.service_code is None
+            assert "managed identity: no token for https://storage.azure.com/.default (HTTP 400)" in str(refused.value)
+            await storage.close_storage_clients()
+            monkeypatch.setenv("IDENTITY_HEADER", idp.msi_header)
+            idp.fail_token_requests(404)
+            with pytest.raises(StorageUnavailableError) as missing:
+                await storage.get_table("t").get("p", "r")
+            assert missing.value.status == 0
+            assert "no token for https://storage.azure.com/.default (HTTP 404)" in str(missing.value)
+            assert len(idp.token_requests) == 1  # the refused header never got that far
+        finally:
+            await storage.close_storage_clients()
+
+
 IDENTITY_CHILD = """
-import asyncio, json
+import asyncio, json, sys
 from botcore import storage
 from botcore.protocol.http import close_http_client
 
@@ -249,7 +287,7 @@ async def main():
     message = await storage.get_queue("bot-jobs").send("{}")
     await storage.close_storage_clients()
     await close_http_client()
-    print(json.dumps({"reads": reads, "message": message}))
+    print(json.dumps({"reads": reads, "message": message, "azure-identity": "azure.identity" in sys.modules}))
 
 asyncio.run(main())
 """
@@ -305,8 +343,37 @@ async def test_identity_based_storage_sends_one_managed_identity_token_to_both_s
         finally:
             await runner.cleanup()
         assert child.returncode == 0, err.decode()[-3000:]
-        assert json.loads(out) == {"reads": [1, 1], "message": "m1"}
+        assert json.loads(out) == {"reads": [1, 1], "message": "m1", "azure-identity": True}
         assert len(seen) == 3 and seen[0] and len(set(seen)) == 1  # one token, cached, for tables and queues
         assert len(idp.token_requests) == 1
         request = idp.token_requests[-1]
         assert request["resource"] == "https://storage.azure.com" and request["client_id"] == "client-7"
+
+
+def test_an_app_on_a_connection_string_never_imports_azure_identity() -> None:
+    """Cold start: only an identity-based connection pays for azure-identity's import, even once the storage
+    clients are built."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.hostproc import REPO
+
+    child = """
+import asyncio, sys
+import function_app
+from botcore import storage
+
+async def main():
+    storage.get_table("conversations"), storage.get_queue("bot-jobs")
+    await storage.close_storage_clients()
+
+asyncio.run(main())
+print("azure.identity" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BotStorage", "AzureWebJobsStorage"))}
+    env.update({"BotStorage": "UseDevelopmentStorage=true", "PYTHONPATH": str(REPO)})
+    result = subprocess.run([sys.executable, "-c", child], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False"]

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 
 from botcore.protocol import tokens
-from botcore.protocol.http import close_http_client, new_http_client
+from botcore.protocol.http import new_http_client
 from botcore.settings import ConfigurationError, Settings
-from botcore.protocol.tokens import (ClientSecretTokenProvider, ManagedIdentityCredential,
-                            ManagedIdentityTokenProvider, TokenError, token_provider_for)
+from botcore.protocol.tokens import (ClientSecretTokenProvider, ManagedIdentityTokenProvider, TokenError,
+                                     token_provider_for)
 from devhost.identity import IdentityProvider
 from devhost.server import BackgroundServer
 
@@ -101,14 +101,6 @@ async def test_managed_identity_flow(idp, http) -> None:
     wrong = ManagedIdentityTokenProvider(f"{idp.base_url}/msi/token", "bad", None, "r", http)
     with pytest.raises(TokenError):
         await wrong.get_token()
-
-
-async def test_storage_credential_speaks_azure_core(idp) -> None:
-    credential = ManagedIdentityCredential(f"{idp.base_url}/msi/token", idp.msi_header, "client-9")
-    access = await credential.get_token("https://storage.azure.com/.default")
-    assert idp.is_valid_access_token(access.token) and access.expires_on > time.time()
-    assert idp.token_requests[-1]["resource"] == "https://storage.azure.com"
-    await close_http_client()
 
 
 def test_one_provider_per_process_and_clear_configuration_errors(idp) -> None:
