@@ -167,6 +167,8 @@ class Table:
 
     Writes return the new ETag. Transactions take the SDK's operations:
     ("create" | "upsert" | "update" | "delete", entity[, {"mode": ..., "etag": ...}]).
+    Besides the errors each method names, every method raises StorageUnavailableError: no answer, 5xx after the
+    retries, a missing table (`service_code` TableNotFound), a refused identity, or any other refusal.
     """
 
     def __init__(self, client: "TableClient") -> None:
@@ -174,20 +176,22 @@ class Table:
         self.name: str = client.table_name
 
     async def get(self, pk: str, rk: str) -> "TableEntity":
+        """The entity; EntityNotFoundError if there is none."""
         with _mapped(f"table {self.name}: read"):
             return await self.client.get_entity(pk, rk)
 
     async def insert(self, entity: Mapping[str, Any]) -> str:
-        """Insert a new entity (EntityExistsError if it exists)."""
+        """Insert a new entity. EntityExistsError if it exists; EntityTooLargeError if it does not fit."""
         with _mapped(f"table {self.name}: insert"):
             return (await self.client.create_entity(entity))["etag"]
 
     async def replace(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
-        """Replace an existing entity; with `etag`, only if unchanged since it was read."""
+        """Replace an existing entity; with `etag`, only if unchanged since it was read. EntityNotFoundError if
+        there is none, EntityChangedError if it changed, EntityTooLargeError if it does not fit."""
         return await self._update(entity, "replace", etag)
 
     async def merge(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
-        """Update the given properties of an existing entity; `etag` as for replace."""
+        """Update the given properties of an existing entity; `etag` and errors as for replace."""
         return await self._update(entity, "merge", etag)
 
     async def _update(self, entity: Mapping[str, Any], mode: str, etag: str | None) -> str:
@@ -198,12 +202,12 @@ class Table:
             return (await self.client.update_entity(entity, mode, etag=etag, match_condition=condition))["etag"]
 
     async def upsert(self, entity: Mapping[str, Any], *, merge: bool = False) -> str:
-        """Insert, or replace (merge) whatever is there."""
+        """Insert, or replace (merge) whatever is there. EntityTooLargeError if it does not fit."""
         with _mapped(f"table {self.name}: upsert"):
             return (await self.client.upsert_entity(entity, "merge" if merge else "replace"))["etag"]
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
-        """Delete an entity (gone already is fine); with `etag`, only if unchanged."""
+        """Delete an entity (gone already is fine); with `etag`, only if unchanged: EntityChangedError if not."""
         from azure.core import MatchConditions
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
@@ -212,7 +216,8 @@ class Table:
 
     async def page(self, query_filter: str | None = None, *, select: list[str] | None = None,
                    page_size: int = 1000, cursor: str | None = None) -> tuple[list["TableEntity"], str | None]:
-        """One page of a query; the cursor (opaque, storable text) resumes it, None at the end."""
+        """One page of a query; the cursor (opaque, storable text) resumes it, None at the end. Raises only
+        StorageUnavailableError, also for a filter the service refuses."""
         try:
             with _mapped(f"table {self.name}: query"):
                 pages = self._pages(query_filter, select, page_size, cursor)
@@ -224,7 +229,7 @@ class Table:
 
     async def query(self, query_filter: str | None = None, *, select: list[str] | None = None,
                     page_size: int = 1000) -> AsyncIterator["TableEntity"]:
-        """Every matching entity, page by page (never all in memory)."""
+        """Every matching entity, page by page (never all in memory). Raises as page does."""
         with _mapped(f"table {self.name}: query"):
             async for page in self._pages(query_filter, select, page_size, None):
                 async for entity in page:
@@ -239,18 +244,20 @@ class Table:
         return pager.by_page(continuation_token=json.loads(cursor) if cursor else None)
 
     async def transact(self, operations: Iterable[tuple[Any, ...]]) -> None:
-        """Apply up to 100 operations on one partition atomically (TransactionFailedError names the one that
-        failed; then none was applied)."""
+        """Apply up to 100 operations on one partition atomically. TransactionFailedError if one fails (its
+        `index` says which; none was applied)."""
         with _mapped(f"table {self.name}: transaction"):
             await self.client.submit_transaction(list(operations))
 
     async def create(self) -> bool:
-        """Create the table; False if it existed."""
+        """Create the table; False if it existed. Raises only StorageUnavailableError."""
         return await _create(self.client.create_table, f"table {self.name}: create")
 
 
 class Queue:
-    """One queue: messages are text, sent as is (host.json `messageEncoding` is `none`)."""
+    """One queue: messages are text, sent as is (host.json `messageEncoding` is `none`). Besides the errors each
+    method names, every method raises StorageUnavailableError: no answer, 5xx after the retries, a missing queue
+    (`service_code` QueueNotFound), a refused identity, or any other refusal."""
 
     def __init__(self, client: "QueueClient") -> None:
         self.client = client
@@ -260,7 +267,8 @@ class Queue:
         """Put a message, hidden for `delay` seconds (whole seconds, rounded down: never later than asked);
         returns its id. Queue Storage hides a message for at most QUEUE_MAX_DELAY, so a longer delay is cut to
         that: only a send batch's slot can be that far off, and a batch that arrives before its slot goes back on
-        the queue (delivery.send.deliver)."""
+        the queue (delivery.send.deliver). EntityTooLargeError if the message is larger than a queue message
+        may be (64 KiB)."""
         if delay > QUEUE_MAX_DELAY:
             log.warning("queue %s: a delay of %.0fs is more than Queue Storage allows; the message is hidden for "
                         "%ds and looked at again then", self.name, delay, QUEUE_MAX_DELAY)
@@ -273,7 +281,7 @@ class Queue:
         return message.id
 
     async def create(self) -> bool:
-        """Create the queue; False if it existed."""
+        """Create the queue; False if it existed. Raises only StorageUnavailableError."""
         return await _create(self.client.create_queue, f"queue {self.name}: create")
 
 
