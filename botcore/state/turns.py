@@ -184,8 +184,8 @@ async def _after_failed_replies(ctx: TurnContext, key: str, unsent: list[dict[st
     from ..protocol.trust import UntrustedServiceUrlError
 
     if isinstance(exc, ConversationGoneError):
-        await ctx.conversations.retire(key, exc.code or f"HTTP {exc.status}")
-        log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
+        await ctx.conversations.retire(key, exc.service_code or f"HTTP {exc.status}")
+        log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.service_code,
                     len(unsent))
         return
     if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
