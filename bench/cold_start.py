@@ -28,6 +28,10 @@ CHILD_SOURCE = (Path(__file__).parent / "cold_child.py").read_text()
 LIBRARIES = "azure.functions, httpx, jwt, azure.data.tables, azure.storage.queue"
 FLOOR_PASS = "pass"
 FLOOR_LIBRARIES = f"import time; t = time.perf_counter(); import {LIBRARIES}; print(time.perf_counter() - t)"
+# What identity-based storage adds (botcore.storage_identity): azure-identity's credential, after the packages above.
+IDENTITY = "azure.identity.aio"
+IDENTITY_IMPORT = (f"import time, {LIBRARIES}; t = time.perf_counter(); "
+                   f"from {IDENTITY} import ManagedIdentityCredential; print(time.perf_counter() - t)")
 APP_ONLY = "import function_app"
 TARGET_FIRST_REPLY = 1.0  # the first reply may cost no more than importing the packages the app is made of
 APP_ID = "3f1c3a6e-0000-4000-8000-00000000c01d"
@@ -136,6 +140,7 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
             hits = {k: idp.hits.get(k, 0) - before.get(k, 0) for k in idp.hits}
             floor_pass, _, _ = _run(FLOOR_PASS, env)
             floor_libs, _, libs = _run(FLOOR_LIBRARIES, env)
+            _, _, identity = _run(IDENTITY_IMPORT, env)
             app_only, app_cpu, _ = _run(APP_ONLY, env)
             first_uncached = _first_turn(channel, idp, uncached)
             loaded = {loader: _first_turn(channel, idp, env, loader) for loader in loaders}
@@ -151,6 +156,7 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
             runs["floor_pass"].append(floor_pass)
             runs["floor_libs"].append(floor_libs)
             runs["floor_libs_import"].append(float(libs.stdout.strip()))
+            runs["identity_import"].append(float(identity.stdout.strip()))
             runs["app_only"].append(app_only)
             runs["app_only_cpu"].append(app_cpu)
             runs["first_reply_uncached"].append(first_uncached["first_reply"])
@@ -180,6 +186,9 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     t.add("floor A: `python -c pass` (spawn → exit)", *_ms(s["floor_pass"]), "", "")
     t.add(f"floor B: `python -c \"import {LIBRARIES}\"` (spawn → exit)", *_ms(s["floor_libs"]), "", "")
     t.add("floor B′: that import alone, timed inside the process", *_ms(s["floor_libs_import"]), "", "")
+    t.add(f"`from {IDENTITY} import ManagedIdentityCredential` after those packages, inside the process "
+          "(identity-based storage only)", *_ms(s["identity_import"]), "B′",
+          stats.times(stats.ratio(s["identity_import"].median, s["floor_libs_import"].median)))
     t.add("**first reply received by the Connector** (spawn → reply)", *_ms(s["first_reply"]), "B",
           stats.times(stats.ratio(s["first_reply"].median, s["floor_libs"].median)))
     ratio = stats.ratio(s["first_reply"].median, s["floor_libs"].median)

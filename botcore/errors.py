@@ -6,7 +6,9 @@ status and a JSON error body (botcore.responses), the queue functions to retry o
 (botcore.worker). A library's exception is translated where the library is called.
 
 A class may refine how the HTTP edge shows it (`http_status`, `code`, `public_message`: what the
-caller reads, when the full text is for the log only).
+caller reads, when the full text is for the log only). `code` is only ever that public code: an error
+that carries the code an upstream service answered with (storage, the Connector, the identity
+provider) keeps it in `service_code`, for the log and the records.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ class BotError(Exception):
     """Root of the errors botcore raises on purpose."""
 
     http_status: int | None = None
-    code: str | None = None
+    code: str | None = None  # the code an HTTP answer carries; None: its kind's
     public_message: str | None = None
 
 

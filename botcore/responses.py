@@ -57,13 +57,11 @@ def response_for(exc: BaseException, what: str) -> Response:
     if not isinstance(exc, BotError) or kind is None:
         log.error("%s: unexpected error", what, exc_info=exc)
         return error_response(500, "InternalError", INTERNAL_MESSAGE)
-    status = exc.http_status or kind[0]
+    status, code = exc.http_status or kind[0], exc.code or kind[1]
     if status < 500:
-        code, message = exc.code or kind[1], exc.public_message or str(exc)
-    else:  # the class's words, or its kind's: not a code a storage service or the Connector answered with
-        cls = type(exc)
-        code = cls.code or kind[1]
-        message = cls.public_message or next((m for k, m in SERVER_MESSAGES if isinstance(exc, k)), INTERNAL_MESSAGE)
+        message = exc.public_message or str(exc)
+    else:  # fixed words: the class's, or its kind's
+        message = type(exc).public_message or next((m for k, m in SERVER_MESSAGES if isinstance(exc, k)), INTERNAL_MESSAGE)
     headers: dict[str, str] = {}
     if isinstance(exc, UnavailableError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or RETRY_AFTER_DEFAULT)))

@@ -3,7 +3,8 @@
 The connection is named `BotStorage` (falling back to `AzureWebJobsStorage`) and
 takes the forms the Functions host understands: a connection string, or the
 identity-based family `<name>__tableServiceUri`, `<name>__queueServiceUri`,
-`<name>__credential=managedidentity`, `<name>__clientId`.
+`<name>__credential=managedidentity`, `<name>__clientId`, whose token comes from
+azure-identity's managed-identity credential (botcore.storage_identity).
 
 Cost is decided by how the clients are built, so they are built once: per event
 loop, one `azure.data.tables.aio.TableClient` per table and one
@@ -22,11 +23,12 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, NoReturn
 
-from .errors import BadInputError, BotError, ConflictError, NotFoundError, UnavailableError
+from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
 from .settings import QUEUE_MAX_DELAY, QUEUES, TABLES, Settings, StorageConnection, get_settings
 
 if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
     from azure.core.exceptions import AzureError
     from azure.data.tables import TableEntity
     from azure.data.tables.aio import TableClient
@@ -43,11 +45,12 @@ MESSAGE_TTL = 7 * 86400  # seconds a queue message lives by default, counted fro
 # ---- errors ------------------------------------------------------------------------------------
 
 class StorageError(BotError):
-    """A storage call failed; `status` 0 means no HTTP answer. Each subclass is one kind (botcore.errors)."""
+    """A storage call failed; `status` 0 means no HTTP answer, `service_code` is the error code the storage
+    service answered with (None without one). Each subclass is one kind (botcore.errors)."""
 
-    def __init__(self, status: int, code: str | None, message: str) -> None:
-        super().__init__(f"HTTP {status} {code or ''}: {message}".strip() if status else message)
-        self.status, self.code = status, code
+    def __init__(self, status: int, service_code: str | None, message: str) -> None:
+        super().__init__(f"HTTP {status} {service_code or ''}: {message}".strip() if status else message)
+        self.status, self.service_code = status, service_code
 
 
 class EntityNotFoundError(StorageError, NotFoundError):
@@ -69,14 +72,14 @@ class EntityTooLargeError(StorageError, BadInputError):
 class TransactionFailedError(StorageError, ConflictError):
     """One operation of a batch failed, so none was applied; `index` says which."""
 
-    def __init__(self, status: int, code: str | None, message: str, index: int | None) -> None:
-        super().__init__(status, code, message)
+    def __init__(self, status: int, service_code: str | None, message: str, index: int | None) -> None:
+        super().__init__(status, service_code, message)
         self.index = index
 
 
 class StorageUnavailableError(StorageError, UnavailableError):
     """The service did not answer, answered 5xx on every attempt, or failed in a way the bot cannot fix
-    (a missing table, a refused identity): retry later, and read the code."""
+    (a missing table, a refused identity): retry later, and read `service_code`."""
 
 
 _TOO_LARGE = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge"})
@@ -98,6 +101,26 @@ def _code_and_message(exc: Any) -> tuple[str | None, str]:
         return code or error.get("code"), str((error.get("message") or {}).get("value", "")).split("\n", 1)[0]
     except (ValueError, AttributeError, TypeError):
         return code, message
+
+
+class _mapped:
+    """`with _mapped("table t: read"):` an SDK error raised inside becomes botcore's (_raise_mapped), its message
+    prefixed with the words given; anything else (a bug, a cancellation) passes unchanged."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, Exception):
+            from azure.core.exceptions import AzureError
+
+            if isinstance(exc, AzureError):
+                _raise_mapped(exc, self.what)
 
 
 def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
@@ -132,12 +155,10 @@ def etag_of(entity: "TableEntity") -> str:
 async def _create(create: Callable[[], Awaitable[Any]], what: str) -> bool:
     """Run an SDK create call; False if the table or queue existed."""
     try:
-        await create()
-    except Exception as exc:
-        try:
-            _reraise(exc, what)
-        except EntityExistsError:
-            return False
+        with _mapped(what):
+            await create()
+    except EntityExistsError:
+        return False
     return True
 
 
@@ -146,6 +167,8 @@ class Table:
 
     Writes return the new ETag. Transactions take the SDK's operations:
     ("create" | "upsert" | "update" | "delete", entity[, {"mode": ..., "etag": ...}]).
+    Besides the errors each method names, every method raises StorageUnavailableError: no answer, 5xx after the
+    retries, a missing table (`service_code` TableNotFound), a refused identity, or any other refusal.
     """
 
     def __init__(self, client: "TableClient") -> None:
@@ -153,74 +176,64 @@ class Table:
         self.name: str = client.table_name
 
     async def get(self, pk: str, rk: str) -> "TableEntity":
-        try:
+        """The entity; EntityNotFoundError if there is none."""
+        with _mapped(f"table {self.name}: read"):
             return await self.client.get_entity(pk, rk)
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: read")
 
     async def insert(self, entity: Mapping[str, Any]) -> str:
-        """Insert a new entity (EntityExistsError if it exists)."""
-        try:
+        """Insert a new entity. EntityExistsError if it exists; EntityTooLargeError if it does not fit."""
+        with _mapped(f"table {self.name}: insert"):
             return (await self.client.create_entity(entity))["etag"]
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: insert")
 
     async def replace(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
-        """Replace an existing entity; with `etag`, only if unchanged since it was read."""
+        """Replace an existing entity; with `etag`, only if unchanged since it was read. EntityNotFoundError if
+        there is none, EntityChangedError if it changed, EntityTooLargeError if it does not fit."""
         return await self._update(entity, "replace", etag)
 
     async def merge(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
-        """Update the given properties of an existing entity; `etag` as for replace."""
+        """Update the given properties of an existing entity; `etag` and errors as for replace."""
         return await self._update(entity, "merge", etag)
 
     async def _update(self, entity: Mapping[str, Any], mode: str, etag: str | None) -> str:
         from azure.core import MatchConditions
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
-        try:
+        with _mapped(f"table {self.name}: {mode}"):
             return (await self.client.update_entity(entity, mode, etag=etag, match_condition=condition))["etag"]
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: {mode}")
 
     async def upsert(self, entity: Mapping[str, Any], *, merge: bool = False) -> str:
-        """Insert, or replace (merge) whatever is there."""
-        try:
+        """Insert, or replace (merge) whatever is there. EntityTooLargeError if it does not fit."""
+        with _mapped(f"table {self.name}: upsert"):
             return (await self.client.upsert_entity(entity, "merge" if merge else "replace"))["etag"]
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: upsert")
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
-        """Delete an entity (gone already is fine); with `etag`, only if unchanged."""
+        """Delete an entity (gone already is fine); with `etag`, only if unchanged: EntityChangedError if not."""
         from azure.core import MatchConditions
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
-        try:
+        with _mapped(f"table {self.name}: delete"):
             await self.client.delete_entity(pk, rk, etag=etag, match_condition=condition)
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: delete")
 
     async def page(self, query_filter: str | None = None, *, select: list[str] | None = None,
                    page_size: int = 1000, cursor: str | None = None) -> tuple[list["TableEntity"], str | None]:
-        """One page of a query; the cursor (opaque, storable text) resumes it, None at the end."""
+        """One page of a query; the cursor (opaque, storable text) resumes it, None at the end. Raises only
+        StorageUnavailableError, also for a filter the service refuses."""
         try:
-            pages = self._pages(query_filter, select, page_size, cursor)
-            entities = [entity async for entity in await pages.__anext__()]
-            token = pages.continuation_token
+            with _mapped(f"table {self.name}: query"):
+                pages = self._pages(query_filter, select, page_size, cursor)
+                entities = [entity async for entity in await pages.__anext__()]
+                token = pages.continuation_token
         except StopAsyncIteration:
             return [], None
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: query")
         return entities, json.dumps(token, separators=(",", ":")) if token else None
 
     async def query(self, query_filter: str | None = None, *, select: list[str] | None = None,
                     page_size: int = 1000) -> AsyncIterator["TableEntity"]:
-        """Every matching entity, page by page (never all in memory)."""
-        try:
+        """Every matching entity, page by page (never all in memory). Raises as page does."""
+        with _mapped(f"table {self.name}: query"):
             async for page in self._pages(query_filter, select, page_size, None):
                 async for entity in page:
                     yield entity
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: query")
 
     def _pages(self, query_filter: str | None, select: list[str] | None, page_size: int,
                cursor: str | None) -> Any:
@@ -231,20 +244,20 @@ class Table:
         return pager.by_page(continuation_token=json.loads(cursor) if cursor else None)
 
     async def transact(self, operations: Iterable[tuple[Any, ...]]) -> None:
-        """Apply up to 100 operations on one partition atomically (TransactionFailedError names the one that
-        failed; then none was applied)."""
-        try:
+        """Apply up to 100 operations on one partition atomically. TransactionFailedError if one fails (its
+        `index` says which; none was applied)."""
+        with _mapped(f"table {self.name}: transaction"):
             await self.client.submit_transaction(list(operations))
-        except Exception as exc:
-            _reraise(exc, f"table {self.name}: transaction")
 
     async def create(self) -> bool:
-        """Create the table; False if it existed."""
+        """Create the table; False if it existed. Raises only StorageUnavailableError."""
         return await _create(self.client.create_table, f"table {self.name}: create")
 
 
 class Queue:
-    """One queue: messages are text, sent as is (host.json `messageEncoding` is `none`)."""
+    """One queue: messages are text, sent as is (host.json `messageEncoding` is `none`). Besides the errors each
+    method names, every method raises StorageUnavailableError: no answer, 5xx after the retries, a missing queue
+    (`service_code` QueueNotFound), a refused identity, or any other refusal."""
 
     def __init__(self, client: "QueueClient") -> None:
         self.client = client
@@ -254,7 +267,8 @@ class Queue:
         """Put a message, hidden for `delay` seconds (whole seconds, rounded down: never later than asked);
         returns its id. Queue Storage hides a message for at most QUEUE_MAX_DELAY, so a longer delay is cut to
         that: only a send batch's slot can be that far off, and a batch that arrives before its slot goes back on
-        the queue (delivery.send.deliver)."""
+        the queue (delivery.send.deliver). EntityTooLargeError if the message is larger than a queue message
+        may be (64 KiB)."""
         if delay > QUEUE_MAX_DELAY:
             log.warning("queue %s: a delay of %.0fs is more than Queue Storage allows; the message is hidden for "
                         "%ds and looked at again then", self.name, delay, QUEUE_MAX_DELAY)
@@ -262,24 +276,13 @@ class Queue:
         seconds = int(delay) if delay > 0 else 0  # NaN too
         # One hidden for as long as it lives would expire the moment it appeared: its life starts when it appears.
         ttl = seconds + MESSAGE_TTL if seconds else None
-        try:
+        with _mapped(f"queue {self.name}: put"):
             message = await self.client.send_message(content, visibility_timeout=seconds or None, time_to_live=ttl)
-        except Exception as exc:
-            _reraise(exc, f"queue {self.name}: put")
         return message.id
 
     async def create(self) -> bool:
-        """Create the queue; False if it existed."""
+        """Create the queue; False if it existed. Raises only StorageUnavailableError."""
         return await _create(self.client.create_queue, f"queue {self.name}: create")
-
-
-def _reraise(exc: Exception, what: str) -> NoReturn:
-    """SDK errors become botcore's; anything else (a bug, a cancellation) passes unchanged."""
-    from azure.core.exceptions import AzureError
-
-    if isinstance(exc, AzureError):
-        _raise_mapped(exc, what)
-    raise exc
 
 
 # ---- clients, one set per event loop -------------------------------------------------------------
@@ -295,12 +298,18 @@ class _Clients:
         self.connection = connection
         self.transport = AioHttpTransport(use_env_settings=False, connection_timeout=CONNECT_TIMEOUT,
                                           read_timeout=READ_TIMEOUT)
-        self.credential: Any = None
+        self.credential: "AsyncTokenCredential | None" = None
         if connection.connection_string is None:
-            from .protocol.tokens import ManagedIdentityCredential
+            if not settings.identity_endpoint:
+                raise ConfigurationError("identity-based storage needs a managed identity (IDENTITY_ENDPOINT)")
+            from .storage_identity import StorageIdentity  # only identity-based storage imports azure-identity
 
-            self.credential = ManagedIdentityCredential(settings.identity_endpoint, settings.identity_header,
-                                                        connection.client_id)
+            # Its token requests are retried as the storage clients' are, over a transport of its own.
+            self.credential = StorageIdentity(
+                client_id=connection.client_id or None, retry_total=RETRIES, retry_backoff_factor=0.2,
+                retry_backoff_max=2, transport=AioHttpTransport(use_env_settings=False,
+                                                                connection_timeout=CONNECT_TIMEOUT,
+                                                                read_timeout=READ_TIMEOUT))
         self.tables: dict[str, Table] = {}
         self.queues: dict[str, Queue] = {}
 

@@ -224,11 +224,13 @@ module bot 'modules/bot.bicep' = {
   }
 }
 
-output functionAppName string = functionApp.outputs.name
-output functionAppUrl string = publicBaseUrl
-output messagingEndpoint string = messagingEndpoint
-output botName string = bot.outputs.name
-output storageAccountName string = storage.outputs.name
-output identityClientId string = identity.properties.clientId
-output botAppId string = isMsi ? identity.properties.clientId : singleTenantAppId
-output notifyKeyCommand string = 'az functionapp function keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --function-name notify'
+// Outputs in azd's form: azd keeps each in the environment under its name (azd env get-values). None is a
+// variable main.parameters.json reads, so a value never feeds back into the next provision.
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_BOT_BASE_URL string = publicBaseUrl
+output AZURE_BOT_MESSAGING_ENDPOINT string = messagingEndpoint
+output AZURE_BOT_NAME string = bot.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output AZURE_BOT_APP_ID string = isMsi ? identity.properties.clientId : singleTenantAppId
+output NOTIFY_KEY_COMMAND string = 'az functionapp function keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --function-name notify'

@@ -36,9 +36,9 @@ async def deliver_prepared(ctx: "DeliveryContext", job_id: str, key: str, refere
         for message in prepared.messages:
             await ctx.connector.reply(reference, message, retry=True)
     except ConversationGoneError as exc:
-        await ctx.ledger.record(job_id, [Outcome(key, Status.GONE, exc.code or f"HTTP {exc.status}")], claims.claimed)
-        await ctx.conversations.retire(key, exc.code or f"HTTP {exc.status}")
-        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
+        await ctx.ledger.record(job_id, [Outcome(key, Status.GONE, exc.service_code or f"HTTP {exc.status}")], claims.claimed)
+        await ctx.conversations.retire(key, exc.service_code or f"HTTP {exc.status}")
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.service_code)
         return "retired"
     except Exception as exc:
         await ctx.ledger.record(job_id, [Outcome(key, Status.RETRYING, f"{type(exc).__name__}: {exc}")], claims.claimed)

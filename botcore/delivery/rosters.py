@@ -128,7 +128,7 @@ async def _create_all(ctx: "DeliveryContext", pace: str, team: ConversationRefer
             try:
                 out[member.id] = await _personal(ctx, team, member)
             except ConversationGoneError as exc:
-                out[member.id] = Delivered(Status.GONE, error=exc.code or f"HTTP {exc.status}")
+                out[member.id] = Delivered(Status.GONE, error=exc.service_code or f"HTTP {exc.status}")
             except RequestRejectedError as exc:
                 out[member.id] = Delivered(Status.FAILED, error=str(exc))
 

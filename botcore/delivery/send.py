@@ -486,15 +486,15 @@ def failure(ctx: "DeliveryContext", job_id: str, key: str, exc: Exception, attem
     """The outcome of a Connector call that failed, by what the failure means (docs/delivery.md)."""
     throttled = None
     if isinstance(exc, ConversationGoneError):
-        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.code)
-        return Outcome(key, Status.GONE, exc.code or f"HTTP {exc.status}")
+        log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.service_code)
+        return Outcome(key, Status.GONE, exc.service_code or f"HTTP {exc.status}")
     if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
         log.error("job %s: conversation %s refused the %s: %s", job_id, key, what, exc)
         return Outcome(key, Status.FAILED, str(exc))
     if isinstance(exc, RetryableConnectorError):
         if exc.status == 429:
             throttled = exc.retry_after or DEFAULT_RETRY_AFTER
-        error = f"HTTP {exc.status} {exc.code or ''}".strip()
+        error = f"HTTP {exc.status} {exc.service_code or ''}".strip()
     else:  # the bot's token, or something unexpected: keep the message, retry, say why
         if not isinstance(exc, BotError):
             log.error("job %s: unexpected error in the %s to %s", job_id, what, key, exc_info=exc)

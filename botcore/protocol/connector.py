@@ -46,11 +46,12 @@ _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options build
 
 
 class ConnectorError(BotError):
-    """A failed Connector call; each subclass is one kind of failure (botcore.errors)."""
+    """A failed Connector call; each subclass is one kind of failure (botcore.errors). `service_code` is the
+    error code the Connector answered with (None without one), `status` its HTTP status (0: no answer)."""
 
-    def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None) -> None:
-        super().__init__(f"HTTP {status} {code or ''}: {message}".strip())
-        self.status, self.code, self.message, self.operation_id = status, code, message, operation_id
+    def __init__(self, status: int, service_code: str | None, message: str, operation_id: str | None = None) -> None:
+        super().__init__(f"HTTP {status} {service_code or ''}: {message}".strip())
+        self.status, self.service_code, self.message, self.operation_id = status, service_code, message, operation_id
 
 
 class ConversationGoneError(ConnectorError, NotFoundError):
@@ -70,9 +71,9 @@ class ConnectorAuthError(ConnectorError, UnavailableError):
 class RetryableConnectorError(ConnectorError, UnavailableError):
     """Transient (429, 5xx, network): the caller may try again after `retry_after` seconds."""
 
-    def __init__(self, status: int, code: str | None, message: str, operation_id: str | None = None,
+    def __init__(self, status: int, service_code: str | None, message: str, operation_id: str | None = None,
                  retry_after: float | None = None) -> None:
-        super().__init__(status, code, message, operation_id)
+        super().__init__(status, service_code, message, operation_id)
         self.retry_after = retry_after
 
 
@@ -131,6 +132,16 @@ def _error_of(response: "httpx.Response") -> tuple[str | None, str]:
 
 
 class ConnectorClient:
+    """The Connector's calls (docs/protocol.md, "The Connector API").
+
+    The call errors, which every call raises: ConversationGoneError (403 or 404 with a code of GONE_CODES:
+    retire the conversation), RequestRejectedError (any other refusal: retrying cannot help), ConnectorAuthError
+    (401 again after one token refresh), RetryableConnectorError (412, 429, 502-504, network errors and
+    timeouts, once the attempts or the wait budget are spent), UntrustedServiceUrlError (the serviceUrl may not
+    have the bot's token: nothing was sent), TokenError (no bot token), and StorageUnavailableError when the
+    record of verified service URLs cannot be read.
+    """
+
     def __init__(self, trust: "ServiceTrust", http: "httpx.AsyncClient | None" = None,
                  tokens: "TokenProvider | None" = None, *, max_attempts: int = 4, max_retry_wait: float = 30.0,
                  max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
@@ -148,17 +159,21 @@ class ConnectorClient:
     # ---- the API -----------------------------------------------------------------------
     async def send_to_conversation(self, target: ServiceEndpoint, conversation_id: str,
                                    activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+        """Post an activity into a conversation. Raises the call errors."""
         body = await self._call("POST", target, f"v3/conversations/{quote(conversation_id, safe='')}/activities",
                                 activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
     async def reply_to_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
                                 activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+        """Post an activity as the reply to another. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
         body = await self._call("POST", target, path, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
     async def create_conversation(self, target: ServiceEndpoint, params: dict[str, Any]) -> ConversationResourceResponse:
+        """Create a conversation (a member's one-to-one chat). Raises the call errors; an answer without the new
+        conversation's id is a RetryableConnectorError."""
         body = await self._call("POST", target, "v3/conversations", params, True)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise RetryableConnectorError(200, None, "create conversation answered without an id")
@@ -166,17 +181,20 @@ class ConnectorClient:
 
     async def update_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
                               activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+        """Replace an activity the bot sent. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
         body = await self._call("PUT", target, path, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
     async def delete_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str, *,
                               retry: bool = True) -> None:
+        """Delete an activity the bot sent. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
         await self._call("DELETE", target, path, None, retry)
 
     async def get_paged_members(self, target: ServiceEndpoint, conversation_id: str, page_size: int | None = None,
                                 continuation_token: str | None = None) -> PagedMembers:
+        """One page of a conversation's members. Raises the call errors."""
         params = {k: v for k, v in (("pageSize", page_size), ("continuationToken", continuation_token)) if v}
         path = f"v3/conversations/{quote(conversation_id, safe='')}/pagedmembers"
         body = await self._call("GET", target, path, None, True, params)
@@ -193,14 +211,15 @@ class ConnectorClient:
         return PagedMembers(members, token if isinstance(token, str) and token else None, invalid)
 
     async def send(self, reference: ConversationReference, *, retry: bool = True, **fields: Any) -> ResourceResponse:
-        """A proactive message into a stored conversation."""
+        """A proactive message into a stored conversation. Raises the call errors."""
         return await self.send_to_conversation(
             reference.endpoint, reference.conversation.id, reference.outgoing(**fields), retry=retry
         )
 
     async def reply(self, reference: ConversationReference, reply: dict[str, Any], *,
                     retry: bool = False) -> ResourceResponse:
-        """A turn's reply: to the activity it answers (`replyToId`), else into the conversation."""
+        """A turn's reply: to the activity it answers (`replyToId`), else into the conversation. Raises the call
+        errors."""
         outgoing = reference.outgoing(**reply)
         reply_to = reply.get("replyToId")
         if reply_to:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import UnavailableError
 from ..settings import ConfigurationError, Settings
@@ -18,7 +18,6 @@ from .http import get_http_client
 
 if TYPE_CHECKING:
     import httpx
-    from azure.core.credentials import AccessToken
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +25,12 @@ REFRESH_MARGIN = 300.0
 
 
 class TokenError(UnavailableError):
-    """The identity provider did not issue a token; carries its status and error code only."""
+    """The identity provider did not issue a token; carries only its status and its `error` code
+    (`service_code`)."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, service_code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.service_code = status, service_code
 
 
 class TokenProvider(Protocol):
@@ -192,35 +192,3 @@ def token_provider_for(settings: Settings) -> CachedTokenProvider | None:
         )
     return _providers[key]
 
-
-class ManagedIdentityCredential:
-    """azure-core's AsyncTokenCredential over the managed-identity token provider: the storage SDK clients
-    share it, and each resource's token is cached and refreshed like the bot's own."""
-
-    def __init__(self, endpoint: str, identity_header: str, client_id: str | None) -> None:
-        if not endpoint:
-            raise ConfigurationError("identity-based storage needs a managed identity (IDENTITY_ENDPOINT)")
-        self.endpoint, self.identity_header, self.client_id = endpoint, identity_header, client_id
-        self._providers: dict[str, ManagedIdentityTokenProvider] = {}
-
-    async def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                        **kwargs: Any) -> "AccessToken":
-        from azure.core.credentials import AccessToken
-
-        resource = scopes[0].removesuffix("/.default")
-        provider = self._providers.get(resource)
-        if provider is None:
-            provider = self._providers[resource] = ManagedIdentityTokenProvider(
-                self.endpoint, self.identity_header, self.client_id, resource
-            )
-        token = await provider.get_token()
-        return AccessToken(token, int(provider.expires_at))
-
-    async def close(self) -> None:
-        """Nothing of its own to close: the providers use the loop's shared HTTP client."""
-
-    async def __aenter__(self) -> "ManagedIdentityCredential":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

@@ -198,7 +198,7 @@ class ConversationStore(TableStore):
         except (EntityExistsError, EntityChangedError) as exc:
             raise ConcurrencyError(record.key) from exc
         except EntityTooLargeError as exc:
-            raise StateTooLargeError(f"conversation {record.key}: {exc.code}") from exc
+            raise StateTooLargeError(f"conversation {record.key}: {exc.service_code}") from exc
         if team_id is not None or inserting:
             await self._index(record, team_id)
         return record

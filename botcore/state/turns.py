@@ -179,8 +179,8 @@ async def _after_failed_replies(ctx: TurnContext, key: str, unsent: list[dict[st
     """Retire a conversation that is gone; hand replies that may still go through to the outbox, which sends
     them again after Retry-After, or a few seconds."""
     if isinstance(exc, ConversationGoneError):
-        await ctx.conversations.retire(key, exc.code or f"HTTP {exc.status}")
-        log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.code,
+        await ctx.conversations.retire(key, exc.service_code or f"HTTP {exc.status}")
+        log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.service_code,
                     len(unsent))
         return
     if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):

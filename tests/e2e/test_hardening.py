@@ -1,5 +1,6 @@
-"""What broke when the bot was attacked, each defect shown end to end: the function app in the local host,
-Azurite, the local identity provider and the fake Connector, driven over HTTP and the queues."""
+"""Hostile and malformed input, end to end: what a sender controls is bounded, refused or kept apart from the
+rest. The function app in the local host, Azurite, the local identity provider and the fake Connector,
+driven over HTTP and the queues."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def _cjk(count: int) -> str:
 
 
 def test_a_huge_display_name_is_trimmed_when_stored_and_everyone_gets_the_broadcast(bot: BotStack) -> None:
-    """Defect 1: one conversation with a 30,000-character name stopped a broadcast at its fan-out."""
+    """A user's 30,000-character name is cut when the reference is stored, and a broadcast to the tenant reaches
+    that conversation and every other."""
     group = tenant()
     seeded = bot.seed(150, tenant_id=group)
     big = f"19:{uuid.uuid4().hex}@thread.tacv2"
@@ -36,8 +38,8 @@ def test_a_huge_display_name_is_trimmed_when_stored_and_everyone_gets_the_broadc
 
 
 def test_stored_references_that_do_not_fit_a_send_batch_are_cut_or_fail_alone(bot: BotStack) -> None:
-    """Defect 1: references stored before they were bounded: one is cut to fit and sent, one that no cut can
-    save is reported failed; the rest is sent and the job finishes."""
+    """References written to the table without bounds: one too large for a send batch is cut to fit and sent,
+    one that no cut can save is reported failed; the rest is sent and the job finishes."""
     from azure.data.tables import TableClient
 
     from botcore.settings import CONVERSATIONS_TABLE
@@ -61,7 +63,8 @@ def test_stored_references_that_do_not_fit_a_send_batch_are_cut_or_fail_alone(bo
 
 
 def test_a_tenant_given_only_in_channel_data_is_stored_and_targetable(bot: BotStack) -> None:
-    """Defect 7: Teams may put the tenant only in channelData.tenant.id."""
+    """A tenant given only in channelData.tenant.id (as Teams may send it) is stored and reached by a tenant-wide
+    notification."""
     group = tenant()
     cid = f"a:{uuid.uuid4().hex}"
     activity = bot.activity(cid, "hi", conversation={"id": cid}, channelData={"tenant": {"id": group}})
@@ -74,7 +77,8 @@ def test_a_tenant_given_only_in_channel_data_is_stored_and_targetable(bot: BotSt
 
 
 def test_lone_surrogates_in_an_activity_are_a_400(bot: BotStack, conversation_id) -> None:
-    """Defect 9: text or ids that cannot be encoded as UTF-8 were a 500."""
+    """Text or ids that cannot be encoded as UTF-8 (lone surrogates) are a 400 that says so; a surrogate pair is
+    a character, and its message is answered."""
     for field, value in (("text", "a\\ud800b"), ("conversation", '{"id": "c\\udfffd"}')):
         body = json.dumps(bot.activity(conversation_id, "placeholder"))
         if field == "text":
@@ -90,7 +94,8 @@ def test_lone_surrogates_in_an_activity_are_a_400(bot: BotStack, conversation_id
 
 
 def test_a_notify_id_reused_for_the_same_request_answers_again_and_for_another_is_a_409(bot: BotStack) -> None:
-    """Defect 5: a second POST with one id and another text was accepted and silently never sent."""
+    """The same POST with one id gets the first answer again; another text under that id is a 409 naming the
+    id, and only the first text is sent."""
     [cid] = bot.seed(1)
     job_id = uuid.uuid4().hex
     body = {"id": job_id, "text": "first", "target": {"conversation": bot.key(cid)}}
@@ -104,7 +109,8 @@ def test_a_notify_id_reused_for_the_same_request_answers_again_and_for_another_i
 
 
 def test_reminders_and_notifications_never_share_an_id_silently(bot: BotStack) -> None:
-    """Defect 5: a reminder and a notify with one id, or two reminders with one id, lost one of them."""
+    """A reminder and a notification, or two different reminders, under one id: the second is a 409 naming the
+    id; the same reminder request again gets the first answer."""
     [cid] = bot.seed(1)
     target = {"conversation": bot.key(cid)}
     shared = uuid.uuid4().hex
@@ -125,7 +131,8 @@ def test_reminders_and_notifications_never_share_an_id_silently(bot: BotStack) -
 
 
 def test_a_queued_job_reusing_an_id_for_other_work_is_poisoned_with_the_reason(bot: BotStack) -> None:
-    """Defect 5 on the queue path: a job whose id another job already took goes to poison, not to silence."""
+    """On the queue, a job whose id another job already took goes to poison at once with that reason, and
+    sends nothing."""
     from botcore.jobs import Target, new_job
 
     [cid] = bot.seed(1)
@@ -138,7 +145,8 @@ def test_a_queued_job_reusing_an_id_for_other_work_is_poisoned_with_the_reason(b
 
 
 def test_text_the_queue_cannot_carry_is_refused_or_carried(bot: BotStack) -> None:
-    """Defect 6: lone surrogates were a 500; oversized bodies a 500; U+FFFE was accepted and never sent."""
+    """POST /api/notify: lone surrogates are a 400; a job larger than a queue message can carry is a 413 naming
+    the limit; U+FFFE and control characters are carried and sent as they are."""
     [cid] = bot.seed(1)
     target = {"conversation": bot.key(cid)}
     surrogate = bot.api_raw("POST", "notify", '{"text": "a\\ud800b", "target": ' + json.dumps(target) + "}")
@@ -154,9 +162,9 @@ def test_text_the_queue_cannot_carry_is_refused_or_carried(bot: BotStack) -> Non
 
 
 def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_factory) -> None:
-    """Defect 6: a message the storage service cannot read back (U+FFFE put by another service) made the whole
-    receive fail, and the innocent jobs received with it stayed hidden and unprocessed. In a storage
-    account of its own: the bad message stays unreadable for good."""
+    """A message the storage service cannot read back (U+FFFE put by another service) does not hold back the
+    jobs received with it: the other job is delivered, and the host logs that it cannot read the queue. In a
+    storage account of its own: the bad message stays unreadable for good."""
     from botcore.jobs import Target, new_job
     from tests.botstack import stack_of_its_own
 
@@ -171,8 +179,9 @@ def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_fa
 
 
 def test_hopeless_jobs_are_refused_or_poisoned_at_once(bot: BotStack) -> None:
-    """Defect 8: an out-of-range date was a 500 and, queued, retried five times; so were unknown dialogs
-    and conversation keys no table can hold."""
+    """Jobs that can never work are refused at once: an out-of-range due date is a 400 over HTTP and goes to
+    poison on its first delivery from the queue, and so do an unknown dialog and conversation keys no table
+    can hold."""
     from botcore.jobs import Target, new_job
 
     [cid] = bot.seed(1)
@@ -196,7 +205,8 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_the_local_host_refuses_huge_bodies_before_reading_them(bot: BotStack) -> None:
-    """Defect 10: six concurrent 90 MB unauthenticated POSTs took the host from 43 to 594 MB before the 401."""
+    """Six concurrent 90 MB unauthenticated POSTs (with a length, and chunked) are each answered 413 before their
+    bodies are read: the host's memory grows by less than 30 MB."""
     import socket
     import threading
     from urllib.parse import urlsplit
@@ -228,8 +238,9 @@ def test_the_local_host_refuses_huge_bodies_before_reading_them(bot: BotStack) -
 
 
 def test_a_committed_turn_answers_200_at_once_and_its_failed_reply_follows_once(bot: BotStack, conversation_id) -> None:
-    """Defect 4: with the Connector failing the reply the endpoint retried for 15 s, answered 500 although the
-    state was committed, and the channel's redelivery applied the answer twice (name and colour "Alice")."""
+    """With the Connector failing a reply (503, then 500), a committed turn answers 200 at once: the reply that
+    may still go through (503) follows once, the refused one (500) is logged, and the channel's redelivery of
+    the same activity changes and says nothing (the name "Alice" is not taken as the colour too)."""
     import time
 
     assert bot.say(conversation_id, "profile").status_code == 200
@@ -258,8 +269,9 @@ EVIL = "https://evil.invalid/"  # never resolves: a send there would log a conne
 
 
 def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack) -> None:
-    """Defect 2: an Emulator token (our app id) with a serviceUrl of the sender's choosing got replies there,
-    with the bot's token, and its reference was stored as verified, so broadcasts went there too."""
+    """An Emulator token (with the bot's app id) and a serviceUrl of the sender's choosing: the reference is
+    stored with trust `emulator`, no reply goes there, and a broadcast counts it failed without connecting
+    to it, so the bot's token never goes there."""
     from tests.botstack import APP_ID
 
     group = tenant()
@@ -300,8 +312,8 @@ def test_in_production_a_loopback_emulator_gets_the_token_only_when_listed(tmp_p
 
 
 def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: BotStack) -> None:
-    """Defect 3: a hand-written batch on bot-sends whose reference claimed a verified serviceUrl made the worker
-    POST the bot's token to any URL."""
+    """A hand-written batch on bot-sends whose reference claims a verified serviceUrl: the worker refuses the
+    URL as never verified by a channel token, records the send as failed and never connects to it."""
     [cid] = bot.seed(1)
     job_id = bot.api("POST", "notify", {"text": "real", "target": {"conversation": bot.key(cid)}}).json()["id"]
     status_of(bot, job_id, state="done", sent=1)
@@ -316,9 +328,10 @@ def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: Bo
 
 
 async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: BotStack, monkeypatch) -> None:
-    """Defect 1: a fan-out that failed every attempt left its status 'fanning-out, targets 0' for good. Here the
-    queue service is down (its endpoint refuses connections) while tables work: the fan-out cannot enqueue,
-    and a send batch cannot hand its retries on."""
+    """A job that fails on the host's last attempt ends its status. The queue service is down (its endpoint
+    refuses connections) while tables work: a fan-out that cannot enqueue is `fanning-out` after its first
+    attempt and `failed`, with fixed words, after its last; a send batch that cannot hand its retries on
+    counts its conversations failed, none pending."""
     import asyncio
     import re
 

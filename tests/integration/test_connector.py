@@ -225,7 +225,7 @@ async def test_permanent_failures_say_the_conversation_is_gone(fake, http, statu
     fake.fail(status, code)
     with pytest.raises(ConversationGoneError) as info:
         await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
-    assert info.value.code == code and info.value.operation_id
+    assert info.value.service_code == code and info.value.operation_id
 
 
 async def test_teams_error_shape_is_parsed(fake, http, trust) -> None:

@@ -13,7 +13,7 @@ from azure.storage.queue import QueueClient as SyncQueueClient
 from botcore import storage
 from botcore.storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
                              StorageError, StorageUnavailableError, TransactionFailedError, etag_of)
-from botcore.errors import ConflictError, NotFoundError, UnavailableError
+from botcore.errors import ConfigurationError, ConflictError, NotFoundError, UnavailableError
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def test_etags_guard_writes(table) -> None:
     etag = await table.insert({"PartitionKey": "p", "RowKey": "r", "n": 1})
     with pytest.raises(EntityExistsError) as exists:
         await table.insert({"PartitionKey": "p", "RowKey": "r"})
-    assert isinstance(exists.value, ConflictError) and exists.value.code == "EntityAlreadyExists"
+    assert isinstance(exists.value, ConflictError) and exists.value.service_code == "EntityAlreadyExists"
     newer = await table.merge({"PartitionKey": "p", "RowKey": "r", "m": 2}, etag)
     with pytest.raises(EntityChangedError) as changed:
         await table.replace({"PartitionKey": "p", "RowKey": "r", "n": 3}, etag)
@@ -74,10 +74,10 @@ async def test_etags_guard_writes(table) -> None:
 async def test_oversized_values_and_missing_tables_are_typed_errors(clients, table) -> None:
     with pytest.raises(EntityTooLargeError) as caught:
         await table.insert({"PartitionKey": "p", "RowKey": "big", "v": "x" * 40_000})
-    assert caught.value.code == "PropertyValueTooLarge" and "64KB" in str(caught.value)
+    assert caught.value.service_code == "PropertyValueTooLarge" and "64KB" in str(caught.value)
     with pytest.raises(StorageError) as caught:
         await clients.get_table("nosuchtable").get("p", "r")
-    assert caught.value.code == "TableNotFound" and not isinstance(caught.value, EntityNotFoundError)
+    assert caught.value.service_code == "TableNotFound" and not isinstance(caught.value, EntityNotFoundError)
 
 
 async def test_queries_page_with_a_storable_cursor(table) -> None:
@@ -98,7 +98,7 @@ async def test_a_failed_transaction_applies_nothing_and_names_the_operation(tabl
     await table.insert({"PartitionKey": "t", "RowKey": "003"})
     with pytest.raises(TransactionFailedError) as caught:
         await table.transact([("create", {"PartitionKey": "t", "RowKey": f"{i:03}"}) for i in range(6)])
-    assert caught.value.status == 409 and caught.value.code == "EntityAlreadyExists" and caught.value.index == 3
+    assert caught.value.status == 409 and caught.value.service_code == "EntityAlreadyExists" and caught.value.index == 3
     assert [e["RowKey"] async for e in table.query("PartitionKey eq 't'")] == ["003"]
     etag = etag_of(await table.get("t", "003"))
     await table.transact([("update", {"PartitionKey": "t", "RowKey": "003", "m": 1},
@@ -130,7 +130,7 @@ async def test_queue_messages_are_plain_text_with_a_delay(clients, storage_conne
     assert [m.content for m in reader.receive_messages(max_messages=32)] == ["later"]
     with pytest.raises(StorageError) as caught:
         await clients.get_queue("nosuchqueue").send("x")
-    assert caught.value.code == "QueueNotFound"
+    assert caught.value.service_code == "QueueNotFound"
 
 
 async def test_a_delay_longer_than_queue_storage_allows_is_cut_to_its_limit(clients, storage_connection_string,
@@ -184,7 +184,7 @@ async def test_transient_failures_are_retried_then_reported(free_port, monkeypat
         assert etag_of(await table.get("p", "r")) == 'W/"1"' and len(seen) == 3
         with pytest.raises(StorageUnavailableError) as caught:
             await table.get("p", "r")
-        assert caught.value.status == 503 and caught.value.code == "ServerBusy" and len(seen) == 6
+        assert caught.value.status == 503 and caught.value.service_code == "ServerBusy" and len(seen) == 6
         assert isinstance(caught.value, UnavailableError)
     finally:
         await runner.cleanup()
@@ -196,8 +196,88 @@ async def test_transient_failures_are_retried_then_reported(free_port, monkeypat
     await storage.close_storage_clients()
 
 
+async def test_every_storage_call_maps_the_sdks_errors_and_names_the_call(free_port, monkeypatch) -> None:
+    """A refusal (403, which is not retried) through each public Table and Queue method: botcore's error, with
+    the service's code, and a message that says which call on which table or queue failed."""
+    headers = {"x-ms-error-code": "AuthorizationFailure"}
+
+    async def refuse(request: web.Request) -> web.Response:
+        if request.path.startswith("/acct/q"):  # the queue service answers in XML
+            return web.Response(status=403, content_type="application/xml", headers=headers, text=(
+                "<?xml version='1.0' encoding='utf-8'?><Error><Code>AuthorizationFailure</Code>"
+                "<Message>refused</Message></Error>"))
+        return web.json_response({"odata.error": {"code": "AuthorizationFailure", "message": {"value": "refused"}}},
+                                 status=403, headers=headers)
+
+    monkeypatch.setenv("BotStorage", f"AccountName=acct;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:{free_port}/acct;"
+                                     f"QueueEndpoint=http://127.0.0.1:{free_port}/acct")
+    runner = await _serve(free_port, refuse)
+    table, queue = storage.get_table("t"), storage.get_queue("q")
+    entity = {"PartitionKey": "p", "RowKey": "r"}
+
+    async def query() -> None:
+        async for _ in table.query("PartitionKey eq 'p'"):
+            pass
+
+    calls = [
+        ("table t: read", lambda: table.get("p", "r")), ("table t: insert", lambda: table.insert(entity)),
+        ("table t: replace", lambda: table.replace(entity, 'W/"1"')), ("table t: merge", lambda: table.merge(entity)),
+        ("table t: upsert", lambda: table.upsert(entity)), ("table t: delete", lambda: table.delete("p", "r")),
+        ("table t: query", lambda: table.page("PartitionKey eq 'p'")), ("table t: query", query),
+        ("table t: transaction", lambda: table.transact([("upsert", entity)])), ("table t: create", table.create),
+        ("queue q: put", lambda: queue.send("x")), ("queue q: create", queue.create),
+    ]
+    try:
+        for what, call in calls:
+            with pytest.raises(StorageUnavailableError) as caught:
+                await call()
+            assert caught.value.status == 403 and caught.value.service_code == "AuthorizationFailure", what
+            assert f"{what}: refused" in str(caught.value), (what, str(caught.value))
+    finally:
+        await runner.cleanup()
+        await storage.close_storage_clients()
+
+
+async def test_a_managed_identity_without_a_token_is_storage_unavailable_never_a_missing_entity(monkeypatch) -> None:
+    """No IDENTITY_ENDPOINT: ConfigurationError naming it. The identity endpoint refuses (a wrong header: 400)
+    or answers 404: botcore's StorageUnavailableError naming its answer, never a missing entity; the storage
+    service is never reached."""
+    import os
+
+    from botcore.settings import get_settings
+    from devhost.identity import IdentityProvider
+
+    for name in [k for k in os.environ if k.startswith(("BotStorage", "AzureWebJobsStorage"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BotStorage__tableServiceUri", "https://127.0.0.1:9/acct")  # never reached
+    monkeypatch.setenv("BotStorage__queueServiceUri", "https://127.0.0.1:9/acct")
+    monkeypatch.setenv("BotStorage__credential", "managedidentity")
+    monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
+    with pytest.raises(ConfigurationError, match="IDENTITY_ENDPOINT"):  # no managed identity at all
+        storage.get_table("t")
+    with IdentityProvider() as idp:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{idp.base_url}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
+        get_settings.cache_clear()
+        try:
+            with pytest.raises(StorageUnavailableError) as refused:
+                await storage.get_table("t").get("p", "r")
+            assert refused.value.status == 0 and refused.value.service_code is None
+            assert "managed identity: no token for https://storage.azure.com/.default (HTTP 400)" in str(refused.value)
+            await storage.close_storage_clients()
+            monkeypatch.setenv("IDENTITY_HEADER", idp.msi_header)
+            idp.fail_token_requests(404)
+            with pytest.raises(StorageUnavailableError) as missing:
+                await storage.get_table("t").get("p", "r")
+            assert missing.value.status == 0
+            assert "no token for https://storage.azure.com/.default (HTTP 404)" in str(missing.value)
+            assert len(idp.token_requests) == 1  # the refused header never got that far
+        finally:
+            await storage.close_storage_clients()
+
+
 IDENTITY_CHILD = """
-import asyncio, json
+import asyncio, json, sys
 from botcore import storage
 from botcore.protocol.http import close_http_client
 
@@ -207,7 +287,7 @@ async def main():
     message = await storage.get_queue("bot-jobs").send("{}")
     await storage.close_storage_clients()
     await close_http_client()
-    print(json.dumps({"reads": reads, "message": message}))
+    print(json.dumps({"reads": reads, "message": message, "azure-identity": "azure.identity" in sys.modules}))
 
 asyncio.run(main())
 """
@@ -263,8 +343,37 @@ async def test_identity_based_storage_sends_one_managed_identity_token_to_both_s
         finally:
             await runner.cleanup()
         assert child.returncode == 0, err.decode()[-3000:]
-        assert json.loads(out) == {"reads": [1, 1], "message": "m1"}
+        assert json.loads(out) == {"reads": [1, 1], "message": "m1", "azure-identity": True}
         assert len(seen) == 3 and seen[0] and len(set(seen)) == 1  # one token, cached, for tables and queues
         assert len(idp.token_requests) == 1
         request = idp.token_requests[-1]
         assert request["resource"] == "https://storage.azure.com" and request["client_id"] == "client-7"
+
+
+def test_an_app_on_a_connection_string_never_imports_azure_identity() -> None:
+    """Cold start: only an identity-based connection pays for azure-identity's import, even once the storage
+    clients are built."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.hostproc import REPO
+
+    child = """
+import asyncio, sys
+import function_app
+from botcore import storage
+
+async def main():
+    storage.get_table("conversations"), storage.get_queue("bot-jobs")
+    await storage.close_storage_clients()
+
+asyncio.run(main())
+print("azure.identity" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BotStorage", "AzureWebJobsStorage"))}
+    env.update({"BotStorage": "UseDevelopmentStorage=true", "PYTHONPATH": str(REPO)})
+    result = subprocess.run([sys.executable, "-c", child], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False"]

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import pkgutil
 from pathlib import Path
+from typing import Callable
 
 import botcore
 from botcore.errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
@@ -14,6 +15,8 @@ from botcore.responses import response_for
 from botcore.worker import _hopeless
 
 KINDS = (BadInputError, NotFoundError, ConflictError, UnavailableError, ConfigurationError)
+KIND_CODES = {BadInputError: "BadRequest", NotFoundError: "NotFound", ConflictError: "Conflict",
+              UnavailableError: "ServiceUnavailable", ConfigurationError: "BotMisconfigured"}
 PROGRAMMING_ERRORS = {"TypeError", "NotImplementedError"}  # misuse of an API by botcore itself, never input
 
 
@@ -28,10 +31,39 @@ def _error_classes() -> list[type[BaseException]]:
     return sorted(found, key=lambda c: f"{c.__module__}.{c.__name__}")
 
 
-def _instance(cls: type[BaseException]) -> BaseException:
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, "what went wrong")
-    return exc
+# The arguments of each constructor botcore defines, by the class that defines it, from the error's text and
+# the code the upstream service answered with. A class without a constructor of its own takes its text.
+CONSTRUCTORS: dict[str, Callable[[str, str], tuple]] = {
+    "ConnectorError": lambda text, service_code: (503, service_code, text, "operation-1"),
+    "RetryableConnectorError": lambda text, service_code: (503, service_code, text, "operation-1", 2.0),
+    "StorageError": lambda text, service_code: (503, service_code, text),
+    "TransactionFailedError": lambda text, service_code: (409, service_code, text, 3),
+    "TokenError": lambda text, service_code: (text, 503, service_code),
+    "AuthenticationError": lambda text, service_code: (text,),
+}
+
+
+def _constructor_owner(cls: type[BaseException]) -> type:
+    return next(c for c in cls.__mro__ if "__init__" in vars(c))
+
+
+def _instance(cls: type[BaseException], text: str = "what went wrong",
+              service_code: str = "ServerBusy") -> BaseException:
+    """`cls` built through its own constructor, as botcore builds it."""
+    owner = _constructor_owner(cls)
+    if not owner.__module__.startswith("botcore"):
+        return cls(text)
+    return cls(*CONSTRUCTORS[owner.__name__](text, service_code))
+
+
+def _kind(cls: type[BaseException]) -> type[BotError]:
+    return next(k for k in KINDS if issubclass(cls, k))
+
+
+def test_every_constructor_of_botcore_is_exercised() -> None:
+    owners = {_constructor_owner(cls) for cls in _error_classes()}
+    own = {owner.__name__ for owner in owners if owner.__module__.startswith("botcore")}
+    assert own == set(CONSTRUCTORS), "a new constructor needs its arguments in CONSTRUCTORS"
 
 
 def test_the_scan_sees_the_errors_of_every_layer() -> None:
@@ -57,6 +89,7 @@ def test_every_error_maps_at_the_http_edge_to_an_explained_status() -> None:
         response = response_for(_instance(cls), "test")
         error = response.body["error"]
         assert error["code"] != "InternalError" and error["message"], cls
+        assert error["code"] == (cls.code or KIND_CODES[_kind(cls)]), cls  # the public code, never the service's
         if issubclass(cls, ConfigurationError):
             assert (response.status, error["code"]) == (500, "BotMisconfigured"), cls
         else:
@@ -100,9 +133,7 @@ def test_a_5xx_answer_says_fixed_words_and_only_the_log_has_the_detail(caplog) -
     for cls in _error_classes():
         if cls in (BotError, ConflictError.__base__) or not any(issubclass(cls, k) for k in KINDS):
             continue
-        exc = cls.__new__(cls)
-        Exception.__init__(exc, detail)
-        exc.code = "ServerBusy"  # as a storage or Connector error carries the code the service answered
+        exc = _instance(cls, detail, service_code="ServerBusy")  # as storage or the Connector answered
         caplog.clear()
         response = response_for(exc, "handle_notify (invocation 0f8c)")
         if response.status < 500:
@@ -113,3 +144,14 @@ def test_a_5xx_answer_says_fixed_words_and_only_the_log_has_the_detail(caplog) -
             assert leak not in body, (cls, body)
         assert detail in caplog.text and "invocation 0f8c" in caplog.text, cls
     assert answered >= 10
+
+
+def test_an_upstream_code_is_the_service_code_and_never_the_public_code() -> None:
+    carriers = 0
+    for cls in _error_classes():
+        exc = _instance(cls, service_code="ConversationBlockedByUser")
+        if not hasattr(exc, "service_code"):
+            continue
+        carriers += 1
+        assert exc.service_code == "ConversationBlockedByUser" and exc.code == cls.code, cls
+    assert carriers >= 12  # storage's, the Connector's and the token errors

@@ -1308,15 +1308,16 @@ def test_outputs_hold_no_secrets(path: Path):
 
 def test_outputs_a_user_needs_next():
     outputs = parse(MAIN)["outputs"]
-    for name in ("functionAppName", "functionAppUrl", "messagingEndpoint", "botName", "storageAccountName", "identityClientId"):
+    for name in ("AZURE_FUNCTION_APP_NAME", "SERVICE_BOT_BASE_URL", "AZURE_BOT_MESSAGING_ENDPOINT", "AZURE_BOT_NAME",
+                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_MANAGED_IDENTITY_CLIENT_ID", "AZURE_BOT_APP_ID"):
         assert name in outputs, f"main.bicep should output {name}"
-    command = outputs["notifyKeyCommand"]["value"]
+    command = outputs["NOTIFY_KEY_COMMAND"]["value"]
     assert command.startswith("az functionapp function keys list ") and "--function-name notify" in command
     notify = [
         node for node in ast.parse((ROOT / "function_app.py").read_text()).body
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "notify"
     ]
-    assert notify, "notifyKeyCommand names a function `notify` that function_app.py does not define"
+    assert notify, "NOTIFY_KEY_COMMAND names a function `notify` that function_app.py does not define"
     for deco in notify[0].decorator_list:
         if isinstance(deco, ast.Call):
             auth = {k.arg: k.value for k in deco.keywords}.get("auth_level")
@@ -1342,6 +1343,13 @@ def test_azd_project_and_parameters():
 
     declared = parse(MAIN)["parameters"]
     given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    read = set(re.findall(r"\$\{(\w+)", json.dumps(given)))  # ${BOT_APP_ID=}: the azd variables it reads
+    assert {"AZURE_ENV_NAME", "BOT_APP_ID"} <= read
+    for name in parse(MAIN)["outputs"]:
+        # azd keeps every output in the environment under its name: in its UPPER_SNAKE form, as Microsoft's azd
+        # templates name them, and never a variable the parameters read (it would feed the next provision).
+        assert re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*", name), f"output {name} is not in azd's UPPER_SNAKE form"
+        assert name not in read, f"output {name} would become the value of the parameter that reads it"
     assert not set(given) - set(declared), f"main.parameters.json sets unknown params {sorted(set(given) - set(declared))}"
     missing = {name for name, decl in declared.items() if is_required(decl)} - set(given)
     assert not missing, f"main.parameters.json misses required params {sorted(missing)}"
