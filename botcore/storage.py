@@ -117,7 +117,7 @@ class _mapped:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
         if isinstance(exc, Exception):
-            from azure.core.exceptions import AzureError
+            from azure.core.exceptions import AzureError  # the SDK loads on the first storage call, not at import
 
             if isinstance(exc, AzureError):
                 _raise_mapped(exc, self.what)
@@ -125,6 +125,7 @@ class _mapped:
 
 def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
     """The one translation of the SDK's exceptions into botcore's."""
+    # Loaded by the call that failed already; imported here so that importing storage costs a cold start nothing.
     from azure.core.exceptions import HttpResponseError, ResourceModifiedError
     from azure.data.tables import TableTransactionError
 
@@ -195,7 +196,7 @@ class Table:
         return await self._update(entity, "merge", etag)
 
     async def _update(self, entity: Mapping[str, Any], mode: str, etag: str | None) -> str:
-        from azure.core import MatchConditions
+        from azure.core import MatchConditions  # loaded with the client that makes this call
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
         with _mapped(f"table {self.name}: {mode}"):
@@ -208,7 +209,7 @@ class Table:
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
         """Delete an entity (gone already is fine); with `etag`, only if unchanged: EntityChangedError if not."""
-        from azure.core import MatchConditions
+        from azure.core import MatchConditions  # loaded with the client that makes this call
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
         with _mapped(f"table {self.name}: delete"):
@@ -291,7 +292,7 @@ class _Clients:
     """The storage clients of one event loop, on one shared transport."""
 
     def __init__(self, connection: StorageConnection, settings: Settings) -> None:
-        from azure.core.pipeline.transport import AioHttpTransport
+        from azure.core.pipeline.transport import AioHttpTransport  # the SDK: on the first storage call
 
         # Every request would otherwise log its URL and headers at INFO, the Functions host's level.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
@@ -316,7 +317,7 @@ class _Clients:
     def table(self, name: str) -> Table:
         table = self.tables.get(name)
         if table is None:
-            from azure.data.tables.aio import TableClient
+            from azure.data.tables.aio import TableClient  # on the first use of a table
 
             options = {"transport": self.transport, "retry_total": RETRIES, "retry_backoff_factor": 0.2,
                        "retry_backoff_max": 2}
@@ -331,7 +332,7 @@ class _Clients:
     def queue(self, name: str) -> Queue:
         queue = self.queues.get(name)
         if queue is None:
-            from azure.storage.queue.aio import QueueClient
+            from azure.storage.queue.aio import QueueClient  # on the first use of a queue
 
             # The SDK's own retry policy, waiting about 0.5 s then 2.5 s instead of 15 s then 18 s.
             options = {"transport": self.transport, "retry_total": RETRIES, "initial_backoff": 0.5,
