@@ -69,10 +69,10 @@ async def _run_job(delivery: "DeliveryContext", job: Job) -> str:
 
 
 async def _give_up(delivery: "DeliveryContext", job: Job, exc: Exception) -> None:
-    """Mark a notify job that can no longer succeed as failed, so that its status ends (best effort: the
-    storage that made it fail may be what is down)."""
-    if job.kind not in ("notify", "broadcast", "reminder") or isinstance(exc, IdConflictError):
-        return  # no status of its own (an IdConflictError's header belongs to the other job)
+    """Mark a job that can no longer succeed as failed, so that its status ends (best effort: the storage that
+    made it fail may be what is down)."""
+    if isinstance(exc, IdConflictError):
+        return  # the header with that id belongs to the other job
     try:
         await delivery.ledger.fail_job(job, _status_error(exc))
     except Exception:

@@ -20,7 +20,7 @@ from ..jobs import Job
 from ..protocol.activity import ConversationReference
 from ..storage import EntityChangedError
 from .batches import SendBatch
-from .ledger import Delivered, JobHeader, Outcome, Status
+from .ledger import Delivered, JobHeader, Status
 from .pacing import pace_key
 from .plan import SentAtOnce, enqueue_paced, save_page
 from .reminders import wait_until_due
@@ -61,11 +61,7 @@ async def _notify_one(ctx: "DeliveryContext", job: Job, header: JobHeader) -> st
     assert key is not None
     record = await ctx.conversations.get(key)
     if record is None or not record.active:
-        claims = await ctx.ledger.claim(job.id, [key])
-        why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
-        if key in claims.claimed:
-            await ctx.ledger.record(job.id, [Outcome(key, Status.GONE, why)], claims.claimed)
-        log.warning("job %s: conversation %s is %s; nothing sent", job.id, key, why)
+        header.warning = await ctx.ledger.skip_unreachable(job.id, key, record)
         outcome = "skipped"
     else:
         reference = record.reference

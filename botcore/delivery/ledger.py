@@ -35,16 +35,19 @@ import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ConflictError, NotFoundError
+from ..jobs import Job, parse_job
 from ..keys import encode_key
 from ..settings import DELIVERIES_TABLE
 from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, TransactionFailedError,
                        etag_of)
 from ..tablejson import join_json, split_json
 from .claims import BUSY, CLAIMED, DONE as CLAIM_DONE, claim_row
-from ..jobs import Job, parse_job
+
+if TYPE_CHECKING:
+    from ..state.conversations import ConversationRecord
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class Status(StrEnum):
 FINAL = frozenset({Status.SENT, Status.GONE, Status.FAILED, Status.CANCELLED})
 REVISION_FINAL = frozenset({Status.UPDATED, Status.DELETED, Status.GONE, Status.FAILED})
 REVISABLE_KINDS = ("notify", "broadcast", "reminder")
+ONE_CONVERSATION_KINDS = ("beginDialog", "replies")  # their header says one target from the start
 REVISION_KINDS = ("update", "delete")
 ERROR_CHARS = 200
 WRITE_ATTEMPTS = 16  # ETag races on one row: each loser reads again
@@ -291,7 +295,7 @@ class JobStatus:
         if not self.fanned_out:
             return "scheduled" if self.kind == "reminder" and not self.counts else "fanning-out"
         if self.pending:
-            return "sending"
+            return "queued" if self.kind in ONE_CONVERSATION_KINDS and not self.counts else "sending"
         deleted = self.revision is not None and self.revision.revision.deletes and self.revision.pending <= 0
         return "deleted" if deleted else "done"
 
@@ -326,12 +330,15 @@ class RevisionJobStatus:
     notification: str
     number: int
     latest: RevisionCounts | None
+    error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "created": self.created,
                                "notification": self.notification, "revision": self.number}
         latest = self.latest
-        if not self.number:
+        if self.error:
+            out.update(state="failed", error=self.error)
+        elif not self.number:
             out["state"] = "queued"
         elif latest is None or latest.revision.number != self.number:
             out["state"] = "superseded"
@@ -354,11 +361,12 @@ class DeliveryLedger(TableStore):
     async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
         """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
         when it asks for the same work (the same request, for an HTTP one), else IdConflictError."""
+        one = job.kind in ONE_CONVERSATION_KINDS
         header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest,
-                           due=job.due)
+                           due=job.due, fanned_out=one, targets=int(one))
         entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": header.kind,
                   "created": job.created, "digest": header.digest, "requestDigest": request_digest,
-                  "due": job.due or "", "fannedOut": False, "targets": 0,
+                  "due": job.due or "", "fannedOut": one, "targets": int(one),
                   **split_json("job", json.loads(job.to_json()))}
         try:
             header.etag = await self.table.insert(entity)
@@ -395,6 +403,22 @@ class DeliveryLedger(TableStore):
                   "fannedOut": header.fanned_out, "targets": header.targets, "warning": header.warning,
                   "pages": header.pages, "tokens": json.dumps(header.tokens)}
         header.etag = await self.table.merge(entity, header.etag)
+
+    async def skip_unreachable(self, job_id: str, key: str, record: "ConversationRecord | None") -> str:
+        """A job for one conversation the bot cannot reach (none stored under that key, or retired): recorded as
+        skipped; returns the warning its status must carry, so that a mistyped key never looks like success."""
+        claims = await self.claim(job_id, [key])
+        why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
+        if key in claims.claimed:
+            await self.record(job_id, [Outcome(key, Status.GONE, why)], claims.claimed)
+        warning = (f"no conversation {key!r} is stored" if record is None else
+                   f"conversation {key!r} is retired ({record.retired_reason}): the bot can no longer write there")
+        log.warning("job %s: %s; nothing sent", job_id, warning)
+        return warning
+
+    async def warn(self, job_id: str, warning: str) -> None:
+        """What the job could not do, though it went on, for its status to say (a target that matched nobody)."""
+        await self.table.merge({"PartitionKey": encode_key(job_id), "RowKey": HEADER, "warning": warning[:1000]})
 
     async def fail_job(self, job: Job, error: str) -> None:
         """The job can no longer succeed (its message leaves for the poison queue): its status says why."""
@@ -571,7 +595,8 @@ class DeliveryLedger(TableStore):
             notification = header.job.notification or ""
             target = await self.status(notification)
             counts = target.revision if isinstance(target, JobStatus) else None
-            return RevisionJobStatus(job_id, header.kind, header.job.created, notification, header.revision, counts)
+            return RevisionJobStatus(job_id, header.kind, header.job.created, notification, header.revision, counts,
+                                     header.error)
         latest = await self.revision(job_id)
         counts: dict[str, int] = {}
         revision = RevisionCounts(latest) if latest is not None else None

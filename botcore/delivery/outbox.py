@@ -24,12 +24,14 @@ class DeliveryOutbox:
     async def retry_replies(self, key: str, replies: list[dict[str, Any]], delay: float) -> str:
         """Keep the replies in the ledger, and have a `replies` job send them once `delay` has passed."""
         job = new_job("replies", Target(conversation=key))
+        await self.ledger.open_job(job)
         await self.ledger.prepare(job.id, key, replies)
         await self.jobs.send(job.to_json(), delay=delay)
         return job.id
 
     async def schedule_dialog(self, key: str, dialog: str, delay: float) -> str:
         job = new_job("beginDialog", Target(conversation=key), dialog=dialog)
+        await self.ledger.open_job(job)  # its status says queued until it starts
         await self.jobs.send(job.to_json(), delay=delay)
         return job.id
 

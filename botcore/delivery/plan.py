@@ -5,6 +5,7 @@ and team rosters (rosters.py) plan their batches here."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -46,6 +47,9 @@ async def save_page(ctx: "DeliveryContext", job: Job, header: JobHeader, cursor:
     """Record that a page of `count` targets is fanned out, up to `cursor`; the invocation's result when it
     stops here (the fan-out is complete, or another worker is doing it), else None."""
     header.cursor, header.targets, header.fanned_out = cursor, header.targets + count, not cursor
+    if header.fanned_out and not header.targets and not header.warning:  # a typo must not look like success
+        header.warning = f"no stored conversation matches the target {json.dumps(job.target.to_dict())}"
+        log.warning("job %s: %s", job.id, header.warning)
     try:
         await ctx.ledger.save_progress(header)
     except EntityChangedError:

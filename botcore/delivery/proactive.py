@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 
 async def begin_dialog(ctx: "DeliveryContext", job: Job) -> str:
     """Push the job's dialog on top of whatever runs, commit, then send its first messages."""
+    await ctx.ledger.open_job(job)  # its id can be followed, whoever put it on the queue
     if job.dialog not in ctx.turns.engine.dialogs:
         raise JobError(f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(ctx.turns.engine.dialogs))}")
     key = job.target.conversation
     assert key is not None
     record = await ctx.conversations.get(key)
     if record is None or not record.active:
-        log.warning("job %s: conversation %s is %s; dialog %s not started", job.id, key,
-                    "unknown" if record is None else "retired", job.dialog)
+        await ctx.ledger.warn(job.id, await ctx.ledger.skip_unreachable(job.id, key, record))
         return "skipped"
     info = turn_info(ctx.settings, record.reference.user.name if record.reference.user else None)
 

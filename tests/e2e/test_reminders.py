@@ -119,3 +119,16 @@ async def test_a_timer_that_stopped_after_packing_is_taken_over_and_the_pack_sen
     await asyncio.to_thread(status_of, bot, job_id, state="done", sent=1, timeout=15)
     assert await asyncio.to_thread(wait_until, lambda: f"pack {pack}: already done" in bot.host.log(), 15)
     assert Counter(bot.texts_of(cid)) == Counter({"once": 1})  # its second message came, and sent nothing
+
+
+def test_a_reminder_due_soon_arrives_at_its_second_never_before(bot: BotStack) -> None:
+    """Due within the timer's reach: it goes straight on the queue, whose delay is whole seconds rounded down;
+    its job waits for the rest."""
+    [cid] = bot.seed(1)
+    due = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3, milliseconds=700)
+    response = bot.api("POST", "reminders", {"text": "on the dot", "target": {"conversation": bot.key(cid)},
+                                             "due": due.isoformat()})
+    assert response.status_code == 201, response.text
+    assert bot.channel.wait_for(lambda c: _arrivals(bot, [cid], "on the dot")[cid], timeout=15)
+    [arrived] = _arrivals(bot, [cid], "on the dot")[cid]
+    assert 0 <= arrived - due.timestamp() < 1.0, arrived - due.timestamp()

@@ -42,9 +42,9 @@ def test_survey_interrupts_profile_and_hands_back_control(bot: BotStack, convers
     assert stack_of(bot, conversation_id) == ["profile", "survey"]
 
     say("green")  # would answer the profile's question, but the survey holds the conversation
-    say("help")
+    say("help")  # what the survey accepts, not an answer
     texts = bot.wait_texts(conversation_id, 7)
-    assert texts[5].startswith('Survey: noted "green"') and texts[6].startswith('Survey: noted "help"')
+    assert texts[5].startswith('Survey: noted "green"') and texts[6].startswith("We're in a survey")
 
     say("done")
     texts = bot.wait_texts(conversation_id, 9)
@@ -108,8 +108,8 @@ def test_a_redelivered_or_repeated_survey_job_starts_one_survey(bot: BotStack, c
 def test_a_job_for_an_unknown_conversation_is_logged_not_retried(bot: BotStack) -> None:
     job = new_job("beginDialog", Target(conversation="msteams|no-such-conversation"), dialog="survey")
     bot.enqueue(job.to_json())
-    assert wait_until(lambda: f"job {job.id}: conversation msteams|no-such-conversation is unknown" in bot.host.log(),
-                      timeout=15)
+    assert wait_until(lambda: f"job {job.id}: no conversation 'msteams|no-such-conversation' is stored" in
+                      bot.host.log(), timeout=15)
     assert wait_until(lambda: bot.queue_length("bot-jobs") == 0, timeout=5)
     assert bot.host.log().count(f"job {job.id}:") == 1  # one attempt, no retry loop
 

@@ -181,3 +181,13 @@ async def test_index_rows_from_before_channels_are_read_only_where_they_check_ou
     await _point(store, "team|19:other", event.key)  # a Direct Line event that named a Teams team
     await _point(store, "team|19:third", team.key)  # a row naming another team's conversation
     assert await store.team("msteams", "19:other") is None and await store.team("msteams", "19:third") is None
+
+
+async def test_last_seen_is_at_most_an_hour_behind(store) -> None:
+    start = datetime.now(timezone.utc)
+    first = await store.record_activity(ref(), now=start)
+    assert first.last_seen == start
+    same = await store.record_activity(ref(), now=start + timedelta(minutes=59))
+    assert same.last_seen == start  # within the hour: no write, so lastSeen stays
+    later = await store.record_activity(ref(), now=start + timedelta(minutes=61))
+    assert later.last_seen == start + timedelta(minutes=61)

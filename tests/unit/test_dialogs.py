@@ -45,8 +45,8 @@ def test_the_whole_survey_story_resumes_the_interrupted_profile() -> None:
     started = c.proactive("survey", "job-1")
     assert "interrupt" in texts(started)[0] and "done" in texts(started)[0]
     assert [f["dialog"] for f in c.state["stack"]] == ["profile", "survey"]
-    for text in ("blue", "help", "profile"):
-        assert texts(c.say(text))[0].startswith("Survey:"), "the survey answers everything but done"
+    for text in ("blue", "profile", "survey"):
+        assert texts(c.say(text))[0].startswith("Survey:"), "the survey takes all but done, cancel, help as answers"
     back = texts(c.say("done"))
     assert "Back to the original conversation" in back[0]
     assert "favourite colour" in back[1], "profile re-asks its pending question"
@@ -169,3 +169,19 @@ def test_a_survey_whose_job_never_came_can_be_asked_for_again() -> None:
     late = c.proactive("survey", "job-2")  # the first job, late: the survey already runs
     assert late.replies == [] and [f["dialog"] for f in c.state["stack"]] == ["survey"]
     assert "scheduled" not in c.state
+
+
+def test_inside_the_survey_help_says_what_it_accepts_and_cancel_hands_back_what_ran_before() -> None:
+    c = Conversation()
+    c.say("hi")
+    c.say("profile")
+    c.say("Ann")  # the profile now waits for a colour
+    c.proactive("survey", "job-1")
+    helped = texts(c.say("help"))
+    assert len(helped) == 1 and "anything you type is an answer" in helped[0] and "cancel" in helped[0]
+    assert [f["dialog"] for f in c.state["stack"]] == ["profile", "survey"]  # help was no answer
+    cancelled = texts(c.say("cancel"))
+    assert cancelled[0] == "Survey cancelled. Back to the original conversation."
+    assert "colour" in cancelled[-1]  # the profile carries on where it stopped: it was not cancelled
+    assert [f["dialog"] for f in c.state["stack"]] == ["profile"]
+    assert texts(c.say("teal"))[-1] == "Thanks! Your profile: name Ann, favourite colour teal."

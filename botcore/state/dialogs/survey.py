@@ -1,4 +1,9 @@
-"""`survey`: the dialog started proactively; it holds the conversation until the user types done."""
+"""`survey`: the dialog started proactively; it holds the conversation until the user types done.
+
+Everything else is an answer, but for the two words the root's help promises work anywhere: `help` says what
+the survey accepts, and `cancel` stops the survey's questions (as done does, without another answer) and
+hands the conversation back to what ran before, which it does not cancel.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,18 @@ class SurveyDialog:
                  "Tell me anything you like, and type done to resume our conversation.")
 
     def continue_(self, ctx: Context, text: str) -> None:
-        if text.strip().lower() == "done":
+        word = text.strip().lower()
+        if word == "done":
             ctx.send("Thanks for taking the survey! Back to the original conversation.")
             ctx.end({"answers": ctx.state["answers"]})
+            return
+        if word == "cancel":
+            ctx.send("Survey cancelled. Back to the original conversation.")
+            ctx.end({"answers": ctx.state["answers"], "cancelled": True})
+            return
+        if word == "help":
+            ctx.send("We're in a survey: anything you type is an answer. Type done when you're finished, or cancel "
+                     "to stop the survey; either way we go back to what we were doing.")
             return
         ctx.state["answers"] += 1
         ctx.send(f"Survey: noted \"{text.strip()[:200]}\". Type done to go back.")
