@@ -83,12 +83,19 @@ class OutcomeRecorder:
     worker taking its batch over sends again. One write runs at a time, carrying every outcome that came
     before it; writing each outcome alone would cap sends at the table's single-write rate. A write that
     takes longer than STORAGE_TIMEOUT fails the recorder: no more sends start.
+
+    A write also renews the claim it is made under. When no outcome came for `renew_every` (the run waits for
+    slots, permits or windows), an empty write renews it all the same: a claim that lapsed under a live worker
+    would let another take the batch over and send what this one is still sending.
     """
 
     def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], limit: int,
-                 timeout: float = STORAGE_TIMEOUT) -> None:
+                 timeout: float = STORAGE_TIMEOUT, renew_every: float | None = None) -> None:
         self._write = write
-        self.limit, self.timeout = max(1, limit), timeout
+        self.limit, self.timeout, self.renew_every = max(1, limit), timeout, renew_every
+        self._renewal: asyncio.TimerHandle | None = None
+        if renew_every is not None:
+            self._renewal = asyncio.get_running_loop().call_later(renew_every, self._renew)
         self._pending: list[Outcome] = []
         self._unrecorded = 0
         self._writer: asyncio.Task[None] | None = None
@@ -119,6 +126,9 @@ class OutcomeRecorder:
     async def finish(self) -> list[Outcome]:
         """The outcomes not written yet, once every send is done: the batch's last write carries them.
         Raises what made a write fail: outcomes that could not be written must not be lost silently."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
         while self._writer is not None:
             await asyncio.shield(self._writer)
         if self._timer is not None:
@@ -144,6 +154,14 @@ class OutcomeRecorder:
     def _on_timer(self) -> None:
         self._timer = None
         self._kick(now=True)
+
+    def _renew(self) -> None:
+        assert self.renew_every is not None
+        idle = time.monotonic() - self._last
+        if self._writer is None and self.failed is None and idle >= self.renew_every:
+            self._writer = asyncio.create_task(self._write_pending())  # empty, or whatever came meanwhile
+            idle = 0.0
+        self._renewal = asyncio.get_running_loop().call_later(max(0.01, self.renew_every - idle), self._renew)
 
     async def _write_pending(self) -> None:
         batch, self._pending = self._pending, []
@@ -368,7 +386,8 @@ async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: W
     stops the requests of its pace key only. Raises when storage failed or stalled under the run, after the
     requests under way have ended."""
     keys = list(claims.attempts)
-    recorder = OutcomeRecorder(claims.write, ctx.settings.send_concurrency)
+    recorder = OutcomeRecorder(claims.write, ctx.settings.send_concurrency,
+                               renew_every=ctx.settings.delivery_claim_seconds / 3)
     throttled: dict[str, float] = {}  # pace key → a 429's Retry-After: no more requests of that key here
     waits: list[float] = []  # conversations over their window: when they may be tried again
     sending: list[asyncio.Task[Outcome]] = []

@@ -81,3 +81,15 @@ async def test_outcomes_are_written_within_the_flush_interval_without_more_sends
         await asyncio.sleep(0.01)
     assert writes.batches == [["a"]]  # written by the timer, not by a later send
     assert await recorder.finish() == []
+
+
+async def test_an_idle_run_renews_its_claim_with_an_empty_write() -> None:
+    """A run waiting for slots or permits writes no outcome; its claim must not lapse under it meanwhile."""
+    writes = Writes()
+    recorder = OutcomeRecorder(writes, limit=4, renew_every=0.05)
+    for _ in range(50):
+        if len(writes.batches) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert writes.batches[:2] == [[], []]  # renewals, one every renew_every
+    assert await recorder.finish() == []
