@@ -71,6 +71,25 @@ def bot(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory):
         stack.stop()
 
 
+@pytest.fixture(scope="module")
+def idp():
+    """The local identity provider (OpenID metadata, signing keys, token endpoints), one per test module: a test
+    counts its requests from where they stand when it starts."""
+    from devhost.identity import IdentityProvider
+
+    with IdentityProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+async def http():
+    """The bot's outbound HTTP client, with a timeout short enough for a test to hang a fake past it."""
+    from botcore.protocol.http import new_http_client
+
+    async with new_http_client(2.0) as client:
+        yield client
+
+
 @pytest.fixture
 def conversation_id() -> str:
     """A fresh Teams-like conversation id per test (ids with ':' '@' ';' exercise encoding)."""
