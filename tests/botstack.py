@@ -243,7 +243,7 @@ def stack_of_its_own(tmp: Path, extra_env: dict[str, str] | None = None,
             stack.stop()
 
 
-def tenant() -> str:
+def new_tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
 
 

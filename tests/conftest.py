@@ -91,6 +91,14 @@ async def http():
 
 
 @pytest.fixture
+def tenant() -> str:
+    """A tenant no other test uses (tests share one storage account, and a tenant's pace)."""
+    from tests.botstack import new_tenant
+
+    return new_tenant()
+
+
+@pytest.fixture
 def conversation_id() -> str:
     """A fresh Teams-like conversation id per test (ids with ':' '@' ';' exercise encoding)."""
     return f"19:{uuid.uuid4().hex}@thread.tacv2;messageid=1"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from botcore.jobs import Target, new_job
-from tests.botstack import BotStack, stack_of_its_own, poisoned_at_once, status_of, tenant, wait_until
+from tests.botstack import BotStack, stack_of_its_own, poisoned_at_once, status_of, wait_until
 
 CAP = 2  # BotMaxRetryAfterSeconds of the `capped` stack
 LATENESS = 4  # seconds a delivery may take beyond its pause: fan-out, queue polling, the send itself
@@ -36,16 +36,16 @@ def _in_thirty_days() -> str:
 # ---- a channel's Retry-After --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("retry_after", ["2592000", "inf", _in_thirty_days], ids=["30 days", "inf", "HTTP-date"])
-def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(capped: BotStack, retry_after) -> None:
+def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(capped: BotStack, tenant,
+                                                                              retry_after) -> None:
     """A 429 asking for 30 days (or forever) paused the tenant for that long on every instance: later jobs
     needed a queue delay Queue Storage refuses, and ended failed."""
-    group = tenant()
-    first, second = capped.seed(2, tenant_id=group)
+    first, second = capped.seed(2, tenant_id=tenant)
     capped.channel.fail(429, "TooManyRequests", conversation_id=first,
                         retry_after=retry_after() if callable(retry_after) else retry_after)
     before = capped.api("POST", "notify", {"text": "before", "target": {"conversation": capped.key(first)}})
     assert before.status_code == 202
-    assert wait_until(lambda: f"tenant:{group}: the channel is throttling" in capped.host.log(), timeout=15), \
+    assert wait_until(lambda: f"tenant:{tenant}: the channel is throttling" in capped.host.log(), timeout=15), \
         capped.host.log()[-3000:]
     started = time.monotonic()
     later = capped.api("POST", "notify", {"text": "later", "target": {"userId": f"29:{second}"}})  # a fan-out

@@ -24,10 +24,6 @@ def crash_duplicate_bound(stack: BotStack) -> int:
     return 2 * int(stack.env["BotSendConcurrency"])
 
 
-def tenant() -> str:
-    return f"tenant-{uuid.uuid4().hex[:10]}"
-
-
 def broadcast(bot: BotStack, group: str, text: str) -> str:
     response = bot.api("POST", "notify", {"text": text, "target": {"tenantId": group}})
     assert response.status_code == 202, response.text
@@ -46,10 +42,9 @@ def wait_all_delivered(bot: BotStack, cids: list[str], text: str, timeout: float
     return deliveries(bot, cids, text)
 
 
-def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack) -> None:
-    group = tenant()
-    cids = bot.seed(200, tenant_id=group)
-    [retired] = bot.seed(1, tenant_id=group)
+def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack, tenant) -> None:
+    cids = bot.seed(200, tenant_id=tenant)
+    [retired] = bot.seed(1, tenant_id=tenant)
     bot.post(bot.activity(retired, type="conversationUpdate", membersRemoved=[{"id": f"28:{APP_ID}"}]))
     assert bot.conversation_entity(retired)["active"] is False
 
@@ -60,7 +55,7 @@ def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack) -> Non
     bot.channel.fail(200, times=5, reset=True)
     bot.channel.fail(500, "InternalServerError", times=3)
     try:
-        job_id = broadcast(bot, group, "through faults")
+        job_id = broadcast(bot, tenant, "through faults")
         assert bot.channel.wait_for(lambda c: not c._faults, timeout=30), "not every fault was hit"
         status = wait_until(lambda: bot.api("GET", f"notify/{job_id}").json()["state"] == "done", timeout=45)
     finally:
@@ -91,10 +86,9 @@ def own(tmp_path_factory):
         yield bot
 
 
-def test_azurite_restarted_mid_broadcast(own: BotStack) -> None:
-    group = tenant()
-    cids = own.seed(400, tenant_id=group)
-    broadcast(own, group, "storage restart")
+def test_azurite_restarted_mid_broadcast(own: BotStack, tenant) -> None:
+    cids = own.seed(400, tenant_id=tenant)
+    broadcast(own, tenant, "storage restart")
     assert own.channel.wait_for(lambda c: len(deliveries(own, cids, "storage restart")) >= 60, timeout=20)
     own.azurite.restart()
     delivered = wait_all_delivered(own, cids, "storage restart", timeout=90)
@@ -121,15 +115,14 @@ def test_azurite_restarted_mid_survey(own: BotStack) -> None:
     assert own.state(cid)["stack"] == []
 
 
-def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
+def test_two_hosts_share_the_queues(own: BotStack, tenant, tmp_path) -> None:
     second = HostProcess(REPO, own.env, tmp_path / "second-host.log")
     try:
-        group = tenant()
         # More send batches than one host takes in a poll (batchSize 16), each taking a while, so
         # that the second host finds work however fast the first one starts.
-        cids = own.seed(24 * BATCH_KEYS, tenant_id=group)
+        cids = own.seed(24 * BATCH_KEYS, tenant_id=tenant)
         own.channel.latency = 0.03
-        broadcast(own, group, "two hosts")
+        broadcast(own, tenant, "two hosts")
         delivered = wait_all_delivered(own, cids, "two hosts", timeout=60)
         assert set(delivered.values()) == {1}
         assert "send batch" in second.log() and "send batch" in own.host.log()  # both did work
@@ -138,10 +131,9 @@ def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
         second.stop()
 
 
-def test_host_killed_mid_broadcast_and_restarted(own: BotStack, tmp_path) -> None:
-    group = tenant()
-    cids = own.seed(600, tenant_id=group)
-    broadcast(own, group, "killed")
+def test_host_killed_mid_broadcast_and_restarted(own: BotStack, tenant, tmp_path) -> None:
+    cids = own.seed(600, tenant_id=tenant)
+    broadcast(own, tenant, "killed")
     assert own.channel.wait_for(lambda c: len(deliveries(own, cids, "killed")) >= 100, timeout=20)
     os.kill(own.host.process.pid, signal.SIGKILL)
     own.host.stop()  # reaps the killed process
@@ -153,13 +145,12 @@ def test_host_killed_mid_broadcast_and_restarted(own: BotStack, tmp_path) -> Non
     assert twice <= crash_duplicate_bound(own)
 
 
-def test_storage_hanging_then_a_host_killed_resends_at_most_the_unrecorded(own: BotStack, tmp_path) -> None:
+def test_storage_hanging_then_a_host_killed_resends_at_most_the_unrecorded(own: BotStack, tenant, tmp_path) -> None:
     """Storage that hangs (not fails): the batch starts no more sends once BotSendConcurrency of them wait to be
     recorded, and stops when storage has not answered for STORAGE_TIMEOUT; the host killed then, the next
     resends only those."""
-    group = tenant()
-    cids = own.seed(600, tenant_id=group)
-    broadcast(own, group, "hung")
+    cids = own.seed(600, tenant_id=tenant)
+    broadcast(own, tenant, "hung")
     assert own.channel.wait_for(lambda c: len(deliveries(own, cids, "hung")) >= 100, timeout=20)
     own.azurite.freeze()
     try:

@@ -9,11 +9,11 @@ import uuid
 from collections import Counter
 
 from botcore.delivery.rosters import MAX_PAGES
-from tests.botstack import BotStack, environment, status_of, tenant
+from tests.botstack import BotStack, environment, new_tenant, status_of
 
 
 def _team(bot: BotStack) -> tuple[str, str]:
-    group, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    group, team_id = new_tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
     bot.install_in_team(team_id, group)
     return group, team_id
 
