@@ -235,6 +235,16 @@ def test_a_port_in_use_is_one_line_naming_it_and_the_flag(storage_connection_str
                          "port with --port")
 
 
+def test_a_queue_lease_that_is_no_whole_number_of_seconds_is_one_line(storage_connection_string, tmp_path) -> None:
+    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": "work-lease",
+           "TickSchedule": "0 0 0 1 1 *", "LocalQueueLeaseSeconds": "0.5"}
+    result = devhost("start", "--port", str(free_port()), env=env, app_dir=make_app(tmp_path, "none"))
+    assert result.returncode == 2
+    [line] = (result.stdout + result.stderr).strip().splitlines()
+    assert line.endswith("ERROR devhost: cannot start: LocalQueueLeaseSeconds must be a whole number of seconds, at "
+                         "least 3, not '0.5'")
+
+
 def test_unreachable_storage_is_one_line_naming_the_endpoint(tmp_path) -> None:
     from devhost.azurite import connection_string
 

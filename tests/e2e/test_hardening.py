@@ -162,7 +162,7 @@ def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_fa
         bot.enqueue('{"kind": "notify", "text": "bad \ufffe"}')
         innocent = new_job("notify", Target(conversation=bot.key(cid)), text="innocent")
         bot.enqueue(innocent.to_json())
-        status_of(bot, innocent.id, state="done", sent=1, timeout=60)  # within a lease (30 s) and a poll
+        status_of(bot, innocent.id, state="done", sent=1, timeout=60)  # within a lease (10 s here) and a poll
         assert bot.texts_of(cid) == ["innocent"]
         assert "cannot read queue bot-jobs" in bot.host.log()
 
