@@ -13,7 +13,7 @@ import pytest
 
 from botcore.delivery.batches import BATCH_KEYS
 from botcore.delivery.send import STORAGE_TIMEOUT
-from tests.botstack import APP_ID, BotStack, stack_of_its_own, wait_until
+from tests.botstack import APP_ID, BotStack, new_tenant, stack_of_its_own, wait_until
 from tests.hostproc import REPO, HostProcess
 
 
@@ -115,14 +115,17 @@ def test_azurite_restarted_mid_survey(own: BotStack) -> None:
     assert own.state(cid)["stack"] == []
 
 
-def test_two_hosts_share_the_queues(own: BotStack, tenant, tmp_path) -> None:
+def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
     second = HostProcess(REPO, own.env, tmp_path / "second-host.log")
     try:
-        # More send batches than one host takes in a poll (batchSize 16), each taking a while, so
-        # that the second host finds work however fast the first one starts.
-        cids = own.seed(24 * BATCH_KEYS, tenant_id=tenant)
+        # More send batches than one host takes in a poll (batchSize 16), each taking a while at its tenant's
+        # pace, so that the second host finds work however fast the first one starts (four tenants: their paces
+        # run side by side).
+        tenants = [new_tenant() for _ in range(4)]
+        cids = [cid for group in tenants for cid in own.seed(6 * BATCH_KEYS, tenant_id=group)]
         own.channel.latency = 0.03
-        broadcast(own, tenant, "two hosts")
+        for group in tenants:
+            broadcast(own, group, "two hosts")
         delivered = wait_all_delivered(own, cids, "two hosts", timeout=60)
         assert set(delivered.values()) == {1}
         assert "send batch" in second.log() and "send batch" in own.host.log()  # both did work
