@@ -35,6 +35,7 @@ def _in_thirty_days() -> str:
 
 # ---- a channel's Retry-After --------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retry_after", ["2592000", "inf", _in_thirty_days], ids=["30 days", "inf", "HTTP-date"])
 def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(capped: BotStack, tenant,
                                                                               retry_after) -> None:
@@ -56,6 +57,7 @@ def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(ca
     assert capped.texts_of(first) == ["before"]
 
 
+@pytest.mark.slow
 def test_a_reply_refused_with_a_huge_retry_after_is_sent_within_the_cap(capped: BotStack, conversation_id) -> None:
     """A turn's reply refused with a 30-day Retry-After was to be retried in 30 days: the queue refused that,
     and the reply was lost."""
@@ -69,6 +71,7 @@ def test_a_reply_refused_with_a_huge_retry_after_is_sent_within_the_cap(capped: 
 
 # ---- storage down: what an answer says, and what the log says --------------------------------------------
 
+@pytest.mark.slow
 def test_with_storage_down_answers_name_no_host_port_or_exception_and_the_log_has_them(capped: BotStack) -> None:
     port = capped.azurite.urls["table"].rsplit(":", 1)[1]
     capped.azurite.stop()

@@ -24,6 +24,7 @@ def lines(result: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_refs_notify_status_and_survey_from_the_command_line(bot: BotStack, tenant) -> None:
     cids = bot.seed(3, tenant_id=tenant)
     refs = lines(cli(bot, "refs", "--tenant", tenant))
@@ -55,6 +56,7 @@ def test_command_line_errors_are_clear(bot: BotStack) -> None:
     assert unset.returncode == 2 and "no storage connection" in unset.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["refs"], ["notify", "--everyone", "--text", "hi"], ["survey", "--user", "u"],
                                   ["status", "some-job"]])
 def test_unreachable_storage_is_one_line_with_a_hint(args: list[str]) -> None:

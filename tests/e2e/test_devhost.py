@@ -124,12 +124,14 @@ def test_undecodable_base64_goes_straight_to_poison(hosted) -> None:
     assert "not valid base64" in host.log()
 
 
+@pytest.mark.slow
 def test_timer_runs_on_startup_and_on_its_schedule(hosted) -> None:
     seen = hosted[4]
     rows = seen.wait("tick", lambda rows: len(rows) >= 3, timeout=10)
     assert all(r["past_due"] is False for r in rows)
 
 
+@pytest.mark.slow
 def test_ctrl_c_loses_no_queue_message(storage_connection_string, tmp_path) -> None:
     queue_name = "work-shutdown"
     env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": queue_name,
@@ -175,6 +177,7 @@ def test_the_host_log_writes_lines_in_bursts_and_warnings_at_once(tmp_path) -> N
             handler.close()
 
 
+@pytest.mark.slow
 def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connection_string, tmp_path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("the banner's request is a curl command")
@@ -200,6 +203,7 @@ def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connecti
         host.stop()
 
 
+@pytest.mark.slow
 def test_without_local_function_key_the_banner_shows_the_key_made_for_the_run(storage_connection_string,
                                                                               tmp_path) -> None:
     env = {"TestStorage": storage_connection_string, "LocalFunctionKey": "", "WorkQueue": "work-key",

@@ -16,6 +16,8 @@ from botcore.delivery.send import STORAGE_TIMEOUT
 from tests.botstack import APP_ID, BotStack, new_tenant, stack_of_its_own, wait_until
 from tests.hostproc import REPO, HostProcess
 
+pytestmark = pytest.mark.slow
+
 
 def crash_duplicate_bound(stack: BotStack) -> int:
     """What a crash may send twice: per batch being sent, at most BotSendConcurrency sends not yet on record

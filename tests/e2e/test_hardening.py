@@ -18,6 +18,7 @@ def _cjk(count: int) -> str:
     return "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(count))
 
 
+@pytest.mark.slow
 def test_a_huge_display_name_is_trimmed_when_stored_and_everyone_gets_the_broadcast(bot: BotStack, tenant) -> None:
     """Defect 1: one conversation with a 30,000-character name stopped a broadcast at its fan-out."""
     seeded = bot.seed(150, tenant_id=tenant)
@@ -150,6 +151,7 @@ def test_text_the_queue_cannot_carry_is_refused_or_carried(bot: BotStack) -> Non
     assert bot.texts_of(cid) == ["odd \ufffe \x01 text"]
 
 
+@pytest.mark.slow
 def test_an_unreadable_queue_message_never_holds_back_its_neighbours(tmp_path_factory) -> None:
     """Defect 6: a message the storage service cannot read back (U+FFFE put by another service) made the whole
     receive fail, and the innocent jobs received with it stayed hidden and unprocessed. In a storage
@@ -224,6 +226,7 @@ def test_the_local_host_refuses_huge_bodies_before_reading_them(bot: BotStack) -
     assert _rss_kib(bot.host.process.pid) - before < 30 * 1024
 
 
+@pytest.mark.slow
 def test_a_committed_turn_answers_200_at_once_and_its_failed_reply_follows_once(bot: BotStack, conversation_id) -> None:
     """Defect 4: with the Connector failing the reply the endpoint retried for 15 s, answered 500 although the
     state was committed, and the channel's redelivery applied the answer twice (name and colour "Alice")."""
@@ -274,6 +277,7 @@ def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack, tenant) -> 
     assert "evil.invalid came with an Emulator token" in log and "ConnectError" not in log.split(job_id, 1)[1]
 
 
+@pytest.mark.slow
 def test_in_production_a_loopback_emulator_gets_the_token_only_when_listed(tmp_path_factory) -> None:
     """The stack runs in Production: an Emulator on the bot's own machine (127.0.0.1) gets no reply, and so
     not the bot's token, unless its host is listed in BotEmulatorServiceHosts (here: localhost only)."""
@@ -313,6 +317,7 @@ def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: Bo
     assert "ConnectError" not in log.split(message_id, 1)[1]
 
 
+@pytest.mark.slow
 async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: BotStack, tenant, monkeypatch) -> None:
     """Defect 1: a fan-out that failed every attempt left its status 'fanning-out, targets 0' for good. Here the
     queue service is down (its endpoint refuses connections) while tables work: the fan-out cannot enqueue,

@@ -60,6 +60,7 @@ def test_notify_a_user_in_several_conversations(bot: BotStack) -> None:
     assert all(bot.channel.activities(cid) == [] for cid in others)
 
 
+@pytest.mark.slow
 def test_a_broadcast_through_429s_delivers_each_once_after_retry_after(bot: BotStack, tenant) -> None:
     cids = bot.seed(60, tenant_id=tenant)
     bot.channel.fail(429, "TooManyRequests", times=15, retry_after=2)
@@ -109,6 +110,7 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
     assert "duplicate" in bot.host.log().split(job.id, 1)[1] or bot.host.log().count(job.id) >= 1
 
 
+@pytest.mark.slow
 def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack, tenant) -> None:
     from botcore.delivery.batches import BATCH_KEYS, SendBatch, pack
 
@@ -175,6 +177,7 @@ def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStac
     assert all(bot.texts_of(c) == ["late"] for c in cids)
 
 
+@pytest.mark.slow
 async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversation_id) -> None:
     await asyncio.to_thread(bot.say, conversation_id, "remind me in 3 seconds to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)
@@ -185,6 +188,7 @@ async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversat
     assert 2.0 <= time.monotonic() - asked <= 5.0  # at its second, not at the next whole minute
 
 
+@pytest.mark.slow
 def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:
     """1,000 stored references, in a storage account of their own so that everyone is exactly them."""
     with stack_of_its_own(tmp_path_factory.mktemp("everyone")) as bot:

@@ -9,9 +9,13 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from botcore.app import bot_for, close
 from botcore.jobs import Target, new_job
 from tests.botstack import BotStack, environment, new_tenant, status_of, wait_until
+
+pytestmark = pytest.mark.slow
 
 
 async def _store(bot: BotStack, cids: list[str], text: str, due: datetime) -> list[str]:

@@ -84,6 +84,7 @@ def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired
     assert bot.conversation_entity(refused)["active"] is True
 
 
+@pytest.mark.slow
 def test_a_delete_during_a_paced_broadcast_leaves_no_message_visible(paced: BotStack, tenant) -> None:
     cids = paced.seed(100, tenant_id=tenant)  # ten seconds of sending: the delete comes in the middle
     job_id = paced.api("POST", "notify", {"text": "recall me", "target": {"tenantId": tenant}}).json()["id"]
@@ -97,6 +98,7 @@ def test_a_delete_during_a_paced_broadcast_leaves_no_message_visible(paced: BotS
     assert visible(paced, cids) == {cid: [] for cid in cids}
 
 
+@pytest.mark.slow
 def test_an_update_during_a_paced_broadcast_reaches_every_message_once(paced: BotStack, tenant) -> None:
     """The update reaches the messages already sent, those being sent, and those not sent yet; no message is
     sent twice and the batch being sent never stalls (a revision never writes a row a sender has claimed)."""
@@ -134,6 +136,7 @@ def test_a_retried_older_update_never_overwrites_a_newer_one(bot: BotStack, tena
         assert "v2" not in texts[texts.index("v3"):], texts
 
 
+@pytest.mark.slow
 def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None:
     """Revisions take their slots in each tenant's pace calendar before taking a send permit: tenant A's long
     revision (60 messages at 10 a second) and tenant B's short one run side by side."""
@@ -154,6 +157,7 @@ def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None
     assert small_took < 3 and big_took > 5, (small_took, big_took)
 
 
+@pytest.mark.slow
 def test_a_deleted_reminder_never_fires_and_an_updated_one_sends_the_new_text(bot: BotStack) -> None:
     [first, second] = bot.seed(2)
     deleted = bot.api("POST", "reminders", {"text": "never", "target": {"conversation": bot.key(first)},

@@ -8,6 +8,8 @@ import asyncio
 import uuid
 from collections import Counter
 
+import pytest
+
 from botcore.delivery.rosters import MAX_PAGES
 from tests.botstack import BotStack, environment, new_tenant, status_of
 
@@ -40,6 +42,7 @@ def test_paging_in_circles_stops_at_the_repeated_token_and_notifies_each_member_
     assert len(pages) == 2
 
 
+@pytest.mark.slow
 def test_a_roster_past_the_page_bound_fails_the_job_with_the_reason(bot: BotStack) -> None:
     group, team_id = _team(bot)
     bot.channel.break_paging(team_id, "endless")

@@ -16,6 +16,8 @@ from devhost.channel import TeamsLimits
 from tests.botstack import BotStack, new_tenant, stack_of_its_own, status_of, wait_until
 from tests.hostproc import REPO, HostProcess
 
+pytestmark = pytest.mark.slow
+
 TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
 
 

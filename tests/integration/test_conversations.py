@@ -120,6 +120,7 @@ async def test_oversized_state_is_refused_and_nothing_is_written(store) -> None:
     assert store.table.writes == writes
 
 
+@pytest.mark.slow
 async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> None:
     gate = asyncio.Semaphore(32)
 

@@ -170,6 +170,7 @@ async def _serve(port: int, handler) -> web.AppRunner:
     return runner
 
 
+@pytest.mark.slow
 async def test_transient_failures_are_retried_then_reported(free_port, monkeypatch) -> None:
     answers = [503, 500, 200]
     seen: list[str] = []
