@@ -135,7 +135,7 @@ def test_two_hosts_share_the_queues(own: BotStack, tmp_path) -> None:
         # pace, so that the second host finds work however fast the first one starts (four tenants: their paces
         # run side by side).
         tenants = [new_tenant() for _ in range(4)]
-        cids = [cid for group in tenants for cid in own.seed(6 * BATCH_KEYS, tenant_id=group)]
+        cids = [cid for group in tenants for cid in own.seed(5 * BATCH_KEYS, tenant_id=group)]
         own.channel.latency = 0.03
         for group in tenants:
             broadcast(own, group, "two hosts")
