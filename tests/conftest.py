@@ -1,4 +1,6 @@
-"""Shared fixtures: one Azurite per test session, on free ports in a temporary folder.
+"""Shared fixtures: one Azurite per test session (each pytest-xdist worker is a session of its own), on free
+ports in a temporary folder; the bot behind the local host; the identity provider, the HTTP client, a fresh
+tenant.
 
 The tests are grouped by what they run: `unit/` needs nothing but this process (local HTTP fakes at
 most), `integration/` talks to Azurite, `e2e/` drives the function app in the local host over HTTP.
