@@ -142,7 +142,8 @@ def _tenant_in(operation: str, body: Any) -> str | None:
 
 class FakeConnector(BackgroundServer):
     def __init__(self, *, status: int = 200, empty_body: bool = False, port: int = 0,
-                 teams: TeamsLimits | None = None) -> None:
+                 teams: TeamsLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """Teams mode's windows slide on `clock` (a test may pass one it moves itself)."""
         super().__init__(port=port)
         self.status, self.empty_body = status, empty_body
         self.requests: list[Received] = []
@@ -168,6 +169,8 @@ class FakeConnector(BackgroundServer):
         self._pages: dict[str, tuple[str, int]] = {}  # continuation token -> (conversation id, offset)
         self._broken_paging: dict[str, str] = {}  # conversation id -> "circle" or "endless" (see break_paging)
         self._random = random.Random(teams.seed if teams else 0)
+        self._clock = clock
+        self.service_times: list[float] = []  # Teams mode: the service time drawn for each request, in turn
 
     # ---- control from tests -----------------------------------------------------------
     def fail(self, status: int, code: str | None = None, *, times: int | None = 1,
@@ -193,6 +196,7 @@ class FakeConnector(BackgroundServer):
         with self._lock:
             self.requests.clear()
             self.faulted.clear()
+            self.service_times.clear()
             self.tenants.clear()
             self.conversations.clear()
 
@@ -381,7 +385,7 @@ class FakeConnector(BackgroundServer):
         """(seconds until the request fits the windows, 0 when it does now; its service time)."""
         limits = self.teams
         assert limits is not None
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tenant = _tenant_in(operation, body)
             if cid is not None:
@@ -410,6 +414,7 @@ class FakeConnector(BackgroundServer):
                     conversation_arrivals.add(now, max((w.seconds for w in limits.conversation), default=0.0))
             delay = self._random.lognormvariate(math.log(limits.latency_median), limits.latency_sigma) \
                 if limits.latency_median > 0 else 0.0
+            self.service_times.append(delay)
         return wait, delay
 
     def _teams_problem(self, operation: str, cid: str | None, request: web.Request, body: Any) -> str | None:

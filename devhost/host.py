@@ -18,9 +18,10 @@ Where it differs: one process only (no scale-out, no singleton lock for timers:
 two hosts both fire); identity-based connections are not supported for triggers
 (connection strings and UseDevelopmentStorage=true are); output bindings other
 than the HTTP return value are not implemented; a running invocation's message
-is hidden for 30 seconds and the lease renewed while it runs (the Functions host
-uses longer leases, so a killed host's messages reappear sooner here); on shutdown, running invocations get
-30 seconds to finish and received-but-unstarted messages are released at once.
+is hidden for 30 seconds (or LocalQueueLeaseSeconds) and the lease renewed while
+it runs (the Functions host uses longer leases, so a killed host's messages
+reappear sooner here); on shutdown, running invocations get 30 seconds to finish
+and received-but-unstarted messages are released at once.
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ from .triggers import queue_message
 
 log = logging.getLogger("devhost.queue")
 
-# A received message is hidden for PROCESSING_LEASE seconds, renewed while its function runs,
-# so the message of a host that was killed reappears within PROCESSING_LEASE.
+# A received message is hidden for a lease, renewed while its function runs, so the message of a host that was
+# killed reappears within the lease: PROCESSING_LEASE seconds, or the LocalQueueLeaseSeconds setting (tests
+# that kill hosts wait less for their messages).
 PROCESSING_LEASE = 30
+MIN_LEASE = 3
 MIN_POLL = 0.1
 DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
 
@@ -69,6 +71,16 @@ def connection_string(connection: str) -> str:
     return value
 
 
+def processing_lease() -> int:
+    raw = os.environ.get("LocalQueueLeaseSeconds", "").strip()
+    if not raw:
+        return PROCESSING_LEASE
+    if not raw.isdigit() or int(raw) < MIN_LEASE:
+        raise HostConfigError(f"LocalQueueLeaseSeconds must be a whole number of seconds, at least {MIN_LEASE}, "
+                              f"not {raw[:40]!r}")
+    return int(raw)
+
+
 Invoke = Callable[[FunctionInfo, Any, str], Awaitable[Any]]
 
 
@@ -77,6 +89,7 @@ class QueueListener:
         self.function, self.options, self.invoke = function, options, invoke
         self.queue_name = resolve(function.trigger["queueName"])
         self.connection = connection_string(function.trigger.get("connection", ""))
+        self.lease = processing_lease()
         self._stopping = asyncio.Event()
         self._running: set[asyncio.Task] = set()
         self.ready = asyncio.Event()  # the queue and its poison queue exist
@@ -136,14 +149,14 @@ class QueueListener:
                 await self._wait(MIN_POLL)
                 continue
             try:
-                messages = await _receive(queue, 1 if loop.time() < one_by_one_until else free)
+                messages = await _receive(queue, 1 if loop.time() < one_by_one_until else free, self.lease)
             except Exception as exc:
                 # A message the service cannot send back (Azurite and some characters) fails the whole
                 # read, and the read has hidden every message it took: once they reappear, take them one
                 # at a time, so that its neighbours get through and only it keeps failing.
                 log.warning("%s: cannot read queue %s (%r); reading one message at a time for %ds",
-                            self.function.name, self.queue_name, exc, 2 * PROCESSING_LEASE)
-                one_by_one_until = loop.time() + 2 * PROCESSING_LEASE
+                            self.function.name, self.queue_name, exc, 2 * self.lease)
+                one_by_one_until = loop.time() + 2 * self.lease
                 messages = []
             if not messages:
                 await self._wait(interval)
@@ -196,9 +209,9 @@ class QueueListener:
     async def _keep_hidden(self, queue: Any, message: Any) -> None:
         """Renew the message's lease while its function runs (the pop receipt changes each time)."""
         while True:
-            await asyncio.sleep(PROCESSING_LEASE / 3)
+            await asyncio.sleep(self.lease / 3)
             try:
-                renewed = await queue.update_message(message, visibility_timeout=PROCESSING_LEASE)
+                renewed = await queue.update_message(message, visibility_timeout=self.lease)
                 message.pop_receipt = renewed.pop_receipt
             except Exception as exc:
                 log.warning("%s: cannot renew the lease of message %s: %r", self.function.name, message.id, exc)
@@ -209,12 +222,12 @@ class QueueListener:
         await queue.delete_message(message)
 
 
-async def _receive(queue: Any, count: int) -> list[Any]:
-    """Up to `count` messages in one request (the SDK's pager would ask again for the rest).
+async def _receive(queue: Any, count: int, lease: int) -> list[Any]:
+    """Up to `count` messages in one request (the SDK's pager would ask again for the rest), hidden for `lease`.
 
     Not retried: a read that failed has hidden what it took, so its retry finds an empty queue and the
     failure would go unseen (the next poll is the retry)."""
-    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=PROCESSING_LEASE,
+    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=lease,
                                    retry_total=0).by_page()
     try:
         return [message async for message in await pages.__anext__()]

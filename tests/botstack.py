@@ -61,6 +61,7 @@ class BotStack:
             "BotSendConcurrency": "32",
             "BotHttpTimeoutSeconds": "2",  # the fault tests hang the Connector past it
             "BotDeliveryClaimSeconds": "6",  # a killed host's claims are taken over quickly
+            "LocalQueueLeaseSeconds": "10",  # and the queue messages it had received reappear soon
             "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "1048576",  # as local.settings.json.example and infra/ set it
             **self.idp.bot_env(APP_ID, password=PASSWORD),
             **(extra_env or {}),
@@ -243,7 +244,7 @@ def stack_of_its_own(tmp: Path, extra_env: dict[str, str] | None = None,
             stack.stop()
 
 
-def tenant() -> str:
+def new_tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
 
 

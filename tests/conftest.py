@@ -1,4 +1,6 @@
-"""Shared fixtures: one Azurite per test session, on free ports in a temporary folder.
+"""Shared fixtures: one Azurite per test session (each pytest-xdist worker is a session of its own), on free
+ports in a temporary folder; the bot behind the local host; the identity provider, the HTTP client, a fresh
+tenant.
 
 The tests are grouped by what they run: `unit/` needs nothing but this process (local HTTP fakes at
 most), `integration/` talks to Azurite, `e2e/` drives the function app in the local host over HTTP.
@@ -69,6 +71,33 @@ def bot(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory):
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def idp():
+    """The local identity provider (OpenID metadata, signing keys, token endpoints), one per test module: a test
+    counts its requests from where they stand when it starts."""
+    from devhost.identity import IdentityProvider
+
+    with IdentityProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+async def http():
+    """The bot's outbound HTTP client, with a timeout short enough for a test to hang a fake past it."""
+    from botcore.protocol.http import new_http_client
+
+    async with new_http_client(2.0) as client:
+        yield client
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant no other test uses (tests share one storage account, and a tenant's pace)."""
+    from tests.botstack import new_tenant
+
+    return new_tenant()
 
 
 @pytest.fixture

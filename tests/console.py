@@ -14,7 +14,8 @@ class Console:
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -37,7 +38,7 @@ class Console:
     def wait(self, timeout: float) -> int:
         """Wait for the exit; every line printed is in `seen` afterwards."""
         code = self.process.wait(timeout)
-        time.sleep(0.2)  # the reader thread takes the last lines
+        self._reader.join(timeout)  # it ends at the end of the output: every line is queued then
         while not self.lines.empty():
             self.seen.append(self.lines.get())
         return code

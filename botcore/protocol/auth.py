@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -33,8 +33,6 @@ KEY_REFRESH = 24 * 3600
 KEY_STALE_LIMIT = 5 * 24 * 3600  # keys older than this are not used when a refresh fails
 KEY_RETRY = 60  # seconds between refresh attempts while the metadata cannot be fetched
 UNKNOWN_KID_REFETCH = 3600
-
-clock: Callable[[], float] = time.time  # tests move time forward
 
 
 class AuthenticationError(BadInputError):
@@ -78,20 +76,21 @@ class OpenIdKeys:
         self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
 
     async def get(self, kid: str, http: "httpx.AsyncClient") -> _Key:
-        age = clock() - self.fetched_at
-        if age > KEY_REFRESH and (clock() >= self.retry_at or age > KEY_STALE_LIMIT):
+        now = time.time()
+        age = now - self.fetched_at
+        if age > KEY_REFRESH and (now >= self.retry_at or age > KEY_STALE_LIMIT):
             try:
                 await self.refresh(http)
             except KeysUnavailableError as exc:
                 # The identity provider being down must not take the bot down with it: keys a day old
                 # are still the ones channels sign with, so they serve until KEY_STALE_LIMIT.
-                self.retry_at = clock() + KEY_RETRY
+                self.retry_at = time.time() + KEY_RETRY
                 if not self.keys or age > KEY_STALE_LIMIT:
                     raise
                 log.warning("%s; still using the keys fetched %.1f hours ago", exc, age / 3600)
         key = self.keys.get(kid)
-        if key is None and clock() - self.unknown_kid_refetch_at > UNKNOWN_KID_REFETCH:
-            self.unknown_kid_refetch_at = clock()
+        if key is None and time.time() - self.unknown_kid_refetch_at > UNKNOWN_KID_REFETCH:
+            self.unknown_kid_refetch_at = time.time()
             log.info("unknown signing key %r: refetching %s", kid[:64], self.metadata_url)
             await self.refresh(http)
             key = self.keys.get(kid)
@@ -126,7 +125,7 @@ class OpenIdKeys:
             endorsements = jwk.get("endorsements")
             keys[jwk["kid"]] = _Key(public_key, tuple(endorsements) if isinstance(endorsements, list) else None)
         self.keys = keys
-        self.fetched_at = clock()
+        self.fetched_at = time.time()
 
 
 _key_sources: dict[str, OpenIdKeys] = {}
@@ -172,7 +171,7 @@ def _remember(cache_key: tuple[str, str, str], verified: _Verified) -> None:
 
 def _recall(cache_key: tuple[str, str, str]) -> _Verified | None:
     found = _verified.get(cache_key)
-    if found is not None and found.claims["exp"] + CLOCK_SKEW <= clock():
+    if found is not None and found.claims["exp"] + CLOCK_SKEW <= time.time():
         del _verified[cache_key]
         return None
     return found

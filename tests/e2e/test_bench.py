@@ -6,9 +6,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.bench
+@pytest.mark.slow
 def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
     output = tmp_path / "RESULTS.md"
     run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--output", str(output)], cwd=REPO,

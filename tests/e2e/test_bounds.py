@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from botcore.jobs import Target, new_job
-from tests.botstack import BotStack, stack_of_its_own, poisoned_at_once, status_of, tenant, wait_until
+from tests.botstack import BotStack, stack_of_its_own, poisoned_at_once, status_of, wait_until
 
 CAP = 2  # BotMaxRetryAfterSeconds of the `capped` stack
 LATENESS = 4  # seconds a delivery may take beyond its pause: fan-out, queue polling, the send itself
@@ -35,17 +35,18 @@ def _in_thirty_days() -> str:
 
 # ---- a channel's Retry-After --------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retry_after", ["2592000", "inf", _in_thirty_days], ids=["30 days", "inf", "HTTP-date"])
-def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(capped: BotStack, retry_after) -> None:
+def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(capped: BotStack, tenant,
+                                                                              retry_after) -> None:
     """A 429 asking for 30 days (or forever) paused the tenant for that long on every instance: later jobs
     needed a queue delay Queue Storage refuses, and ended failed."""
-    group = tenant()
-    first, second = capped.seed(2, tenant_id=group)
+    first, second = capped.seed(2, tenant_id=tenant)
     capped.channel.fail(429, "TooManyRequests", conversation_id=first,
                         retry_after=retry_after() if callable(retry_after) else retry_after)
     before = capped.api("POST", "notify", {"text": "before", "target": {"conversation": capped.key(first)}})
     assert before.status_code == 202
-    assert wait_until(lambda: f"tenant:{group}: the channel is throttling" in capped.host.log(), timeout=15), \
+    assert wait_until(lambda: f"tenant:{tenant}: the channel is throttling" in capped.host.log(), timeout=15), \
         capped.host.log()[-3000:]
     started = time.monotonic()
     later = capped.api("POST", "notify", {"text": "later", "target": {"userId": f"29:{second}"}})  # a fan-out
@@ -56,6 +57,7 @@ def test_a_429_pauses_its_tenant_at_most_the_cap_and_later_jobs_are_delivered(ca
     assert capped.texts_of(first) == ["before"]
 
 
+@pytest.mark.slow
 def test_a_reply_refused_with_a_huge_retry_after_is_sent_within_the_cap(capped: BotStack, conversation_id) -> None:
     """A turn's reply refused with a 30-day Retry-After was to be retried in 30 days: the queue refused that,
     and the reply was lost."""
@@ -69,6 +71,7 @@ def test_a_reply_refused_with_a_huge_retry_after_is_sent_within_the_cap(capped: 
 
 # ---- storage down: what an answer says, and what the log says --------------------------------------------
 
+@pytest.mark.slow
 def test_with_storage_down_answers_name_no_host_port_or_exception_and_the_log_has_them(capped: BotStack) -> None:
     port = capped.azurite.urls["table"].rsplit(":", 1)[1]
     capped.azurite.stop()

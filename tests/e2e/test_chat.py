@@ -16,6 +16,8 @@ from tests.botstack import BotStack, wait_until
 from tests.console import Console
 from tests.hostproc import REPO, HostProcess, free_port
 
+pytestmark = pytest.mark.slow
+
 KEY = "chat-test-key"
 
 

@@ -12,7 +12,7 @@ from azure.data.tables import TableClient
 from botcore.keys import conversation_key, encode_key
 from botcore.settings import CONVERSATIONS_TABLE, MEMBERS_TABLE
 from devhost.channel import FakeConnector
-from tests.botstack import APP_ID, BotStack, status_of, tenant
+from tests.botstack import APP_ID, BotStack, new_tenant, status_of
 
 
 def _table(bot: BotStack, name: str) -> TableClient:
@@ -60,7 +60,7 @@ def _received(bot: BotStack, text: str) -> dict[str, list[str]]:
 
 
 def test_a_tenant_claimed_from_direct_line_or_web_chat_gets_none_of_its_broadcasts(bot: BotStack) -> None:
-    victim = tenant()
+    victim = new_tenant()
     members = bot.seed(3, tenant_id=victim)
     claimants = [_claimant(bot, channel, victim) for channel in ("directline", "webchat")]
     older = _claimant(bot, "webchat", victim)
@@ -76,7 +76,7 @@ def test_a_tenant_claimed_from_direct_line_or_web_chat_gets_none_of_its_broadcas
 
 
 def test_a_teams_member_id_claimed_from_direct_line_does_not_take_their_team_notification(bot: BotStack) -> None:
-    victim, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    victim, team_id = new_tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
     bot.install_in_team(team_id, victim)
     member, _ = bot.channel.set_roster(team_id, 2, victim)
     chat = _teams_chat(bot, member, victim)
@@ -90,7 +90,7 @@ def test_a_teams_member_id_claimed_from_direct_line_does_not_take_their_team_not
 def test_a_direct_line_event_naming_a_team_does_not_repoint_it(bot: BotStack) -> None:
     """The event comes from a Direct Line service of its own (a serviceUrl its channel token vouched for): were
     the team repointed, the roster would be read there."""
-    victim, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    victim, team_id = new_tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
     bot.install_in_team(team_id, victim)
     members = bot.channel.set_roster(team_id, 3, victim)
     with FakeConnector() as directline:
@@ -109,7 +109,7 @@ def test_index_rows_written_before_channels_counted_are_believed_only_when_they_
     """Index rows of the old form (no channel in the name) as an earlier version left them: the team's and one
     member's point where they should, another member's was repointed to a Direct Line conversation that
     claimed the member's id and tenant. The genuine ones are used; the poisoned one reads as unknown."""
-    victim, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    victim, team_id = new_tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
     bot.install_in_team(team_id, victim)
     genuine, poisoned = bot.channel.set_roster(team_id, 2, victim)
     chats = {m["id"]: _teams_chat(bot, m, victim) for m in (genuine, poisoned)}

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -25,14 +24,14 @@ def lines(result: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_refs_notify_status_and_survey_from_the_command_line(bot: BotStack) -> None:
-    group = f"tenant-{uuid.uuid4().hex[:8]}"
-    cids = bot.seed(3, tenant_id=group)
-    refs = lines(cli(bot, "refs", "--tenant", group))
+@pytest.mark.slow
+def test_refs_notify_status_and_survey_from_the_command_line(bot: BotStack, tenant) -> None:
+    cids = bot.seed(3, tenant_id=tenant)
+    refs = lines(cli(bot, "refs", "--tenant", tenant))
     assert sorted(r["conversation"] for r in refs) == sorted(bot.key(c) for c in cids)
-    assert all(r["active"] and r["tenantId"] == group for r in refs)
+    assert all(r["active"] and r["tenantId"] == tenant for r in refs)
 
-    [queued] = lines(cli(bot, "notify", "--tenant", group, "--text", "from the operator"))
+    [queued] = lines(cli(bot, "notify", "--tenant", tenant, "--text", "from the operator"))
     assert all(bot.wait_texts(c, 1) == ["from the operator"] for c in cids)
     assert wait_until(lambda: lines(cli(bot, "status", queued["id"]))[0]["state"] == "done", timeout=15)
     assert lines(cli(bot, "status", queued["id"]))[0]["sent"] == 3
@@ -57,6 +56,7 @@ def test_command_line_errors_are_clear(bot: BotStack) -> None:
     assert unset.returncode == 2 and "no storage connection" in unset.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["refs"], ["notify", "--everyone", "--text", "hi"], ["survey", "--user", "u"],
                                   ["status", "some-job"]])
 def test_unreachable_storage_is_one_line_with_a_hint(args: list[str]) -> None:

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -48,13 +47,9 @@ class Seen:
         return rows
 
     def wait(self, kind: str, predicate, timeout: float = 15.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.of(kind)
-            if predicate(rows):
-                return rows
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {kind}: {self.of(kind)}")
+        assert wait_until(lambda: predicate(self.of(kind)), timeout=timeout, interval=0.1), \
+            f"timed out waiting for {kind}: {self.of(kind)}"
+        return self.of(kind)
 
 
 @pytest.fixture(scope="module", params=["base64", "none"])
@@ -108,10 +103,7 @@ def test_queue_message_reaches_its_function_and_is_deleted(hosted) -> None:
     sent = queue.send_message(encode("hello-queue", encoding))
     rows = seen.wait("work", lambda rows: any(r["id"] == sent.id for r in rows))
     assert next(r for r in rows if r["id"] == sent.id) == {"id": sent.id, "body": "hello-queue", "dequeue_count": 1}
-    deadline = time.monotonic() + 5
-    while queue.get_queue_properties().approximate_message_count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert queue.get_queue_properties().approximate_message_count == 0
+    assert wait_until(lambda: queue.get_queue_properties().approximate_message_count == 0, timeout=5)
 
 
 def test_failing_message_is_retried_then_lands_in_poison(hosted) -> None:
@@ -119,13 +111,8 @@ def test_failing_message_is_retried_then_lands_in_poison(hosted) -> None:
     sent = queue.send_message(encode("fail-me", encoding))
     rows = seen.wait("work", lambda rows: len([r for r in rows if r["id"] == sent.id]) >= 3)
     assert sorted(r["dequeue_count"] for r in rows if r["id"] == sent.id) == [1, 2, 3]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        contents = [m.content for m in poison.peek_messages(max_messages=32)]
-        if encode("fail-me", encoding) in contents:
-            break
-        time.sleep(0.1)
-    assert encode("fail-me", encoding) in contents, "the original message body goes to the poison queue"
+    assert wait_until(lambda: encode("fail-me", encoding) in [m.content for m in poison.peek_messages(32)],
+                      timeout=10), "the original message body goes to the poison queue"
 
 
 def test_undecodable_base64_goes_straight_to_poison(hosted) -> None:
@@ -133,19 +120,18 @@ def test_undecodable_base64_goes_straight_to_poison(hosted) -> None:
     if encoding != "base64":
         pytest.skip("only base64 encoding can be malformed")
     queue.send_message("not base64 !!!")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "not base64 !!!" not in [m.content for m in poison.peek_messages(32)]:
-        time.sleep(0.1)
-    assert "not base64 !!!" in [m.content for m in poison.peek_messages(32)]
+    assert wait_until(lambda: "not base64 !!!" in [m.content for m in poison.peek_messages(32)], timeout=10)
     assert "not valid base64" in host.log()
 
 
+@pytest.mark.slow
 def test_timer_runs_on_startup_and_on_its_schedule(hosted) -> None:
     seen = hosted[4]
     rows = seen.wait("tick", lambda rows: len(rows) >= 3, timeout=10)
     assert all(r["past_due"] is False for r in rows)
 
 
+@pytest.mark.slow
 def test_ctrl_c_loses_no_queue_message(storage_connection_string, tmp_path) -> None:
     queue_name = "work-shutdown"
     env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": queue_name,
@@ -155,9 +141,7 @@ def test_ctrl_c_loses_no_queue_message(storage_connection_string, tmp_path) -> N
     seen = Seen(storage_connection_string)
     try:
         sent = [queue.send_message(f"slow:1.5:{i}") for i in range(3)]
-        deadline = time.monotonic() + 10
-        while host.log().count("Executing 'Functions.work'") < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: host.log().count("Executing 'Functions.work'") >= 3, timeout=10)
         assert host.interrupt() == 0  # while all three are still running
     finally:
         host.stop()
@@ -183,9 +167,7 @@ def test_the_host_log_writes_lines_in_bursts_and_warnings_at_once(tmp_path) -> N
         try:
             for i in range(100):
                 logger.info("line %d", i)
-            deadline = time.monotonic() + 5
-            while path.read_text().count("\n") < 100 and time.monotonic() < deadline:
-                time.sleep(DELAY)
+            assert wait_until(lambda: path.read_text().count("\n") >= 100, timeout=5, interval=DELAY)
             assert path.read_text().splitlines() == [f"line {i}" for i in range(100)]
             logger.info("quiet")
             logger.warning("loud")  # written at once, with what came before it
@@ -195,6 +177,7 @@ def test_the_host_log_writes_lines_in_bursts_and_warnings_at_once(tmp_path) -> N
             handler.close()
 
 
+@pytest.mark.slow
 def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connection_string, tmp_path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("the banner's request is a curl command")
@@ -220,6 +203,7 @@ def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connecti
         host.stop()
 
 
+@pytest.mark.slow
 def test_without_local_function_key_the_banner_shows_the_key_made_for_the_run(storage_connection_string,
                                                                               tmp_path) -> None:
     env = {"TestStorage": storage_connection_string, "LocalFunctionKey": "", "WorkQueue": "work-key",
@@ -253,6 +237,16 @@ def test_a_port_in_use_is_one_line_naming_it_and_the_flag(storage_connection_str
     [line] = (result.stdout + result.stderr).strip().splitlines()
     assert line.endswith(f"ERROR devhost: cannot start: port {port} is in use (another host?): choose another "
                          "port with --port")
+
+
+def test_a_queue_lease_that_is_no_whole_number_of_seconds_is_one_line(storage_connection_string, tmp_path) -> None:
+    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": "work-lease",
+           "TickSchedule": "0 0 0 1 1 *", "LocalQueueLeaseSeconds": "0.5"}
+    result = devhost("start", "--port", str(free_port()), env=env, app_dir=make_app(tmp_path, "none"))
+    assert result.returncode == 2
+    [line] = (result.stdout + result.stderr).strip().splitlines()
+    assert line.endswith("ERROR devhost: cannot start: LocalQueueLeaseSeconds must be a whole number of seconds, at "
+                         "least 3, not '0.5'")
 
 
 def test_unreachable_storage_is_one_line_naming_the_endpoint(tmp_path) -> None:

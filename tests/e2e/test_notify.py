@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from botcore.jobs import Target, new_job
-from tests.botstack import BotStack, stack_of_its_own, status_of, tenant, wait_until
+from tests.botstack import BotStack, stack_of_its_own, status_of, wait_until
 
 
 def test_notify_one_conversation_over_http(bot: BotStack) -> None:
@@ -60,12 +60,12 @@ def test_notify_a_user_in_several_conversations(bot: BotStack) -> None:
     assert all(bot.channel.activities(cid) == [] for cid in others)
 
 
-def test_a_broadcast_through_429s_delivers_each_once_after_retry_after(bot: BotStack) -> None:
-    group = tenant()
-    cids = bot.seed(60, tenant_id=group)
+@pytest.mark.slow
+def test_a_broadcast_through_429s_delivers_each_once_after_retry_after(bot: BotStack, tenant) -> None:
+    cids = bot.seed(60, tenant_id=tenant)
     bot.channel.fail(429, "TooManyRequests", times=15, retry_after=2)
     try:
-        response = bot.api("POST", "notify", {"text": "broadcast", "target": {"tenantId": group}})
+        response = bot.api("POST", "notify", {"text": "broadcast", "target": {"tenantId": tenant}})
         job_id = response.json()["id"]
         assert bot.channel.wait_for(lambda c: all(c.activities(cid) for cid in cids), timeout=30)
     finally:
@@ -81,16 +81,15 @@ def test_a_broadcast_through_429s_delivers_each_once_after_retry_after(bot: BotS
         assert delivery.at - rejected.at >= 1.9
 
 
-def test_a_blocked_user_is_retired_skipped_later_and_back_when_they_return(bot: BotStack) -> None:
-    group = tenant()
-    blocked, fine = bot.seed(2, tenant_id=group)
+def test_a_blocked_user_is_retired_skipped_later_and_back_when_they_return(bot: BotStack, tenant) -> None:
+    blocked, fine = bot.seed(2, tenant_id=tenant)
     bot.channel.fail(403, "ConversationBlockedByUser", conversation_id=blocked, times=None)
     try:
-        first = bot.api("POST", "notify", {"text": "one", "target": {"tenantId": group}}).json()["id"]
+        first = bot.api("POST", "notify", {"text": "one", "target": {"tenantId": tenant}}).json()["id"]
         status_of(bot, first, state="done", sent=1, skipped=1)
         entity = bot.conversation_entity(blocked)
         assert entity["active"] is False and entity["retiredReason"] == "ConversationBlockedByUser"
-        second = bot.api("POST", "notify", {"text": "two", "target": {"tenantId": group}}).json()["id"]
+        second = bot.api("POST", "notify", {"text": "two", "target": {"tenantId": tenant}}).json()["id"]
         status_of(bot, second, state="done", targets=1, sent=1)
         assert [r.conversation_id for r in bot.channel.faulted].count(blocked) == 1  # never tried again
     finally:
@@ -111,15 +110,15 @@ def test_a_job_delivered_twice_sends_once(bot: BotStack) -> None:
     assert "duplicate" in bot.host.log().split(job.id, 1)[1] or bot.host.log().count(job.id) >= 1
 
 
-def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack) -> None:
+@pytest.mark.slow
+def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack, tenant) -> None:
     from botcore.delivery.batches import BATCH_KEYS, SendBatch, pack
 
-    group = tenant()
-    cids = bot.seed(BATCH_KEYS + 10, tenant_id=group)
-    job_id = bot.api("POST", "notify", {"text": "once per batch", "target": {"tenantId": group}}).json()["id"]
+    cids = bot.seed(BATCH_KEYS + 10, tenant_id=tenant)
+    job_id = bot.api("POST", "notify", {"text": "once per batch", "target": {"tenantId": tenant}}).json()["id"]
     status_of(bot, job_id, state="done", sent=BATCH_KEYS + 10)
     # The fan-out's batches again, as a fan-out redone after a crash would enqueue them: same names (page at
-    # 0 conversations, first pace group), same conversations (sorted by key, the listing's order).
+    # 0 conversations, first pace tenant), same conversations (sorted by key, the listing's order).
     items = sorted((bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids)
     again = [m for m, _ in pack(job_id, items, id_prefix="0.0.")]
     assert [len(SendBatch.parse(m).items) for m in again] == [BATCH_KEYS, 10]
@@ -160,7 +159,7 @@ def test_a_send_batch_with_a_broken_reference_goes_to_poison_and_sends_nothing(b
     assert f"send batch {message_id} (dequeue count 2)" not in bot.host.log()
 
 
-def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStack) -> None:
+def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStack, tenant) -> None:
     """A worker running behind (its queue backed up) meets batches whose slots went by: each takes fresh
     slots once and sends, instead of handing every conversation on again and again."""
     import time as clock
@@ -168,17 +167,17 @@ def test_a_batch_picked_up_after_its_slots_takes_new_ones_and_sends(bot: BotStac
     from botcore.delivery.batches import pack
     from botcore.delivery.pacing import Slot
 
-    group = tenant()
-    job_id = bot.api("POST", "notify", {"text": "late", "target": {"tenantId": group}}).json()["id"]
+    job_id = bot.api("POST", "notify", {"text": "late", "target": {"tenantId": tenant}}).json()["id"]
     status_of(bot, job_id, state="done", targets=0)  # the job's header, for the batch below
-    cids = bot.seed(5, tenant_id=group)
+    cids = bot.seed(5, tenant_id=tenant)
     items = sorted((bot.key(c), bot.conversation_entity(c, raw=True)["ref"]) for c in cids)
-    [(message, _)] = pack(job_id, items, id_prefix="late.", pace=f"tenant:{group}", slot=Slot(clock.time() - 30, 0.02))
+    [(message, _)] = pack(job_id, items, id_prefix="late.", pace=f"tenant:{tenant}", slot=Slot(clock.time() - 30, 0.02))
     sent = bot.enqueue(message, queue="bot-sends")
     assert wait_until(lambda: f"send batch {sent} (dequeue count 1): sent 5," in bot.host.log(), timeout=15)
     assert all(bot.texts_of(c) == ["late"] for c in cids)
 
 
+@pytest.mark.slow
 async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversation_id) -> None:
     await asyncio.to_thread(bot.say, conversation_id, "remind me in 3 seconds to stretch")
     texts = await asyncio.to_thread(bot.wait_texts, conversation_id, 2)
@@ -189,6 +188,7 @@ async def test_a_reminder_in_chat_arrives_at_its_second(bot: BotStack, conversat
     assert 2.0 <= time.monotonic() - asked <= 5.0  # at its second, not at the next whole minute
 
 
+@pytest.mark.slow
 def test_everyone_gets_exactly_one_message(tmp_path_factory) -> None:
     """1,000 stored references, in a storage account of their own so that everyone is exactly them."""
     with stack_of_its_own(tmp_path_factory.mktemp("everyone")) as bot:

@@ -9,9 +9,13 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from botcore.app import bot_for, close
 from botcore.jobs import Target, new_job
-from tests.botstack import BotStack, environment, status_of, tenant, wait_until
+from tests.botstack import BotStack, environment, new_tenant, status_of, wait_until
+
+pytestmark = pytest.mark.slow
 
 
 async def _store(bot: BotStack, cids: list[str], text: str, due: datetime) -> list[str]:
@@ -47,7 +51,7 @@ def _arrivals(bot: BotStack, cids: list[str], text: str) -> dict[str, list[float
 
 
 async def test_reminders_due_together_arrive_at_their_second_once_each(bot: BotStack) -> None:
-    groups = [tenant() for _ in range(30)]  # a pack crosses tenants
+    groups = [new_tenant() for _ in range(30)]  # a pack crosses tenants
     cids = [cid for group in groups for cid in await asyncio.to_thread(bot.seed, 1, tenant_id=group)]
     due = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=5)
     ids = await _store(bot, cids, "standup", due)

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.botstack import BotStack, stack_of_its_own, status_of, tenant, wait_until
+from tests.botstack import BotStack, new_tenant, stack_of_its_own, status_of, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,9 @@ def operations(bot: BotStack, cids: list[str], operation: str) -> list:
     return [r for r in bot.channel.requests if r.operation == operation and r.conversation_id in cids]
 
 
-def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
-    group = tenant()
-    cids = bot.seed(2, tenant_id=group)
-    job_id = bot.api("POST", "notify", {"text": "draft", "target": {"tenantId": group}}).json()["id"]
+def test_update_and_delete_what_a_notification_sent(bot: BotStack, tenant) -> None:
+    cids = bot.seed(2, tenant_id=tenant)
+    job_id = bot.api("POST", "notify", {"text": "draft", "target": {"tenantId": tenant}}).json()["id"]
     status_of(bot, job_id, state="done", sent=2)
     patched = bot.api("PATCH", f"notify/{job_id}", {"text": "final"})
     assert patched.status_code == 202 and patched.json()["revision"] == 1
@@ -67,10 +66,9 @@ def test_update_and_delete_what_a_notification_sent(bot: BotStack) -> None:
     assert bot.api("PATCH", f"notify/{uuid.uuid4().hex}", {"text": "x"}).status_code == 404
 
 
-def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired(bot: BotStack) -> None:
-    group = tenant()
-    gone, refused, fine = bot.seed(3, tenant_id=group)
-    job_id = bot.api("POST", "notify", {"text": "oops", "target": {"tenantId": group}}).json()["id"]
+def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired(bot: BotStack, tenant) -> None:
+    gone, refused, fine = bot.seed(3, tenant_id=tenant)
+    job_id = bot.api("POST", "notify", {"text": "oops", "target": {"tenantId": tenant}}).json()["id"]
     status_of(bot, job_id, state="done", sent=3)
     bot.channel.fail(404, "ConversationNotFound", conversation_id=gone)
     bot.channel.fail(400, "BadArgument", conversation_id=refused)  # say, a message the user deleted already
@@ -86,10 +84,10 @@ def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired
     assert bot.conversation_entity(refused)["active"] is True
 
 
-def test_a_delete_during_a_paced_broadcast_leaves_no_message_visible(paced: BotStack) -> None:
-    group = tenant()
-    cids = paced.seed(100, tenant_id=group)  # ten seconds of sending: the delete comes in the middle
-    job_id = paced.api("POST", "notify", {"text": "recall me", "target": {"tenantId": group}}).json()["id"]
+@pytest.mark.slow
+def test_a_delete_during_a_paced_broadcast_leaves_no_message_visible(paced: BotStack, tenant) -> None:
+    cids = paced.seed(100, tenant_id=tenant)  # ten seconds of sending: the delete comes in the middle
+    job_id = paced.api("POST", "notify", {"text": "recall me", "target": {"tenantId": tenant}}).json()["id"]
     assert paced.channel.wait_for(lambda c: len(operations(paced, cids, "send")) >= 3, timeout=30)
     assert paced.api("DELETE", f"notify/{job_id}").status_code == 202
     final = status_of(paced, job_id, state="deleted", timeout=30)
@@ -100,12 +98,12 @@ def test_a_delete_during_a_paced_broadcast_leaves_no_message_visible(paced: BotS
     assert visible(paced, cids) == {cid: [] for cid in cids}
 
 
-def test_an_update_during_a_paced_broadcast_reaches_every_message_once(paced: BotStack) -> None:
+@pytest.mark.slow
+def test_an_update_during_a_paced_broadcast_reaches_every_message_once(paced: BotStack, tenant) -> None:
     """The update reaches the messages already sent, those being sent, and those not sent yet; no message is
     sent twice and the batch being sent never stalls (a revision never writes a row a sender has claimed)."""
-    group = tenant()
-    cids = paced.seed(40, tenant_id=group)
-    job_id = paced.api("POST", "notify", {"text": "v1", "target": {"tenantId": group}}).json()["id"]
+    cids = paced.seed(40, tenant_id=tenant)
+    job_id = paced.api("POST", "notify", {"text": "v1", "target": {"tenantId": tenant}}).json()["id"]
     assert paced.channel.wait_for(lambda c: len(operations(paced, cids, "send")) >= 3, timeout=30)
     patched_at = time.monotonic()
     assert paced.api("PATCH", f"notify/{job_id}", {"text": "v2"}).status_code == 202
@@ -119,10 +117,9 @@ def test_an_update_during_a_paced_broadcast_reaches_every_message_once(paced: Bo
     assert len(operations(paced, cids, "update")) == sum(r.body["text"] == "v1" for r in sends)
 
 
-def test_a_retried_older_update_never_overwrites_a_newer_one(bot: BotStack) -> None:
-    group = tenant()
-    cids = bot.seed(3, tenant_id=group)
-    job_id = bot.api("POST", "notify", {"text": "v1", "target": {"tenantId": group}}).json()["id"]
+def test_a_retried_older_update_never_overwrites_a_newer_one(bot: BotStack, tenant) -> None:
+    cids = bot.seed(3, tenant_id=tenant)
+    job_id = bot.api("POST", "notify", {"text": "v1", "target": {"tenantId": tenant}}).json()["id"]
     status_of(bot, job_id, state="done", sent=3)
     unlucky = cids[0]
     bot.channel.fail(503, "ServiceUnavailable", conversation_id=unlucky)  # v2's update of it is retried later
@@ -139,10 +136,11 @@ def test_a_retried_older_update_never_overwrites_a_newer_one(bot: BotStack) -> N
         assert "v2" not in texts[texts.index("v3"):], texts
 
 
+@pytest.mark.slow
 def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None:
     """Revisions take their slots in each tenant's pace calendar before taking a send permit: tenant A's long
     revision (60 messages at 10 a second) and tenant B's short one run side by side."""
-    big, small = tenant(), tenant()
+    big, small = new_tenant(), new_tenant()
     big_cids, small_cids = paced.seed(60, tenant_id=big), paced.seed(5, tenant_id=small)
     jobs = {}
     for group in (big, small):
@@ -159,6 +157,7 @@ def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None
     assert small_took < 3 and big_took > 5, (small_took, big_took)
 
 
+@pytest.mark.slow
 def test_a_deleted_reminder_never_fires_and_an_updated_one_sends_the_new_text(bot: BotStack) -> None:
     [first, second] = bot.seed(2)
     deleted = bot.api("POST", "reminders", {"text": "never", "target": {"conversation": bot.key(first)},

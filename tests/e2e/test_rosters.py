@@ -8,12 +8,14 @@ import asyncio
 import uuid
 from collections import Counter
 
+import pytest
+
 from botcore.delivery.rosters import MAX_PAGES
-from tests.botstack import BotStack, environment, status_of, tenant
+from tests.botstack import BotStack, environment, new_tenant, status_of
 
 
 def _team(bot: BotStack) -> tuple[str, str]:
-    group, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    group, team_id = new_tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
     bot.install_in_team(team_id, group)
     return group, team_id
 
@@ -40,6 +42,7 @@ def test_paging_in_circles_stops_at_the_repeated_token_and_notifies_each_member_
     assert len(pages) == 2
 
 
+@pytest.mark.slow
 def test_a_roster_past_the_page_bound_fails_the_job_with_the_reason(bot: BotStack) -> None:
     group, team_id = _team(bot)
     bot.channel.break_paging(team_id, "endless")

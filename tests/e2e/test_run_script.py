@@ -19,8 +19,8 @@ from devhost.azurite import Azurite
 from tests.console import Console
 from tests.hostproc import REPO, free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("func") is not None,
-                                reason="with Core Tools installed, scripts/run runs `func start`")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("func") is not None,
+                                                   reason="with Core Tools installed, scripts/run runs `func start`")]
 
 
 def free_ports(count: int) -> int:

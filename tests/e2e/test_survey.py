@@ -11,6 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from botcore.jobs import Target, new_job
 from tests.botstack import BotStack, wait_until
@@ -22,6 +23,7 @@ def stack_of(bot: BotStack, conversation_id: str) -> list[str]:
     return [frame["dialog"] for frame in bot.state(conversation_id)["stack"]]
 
 
+@pytest.mark.slow
 def test_survey_interrupts_profile_and_hands_back_control(bot: BotStack, conversation_id) -> None:
     say = lambda text: bot.say(conversation_id, text).raise_for_status()
     say("profile")
@@ -59,6 +61,7 @@ def test_survey_interrupts_profile_and_hands_back_control(bot: BotStack, convers
     assert len(texts) == 10
 
 
+@pytest.mark.slow
 def test_survey_with_nothing_running_returns_to_the_root(bot: BotStack, conversation_id) -> None:
     bot.say(conversation_id, "survey").raise_for_status()
     texts = bot.wait_texts(conversation_id, 3, timeout=20)  # greeting, announcement, survey
@@ -90,6 +93,7 @@ def test_twenty_concurrent_messages_each_get_one_reply_and_none_is_lost(bot: Bot
     assert frame == {"dialog": "survey", "state": {"answers": 20}}
 
 
+@pytest.mark.slow
 def test_a_redelivered_or_repeated_survey_job_starts_one_survey(bot: BotStack, conversation_id) -> None:
     bot.say(conversation_id, "profile").raise_for_status()
     job = new_job("beginDialog", Target(conversation=bot.key(conversation_id)), dialog="survey")
@@ -172,6 +176,7 @@ async def test_a_survey_start_racing_a_user_message_loses_neither(bot: BotStack,
     assert caplog.text.count("state changed during the turn") >= 10
 
 
+@pytest.mark.slow
 def test_a_survey_whose_first_send_fails_is_sent_by_the_retried_job(bot: BotStack, conversation_id) -> None:
     bot.say(conversation_id, "hello").raise_for_status()
     before = len(bot.wait_texts(conversation_id, 2))  # greeting and its hint

@@ -13,8 +13,10 @@ from collections import Counter
 import pytest
 
 from devhost.channel import TeamsLimits
-from tests.botstack import BotStack, stack_of_its_own, status_of, tenant, wait_until
+from tests.botstack import BotStack, new_tenant, stack_of_its_own, status_of, wait_until
 from tests.hostproc import REPO, HostProcess
+
+pytestmark = pytest.mark.slow
 
 TEAMS = TeamsLimits(latency_median=0.02, latency_sigma=0.4)
 
@@ -59,7 +61,7 @@ def test_two_hosts_pace_each_tenant_to_its_limit_together(teams: BotStack, tmp_p
     takes in a poll (batchSize 16), so both hosts fan out and send, and each tenant's pace must hold across them."""
     second = HostProcess(REPO, teams.env, tmp_path / "second-host.log")
     try:
-        big, small = [tenant(), tenant()], [tenant() for _ in range(30)]
+        big, small = [new_tenant(), new_tenant()], [new_tenant() for _ in range(30)]
         cids = {t: teams.seed(150 if t in big else 10, tenant_id=t) for t in big + small}
         everyone = [c for t in cids for c in cids[t]]
         started = time.monotonic()
@@ -83,8 +85,8 @@ def test_two_hosts_pace_each_tenant_to_its_limit_together(teams: BotStack, tmp_p
         second.stop()
 
 
-def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack) -> None:
-    [cid] = teams.seed(1, tenant_id=tenant())
+def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack, tenant) -> None:
+    [cid] = teams.seed(1, tenant_id=tenant)
     started = time.monotonic()
     for i in range(12):
         assert teams.api("POST", "notify", {"text": f"burst {i}", "target": {"conversation": teams.key(cid)}}).status_code == 202
@@ -96,7 +98,7 @@ def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack) -
 
 
 def test_a_team_roster_gets_one_message_each_in_personal_conversations_once(teams: BotStack) -> None:
-    group, team_id = tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
+    group, team_id = new_tenant(), f"19:{uuid.uuid4().hex}@thread.tacv2"
     teams.install_in_team(team_id, group)
     members = teams.channel.set_roster(team_id, 40, group)
     known = members[:10]
@@ -118,8 +120,9 @@ def test_a_team_roster_gets_one_message_each_in_personal_conversations_once(team
 
     rerun = {"kind": "notify", "id": job_id, "created": "2026-12-01T00:00:00Z", "target": {"team": team_id},
              "text": "to the team"}
-    teams.enqueue(json.dumps(rerun))  # the same job again: the header says it is done
-    time.sleep(3)  # a second send would arrive by now
+    rerun_message = teams.enqueue(json.dumps(rerun))  # the same job again: the header says it is done
+    assert wait_until(lambda: f"job message {rerun_message} (dequeue count 1): duplicate" in teams.host.log(),
+                      timeout=15), teams.host.log()[-3000:]
     assert sum(r.body.get("text") == "to the team" for r in teams.channel.activities()) == 40
     second = teams.api("POST", "notify", {"text": "again", "target": {"team": team_id}}).json()["id"]
     status_of(teams, second, state="done", targets=40, sent=40, timeout=30)

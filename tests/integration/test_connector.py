@@ -9,7 +9,6 @@ import pytest
 from botcore.protocol.activity import ServiceEndpoint
 from botcore.protocol.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError, RequestRejectedError,
                                RetryableConnectorError)
-from botcore.protocol.http import new_http_client
 from botcore.protocol.trust import UntrustedServiceUrlError
 from devhost.channel import FakeConnector
 
@@ -31,12 +30,6 @@ class StaticTokens:
 def fake():
     with FakeConnector() as connector:
         yield connector
-
-
-@pytest.fixture
-async def http():
-    async with new_http_client(2.0) as client:
-        yield client
 
 
 @pytest.fixture
@@ -88,11 +81,11 @@ async def test_paged_members_follow_the_continuation_token(fake, http, trust) ->
     assert last.continuation_token is None
 
 
-async def test_empty_response_bodies_are_accepted(trust) -> None:
+async def test_empty_response_bodies_are_accepted(http, trust) -> None:
     with FakeConnector(status=202, empty_body=True) as fake:
         await trust.registry.record(fake.base_url)
-        async with new_http_client(5.0) as http:
-            result = await ConnectorClient(trust, http, StaticTokens()).send_to_conversation(trusted(fake), "c", {"text": "x"})
+        client = ConnectorClient(trust, http, StaticTokens())
+        result = await client.send_to_conversation(trusted(fake), "c", {"text": "x"})
     assert result.id is None
 
 

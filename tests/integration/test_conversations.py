@@ -120,11 +120,16 @@ async def test_oversized_state_is_refused_and_nothing_is_written(store) -> None:
     assert store.table.writes == writes
 
 
+@pytest.mark.slow
 async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> None:
-    for i in range(1200):
-        channel = "msteams" if i % 2 else "webchat"
-        await store.commit(None, reference=ref(conversation_id=f"c{i}", channel=channel,
-                                               tenant="t1" if i % 3 == 0 else "t2", user=f"u{i % 7}"))
+    gate = asyncio.Semaphore(32)
+
+    async def stored(i: int) -> None:
+        async with gate:
+            await store.commit(None, reference=ref(conversation_id=f"c{i}", channel="msteams" if i % 2 else "webchat",
+                                                   tenant="t1" if i % 3 == 0 else "t2", user=f"u{i % 7}"))
+
+    await asyncio.gather(*(stored(i) for i in range(1200)))
     await store.retire(conversation_key("msteams", "c1"), "blocked")
     pages = [p async for p in store.iter_pages(store.selection_filter(), page_size=500)]
     assert [len(p) for p in pages] == [500, 500, 199]

@@ -14,6 +14,7 @@ from botcore import storage
 from botcore.storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
                              StorageError, StorageUnavailableError, TransactionFailedError, etag_of)
 from botcore.errors import ConfigurationError, ConflictError, NotFoundError, UnavailableError
+from tests.botstack import wait_until
 
 
 @pytest.fixture
@@ -125,9 +126,14 @@ async def test_queue_messages_are_plain_text_with_a_delay(clients, storage_conne
     await queue.send(text)
     await queue.send("later", delay=1.2)
     reader = SyncQueueClient.from_connection_string(storage_connection_string, unique_name)  # as the trigger reads
-    assert [m.content for m in reader.receive_messages(max_messages=32)] == [text]
-    await asyncio.sleep(1.5)
-    assert [m.content for m in reader.receive_messages(max_messages=32)] == ["later"]
+
+    def received() -> list[str]:
+        return [m.content for m in reader.receive_messages(max_messages=32)]
+
+    assert received() == [text]
+    later: list[str] = []
+    assert await asyncio.to_thread(wait_until, lambda: later.extend(received()) or later, 5)
+    assert later == ["later"]
     with pytest.raises(StorageError) as caught:
         await clients.get_queue("nosuchqueue").send("x")
     assert caught.value.service_code == "QueueNotFound"
@@ -164,6 +170,7 @@ async def _serve(port: int, handler) -> web.AppRunner:
     return runner
 
 
+@pytest.mark.slow
 async def test_transient_failures_are_retried_then_reported(free_port, monkeypatch) -> None:
     answers = [503, 500, 200]
     seen: list[str] = []
@@ -293,13 +300,13 @@ asyncio.run(main())
 """
 
 
-async def test_identity_based_storage_sends_one_managed_identity_token_to_both_services(free_port, tmp_path) -> None:
+async def test_identity_based_storage_sends_one_managed_identity_token_to_both_services(idp, free_port,
+                                                                                      tmp_path) -> None:
     """The SDK sends tokens over TLS only: the stand-in service serves a certificate the child process trusts."""
     import json
     import os
     import sys
 
-    from devhost.identity import IdentityProvider
     from tests.hostproc import REPO
     from tests.tls import make_tls
 
@@ -326,28 +333,28 @@ async def test_identity_based_storage_sends_one_managed_identity_token_to_both_s
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", free_port, ssl_context=tls.server_context()).start()
-    with IdentityProvider() as idp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BotStorage", "AzureWebJobsStorage"))}
-        env.update({
-            "BotStorage__tableServiceUri": f"https://127.0.0.1:{free_port}/acct",
-            "BotStorage__queueServiceUri": f"https://127.0.0.1:{free_port}/acct",
-            "BotStorage__credential": "managedidentity", "BotStorage__clientId": "client-7",
-            "IDENTITY_ENDPOINT": f"{idp.base_url}/msi/token", "IDENTITY_HEADER": idp.msi_header,
-            "SSL_CERT_FILE": str(tls.ca_file), "PYTHONPATH": str(REPO),
-        })
-        try:
-            child = await asyncio.create_subprocess_exec(sys.executable, "-c", IDENTITY_CHILD, env=env,
-                                                         stdout=asyncio.subprocess.PIPE,
-                                                         stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(child.communicate(), 60)
-        finally:
-            await runner.cleanup()
-        assert child.returncode == 0, err.decode()[-3000:]
-        assert json.loads(out) == {"reads": [1, 1], "message": "m1", "azure-identity": True}
-        assert len(seen) == 3 and seen[0] and len(set(seen)) == 1  # one token, cached, for tables and queues
-        assert len(idp.token_requests) == 1
-        request = idp.token_requests[-1]
-        assert request["resource"] == "https://storage.azure.com" and request["client_id"] == "client-7"
+    requests_before = len(idp.token_requests)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BotStorage", "AzureWebJobsStorage"))}
+    env.update({
+        "BotStorage__tableServiceUri": f"https://127.0.0.1:{free_port}/acct",
+        "BotStorage__queueServiceUri": f"https://127.0.0.1:{free_port}/acct",
+        "BotStorage__credential": "managedidentity", "BotStorage__clientId": "client-7",
+        "IDENTITY_ENDPOINT": f"{idp.base_url}/msi/token", "IDENTITY_HEADER": idp.msi_header,
+        "SSL_CERT_FILE": str(tls.ca_file), "PYTHONPATH": str(REPO),
+    })
+    try:
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", IDENTITY_CHILD, env=env,
+                                                     stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(child.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert child.returncode == 0, err.decode()[-3000:]
+    assert json.loads(out) == {"reads": [1, 1], "message": "m1", "azure-identity": True}
+    assert len(seen) == 3 and seen[0] and len(set(seen)) == 1  # one token, cached, for tables and queues
+    assert len(idp.token_requests) == requests_before + 1
+    request = idp.token_requests[-1]
+    assert request["resource"] == "https://storage.azure.com" and request["client_id"] == "client-7"
 
 
 def test_an_app_on_a_connection_string_never_imports_azure_identity() -> None:

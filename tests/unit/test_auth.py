@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import serialization
 from botcore.protocol import auth
 from botcore.protocol.activity import Activity
 from botcore.protocol.auth import AuthenticationError, KeysUnavailableError, authenticate
-from botcore.protocol.http import new_http_client
 from botcore.settings import ConfigurationError, Settings
 from devhost.identity import IdentityProvider, SigningKey
 
@@ -23,18 +22,11 @@ SERVICE_URL = "https://smba.trafficmanager.net/emea/"
 OWN_TENANT = "99999999-8888-7777-6666-555555555555"
 
 
-@pytest.fixture(scope="module")
-def idp():
-    with IdentityProvider() as provider:
-        yield provider
-
-
 @pytest.fixture(autouse=True)
 def fresh_key_cache(monkeypatch):
-    """Each test starts with no fetched keys and no verified tokens, on the real clock."""
+    """Each test starts with no fetched keys and no verified tokens."""
     monkeypatch.setattr(auth, "_key_sources", {})
     monkeypatch.setattr(auth, "_verified", {})
-    monkeypatch.setattr(auth, "clock", time.time)
 
 
 def settings_for(idp: IdentityProvider, **overrides) -> Settings:
@@ -47,9 +39,13 @@ def activity(channel_id: str = "msteams", service_url: str = SERVICE_URL) -> Act
                                "conversation": {"id": "a:1"}, "from": {"id": "29:u"}})
 
 
-async def check(idp, header, act=None, settings=None):
-    async with new_http_client(5.0) as http:
+@pytest.fixture
+def check(idp, http):
+    """authenticate() with the shared client, for this module's provider unless `settings` say otherwise."""
+    async def check(header, act=None, settings=None):
         return await authenticate(header, act or activity(), settings or settings_for(idp), http)
+
+    return check
 
 
 def b64(data: dict) -> str:
@@ -132,18 +128,18 @@ REJECTED = {
 
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
-async def test_hostile_or_broken_tokens_are_rejected(idp, case: str) -> None:
+async def test_hostile_or_broken_tokens_are_rejected(idp, check, case: str) -> None:
     header = REJECTED[case](idp)
     with pytest.raises(AuthenticationError) as info:
-        await check(idp, header)
+        await check(header)
     token = (header or "").partition(" ")[2]
     assert len(token) < 8 or token not in info.value.reason  # the reason never carries the token
 
 
-async def test_endorsement_mismatch_is_rejected(idp) -> None:
+async def test_endorsement_mismatch_is_rejected(idp, check) -> None:
     token = idp.mint_channel_token(APP_ID, SERVICE_URL)
     with pytest.raises(AuthenticationError, match="not endorsed"):
-        await check(idp, "Bearer " + token, activity(channel_id="skype"))
+        await check("Bearer " + token, activity(channel_id="skype"))
 
 
 ACCEPTED = {
@@ -160,26 +156,27 @@ ACCEPTED = {
 
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
-async def test_genuine_tokens_are_accepted(idp, case: str) -> None:
-    result = await check(idp, "Bearer " + ACCEPTED[case](idp))
+async def test_genuine_tokens_are_accepted(idp, check, case: str) -> None:
+    result = await check("Bearer " + ACCEPTED[case](idp))
     # Only a channel token vouches for the serviceUrl (its serviceurl claim); an Emulator token for none.
     assert (result.kind, result.trust) in (("channel", "token"), ("emulator", "emulator"))
 
 
-async def test_single_tenant_bot_accepts_emulator_tokens_of_its_own_tenant(idp) -> None:
+async def test_single_tenant_bot_accepts_emulator_tokens_of_its_own_tenant(idp, check) -> None:
     settings = settings_for(idp, tenant=OWN_TENANT, app_type="SingleTenant")
-    result = await check(idp, "Bearer " + idp.mint_emulator_token(APP_ID, tenant=OWN_TENANT), settings=settings)
+    result = await check("Bearer " + idp.mint_emulator_token(APP_ID, tenant=OWN_TENANT), settings=settings)
     assert result.kind == "emulator"
 
 
-async def test_us_gov_bot_accepts_gov_tokens_and_refuses_public_ones(idp) -> None:
+async def test_us_gov_bot_accepts_gov_tokens_and_refuses_public_ones(idp, check) -> None:
     gov = settings_for(idp, cloud="usgov")
-    assert (await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov"), settings=gov)).kind == "channel"
+    token = idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov")
+    assert (await check("Bearer " + token, settings=gov)).kind == "channel"
     with pytest.raises(AuthenticationError, match="not trusted"):
-        await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL), settings=gov)
+        await check("Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL), settings=gov)
 
 
-async def test_us_gov_bot_takes_gov_emulator_tokens_from_the_gov_metadata_and_refuses_public_ones(idp) -> None:
+async def test_us_gov_bot_takes_gov_emulator_tokens_from_the_gov_metadata_and_refuses_public_ones(idp, check) -> None:
     gov = Settings.from_env({"MicrosoftAppId": APP_ID, "ChannelService": "https://botframework.azure.us"})
     assert gov.emulator_openid_url == ("https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e"
                                        "/v2.0/.well-known/openid-configuration")
@@ -187,117 +184,115 @@ async def test_us_gov_bot_takes_gov_emulator_tokens_from_the_gov_metadata_and_re
     gov_tenant = "cab8a31a-1906-4287-a0d8-4eef66b95f6e"
     for version in ("1.0", "2.0"):
         token = idp.mint_emulator_token(APP_ID, version=version, tenant=gov_tenant, cloud="usgov")
-        assert (await check(idp, "Bearer " + token, settings=gov)).kind == "emulator"
+        assert (await check("Bearer " + token, settings=gov)).kind == "emulator"
     with pytest.raises(AuthenticationError, match="not trusted"):
-        await check(idp, "Bearer " + idp.mint_emulator_token(APP_ID, version="2.0"), settings=gov)
+        await check("Bearer " + idp.mint_emulator_token(APP_ID, version="2.0"), settings=gov)
 
 
-async def test_development_mode_accepts_unauthenticated_requests_only_without_app_id(idp) -> None:
+async def test_development_mode_accepts_unauthenticated_requests_only_without_app_id(check) -> None:
     dev = Settings.from_env({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"})
-    assert (await check(idp, None, settings=dev)).trust == "development"
+    assert (await check(None, settings=dev)).trust == "development"
     deployed = Settings.from_env({"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "MicrosoftAppId": APP_ID})
     with pytest.raises(AuthenticationError):
-        await check(idp, None, settings=deployed)
+        await check(None, settings=deployed)
 
 
-async def test_fifty_turns_cost_one_metadata_and_one_key_fetch(idp) -> None:
+async def test_fifty_turns_cost_one_metadata_and_one_key_fetch(idp, check) -> None:
     before = (idp.count("metadata:channel"), idp.count("jwks:channel"))
     tokens = [idp.mint_channel_token(APP_ID, SERVICE_URL) for _ in range(50)]
-    async with new_http_client(5.0) as http:
-        await asyncio.gather(*(authenticate("Bearer " + t, activity(), settings_for(idp), http) for t in tokens))
+    await asyncio.gather(*(check("Bearer " + t) for t in tokens))
     assert (idp.count("metadata:channel") - before[0], idp.count("jwks:channel") - before[1]) == (1, 1)
 
 
-async def test_rotated_key_is_fetched_once_and_unknown_kids_refetch_at_most_hourly(idp) -> None:
-    await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL))
+async def test_rotated_key_is_fetched_once_and_unknown_kids_refetch_at_most_hourly(idp, check, time_machine) -> None:
+    await check("Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL))
     jwks = idp.count("jwks:channel")
     new_key = idp.rotate_keys("channel")
-    await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=new_key))
+    await check("Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=new_key))
     assert idp.count("jwks:channel") == jwks + 1
     for _ in range(20):
         with pytest.raises(AuthenticationError):
-            await check(idp, "Bearer " + unpublished_kid(idp))
+            await check("Bearer " + unpublished_kid(idp))
     assert idp.count("jwks:channel") == jwks + 1, "refetch on unknown kid is rate limited"
     start = time.time()
-    auth.clock = lambda: start + 3601
+    time_machine.move_to(start + 3601)
     with pytest.raises(AuthenticationError):
-        await check(idp, "Bearer " + unpublished_kid(idp))
+        await check("Bearer " + unpublished_kid(idp))
     assert idp.count("jwks:channel") == jwks + 2
-    auth.clock = lambda: start + 26 * 3600
-    await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL))
+    time_machine.move_to(start + 26 * 3600)
+    await check("Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL))
     assert idp.count("jwks:channel") == jwks + 3, "keys are refreshed after 24 hours"
 
 
-async def test_keys_a_day_old_serve_while_the_metadata_is_unreachable_until_the_stale_limit() -> None:
+async def test_keys_a_day_old_serve_while_the_metadata_is_unreachable_until_the_stale_limit(check,
+                                                                                            time_machine) -> None:
     with IdentityProvider() as down_later:
         settings = settings_for(down_later)
-        await check(down_later, "Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
-        tokens = [down_later.mint_channel_token(APP_ID, SERVICE_URL) for _ in range(2)]
+        await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
     start = time.time()  # the provider is gone: every refresh from now on fails
-    auth.clock = lambda: start + 25 * 3600
-    assert (await check(None, "Bearer " + tokens[0], settings=settings)).kind == "channel"
-    auth.clock = lambda: start + 6 * 24 * 3600
+    time_machine.move_to(start + 25 * 3600)  # tokens signed with the day-old key still come
+    assert (await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)).kind \
+        == "channel"
+    time_machine.move_to(start + 6 * 24 * 3600)
     with pytest.raises(KeysUnavailableError):
-        await check(None, "Bearer " + tokens[1], settings=settings)
+        await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
 
 
-async def test_unreachable_metadata_is_a_distinct_error() -> None:
+async def test_unreachable_metadata_is_a_distinct_error(idp, check) -> None:
     settings = Settings.from_env({"MicrosoftAppId": APP_ID,
                                   "BotChannelOpenIdMetadataUrl": "http://127.0.0.1:9/nothing"})
-    with IdentityProvider() as other:
-        token = other.mint_channel_token(APP_ID, SERVICE_URL)
-    async with new_http_client(5.0) as http:
-        with pytest.raises(KeysUnavailableError):
-            await authenticate("Bearer " + token, activity(), settings, http)
+    with pytest.raises(KeysUnavailableError):
+        await check("Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
 
 
 async def test_a_verified_token_is_not_verified_again_but_still_checked_against_each_activity(
-        idp, monkeypatch) -> None:
+        idp, check, monkeypatch, time_machine) -> None:
     token = "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, lifetime=-auth.CLOCK_SKEW + 2)
-    await check(idp, token)
+    await check(token)
     decodes: list[int] = []
     real_decode = jwt.decode
     monkeypatch.setattr(jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
-    assert (await check(idp, token)).kind == "channel"
+    assert (await check(token)).kind == "channel"
     with pytest.raises(AuthenticationError, match="serviceurl"):
-        await check(idp, token, activity(service_url="https://elsewhere.example/"))
+        await check(token, activity(service_url="https://elsewhere.example/"))
     with pytest.raises(AuthenticationError, match="endorsed"):
-        await check(idp, token, activity(channel_id="not-endorsed"))
+        await check(token, activity(channel_id="not-endorsed"))
     assert decodes == []  # the signature and claims were verified once
-    await asyncio.sleep(2.5)
+    time_machine.move_to(time.time() + 2.5)
     with pytest.raises(AuthenticationError, match="Expired"):
-        await check(idp, token)  # the cache does not outlive the token
+        await check(token)  # the cache does not outlive the token
 
 
-async def test_a_cached_token_is_refused_once_its_signing_key_is_withdrawn() -> None:
-    with IdentityProvider() as idp:
-        old = idp.keys["channel"][0]
-        cached = "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL)
-        assert (await check(idp, cached)).kind == "channel"
-        new = idp.rotate_keys("channel")
-        idp.keys["channel"].remove(old)  # the provider withdraws the key
-        await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=new))  # unknown kid: refetched
+async def test_a_cached_token_is_refused_once_its_signing_key_is_withdrawn(check) -> None:
+    with IdentityProvider() as own:  # a provider of its own: its keys change
+        settings = settings_for(own)
+        old = own.keys["channel"][0]
+        cached = "Bearer " + own.mint_channel_token(APP_ID, SERVICE_URL)
+        assert (await check(cached, settings=settings)).kind == "channel"
+        new = own.rotate_keys("channel")
+        own.keys["channel"].remove(old)  # the provider withdraws the key
+        await check("Bearer " + own.mint_channel_token(APP_ID, SERVICE_URL, key=new), settings=settings)  # refetched
         with pytest.raises(AuthenticationError, match="not published"):
-            await check(idp, "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=old))
+            await check("Bearer " + own.mint_channel_token(APP_ID, SERVICE_URL, key=old), settings=settings)
         with pytest.raises(AuthenticationError, match="not published"):
-            await check(idp, cached)  # replayed from the cache: refused alike
+            await check(cached, settings=settings)  # replayed from the cache: refused alike
 
 
-async def test_a_cached_token_is_verified_again_when_the_keys_are_refreshed() -> None:
-    with IdentityProvider() as idp:
-        kept, replaced = idp.keys["channel"][0], idp.rotate_keys("channel")
-        tokens = {key.kid: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, key=key, lifetime=30 * 3600)
+async def test_a_cached_token_is_verified_again_when_the_keys_are_refreshed(check, time_machine) -> None:
+    with IdentityProvider() as own:  # a provider of its own: its keys change
+        settings = settings_for(own)
+        kept, replaced = own.keys["channel"][0], own.rotate_keys("channel")
+        tokens = {key.kid: "Bearer " + own.mint_channel_token(APP_ID, SERVICE_URL, key=key, lifetime=30 * 3600)
                   for key in (kept, replaced)}
         for token in tokens.values():
-            await check(idp, token)
+            await check(token, settings=settings)
         impostor = SigningKey.generate(list(replaced.endorsements or []))
         impostor.kid = replaced.kid  # the kid now names other key material
-        idp.keys["channel"] = [kept, impostor]
-        start = time.time()
-        auth.clock = lambda: start + 25 * 3600  # the daily refresh is due
-        assert (await check(idp, tokens[kept.kid])).kind == "channel"
+        own.keys["channel"] = [kept, impostor]
+        time_machine.move_to(time.time() + 25 * 3600)  # the daily refresh is due
+        assert (await check(tokens[kept.kid], settings=settings)).kind == "channel"
         with pytest.raises(AuthenticationError, match="InvalidSignature"):
-            await check(idp, tokens[replaced.kid])
+            await check(tokens[replaced.kid], settings=settings)
 
 
 @pytest.mark.parametrize("value, cloud", [("", "public"), ("https://botframework.com", "public"),

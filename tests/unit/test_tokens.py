@@ -9,7 +9,6 @@ import pytest
 from aiohttp import web
 
 from botcore.protocol import tokens
-from botcore.protocol.http import new_http_client
 from botcore.settings import ConfigurationError, Settings
 from botcore.protocol.tokens import (ClientSecretTokenProvider, ManagedIdentityTokenProvider, TokenError,
                                      token_provider_for)
@@ -20,17 +19,10 @@ APP_ID = "app-1"
 TENANT = "99999999-8888-7777-6666-555555555555"
 
 
-@pytest.fixture
-def idp():
-    with IdentityProvider() as provider:
-        provider.add_client(APP_ID, "s3cret-value")
-        yield provider
-
-
-@pytest.fixture
-async def http():
-    async with new_http_client(5.0) as client:
-        yield client
+@pytest.fixture(autouse=True)
+def client(idp):
+    """The bot's app registration at the identity provider."""
+    idp.add_client(APP_ID, "s3cret-value")
 
 
 def secret_provider(idp, http, tenant="botframework.com", secret="s3cret-value"):
@@ -39,12 +31,12 @@ def secret_provider(idp, http, tenant="botframework.com", secret="s3cret-value")
 
 
 async def test_a_hundred_concurrent_callers_share_one_token_request(idp, http) -> None:
-    provider = secret_provider(idp, http)
+    provider, before = secret_provider(idp, http), idp.count("token")
     results = await asyncio.gather(*(provider.get_token() for _ in range(100)))
     assert len(set(results)) == 1 and idp.is_valid_access_token(results[0])
-    assert idp.count("token") == 1
+    assert idp.count("token") == before + 1
     await provider.get_token()
-    assert idp.count("token") == 1
+    assert idp.count("token") == before + 1
     request = idp.token_requests[-1]
     assert request["tenant"] == "botframework.com" and request["scope"] == "https://api.botframework.com/.default"
     assert request["grant_type"] == "client_credentials" and "client_secret" not in request
@@ -55,23 +47,23 @@ async def test_single_tenant_uses_its_tenant_in_the_token_url(idp, http) -> None
     assert idp.token_requests[-1]["tenant"] == TENANT
 
 
-async def test_token_is_refreshed_before_it_expires(http) -> None:
-    with IdentityProvider(token_lifetime=4) as idp:
+async def test_token_is_refreshed_before_it_expires(http, time_machine) -> None:
+    with IdentityProvider(token_lifetime=4) as idp:  # a lifetime shorter than the refresh margin
         idp.add_client(APP_ID, "s3cret-value")
         provider = secret_provider(idp, http)
         first = await provider.get_token()
         assert await provider.get_token() == first
-        await asyncio.sleep(2.1)  # past half of a 4 s lifetime
+        time_machine.move_to(time.time() + 2.1)  # past half of a 4 s lifetime
         assert await provider.get_token() != first
         assert idp.count("token") == 2
 
 
 async def test_forced_refresh_by_many_callers_fetches_once(idp, http) -> None:
-    provider = secret_provider(idp, http)
+    provider, before = secret_provider(idp, http), idp.count("token")
     stale = await provider.get_token()
     fresh = await asyncio.gather(*(provider.get_token(force_refresh=True, stale=stale) for _ in range(20)))
     assert len(set(fresh)) == 1 and fresh[0] != stale
-    assert idp.count("token") == 2
+    assert idp.count("token") == before + 2
 
 
 async def test_wrong_secret_is_a_token_error_without_the_secret(idp, http) -> None:
