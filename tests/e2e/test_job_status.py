@@ -9,7 +9,7 @@ import sys
 import uuid
 
 from botcore.jobs import Target, new_job
-from tests.botstack import BotStack, status_of, tenant, wait_until
+from tests.botstack import BotStack, status_of, wait_until
 from tests.hostproc import REPO
 
 
@@ -20,8 +20,8 @@ def _cli_status(bot: BotStack, job_id: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_every_kind_of_job_answers_its_status_by_id(bot: BotStack) -> None:
-    group = tenant()
+def test_every_kind_of_job_answers_its_status_by_id(bot: BotStack, tenant: str) -> None:
+    group = tenant
     cids = bot.seed(2, tenant_id=group)
     notify = bot.api("POST", "notify", {"text": "one", "target": {"conversation": bot.key(cids[0])}}).json()["id"]
     status_of(bot, notify, kind="notify", state="done", sent=1)
