@@ -12,6 +12,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -83,6 +84,21 @@ def test_unreachable_storage_is_one_line_with_a_hint(args: list[str]) -> None:
     assert line.startswith("error: storage is unavailable (") and line.endswith(
         f"BotStorage points at {tables}/devstoreaccount1 and {queues}/devstoreaccount1: is it running? "
         "(scripts/run starts Azurite and prints the BotStorage to export)")
+
+
+def test_the_python_example_with_unreachable_storage_fails_in_seconds_in_one_line() -> None:
+    from devhost.azurite import connection_string
+
+    queues = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "BotStorage": connection_string(queues, f"http://127.0.0.1:{free_port()}")}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py"), "29:someone", "hello"],
+                            cwd=str(REPO), env=env, text=True, capture_output=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == "" and time.monotonic() - started < 8
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: storage is unavailable (") and "Connection refused" in line and line.endswith(
+        f"the jobs queue is {queues}/devstoreaccount1/bot-jobs: is scripts/run running? (on other ports, export the "
+        "BotStorage it prints)")
 
 
 def test_status_knows_a_job_the_moment_notify_or_survey_prints_its_id(tmp_path: Path) -> None:
