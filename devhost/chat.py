@@ -51,17 +51,15 @@ class Team:
     """A Teams team the chat's channel plays: its id (the same for the same name, so that a later chat finds the
     conversations the bot stored for it), its tenant, and its members as the roster lists them."""
 
-    def __init__(self, name: str, members: int) -> None:
-        self.name = name
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size = name, size
         self.id = f"19:{hashlib.sha256(name.encode()).hexdigest()[:32]}@thread.tacv2"
         self.tenant_id = TEAM_TENANT
-        self.size = members
-        self.members: list[dict[str, Any]] = []
+        self.names: dict[str, str] = {}  # member id -> name, once the roster is served
 
     def member(self, account: Any) -> str | None:
         """The name of the member an activity is addressed to, if it is one of the team's."""
-        member_id = account.get("id") if isinstance(account, dict) else None
-        return next((m["name"] for m in self.members if m["id"] == member_id), None)
+        return self.names.get(account.get("id")) if isinstance(account, dict) else None
 
 
 class TerminalChat:
@@ -160,8 +158,9 @@ class TerminalChat:
         """Teams' conversationUpdate for the bot added to a team, in the team's channel, by its first member; the
         channel then serves the team's roster."""
         assert self.channel is not None
-        team.members = self.channel.set_roster(team.id, team.size, team.tenant_id)
-        installer = {k: team.members[0][k] for k in ("id", "name", "aadObjectId")}
+        roster = self.channel.set_roster(team.id, team.size, team.tenant_id)
+        team.names = {m["id"]: m["name"] for m in roster}
+        installer = {k: roster[0][k] for k in ("id", "name", "aadObjectId")}
         installed = self.post(self.activity(
             "conversationUpdate", channelId=TEAMS_CHANNEL, membersAdded=[{"id": BOT_ID}],
             conversation={"id": team.id, "tenantId": team.tenant_id, "conversationType": "channel", "isGroup": True},
@@ -170,7 +169,8 @@ class TerminalChat:
             **{"from": installer}))
         if not installed:
             return
-        names = ", ".join(m["name"] for m in team.members)
+        listed = list(team.names.values())
+        names = ", ".join(listed) if len(listed) <= 5 else f"{listed[0]} to {listed[-1]}"
         self.say(f"-- the bot is installed in team {team.name} ({team.id}, tenant {team.tenant_id}), whose "
                  f"{team.size} members are {names}; to send each a message in their one-to-one chat:")
         self.say(f"--   POST /api/notify with \"target\": {json.dumps({'team': team.id})}")
