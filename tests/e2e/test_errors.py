@@ -14,8 +14,13 @@ import pytest
 from tests.botstack import BotStack
 
 
+def _nobody() -> dict:
+    """A target that matches no conversation: a job accepted here sends nothing into other tests' conversations."""
+    return {"userId": f"nobody-{uuid.uuid4().hex}"}
+
+
 def _notify(bot: BotStack, **kwargs) -> httpx.Response:
-    return bot.api("POST", "notify", {"text": "x", "target": {"everyone": True}}, **kwargs)
+    return bot.api("POST", "notify", {"text": "x", "target": _nobody()}, **kwargs)
 
 
 def _raw(bot: BotStack, method: str, path: str, content: bytes = b"", **headers: str) -> httpx.Response:
@@ -23,9 +28,9 @@ def _raw(bot: BotStack, method: str, path: str, content: bytes = b"", **headers:
 
 
 def _conflict(bot: BotStack) -> httpx.Response:
-    job_id = uuid.uuid4().hex
-    assert bot.api("POST", "notify", {"id": job_id, "text": "first", "target": {"everyone": True}}).status_code == 202
-    return bot.api("POST", "notify", {"id": job_id, "text": "second", "target": {"everyone": True}})
+    job_id, target = uuid.uuid4().hex, _nobody()
+    assert bot.api("POST", "notify", {"id": job_id, "text": "first", "target": target}).status_code == 202
+    return bot.api("POST", "notify", {"id": job_id, "text": "second", "target": target})
 
 
 CASES: dict[str, tuple[Callable[[BotStack], httpx.Response], int, str]] = {
