@@ -4,7 +4,12 @@
     python -m botcore notify --text "..." (--conversation KEY | --user ID | --channel C | --tenant T | --team ID
                                            | --everyone)
     python -m botcore survey (--conversation KEY | --user ID)
-    python -m botcore status JOB_ID
+    python -m botcore status JOB_ID [--follow]
+
+`notify` and `survey` open each job's record in the delivery ledger before they queue it, as POST
+/api/notify does, so `status` knows a job from the moment its id is printed. `status --follow` reads the
+status every second until the job ends: on a terminal as a progress bar (tqdm, from requirements-dev.txt),
+on a pipe as one JSON line per change; it exits 1 if the job failed.
 
 The storage connection comes from the environment (BotStorage, else AzureWebJobsStorage),
 as in the function app.
@@ -16,10 +21,10 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from .delivery.ledger import DeliveryLedger
-from .errors import UnavailableError
+from .errors import ConflictError, UnavailableError
 from .jobs import Job, JobError, Target, check_job_id, new_job, parse_job
 from .settings import JOBS_QUEUE, ConfigurationError, get_settings
 from .state.conversations import ConversationStore
@@ -48,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--conversation")
     one.add_argument("--user")
 
-    status = sub.add_parser("status", help="a notification job's delivery counts")
+    status = sub.add_parser("status", help="a job's state and delivery counts")
     status.add_argument("job")
+    status.add_argument("--follow", action="store_true",
+                        help="until the job ends: a progress bar on a terminal, a JSON line per change on a pipe")
     return parser
 
 
@@ -85,9 +92,12 @@ async def _refs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _enqueue(jobs: list[Job], out: TextIO) -> int:
-    queue = get_queue(JOBS_QUEUE)
+    ledger, queue = DeliveryLedger(), get_queue(JOBS_QUEUE)
     for job in jobs:
-        await queue.send(job.to_json())
+        # The header first, as POST /api/notify does: `status` then knows the id the moment it is printed.
+        header = await ledger.open_job(job)
+        if not header.fanned_out:  # the same job again (--id) whose fan-out ended has nothing left to queue
+            await queue.send(job.to_json())
         out.write(json.dumps({"queued": job.kind, "id": job.id, "target": job.target.to_dict()}) + "\n")
     return 0
 
@@ -110,13 +120,84 @@ async def _survey(args: argparse.Namespace, out: TextIO) -> int:
     return await _enqueue([new_job("beginDialog", Target(conversation=k), dialog="survey") for k in keys], out)
 
 
+FOLLOW_INTERVAL = 1.0  # seconds between two reads of a followed status: each reads the job's ledger partition
+END_STATES = frozenset({"done", "deleted", "failed", "superseded"})  # a revision job ends superseded, or done
+
+
 async def _status(args: argparse.Namespace, out: TextIO) -> int:
-    status = await DeliveryLedger().status(check_job_id(args.job))
+    job_id = check_job_id(args.job)
+    progress_bar = None
+    if args.follow and out.isatty():
+        try:
+            from tqdm import tqdm as progress_bar  # operator tooling, not the app's: requirements-dev.txt has it
+        except ImportError:
+            sys.stderr.write("error: --follow draws its progress bar with tqdm, which is not installed: "
+                             "pip install -r requirements-dev.txt (or pipe the output for JSON lines)\n")
+            return 2
+    ledger = DeliveryLedger()
+    status = await ledger.status(job_id)
     if status is None:
         out.write(f"no notification job {args.job!r} (it may still be queued)\n")
         return 1
-    out.write(json.dumps(status.to_dict()) + "\n")
-    return 0
+    if not args.follow:
+        out.write(json.dumps(status.to_dict()) + "\n")
+        return 0
+    return await _follow(ledger, job_id, status.to_dict(), out, progress_bar)
+
+
+async def _follow(ledger: DeliveryLedger, job_id: str, status: dict, out: TextIO, progress_bar: Any) -> int:
+    """Read the status until the job ends: redraw the bar after each read when there is one, else write each
+    change as a JSON line. The end state's full status is the last line either way."""
+    shown: dict | None = None
+    progress = None
+    if progress_bar is not None:  # what was settled before is its start: the rate counts what settles meanwhile
+        (settled, total), (desc, counts) = _progress(status), _labels(status)
+        progress = progress_bar(total=total, initial=settled, desc=desc, postfix=counts, unit="msg", file=out,
+                                dynamic_ncols=True)
+    try:
+        while True:
+            if progress is not None:
+                _draw(progress, status)  # every read: the rate and the time left move even when the counts do not
+            elif status != shown:
+                out.write(json.dumps(status) + "\n")
+                out.flush()
+                shown = status
+            if status["state"] in END_STATES:
+                break
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            latest = await ledger.status(job_id)
+            assert latest is not None  # a job's header is never deleted
+            status = latest.to_dict()
+    finally:
+        if progress is not None:
+            progress.close()
+    if progress is not None:
+        out.write(json.dumps(status) + "\n")
+    return 1 if status["state"] == "failed" else 0
+
+
+def _progress(status: dict) -> tuple[int, int]:
+    """(messages settled, messages in all): a notification counts its targets; a revision job, the messages it
+    revises."""
+    pending = status.get("pending", 0)
+    total = status.get("targets", sum(status.get(k, 0) for k in ("updated", "deleted", "failed")) + pending)
+    return total - pending, total
+
+
+def _labels(status: dict) -> tuple[str, str]:
+    """What the bar says beside it: the job and its state, and its counts."""
+    counts = ", ".join(f"{k}={status[k]}" for k in ("sent", "updated", "deleted", "failed", "pending") if k in status)
+    return f"{status['id']} {status['state']}", counts
+
+
+def _draw(progress: Any, status: dict) -> None:
+    """The bar (with tqdm's rate and time left), the state, and the counts."""
+    settled, progress.total = _progress(status)
+    desc, counts = _labels(status)
+    progress.set_description(desc, refresh=False)
+    progress.set_postfix_str(counts, refresh=False)
+    progress.update(settled - progress.n)  # what tqdm reckons the rate and the time left from
+    progress.refresh()
 
 
 COMMANDS = {"refs": _refs, "notify": _notify, "survey": _survey, "status": _status}
@@ -133,7 +214,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
     try:
         return asyncio.run(run())
-    except (ConfigurationError, JobError) as exc:
+    except (ConfigurationError, JobError, ConflictError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except UnavailableError as exc:

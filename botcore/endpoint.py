@@ -13,7 +13,7 @@ from .app import bot_for
 from .protocol.activity import Activity
 from .protocol.auth import AuthenticationError, authenticate
 from .request import header, read_json
-from .responses import Response, http_edge
+from .responses import Response, error_response, http_edge
 from .settings import Settings, get_settings
 from .state.turns import on_activity
 
@@ -27,4 +27,7 @@ async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Set
         raise AuthenticationError("no Authorization header")
     activity = Activity.from_dict(read_json(headers, body, settings))
     auth = await authenticate(auth_header, activity, settings)
-    return Response(await on_activity(bot_for(settings).turns, activity, auth))
+    status = await on_activity(bot_for(settings).turns, activity, auth)
+    if status == 501:  # an invoke: the answer says so in the one error body, as every other error does
+        return error_response(501, "NotImplemented", "the bot implements no invoke activities")
+    return Response(status)

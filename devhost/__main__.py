@@ -15,6 +15,7 @@ from devhost import DEFAULT_AZURITE_PORT, DEFAULT_PORT, logs
 
 log = logging.getLogger("devhost")
 CHAT_PORT = 3979
+TEAM_MEMBERS = 3
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -61,6 +62,12 @@ def port_number(text: str, *, more: int = 0) -> int:
     return int(text)
 
 
+def team_size(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 25_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a team size (1-25000)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--app-dir", default=".", help="folder holding function_app.py and host.json")
@@ -88,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
                       help=f"port of the channel, the conversations' serviceUrl (default {CHAT_PORT}): kept across "
                            "chats so that messages to earlier ones arrive here; when another chat has it, any free "
                            "port (0: any free port)")
+    chat.add_argument("--team", metavar="NAME", help="also play Teams for a team of that name: install the bot in it, "
+                                                    "and show what the bot sends its members")
+    chat.add_argument("--members", metavar="N", type=team_size,
+                      help=f"how many members the team has (default {TEAM_MEMBERS}; Teams' largest team has 25,000)")
     args = parser.parse_args(argv)
+    if args.command == "chat":
+        if args.members is not None and not args.team:
+            chat.error("--members goes with --team")
+        args.members = args.members or TEAM_MEMBERS
     # The chat's terminal is the conversation: only warnings there, no HTTP client's request lines.
     logs.configure(logging.WARNING if args.command == "chat" else logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)

@@ -11,12 +11,20 @@ The channel keeps one port (3979 unless `--port` says otherwise) across chats, s
 that messages to an earlier chat's conversation reach the chat running now. A second
 chat at the same time takes any free port instead, and says so: its messages reach it
 while it runs. (Sharing the port would need the first chat to route for the second.)
+
+With `--team NAME --members N` the channel also plays Microsoft Teams for a team of N
+members: it posts the conversationUpdate that installs the bot in the team (on the
+msteams channel, where the bot reads tenant and team ids), serves the team's roster and
+the members' one-to-one conversations the bot creates, and shows what the bot sends each
+member, named. Like the chat's own conversation, the team's is unauthenticated: the bot
+accepts it only in Development, and calls its serviceUrl with no token.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import json
 import shlex
 import sys
@@ -28,6 +36,7 @@ from typing import Any, Iterable, TextIO
 import httpx
 
 from botcore.keys import conversation_key
+from botcore.protocol.activity import TEAMS_CHANNEL  # the channel whose tenant and team ids the bot reads
 
 from . import python_command
 from .channel import FakeConnector, Received
@@ -35,12 +44,28 @@ from .channel import FakeConnector, Received
 CHANNEL_ID = "emulator"
 BOT_ID = "bot"
 QUIT = {"/quit", "/exit"}
+TEAM_TENANT = "local-tenant"
+
+
+class Team:
+    """A Teams team the chat's channel plays: its id (the same for the same name, so that a later chat finds the
+    conversations the bot stored for it), its tenant, and its members as the roster lists them."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size = name, size
+        self.id = f"19:{hashlib.sha256(name.encode()).hexdigest()[:32]}@thread.tacv2"
+        self.tenant_id = TEAM_TENANT
+        self.names: dict[str, str] = {}  # member id -> name, once the roster is served
+
+    def member(self, account: Any) -> str | None:
+        """The name of the member an activity is addressed to, if it is one of the team's."""
+        return self.names.get(account.get("id")) if isinstance(account, dict) else None
 
 
 class TerminalChat:
     def __init__(self, bot_url: str, user_name: str, *, conversation_id: str | None = None,
-                 port: int = 0, out: TextIO = sys.stdout) -> None:
-        self.bot_url, self.port, self.out = bot_url, port, out
+                 port: int = 0, team: Team | None = None, out: TextIO = sys.stdout) -> None:
+        self.bot_url, self.port, self.team, self.out = bot_url, port, team, out
         self.user = {"id": f"user-{user_name}", "name": user_name}
         self.conversation_id = conversation_id or f"chat-{uuid.uuid4().hex[:12]}"
         self.channel: FakeConnector | None = None
@@ -64,6 +89,11 @@ class TerminalChat:
         # Messages for an earlier chat's conversation (a notification to everyone) come here too.
         elsewhere = None if received.conversation_id == self.conversation_id else \
             f"conversation {received.conversation_id}"
+        if self.team is not None and isinstance(received.body, dict):
+            if received.conversation_id == self.team.id:
+                elsewhere = f"team {self.team.name}'s channel"
+            elif (member := self.team.member(received.body.get("recipient"))) is not None:
+                elsewhere = f"to {member} of team {self.team.name}, one-to-one"
         if received.operation == "delete":
             old = self._shown.pop(received.activity_id or "", None)
             self.say(f"-- the bot deleted {_quoted(old) if old else 'a message'}"
@@ -124,12 +154,36 @@ class TerminalChat:
         self.say(f"--   {python_command()} -m botcore notify --conversation {shlex.quote(key)} --text hello"
                  f"  (or --user {shlex.quote(user_id)})")
 
+    def _install_in_team(self, team: Team) -> None:
+        """Teams' conversationUpdate for the bot added to a team, in the team's channel, by its first member; the
+        channel then serves the team's roster."""
+        assert self.channel is not None
+        roster = self.channel.set_roster(team.id, team.size, team.tenant_id)
+        team.names = {m["id"]: m["name"] for m in roster}
+        installer = {k: roster[0][k] for k in ("id", "name", "aadObjectId")}
+        installed = self.post(self.activity(
+            "conversationUpdate", channelId=TEAMS_CHANNEL, membersAdded=[{"id": BOT_ID}],
+            conversation={"id": team.id, "tenantId": team.tenant_id, "conversationType": "channel", "isGroup": True},
+            channelData={"team": {"id": team.id, "name": team.name}, "tenant": {"id": team.tenant_id},
+                         "eventType": "teamMemberAdded"},
+            **{"from": installer}))
+        if not installed:
+            return
+        listed = list(team.names.values())
+        names = ", ".join(listed) if len(listed) <= 5 else f"{listed[0]} to {listed[-1]}"
+        self.say(f"-- the bot is installed in team {team.name} ({team.id}, tenant {team.tenant_id}), whose "
+                 f"{team.size} members are {names}; to send each a message in their one-to-one chat:")
+        self.say(f"--   POST /api/notify with \"target\": {json.dumps({'team': team.id})}")
+        self.say(f"--   {python_command()} -m botcore notify --team {shlex.quote(team.id)} --text hello")
+
     def run(self, lines: Iterable[str]) -> None:
         self.channel = self._open_channel()
         try:
             self._banner()
             members = [self.user, {"id": BOT_ID, "name": "bot"}]
             self.post(self.activity("conversationUpdate", membersAdded=members))
+            if self.team is not None:
+                self._install_in_team(self.team)
             for line in lines:
                 text = line.rstrip("\n")
                 if text.strip() in QUIT:
@@ -146,7 +200,8 @@ def _quoted(text: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    chat = TerminalChat(args.bot, args.user, conversation_id=args.conversation, port=args.port)
+    team = Team(args.team, args.members) if args.team else None
+    chat = TerminalChat(args.bot, args.user, conversation_id=args.conversation, port=args.port, team=team)
     try:
         chat.run(sys.stdin)
     except KeyboardInterrupt:

@@ -21,7 +21,8 @@ than the HTTP return value are not implemented; a running invocation's message
 is hidden for 30 seconds (or LocalQueueLeaseSeconds) and the lease renewed while
 it runs (the Functions host uses longer leases, so a killed host's messages
 reappear sooner here); on shutdown, running invocations get 30 seconds to finish
-and received-but-unstarted messages are released at once.
+and received-but-unstarted messages are released at once; the host's own error answers
+carry the app's JSON error body (botcore.responses), where the Functions host answers in its own form.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from botcore.responses import error_response
+
 from .app_loader import FunctionInfo
 from .triggers import HttpAnswer, http_request
 
@@ -62,8 +64,15 @@ def build_routes(functions: list[FunctionInfo]) -> list[HttpRoute]:
     return routes
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The host's own answers carry the app's error body, so that a client reads every error one way."""
+    answer = error_response(status, code, message, headers)
+    return web.Response(status=status, body=answer.json_bytes(), content_type="application/json",
+                        headers=answer.headers)
+
+
+def _too_large(limit: int) -> web.Response:
+    return _error(413, "PayloadTooLarge", f"request body larger than {limit} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)")
 
 
 class HttpTriggers:
@@ -87,29 +96,32 @@ class HttpTriggers:
         path = request.path
         if self.prefix:
             if not (path == self.prefix or path.startswith(self.prefix + "/")):
-                return _json_error(404, "no function at this path")
+                return _error(404, "NotFound", "no function at this path")
             path = path[len(self.prefix):]
         path = path.strip("/")
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
         if not matched:
-            return _json_error(404, "no function at this path")
+            return _error(404, "NotFound", "no function at this path")
         allowed = [(r, m) for r, m in matched if r.methods is None or request.method in r.methods]
         if not allowed:
-            return _json_error(405, f"method {request.method} is not allowed here")
+            methods = ", ".join(sorted(set().union(*(r.methods or () for r, _ in matched))))
+            return _error(405, "MethodNotAllowed", f"method {request.method} is not allowed here; this path takes "
+                          f"{methods}", {"Allow": methods})
         route, match = allowed[0]
         if not self._authorized(route, request):
-            return _json_error(401, "this function needs a key: ?code=<key> or the x-functions-key header")
+            return _error(401, "Unauthorized", "this function needs its key, as ?code=<key> or the x-functions-key "
+                          "header")
         if (request.content_length or 0) > self.max_body:  # refused before a byte of it is read
-            return _json_error(413, f"request body larger than {self.max_body} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)")
+            return _too_large(self.max_body)
         try:
             body = await request.read()  # a body without Content-Length: read up to the limit, no further
         except web.HTTPRequestEntityTooLarge:
-            return _json_error(413, f"request body larger than {self.max_body} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)")
+            return _too_large(self.max_body)
         trigger = http_request(request.method, str(request.url), request.headers.items(), request.query.items(),
                                {k: v for k, v in match.groupdict().items() if v is not None}, body)
         try:
             answer: HttpAnswer = await self.invoke(route.function, trigger, f"HTTP {request.method} {request.path}")
         except Exception:
-            return _json_error(500, "the function failed; see the host log")
+            return _error(500, "InternalError", "the function failed; see the host log")
         headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
         return web.Response(status=answer.status, body=answer.body, headers=headers)

@@ -233,4 +233,6 @@ output AZURE_BOT_NAME string = bot.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output AZURE_BOT_APP_ID string = isMsi ? identity.properties.clientId : singleTenantAppId
-output NOTIFY_KEY_COMMAND string = 'az functionapp function keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --function-name notify'
+// The host key opens every function-level route of the API (notify, notify/{id}, reminders); a function's own key, only
+// that function's (docs/deploy.md, "The API's key").
+output API_KEY_COMMAND string = 'az functionapp keys list --resource-group ${resourceGroup().name} --name ${functionApp.outputs.name} --query functionKeys.default --output tsv'

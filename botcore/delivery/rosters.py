@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..protocol.activity import TEAMS_CHANNEL, TRUST_TOKEN, ChannelAccount, ConversationAccount, ConversationReference
+from ..protocol.activity import TEAMS_CHANNEL, ChannelAccount, ConversationAccount, ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError
 from .plan import SentAtOnce, enqueue_paced, save_page
 from ..jobs import Job
@@ -138,7 +138,8 @@ async def _create_all(ctx: "DeliveryContext", pace: str, team: ConversationRefer
 
 async def _personal(ctx: "DeliveryContext", team: ConversationReference, member: ChannelAccount) -> "ConversationRecord":
     """Create (or, as Teams does for an existing one, get back) the member's conversation with the bot, and
-    store its reference. The Connector answers on the team's service URL, which a channel token vouched for."""
+    store its reference. The Connector answers on the team's service URL, so the conversation is trusted as the
+    team's is: vouched for by a channel token, or (in Development, unauthenticated) not at all."""
     tenant = team.tenant_id or ""
     created = await ctx.connector.create_conversation(team.endpoint, {
         "isGroup": False, "bot": team.bot.to_dict() if team.bot else None, "members": [{"id": member.id}],
@@ -148,6 +149,6 @@ async def _personal(ctx: "DeliveryContext", team: ConversationReference, member:
         conversation=ConversationAccount(id=created.id, is_group=False, conversation_type="personal",
                                          tenant_id=tenant),
         channel_id=team.channel_id, service_url=team.service_url, user=member, bot=team.bot,
-        locale=team.locale, service_url_trust=TRUST_TOKEN,
+        locale=team.locale, service_url_trust=team.service_url_trust,
     ).bounded()
     return await ctx.conversations.record_activity(reference)  # stored, or refreshed and active again

@@ -4,13 +4,16 @@ the conversation a person has with `python -m devhost chat`, survey included."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
 
 import httpx
 import pytest
+from azure.data.tables import TableClient
 
 from tests.botstack import BotStack, wait_until
 from tests.console import Console
@@ -38,6 +41,7 @@ def _dev_host(azurite, tmp):
            "LocalFunctionKey": KEY}
     BotStack._init_storage(env)
     host = HostProcess(REPO, env, tmp / "host.log")
+    host.storage_connection = azurite.connection_string  # type: ignore[attr-defined]
     try:
         yield host
     finally:
@@ -47,9 +51,9 @@ def _dev_host(azurite, tmp):
 class Terminal(Console):
     """The chat as a subprocess."""
 
-    def __init__(self, bot_url: str, user: str = "Ann", port: int = 0) -> None:
+    def __init__(self, bot_url: str, user: str = "Ann", port: int = 0, *options: str, **popen) -> None:
         super().__init__([sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", user,
-                          "--port", str(port)], cwd=str(REPO), stdin=subprocess.PIPE)
+                          "--port", str(port), *options], cwd=str(REPO), stdin=subprocess.PIPE, **popen)
 
     def type(self, text: str) -> None:
         assert self.process.stdin is not None
@@ -144,3 +148,43 @@ def test_a_second_chat_at_the_same_time_just_works(dev_host: HostProcess) -> Non
         first.process.kill()
         if second is not None:
             second.process.kill()
+
+
+def test_a_team_in_the_chat_gets_each_member_their_message_in_their_one_to_one_chat(dev_host: HostProcess) -> None:
+    """The chat installs the bot in a team of three; a notification to the team, sent as the banner says, arrives
+    in each member's one-to-one chat, which the bot created, with the member named. Everything on the team's
+    unauthenticated service URL is trusted as the chat's own conversation is: for Development only."""
+    name = f"Ops{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "BotStorage": dev_host.storage_connection}
+    terminal = Terminal(f"{dev_host.base_url}/api/messages", "Fay", 0, "--team", name, "--members", "3", env=env)
+    try:
+        installed = terminal.expect("-- the bot is installed in team")
+        team_id = re.fullmatch(rf"-- the bot is installed in team {name} \((19:\w+@thread\.tacv2), tenant "
+                               r"local-tenant\), whose 3 members are User 0, User 1, User 2; to send each a message "
+                               r"in their one-to-one chat:", installed).group(1)
+        api_line = terminal.expect("--   POST /api/notify")
+        assert api_line == f'--   POST /api/notify with "target": {{"team": "{team_id}"}}'
+        cli_line = terminal.expect("-m botcore notify --team")
+        assert cli_line.endswith(f" -m botcore notify --team {shlex.quote(team_id)} --text hello")
+
+        sent = api(dev_host, "POST", "notify", {"text": "Stand-up at 10", "target": {"team": team_id}})
+        assert sent.status_code == 202, sent.text
+        arrived = sorted(terminal.expect("> Stand-up at 10") for _ in range(3))
+        assert arrived == [f"bot (to User {i} of team {name}, one-to-one)> Stand-up at 10" for i in range(3)]
+        assert wait_until(lambda: api(dev_host, "GET", f"notify/{sent.json()['id']}").json() | {"created": None} == {
+            "id": sent.json()["id"], "kind": "notify", "created": None, "state": "done", "targets": 3, "sent": 3,
+            "skipped": 0, "failed": 0, "pending": 0}, timeout=15)
+
+        # The command the banner printed: the same members, in the one-to-one chats the bot stored.
+        command = cli_line.removeprefix("--   ").replace(" --text hello", "")
+        subprocess.run([*shlex.split(command), "--text", "Retro at 4"], cwd=str(REPO), env=env, check=True,
+                       timeout=60, capture_output=True)
+        again = sorted(terminal.expect("> Retro at 4") for _ in range(3))
+        assert again == [f"bot (to User {i} of team {name}, one-to-one)> Retro at 4" for i in range(3)]
+        assert terminal.close() == 0
+    finally:
+        terminal.process.kill()
+    stored = TableClient.from_connection_string(dev_host.storage_connection, "botconversations").query_entities(
+        "tenantId eq 'local-tenant'")  # this module's storage: the team's conversations only
+    trust = {e["conversationId"]: e["serviceUrlTrust"] for e in stored}
+    assert len(trust) == 4 and team_id in trust and set(trust.values()) == {"development"}, trust

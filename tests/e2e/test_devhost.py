@@ -93,7 +93,9 @@ def test_function_key_routes_need_the_key(hosted) -> None:
 
 def test_a_failing_function_is_a_500_and_the_host_carries_on(hosted) -> None:
     host = hosted[0]
-    assert httpx.get(f"{host.base_url}/api/boom").status_code == 500
+    failed = httpx.get(f"{host.base_url}/api/boom")
+    assert failed.status_code == 500
+    assert failed.json() == {"error": {"code": "InternalError", "message": "the function failed; see the host log"}}
     assert httpx.get(f"{host.base_url}/api/items/1").status_code == 200
     assert "deliberate failure" in host.log()
 

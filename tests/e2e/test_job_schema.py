@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from botcore.jobs import JobError, parse_job
-from tests.botstack import BotStack
+from tests.botstack import BotStack, wait_until
 from tests.hostproc import REPO
 
 SCHEMA = json.loads((REPO / "schemas" / "job.schema.json").read_text())
@@ -101,17 +101,25 @@ def test_the_cli_example_sends_a_valid_job(tmp_path: Path) -> None:
     assert parse_job(json.dumps(job)).target.everyone and job["text"] == "Maintenance at 18:00"
 
 
-def test_the_python_example_notifies_a_user_through_the_running_bot(bot: BotStack) -> None:
+def test_the_python_example_notifies_a_user_and_prints_how_to_follow_the_job(bot: BotStack) -> None:
     user = "29:example-user"
     [cid] = bot.seed(1, user_id=user, tenant_id="example-tenant")
     env = {**os.environ, "BotStorage": bot.storage_connection}
-    subprocess.run([sys.executable, str(REPO / "examples" / "notify.py"), user, "Your report is ready"],
-                   env=env, check=True, timeout=60)
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py"), user, "Your report is ready"],
+                          env=env, check=True, timeout=60, capture_output=True, text=True, cwd=str(REPO))
     assert bot.wait_texts(cid, 1) == ["Your report is ready"]
+    queued, status = done.stdout.splitlines()
+    job_id = queued.removeprefix("queued notification ").removesuffix(f" to {user}")
+    assert status == f"its status, once the bot has taken it: {os.path.relpath(sys.executable, REPO)} -m botcore status " \
+        f"{job_id}"  # the Python that ran it, as typed in the repository
+    command = status.split(": ", 1)[1]
+    assert wait_until(lambda: '"state": "done"' in subprocess.run(
+        command.split(), env=env, cwd=str(REPO), capture_output=True, text=True, timeout=60).stdout, timeout=15)
 
 
 def test_the_python_example_explains_itself_without_arguments() -> None:
     done = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py")], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1 and done.stderr.startswith("usage:") and "<user id> <text>" in done.stderr
+    assert "(the chat, python -m devhost chat, prints yours)" in done.stderr
     assert "Traceback" not in done.stderr

@@ -1309,19 +1309,45 @@ def test_outputs_hold_no_secrets(path: Path):
 def test_outputs_a_user_needs_next():
     outputs = parse(MAIN)["outputs"]
     for name in ("AZURE_FUNCTION_APP_NAME", "SERVICE_BOT_BASE_URL", "AZURE_BOT_MESSAGING_ENDPOINT", "AZURE_BOT_NAME",
-                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_MANAGED_IDENTITY_CLIENT_ID", "AZURE_BOT_APP_ID"):
+                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_MANAGED_IDENTITY_CLIENT_ID", "AZURE_BOT_APP_ID",
+                 "API_KEY_COMMAND"):
         assert name in outputs, f"main.bicep should output {name}"
-    command = outputs["NOTIFY_KEY_COMMAND"]["value"]
-    assert command.startswith("az functionapp function keys list ") and "--function-name notify" in command
-    notify = [
-        node for node in ast.parse((ROOT / "function_app.py").read_text()).body
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "notify"
-    ]
-    assert notify, "NOTIFY_KEY_COMMAND names a function `notify` that function_app.py does not define"
-    for deco in notify[0].decorator_list:
-        if isinstance(deco, ast.Call):
-            auth = {k.arg: k.value for k in deco.keywords}.get("auth_level")
-            assert not (isinstance(auth, ast.Attribute) and auth.attr == "ANONYMOUS"), "notify is anonymous: no key to list"
+
+
+def _keyed_functions() -> dict[str, str]:
+    """function_app.py's HTTP functions that need a key (all but the anonymous ones), with their routes."""
+    keyed = {}
+    for node in ast.parse((ROOT / "function_app.py").read_text()).body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for deco in node.decorator_list:
+            if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "route":
+                options = {k.arg: k.value for k in deco.keywords}
+                auth = options.get("auth_level")
+                if not (isinstance(auth, ast.Attribute) and auth.attr == "ANONYMOUS"):
+                    keyed[node.name] = ast.literal_eval(options["route"])
+    return keyed
+
+
+def test_the_api_key_command_prints_the_host_key_that_opens_every_keyed_function():
+    """Function keys are per function in Azure; the host key opens every function-level route. The output prints
+    that one, as docs/deploy.md shows it, and the docs name each function that has a key of its own."""
+    assert _keyed_functions() == {"notify": "notify", "notify_job": "notify/{id}", "reminders": "reminders"}
+    app_level = re.search(r"http_auth_level=func\.AuthLevel\.(\w+)", (ROOT / "function_app.py").read_text())
+    assert app_level and app_level.group(1) == "FUNCTION", "the host key opens function-level routes, not admin ones"
+    command = parse(MAIN)["outputs"]["API_KEY_COMMAND"]["value"]
+    assert command == ("az functionapp keys list --resource-group ${resourceGroup().name} --name "
+                       "${functionApp.outputs.name} --query functionKeys.default --output tsv")
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    section = deploy.split("## The API's key", 1)[1].split("\n## ", 1)[0]
+    documented = command.replace("${resourceGroup().name}", "rg-mybot").replace("${functionApp.outputs.name}",
+                                                                                "<AZURE_FUNCTION_APP_NAME>")
+    assert documented in section
+    assert "az functionapp function keys list --resource-group rg-mybot --name <AZURE_FUNCTION_APP_NAME> " \
+           "--function-name notify --query default --output tsv" in section
+    for name, route in _keyed_functions().items():
+        assert f"`{name}` (" in section and f"/api/{route}" in section, name
+    assert 'eval "$(azd env get-value API_KEY_COMMAND)"' in section and "azd env get-values" in section
 
 
 # ---------------------------------------------------------------------------
