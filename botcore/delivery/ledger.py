@@ -82,7 +82,7 @@ class Status(StrEnum):
 FINAL = frozenset({Status.SENT, Status.GONE, Status.FAILED, Status.CANCELLED})
 REVISION_FINAL = frozenset({Status.UPDATED, Status.DELETED, Status.GONE, Status.FAILED})
 REVISABLE_KINDS = ("notify", "broadcast", "reminder")
-ONE_CONVERSATION_KINDS = ("beginDialog", "replies")  # their header says one target from the start
+ONE_CONVERSATION_KINDS = ("beginDialog", "replies")  # one target, which no fan-out counts
 REVISION_KINDS = ("update", "delete")
 ERROR_CHARS = 200
 WRITE_ATTEMPTS = 16  # ETag races on one row: each loser reads again
@@ -284,6 +284,10 @@ class JobStatus:
     revision: RevisionCounts | None = None
     warning: str = ""
 
+    def __post_init__(self) -> None:
+        if self.kind in ONE_CONVERSATION_KINDS:
+            self.fanned_out, self.targets = True, 1
+
     @property
     def pending(self) -> int:
         return max(0, self.targets - sum(self.counts.get(s, 0) for s in FINAL))
@@ -361,12 +365,11 @@ class DeliveryLedger(TableStore):
     async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
         """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
         when it asks for the same work (the same request, for an HTTP one), else IdConflictError."""
-        one = job.kind in ONE_CONVERSATION_KINDS
         header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest,
-                           due=job.due, fanned_out=one, targets=int(one))
+                           due=job.due)
         entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": header.kind,
                   "created": job.created, "digest": header.digest, "requestDigest": request_digest,
-                  "due": job.due or "", "fannedOut": one, "targets": int(one),
+                  "due": job.due or "", "fannedOut": False, "targets": 0,
                   **split_json("job", json.loads(job.to_json()))}
         try:
             header.etag = await self.table.insert(entity)
