@@ -46,8 +46,11 @@ async def notify_job(req: func.HttpRequest, context: func.Context) -> func.HttpR
     """A notification job: its delivery counts; update or delete the messages it sent."""
     from botcore.api import handle_job
 
-    return _http_response(await handle_job(req.method, req.route_params.get("id", ""), req.headers,
-                                           req.get_body(), invocation_id=context.invocation_id))
+    return _http_response(
+        await handle_job(
+            req.method, req.route_params.get("id", ""), req.headers, req.get_body(), invocation_id=context.invocation_id
+        )
+    )
 
 
 @app.route(route="reminders", methods=["POST"])

@@ -34,16 +34,19 @@ def _load_note(elapsed: float, busy: float, own: float) -> str:
     if elapsed < 1.0:  # too short for CPU shares to mean anything (process exits land in it whole)
         return f"This benchmark took {elapsed * 1000:.0f} ms."
     others = max(0.0, busy - own) / elapsed if elapsed else 0.0
-    note = (f"This benchmark took {elapsed:.0f} s; its processes used {own / elapsed:.2f} cores on average, "
-            f"other processes on the machine {others:.2f}.")
+    note = (
+        f"This benchmark took {elapsed:.0f} s; its processes used {own / elapsed:.2f} cores on average, "
+        f"other processes on the machine {others:.2f}."
+    )
     if others > 0.15:
         note += " **Other load competed for the CPU: treat these figures with care.**"
     return note
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smoke mode: small N, 1-2 repeats (< 60 s)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     parser.add_argument("--output", type=Path, default=report.RESULTS, help="where to write the Markdown")
@@ -71,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 log(f"{name} failed:\n{traceback.format_exc()}")
                 section = report.Section(f"{name}: FAILED", notes=[f"```\n{traceback.format_exc()[-2000:]}\n```"])
-            section.notes.append(_load_note(time.monotonic() - t0, procfs.machine_busy_seconds() - busy0,
-                                            procfs.own_tree_seconds() - own0))
+            section.notes.append(
+                _load_note(
+                    time.monotonic() - t0, procfs.machine_busy_seconds() - busy0, procfs.own_tree_seconds() - own0
+                )
+            )
             sections.append(section)
     elapsed = time.monotonic() - started
     text = report.document(sections, procfs.machine(), mode, elapsed, command)

@@ -15,10 +15,11 @@ import hmac
 import json
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import formatdate
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -38,6 +39,7 @@ _FAILED_PART = re.compile(rb"HTTP/1\.1 [45]\d\d")
 
 # ---- the account and its signatures ---------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Account:
     """Name, key and service endpoints of a connection string (endpoints must be explicit, as Azurite's are)."""
@@ -48,13 +50,17 @@ class Account:
     queue_endpoint: str
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> "Account":
+    def from_connection_string(cls, connection_string: str) -> Account:
         parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
         missing = {"AccountName", "AccountKey", "TableEndpoint", "QueueEndpoint"} - parts.keys()
         if missing:
             raise ValueError(f"the connection string lacks {', '.join(sorted(missing))}")
-        return cls(parts["AccountName"], base64.b64decode(parts["AccountKey"]),
-                   parts["TableEndpoint"].rstrip("/"), parts["QueueEndpoint"].rstrip("/"))
+        return cls(
+            parts["AccountName"],
+            base64.b64decode(parts["AccountKey"]),
+            parts["TableEndpoint"].rstrip("/"),
+            parts["QueueEndpoint"].rstrip("/"),
+        )
 
     def authorization(self, string_to_sign: str) -> str:
         digest = hmac.new(self.key, string_to_sign.encode(), hashlib.sha256).digest()
@@ -80,8 +86,12 @@ def _url(origin: str, path: str) -> URL:
 def table_headers(account: Account, path: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Headers of a Table request: the Table service's Shared Key Lite signs the date and the resource only."""
     date = formatdate(usegmt=True)
-    return {**ODATA_HEADERS, **(extra or {}), "x-ms-date": date,
-            "Authorization": account.authorization(f"{date}\n{account.resource(path)}")}
+    return {
+        **ODATA_HEADERS,
+        **(extra or {}),
+        "x-ms-date": date,
+        "Authorization": account.authorization(f"{date}\n{account.resource(path)}"),
+    }
 
 
 def queue_headers(account: Account, method: str, path: str, content_type: str = "") -> dict[str, str]:
@@ -99,6 +109,7 @@ def queue_headers(account: Account, method: str, path: str, content_type: str = 
 
 # ---- entities on the wire -------------------------------------------------------------------------
 
+
 def encode_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
     """Table JSON for the values the bot stores: str, bool and Int32 as they are, datetime as Edm.DateTime
     (UTC) with its @odata.type; None is left out. Anything else is refused rather than guessed."""
@@ -109,7 +120,7 @@ def encode_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, (str, bool)) or (isinstance(value, int) and value in _INT32):
             out[name] = value
         elif isinstance(value, datetime):
-            utc = value.astimezone(timezone.utc) if value.tzinfo else value
+            utc = value.astimezone(UTC) if value.tzinfo else value
             out[name], out[name + "@odata.type"] = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "Edm.DateTime"
         else:
             raise TypeError(f"property {name}: {type(value).__name__} {value!r} is not encoded by the bare client")
@@ -127,6 +138,7 @@ def _check(status: int, body: bytes, ok: Iterable[int], what: str) -> None:
 
 # ---- the clients ----------------------------------------------------------------------------------
 
+
 class BareTable:
     """One table: each call is one signed aiohttp request."""
 
@@ -140,8 +152,9 @@ class BareTable:
         rk_q = quote(rk.replace("'", "''"), safe="")
         return f"{self.base_path}/{self.table}(PartitionKey='{pk_q}',RowKey='{rk_q}')"
 
-    async def _call(self, method: str, path: str, body: bytes | None, extra: Mapping[str, str] | None,
-                    ok: Iterable[int], what: str) -> tuple[bytes, Any]:
+    async def _call(
+        self, method: str, path: str, body: bytes | None, extra: Mapping[str, str] | None, ok: Iterable[int], what: str
+    ) -> tuple[bytes, Any]:
         headers = table_headers(self.account, path, extra)
         async with self.session.request(method, _url(self.origin, path), data=body, headers=headers) as response:
             content = await response.read()
@@ -163,36 +176,64 @@ class BareTable:
 
     async def _put(self, entity: Mapping[str, Any], condition: dict[str, str], what: str) -> str:
         path = self._entity_path(entity["PartitionKey"], entity["RowKey"])
-        _, headers = await self._call("PUT", path, _json(entity), {"Content-Type": "application/json", **condition},
-                                      (204,), what)
+        _, headers = await self._call(
+            "PUT", path, _json(entity), {"Content-Type": "application/json", **condition}, (204,), what
+        )
         return headers["ETag"]
 
     async def insert(self, entity: Mapping[str, Any] | bytes) -> None:
         """Insert one entity, given as values or as its wire JSON."""
         body = entity if isinstance(entity, bytes) else _json(entity)
-        await self._call("POST", f"{self.base_path}/{self.table}", body,
-                         {"Content-Type": "application/json", "Prefer": "return-no-content"}, (201, 204), "insert")
+        await self._call(
+            "POST",
+            f"{self.base_path}/{self.table}",
+            body,
+            {"Content-Type": "application/json", "Prefer": "return-no-content"},
+            (201, 204),
+            "insert",
+        )
 
     async def insert_batch(self, entities: Iterable[Mapping[str, Any]]) -> None:
         """Insert up to 100 entities of one partition in one entity group transaction ($batch, multipart/mixed)."""
         batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
         target = f"{self.origin}{self.base_path}/{self.table}"
-        parts = [f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-                 f"POST {target} HTTP/1.1\r\nContent-Type: application/json\r\nAccept: {ODATA_HEADERS['Accept']}\r\n"
-                 f"Prefer: return-no-content\r\nDataServiceVersion: 3.0;\r\n\r\n".encode() + _json(entity) + b"\r\n"
-                 for entity in entities]
-        body = b"".join([f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode(),
-                         *parts, f"--{changeset}--\r\n--{batch}--\r\n".encode()])
-        content, _ = await self._call("POST", f"{self.base_path}/$batch", body,
-                                      {"Content-Type": f"multipart/mixed; boundary={batch}"}, (202,), "batch")
+        parts = [
+            f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            f"POST {target} HTTP/1.1\r\nContent-Type: application/json\r\nAccept: {ODATA_HEADERS['Accept']}\r\n"
+            f"Prefer: return-no-content\r\nDataServiceVersion: 3.0;\r\n\r\n".encode()
+            + _json(entity)
+            + b"\r\n"
+            for entity in entities
+        ]
+        body = b"".join(
+            [
+                f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode(),
+                *parts,
+                f"--{changeset}--\r\n--{batch}--\r\n".encode(),
+            ]
+        )
+        content, _ = await self._call(
+            "POST",
+            f"{self.base_path}/$batch",
+            body,
+            {"Content-Type": f"multipart/mixed; boundary={batch}"},
+            (202,),
+            "batch",
+        )
         failed = _FAILED_PART.search(content)
         if failed:  # the service answers 202 for the batch and puts the failing operation's status inside
-            raise RuntimeError(f"table {self.table}: batch: {content[failed.start():failed.start() + 300]!r}")
+            raise RuntimeError(f"table {self.table}: batch: {content[failed.start() : failed.start() + 300]!r}")
 
     async def create(self) -> None:
         """Create the table (it must not exist)."""
-        await self._call("POST", f"{self.base_path}/Tables", json.dumps({"TableName": self.table}).encode(),
-                         {"Content-Type": "application/json", "Prefer": "return-no-content"}, (201, 204), "create")
+        await self._call(
+            "POST",
+            f"{self.base_path}/Tables",
+            json.dumps({"TableName": self.table}).encode(),
+            {"Content-Type": "application/json", "Prefer": "return-no-content"},
+            (201, 204),
+            "create",
+        )
 
 
 class BareQueue:

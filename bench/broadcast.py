@@ -53,8 +53,10 @@ def _wait_delivered(stack: Any, count: int, timeout: float, job_done: Any = None
     first: tuple[float, float] | None = None  # (monotonic time, host CPU seconds) at the first message
     while time.monotonic() < deadline:
         if stack.host.process.poll() is not None:
-            raise RuntimeError(f"the host exited (code {stack.host.process.returncode}) during the broadcast, "
-                               f"after {len(stack.channel.requests):,} messages:\n{stack.host.log()[-1500:]}")
+            raise RuntimeError(
+                f"the host exited (code {stack.host.process.returncode}) during the broadcast, "
+                f"after {len(stack.channel.requests):,} messages:\n{stack.host.log()[-1500:]}"
+            )
         received = len(stack.channel.requests)
         if received and first is None:
             first = time.monotonic(), procfs.cpu_seconds(pid)
@@ -97,20 +99,31 @@ def _broadcast(stack: Any, storage: Any, count: int, timeout: float, *, stop_aft
     if response.status_code != 202:
         raise RuntimeError(f"notify answered {response.status_code}: {response.text}")
     job_id = response.json()["id"]
-    received, steady_busy = _wait_delivered(stack, count, timeout,
-                                            stop_after and (lambda n: stop_after(n, job_id, start)))
+    received, steady_busy = _wait_delivered(
+        stack, count, timeout, stop_after and (lambda n: stop_after(n, job_id, start))
+    )
     cpu = procfs.cpu_seconds(pid) - cpu0
     storage_cpu, own_cpu = procfs.cpu_seconds(storage_pid) - storage_cpu0, time.process_time() - own_cpu0
     machine_busy = (procfs.machine_busy_seconds() - machine0) / (time.monotonic() - start)
     if received == 0:
         raise RuntimeError(f"nothing delivered in {timeout:.0f} s:\n{stack.host.log()[-3000:]}")
     first, last = _arrivals(stack)
-    return {"job": job_id, "received": received, "elapsed": last - start, "rate": received / (last - start),
-            "first_after": first - start, "steady_rate": (received - 1) / (last - first) if last > first else 0.0,
-            "cpu_per_msg": cpu / received, "storage_cpu_per_msg": storage_cpu / received,
-            "bench_cpu_per_msg": own_cpu / received, "machine_busy": machine_busy, "host_steady_busy": steady_busy,
-            "rss_before": rss_before,
-            "peak_rss": procfs.peak_rss_mib(pid), "hits": dict(stack.idp.hits)}
+    return {
+        "job": job_id,
+        "received": received,
+        "elapsed": last - start,
+        "rate": received / (last - start),
+        "first_after": first - start,
+        "steady_rate": (received - 1) / (last - first) if last > first else 0.0,
+        "cpu_per_msg": cpu / received,
+        "storage_cpu_per_msg": storage_cpu / received,
+        "bench_cpu_per_msg": own_cpu / received,
+        "machine_busy": machine_busy,
+        "host_steady_busy": steady_busy,
+        "rss_before": rss_before,
+        "peak_rss": procfs.peak_rss_mib(pid),
+        "hits": dict(stack.idp.hits),
+    }
 
 
 def _check_exactly_once(stack: Any, ids: list[str]) -> str:
@@ -167,8 +180,10 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     count, repeats = (1000, 1) if quick else (10_000, 3)
     runs: list[dict[str, Any]] = []
     for i in range(repeats):
-        with azurite(tmp / f"azurite-{i}") as storage, \
-                bot_stack(storage.connection_string, tmp / f"stack-{i}", STACK_ENV) as stack:
+        with (
+            azurite(tmp / f"azurite-{i}") as storage,
+            bot_stack(storage.connection_string, tmp / f"stack-{i}", STACK_ENV) as stack,
+        ):
             ids, seconds = seed(storage.connection_string, count, stack.service_url, APP_ID)
             log(f"broadcast {i + 1}/{repeats}: seeded {count:,} references in {seconds:.1f} s; notify everyone")
             result = _broadcast(stack, storage, count, timeout=60 + count / 20)
@@ -178,8 +193,10 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
             result["batch_floor"] = _batch_write_rate(storage.connection_string, 1000 if quick else 3000)
             result["seed_seconds"] = seconds
             runs.append(result)
-            log(f"broadcast {i + 1}/{repeats}: {result['rate']:.0f} msg/s, peak RSS {result['peak_rss']:.0f} MiB, "
-                f"Azurite batch writes {result['batch_floor']:.0f} entities/s")
+            log(
+                f"broadcast {i + 1}/{repeats}: {result['rate']:.0f} msg/s, peak RSS {result['peak_rss']:.0f} MiB, "
+                f"Azurite batch writes {result['batch_floor']:.0f} entities/s"
+            )
     memory = None if quick else _memory_run(tmp, APP_ID, at_least=count)
 
     send_floor = _send_floor(context, quick)
@@ -193,8 +210,10 @@ def _memory_run(tmp: Path, app_id: str, at_least: int) -> dict[str, Any]:
     Stops once the fan-out is complete and `at_least` messages were delivered (or MEMORY_CAP seconds
     after the POST): delivering all 100k at the limited rate takes far longer than the budget.
     """
-    with azurite(tmp / "azurite-100k") as storage, \
-            bot_stack(storage.connection_string, tmp / "stack-100k", MEMORY_ENV) as stack:
+    with (
+        azurite(tmp / "azurite-100k") as storage,
+        bot_stack(storage.connection_string, tmp / "stack-100k", MEMORY_ENV) as stack,
+    ):
         log(f"broadcast: seeding {MEMORY_RUN:,} references (concurrent single inserts)")
         _, seconds = seed(storage.connection_string, MEMORY_RUN, stack.service_url, app_id)
         log(f"broadcast: seeded {MEMORY_RUN:,} in {seconds:.0f} s; notify everyone")
@@ -211,30 +230,41 @@ def _memory_run(tmp: Path, app_id: str, at_least: int) -> dict[str, Any]:
         result = _broadcast(stack, storage, MEMORY_RUN, timeout=MEMORY_CAP, stop_after=enough)
         result["seed_seconds"] = seconds
         result["fanned_out_after"] = progress.get("fanned_out")
-        log(f"broadcast 100k: {result['received']:,} delivered at {result['rate']:.0f} msg/s, "
-            f"peak RSS {result['peak_rss']:.0f} MiB")
+        log(
+            f"broadcast 100k: {result['received']:,} delivered at {result['rate']:.0f} msg/s, "
+            f"peak RSS {result['peak_rss']:.0f} MiB"
+        )
         return result
 
 
 def _host_cost(runs: list[dict[str, Any]], bare_send_cpu: float) -> str:
     """The host's CPU per message next to what a bare client spends on the POST alone."""
     host = stats.median([r["cpu_per_msg"] for r in runs])
-    return (f"The host uses {host * 1000:.3f} ms of CPU per message (fan-out, queues, ledger and the send); a bare "
-            f"aiohttp client alone spends {bare_send_cpu * 1000:.3f} ms per POST (benchmark 3).")
+    return (
+        f"The host uses {host * 1000:.3f} ms of CPU per message (fan-out, queues, ledger and the send); a bare "
+        f"aiohttp client alone spends {bare_send_cpu * 1000:.3f} ms per POST (benchmark 3)."
+    )
 
 
-def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | None,
-             send_floor: stats.Summary, bare_send_cpu: float) -> Section:
+def _section(
+    count: int,
+    runs: list[dict[str, Any]],
+    memory: dict[str, Any] | None,
+    send_floor: stats.Summary,
+    bare_send_cpu: float,
+) -> Section:
     def summary(key: str, scale: float = 1.0) -> stats.Summary:
         return stats.Summary.of(r[key] * scale for r in runs)
 
     rate, steady, batch = summary("rate"), summary("steady_rate"), summary("batch_floor")
-    bound_name, bound = min((("send-path floor (bare aiohttp, c=32)", send_floor.median),
-                             ("Azurite batch writes", batch.median)), key=lambda kv: kv[1])
+    bound_name, bound = min(
+        (("send-path floor (bare aiohttp, c=32)", send_floor.median), ("Azurite batch writes", batch.median)),
+        key=lambda kv: kv[1],
+    )
     section = Section(
         "4. Broadcast end to end",
         f"{count:,} references seeded into a fresh Azurite per run, then `POST /api/notify` "
-        "`{\"text\": \"x\", \"target\": {\"everyone\": true}}` through the jobs queue, the fan-out, the sends queue, "
+        '`{"text": "x", "target": {"everyone": true}}` through the jobs queue, the fan-out, the sends queue, '
         "the local host, the delivery ledger and the fake Connector (a thread of the benchmark process). "
         f"Host settings: {', '.join(f'{k}={v}' for k, v in STACK_ENV.items())}. {len(runs)} run(s). "
         "A throughput figure with no target: nothing limits the rate but the CPU that the host, Azurite and the "
@@ -242,25 +272,50 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
         "a channel's limits is benchmark 7).",
     )
     t = section.table(["measure", "median", "spread", "ratio"])
-    t.add("**messages/s** (POST → last message at the Connector)", stats.number(rate.median), stats.spread(rate),
-          f"{stats.times(stats.ratio(rate.median, bound))} of the lower floor ({bound_name})")
-    t.add("… messages/s from the first to the last message", stats.number(steady.median), stats.spread(steady),
-          stats.times(stats.ratio(steady.median, bound)))
+    t.add(
+        "**messages/s** (POST → last message at the Connector)",
+        stats.number(rate.median),
+        stats.spread(rate),
+        f"{stats.times(stats.ratio(rate.median, bound))} of the lower floor ({bound_name})",
+    )
+    t.add(
+        "… messages/s from the first to the last message",
+        stats.number(steady.median),
+        stats.spread(steady),
+        stats.times(stats.ratio(steady.median, bound)),
+    )
     first = summary("first_after", 1000)
     t.add("… first message at the Connector, ms after the POST", stats.number(first.median), stats.spread(first), "")
-    t.add("floor: send path, bare aiohttp at concurrency 32 (msg/s, benchmark 3)", stats.number(send_floor.median),
-          stats.spread(send_floor), stats.times(stats.ratio(rate.median, send_floor.median)))
-    t.add(f"floor: Azurite batch writes, new partition (entities/s; 100 per transaction, "
-          f"{FLOOR_BATCH_CONCURRENCY} in flight)", stats.number(batch.median), stats.spread(batch),
-          stats.times(stats.ratio(rate.median, batch.median)))
-    for key, label in (("cpu_per_msg", "host process"), ("storage_cpu_per_msg", "Azurite process"),
-                       ("bench_cpu_per_msg", "benchmark process (fake Connector, IdP)")):
+    t.add(
+        "floor: send path, bare aiohttp at concurrency 32 (msg/s, benchmark 3)",
+        stats.number(send_floor.median),
+        stats.spread(send_floor),
+        stats.times(stats.ratio(rate.median, send_floor.median)),
+    )
+    t.add(
+        f"floor: Azurite batch writes, new partition (entities/s; 100 per transaction, "
+        f"{FLOOR_BATCH_CONCURRENCY} in flight)",
+        stats.number(batch.median),
+        stats.spread(batch),
+        stats.times(stats.ratio(rate.median, batch.median)),
+    )
+    for key, label in (
+        ("cpu_per_msg", "host process"),
+        ("storage_cpu_per_msg", "Azurite process"),
+        ("bench_cpu_per_msg", "benchmark process (fake Connector, IdP)"),
+    ):
         c = summary(key, 1000)
         t.add(f"CPU per message, {label} (ms)", stats.number(c.median), stats.spread(c), "")
     steady_cores = summary("host_steady_busy")
-    t.add("host CPU from the first message to the last (cores; one Python process)",
-          *((f"{steady_cores.median:.2f}", f"{steady_cores.low:.2f}–{steady_cores.high:.2f}") if steady_cores.low
-            else ("too short to measure", "")), "")
+    t.add(
+        "host CPU from the first message to the last (cores; one Python process)",
+        *(
+            (f"{steady_cores.median:.2f}", f"{steady_cores.low:.2f}–{steady_cores.high:.2f}")
+            if steady_cores.low
+            else ("too short to measure", "")
+        ),
+        "",
+    )
     before, peak, seed_s = summary("rss_before"), summary("peak_rss"), summary("seed_seconds")
     t.add("host RSS before the POST (MiB)", stats.number(before.median), stats.spread(before), "")
     t.add(f"host peak RSS, VmHWM (MiB), {count:,} references", stats.number(peak.median), stats.spread(peak), "")
@@ -271,11 +326,13 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     ceiling = (os.cpu_count() or 1) / per_message
     section.notes.append(
         f"The lower floor is the {bound_name}. The ledger writes one row per send batch of up to {BATCH_KEYS} "
-        "conversations (its claim and every conversation's outcome, rewritten as sends complete), so a message costs Azurite a small share of "
+        "conversations (its claim and every conversation's outcome, rewritten as sends complete), "
+        "so a message costs Azurite a small share of "
         "a few writes, not a write of its own. What a message costs the machine instead: "
         f"{per_message * 1000:.3f} ms of CPU across the host, Azurite and the fake Connector; with "
         f"{os.cpu_count()} cores and nothing else, that allows at most {stats.number(ceiling)} msg/s "
-        f"({stats.times(stats.ratio(ceiling, bound))} of the floor), before any latency.")
+        f"({stats.times(stats.ratio(ceiling, bound))} of the floor), before any latency."
+    )
     section.notes.append(_host_cost(runs, bare_send_cpu))
     machine = stats.median([r["machine_busy"] for r in runs])
     steady_host = stats.median([r["host_steady_busy"] for r in runs])
@@ -283,39 +340,70 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
     busiest = max((azurite_busy, "Azurite"), (host_busy, "the host"))
     first_ms = summary("first_after", 1000).median
     if steady_host >= 0.8:
-        verdict = (f"from the first message to the last the host used {steady_host:.2f} of a core: it runs the "
-                   "sends in one Python process (one core at a time), so its CPU per message is what bounds "
-                   f"the rate once sending starts; before that, {first_ms:.0f} ms go to the queue polling and "
-                   "the fan-out's first page")
+        verdict = (
+            f"from the first message to the last the host used {steady_host:.2f} of a core: it runs the "
+            "sends in one Python process (one core at a time), so its CPU per message is what bounds "
+            f"the rate once sending starts; before that, {first_ms:.0f} ms go to the queue polling and "
+            "the fan-out's first page"
+        )
     elif busiest[0] >= 0.8:
         verdict = f"{busiest[1]} is close to a full core, so it is what bounds the rate"
     elif machine >= 0.85 * cores:
-        verdict = (f"neither alone is saturated, but the machine is ({machine:.2f} of {cores} cores busy, all "
-                   "processes): the rate is bound by the machine's CPU, shared by Azurite, the host and the fakes")
+        verdict = (
+            f"neither alone is saturated, but the machine is ({machine:.2f} of {cores} cores busy, all "
+            "processes): the rate is bound by the machine's CPU, shared by Azurite, the host and the fakes"
+        )
     else:
-        verdict = (f"neither is saturated and the machine has spare CPU ({machine:.2f} of {cores} cores busy): the "
-                   "rate is bound by latency: the queue polling before the first message (see the row above), then "
-                   f"{STACK_ENV['BotSendConcurrency']} sends in flight (BotSendConcurrency) against a Connector that "
-                   "shares the machine")
+        verdict = (
+            f"neither is saturated and the machine has spare CPU ({machine:.2f} of {cores} cores busy): the "
+            "rate is bound by latency: the queue polling before the first message (see the row above), then "
+            f"{STACK_ENV['BotSendConcurrency']} sends in flight (BotSendConcurrency) against a Connector that "
+            "shares the machine"
+        )
     section.notes.append(
         f"During the broadcast Azurite used {azurite_busy:.0%} of a core and the host {host_busy:.0%} of a core "
-        f"(CPU per message × messages/s, averaged from the POST): {verdict}.")
+        f"(CPU per message × messages/s, averaged from the POST): {verdict}."
+    )
     section.notes.append(f"Delivery check: {runs[0]['check']} (every run).")
     if memory is not None:
-        m = section.table(["references", "delivered when stopped", "fan-out complete after (s)", "seeding (s)",
-                           "messages/s", "host CPU/msg (ms)", "Azurite CPU/msg (ms)", "host peak RSS (MiB)", "vs 10k"],
-                          title="Memory with 100,000 references")
-        m.add(f"{count:,} (median of the runs above)", f"{count:,} (all)", "", stats.number(seed_s.median),
-              stats.number(rate.median), stats.number(summary("cpu_per_msg", 1000).median),
-              stats.number(summary("storage_cpu_per_msg", 1000).median), stats.number(peak.median), "")
+        m = section.table(
+            [
+                "references",
+                "delivered when stopped",
+                "fan-out complete after (s)",
+                "seeding (s)",
+                "messages/s",
+                "host CPU/msg (ms)",
+                "Azurite CPU/msg (ms)",
+                "host peak RSS (MiB)",
+                "vs 10k",
+            ],
+            title="Memory with 100,000 references",
+        )
+        m.add(
+            f"{count:,} (median of the runs above)",
+            f"{count:,} (all)",
+            "",
+            stats.number(seed_s.median),
+            stats.number(rate.median),
+            stats.number(summary("cpu_per_msg", 1000).median),
+            stats.number(summary("storage_cpu_per_msg", 1000).median),
+            stats.number(peak.median),
+            "",
+        )
         growth = memory["peak_rss"] - peak.median
         fanned = memory["fanned_out_after"]
-        m.add(f"{MEMORY_RUN:,}", f"{memory['received']:,}",
-              "not within the cap" if fanned is None else stats.number(fanned),
-              stats.number(memory["seed_seconds"]),
-              f"{stats.number(memory['rate'])} (sends limited to {MEMORY_ENV['BotTenantRatePerSecond']}/s)",
-              stats.number(memory["cpu_per_msg"] * 1000), stats.number(memory["storage_cpu_per_msg"] * 1000),
-              stats.number(memory["peak_rss"]), f"{growth:+.1f} MiB ({memory['peak_rss'] / peak.median:.2f}×)")
+        m.add(
+            f"{MEMORY_RUN:,}",
+            f"{memory['received']:,}",
+            "not within the cap" if fanned is None else stats.number(fanned),
+            stats.number(memory["seed_seconds"]),
+            f"{stats.number(memory['rate'])} (sends limited to {MEMORY_ENV['BotTenantRatePerSecond']}/s)",
+            stats.number(memory["cpu_per_msg"] * 1000),
+            stats.number(memory["storage_cpu_per_msg"] * 1000),
+            stats.number(memory["peak_rss"]),
+            f"{growth:+.1f} MiB ({memory['peak_rss'] / peak.median:.2f}×)",
+        )
         flat = memory["peak_rss"] <= peak.median * 1.10 + 5 and fanned is not None
         measured = f"{stats.number(peak.median)} → {stats.number(memory['peak_rss'])} MiB"
         if fanned is None:
@@ -325,10 +413,12 @@ def _section(count: int, runs: list[dict[str, Any]], memory: dict[str, Any] | No
             f"100k run: seeded with 48 concurrent single inserts over a bare aiohttp client (one partition per "
             f"conversation, so batch transactions cannot be used) in {memory['seed_seconds']:.0f} s "
             f"({MEMORY_RUN / memory['seed_seconds']:,.0f} rows/s; Azurite-bound). Memory only, with sends limited to "
-            f"{MEMORY_ENV['BotTenantRatePerSecond']}/s (the 10k runs cover full-speed sending) so that the fan-out, the "
+            f"{MEMORY_ENV['BotTenantRatePerSecond']}/s (the 10k runs cover full-speed sending) "
+            "so that the fan-out, the "
             "part whose memory could grow with the number of references, finishes in the budget. The run stops once "
             f"the fan-out has paged through all {MEMORY_RUN:,} references and at least {count:,} messages (as many as "
             f"the whole 10k run) have been delivered, or {MEMORY_CAP:.0f} s after the POST (delivering all of them "
-            f"at {MEMORY_ENV['BotTenantRatePerSecond']}/s would take over a quarter of an hour). \"Flat\" means within "
-            "10% + 5 MiB of the 10k peak.")
+            f'at {MEMORY_ENV["BotTenantRatePerSecond"]}/s would take over a quarter of an hour). "Flat" means within '
+            "10% + 5 MiB of the 10k peak."
+        )
     return section

@@ -33,13 +33,20 @@ def main() -> int:
     channel = FakeConnector(teams=teams).start()
     try:
         channel.require_token(idp.is_valid_access_token)
-        print(json.dumps({"connector": channel.base_url, "app_id": APP_ID,
-                          "env": idp.bot_env(APP_ID, password=PASSWORD)}), flush=True)
+        print(
+            json.dumps(
+                {"connector": channel.base_url, "app_id": APP_ID, "env": idp.bot_env(APP_ID, password=PASSWORD)}
+            ),
+            flush=True,
+        )
         for line in sys.stdin:
             command, *arguments = line.split() or [""]
             if command == "stats":
-                stats = {"received": len(channel.requests), "hits": dict(idp.hits),
-                         "max_in_flight": channel.max_in_flight}
+                stats = {
+                    "received": len(channel.requests),
+                    "hits": dict(idp.hits),
+                    "max_in_flight": channel.max_in_flight,
+                }
                 if teams is not None:
                     stats["teams"] = channel.teams_stats()
                 print(json.dumps(stats), flush=True)

@@ -42,9 +42,13 @@ async def _turn():
             runner = OwnLoader()
         functions = {f.name: f for f in functions_of(await runner.start())}
         _t1 = time.perf_counter()
-        answer = await runner.invoke(functions["messages"], http_request(
-            "POST", "http://localhost:7071/api/messages", headers.items(), [], {}, request["body"].encode()),
-            "cold-start")
+        answer = await runner.invoke(
+            functions["messages"],
+            http_request(
+                "POST", "http://localhost:7071/api/messages", headers.items(), [], {}, request["body"].encode()
+            ),
+            "cold-start",
+        )
         status = answer.status
     done = time.perf_counter()
     from botcore.protocol.http import close_http_client

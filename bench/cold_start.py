@@ -30,8 +30,10 @@ FLOOR_PASS = "pass"
 FLOOR_LIBRARIES = f"import time; t = time.perf_counter(); import {LIBRARIES}; print(time.perf_counter() - t)"
 # What identity-based storage adds (botcore.storage_identity): azure-identity's credential, after the packages above.
 IDENTITY = "azure.identity.aio"
-IDENTITY_IMPORT = (f"import time, {LIBRARIES}; t = time.perf_counter(); "
-                   f"from {IDENTITY} import ManagedIdentityCredential; print(time.perf_counter() - t)")
+IDENTITY_IMPORT = (
+    f"import time, {LIBRARIES}; t = time.perf_counter(); "
+    f"from {IDENTITY} import ManagedIdentityCredential; print(time.perf_counter() - t)"
+)
 APP_ONLY = "import function_app"
 TARGET_FIRST_REPLY = 1.0  # the first reply may cost no more than importing the packages the app is made of
 APP_ID = "3f1c3a6e-0000-4000-8000-00000000c01d"
@@ -63,7 +65,7 @@ def _import_costs(stderr: str) -> dict[str, float]:
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         try:
-            self_us, _cumulative, name = line[len("import time:"):].split("|", 2)
+            self_us, _cumulative, name = line[len("import time:") :].split("|", 2)
             name = name.strip()
             parts = name.split(".")
             top = ".".join(parts[:2]) if parts[0] == "azure" and len(parts) > 1 else parts[0]
@@ -78,12 +80,19 @@ def _first_turn_request(channel: Any, idp: Any) -> tuple[str, str]:
     cid = f"cold-{uuid.uuid4().hex[:12]}"
     service_url = channel.base_url + "/"
     body = {
-        "type": "message", "id": uuid.uuid4().hex[:10], "channelId": "msteams", "serviceUrl": service_url,
-        "from": {"id": "29:user", "name": "Ann"}, "recipient": {"id": f"28:{APP_ID}", "name": "bot"},
-        "conversation": {"id": cid, "tenantId": "tenant-1"}, "locale": "en-US", "text": "hi",
+        "type": "message",
+        "id": uuid.uuid4().hex[:10],
+        "channelId": "msteams",
+        "serviceUrl": service_url,
+        "from": {"id": "29:user", "name": "Ann"},
+        "recipient": {"id": f"28:{APP_ID}", "name": "bot"},
+        "conversation": {"id": cid, "tenantId": "tenant-1"},
+        "locale": "en-US",
+        "text": "hi",
     }
-    return cid, json.dumps({"authorization": "Bearer " + idp.mint_channel_token(APP_ID, service_url),
-                            "body": json.dumps(body)})
+    return cid, json.dumps(
+        {"authorization": "Bearer " + idp.mint_channel_token(APP_ID, service_url), "body": json.dumps(body)}
+    )
 
 
 def _first_turn(channel: Any, idp: Any, env: dict[str, str], loader: str = "") -> dict[str, float]:
@@ -91,18 +100,29 @@ def _first_turn(channel: Any, idp: Any, env: dict[str, str], loader: str = "") -
     cid, request = _first_turn_request(channel, idp)
     cpu = _children_cpu()
     start = time.monotonic()
-    result = subprocess.run([PYTHON, "-c", CHILD_SOURCE], cwd=str(REPO), capture_output=True, text=True,
-                            env={**env, "BENCH_COLD_REQUEST": request, "BENCH_COLD_LOADER": loader})
+    result = subprocess.run(
+        [PYTHON, "-c", CHILD_SOURCE],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        env={**env, "BENCH_COLD_REQUEST": request, "BENCH_COLD_LOADER": loader},
+    )
     wall = time.monotonic() - start
     if result.returncode != 0:
         raise RuntimeError(f"cold-start child failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
     replies = channel.activities(cid)
     if out["status"] != 200 or not replies:
-        raise RuntimeError(f"cold-start child answered {out['status']} with {len(replies)} replies:\n"
-                           f"{result.stderr[-3000:]}")
-    return {"first_reply": replies[0].at - start, "process": wall, "cpu": _children_cpu() - cpu,
-            "import": out["import_s"], "turn": out["turn_s"]}
+        raise RuntimeError(
+            f"cold-start child answered {out['status']} with {len(replies)} replies:\n{result.stderr[-3000:]}"
+        )
+    return {
+        "first_reply": replies[0].at - start,
+        "process": wall,
+        "cpu": _children_cpu() - cpu,
+        "import": out["import_s"],
+        "turn": out["turn_s"],
+    }
 
 
 def _ms(summary: stats.Summary) -> tuple[str, str]:
@@ -122,8 +142,12 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     runs: dict[str, list[float]] = defaultdict(list)
     idp_hits: list[dict[str, int]] = []
     with azurite(tmp / "azurite-cold") as storage, identity_and_channel() as (idp, channel):
-        env = {**os.environ, "BotStorage": storage.connection_string, "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
-               **idp.bot_env(APP_ID, password="cold-secret")}
+        env = {
+            **os.environ,
+            "BotStorage": storage.connection_string,
+            "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
+            **idp.bot_env(APP_ID, password="cold-secret"),
+        }
         env.pop("PYTHONPATH", None)
         # Bytecode of every module cached under tmp (nothing written into the repository); the variant
         # without it is how this environment runs by default (PYTHONDONTWRITEBYTECODE=1, and the
@@ -167,8 +191,13 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         for _ in range(1 if quick else 3):
             app_costs.append(_import_costs(_run(APP_ONLY, env, "-X", "importtime")[2].stderr))
             _, request = _first_turn_request(channel, idp)
-            turn = subprocess.run([PYTHON, "-X", "importtime", "-c", CHILD_SOURCE], cwd=str(REPO), text=True,
-                                  capture_output=True, env={**env, "BENCH_COLD_REQUEST": request})
+            turn = subprocess.run(
+                [PYTHON, "-X", "importtime", "-c", CHILD_SOURCE],
+                cwd=str(REPO),
+                text=True,
+                capture_output=True,
+                env={**env, "BENCH_COLD_REQUEST": request},
+            )
             if turn.returncode != 0:
                 raise RuntimeError(f"cold-start child (importtime) failed:\n{turn.stderr[-3000:]}")
             turn_costs.append(_import_costs(turn.stderr))
@@ -184,46 +213,91 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     )
     t = section.table(["measure", "median (ms)", "spread (ms)", "floor", "ratio to floor"])
     t.add("floor A: `python -c pass` (spawn → exit)", *_ms(s["floor_pass"]), "", "")
-    t.add(f"floor B: `python -c \"import {LIBRARIES}\"` (spawn → exit)", *_ms(s["floor_libs"]), "", "")
+    t.add(f'floor B: `python -c "import {LIBRARIES}"` (spawn → exit)', *_ms(s["floor_libs"]), "", "")
     t.add("floor B′: that import alone, timed inside the process", *_ms(s["floor_libs_import"]), "", "")
-    t.add(f"`from {IDENTITY} import ManagedIdentityCredential` after those packages, inside the process "
-          "(identity-based storage only)", *_ms(s["identity_import"]), "B′",
-          stats.times(stats.ratio(s["identity_import"].median, s["floor_libs_import"].median)))
-    t.add("**first reply received by the Connector** (spawn → reply)", *_ms(s["first_reply"]), "B",
-          stats.times(stats.ratio(s["first_reply"].median, s["floor_libs"].median)))
+    t.add(
+        f"`from {IDENTITY} import ManagedIdentityCredential` after those packages, inside the process "
+        "(identity-based storage only)",
+        *_ms(s["identity_import"]),
+        "B′",
+        stats.times(stats.ratio(s["identity_import"].median, s["floor_libs_import"].median)),
+    )
+    t.add(
+        "**first reply received by the Connector** (spawn → reply)",
+        *_ms(s["first_reply"]),
+        "B",
+        stats.times(stats.ratio(s["first_reply"].median, s["floor_libs"].median)),
+    )
     ratio = stats.ratio(s["first_reply"].median, s["floor_libs"].median)
-    section.target("first authenticated reply after spawn, as a multiple of importing the five packages (floor B)",
-                   f"{stats.times(ratio)} (≤ {TARGET_FIRST_REPLY:.1f}×)", ratio <= TARGET_FIRST_REPLY)
-    t.add("… of which `import function_app`, inside the process", *_ms(s["import"]), "B′",
-          stats.times(stats.ratio(s["import"].median, s["floor_libs_import"].median)))
+    section.target(
+        "first authenticated reply after spawn, as a multiple of importing the five packages (floor B)",
+        f"{stats.times(ratio)} (≤ {TARGET_FIRST_REPLY:.1f}×)",
+        ratio <= TARGET_FIRST_REPLY,
+    )
+    t.add(
+        "… of which `import function_app`, inside the process",
+        *_ms(s["import"]),
+        "B′",
+        stats.times(stats.ratio(s["import"].median, s["floor_libs_import"].median)),
+    )
     t.add("… of which the first turn (lazy imports + I/O), inside the process", *_ms(s["turn"]), "", "")
-    t.add("cold-start process, spawn → exit", *_ms(s["process"]), "B",
-          stats.times(stats.ratio(s["process"].median, s["floor_libs"].median)))
+    t.add(
+        "cold-start process, spawn → exit",
+        *_ms(s["process"]),
+        "B",
+        stats.times(stats.ratio(s["process"].median, s["floor_libs"].median)),
+    )
     t.add("cold-start process CPU (user+sys)", *_ms(s["cpu"]), "", "")
-    t.add("`python -c \"import function_app\"` (spawn → exit)", *_ms(s["app_only"]), "A",
-          stats.times(stats.ratio(s["app_only"].median, s["floor_pass"].median)))
-    t.add("first reply, app bytecode **not** cached (`PYTHONDONTWRITEBYTECODE=1`, no `__pycache__`)",
-          *_ms(s["first_reply_uncached"]), "B", stats.times(stats.ratio(s["first_reply_uncached"].median,
-                                                                         s["floor_libs"].median)))
-    t.add("… of which `import function_app`, bytecode not cached", *_ms(s["import_uncached"]), "B′",
-          stats.times(stats.ratio(s["import_uncached"].median, s["floor_libs_import"].median)))
+    t.add(
+        '`python -c "import function_app"` (spawn → exit)',
+        *_ms(s["app_only"]),
+        "A",
+        stats.times(stats.ratio(s["app_only"].median, s["floor_pass"].median)),
+    )
+    t.add(
+        "first reply, app bytecode **not** cached (`PYTHONDONTWRITEBYTECODE=1`, no `__pycache__`)",
+        *_ms(s["first_reply_uncached"]),
+        "B",
+        stats.times(stats.ratio(s["first_reply_uncached"].median, s["floor_libs"].median)),
+    )
+    t.add(
+        "… of which `import function_app`, bytecode not cached",
+        *_ms(s["import_uncached"]),
+        "B′",
+        stats.times(stats.ratio(s["import_uncached"].median, s["floor_libs_import"].median)),
+    )
 
-    names = {"own": "the local host's own loader (azure-functions converters)",
-             "worker": "Microsoft's worker library (azure-functions-runtime, protobuf both ways)"}
-    loaded = section.table(["app loaded and invoked through", "first reply, spawn → reply (ms)", "spread (ms)",
-                            "ratio to floor B", "… indexing (ms)", "… first invocation (ms)"],
-                           title="Cold start as the local host runs the app: indexing, then the first authenticated "
-                                 "reply")
+    names = {
+        "own": "the local host's own loader (azure-functions converters)",
+        "worker": "Microsoft's worker library (azure-functions-runtime, protobuf both ways)",
+    }
+    loaded = section.table(
+        [
+            "app loaded and invoked through",
+            "first reply, spawn → reply (ms)",
+            "spread (ms)",
+            "ratio to floor B",
+            "… indexing (ms)",
+            "… first invocation (ms)",
+        ],
+        title="Cold start as the local host runs the app: indexing, then the first authenticated reply",
+    )
     for loader in loaders:
         first = s[f"first_reply_{loader}"]
-        loaded.add(names[loader], *_ms(first), stats.times(stats.ratio(first.median, s["floor_libs"].median)),
-                   _ms(s[f"index_{loader}"])[0], _ms(s[f"turn_{loader}"])[0])
+        loaded.add(
+            names[loader],
+            *_ms(first),
+            stats.times(stats.ratio(first.median, s["floor_libs"].median)),
+            _ms(s[f"index_{loader}"])[0],
+            _ms(s[f"turn_{loader}"])[0],
+        )
     if "worker" not in loaders:
         loaded.add(names["worker"], "not installed here (Python 3.13 and later)", "", "", "", "")
 
-    for title, costs in (("Top 10 import costs of `python -X importtime -c \"import function_app\"`", app_costs),
-                         ("Top 10 import costs of the whole cold start (import function_app + first turn)",
-                          turn_costs)):
+    for title, costs in (
+        ('Top 10 import costs of `python -X importtime -c "import function_app"`', app_costs),
+        ("Top 10 import costs of the whole cold start (import function_app + first turn)", turn_costs),
+    ):
         merged = _median_costs(costs)
         total = sum(merged.values())
         table = section.table(["package", "self import time (ms, median)", "share"], title=title)
@@ -233,21 +307,26 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     section.notes.append(
         f"{s['first_reply'].runs} measured runs after one warm-up; import tables are medians over "
         f"{len(app_costs)} run(s) of `-X importtime` (which itself slows imports). `azure.*` packages are "
-        "listed per sub-package because `azure` is a namespace.")
+        "listed per sub-package because `azure` is a namespace."
+    )
     section.notes.append(
         "Every process runs with `PYTHONPYCACHEPREFIX` pointing into the benchmark's temporary folder, so compiled "
         "bytecode is cached (as in a deployment that ships or writes `.pyc` files) without writing into the "
         "repository; the warm-up run fills that cache. This environment sets `PYTHONDONTWRITEBYTECODE=1` and the "
         "repository has no `__pycache__`, so by default botcore and function_app are compiled at every start: "
-        "the two \"not cached\" rows show what that costs.")
+        'the two "not cached" rows show what that costs.'
+    )
     section.notes.append(
         "The loaders' table: the same child process loads the app as the local host does, with its own loader "
         "(indexing with the azure-functions library, the trigger through that library's converters) or through "
         "Microsoft's worker library (worker init with the protocol's protobuf modules, indexing, the metadata and "
         "load requests, then the invocation as serialised protobuf messages). Indexing is timed inside the process, "
-        "from its first line to the indexed app; the first invocation includes its lazy imports and I/O.")
-    section.notes.append("Field notes reference: the bot's modules import in ~420 ms (botbuilder-python) "
-                         "and ~530 ms (Agents SDK) on this machine class.")
+        "from its first line to the indexed app; the first invocation includes its lazy imports and I/O."
+    )
+    section.notes.append(
+        "Field notes reference: the bot's modules import in ~420 ms (botbuilder-python) "
+        "and ~530 ms (Agents SDK) on this machine class."
+    )
     return section
 
 

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from devhost.azurite import Azurite
 
@@ -42,8 +43,9 @@ def azurite(location: Path, keep: bool = False) -> Iterator[Azurite]:
 
 
 @contextlib.contextmanager
-def bot_stack(connection_string: str, tmp: Path, extra_env: dict[str, str] | None = None,
-              teams: Any = None) -> Iterator[Any]:
+def bot_stack(
+    connection_string: str, tmp: Path, extra_env: dict[str, str] | None = None, teams: Any = None
+) -> Iterator[Any]:
     """tests.botstack.BotStack: IdP + fake Connector in this process, the host as a subprocess.
     With `teams` (a devhost.channel.TeamsLimits) the fake keeps Teams' limits and the bot its default pace."""
     from tests.botstack import BotStack
@@ -97,12 +99,17 @@ class RemoteChannel:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, *, teams: bool = False, latency_median: float | None = None) -> Iterator["RemoteChannel"]:
-        options = (["--teams"] if teams else []) + \
-            (["--latency-median", str(latency_median)] if latency_median is not None else [])
+    def start(cls, *, teams: bool = False, latency_median: float | None = None) -> Iterator[RemoteChannel]:
+        options = (["--teams"] if teams else []) + (
+            ["--latency-median", str(latency_median)] if latency_median is not None else []
+        )
         process = subprocess.Popen(
-            [PYTHON, "-m", "bench.channel_server", *options], cwd=str(REPO), text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+            [PYTHON, "-m", "bench.channel_server", *options],
+            cwd=str(REPO),
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         try:
             assert process.stdout is not None
@@ -173,12 +180,16 @@ def conversation_entity(service_url: str, app_id: str, tenant_id: str, conversat
         async def upsert(self, entity: dict[str, Any]) -> str:  # the members index: not seeded
             return "seed"
 
-    reference = ConversationReference.from_dict({
-        "channelId": "msteams", "serviceUrl": service_url,
-        "conversation": {"id": conversation_id, "tenantId": tenant_id},
-        "user": {"id": f"29:{conversation_id}", "name": "User"},
-        "bot": {"id": f"28:{app_id}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
-    })
+    reference = ConversationReference.from_dict(
+        {
+            "channelId": "msteams",
+            "serviceUrl": service_url,
+            "conversation": {"id": conversation_id, "tenantId": tenant_id},
+            "user": {"id": f"29:{conversation_id}", "name": "User"},
+            "bot": {"id": f"28:{app_id}", "name": "bot"},
+            "serviceUrlTrust": TRUST_TOKEN,
+        }
+    )
     asyncio.run(ConversationStore(Capture(), Capture()).commit(None, reference=reference))
     return Capture.entity
 
@@ -196,14 +207,29 @@ def _entity_template(service_url: str, app_id: str, tenant_id: str) -> bytes:
 
 def ledger_rows(partition: str, count: int) -> list[dict[str, Any]]:
     """Rows shaped as the delivery ledger's claims (botcore.delivery.ledger), new keys in one partition."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return [{"PartitionKey": partition, "RowKey": f"row-{uuid.uuid4().hex[:12]}", "status": "sending",
-             "attempts": 0, "claimedAt": now} for _ in range(count)]
+    now = datetime.datetime.now(datetime.UTC)
+    return [
+        {
+            "PartitionKey": partition,
+            "RowKey": f"row-{uuid.uuid4().hex[:12]}",
+            "status": "sending",
+            "attempts": 0,
+            "claimedAt": now,
+        }
+        for _ in range(count)
+    ]
 
 
-def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
-         tenant_id: str = "tenant-1", tenants: list[str] | None = None,
-         concurrency: int = 48) -> tuple[list[str], float]:
+def seed(
+    connection_string: str,
+    count: int,
+    service_url: str,
+    app_id: str,
+    *,
+    tenant_id: str = "tenant-1",
+    tenants: list[str] | None = None,
+    concurrency: int = 48,
+) -> tuple[list[str], float]:
     """Store `count` conversation references with concurrent single inserts (one partition each,
     so batch transactions cannot be used) over a bare aiohttp client. Returns (ids, seconds).
     With `tenants`, conversation i is in tenants[i % len(tenants)] (else all are in tenant_id)."""
@@ -225,8 +251,11 @@ def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
 
             async def worker() -> None:
                 for cid in work:
-                    await table.insert(template.replace(PLACEHOLDER.encode(), cid.encode())
-                                       .replace(TENANT_PLACEHOLDER.encode(), tenant_of[cid].encode()))
+                    await table.insert(
+                        template.replace(PLACEHOLDER.encode(), cid.encode()).replace(
+                            TENANT_PLACEHOLDER.encode(), tenant_of[cid].encode()
+                        )
+                    )
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -234,8 +263,8 @@ def seed(connection_string: str, count: int, service_url: str, app_id: str, *,
         from azure.data.tables.aio import TableClient
 
         from botcore.settings import SERVICE_URLS_TABLE
-        from botcore.storage import Table
         from botcore.state.service_urls import ServiceUrlRegistry
+        from botcore.storage import Table
 
         async with TableClient.from_connection_string(connection_string, SERVICE_URLS_TABLE) as client:
             await ServiceUrlRegistry(Table(client)).record(service_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -19,7 +19,7 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     # The command name (field 2) may hold spaces; the fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
     return (utime + stime) / CLOCK_TICKS
 
@@ -80,7 +80,7 @@ def machine() -> dict[str, str]:
         "memory": memory,
         "Python": f"{platform.python_implementation()} {sys.version.split()[0]}",
         "OS": f"{platform.system()} {platform.release()}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -99,5 +99,5 @@ def own_tree_seconds() -> float:
     """
     with open("/proc/self/stat") as f:
         stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS

@@ -36,7 +36,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +78,15 @@ def tenant() -> str:
 
 
 def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
 def hms(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S")
 
 
 # ---- watching ---------------------------------------------------------------------------------------------
+
 
 class Arrivals:
     """Each request's wall-clock arrival at the fake Connector, taken as its handler starts (before Teams
@@ -95,8 +96,9 @@ class Arrivals:
         self.seen: list[tuple[float, str, str | None, str | None]] = []  # (time, operation, conversation, text)
         original = channel._answer
 
-        async def answer(request: Any, operation: str, cid: str | None, aid: str | None, body: Any,
-                         authorization: str | None) -> Any:
+        async def answer(
+            request: Any, operation: str, cid: str | None, aid: str | None, body: Any, authorization: str | None
+        ) -> Any:
             text = body.get("text") if isinstance(body, dict) else None
             self.seen.append((time.time(), operation, cid, text))
             return await original(request, operation, cid, aid, body, authorization)
@@ -130,8 +132,12 @@ class CpuTrace:
         self.samples: list[tuple[float, float, float, float]] = []  # (time, hosts, Azurite, this process)
 
     def sample(self) -> tuple[float, float, float, float]:
-        s = (time.time(), sum(procfs.cpu_seconds(p) for p in self.host_pids), procfs.cpu_seconds(self.storage_pid),
-             procfs.cpu_seconds(os.getpid()))
+        s = (
+            time.time(),
+            sum(procfs.cpu_seconds(p) for p in self.host_pids),
+            procfs.cpu_seconds(self.storage_pid),
+            procfs.cpu_seconds(os.getpid()),
+        )
         self.samples.append(s)
         return s
 
@@ -151,6 +157,7 @@ def sleep_until(at: float, trace: CpuTrace | None = None) -> None:
 
 # ---- creating the reminders -------------------------------------------------------------------------------
 
+
 def create_through_api(stack: Any, reminders: list[tuple[str, float, str]]) -> None:
     """POST /api/reminders for each (key, due, text), CREATE_CONCURRENCY at a time; each must answer 201 with
     its due time."""
@@ -158,12 +165,15 @@ def create_through_api(stack: Any, reminders: list[tuple[str, float, str]]) -> N
 
     async def run() -> None:
         gate = asyncio.Semaphore(CREATE_CONCURRENCY)
-        async with httpx.AsyncClient(base_url=stack.host.base_url, timeout=30,
-                                     headers={"x-functions-key": "stack-key"}) as client:
+        async with httpx.AsyncClient(
+            base_url=stack.host.base_url, timeout=30, headers={"x-functions-key": "stack-key"}
+        ) as client:
+
             async def one(key: str, due: float, text: str) -> None:
                 async with gate:
-                    r = await client.post("/api/reminders", json={"text": text, "target": {"conversation": key},
-                                                                  "due": iso(due)})
+                    r = await client.post(
+                        "/api/reminders", json={"text": text, "target": {"conversation": key}, "due": iso(due)}
+                    )
                 if r.status_code != 201 or datetime.fromisoformat(r.json()["due"]).timestamp() != due:
                     raise RuntimeError(f"POST /api/reminders answered {r.status_code}: {r.text[:300]}")
 
@@ -177,8 +187,8 @@ def store_and_fire_in_process(env: dict[str, str], reminders: list[tuple[str, fl
     stores rather than enqueues), then enqueue them with ReminderStore.fire_due at the real time, as the timer
     would. Returns the fire_due call's wall time, this process's CPU for it, and how many it enqueued."""
     from botcore.app import bot_for, close
-    from botcore.jobs import now_iso, parse_job
     from botcore.delivery.reminders import LOOKAHEAD
+    from botcore.jobs import now_iso, parse_job
     from tests.botstack import environment
 
     async def run() -> dict[str, float]:
@@ -186,9 +196,19 @@ def store_and_fire_in_process(env: dict[str, str], reminders: list[tuple[str, fl
         gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
         async def one(key: str, due: float, text: str) -> None:
-            job = parse_job(json.dumps({"kind": "reminder", "id": uuid.uuid4().hex, "created": now_iso(),
-                                        "target": {"conversation": key}, "text": text, "due": iso(due)}))
-            told = datetime.fromtimestamp(due, timezone.utc) - LOOKAHEAD - timedelta(seconds=5)
+            job = parse_job(
+                json.dumps(
+                    {
+                        "kind": "reminder",
+                        "id": uuid.uuid4().hex,
+                        "created": now_iso(),
+                        "target": {"conversation": key},
+                        "text": text,
+                        "due": iso(due),
+                    }
+                )
+            )
+            told = datetime.fromtimestamp(due, UTC) - LOOKAHEAD - timedelta(seconds=5)
             async with gate:
                 await delivery.reminders.add(delivery.ledger, delivery.jobs, job, now=told)
 
@@ -196,8 +216,12 @@ def store_and_fire_in_process(env: dict[str, str], reminders: list[tuple[str, fl
             await asyncio.gather(*(one(*x) for x in reminders))
             wall, cpu = time.perf_counter(), time.process_time()
             fired = await delivery.reminders.fire_due(delivery)
-            return {"seconds": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "fired": fired,
-                    "at": time.time()}
+            return {
+                "seconds": time.perf_counter() - wall,
+                "cpu": time.process_time() - cpu,
+                "fired": fired,
+                "at": time.time(),
+            }
         finally:
             await close()
 
@@ -243,21 +267,38 @@ def profile_jobs(env: dict[str, str], keys: list[str]) -> dict[str, Any]:
         runs = []
         try:
             for key in keys:
-                job = parse_job(json.dumps({"kind": "reminder", "id": uuid.uuid4().hex, "created": now_iso(),
-                                            "target": {"conversation": key}, "text": "bench profile",
-                                            "due": iso(time.time())}))
+                job = parse_job(
+                    json.dumps(
+                        {
+                            "kind": "reminder",
+                            "id": uuid.uuid4().hex,
+                            "created": now_iso(),
+                            "target": {"conversation": key},
+                            "text": "bench profile",
+                            "due": iso(time.time()),
+                        }
+                    )
+                )
                 notify = (await bot.delivery.ledger.open_job(replace(job, kind="notify"), kind="reminder")).job
                 del calls[:]
                 wall, cpu = time.perf_counter(), time.thread_time()
                 outcome = await handle_job_message(notify.to_json().encode(), "profile", 1)
-                runs.append({"wall": time.perf_counter() - wall, "cpu": time.thread_time() - cpu,
-                             "calls": list(calls), "outcome": outcome})
+                runs.append(
+                    {
+                        "wall": time.perf_counter() - wall,
+                        "cpu": time.thread_time() - cpu,
+                        "calls": list(calls),
+                        "outcome": outcome,
+                    }
+                )
         finally:
             await close()
         return runs
 
-    for cls, names in ((Table, ("get", "insert", "_update", "upsert", "delete", "page", "transact")),
-                       (Queue, ("send",))):
+    for cls, names in (
+        (Table, ("get", "insert", "_update", "upsert", "delete", "page", "transact")),
+        (Queue, ("send",)),
+    ):
         for name in names:
             count(cls, name)
     try:
@@ -269,11 +310,14 @@ def profile_jobs(env: dict[str, str], keys: list[str]) -> dict[str, Any]:
     if not all(r["outcome"].startswith("sent 1") for r in runs):
         raise RuntimeError(f"profiled jobs: {[r['outcome'] for r in runs]}")
     kinds = Counter(what for r in runs for what, _ in r["calls"])
-    return {"runs": len(runs), "wall": stats.median([r["wall"] for r in runs]),
-            "cpu": stats.median([r["cpu"] for r in runs]),
-            "calls": stats.median([len(r["calls"]) for r in runs]),
-            "storage_wall": stats.median([sum(d for _, d in r["calls"]) for r in runs]),
-            "kinds": {k: v / len(runs) for k, v in kinds.most_common()}}
+    return {
+        "runs": len(runs),
+        "wall": stats.median([r["wall"] for r in runs]),
+        "cpu": stats.median([r["cpu"] for r in runs]),
+        "calls": stats.median([len(r["calls"]) for r in runs]),
+        "storage_wall": stats.median([sum(d for _, d in r["calls"]) for r in runs]),
+        "kinds": {k: v / len(runs) for k, v in kinds.most_common()},
+    }
 
 
 def stored_reminders(connection_string: str) -> int:
@@ -299,6 +343,7 @@ def choose_due(after: float) -> tuple[float, float]:
 
 # ---- one run ----------------------------------------------------------------------------------------------
 
+
 def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
     from botcore.delivery.reminders import LOOKAHEAD
     from devhost.channel import TeamsLimits
@@ -307,10 +352,21 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
     n = sizes.reminders
     with contextlib.ExitStack() as started:
         storage = started.enter_context(azurite(tmp / "azurite"))
-        stack = started.enter_context(bot_stack(storage.connection_string, tmp / "stack", teams=TeamsLimits(),
-                                                extra_env={"BotSendConcurrency": str(SEND_CONCURRENCY)}))
-        hosts = [stack.host, *(started.enter_context(second_host(stack.env, tmp / "stack" / f"host-{i + 2}.log"))
-                               for i in range(HOSTS - 1))]
+        stack = started.enter_context(
+            bot_stack(
+                storage.connection_string,
+                tmp / "stack",
+                teams=TeamsLimits(),
+                extra_env={"BotSendConcurrency": str(SEND_CONCURRENCY)},
+            )
+        )
+        hosts = [
+            stack.host,
+            *(
+                started.enter_context(second_host(stack.env, tmp / "stack" / f"host-{i + 2}.log"))
+                for i in range(HOSTS - 1)
+            ),
+        ]
         tenants = [tenant() for _ in range(n + 1)]
         ids, seed_seconds = seed(storage.connection_string, n + 1, stack.service_url, APP_ID, tenants=tenants)
         lone_id, ids = ids[0], ids[1:]
@@ -322,6 +378,7 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
 
         def reminders(due: float) -> list[tuple[str, float, str]]:
             return [(stack.key(lone_id), due - LONE_BEFORE, lone_text), *((k, due, text) for k in keys)]
+
         offsets = [h.log_path.stat().st_size for h in hosts]
         r: dict[str, Any] = {"n": n, "hosts": len(hosts), "seed_seconds": seed_seconds}
 
@@ -335,9 +392,16 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
             cpu0 = trace.sample()
             fire = store_and_fire_in_process(stack.env, reminders(due))
             cpu1 = trace.sample()
-            r.update(due=due, minute=None, fire_seconds=fire["seconds"], fire_cpu=fire["cpu"],
-                     fired=fire["fired"], create_seconds=None, create_host_cpu=None,
-                     create_bench_cpu=cpu1[3] - cpu0[3])
+            r.update(
+                due=due,
+                minute=None,
+                fire_seconds=fire["seconds"],
+                fire_cpu=fire["cpu"],
+                fired=fire["fired"],
+                create_seconds=None,
+                create_host_cpu=None,
+                create_bench_cpu=cpu1[3] - cpu0[3],
+            )
             if fire["fired"] != n + 1:  # the host's timer took some after all: they are enqueued the same way
                 if stored_reminders(storage.connection_string):
                     raise RuntimeError(f"fire_due enqueued {fire['fired']} of {n + 1} reminders, and some are left")
@@ -351,14 +415,21 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
             created = time.time()
             cpu1 = trace.sample()
             if due - created <= LOOKAHEAD.total_seconds():
-                raise RuntimeError(f"creating {n} reminders took {created - t0:.1f} s, past the budget of "
-                                   f"{sizes.create_budget:.0f} s: some were queued, not stored")
+                raise RuntimeError(
+                    f"creating {n} reminders took {created - t0:.1f} s, past the budget of "
+                    f"{sizes.create_budget:.0f} s: some were queued, not stored"
+                )
             stored = stored_reminders(storage.connection_string)
             if stored != n + 1:
                 raise RuntimeError(f"{stored} reminders stored, expected {n + 1}")
             log(f"reminders: {n} created in {created - t0:.1f} s; waiting {due - created:.0f} s for {hms(due)}")
-            r.update(due=due, minute=minute, create_seconds=created - t0, create_host_cpu=cpu1[1] - cpu0[1],
-                     create_bench_cpu=cpu1[3] - cpu0[3])
+            r.update(
+                due=due,
+                minute=minute,
+                create_seconds=created - t0,
+                create_host_cpu=cpu1[1] - cpu0[1],
+                create_bench_cpu=cpu1[3] - cpu0[3],
+            )
             sleep_until(minute - 2)
             offsets = [h.log_path.stat().st_size for h in hosts]
             trace.sample()
@@ -379,14 +450,16 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
                 trace.sample()
         sleep_until(time.time() + SETTLE, trace)
         sends = arrivals.sends(text, start)
-        r["lines"] = [host_lines(h.log_path, o) for h, o in zip(hosts, offsets)]
+        r["lines"] = [host_lines(h.log_path, o) for h, o in zip(hosts, offsets, strict=True)]
         counts = Counter(cid for _, cid in sends)
         missing = sum(1 for cid in ids if cid not in counts)
         duplicated = sum(c - 1 for c in counts.values() if c > 1)
         strangers = len(set(counts) - set(ids))
         if missing or duplicated or strangers:
-            raise RuntimeError(f"reminders: {missing} missing, {duplicated} duplicate deliveries, {strangers} "
-                               f"unexpected recipients (of {n}); host log tail:\n{hosts[0].log()[-2000:]}")
+            raise RuntimeError(
+                f"reminders: {missing} missing, {duplicated} duplicate deliveries, {strangers} "
+                f"unexpected recipients (of {n}); host log tail:\n{hosts[0].log()[-2000:]}"
+            )
         r["late"] = sorted(at - due for at, _ in sends)
         lone = arrivals.sends(lone_text)
         if len(lone) != 1:
@@ -395,7 +468,7 @@ def _run(tmp: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
         r["trace"] = trace
         r["refused"] = sum(1 for f in stack.channel.faulted if f.status == 429)
         r["max_in_flight"] = stack.channel.max_in_flight
-        r["profile"] = profile_jobs(stack.env, keys[:sizes.profiled + 1])
+        r["profile"] = profile_jobs(stack.env, keys[: sizes.profiled + 1])
         return _analyse(r)
 
 
@@ -485,12 +558,15 @@ def _analyse(r: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the report -------------------------------------------------------------------------------------------
 
+
 def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     sizes = QUICK if quick else FULL
     r = _run(tmp, sizes, quick)
     late = r["late"]
-    log(f"reminders: {r['n']} arrived {late[0]:+.2f} to {late[-1]:+.2f} s after T (p50 {stats.median(late):+.2f}); "
-        f"{r['early']} early, {r['over']} later than T+{WINDOW:g} s")
+    log(
+        f"reminders: {r['n']} arrived {late[0]:+.2f} to {late[-1]:+.2f} s after T (p50 {stats.median(late):+.2f}); "
+        f"{r['early']} early, {r['over']} later than T+{WINDOW:g} s"
+    )
     return _section(sizes, r, quick)
 
 
@@ -501,10 +577,18 @@ def _ms(seconds: float | None) -> str:
 def _section(sizes: Sizes, r: dict[str, Any], quick: bool) -> Section:
     n = r["n"]
     late = r["late"]
-    how = ("stored in-process with `ReminderStore.add` and enqueued by `ReminderStore.fire_due` called in-process "
-           "(not by the host's minute timer, which would make the smoke run wait up to two minutes)") if quick else \
-        ("created through `POST /api/reminders` (16 at a time) more than 75 s ahead, so stored in `botreminders`, and "
-         "enqueued by the host's own minute timer")
+    how = (
+        (
+            "stored in-process with `ReminderStore.add` and enqueued by `ReminderStore.fire_due` called in-process "
+            "(not by the host's minute timer, which would make the smoke run wait up to two minutes)"
+        )
+        if quick
+        else (
+            "created through `POST /api/reminders` (16 at a time) more than 75 s ahead, "
+            "so stored in `botreminders`, and "
+            "enqueued by the host's own minute timer"
+        )
+    )
     section = Section(
         "8. Reminders",
         f"{n:,} reminders due at the same whole second T, each to one stored conversation of its own tenant ({n:,} "
@@ -513,73 +597,111 @@ def _section(sizes: Sizes, r: dict[str, Any], quick: bool) -> Section:
         "(devhost.channel.TeamsLimits: 50 requests/s per tenant, lognormal service time with a median of 80 ms; a "
         "thread of the benchmark process) with the bot's default pace. Arrival: the wall-clock time a reminder's "
         "request reached the fake (before its service time), minus T. One run"
-        + ("" if quick else " (the timer makes a run last about two and a half minutes)") + ".",
+        + ("" if quick else " (the timer makes a run last about two and a half minutes)")
+        + ".",
     )
     t = section.table(["measure", "value"])
     if r["minute"] is not None:
-        t.add("T, and the timer run that enqueued the reminders",
-              f"{hms(r['due'])} UTC; the timer at {hms(r['minute'])} (T − {r['due'] - r['minute']:.0f} s), "
-              f"which started {r['timer_at']:.2f} s after its minute")
-        t.add("creating them: POSTs, seconds (per second)",
-              f"{n:,} in {r['create_seconds']:.1f} s ({n / r['create_seconds']:.0f}/s)")
+        t.add(
+            "T, and the timer run that enqueued the reminders",
+            f"{hms(r['due'])} UTC; the timer at {hms(r['minute'])} (T − {r['due'] - r['minute']:.0f} s), "
+            f"which started {r['timer_at']:.2f} s after its minute",
+        )
+        t.add(
+            "creating them: POSTs, seconds (per second)",
+            f"{n:,} in {r['create_seconds']:.1f} s ({n / r['create_seconds']:.0f}/s)",
+        )
         t.add("host CPU per creation (ms)", _ms(r["create_host_cpu"] / n))
-    t.add("**arrival − T: min / p50 / p99 / max (s)**",
-          " / ".join(f"{x:+.2f}" for x in (late[0], stats.median(late), stats.percentile(late, 99), late[-1])))
+    t.add(
+        "**arrival − T: min / p50 / p99 / max (s)**",
+        " / ".join(f"{x:+.2f}" for x in (late[0], stats.median(late), stats.percentile(late, 99), late[-1])),
+    )
     t.add("**early (before T) / within [T, T+1 s] / later than T+1 s**", f"{r['early']} / {r['within']} / {r['over']}")
-    t.add("arrival − T at the 10th, 25th, 75th, 90th percentile (s)",
-          " / ".join(f"{stats.percentile(late, q):+.2f}" for q in (10, 25, 75, 90)))
+    t.add(
+        "arrival − T at the 10th, 25th, 75th, 90th percentile (s)",
+        " / ".join(f"{stats.percentile(late, q):+.2f}" for q in (10, 25, 75, 90)),
+    )
     if "lone_work" in r:
-        t.add(f"one reminder alone, due {LONE_BEFORE:.0f} s before T (same timer run): arrival − its due time; its job "
-              "picked up after its due time; the job's work after it (s)",
-              f"{r['lone_late']:+.2f}; {r['lone_picked']:+.2f}; {r['lone_work']:.2f}")
-    t.add("arrivals per second after T (the first to the last)",
-          stats.number((n - 1) / (late[-1] - late[0])) if late[-1] > late[0] else "n/a")
+        t.add(
+            f"one reminder alone, due {LONE_BEFORE:.0f} s before T (same timer run): arrival − its due time; its job "
+            "picked up after its due time; the job's work after it (s)",
+            f"{r['lone_late']:+.2f}; {r['lone_picked']:+.2f}; {r['lone_work']:.2f}",
+        )
+    t.add(
+        "arrivals per second after T (the first to the last)",
+        stats.number((n - 1) / (late[-1] - late[0])) if late[-1] > late[0] else "n/a",
+    )
     fire_source = "the host log's Duration of reminder_timer" if r["minute"] is not None else "in-process call"
-    t.add(f"**fire_due for {n:,} ({fire_source}; s)**",
-          f"{r['fire_seconds']:.2f} ({n / r['fire_seconds']:.0f} reminders/s)" if r["fire_seconds"] else "n/a")
+    t.add(
+        f"**fire_due for {n:,} ({fire_source}; s)**",
+        f"{r['fire_seconds']:.2f} ({n / r['fire_seconds']:.0f} reminders/s)" if r["fire_seconds"] else "n/a",
+    )
     if r.get("queued"):
         q0, q1 = r["queued"]
-        t.add("the timer's enqueueing: first / last reminder enqueued (s after the minute; per second)",
-              f"{q0:.2f} / {q1:.2f} ({stats.number(r['fired'] / (q1 - q0)) if q1 > q0 else 'n/a'}/s; the last "
-              f"{r['due'] - r['minute'] - q1:.1f} s before T)")
+        t.add(
+            "the timer's enqueueing: first / last reminder enqueued (s after the minute; per second)",
+            f"{q0:.2f} / {q1:.2f} ({stats.number(r['fired'] / (q1 - q0)) if q1 > q0 else 'n/a'}/s; the last "
+            f"{r['due'] - r['minute'] - q1:.1f} s before T)",
+        )
     if r["minute"] is not None:
         t.add("**host CPU per reminder, the timer's run (ms)**", _ms(r["fire_host_cpu"] / n))
     else:
         t.add("benchmark-process CPU per reminder, storing + fire_due in-process (ms)", _ms(r["create_bench_cpu"] / n))
         t.add("benchmark-process CPU per reminder, fire_due alone (ms)", _ms(r["fire_cpu"] / n))
     t.add("**host CPU per reminder, delivery (T − 3 s to the last arrival; ms)**", _ms(r["deliver_host_cpu"] / n))
-    t.add("host CPU share from T to the last arrival (cores), and per second from T",
-          f"{r['deliver_share']:.2f}; " + ", ".join(f"{s:.2f}" for s in r["shares"][:12])
-          + (" …" if len(r["shares"]) > 12 else ""))
-    t.add("Azurite / benchmark process (fake Connector) CPU per reminder, delivery (ms)",
-          f"{_ms(r['deliver_storage_cpu'] / n)} / {_ms(r['deliver_bench_cpu'] / n)}")
+    t.add(
+        "host CPU share from T to the last arrival (cores), and per second from T",
+        f"{r['deliver_share']:.2f}; "
+        + ", ".join(f"{s:.2f}" for s in r["shares"][:12])
+        + (" …" if len(r["shares"]) > 12 else ""),
+    )
+    t.add(
+        "Azurite / benchmark process (fake Connector) CPU per reminder, delivery (ms)",
+        f"{_ms(r['deliver_storage_cpu'] / n)} / {_ms(r['deliver_bench_cpu'] / n)}",
+    )
     p = r["picked"]
     if p:
-        t.add("jobs picked up by the host, relative to T: first / p50 / last (s)",
-              f"{p[0]:+.2f} / {stats.median(p):+.2f} / {p[-1]:+.2f}")
+        t.add(
+            "jobs picked up by the host, relative to T: first / p50 / last (s)",
+            f"{p[0]:+.2f} / {stats.median(p):+.2f} / {p[-1]:+.2f}",
+        )
         picked_after = [x for x in p if x >= 0]
-        span = (p[-1] - max(p[0], 0.0))
-        t.add("jobs picked up by T / pickups per second after T",
-              f"{len(p) - len(picked_after)} / {stats.number(len(picked_after) / span) if span > 0 else 'n/a'}")
-        t.add("a job's work after T (from max(pickup, T) to its end): p50 / p90 / max (ms)",
-              " / ".join(_ms(stats.percentile(r["work"], q)) for q in (50, 90, 100)))
-        t.add("jobs running at once: at the most / on average from T to the last pickup (host log)",
-              f"{r['peak_jobs']} / {r['mean_jobs']:.1f}")
+        span = p[-1] - max(p[0], 0.0)
+        t.add(
+            "jobs picked up by T / pickups per second after T",
+            f"{len(p) - len(picked_after)} / {stats.number(len(picked_after) / span) if span > 0 else 'n/a'}",
+        )
+        t.add(
+            "a job's work after T (from max(pickup, T) to its end): p50 / p90 / max (ms)",
+            " / ".join(_ms(stats.percentile(r["work"], q)) for q in (50, 90, 100)),
+        )
+        t.add(
+            "jobs running at once: at the most / on average from T to the last pickup (host log)",
+            f"{r['peak_jobs']} / {r['mean_jobs']:.1f}",
+        )
     t.add("conversations handed on (a slot missed: back on the queue)", str(r["handed_on"]))
     pr = r["profile"]
-    t.add(f"one reminder's job alone, in-process (median of {pr['runs']}): wall time / the bot's CPU (ms)",
-          f"{_ms(pr['wall'])} / {_ms(pr['cpu'])}")
-    t.add("… its storage calls: how many, their wall time (ms), which",
-          f"{pr['calls']:.0f}, {_ms(pr['storage_wall'])}: "
-          + ", ".join(f"{k}{f' ×{v:g}' if v != 1 else ''}" for k, v in pr["kinds"].items()))
+    t.add(
+        f"one reminder's job alone, in-process (median of {pr['runs']}): wall time / the bot's CPU (ms)",
+        f"{_ms(pr['wall'])} / {_ms(pr['cpu'])}",
+    )
+    t.add(
+        "… its storage calls: how many, their wall time (ms), which",
+        f"{pr['calls']:.0f}, {_ms(pr['storage_wall'])}: "
+        + ", ".join(f"{k}{f' ×{v:g}' if v != 1 else ''}" for k, v in pr["kinds"].items()),
+    )
     t.add("requests answered 429 / the fake's most requests in flight", f"{r['refused']} / {r['max_in_flight']}")
 
     met = r["early"] == 0 and r["over"] == 0
-    section.target(f"{n:,} reminders due in the same second: each arrives in [T, T+1 s]",
-                   f"{r['within']:,} of {n:,} (max {late[-1]:+.2f} s, {r['early']} early)", met)
+    section.target(
+        f"{n:,} reminders due in the same second: each arrives in [T, T+1 s]",
+        f"{r['within']:,} of {n:,} (max {late[-1]:+.2f} s, {r['early']} early)",
+        met,
+    )
     section.notes.append(
         "Delivery check: each reminder's conversation received its message exactly once and nothing else received "
-        "it; a run that delivers wrongly fails the benchmark.")
+        "it; a run that delivers wrongly fails the benchmark."
+    )
     section.notes.append(_bounds(r))
     return section
 
@@ -596,14 +718,18 @@ def _bounds(r: dict[str, Any]) -> str:
         f"from T to the last arrival the host used {share:.2f} cores on average",
     ]
     if r["picked"]:
-        parts.append(f"the queue trigger ran at most {r['peak_jobs']} jobs at once (host.json batchSize 16, a new "
-                     f"batch once 8 or fewer run), {r['mean_jobs']:.1f} on average until the last was picked up, each "
-                     f"working {_ms(r['mean_job'])} ms after T on average: {r['mean_jobs']:.1f} / "
-                     f"{r['mean_job']:.3f} s = {r['mean_jobs'] / r['mean_job']:.0f} reminders/s (measured: "
-                     f"{(n - 1) / (late[-1] - late[0]):.0f}/s), and the due jobs waited on the queue for a free slot "
-                     f"(picked up {stats.median(r['picked']):+.1f} s after T at the median)")
+        parts.append(
+            f"the queue trigger ran at most {r['peak_jobs']} jobs at once (host.json batchSize 16, a new "
+            f"batch once 8 or fewer run), {r['mean_jobs']:.1f} on average until the last was picked up, each "
+            f"working {_ms(r['mean_job'])} ms after T on average: {r['mean_jobs']:.1f} / "
+            f"{r['mean_job']:.3f} s = {r['mean_jobs'] / r['mean_job']:.0f} reminders/s (measured: "
+            f"{(n - 1) / (late[-1] - late[0]):.0f}/s), and the due jobs waited on the queue for a free slot "
+            f"(picked up {stats.median(r['picked']):+.1f} s after T at the median)"
+        )
     pr = r["profile"]
-    parts.append(f"alone, a reminder's job takes {_ms(pr['wall'])} ms: {pr['calls']:.0f} storage calls "
-                 f"({_ms(pr['storage_wall'])} ms), the pace calendar's start lead (0.1 s) and the Connector's "
-                 f"service time (80 ms median)")
+    parts.append(
+        f"alone, a reminder's job takes {_ms(pr['wall'])} ms: {pr['calls']:.0f} storage calls "
+        f"({_ms(pr['storage_wall'])} ms), the pace calendar's start lead (0.1 s) and the Connector's "
+        f"service time (80 ms median)"
+    )
     return "Where the time went: " + "; ".join(parts) + "."

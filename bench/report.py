@@ -53,8 +53,7 @@ class Section:
             out += [t.markdown(), ""]
         if self.targets:
             out += ["Targets:", ""]
-            out += [f"- {what}: {measured} — **{'met' if met else 'MISSED'}**"
-                    for what, measured, met in self.targets]
+            out += [f"- {what}: {measured} — **{'met' if met else 'MISSED'}**" for what, measured, met in self.targets]
             out.append("")
         if self.notes:
             out += [f"- {n}" for n in self.notes]
@@ -62,20 +61,23 @@ class Section:
         return "\n".join(out)
 
 
-def document(sections: list[Section], machine: dict[str, str], mode: str, elapsed: float,
-             command: str) -> str:
+def document(sections: list[Section], machine: dict[str, str], mode: str, elapsed: float, command: str) -> str:
     out = ["# Benchmark results", ""]
-    out.append(f"Command: `{command}` ({mode} mode, {elapsed:.0f} s). "
-               "Each figure is the median over repeated runs, with the spread as min–max over those runs; "
-               "ratios compare with a floor measured in the same run on the same machine.")
+    out.append(
+        f"Command: `{command}` ({mode} mode, {elapsed:.0f} s). "
+        "Each figure is the median over repeated runs, with the spread as min–max over those runs; "
+        "ratios compare with a floor measured in the same run on the same machine."
+    )
     out.append("")
     out.append(" · ".join(f"{k}: {v}" for k, v in machine.items()))
     out.append("")
     summary = [(s.title, what, measured, met) for s in sections for what, measured, met in s.targets]
     if summary:
         out += ["## Targets at a glance", "", "| benchmark | target | measured | |", "|---|---|---|---|"]
-        out += [f"| {title} | {what} | {measured} | {'met' if met else '**MISSED**'} |"
-                for title, what, measured, met in summary]
+        out += [
+            f"| {title} | {what} | {measured} | {'met' if met else '**MISSED**'} |"
+            for title, what, measured, met in summary
+        ]
         out.append("")
     out += [s.markdown() for s in sections]
     return "\n".join(out).rstrip() + "\n"

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, get_args
+from typing import Any, get_args
 from urllib.parse import quote
 
 import aiohttp
@@ -39,12 +40,19 @@ CLIENTS = ("floor", *TRANSPORTS)
 def references(base_url: str, app_id: str, count: int, tag: str) -> list[Any]:
     from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
 
-    return [ConversationReference.from_dict({
-        "channelId": "msteams", "serviceUrl": base_url + "/",
-        "conversation": {"id": f"19:{tag}-{i}@thread.tacv2", "tenantId": "tenant-1"},
-        "user": {"id": f"29:user-{i}", "name": "User"}, "bot": {"id": f"28:{app_id}", "name": "bot"},
-        "serviceUrlTrust": TRUST_TOKEN,
-    }) for i in range(count)]
+    return [
+        ConversationReference.from_dict(
+            {
+                "channelId": "msteams",
+                "serviceUrl": base_url + "/",
+                "conversation": {"id": f"19:{tag}-{i}@thread.tacv2", "tenantId": "tenant-1"},
+                "user": {"id": f"29:user-{i}", "name": "User"},
+                "bot": {"id": f"28:{app_id}", "name": "bot"},
+                "serviceUrlTrust": TRUST_TOKEN,
+            }
+        )
+        for i in range(count)
+    ]
 
 
 async def _pump(items: list[Any], concurrency: int, send: Callable[[Any], Awaitable[None]]) -> float:
@@ -69,8 +77,13 @@ class FloorClient:
 
     @staticmethod
     def prepare(refs: list[Any], text: str) -> list[tuple[str, bytes]]:
-        return [(f"{r.service_url.rstrip('/')}/v3/conversations/{quote(r.conversation.id, safe='')}/activities",
-                 json.dumps(r.outgoing(text=text), separators=(",", ":")).encode()) for r in refs]
+        return [
+            (
+                f"{r.service_url.rstrip('/')}/v3/conversations/{quote(r.conversation.id, safe='')}/activities",
+                json.dumps(r.outgoing(text=text), separators=(",", ":")).encode(),
+            )
+            for r in refs
+        ]
 
     async def send(self, item: tuple[str, bytes]) -> None:
         url, body = item
@@ -87,8 +100,14 @@ def _bot_sender(connector: Any) -> Callable[[Any], Awaitable[None]]:
     return send
 
 
-async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencies: tuple[int, ...] = CONCURRENCY,
-                  clients: tuple[str, ...] = CLIENTS, storage: str = "") -> dict[str, Any]:
+async def measure(
+    channel: RemoteChannel,
+    count: int,
+    repeats: int,
+    concurrencies: tuple[int, ...] = CONCURRENCY,
+    clients: tuple[str, ...] = CLIENTS,
+    storage: str = "",
+) -> dict[str, Any]:
     """{(client, concurrency): [messages/s per run]}, client CPU per message, and IdP counts.
     A client is "floor" or one of TRANSPORTS: the bot's ConnectorClient on that transport, whose trust
     record (in `storage`, a connection string) knows the fake Connector's URL, as after an inbound turn."""
@@ -96,11 +115,11 @@ async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencie
 
     from botcore.protocol.connector import ConnectorClient
     from botcore.protocol.http import new_http_client
-    from botcore.settings import SERVICE_URLS_TABLE, Settings
-    from botcore.storage import Table
-    from botcore.protocol.trust import ServiceTrust
-    from botcore.state.service_urls import ServiceUrlRegistry
     from botcore.protocol.tokens import token_provider_for
+    from botcore.protocol.trust import ServiceTrust
+    from botcore.settings import SERVICE_URLS_TABLE, Settings
+    from botcore.state.service_urls import ServiceUrlRegistry
+    from botcore.storage import Table
 
     settings = Settings.from_env(channel.env)
     tokens = token_provider_for(settings)
@@ -111,17 +130,23 @@ async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencie
     token = await tokens.get_token()  # the floor uses the same token; the bot's cache is now warm
     floor_items = FloorClient.prepare(refs, "proactive")
     https = {name: new_http_client(settings.http_timeout, name) for name in clients if name != "floor"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT)) as session, \
-            contextlib.AsyncExitStack() as resources:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT)) as session,
+        contextlib.AsyncExitStack() as resources,
+    ):
         if https:
             trust_table = await resources.enter_async_context(
-                TableClient.from_connection_string(storage, SERVICE_URLS_TABLE))
+                TableClient.from_connection_string(storage, SERVICE_URLS_TABLE)
+            )
             registry = ServiceUrlRegistry(Table(trust_table))
             await registry.record(channel.base_url)
             trust = ServiceTrust(registry)
         senders: dict[str, tuple[Callable[[Any], Awaitable[None]], list[Any]]] = {
-            name: (FloorClient(session, token).send, floor_items) if name == "floor"
-            else (_bot_sender(ConnectorClient(trust, https[name], tokens)), refs) for name in clients}
+            name: (FloorClient(session, token).send, floor_items)
+            if name == "floor"
+            else (_bot_sender(ConnectorClient(trust, https[name], tokens)), refs)
+            for name in clients
+        }
         try:
             for send, items in senders.values():  # warm-up: connections, code paths
                 for c in concurrencies:
@@ -140,9 +165,13 @@ async def measure(channel: RemoteChannel, count: int, repeats: int, concurrencie
             for http in https.values():
                 await http.aclose()
     hits_after = channel.stats()["hits"]
-    return {"rates": rates, "cpu": cpu, "bot_sends": bot_sends,
-            "hits": {k: hits_after.get(k, 0) - hits_before.get(k, 0) for k in hits_after},
-            "token_requests": tokens.requests}
+    return {
+        "rates": rates,
+        "cpu": cpu,
+        "bot_sends": bot_sends,
+        "hits": {k: hits_after.get(k, 0) - hits_before.get(k, 0) for k in hits_after},
+        "token_requests": tokens.requests,
+    }
 
 
 def remember_floor(context: dict[str, Any], m: dict[str, Any]) -> None:
@@ -186,14 +215,24 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
             rate = stats.Summary.of(m["rates"][(name, c)])
             cpu = stats.Summary.of(m["cpu"][(name, c)]).median * 1000
             r = stats.ratio(rate.median, floor.median)
-            label = "floor (bare aiohttp)" if name == "floor" else \
-                f"bot, httpx on {name}" + (" (botcore's)" if name == TRANSPORT else "")
+            label = (
+                "floor (bare aiohttp)"
+                if name == "floor"
+                else f"bot, httpx on {name}" + (" (botcore's)" if name == TRANSPORT else "")
+            )
             t.add(label, c, stats.number(rate.median), stats.spread(rate), stats.times(r), stats.number(cpu))
             if name == TRANSPORT and c in TARGET_CONCURRENCY:
-                section.target(f"send rate at concurrency {c} (httpx on {name}), as a share of the bare aiohttp floor",
-                               f"{r:.2f} (≥ {TARGET_RATIO})", r >= TARGET_RATIO)
-    section.notes.append("Client CPU per message is the benchmark process's CPU time (the fake Connector is in "
-                         "another process) divided by the messages sent.")
-    section.notes.append("Field notes reference at concurrency 32 / 1 (msg/s): Agents SDK ~500 / ~470, plain httpx "
-                         "~330 / ~1,200, plain aiohttp ~6,600 / ~2,900.")
+                section.target(
+                    f"send rate at concurrency {c} (httpx on {name}), as a share of the bare aiohttp floor",
+                    f"{r:.2f} (≥ {TARGET_RATIO})",
+                    r >= TARGET_RATIO,
+                )
+    section.notes.append(
+        "Client CPU per message is the benchmark process's CPU time (the fake Connector is in "
+        "another process) divided by the messages sent."
+    )
+    section.notes.append(
+        "Field notes reference at concurrency 32 / 1 (msg/s): Agents SDK ~500 / ~470, plain httpx "
+        "~330 / ~1,200, plain aiohttp ~6,600 / ~2,900."
+    )
     return section

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -34,13 +34,13 @@ class Summary:
     runs: int
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> "Summary":
+    def of(cls, values: Iterable[float]) -> Summary:
         data = [float(v) for v in values]
         if not data:
             return cls(math.nan, math.nan, math.nan, 0)
         return cls(median(data), min(data), max(data), len(data))
 
-    def scaled(self, factor: float) -> "Summary":
+    def scaled(self, factor: float) -> Summary:
         return Summary(self.median * factor, self.low * factor, self.high * factor, self.runs)
 
 

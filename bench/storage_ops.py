@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -45,8 +46,15 @@ READ, WRITE, UPSERT, BATCH, PUT = OPS = (
 class Side:
     """One client of the comparison, SDK or bare: its own conversation row, and the same five calls."""
 
-    def __init__(self, table: Any, etag_of_read: Callable[[Any], str], batch: Callable[[list[dict[str, Any]]], Call],
-                 queue: Any, entity: dict[str, Any], message: str) -> None:
+    def __init__(
+        self,
+        table: Any,
+        etag_of_read: Callable[[Any], str],
+        batch: Callable[[list[dict[str, Any]]], Call],
+        queue: Any,
+        entity: dict[str, Any],
+        message: str,
+    ) -> None:
         self.table, self.etag_of_read, self.batch, self.queue = table, etag_of_read, batch, queue
         self.entity, self.message, self.etag = entity, message, ""
 
@@ -61,8 +69,12 @@ class Side:
         if op is BATCH:
             return [self.batch(ledger_rows(uuid.uuid4().hex, 100)) for _ in range(count)]
         pk, rk = self.entity["PartitionKey"], self.entity["RowKey"]
-        call: Call = {READ: lambda: self.table.get(pk, rk), WRITE: self._write,
-                      UPSERT: lambda: self.table.upsert(self.entity), PUT: lambda: self.queue.send(self.message)}[op]
+        call: Call = {
+            READ: lambda: self.table.get(pk, rk),
+            WRITE: self._write,
+            UPSERT: lambda: self.table.upsert(self.entity),
+            PUT: lambda: self.queue.send(self.message),
+        }[op]
         return [call] * count
 
 
@@ -80,18 +92,28 @@ def _sdk_side(entity: dict[str, Any], message: str) -> Side:
     from botcore.storage import etag_of, get_queue, get_table
 
     ledger = get_table(DELIVERIES_TABLE)
-    return Side(get_table(CONVERSATIONS_TABLE), etag_of,
-                lambda rows: lambda: ledger.transact([("create", row) for row in rows]),
-                get_queue(SENDS_QUEUE), entity, message)
+    return Side(
+        get_table(CONVERSATIONS_TABLE),
+        etag_of,
+        lambda rows: lambda: ledger.transact([("create", row) for row in rows]),
+        get_queue(SENDS_QUEUE),
+        entity,
+        message,
+    )
 
 
 def _bare_side(session: aiohttp.ClientSession, connection_string: str, entity: dict[str, Any], message: str) -> Side:
     from botcore.settings import CONVERSATIONS_TABLE, DELIVERIES_TABLE, SENDS_QUEUE
 
     ledger = BareTable(session, connection_string, DELIVERIES_TABLE)
-    return Side(BareTable(session, connection_string, CONVERSATIONS_TABLE), lambda read: read[1],
-                lambda rows: lambda: ledger.insert_batch(rows),
-                BareQueue(session, connection_string, SENDS_QUEUE), entity, message)
+    return Side(
+        BareTable(session, connection_string, CONVERSATIONS_TABLE),
+        lambda read: read[1],
+        lambda rows: lambda: ledger.insert_batch(rows),
+        BareQueue(session, connection_string, SENDS_QUEUE),
+        entity,
+        message,
+    )
 
 
 def _send_batch_message(service_url: str, app_id: str) -> str:
@@ -103,16 +125,19 @@ def _send_batch_message(service_url: str, app_id: str) -> str:
     return pack(f"job-{uuid.uuid4().hex[:8]}", items, id_prefix="0.")[0][0]
 
 
-async def _measure(connection_string: str, entities: dict[str, dict[str, Any]], message: str, calls: int,
-                   batches: int, repeats: int) -> dict[tuple[str, Op], list[tuple[float, float]]]:
+async def _measure(
+    connection_string: str, entities: dict[str, dict[str, Any]], message: str, calls: int, batches: int, repeats: int
+) -> dict[tuple[str, Op], list[tuple[float, float]]]:
     """{(side, op): [(CPU, wall) per call, one pair per repeat]}; the sides alternate which goes first."""
     from botcore.storage import close_storage_clients, ensure_resources
 
     await ensure_resources()
     out: dict[tuple[str, Op], list[tuple[float, float]]] = {}
     async with aiohttp.ClientSession() as session:
-        sides = {"sdk": _sdk_side(entities["sdk"], message),
-                 "bare": _bare_side(session, connection_string, entities["bare"], message)}
+        sides = {
+            "sdk": _sdk_side(entities["sdk"], message),
+            "bare": _bare_side(session, connection_string, entities["bare"], message),
+        }
         for side in sides.values():
             await side.table.insert(side.entity)
         for side in sides.values():  # warm-up: connections, code paths, caches
@@ -121,7 +146,7 @@ async def _measure(connection_string: str, entities: dict[str, dict[str, Any]], 
                 await _timed(side.calls(op, 3 if op is BATCH else 50))
         for r in range(repeats):
             for op in OPS:
-                for name in (("sdk", "bare") if r % 2 == 0 else ("bare", "sdk")):
+                for name in ("sdk", "bare") if r % 2 == 0 else ("bare", "sdk"):
                     side = sides[name]
                     if op is WRITE:
                         await side.read_etag()  # the first ETag comes from a read, as in a turn
@@ -136,8 +161,12 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
 
     calls, batches, repeats = (200, 10, 2) if quick else (1000, 50, 5)
     log(f"storage ops: {repeats} repeats of {calls} calls per operation ({batches} batches), SDK and bare")
-    entities = {name: conversation_entity("https://smba.trafficmanager.net/teams/", "bench-app", "tenant-1",
-                                          f"19:ops-{name}@thread.tacv2") for name in ("sdk", "bare")}
+    entities = {
+        name: conversation_entity(
+            "https://smba.trafficmanager.net/teams/", "bench-app", "tenant-1", f"19:ops-{name}@thread.tacv2"
+        )
+        for name in ("sdk", "bare")
+    }
     message = _send_batch_message("https://smba.trafficmanager.net/teams/", "bench-app")
     with azurite(tmp / "azurite") as storage, environment({"BotStorage": storage.connection_string}):
         m = asyncio.run(_measure(storage.connection_string, entities, message, calls, batches, repeats))
@@ -152,24 +181,44 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         f"are shaped as the delivery ledger's claims; the queue message is a send batch of 100 references "
         f"({len(message):,} characters) as the fan-out writes it.",
     )
-    t = section.table(["operation", "SDK call / bare request", "SDK CPU/call (ms)", "spread", "bare CPU/call (ms)", "spread",
-                       "ratio SDK/bare", "SDK wall/call (ms)", "bare wall/call (ms)"])
+    t = section.table(
+        [
+            "operation",
+            "SDK call / bare request",
+            "SDK CPU/call (ms)",
+            "spread",
+            "bare CPU/call (ms)",
+            "spread",
+            "ratio SDK/bare",
+            "SDK wall/call (ms)",
+            "bare wall/call (ms)",
+        ]
+    )
     for op in OPS:
         sdk_cpu, bare_cpu = (stats.Summary.of(c * 1000 for c, _ in m[(name, op)]) for name in ("sdk", "bare"))
         sdk_wall, bare_wall = (stats.Summary.of(w * 1000 for _, w in m[(name, op)]) for name in ("sdk", "bare"))
-        t.add(op.name, f"{op.sdk} / {op.bare}", stats.number(sdk_cpu.median), stats.spread(sdk_cpu),
-              stats.number(bare_cpu.median), stats.spread(bare_cpu),
-              stats.times(stats.ratio(sdk_cpu.median, bare_cpu.median)),
-              f"{stats.number(sdk_wall.median)} ({stats.spread(sdk_wall)})",
-              f"{stats.number(bare_wall.median)} ({stats.spread(bare_wall)})")
+        t.add(
+            op.name,
+            f"{op.sdk} / {op.bare}",
+            stats.number(sdk_cpu.median),
+            stats.spread(sdk_cpu),
+            stats.number(bare_cpu.median),
+            stats.spread(bare_cpu),
+            stats.times(stats.ratio(sdk_cpu.median, bare_cpu.median)),
+            f"{stats.number(sdk_wall.median)} ({stats.spread(sdk_wall)})",
+            f"{stats.number(bare_wall.median)} ({stats.spread(bare_wall)})",
+        )
     section.notes.append(
         "CPU is `time.process_time()` of the benchmark process around the calls, divided by their number; Azurite's "
         "own CPU is not in it. The bare request signs (Shared Key Lite), sends and reads the answer, and parses a "
         "read's JSON (asked for without OData metadata) without decoding types; the SDK also runs its pipeline "
         "(headers, retry and logging policies) and builds its entity and message objects: the difference is what "
         "that costs per call. Wall time includes "
-        "Azurite's own work, which both share.")
-    section.notes.append("The conditional write chains ETags: each run starts from a read (not timed), then each "
-                         "write carries the ETag the previous one returned. Batch rows are built before the timing, "
-                         "each batch in a partition of its own.")
+        "Azurite's own work, which both share."
+    )
+    section.notes.append(
+        "The conditional write chains ETags: each run starts from a read (not timed), then each "
+        "write carries the ETag the previous one returned. Batch rows are built before the timing, "
+        "each batch in a partition of its own."
+    )
     return section

@@ -16,11 +16,13 @@ by a bare aiohttp client (point read, entity write or none, POST of the same rep
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -62,25 +64,32 @@ async def _timed(calls: list[Callable[[], Awaitable[None]]]) -> list[float]:
 
 async def _measure(stack: Any, turns: int, repeats: int, idle_seconds: float) -> dict[str, Any]:
     pid = stack.host.process.pid
-    cids = {"change": f"warm-{uuid.uuid4().hex[:8]}", "nochange": f"warm-{uuid.uuid4().hex[:8]}",
-            "floor": f"warm-{uuid.uuid4().hex[:8]}"}
+    cids = {
+        "change": f"warm-{uuid.uuid4().hex[:8]}",
+        "nochange": f"warm-{uuid.uuid4().hex[:8]}",
+        "floor": f"warm-{uuid.uuid4().hex[:8]}",
+    }
     texts = {"change": ["profile", "cancel"], "nochange": ["help"]}
-    out: dict[str, Any] = {"latency": {k: [] for k in KINDS}, "cpu": {k: [] for k in KINDS},
-                           "wall": {k: [] for k in KINDS}, "floor": {k: [] for k in KINDS}}
+    out: dict[str, Any] = {
+        "latency": {k: [] for k in KINDS},
+        "cpu": {k: [] for k in KINDS},
+        "wall": {k: [] for k in KINDS},
+        "floor": {k: [] for k in KINDS},
+    }
     async with aiohttp.ClientSession() as session:
         client = TurnClient(stack, session)
         for cid in cids.values():
             await client.post(client.body(cid, "hi"))  # the greeting: creates the conversation
         for kind in KINDS:  # warm-up
-            await _timed([lambda b=client.body(cids[kind], texts[kind][i % len(texts[kind])]): client.post(b)
-                          for i in range(20)])
+            bodies = [client.body(cids[kind], texts[kind][i % len(texts[kind])]) for i in range(20)]
+            await _timed([functools.partial(client.post, body) for body in bodies])
         cpu0, t0 = procfs.cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(idle_seconds)
         out["idle_cpu_per_s"] = (procfs.cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
 
         sent_before = len(stack.channel.activities())
         hits_before = dict(stack.idp.hits)
-        for r in range(repeats):
+        for _ in range(repeats):
             for kind in KINDS:
                 bodies = [client.body(cids[kind], texts[kind][i % len(texts[kind])]) for i in range(turns)]
                 cpu0, t0 = procfs.cpu_seconds(pid), time.monotonic()
@@ -101,8 +110,10 @@ async def _measure(stack: Any, turns: int, repeats: int, idle_seconds: float) ->
         reply = stack.channel.activities(cids["floor"])[-1]
         table = BareTable(session, stack.storage_connection, "botconversations")
         key = stack.key(cids["floor"])
-        reply_url = (f"{stack.channel.base_url}/v3/conversations/{quote(cids['floor'], safe='')}"
-                     f"/activities/{quote(reply.body['replyToId'], safe='')}")
+        reply_url = (
+            f"{stack.channel.base_url}/v3/conversations/{quote(cids['floor'], safe='')}"
+            f"/activities/{quote(reply.body['replyToId'], safe='')}"
+        )
         reply_body = json.dumps(reply.body).encode()
         reply_headers = {"Content-Type": "application/json", "Authorization": reply.authorization}
 
@@ -118,7 +129,7 @@ async def _measure(stack: Any, turns: int, repeats: int, idle_seconds: float) ->
 
         for _ in range(repeats):
             for kind in KINDS:
-                out["floor"][kind].append(await _timed([lambda: floor_turn(kind == "change")] * turns))
+                out["floor"][kind].append(await _timed([lambda kind=kind: floor_turn(kind == "change")] * turns))
     return out
 
 
@@ -133,8 +144,12 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
     log(f"warm turn: {repeats} repeats of {turns} turns of each kind, then the floor")
     with azurite(tmp / "azurite") as storage, bot_stack(storage.connection_string, tmp / "stack") as stack:
         m = asyncio.run(_measure(stack, turns, repeats, 1.0 if quick else 5.0))
-    context["turn_economy"] = {"turns": m["turns"], "hits": m["hits"], "hits_lifetime": m["hits_lifetime"],
-                               "turns_lifetime": m["turns_lifetime"]}
+    context["turn_economy"] = {
+        "turns": m["turns"],
+        "hits": m["hits"],
+        "hits_lifetime": m["hits_lifetime"],
+        "turns_lifetime": m["turns_lifetime"],
+    }
 
     section = Section(
         "2. Warm turn",
@@ -144,32 +159,63 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         f"to the fake Connector). {repeats} repeats of {turns} turns per kind; latency percentiles are per repeat, "
         "then the median (and min–max) over repeats.",
     )
-    lat = section.table(["turn", "p50 (ms)", "p50 spread", "p99 (ms)", "p99 spread", "floor p50 (ms)",
-                         "floor p99 (ms)", "p50 ratio to floor", "p99 ratio to floor"], title="Wall latency")
-    cpu = section.table(["turn", "host CPU per turn (ms)", "spread", "net of the idle host (ms)", "target", ""],
-                        title="CPU of the host process")
+    lat = section.table(
+        [
+            "turn",
+            "p50 (ms)",
+            "p50 spread",
+            "p99 (ms)",
+            "p99 spread",
+            "floor p50 (ms)",
+            "floor p99 (ms)",
+            "p50 ratio to floor",
+            "p99 ratio to floor",
+        ],
+        title="Wall latency",
+    )
+    cpu = section.table(
+        ["turn", "host CPU per turn (ms)", "spread", "net of the idle host (ms)", "target", ""],
+        title="CPU of the host process",
+    )
     for kind, label in KINDS.items():
         p50 = stats.Summary.of(stats.percentile(r, 50) * 1000 for r in m["latency"][kind])
         p99 = stats.Summary.of(stats.percentile(r, 99) * 1000 for r in m["latency"][kind])
         f50 = stats.Summary.of(stats.percentile(r, 50) * 1000 for r in m["floor"][kind])
         f99 = stats.Summary.of(stats.percentile(r, 99) * 1000 for r in m["floor"][kind])
-        lat.add(label, stats.number(p50.median), stats.spread(p50), stats.number(p99.median), stats.spread(p99),
-                f"{stats.number(f50.median)} ({stats.spread(f50)})",
-                f"{stats.number(f99.median)} ({stats.spread(f99)})",
-                stats.times(stats.ratio(p50.median, f50.median)), stats.times(stats.ratio(p99.median, f99.median)))
+        lat.add(
+            label,
+            stats.number(p50.median),
+            stats.spread(p50),
+            stats.number(p99.median),
+            stats.spread(p99),
+            f"{stats.number(f50.median)} ({stats.spread(f50)})",
+            f"{stats.number(f99.median)} ({stats.spread(f99)})",
+            stats.times(stats.ratio(p50.median, f50.median)),
+            stats.times(stats.ratio(p99.median, f99.median)),
+        )
         c = stats.Summary.of(v * 1000 for v in m["cpu"][kind])
-        net = stats.Summary.of((v - m["idle_cpu_per_s"] * w) * 1000 for v, w in zip(m["cpu"][kind], m["wall"][kind]))
+        net = stats.Summary.of(
+            (v - m["idle_cpu_per_s"] * w) * 1000 for v, w in zip(m["cpu"][kind], m["wall"][kind], strict=True)
+        )
         met = c.median <= TARGET_CPU_MS[kind]
-        cpu.add(label, stats.number(c.median), stats.spread(c), f"{stats.number(net.median)} ({stats.spread(net)})",
-                f"≤ {TARGET_CPU_MS[kind]:.1f} ms", stats.verdict(met))
+        cpu.add(
+            label,
+            stats.number(c.median),
+            stats.spread(c),
+            f"{stats.number(net.median)} ({stats.spread(net)})",
+            f"≤ {TARGET_CPU_MS[kind]:.1f} ms",
+            stats.verdict(met),
+        )
         section.target(f"host CPU per {label}", f"{stats.number(c.median)} ms (≤ {TARGET_CPU_MS[kind]:.1f})", met)
     section.notes.append(
         f"The idle host (queue polling, timer) used {m['idle_cpu_per_s'] * 1000:.1f} ms of CPU per second, "
-        "measured before the turns. The target is judged on the gross figure, which includes it; the \"net\" "
+        'measured before the turns. The target is judged on the gross figure, which includes it; the "net" '
         "column subtracts it (idle CPU/s × the repeat's wall time), since on Azure the Functions host, not the "
         "Python worker, polls the queues. "
-        f"CPU is read in clock ticks of {1000 / procfs.CLOCK_TICKS:.0f} ms over {turns} turns.")
+        f"CPU is read in clock ticks of {1000 / procfs.CLOCK_TICKS:.0f} ms over {turns} turns."
+    )
     section.notes.append(m["state_changes"] + ".")
-    section.notes.append("Field notes reference (CPU of the bot process per warm turn): botbuilder-python ~36 ms, "
-                         "Agents SDK ~2.9 ms.")
+    section.notes.append(
+        "Field notes reference (CPU of the bot process per warm turn): botbuilder-python ~36 ms, Agents SDK ~2.9 ms."
+    )
     return section

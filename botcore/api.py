@@ -12,13 +12,14 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .app import bot_for
-from .request import read_json
 from .errors import BadInputError, NotFoundError
 from .jobs import MAX_REMINDER_SECONDS, Job, JobError, check_job_id, now_iso, parse_job
+from .request import read_json
 from .responses import Response, http_edge
 from .settings import Settings, get_settings
 
@@ -43,15 +44,16 @@ def _job_request(headers: Mapping[str, str], body: bytes, settings: Settings, ki
     data = _json_object(headers, body, settings)
     if "target" not in data:
         raise JobError("target is required")
-    digest = hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "id"}, sort_keys=True)
-                            .encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps({k: v for k, v in data.items() if k != "id"}, sort_keys=True).encode()
+    ).hexdigest()
     if kind == "reminder" and "inSeconds" in data:
         if "due" in data:
             raise JobError("give due or inSeconds, not both")
         delay = data.pop("inSeconds")
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= MAX_REMINDER_SECONDS:
             raise JobError("inSeconds must be a number of seconds up to a year")
-        data["due"] = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat(timespec="milliseconds")
+        data["due"] = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="milliseconds")
     job = _job_from(data, kind)
     job.check_size()
     return job, digest
@@ -83,8 +85,9 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
 
 
 @http_edge
-async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body: bytes,
-                     settings: Settings | None = None) -> Response:
+async def handle_job(
+    method: str, job_id: str, headers: Mapping[str, str], body: bytes, settings: Settings | None = None
+) -> Response:
     """GET /api/notify/{id}: counts; PATCH: update the sent messages; DELETE: delete them."""
     settings = settings or get_settings()
     check_job_id(job_id)
@@ -99,13 +102,13 @@ async def handle_job(method: str, job_id: str, headers: Mapping[str, str], body:
     if method == "PATCH":
         parsed = _json_object(headers, body, settings)
         data = {k: parsed[k] for k in ("text", "attachments") if k in parsed}
-    job = _job_from(data, "update" if method == "PATCH" else "delete", notification=job_id,
-                    target={"everyone": True})
+    job = _job_from(data, "update" if method == "PATCH" else "delete", notification=job_id, target={"everyone": True})
     # Recorded before the answer: from now on nothing is sent unrevised. The job revises what was sent.
     revision = await ledger.register_revision(job)
     await delivery.jobs.send(job.to_json())
-    return Response(202, {"id": job.id, "notification": job_id, "revision": revision.number,
-                          "status": f"/api/notify/{job.id}"})
+    return Response(
+        202, {"id": job.id, "notification": job_id, "revision": revision.number, "status": f"/api/notify/{job.id}"}
+    )
 
 
 @http_edge

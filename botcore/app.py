@@ -27,8 +27,8 @@ class Bot:
     """The app's parts for one event loop: what turns work with, and what delivery works with."""
 
     settings: Settings
-    turns: "TurnContext"
-    delivery: "DeliveryContext"
+    turns: TurnContext
+    delivery: DeliveryContext
 
 
 def build(settings: Settings) -> Bot:
@@ -48,18 +48,35 @@ def build(settings: Settings) -> Bot:
     from .storage import get_queue
 
     conversations, service_urls = ConversationStore(), ServiceUrlRegistry()
-    connector = ConnectorClient(ServiceTrust(service_urls, settings.emulator_service_hosts,
-                                             emulator_on_loopback=settings.is_development),
-                                tokens=token_provider_for(settings), max_retry_after=settings.max_retry_after_seconds)
+    connector = ConnectorClient(
+        ServiceTrust(service_urls, settings.emulator_service_hosts, emulator_on_loopback=settings.is_development),
+        tokens=token_provider_for(settings),
+        max_retry_after=settings.max_retry_after_seconds,
+    )
     ledger = DeliveryLedger(claim_ttl=timedelta(seconds=settings.delivery_claim_seconds))
     reminders, jobs = ReminderStore(), get_queue(JOBS_QUEUE)
-    turns = TurnContext(settings, conversations, service_urls, connector, default_engine(), KeyLocks(),
-                        DeliveryOutbox(ledger, jobs, reminders))
+    turns = TurnContext(
+        settings,
+        conversations,
+        service_urls,
+        connector,
+        default_engine(),
+        KeyLocks(),
+        DeliveryOutbox(ledger, jobs, reminders),
+    )
     delivery = DeliveryContext(
-        settings=settings, ledger=ledger, conversations=conversations, connector=connector, reminders=reminders,
+        settings=settings,
+        ledger=ledger,
+        conversations=conversations,
+        connector=connector,
+        reminders=reminders,
         pacing=PaceCalendar(settings.tenant_rate_per_second, max_pause=settings.max_retry_after_seconds),
-        guard=KeyGuard(settings.tenant_rate_per_second), windows=ConversationWindows(),
-        sending=asyncio.Semaphore(settings.send_concurrency), jobs=jobs, sends=get_queue(SENDS_QUEUE), turns=turns,
+        guard=KeyGuard(settings.tenant_rate_per_second),
+        windows=ConversationWindows(),
+        sending=asyncio.Semaphore(settings.send_concurrency),
+        jobs=jobs,
+        sends=get_queue(SENDS_QUEUE),
+        turns=turns,
     )
     return Bot(settings, turns, delivery)
 

@@ -24,9 +24,9 @@ import sys
 from typing import Any, TextIO
 
 from .delivery.ledger import DeliveryLedger
-from .errors import ConflictError, UnavailableError
+from .errors import ConfigurationError, ConflictError, UnavailableError
 from .jobs import Job, JobError, Target, check_job_id, new_job, parse_job
-from .settings import JOBS_QUEUE, ConfigurationError, get_settings
+from .settings import JOBS_QUEUE, get_settings
 from .state.conversations import ConversationStore
 from .storage import close_storage_clients, get_queue
 
@@ -55,8 +55,11 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="a job's state and delivery counts")
     status.add_argument("job")
-    status.add_argument("--follow", action="store_true",
-                        help="until the job ends: a progress bar on a terminal, a JSON line per change on a pipe")
+    status.add_argument(
+        "--follow",
+        action="store_true",
+        help="until the job ends: a progress bar on a terminal, a JSON line per change on a pipe",
+    )
     return parser
 
 
@@ -68,23 +71,39 @@ def _selection(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _target(args: argparse.Namespace) -> Target:
-    return Target(conversation=args.conversation, user_id=args.user, channel_id=args.channel,
-                  tenant_id=args.tenant, team=args.team, everyone=args.everyone)
+    return Target(
+        conversation=args.conversation,
+        user_id=args.user,
+        channel_id=args.channel,
+        tenant_id=args.tenant,
+        team=args.team,
+        everyone=args.everyone,
+    )
 
 
 async def _refs(args: argparse.Namespace, out: TextIO) -> int:
     store = ConversationStore()
-    query = store.selection_filter(channel_id=args.channel, tenant_id=args.tenant, user_id=args.user,
-                                   include_retired=args.all)
+    query = store.selection_filter(
+        channel_id=args.channel, tenant_id=args.tenant, user_id=args.user, include_retired=args.all
+    )
     shown = 0
     async for page in store.iter_pages(query, page_size=min(args.limit, 500)):
         for record in page[: args.limit - shown]:
             ref = record.reference
-            out.write(json.dumps({
-                "conversation": record.key, "channelId": ref.channel_id, "userId": ref.user.id if ref.user else None,
-                "tenantId": ref.tenant_id, "lastSeen": record.last_seen.isoformat() if record.last_seen else None,
-                "active": record.active, **({"retired": record.retired_reason} if not record.active else {}),
-            }) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "conversation": record.key,
+                        "channelId": ref.channel_id,
+                        "userId": ref.user.id if ref.user else None,
+                        "tenantId": ref.tenant_id,
+                        "lastSeen": record.last_seen.isoformat() if record.last_seen else None,
+                        "active": record.active,
+                        **({"retired": record.retired_reason} if not record.active else {}),
+                    }
+                )
+                + "\n"
+            )
             shown += 1
         if shown >= args.limit:
             break
@@ -126,13 +145,17 @@ END_STATES = frozenset({"done", "deleted", "failed", "superseded"})  # a revisio
 
 async def _status(args: argparse.Namespace, out: TextIO) -> int:
     job_id = check_job_id(args.job)
-    progress_bar = None
+    progress_bar: Any = None
     if args.follow and out.isatty():
         try:
-            from tqdm import tqdm as progress_bar  # operator tooling, not the app's: requirements-dev.txt has it
+            import tqdm  # operator tooling, not the app's: requirements-dev.txt has it
+
+            progress_bar = tqdm.tqdm
         except ImportError:
-            sys.stderr.write("error: --follow draws its progress bar with tqdm, which is not installed: "
-                             "pip install -r requirements-dev.txt (or pipe the output for JSON lines)\n")
+            sys.stderr.write(
+                "error: --follow draws its progress bar with tqdm, which is not installed: "
+                "pip install -r requirements-dev.txt (or pipe the output for JSON lines)\n"
+            )
             return 2
     ledger = DeliveryLedger()
     status = await ledger.status(job_id)
@@ -145,15 +168,16 @@ async def _status(args: argparse.Namespace, out: TextIO) -> int:
     return await _follow(ledger, job_id, status.to_dict(), out, progress_bar)
 
 
-async def _follow(ledger: DeliveryLedger, job_id: str, status: dict, out: TextIO, progress_bar: Any) -> int:
+async def _follow(ledger: DeliveryLedger, job_id: str, status: dict[str, Any], out: TextIO, progress_bar: Any) -> int:
     """Read the status until the job ends: redraw the bar after each read when there is one, else write each
     change as a JSON line. The end state's full status is the last line either way."""
-    shown: dict | None = None
+    shown: dict[str, Any] | None = None
     progress = None
     if progress_bar is not None:  # what was settled before is its start: the rate counts what settles meanwhile
         (settled, total), (desc, counts) = _progress(status), _labels(status)
-        progress = progress_bar(total=total, initial=settled, desc=desc, postfix=counts, unit="msg", file=out,
-                                dynamic_ncols=True)
+        progress = progress_bar(
+            total=total, initial=settled, desc=desc, postfix=counts, unit="msg", file=out, dynamic_ncols=True
+        )
     try:
         while True:
             if progress is not None:
@@ -176,7 +200,7 @@ async def _follow(ledger: DeliveryLedger, job_id: str, status: dict, out: TextIO
     return 1 if status["state"] == "failed" else 0
 
 
-def _progress(status: dict) -> tuple[int, int]:
+def _progress(status: dict[str, Any]) -> tuple[int, int]:
     """(messages settled, messages in all): a notification counts its targets; a revision job, the messages it
     revises."""
     pending = status.get("pending", 0)
@@ -184,13 +208,13 @@ def _progress(status: dict) -> tuple[int, int]:
     return total - pending, total
 
 
-def _labels(status: dict) -> tuple[str, str]:
+def _labels(status: dict[str, Any]) -> tuple[str, str]:
     """What the bar says beside it: the job and its state, and its counts."""
     counts = ", ".join(f"{k}={status[k]}" for k in ("sent", "updated", "deleted", "failed", "pending") if k in status)
     return f"{status['id']} {status['state']}", counts
 
 
-def _draw(progress: Any, status: dict) -> None:
+def _draw(progress: Any, status: dict[str, Any]) -> None:
     """The bar (with tqdm's rate and time left), the state, and the counts."""
     settled, progress.total = _progress(status)
     desc, counts = _labels(status)
@@ -228,9 +252,13 @@ def _storage_hint() -> str:
     """Where the storage setting points, and what usually fixes it locally."""
     connection = get_settings().storage
     if connection.local:
-        return (f"{connection.setting}=UseDevelopmentStorage=true means {connection.where}: is scripts/run "
-                "running? (on other ports, export the BotStorage it prints)")
+        return (
+            f"{connection.setting}=UseDevelopmentStorage=true means {connection.where}: is scripts/run "
+            "running? (on other ports, export the BotStorage it prints)"
+        )
     if connection.connection_string is not None:
-        return (f"{connection.setting} points at {connection.where}: is it running? "
-                "(scripts/run starts Azurite and prints the BotStorage to export)")
+        return (
+            f"{connection.setting} points at {connection.where}: is it running? "
+            "(scripts/run starts Azurite and prints the BotStorage to export)"
+        )
     return f"{connection.setting} points at {connection.where}: check the URIs and the identity's access"

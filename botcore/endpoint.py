@@ -7,7 +7,7 @@ reason (botcore.responses); nothing is stored or sent before authentication succ
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .app import bot_for
 from .protocol.activity import Activity

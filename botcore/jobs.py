@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import jsontext
@@ -102,8 +102,10 @@ class Job:
         """The queue form, or JobTooLargeError naming the limit."""
         text = self.to_json()
         if len(text) > QUEUE_MESSAGE_BYTES:
-            raise JobTooLargeError(f"the job takes {len(text)} bytes as a queue message; a queue message holds "
-                                   f"at most {QUEUE_MESSAGE_BYTES} (non-ASCII text counts 6 to 12 bytes a character)")
+            raise JobTooLargeError(
+                f"the job takes {len(text)} bytes as a queue message; a queue message holds "
+                f"at most {QUEUE_MESSAGE_BYTES} (non-ASCII text counts 6 to 12 bytes a character)"
+            )
         return text
 
     def _fields(self) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def new_job(kind: str, target: Target, **fields: Any) -> Job:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def check_job_id(value: object, name: str = "job id") -> str:
@@ -216,7 +218,7 @@ def parse_job(body: bytes | str) -> Job:
     if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
         raise JobError("job.attachments must be a list of objects")
     due = _opt_str(data, "due", "job.", 64)
-    if due is not None and _time(due, "job.due") - datetime.now(timezone.utc) > timedelta(seconds=MAX_REMINDER_SECONDS):
+    if due is not None and _time(due, "job.due") - datetime.now(UTC) > timedelta(seconds=MAX_REMINDER_SECONDS):
         raise JobError("job.due must be at most a year ahead")
     notification = None if data.get("notification") is None else check_job_id(data["notification"], "job.notification")
     if kind == "beginDialog" and dialog is None:
@@ -233,8 +235,15 @@ def parse_job(body: bytes | str) -> Job:
         raise JobError(f"an {kind} job needs notification (the id of the notify job to change)")
     known = {"kind", "id", "created", "target", "dialog", "text", "attachments", "due", "notification"}
     return Job(
-        kind=kind, id=job_id, target=target, created=created, dialog=dialog, text=text,
-        attachments=attachments, due=due, notification=notification,
+        kind=kind,
+        id=job_id,
+        target=target,
+        created=created,
+        dialog=dialog,
+        text=text,
+        attachments=attachments,
+        due=due,
+        notification=notification,
         extra={k: v for k, v in data.items() if k not in known},
     )
 
@@ -248,7 +257,7 @@ def _time(value: str, name: str) -> datetime:
     if parsed.tzinfo is None:
         raise JobError(f"{name} must carry a time zone (Z or an offset)")
     try:
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except OverflowError:
         raise JobError(f"{name} is out of range") from None
 

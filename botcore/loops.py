@@ -8,7 +8,8 @@ the local host run several loops, and each gets its own.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncGenerator, Awaitable, Callable, Generic, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -26,7 +27,7 @@ class PerLoop(Generic[T]):
         loop = asyncio.get_running_loop()
         value = self._values.get(loop)
         if value is None:
-            for stale in [l for l in self._values if l.is_closed()]:
+            for stale in [loop for loop in self._values if loop.is_closed()]:
                 del self._values[stale]
                 self._guards.pop(stale, None)
             value = self._values[loop] = make()

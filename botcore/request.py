@@ -3,7 +3,8 @@ media type, 413 past BotMaxBodyBytes, 400 for what is not JSON)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import jsontext
 from .errors import BadInputError

@@ -14,8 +14,9 @@ import functools
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 
@@ -61,7 +62,9 @@ def response_for(exc: BaseException, what: str) -> Response:
     if status < 500:
         message = exc.public_message or str(exc)
     else:  # fixed words: the class's, or its kind's
-        message = type(exc).public_message or next((m for k, m in SERVER_MESSAGES if isinstance(exc, k)), INTERNAL_MESSAGE)
+        message = type(exc).public_message or next(
+            (m for k, m in SERVER_MESSAGES if isinstance(exc, k)), INTERNAL_MESSAGE
+        )
     headers: dict[str, str] = {}
     if isinstance(exc, UnavailableError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or RETRY_AFTER_DEFAULT)))

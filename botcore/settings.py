@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigurationError
 
@@ -60,7 +61,7 @@ class Cloud:
     msi_resource: str
     emulator_openid_url: str
     emulator_tenants: tuple[str, ...]  # Emulator tokens: v1 issued by sts.windows.net/{tenant}/,
-    emulator_v2_host: str              # v2 by {emulator_v2_host}/{tenant}/v2.0
+    emulator_v2_host: str  # v2 by {emulator_v2_host}/{tenant}/v2.0
 
 
 CLOUDS = {
@@ -73,8 +74,11 @@ CLOUDS = {
         oauth_scope="https://api.botframework.com/.default",
         msi_resource="https://api.botframework.com",
         emulator_openid_url="https://login.microsoftonline.com/botframework.com/v2.0/.well-known/openid-configuration",
-        emulator_tenants=("d6d49420-f39b-4df7-a1dc-d59a935871db", "f8cdef31-a31e-4b4a-93e4-5f571e91255a",
-                          "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        emulator_tenants=(
+            "d6d49420-f39b-4df7-a1dc-d59a935871db",
+            "f8cdef31-a31e-4b4a-93e4-5f571e91255a",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        ),
         emulator_v2_host="https://login.microsoftonline.com",
     ),
     US_GOV_CLOUD: Cloud(
@@ -85,8 +89,10 @@ CLOUDS = {
         channel_auth_tenant="MicrosoftServices.onmicrosoft.us",
         oauth_scope="https://api.botframework.us/.default",
         msi_resource="https://api.botframework.us",
-        emulator_openid_url=("https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e/v2.0"
-                             "/.well-known/openid-configuration"),
+        emulator_openid_url=(
+            "https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e/v2.0"
+            "/.well-known/openid-configuration"
+        ),
         emulator_tenants=("cab8a31a-1906-4287-a0d8-4eef66b95f6e",),
         emulator_v2_host="https://login.microsoftonline.us",
     ),
@@ -135,15 +141,11 @@ def connection_from_env(env: Mapping[str, str]) -> StorageConnection:
                 return StorageConnection(name, DEVELOPMENT_STORAGE, local=True)
             return StorageConnection(name, value)
         prefix = name + "__"
-        family = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
+        family = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
         if family:
             account = family.get("accountname")
-            table_uri = family.get("tableserviceuri") or (
-                account and f"https://{account}.table.core.windows.net"
-            )
-            queue_uri = family.get("queueserviceuri") or (
-                account and f"https://{account}.queue.core.windows.net"
-            )
+            table_uri = family.get("tableserviceuri") or (account and f"https://{account}.table.core.windows.net")
+            queue_uri = family.get("queueserviceuri") or (account and f"https://{account}.queue.core.windows.net")
             if not (table_uri and queue_uri):
                 raise ConfigurationError(
                     f"{prefix}tableServiceUri and {prefix}queueServiceUri (or {prefix}accountName) are required"
@@ -204,9 +206,7 @@ class Settings:
     def require_auth_config(self) -> None:
         if self.app_id or self.is_development:
             if self.app_type not in APP_TYPES:
-                raise ConfigurationError(
-                    f"MicrosoftAppType must be one of {', '.join(APP_TYPES)}"
-                )
+                raise ConfigurationError(f"MicrosoftAppType must be one of {', '.join(APP_TYPES)}")
             return
         raise ConfigurationError(
             "MicrosoftAppId is not set: the bot refuses every request. Set MicrosoftAppId "
@@ -214,7 +214,7 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         storage, problem = None, ""
         try:
@@ -230,9 +230,7 @@ class Settings:
             cloud=cloud,
             channel_openid_url=env.get("BotChannelOpenIdMetadataUrl") or cloud.channel_openid_url,
             emulator_openid_url=env.get("BotEmulatorOpenIdMetadataUrl") or cloud.emulator_openid_url,
-            oauth_authority_host=(
-                env.get("BotOAuthAuthorityHost") or cloud.oauth_authority_host
-            ).rstrip("/"),
+            oauth_authority_host=(env.get("BotOAuthAuthorityHost") or cloud.oauth_authority_host).rstrip("/"),
             identity_endpoint=env.get("IDENTITY_ENDPOINT", ""),
             identity_header=env.get("IDENTITY_HEADER", ""),
             environment=env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production"),
@@ -242,10 +240,12 @@ class Settings:
             tenant_rate_per_second=_number(env, "BotTenantRatePerSecond", 50.0, float),
             http_timeout=_number(env, "BotHttpTimeoutSeconds", 30.0, float),
             delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),
-            max_retry_after_seconds=_number(env, "BotMaxRetryAfterSeconds", MAX_RETRY_AFTER_SECONDS, float,
-                                            maximum=QUEUE_MAX_DELAY),
+            max_retry_after_seconds=_number(
+                env, "BotMaxRetryAfterSeconds", MAX_RETRY_AFTER_SECONDS, float, maximum=QUEUE_MAX_DELAY
+            ),
             emulator_service_hosts=tuple(
-                h.strip().lower() for h in env.get("BotEmulatorServiceHosts", "").split(",") if h.strip()),
+                h.strip().lower() for h in env.get("BotEmulatorServiceHosts", "").split(",") if h.strip()
+            ),
             storage_connection=storage,
             storage_problem=problem,
         )
@@ -259,8 +259,10 @@ def _cloud_of(channel_service: str) -> Cloud:
         return CLOUDS[PUBLIC_CLOUD]
     if value == US_GOV_CHANNEL_SERVICE:
         return CLOUDS[US_GOV_CLOUD]
-    raise ConfigurationError(f"ChannelService must be empty (public cloud), {PUBLIC_CHANNEL_SERVICE} or "
-                             f"{US_GOV_CHANNEL_SERVICE}, not {channel_service.strip()[:80]!r}")
+    raise ConfigurationError(
+        f"ChannelService must be empty (public cloud), {PUBLIC_CHANNEL_SERVICE} or "
+        f"{US_GOV_CHANNEL_SERVICE}, not {channel_service.strip()[:80]!r}"
+    )
 
 
 def _number(env: Mapping[str, str], name: str, default: Any, cast: Any, maximum: float = math.inf) -> Any:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
@@ -43,6 +44,7 @@ MESSAGE_TTL = 7 * 86400  # seconds a queue message lives by default, counted fro
 
 
 # ---- errors ------------------------------------------------------------------------------------
+
 
 class StorageError(BotError):
     """A storage call failed; `status` 0 means no HTTP answer, `service_code` is the error code the storage
@@ -123,7 +125,7 @@ class _mapped:
                 _raise_mapped(exc, self.what)
 
 
-def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
+def _raise_mapped(exc: AzureError, what: str) -> NoReturn:
     """The one translation of the SDK's exceptions into botcore's."""
     # Loaded by the call that failed already; imported here so that importing storage costs a cold start nothing.
     from azure.core.exceptions import HttpResponseError, ResourceModifiedError
@@ -149,8 +151,10 @@ def _raise_mapped(exc: "AzureError", what: str) -> NoReturn:
 
 # ---- the seam ----------------------------------------------------------------------------------
 
-def etag_of(entity: "TableEntity") -> str:
-    return entity.metadata["etag"]
+
+def etag_of(entity: TableEntity) -> str:
+    """The ETag a read entity carries (the SDK keeps it in the entity's metadata)."""
+    return str(entity.metadata["etag"])
 
 
 async def _create(create: Callable[[], Awaitable[Any]], what: str) -> bool:
@@ -172,11 +176,11 @@ class Table:
     retries, a missing table (`service_code` TableNotFound), a refused identity, or any other refusal.
     """
 
-    def __init__(self, client: "TableClient") -> None:
+    def __init__(self, client: TableClient) -> None:
         self.client = client
         self.name: str = client.table_name
 
-    async def get(self, pk: str, rk: str) -> "TableEntity":
+    async def get(self, pk: str, rk: str) -> TableEntity:
         """The entity; EntityNotFoundError if there is none."""
         with _mapped(f"table {self.name}: read"):
             return await self.client.get_entity(pk, rk)
@@ -184,7 +188,8 @@ class Table:
     async def insert(self, entity: Mapping[str, Any]) -> str:
         """Insert a new entity. EntityExistsError if it exists; EntityTooLargeError if it does not fit."""
         with _mapped(f"table {self.name}: insert"):
-            return (await self.client.create_entity(entity))["etag"]
+            written: Mapping[str, Any] = await self.client.create_entity(entity)
+            return str(written["etag"])
 
     async def replace(self, entity: Mapping[str, Any], etag: str | None = None) -> str:
         """Replace an existing entity; with `etag`, only if unchanged since it was read. EntityNotFoundError if
@@ -200,12 +205,16 @@ class Table:
 
         condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
         with _mapped(f"table {self.name}: {mode}"):
-            return (await self.client.update_entity(entity, mode, etag=etag, match_condition=condition))["etag"]
+            written: Mapping[str, Any] = await self.client.update_entity(
+                entity, mode, etag=etag, match_condition=condition
+            )
+            return str(written["etag"])
 
     async def upsert(self, entity: Mapping[str, Any], *, merge: bool = False) -> str:
         """Insert, or replace (merge) whatever is there. EntityTooLargeError if it does not fit."""
         with _mapped(f"table {self.name}: upsert"):
-            return (await self.client.upsert_entity(entity, "merge" if merge else "replace"))["etag"]
+            written: Mapping[str, Any] = await self.client.upsert_entity(entity, "merge" if merge else "replace")
+            return str(written["etag"])
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
         """Delete an entity (gone already is fine); with `etag`, only if unchanged: EntityChangedError if not."""
@@ -215,8 +224,14 @@ class Table:
         with _mapped(f"table {self.name}: delete"):
             await self.client.delete_entity(pk, rk, etag=etag, match_condition=condition)
 
-    async def page(self, query_filter: str | None = None, *, select: list[str] | None = None,
-                   page_size: int = 1000, cursor: str | None = None) -> tuple[list["TableEntity"], str | None]:
+    async def page(
+        self,
+        query_filter: str | None = None,
+        *,
+        select: list[str] | None = None,
+        page_size: int = 1000,
+        cursor: str | None = None,
+    ) -> tuple[list[TableEntity], str | None]:
         """One page of a query; the cursor (opaque, storable text) resumes it, None at the end. Raises only
         StorageUnavailableError, also for a filter the service refuses."""
         try:
@@ -228,16 +243,16 @@ class Table:
             return [], None
         return entities, json.dumps(token, separators=(",", ":")) if token else None
 
-    async def query(self, query_filter: str | None = None, *, select: list[str] | None = None,
-                    page_size: int = 1000) -> AsyncIterator["TableEntity"]:
+    async def query(
+        self, query_filter: str | None = None, *, select: list[str] | None = None, page_size: int = 1000
+    ) -> AsyncIterator[TableEntity]:
         """Every matching entity, page by page (never all in memory). Raises as page does."""
         with _mapped(f"table {self.name}: query"):
             async for page in self._pages(query_filter, select, page_size, None):
                 async for entity in page:
                     yield entity
 
-    def _pages(self, query_filter: str | None, select: list[str] | None, page_size: int,
-               cursor: str | None) -> Any:
+    def _pages(self, query_filter: str | None, select: list[str] | None, page_size: int, cursor: str | None) -> Any:
         if query_filter:
             pager = self.client.query_entities(query_filter, results_per_page=page_size, select=select)
         else:
@@ -260,7 +275,7 @@ class Queue:
     method names, every method raises StorageUnavailableError: no answer, 5xx after the retries, a missing queue
     (`service_code` QueueNotFound), a refused identity, or any other refusal."""
 
-    def __init__(self, client: "QueueClient") -> None:
+    def __init__(self, client: QueueClient) -> None:
         self.client = client
         self.name: str = client.queue_name
 
@@ -271,8 +286,13 @@ class Queue:
         the queue (delivery.send.deliver). EntityTooLargeError if the message is larger than a queue message
         may be (64 KiB)."""
         if delay > QUEUE_MAX_DELAY:
-            log.warning("queue %s: a delay of %.0fs is more than Queue Storage allows; the message is hidden for "
-                        "%ds and looked at again then", self.name, delay, QUEUE_MAX_DELAY)
+            log.warning(
+                "queue %s: a delay of %.0fs is more than Queue Storage allows; the message is hidden for "
+                "%ds and looked at again then",
+                self.name,
+                delay,
+                QUEUE_MAX_DELAY,
+            )
             delay = QUEUE_MAX_DELAY
         seconds = int(delay) if delay > 0 else 0  # NaN too
         # One hidden for as long as it lives would expire the moment it appeared: its life starts when it appears.
@@ -288,6 +308,7 @@ class Queue:
 
 # ---- clients, one set per event loop -------------------------------------------------------------
 
+
 class _Clients:
     """The storage clients of one event loop, on one shared transport."""
 
@@ -297,9 +318,10 @@ class _Clients:
         # Every request would otherwise log its URL and headers at INFO, the Functions host's level.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
         self.connection = connection
-        self.transport = AioHttpTransport(use_env_settings=False, connection_timeout=CONNECT_TIMEOUT,
-                                          read_timeout=READ_TIMEOUT)
-        self.credential: "AsyncTokenCredential | None" = None
+        self.transport = AioHttpTransport(
+            use_env_settings=False, connection_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
+        )
+        self.credential: AsyncTokenCredential | None = None
         if connection.connection_string is None:
             if not settings.identity_endpoint:
                 raise ConfigurationError("identity-based storage needs a managed identity (IDENTITY_ENDPOINT)")
@@ -307,10 +329,14 @@ class _Clients:
 
             # Its token requests are retried as the storage clients' are, over a transport of its own.
             self.credential = StorageIdentity(
-                client_id=connection.client_id or None, retry_total=RETRIES, retry_backoff_factor=0.2,
-                retry_backoff_max=2, transport=AioHttpTransport(use_env_settings=False,
-                                                                connection_timeout=CONNECT_TIMEOUT,
-                                                                read_timeout=READ_TIMEOUT))
+                client_id=connection.client_id or None,
+                retry_total=RETRIES,
+                retry_backoff_factor=0.2,
+                retry_backoff_max=2,
+                transport=AioHttpTransport(
+                    use_env_settings=False, connection_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
+                ),
+            )
         self.tables: dict[str, Table] = {}
         self.queues: dict[str, Queue] = {}
 
@@ -319,8 +345,12 @@ class _Clients:
         if table is None:
             from azure.data.tables.aio import TableClient  # on the first use of a table
 
-            options = {"transport": self.transport, "retry_total": RETRIES, "retry_backoff_factor": 0.2,
-                       "retry_backoff_max": 2}
+            options = {
+                "transport": self.transport,
+                "retry_total": RETRIES,
+                "retry_backoff_factor": 0.2,
+                "retry_backoff_max": 2,
+            }
             if self.connection.connection_string:
                 client = TableClient.from_connection_string(self.connection.connection_string, name, **options)
             else:
@@ -335,8 +365,13 @@ class _Clients:
             from azure.storage.queue.aio import QueueClient  # on the first use of a queue
 
             # The SDK's own retry policy, waiting about 0.5 s then 2.5 s instead of 15 s then 18 s.
-            options = {"transport": self.transport, "retry_total": RETRIES, "initial_backoff": 0.5,
-                       "increment_base": 2, "random_jitter_range": 0.5}
+            options = {
+                "transport": self.transport,
+                "retry_total": RETRIES,
+                "initial_backoff": 0.5,
+                "increment_base": 2,
+                "random_jitter_range": 0.5,
+            }
             if self.connection.connection_string:
                 client = QueueClient.from_connection_string(self.connection.connection_string, name, **options)
             else:

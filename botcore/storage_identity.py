@@ -24,16 +24,19 @@ from .storage import StorageUnavailableError
 class StorageIdentity(ManagedIdentityCredential):
     """ManagedIdentityCredential whose failures are botcore's StorageUnavailableError."""
 
-    async def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                        **kwargs: Any) -> AccessToken:
+    async def get_token(
+        self, *scopes: str, claims: str | None = None, tenant_id: str | None = None, **kwargs: Any
+    ) -> AccessToken:
         try:
-            return await super().get_token(*scopes, claims=claims, tenant_id=tenant_id, **kwargs)
+            token: AccessToken = await super().get_token(*scopes, claims=claims, tenant_id=tenant_id, **kwargs)
+            return token
         except ClientAuthenticationError as exc:
             raise StorageUnavailableError(0, None, _no_token(exc, scopes)) from exc
 
     async def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
         try:
-            return await super().get_token_info(*scopes, options=options)
+            info: AccessTokenInfo = await super().get_token_info(*scopes, options=options)
+            return info
         except ClientAuthenticationError as exc:
             raise StorageUnavailableError(0, None, _no_token(exc, scopes)) from exc
 

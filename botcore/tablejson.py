@@ -8,7 +8,8 @@ value that cannot fit is refused, never truncated.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import BadInputError
 

@@ -53,7 +53,7 @@ def _hopeless(exc: Exception) -> bool:
     return isinstance(exc, BadInputError) or isinstance(exc, ConflictError) and exc.permanent
 
 
-async def _run_job(delivery: "DeliveryContext", job: Job) -> str:
+async def _run_job(delivery: DeliveryContext, job: Job) -> str:
     if job.kind in ("notify", "broadcast"):
         return await run_notify(delivery, job)
     if job.kind == "beginDialog":
@@ -68,7 +68,7 @@ async def _run_job(delivery: "DeliveryContext", job: Job) -> str:
     raise JobError(f"job kind {job.kind!r} has no handler")  # parse_job admits only the kinds above
 
 
-async def _give_up(delivery: "DeliveryContext", job: Job, exc: Exception) -> None:
+async def _give_up(delivery: DeliveryContext, job: Job, exc: Exception) -> None:
     """Mark a job that can no longer succeed as failed, so that its status ends (best effort: the storage that
     made it fail may be what is down)."""
     if isinstance(exc, IdConflictError):

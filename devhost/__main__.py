@@ -76,29 +76,54 @@ def main(argv: list[str] | None = None) -> int:
     for p in (parser, start):
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=port_number, default=None, help=f"HTTP port (default {DEFAULT_PORT})")
-    run = sub.add_parser("run", prog="scripts/run", help="Azurite and the function app (what scripts/run runs)",
-                         description="Run the bot locally: Azurite (started unless it already runs on its ports), "
-                                     "the tables and queues, then the function app.")
-    run.add_argument("--port", type=port_number, default=os.environ.get("BOT_PORT", str(DEFAULT_PORT)),
-                     help=f"the bot's HTTP port (env BOT_PORT; default {DEFAULT_PORT})")
-    run.add_argument("--azurite-port", type=partial(port_number, more=2),
-                     default=os.environ.get("AZURITE_PORT", str(DEFAULT_AZURITE_PORT)),
-                     help="Azurite's blob port; queue and table are the next two "
-                          f"(env AZURITE_PORT; default {DEFAULT_AZURITE_PORT})")
+    run = sub.add_parser(
+        "run",
+        prog="scripts/run",
+        help="Azurite and the function app (what scripts/run runs)",
+        description="Run the bot locally: Azurite (started unless it already runs on its ports), "
+        "the tables and queues, then the function app.",
+    )
+    run.add_argument(
+        "--port",
+        type=port_number,
+        default=os.environ.get("BOT_PORT", str(DEFAULT_PORT)),
+        help=f"the bot's HTTP port (env BOT_PORT; default {DEFAULT_PORT})",
+    )
+    run.add_argument(
+        "--azurite-port",
+        type=partial(port_number, more=2),
+        default=os.environ.get("AZURITE_PORT", str(DEFAULT_AZURITE_PORT)),
+        help="Azurite's blob port; queue and table are the next two "
+        f"(env AZURITE_PORT; default {DEFAULT_AZURITE_PORT})",
+    )
     sub.add_parser("init-storage", help="create the app's tables and queues")
     chat = sub.add_parser("chat", help="talk to the bot from this terminal")
-    chat.add_argument("--bot", default=f"http://localhost:{os.environ.get('BOT_PORT') or DEFAULT_PORT}/api/messages",
-                      help=f"the bot's messaging endpoint (default: on port BOT_PORT, else {DEFAULT_PORT})")
+    chat.add_argument(
+        "--bot",
+        default=f"http://localhost:{os.environ.get('BOT_PORT') or DEFAULT_PORT}/api/messages",
+        help=f"the bot's messaging endpoint (default: on port BOT_PORT, else {DEFAULT_PORT})",
+    )
     chat.add_argument("--user", default="you", help="your display name")
     chat.add_argument("--conversation", default=None, help="conversation id to continue (default: a new one)")
-    chat.add_argument("--port", type=int, default=CHAT_PORT,
-                      help=f"port of the channel, the conversations' serviceUrl (default {CHAT_PORT}): kept across "
-                           "chats so that messages to earlier ones arrive here; when another chat has it, any free "
-                           "port (0: any free port)")
-    chat.add_argument("--team", metavar="NAME", help="also play Teams for a team of that name: install the bot in it, "
-                                                    "and show what the bot sends its members")
-    chat.add_argument("--members", metavar="N", type=team_size,
-                      help=f"how many members the team has (default {TEAM_MEMBERS}; Teams' largest team has 25,000)")
+    chat.add_argument(
+        "--port",
+        type=int,
+        default=CHAT_PORT,
+        help=f"port of the channel, the conversations' serviceUrl (default {CHAT_PORT}): kept across "
+        "chats so that messages to earlier ones arrive here; when another chat has it, any free "
+        "port (0: any free port)",
+    )
+    chat.add_argument(
+        "--team",
+        metavar="NAME",
+        help="also play Teams for a team of that name: install the bot in it, and show what the bot sends its members",
+    )
+    chat.add_argument(
+        "--members",
+        metavar="N",
+        type=team_size,
+        help=f"how many members the team has (default {TEAM_MEMBERS}; Teams' largest team has 25,000)",
+    )
     args = parser.parse_args(argv)
     if args.command == "chat":
         if args.members is not None and not args.team:

@@ -14,12 +14,13 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .triggers import HttpAnswer, HttpData, TriggerData
 
@@ -88,6 +89,7 @@ def load_settings(app_dir: Path) -> dict[str, str]:
 
 def resolve(value: str) -> str:
     """Binding expressions `%Setting%` are app settings, as in the Functions host."""
+
     def setting(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
@@ -156,8 +158,11 @@ class OwnLoader:
 
         fn, has_return = self._functions[function.function_id]
         converters = meta.get_binding_registry()
-        kwargs = {function.arg_name: converters.get(function.trigger_type).decode(
-            _datum(trigger), trigger_metadata={k: meta.Datum(v, "json") for k, v in trigger.metadata.items()})}
+        kwargs = {
+            function.arg_name: converters.get(function.trigger_type).decode(
+                _datum(trigger), trigger_metadata={k: meta.Datum(v, "json") for k, v in trigger.metadata.items()}
+            )
+        }
         if "context" in inspect.signature(fn).parameters:  # as the worker does: the invocation's context
             kwargs["context"] = InvocationContext(invocation_id, function.name, str(Path.cwd()))
         if inspect.iscoroutinefunction(fn):
@@ -172,8 +177,9 @@ class OwnLoader:
         if answer.type == "string":
             return HttpAnswer(200, {"content-type": "text/plain; charset=utf-8"}, answer.value.encode())
         value = answer.value
-        return HttpAnswer(int(value["status_code"].value), {k: v.value for k, v in value["headers"].items()},
-                          value["body"].value)
+        return HttpAnswer(
+            int(value["status_code"].value), {k: v.value for k, v in value["headers"].items()}, value["body"].value
+        )
 
     async def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -203,9 +209,17 @@ def _datum(trigger: TriggerData) -> Any:
     def strings(values: dict[str, str]) -> dict[str, Datum]:
         return {k: Datum(v, "string") for k, v in values.items()}
 
-    return Datum({"method": Datum(http.method, "string"), "url": Datum(http.url, "string"),
-                  "headers": strings(http.headers), "query": strings(http.query), "params": strings(http.params),
-                  "body": Datum(http.body, "bytes")}, "http")
+    return Datum(
+        {
+            "method": Datum(http.method, "string"),
+            "url": Datum(http.url, "string"),
+            "headers": strings(http.headers),
+            "query": strings(http.query),
+            "params": strings(http.params),
+            "body": Datum(http.body, "bytes"),
+        },
+        "http",
+    )
 
 
 def parse_timespan(value: Any, default: float) -> float:

@@ -14,9 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 # Azurite's published development key: not a secret, it only opens the local emulator.
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 _LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (\S+)")
 
 
@@ -54,19 +52,36 @@ class Azurite:
     urls: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> "Azurite":
+    def start(self, timeout: float = 60.0) -> Azurite:
         self.location.mkdir(parents=True, exist_ok=True)
         cmd = [
             azurite_executable(),
-            "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-            "--location", str(self.location),
-            "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
-            "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
-            "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--location",
+            str(self.location),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(self.blob_port),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(self.queue_port),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(self.table_port),
         ]
         self.process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, cwd=str(self.location),
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            cwd=str(self.location),
         )
         ready = threading.Event()
         lines: list[str] = []
@@ -88,7 +103,7 @@ class Azurite:
             raise RuntimeError("Azurite did not start:\n" + "".join(lines[-20:]))
         return self
 
-    def restart(self, timeout: float = 60.0) -> "Azurite":
+    def restart(self, timeout: float = 60.0) -> Azurite:
         """Stop, then start on the same ports with the same data: clients keep their connection string."""
         ports = {name: int(url.rsplit(":", 1)[1]) for name, url in self.urls.items()}
         self.stop()
@@ -123,7 +138,7 @@ class Azurite:
                 pass
             proc.wait()
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,8 +22,9 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -61,6 +62,7 @@ class Fault:
 @dataclass(frozen=True)
 class Window:
     """At most `limit` accepted requests in any span of `seconds`."""
+
     limit: int
     seconds: float
 
@@ -79,6 +81,7 @@ class TeamsLimits:
     service time (median `latency_median` s, log-spread `latency_sigma`) drawn from a Random seeded
     with `seed`, so runs repeat.
     """
+
     tenant: Window = Window(50, 1.0)
     conversation: tuple[Window, ...] = (Window(7, 1.0), Window(8, 2.0), Window(60, 30.0), Window(1800, 3600.0))
     latency_median: float = 0.08
@@ -89,6 +92,7 @@ class TeamsLimits:
 @dataclass
 class Tally:
     """Teams mode counts, for one tenant or one conversation."""
+
     accepted: int = 0  # requests within the limits (counted in the windows)
     refused: int = 0  # requests answered 429
     peak: int = 0  # tenants: the most accepted requests in any span of the tenant window (1 s by default)
@@ -141,8 +145,15 @@ def _tenant_in(operation: str, body: Any) -> str | None:
 
 
 class FakeConnector(BackgroundServer):
-    def __init__(self, *, status: int = 200, empty_body: bool = False, port: int = 0,
-                 teams: TeamsLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        status: int = 200,
+        empty_body: bool = False,
+        port: int = 0,
+        teams: TeamsLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Teams mode's windows slide on `clock` (a test may pass one it moves itself)."""
         super().__init__(port=port)
         self.status, self.empty_body = status, empty_body
@@ -173,9 +184,18 @@ class FakeConnector(BackgroundServer):
         self.service_times: list[float] = []  # Teams mode: the service time drawn for each request, in turn
 
     # ---- control from tests -----------------------------------------------------------
-    def fail(self, status: int, code: str | None = None, *, times: int | None = 1,
-             conversation_id: str | None = None, retry_after: float | str | None = None,
-             hang: float | None = None, reset: bool = False, teams_shape: bool = False) -> None:
+    def fail(
+        self,
+        status: int,
+        code: str | None = None,
+        *,
+        times: int | None = 1,
+        conversation_id: str | None = None,
+        retry_after: float | str | None = None,
+        hang: float | None = None,
+        reset: bool = False,
+        teams_shape: bool = False,
+    ) -> None:
         with self._lock:
             self._faults.append(Fault(status, code, times, conversation_id, retry_after, hang, reset, teams_shape))
 
@@ -209,9 +229,16 @@ class FakeConnector(BackgroundServer):
         """Give a team (or any conversation) `count` members shaped as Teams' (29: ids, aadObjectId),
         the same for the same arguments; records the conversation's tenant. Returns the members."""
         rng = random.Random(f"{tenant_id}/{conversation_id}")
-        members = [{"id": f"29:1{rng.getrandbits(256):064x}", "name": f"User {i}",
-                    "aadObjectId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                    "tenantId": tenant_id, "userRole": "user"} for i in range(count)]
+        members = [
+            {
+                "id": f"29:1{rng.getrandbits(256):064x}",
+                "name": f"User {i}",
+                "aadObjectId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "tenantId": tenant_id,
+                "userRole": "user",
+            }
+            for i in range(count)
+        ]
         with self._lock:
             self.members[conversation_id] = members
             self._tenant_of[conversation_id] = tenant_id
@@ -228,29 +255,40 @@ class FakeConnector(BackgroundServer):
     def teams_stats(self) -> dict[str, Any]:
         """Teams mode's tallies as JSON: per tenant, and the conversations summed up (there may be many)."""
         with self._lock:
-            tenants = {t: {"accepted": n.accepted, "refused": n.refused, "peak": n.peak}
-                       for t, n in self.tenants.items()}
+            tenants = {
+                t: {"accepted": n.accepted, "refused": n.refused, "peak": n.peak} for t, n in self.tenants.items()
+            }
             conversations = list(self.conversations.values())
-        return {"tenants": tenants, "conversations": len(conversations),
-                "conversations_refused": sum(1 for n in conversations if n.refused),
-                "conversation_max_accepted": max((n.accepted for n in conversations), default=0),
-                "duplicates": sum(n - 1 for n in self.duplicates().values())}
+        return {
+            "tenants": tenants,
+            "conversations": len(conversations),
+            "conversations_refused": sum(1 for n in conversations if n.refused),
+            "conversation_max_accepted": max((n.accepted for n in conversations), default=0),
+            "duplicates": sum(n - 1 for n in self.duplicates().values()),
+        }
 
     def duplicates(self, conversation_id: str | None = None) -> dict[tuple[str | None, str | None], int]:
         """(conversation, text) of accepted sends and replies delivered more than once, with their count."""
-        counts = collections.Counter((r.conversation_id, r.body.get("text"))
-                                     for r in self.activities(conversation_id) if isinstance(r.body, dict))
+        counts = collections.Counter(
+            (r.conversation_id, r.body.get("text"))
+            for r in self.activities(conversation_id)
+            if isinstance(r.body, dict)
+        )
         return {key: n for key, n in counts.items() if n > 1}
 
     def activities(self, conversation_id: str | None = None) -> list[Received]:
         with self._lock:
-            return [r for r in self.requests if r.operation in ("send", "reply")
-                    and (conversation_id is None or r.conversation_id == conversation_id)]
+            return [
+                r
+                for r in self.requests
+                if r.operation in ("send", "reply")
+                and (conversation_id is None or r.conversation_id == conversation_id)
+            ]
 
     def texts(self, conversation_id: str | None = None) -> list[str]:
         return [r.body.get("text") for r in self.activities(conversation_id) if isinstance(r.body, dict)]
 
-    def wait_for(self, predicate: Callable[["FakeConnector"], bool], timeout: float = 10.0) -> bool:
+    def wait_for(self, predicate: Callable[[FakeConnector], bool], timeout: float = 10.0) -> bool:
         """Block until predicate(self) holds; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -310,8 +348,15 @@ class FakeConnector(BackgroundServer):
 
         return handler
 
-    async def _answer(self, request: web.Request, operation: str, cid: str | None, aid: str | None,
-                      body: Any, authorization: str | None) -> web.StreamResponse:
+    async def _answer(
+        self,
+        request: web.Request,
+        operation: str,
+        cid: str | None,
+        aid: str | None,
+        body: Any,
+        authorization: str | None,
+    ) -> web.StreamResponse:
         if self.teams is not None:
             refused = await self._teams_gate(request, operation, cid, aid, body, authorization)
             if refused is not None:
@@ -325,8 +370,17 @@ class FakeConnector(BackgroundServer):
         fault = self._take_fault(cid)
         if fault is not None:
             with self._lock:
-                self.faulted.append(Received(request.method, operation, cid, aid, authorization, body,
-                                             status=0 if fault.reset else fault.status))
+                self.faulted.append(
+                    Received(
+                        request.method,
+                        operation,
+                        cid,
+                        aid,
+                        authorization,
+                        body,
+                        status=0 if fault.reset else fault.status,
+                    )
+                )
             if fault.hang:
                 await asyncio.sleep(fault.hang)
             if fault.reset:
@@ -359,8 +413,15 @@ class FakeConnector(BackgroundServer):
         return web.json_response({"id": aid if operation == "update" else received.new_id}, status=self.status)
 
     # ---- Teams mode ------------------------------------------------------------------------
-    async def _teams_gate(self, request: web.Request, operation: str, cid: str | None, aid: str | None,
-                          body: Any, authorization: str | None) -> web.Response | None:
+    async def _teams_gate(
+        self,
+        request: web.Request,
+        operation: str,
+        cid: str | None,
+        aid: str | None,
+        body: Any,
+        authorization: str | None,
+    ) -> web.Response | None:
         """Count the request against Teams' limits as it arrives, wait the service time, and answer
         429 past a limit or 400 to what Teams would not take; None lets the request through."""
         if self._token_checker is not None:
@@ -412,8 +473,11 @@ class FakeConnector(BackgroundServer):
                 tenant_tally.peak = max(tenant_tally.peak, tenant_arrivals.count(now, limits.tenant.seconds))
                 if conversation_arrivals is not None:
                     conversation_arrivals.add(now, max((w.seconds for w in limits.conversation), default=0.0))
-            delay = self._random.lognormvariate(math.log(limits.latency_median), limits.latency_sigma) \
-                if limits.latency_median > 0 else 0.0
+            delay = (
+                self._random.lognormvariate(math.log(limits.latency_median), limits.latency_sigma)
+                if limits.latency_median > 0
+                else 0.0
+            )
             self.service_times.append(delay)
         return wait, delay
 
@@ -421,8 +485,11 @@ class FakeConnector(BackgroundServer):
         """Why Teams would answer 400 to a create or a members page; None when it would not."""
         if operation == "create":
             members = body.get("members") if isinstance(body, dict) else None
-            if not isinstance(members, list) or not members or \
-                    not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in members):
+            if (
+                not isinstance(members, list)
+                or not members
+                or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in members)
+            ):
                 return "members are required"
             if _tenant_in("create", body) is None:
                 return "tenantId is required"
@@ -461,7 +528,7 @@ class FakeConnector(BackgroundServer):
         members = self.members.get(cid, [])
         size = int(request.query.get("pageSize") or 100)
         start = int(request.query.get("continuationToken") or 0)
-        page = members[start:start + size]
+        page = members[start : start + size]
         token = str(start + size) if start + size < len(members) else None
         return web.json_response({"members": page, **({"continuationToken": token} if token else {})})
 
@@ -472,7 +539,7 @@ class FakeConnector(BackgroundServer):
         with self._lock:
             start = self._pages[token][1] if token else 0
             members = self.members.get(cid, [])
-            page = members[start:start + size]
+            page = members[start : start + size]
             following = None
             if start + size < len(members):
                 following = uuid.uuid4().hex
@@ -485,8 +552,9 @@ def _seconds(value: float | str) -> str:
     return value if isinstance(value, str) else f"{value:f}".rstrip("0").rstrip(".") or "0"
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-           teams_shape: bool = False) -> web.Response:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, teams_shape: bool = False
+) -> web.Response:
     body = {"errorCode": code, "message": message} if teams_shape else {"error": {"code": code, "message": message}}
     headers = {**(headers or {}), "X-Correlating-OperationId": uuid.uuid4().hex[:16]}
     return web.json_response(body, status=status, headers=headers)

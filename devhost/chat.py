@@ -30,8 +30,9 @@ import shlex
 import sys
 import threading
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Iterable, TextIO
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 import httpx
 
@@ -63,8 +64,16 @@ class Team:
 
 
 class TerminalChat:
-    def __init__(self, bot_url: str, user_name: str, *, conversation_id: str | None = None,
-                 port: int = 0, team: Team | None = None, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        bot_url: str,
+        user_name: str,
+        *,
+        conversation_id: str | None = None,
+        port: int = 0,
+        team: Team | None = None,
+        out: TextIO = sys.stdout,
+    ) -> None:
         self.bot_url, self.port, self.team, self.out = bot_url, port, team, out
         self.user = {"id": f"user-{user_name}", "name": user_name}
         self.conversation_id = conversation_id or f"chat-{uuid.uuid4().hex[:12]}"
@@ -80,15 +89,18 @@ class TerminalChat:
             if exc.errno != errno.EADDRINUSE or self.port == 0:
                 raise
             channel = FakeConnector(port=0).start()
-            self.say(f"-- port {self.port} is taken (another chat?), so this chat's channel is on port "
-                     f"{channel.port}: messages to this conversation reach it while it runs")
+            self.say(
+                f"-- port {self.port} is taken (another chat?), so this chat's channel is on port "
+                f"{channel.port}: messages to this conversation reach it while it runs"
+            )
         channel.on_activity(self._show)
         return channel
 
     def _show(self, received: Received) -> None:
         # Messages for an earlier chat's conversation (a notification to everyone) come here too.
-        elsewhere = None if received.conversation_id == self.conversation_id else \
-            f"conversation {received.conversation_id}"
+        elsewhere = (
+            None if received.conversation_id == self.conversation_id else f"conversation {received.conversation_id}"
+        )
         if self.team is not None and isinstance(received.body, dict):
             if received.conversation_id == self.team.id:
                 elsewhere = f"team {self.team.name}'s channel"
@@ -96,8 +108,9 @@ class TerminalChat:
                 elsewhere = f"to {member} of team {self.team.name}, one-to-one"
         if received.operation == "delete":
             old = self._shown.pop(received.activity_id or "", None)
-            self.say(f"-- the bot deleted {_quoted(old) if old else 'a message'}"
-                     + (f" in {elsewhere}" if elsewhere else ""))
+            self.say(
+                f"-- the bot deleted {_quoted(old) if old else 'a message'}" + (f" in {elsewhere}" if elsewhere else "")
+            )
             return
         if not isinstance(received.body, dict):
             return
@@ -121,11 +134,16 @@ class TerminalChat:
     def activity(self, type: str, **fields: Any) -> dict[str, Any]:
         assert self.channel is not None
         return {
-            "type": type, "id": uuid.uuid4().hex[:12], "channelId": CHANNEL_ID,
+            "type": type,
+            "id": uuid.uuid4().hex[:12],
+            "channelId": CHANNEL_ID,
             "serviceUrl": self.channel.base_url + "/",
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "from": self.user, "recipient": {"id": BOT_ID, "name": "bot"},
-            "conversation": {"id": self.conversation_id}, "locale": "en-US", **fields,
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "from": self.user,
+            "recipient": {"id": BOT_ID, "name": "bot"},
+            "conversation": {"id": self.conversation_id},
+            "locale": "en-US",
+            **fields,
         }
 
     def post(self, activity: dict[str, Any]) -> bool:
@@ -136,8 +154,10 @@ class TerminalChat:
             self.say(f"!! cannot reach the bot at {self.bot_url} ({exc}): is it running? scripts/run starts it")
             return False
         if response.status_code == 401:
-            self.say("!! the bot wants a token: run it locally with no MicrosoftAppId "
-                     "(AZURE_FUNCTIONS_ENVIRONMENT=Development) to chat from the terminal")
+            self.say(
+                "!! the bot wants a token: run it locally with no MicrosoftAppId "
+                "(AZURE_FUNCTIONS_ENVIRONMENT=Development) to chat from the terminal"
+            )
             return False
         if response.status_code >= 300:
             self.say(f"!! the bot answered HTTP {response.status_code}: {response.text[:300]}")
@@ -149,10 +169,14 @@ class TerminalChat:
         user_id = self.user["id"]
         self.say(f"-- chatting with {self.bot_url} as {self.user['name']}; type /quit to leave")
         self.say(f"-- you are {user_id} in conversation {self.conversation_id}; to send you a message:")
-        self.say(f"--   POST /api/notify with \"target\": {json.dumps({'conversation': key})}"
-                 f"  (or {json.dumps({'userId': user_id})})")
-        self.say(f"--   {python_command()} -m botcore notify --conversation {shlex.quote(key)} --text hello"
-                 f"  (or --user {shlex.quote(user_id)})")
+        self.say(
+            f'--   POST /api/notify with "target": {json.dumps({"conversation": key})}'
+            f"  (or {json.dumps({'userId': user_id})})"
+        )
+        self.say(
+            f"--   {python_command()} -m botcore notify --conversation {shlex.quote(key)} --text hello"
+            f"  (or --user {shlex.quote(user_id)})"
+        )
 
     def _install_in_team(self, team: Team) -> None:
         """Teams' conversationUpdate for the bot added to a team, in the team's channel, by its first member; the
@@ -161,19 +185,34 @@ class TerminalChat:
         roster = self.channel.set_roster(team.id, team.size, team.tenant_id)
         team.names = {m["id"]: m["name"] for m in roster}
         installer = {k: roster[0][k] for k in ("id", "name", "aadObjectId")}
-        installed = self.post(self.activity(
-            "conversationUpdate", channelId=TEAMS_CHANNEL, membersAdded=[{"id": BOT_ID}],
-            conversation={"id": team.id, "tenantId": team.tenant_id, "conversationType": "channel", "isGroup": True},
-            channelData={"team": {"id": team.id, "name": team.name}, "tenant": {"id": team.tenant_id},
-                         "eventType": "teamMemberAdded"},
-            **{"from": installer}))
+        installed = self.post(
+            self.activity(
+                "conversationUpdate",
+                channelId=TEAMS_CHANNEL,
+                membersAdded=[{"id": BOT_ID}],
+                conversation={
+                    "id": team.id,
+                    "tenantId": team.tenant_id,
+                    "conversationType": "channel",
+                    "isGroup": True,
+                },
+                channelData={
+                    "team": {"id": team.id, "name": team.name},
+                    "tenant": {"id": team.tenant_id},
+                    "eventType": "teamMemberAdded",
+                },
+                **{"from": installer},
+            )
+        )
         if not installed:
             return
         listed = list(team.names.values())
         names = ", ".join(listed) if len(listed) <= 5 else f"{listed[0]} to {listed[-1]}"
-        self.say(f"-- the bot is installed in team {team.name} ({team.id}, tenant {team.tenant_id}), whose "
-                 f"{team.size} members are {names}; to send each a message in their one-to-one chat:")
-        self.say(f"--   POST /api/notify with \"target\": {json.dumps({'team': team.id})}")
+        self.say(
+            f"-- the bot is installed in team {team.name} ({team.id}, tenant {team.tenant_id}), whose "
+            f"{team.size} members are {names}; to send each a message in their one-to-one chat:"
+        )
+        self.say(f'--   POST /api/notify with "target": {json.dumps({"team": team.id})}')
         self.say(f"--   {python_command()} -m botcore notify --team {shlex.quote(team.id)} --text hello")
 
     def run(self, lines: Iterable[str]) -> None:

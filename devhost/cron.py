@@ -9,12 +9,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-_MONTHS = {m: i for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
+_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
 _DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
 _FIELDS = (  # name, low, high, names
-    ("second", 0, 59, None), ("minute", 0, 59, None), ("hour", 0, 23, None),
-    ("day", 1, 31, None), ("month", 1, 12, _MONTHS), ("weekday", 0, 6, _DAYS),
+    ("second", 0, 59, None),
+    ("minute", 0, 59, None),
+    ("hour", 0, 23, None),
+    ("day", 1, 31, None),
+    ("month", 1, 12, _MONTHS),
+    ("weekday", 0, 6, _DAYS),
 )
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")
 
@@ -105,4 +108,6 @@ def parse_schedule(text: str) -> Schedule:
     parts = text.split()
     if len(parts) != 6:
         raise ScheduleError(f"NCRONTAB needs six fields (seconds first), got {len(parts)}: {text!r}")
-    return Schedule(fields=tuple(_field(p, lo, hi, names) for p, (_, lo, hi, names) in zip(parts, _FIELDS)))
+    return Schedule(
+        fields=tuple(_field(p, lo, hi, names) for p, (_, lo, hi, names) in zip(parts, _FIELDS, strict=True))
+    )

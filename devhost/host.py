@@ -82,12 +82,16 @@ class Host:
             self._key_origin = "made for this run: set LocalFunctionKey in local.settings.json to keep one"
         http = self.app.extension("http")
         self.http = HttpTriggers(
-            build_routes(self.app.functions), http.get("routePrefix", "api"), self.function_key, self.invoke,
+            build_routes(self.app.functions),
+            http.get("routePrefix", "api"),
+            self.function_key,
+            self.invoke,
             max_body=_body_limit(),
         )
         options = QueueOptions.from_host_json(self.app.extension("queues"))
-        self.listeners = [QueueListener(f, options, self.invoke) for f in self.app.functions
-                          if f.trigger_type == "queueTrigger"]
+        self.listeners = [
+            QueueListener(f, options, self.invoke) for f in self.app.functions if f.trigger_type == "queueTrigger"
+        ]
         self.timers = [TimerRunner(f, self.invoke) for f in self.app.functions if f.trigger_type == "timerTrigger"]
 
     async def invoke(self, function: FunctionInfo, trigger: TriggerData, reason: str) -> HttpAnswer | None:
@@ -98,11 +102,19 @@ class Host:
         try:
             result = await self.app.runner.invoke(function, trigger, str(invocation))
         except Exception:
-            fn_log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)", function.name, invocation,
-                             (time.perf_counter() - start) * 1000)
+            fn_log.exception(
+                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
+                function.name,
+                invocation,
+                (time.perf_counter() - start) * 1000,
+            )
             raise
-        fn_log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", function.name, invocation,
-                    (time.perf_counter() - start) * 1000)
+        fn_log.info(
+            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
+            function.name,
+            invocation,
+            (time.perf_counter() - start) * 1000,
+        )
         return result
 
     def request_stop(self) -> None:
@@ -127,8 +139,9 @@ class Host:
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
-                raise HostConfigError(f"port {self.port} is in use (another host?): choose another port with "
-                                      "--port") from None
+                raise HostConfigError(
+                    f"port {self.port} is in use (another host?): choose another port with --port"
+                ) from None
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             await self._open_listeners()
         except BaseException:
@@ -179,8 +192,10 @@ class Host:
         for timer in self.timers:
             lines.append(f"    {timer.function.name}: timerTrigger {timer.schedule_text}")
         if any(route.auth_level != "anonymous" for route in self.http.routes):
-            lines.append(f"Function key: {self.function_key} ({self._key_origin}), sent as ?code=<key> or the "
-                         "x-functions-key header")
+            lines.append(
+                f"Function key: {self.function_key} ({self._key_origin}), sent as ?code=<key> or the "
+                "x-functions-key header"
+            )
         log.info("Host started on %s\n%s", base, "\n".join(lines + self._try_it(base)))
 
     def _try_it(self, base: str) -> list[str]:
@@ -189,13 +204,18 @@ class Host:
         lines = []
         if "notify" in urls:
             body = json.dumps({"text": "Hello from the API", "target": {"everyone": True}})
-            lines += ["Send a notification to every conversation:",
-                      f"    curl -X POST {urls['notify']} -H {shlex.quote('x-functions-key: ' + self.function_key)} "
-                      f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"]
+            lines += [
+                "Send a notification to every conversation:",
+                f"    curl -X POST {urls['notify']} -H {shlex.quote('x-functions-key: ' + self.function_key)} "
+                f"-H 'Content-Type: application/json' -d {shlex.quote(body)}",
+            ]
         if "messages" in urls:
             chat = f"{python_command()} -m devhost chat"
             if urls["messages"] != f"http://localhost:{DEFAULT_PORT}/api/messages":
                 chat += f" --bot {urls['messages']}"
-            lines += ["Talk to the bot from another terminal:", f"    {chat}",
-                      f"or with the Bot Framework Emulator at {urls['messages']} (no app id, no password)"]
+            lines += [
+                "Talk to the bot from another terminal:",
+                f"    {chat}",
+                f"or with the Bot Framework Emulator at {urls['messages']} (no app id, no password)",
+            ]
         return lines

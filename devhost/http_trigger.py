@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -26,7 +27,7 @@ def compile_route(template: str) -> re.Pattern[str]:
     """An ASP.NET-style route template (`items/{id:int}/{name?}`, `{*rest}`) as a regex."""
     pattern, pos = "", 0
     for match in _PARAM.finditer(template):
-        pattern += re.escape(template[pos:match.start()])
+        pattern += re.escape(template[pos : match.start()])
         catch_all, name, constraint, optional = match.groups()
         body = ".*" if catch_all else _CONSTRAINTS.get(constraint or "", r"[^/]+")
         if optional or catch_all:
@@ -56,19 +57,23 @@ def build_routes(functions: list[FunctionInfo]) -> list[HttpRoute]:
             continue
         template = (f.trigger.get("route") or f.name).strip("/")
         methods = f.trigger.get("methods")
-        routes.append(HttpRoute(
-            f, compile_route(template),
-            frozenset(m.upper() for m in methods) if methods else None,
-            str(f.trigger.get("authLevel", "function")).lower(),
-        ))
+        routes.append(
+            HttpRoute(
+                f,
+                compile_route(template),
+                frozenset(m.upper() for m in methods) if methods else None,
+                str(f.trigger.get("authLevel", "function")).lower(),
+            )
+        )
     return routes
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """The host's own answers carry the app's error body, so that a client reads every error one way."""
     answer = error_response(status, code, message, headers)
-    return web.Response(status=status, body=answer.json_bytes(), content_type="application/json",
-                        headers=answer.headers)
+    return web.Response(
+        status=status, body=answer.json_bytes(), content_type="application/json", headers=answer.headers
+    )
 
 
 def _too_large(limit: int) -> web.Response:
@@ -76,15 +81,26 @@ def _too_large(limit: int) -> web.Response:
 
 
 class HttpTriggers:
-    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str,
-                 invoke: Callable[[FunctionInfo, Any, str], Awaitable[Any]], max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        routes: list[HttpRoute],
+        prefix: str,
+        function_key: str,
+        invoke: Callable[[FunctionInfo, Any, str], Awaitable[Any]],
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
         self.routes, self.function_key, self.invoke, self.max_body = routes, function_key, invoke, max_body
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
 
     def urls(self, base: str) -> list[tuple[str, str, str]]:
-        return [(r.function.name, ",".join(sorted(r.methods or {"*"})),
-                 f"{base}{self.prefix}/{(r.function.trigger.get('route') or r.function.name).strip('/')}")
-                for r in self.routes]
+        return [
+            (
+                r.function.name,
+                ",".join(sorted(r.methods or {"*"})),
+                f"{base}{self.prefix}/{(r.function.trigger.get('route') or r.function.name).strip('/')}",
+            )
+            for r in self.routes
+        ]
 
     def _authorized(self, route: HttpRoute, request: web.Request) -> bool:
         if route.auth_level == "anonymous":
@@ -97,7 +113,7 @@ class HttpTriggers:
         if self.prefix:
             if not (path == self.prefix or path.startswith(self.prefix + "/")):
                 return _error(404, "NotFound", "no function at this path")
-            path = path[len(self.prefix):]
+            path = path[len(self.prefix) :]
         path = path.strip("/")
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
         if not matched:
@@ -105,20 +121,31 @@ class HttpTriggers:
         allowed = [(r, m) for r, m in matched if r.methods is None or request.method in r.methods]
         if not allowed:
             methods = ", ".join(sorted(set().union(*(r.methods or () for r, _ in matched))))
-            return _error(405, "MethodNotAllowed", f"method {request.method} is not allowed here; this path takes "
-                          f"{methods}", {"Allow": methods})
+            return _error(
+                405,
+                "MethodNotAllowed",
+                f"method {request.method} is not allowed here; this path takes {methods}",
+                {"Allow": methods},
+            )
         route, match = allowed[0]
         if not self._authorized(route, request):
-            return _error(401, "Unauthorized", "this function needs its key, as ?code=<key> or the x-functions-key "
-                          "header")
+            return _error(
+                401, "Unauthorized", "this function needs its key, as ?code=<key> or the x-functions-key header"
+            )
         if (request.content_length or 0) > self.max_body:  # refused before a byte of it is read
             return _too_large(self.max_body)
         try:
             body = await request.read()  # a body without Content-Length: read up to the limit, no further
         except web.HTTPRequestEntityTooLarge:
             return _too_large(self.max_body)
-        trigger = http_request(request.method, str(request.url), request.headers.items(), request.query.items(),
-                               {k: v for k, v in match.groupdict().items() if v is not None}, body)
+        trigger = http_request(
+            request.method,
+            str(request.url),
+            request.headers.items(),
+            request.query.items(),
+            {k: v for k, v in match.groupdict().items() if v is not None},
+            body,
+        )
         try:
             answer: HttpAnswer = await self.invoke(route.function, trigger, f"HTTP {request.method} {request.path}")
         except Exception:

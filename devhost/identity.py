@@ -40,14 +40,13 @@ class SigningKey:
     endorsements: list[str] | None = None
 
     @classmethod
-    def generate(cls, endorsements: list[str] | None = None) -> "SigningKey":
+    def generate(cls, endorsements: list[str] | None = None) -> SigningKey:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         return cls(kid=uuid.uuid4().hex, private_key=key, endorsements=endorsements)
 
     def jwk(self) -> dict[str, Any]:
         numbers = self.private_key.public_key().public_numbers()
-        out: dict[str, Any] = {"kty": "RSA", "use": "sig", "kid": self.kid,
-                               "n": _b64(numbers.n), "e": _b64(numbers.e)}
+        out: dict[str, Any] = {"kty": "RSA", "use": "sig", "kid": self.kid, "n": _b64(numbers.n), "e": _b64(numbers.e)}
         if self.endorsements is not None:
             out["endorsements"] = list(self.endorsements)
         return out
@@ -112,8 +111,14 @@ class IdentityProvider(BackgroundServer):
     def emulator_metadata_url(self) -> str:
         return f"{self.base_url}/emulator/v2.0/.well-known/openid-configuration"
 
-    def bot_env(self, app_id: str, password: str | None = None, tenant: str | None = None,
-                app_type: str = "MultiTenant", cloud: str = "public") -> dict[str, str]:
+    def bot_env(
+        self,
+        app_id: str,
+        password: str | None = None,
+        tenant: str | None = None,
+        app_type: str = "MultiTenant",
+        cloud: str = "public",
+    ) -> dict[str, str]:
         env = {
             "MicrosoftAppId": app_id,
             "MicrosoftAppPassword": password or "",
@@ -132,19 +137,32 @@ class IdentityProvider(BackgroundServer):
         return env
 
     # ---- minting inbound tokens -------------------------------------------------------
-    def sign(self, claims: dict[str, Any], key: SigningKey, alg: str = "RS256",
-             headers: dict[str, Any] | None = None) -> str:
+    def sign(
+        self, claims: dict[str, Any], key: SigningKey, alg: str = "RS256", headers: dict[str, Any] | None = None
+    ) -> str:
         return jwt.encode(claims, key.private_key, algorithm=alg, headers={"kid": key.kid, **(headers or {})})
 
     def mint_channel_token(
-        self, app_id: str, service_url: str, *, cloud: str = "public", key: SigningKey | None = None,
-        alg: str = "RS256", lifetime: int = 3600, not_before: int | None = None,
-        extra_claims: dict[str, Any] | None = None, drop_claims: tuple[str, ...] = (),
+        self,
+        app_id: str,
+        service_url: str,
+        *,
+        cloud: str = "public",
+        key: SigningKey | None = None,
+        alg: str = "RS256",
+        lifetime: int = 3600,
+        not_before: int | None = None,
+        extra_claims: dict[str, Any] | None = None,
+        drop_claims: tuple[str, ...] = (),
     ) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": ISSUERS[cloud], "aud": app_id, "serviceurl": service_url,
-            "iat": now, "nbf": now if not_before is None else not_before, "exp": now + lifetime,
+            "iss": ISSUERS[cloud],
+            "aud": app_id,
+            "serviceurl": service_url,
+            "iat": now,
+            "nbf": now if not_before is None else not_before,
+            "exp": now + lifetime,
         }
         claims.update(extra_claims or {})
         for name in drop_claims:
@@ -153,8 +171,14 @@ class IdentityProvider(BackgroundServer):
         return self.sign(claims, signing_key, alg)
 
     def mint_emulator_token(
-        self, app_id: str, *, version: str = "1.0", tenant: str = BOT_FRAMEWORK_TENANT, cloud: str = "public",
-        lifetime: int = 3600, extra_claims: dict[str, Any] | None = None,
+        self,
+        app_id: str,
+        *,
+        version: str = "1.0",
+        tenant: str = BOT_FRAMEWORK_TENANT,
+        cloud: str = "public",
+        lifetime: int = 3600,
+        extra_claims: dict[str, Any] | None = None,
         drop_claims: tuple[str, ...] = (),
     ) -> str:
         now = int(time.time())
@@ -163,8 +187,7 @@ class IdentityProvider(BackgroundServer):
             claims: dict[str, Any] = {"iss": f"{login}/{tenant}/v2.0", "azp": app_id}
         else:
             claims = {"iss": f"https://sts.windows.net/{tenant}/", "appid": app_id}
-        claims.update({"aud": app_id, "ver": version, "iat": now, "nbf": now, "exp": now + lifetime,
-                       "tid": tenant})
+        claims.update({"aud": app_id, "ver": version, "iat": now, "nbf": now, "exp": now + lifetime, "tid": tenant})
         claims.update(extra_claims or {})
         for name in drop_claims:
             claims.pop(name, None)
@@ -191,12 +214,15 @@ class IdentityProvider(BackgroundServer):
     def _metadata(self, which: str, issuer: str):
         async def handler(request: web.Request) -> web.Response:
             self._hit(f"metadata:{which}")
-            return web.json_response({
-                "issuer": issuer,
-                "jwks_uri": f"{self.base_url}/{which}/keys",
-                "id_token_signing_alg_values_supported": ["RS256"],
-                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-            })
+            return web.json_response(
+                {
+                    "issuer": issuer,
+                    "jwks_uri": f"{self.base_url}/{which}/keys",
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                    "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                }
+            )
+
         return handler
 
     async def _jwks(self, request: web.Request) -> web.Response:
@@ -218,8 +244,9 @@ class IdentityProvider(BackgroundServer):
     async def _token(self, request: web.Request) -> web.Response:
         self._hit("token")
         form = dict(await request.post())
-        self.token_requests.append({"tenant": request.match_info["tenant"],
-                                    **{k: str(v) for k, v in form.items() if k != "client_secret"}})
+        self.token_requests.append(
+            {"tenant": request.match_info["tenant"], **{k: str(v) for k, v in form.items() if k != "client_secret"}}
+        )
         failure = self._next_failure()
         if failure:
             return web.json_response({"error": "temporarily_unavailable"}, status=failure)
@@ -231,10 +258,14 @@ class IdentityProvider(BackgroundServer):
                 {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."},
                 status=401,
             )
-        return web.json_response({
-            "token_type": "Bearer", "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime,
-            "access_token": self._issue(),
-        })
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": self.token_lifetime,
+                "ext_expires_in": self.token_lifetime,
+                "access_token": self._issue(),
+            }
+        )
 
     async def _msi(self, request: web.Request) -> web.Response:
         self._hit("msi")
@@ -247,9 +278,12 @@ class IdentityProvider(BackgroundServer):
         failure = self._next_failure()
         if failure:
             return web.json_response({"error": "temporarily_unavailable"}, status=failure)
-        return web.json_response({
-            "access_token": self._issue(),
-            "expires_on": str(int(time.time()) + self.token_lifetime),
-            "resource": query["resource"], "token_type": "Bearer",
-            "client_id": query.get("client_id", ""),
-        })
+        return web.json_response(
+            {
+                "access_token": self._issue(),
+                "expires_on": str(int(time.time()) + self.token_lifetime),
+                "resource": query["resource"],
+                "token_type": "Bearer",
+                "client_id": query.get("client_id", ""),
+            }
+        )

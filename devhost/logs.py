@@ -64,8 +64,9 @@ def configure(level: int = logging.INFO) -> None:
     """
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None  # type: ignore[attr-defined]  # no findCaller() stack walk per record
-    stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace",
-                  closefd=False)
+    stream = open(
+        sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
     handler = BurstHandler(stream)
     handler.setFormatter(logging.Formatter(FORMAT))
     logging.basicConfig(level=level, handlers=[handler])

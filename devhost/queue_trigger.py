@@ -13,8 +13,9 @@ import base64
 import binascii
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .app_loader import FunctionInfo, HostConfigError, parse_timespan, resolve
@@ -41,7 +42,7 @@ class QueueOptions:
     message_encoding: str = "base64"
 
     @classmethod
-    def from_host_json(cls, queues: dict[str, Any]) -> "QueueOptions":
+    def from_host_json(cls, queues: dict[str, Any]) -> QueueOptions:
         batch = int(queues.get("batchSize", 16))
         encoding = str(queues.get("messageEncoding", "base64")).lower()
         if encoding not in ("base64", "none"):
@@ -63,7 +64,8 @@ def connection_string(connection: str) -> str:
     if not value:
         raise HostConfigError(
             f"queue connection {connection!r}: set the setting {connection} to a connection string "
-            "(identity-based connections are not supported by the local host)")
+            "(identity-based connections are not supported by the local host)"
+        )
     if value.replace(" ", "").lower() == DEVELOPMENT_STORAGE:
         from .azurite import connection_string as azurite
 
@@ -76,8 +78,9 @@ def processing_lease() -> int:
     if not raw:
         return PROCESSING_LEASE
     if not raw.isdigit() or int(raw) < MIN_LEASE:
-        raise HostConfigError(f"LocalQueueLeaseSeconds must be a whole number of seconds, at least {MIN_LEASE}, "
-                              f"not {raw[:40]!r}")
+        raise HostConfigError(
+            f"LocalQueueLeaseSeconds must be a whole number of seconds, at least {MIN_LEASE}, not {raw[:40]!r}"
+        )
     return int(raw)
 
 
@@ -106,9 +109,11 @@ class QueueListener:
         self._transport = AioHttpTransport(use_env_settings=False, connection_timeout=10, read_timeout=30)
         await self._transport.open()
         self._queue, self._poison = (
-            QueueClient.from_connection_string(self.connection, name, transport=self._transport, retry_total=2,
-                                               initial_backoff=0.5, increment_base=2)
-            for name in (self.queue_name, f"{self.queue_name}-poison"))
+            QueueClient.from_connection_string(
+                self.connection, name, transport=self._transport, retry_total=2, initial_backoff=0.5, increment_base=2
+            )
+            for name in (self.queue_name, f"{self.queue_name}-poison")
+        )
         try:
             for client in (self._queue, self._poison):
                 try:
@@ -120,10 +125,14 @@ class QueueListener:
             endpoint = "{0.scheme}://{0.netloc}".format(urlsplit(self._queue.url))
             setting = self.function.trigger.get("connection") or "AzureWebJobsStorage"
             if isinstance(exc, ServiceRequestError):
-                raise HostConfigError(f"cannot reach storage at {endpoint} (setting {setting}) for queue "
-                                      f"{self.queue_name}: is Azurite running? scripts/run starts it") from exc
-            raise HostConfigError(f"storage at {endpoint} (setting {setting}) refused queue {self.queue_name}: "
-                                  f"{str(exc.message or exc).splitlines()[0]}") from exc
+                raise HostConfigError(
+                    f"cannot reach storage at {endpoint} (setting {setting}) for queue "
+                    f"{self.queue_name}: is Azurite running? scripts/run starts it"
+                ) from exc
+            raise HostConfigError(
+                f"storage at {endpoint} (setting {setting}) refused queue {self.queue_name}: "
+                f"{str(exc.message or exc).splitlines()[0]}"
+            ) from exc
         self.ready.set()
 
     async def run(self) -> None:
@@ -154,8 +163,13 @@ class QueueListener:
                 # A message the service cannot send back (Azurite and some characters) fails the whole
                 # read, and the read has hidden every message it took: once they reappear, take them one
                 # at a time, so that its neighbours get through and only it keeps failing.
-                log.warning("%s: cannot read queue %s (%r); reading one message at a time for %ds",
-                            self.function.name, self.queue_name, exc, 2 * self.lease)
+                log.warning(
+                    "%s: cannot read queue %s (%r); reading one message at a time for %ds",
+                    self.function.name,
+                    self.queue_name,
+                    exc,
+                    2 * self.lease,
+                )
                 one_by_one_until = loop.time() + 2 * self.lease
                 messages = []
             if not messages:
@@ -175,7 +189,7 @@ class QueueListener:
     async def _wait(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _process(self, queue: Any, poison: Any, message: Any) -> None:
@@ -191,8 +205,15 @@ class QueueListener:
                 return
         else:
             body = content.encode("utf-8")
-        trigger = queue_message(message.id, body, message.dequeue_count, message.pop_receipt, message.inserted_on,
-                                message.expires_on, message.next_visible_on)
+        trigger = queue_message(
+            message.id,
+            body,
+            message.dequeue_count,
+            message.pop_receipt,
+            message.inserted_on,
+            message.expires_on,
+            message.next_visible_on,
+        )
         renewal = asyncio.create_task(self._keep_hidden(queue, message))
         try:
             await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
@@ -227,8 +248,7 @@ async def _receive(queue: Any, count: int, lease: int) -> list[Any]:
 
     Not retried: a read that failed has hidden what it took, so its retry finds an empty queue and the
     failure would go unseen (the next poll is the retry)."""
-    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=lease,
-                                   retry_total=0).by_page()
+    pages = queue.receive_messages(messages_per_page=count, visibility_timeout=lease, retry_total=0).by_page()
     try:
         return [message async for message in await pages.__anext__()]
     except StopAsyncIteration:

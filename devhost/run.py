@@ -46,8 +46,10 @@ def main(args: argparse.Namespace) -> int:
         os.environ.setdefault("BotPublicBaseUrl", f"http://localhost:{args.port}")
         init_storage(app_dir)
         cli_storage = "UseDevelopmentStorage=true" if args.azurite_port == DEFAULT_AZURITE_PORT else storage
-        _say(f"tables and queues are ready; for the operator CLI (python -m botcore) in another terminal: "
-             f"export BotStorage={shlex.quote(cli_storage)}")
+        _say(
+            f"tables and queues are ready; for the operator CLI (python -m botcore) in another terminal: "
+            f"export BotStorage={shlex.quote(cli_storage)}"
+        )
         return _serve(app_dir, args.port)
     except RunError as exc:
         _say(str(exc))
@@ -81,7 +83,7 @@ def _server_at(port: int) -> str | None:
 def _azurite(first_port: int, data: Path) -> tuple[Azurite | None, str]:
     """The Azurite on first_port and the next two: (None, its connection string) when one already answers there,
     else (the one started, its connection string)."""
-    ports = dict(zip(SERVICES, range(first_port, first_port + 3)))
+    ports = dict(zip(SERVICES, range(first_port, first_port + 3), strict=True))
     servers = {service: _server_at(port) for service, port in ports.items()}
     span = f"127.0.0.1:{first_port}-{first_port + 2}"
     if all(server is None for server in servers.values()):
@@ -100,8 +102,9 @@ def _azurite(first_port: int, data: Path) -> tuple[Azurite | None, str]:
     for service, server in servers.items():
         if server is not None and not server.startswith(f"Azurite-{service.title()}"):
             by = f" ({server})" if server else ""
-            raise RunError(f"port {ports[service]} (Azurite's {service} port) is in use by another program{by}: "
-                           f"{CHOOSE_AZURITE}")
+            raise RunError(
+                f"port {ports[service]} (Azurite's {service} port) is in use by another program{by}: {CHOOSE_AZURITE}"
+            )
     raise RunError(f"an Azurite answers on only part of {span}: stop it, or {CHOOSE_AZURITE}")
 
 
@@ -122,8 +125,9 @@ def init_storage(app_dir: Path) -> None:
     except (HostConfigError, ConfigurationError) as exc:
         raise RunError(f"cannot create the tables and queues: {exc}") from None
     except UnavailableError as exc:
-        raise RunError(f"cannot create the tables and queues ({exc}): is Azurite running? scripts/run starts "
-                       "it") from None
+        raise RunError(
+            f"cannot create the tables and queues ({exc}): is Azurite running? scripts/run starts it"
+        ) from None
 
 
 def _serve(app_dir: Path, port: int) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .app_loader import FunctionInfo, resolve
 from .cron import parse_schedule
@@ -36,20 +37,21 @@ class TimerRunner:
     async def run(self) -> None:
         last = None
         if self.run_on_startup:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             await self._fire(False, None, now, "Timer fired at startup (runOnStartup)")
             last = now
-        due = self.schedule.next_after(datetime.now(timezone.utc))
+        due = self.schedule.next_after(datetime.now(UTC))
         while not self._stopping.is_set():
-            wait = (due - datetime.now(timezone.utc)).total_seconds()
+            wait = (due - datetime.now(UTC)).total_seconds()
             if wait > 0:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), wait)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
-            now = datetime.now(timezone.utc)
-            await self._fire((now - due).total_seconds() > PAST_DUE_AFTER, last, due,
-                             f"Timer fired at {due.isoformat()}")
+            now = datetime.now(UTC)
+            await self._fire(
+                (now - due).total_seconds() > PAST_DUE_AFTER, last, due, f"Timer fired at {due.isoformat()}"
+            )
             last = due
-            due = self.schedule.next_after(max(due, datetime.now(timezone.utc)))
+            due = self.schedule.next_after(max(due, datetime.now(UTC)))

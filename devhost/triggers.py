@@ -8,9 +8,9 @@ azure-functions library's converters, so that the app sees what it sees in Azure
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Union
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TriggerData:
     """A trigger's TypedData (its field, and its value) and trigger metadata (name to JSON text)."""
 
     type: str  # "http", "string", "bytes" or "json"
-    value: Union[HttpData, str, bytes]
+    value: HttpData | str | bytes
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -41,8 +41,14 @@ class HttpAnswer:
     body: bytes
 
 
-def http_request(method: str, url: str, headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]],
-                 route_params: dict[str, str], body: bytes) -> TriggerData:
+def http_request(
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    query: Iterable[tuple[str, str]],
+    route_params: dict[str, str],
+    body: bytes,
+) -> TriggerData:
     """A repeated header is joined with commas and an empty query value dropped, as the host does."""
     joined: dict[str, str] = {}
     for name, value in headers:
@@ -51,26 +57,38 @@ def http_request(method: str, url: str, headers: Iterable[tuple[str, str]], quer
     return TriggerData("http", HttpData(method, url, joined, {k: v for k, v in query if v}, route_params, body))
 
 
-def queue_message(message_id: str, body: bytes, dequeue_count: int, pop_receipt: str,
-                  insertion_time: datetime | None, expiration_time: datetime | None,
-                  next_visible_time: datetime | None) -> TriggerData:
+def queue_message(
+    message_id: str,
+    body: bytes,
+    dequeue_count: int,
+    pop_receipt: str,
+    insertion_time: datetime | None,
+    expiration_time: datetime | None,
+    next_visible_time: datetime | None,
+) -> TriggerData:
     """The message's text as a string (bytes when it is not UTF-8); Id, PopReceipt, DequeueCount and the times
     as JSON trigger metadata: the converters refuse a DequeueCount of TypedData's int kind."""
     try:
         data = TriggerData("string", body.decode("utf-8"))
     except UnicodeDecodeError:
         data = TriggerData("bytes", body)
-    fields = {"Id": message_id, "PopReceipt": pop_receipt, "DequeueCount": dequeue_count,
-              "InsertionTime": _iso(insertion_time), "ExpirationTime": _iso(expiration_time),
-              "NextVisibleTime": _iso(next_visible_time)}
+    fields = {
+        "Id": message_id,
+        "PopReceipt": pop_receipt,
+        "DequeueCount": dequeue_count,
+        "InsertionTime": _iso(insertion_time),
+        "ExpirationTime": _iso(expiration_time),
+        "NextVisibleTime": _iso(next_visible_time),
+    }
     return TriggerData(data.type, data.value, {k: json.dumps(v) for k, v in fields.items() if v is not None})
 
 
 def timer_info(past_due: bool, last: datetime | None, next_due: datetime) -> TriggerData:
     """TimerInfo as JSON: the schedule, its last and next occurrences, and whether this one is past due."""
     status = {"Last": _iso(last), "Next": _iso(next_due), "LastUpdated": _iso(last)}
-    return TriggerData("json", json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": status,
-                                           "IsPastDue": past_due}))
+    return TriggerData(
+        "json", json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": status, "IsPastDue": past_due})
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -45,8 +45,7 @@ def load_protos(directory: Path = PROTOS_DIR) -> types.ModuleType:
     if f"{PROTOS_PACKAGE}.FunctionRpc_pb2" in sys.modules:
         return sys.modules[f"{PROTOS_PACKAGE}.FunctionRpc_pb2"]
     if not (directory / "FunctionRpc_pb2.py").is_file():
-        raise HostConfigError(f"the Functions protocol's modules are not in {directory}: scripts/setup installs "
-                              "them")
+        raise HostConfigError(f"the Functions protocol's modules are not in {directory}: scripts/setup installs them")
     spec = importlib.machinery.ModuleSpec(PROTOS_PACKAGE, None, is_package=True)
     spec.submodule_search_locations = [str(directory)]
     sys.modules[PROTOS_PACKAGE] = importlib.util.module_from_spec(spec)
@@ -86,11 +85,13 @@ class Worker:
 
         request_id = uuid.uuid4().hex
         sent = self.protos.StreamingMessage.FromString(
-            self.protos.StreamingMessage(request_id=request_id, **{kind: message}).SerializeToString())
+            self.protos.StreamingMessage(request_id=request_id, **{kind: message}).SerializeToString()
+        )
         answer = await getattr(handle_event, kind)(_Event(sent, self.protos))
         answer_kind = kind.replace("_request", "_response").replace("functions_metadata", "function_metadata")
         received = self.protos.StreamingMessage.FromString(
-            self.protos.StreamingMessage(request_id=request_id, **{answer_kind: answer}).SerializeToString())
+            self.protos.StreamingMessage(request_id=request_id, **{answer_kind: answer}).SerializeToString()
+        )
         response = getattr(received, answer_kind)
         if response.result.status != self.protos.StatusResult.Success:
             exception = response.result.exception
@@ -104,36 +105,54 @@ class Worker:
         try:
             await self._exchange("worker_init_request", p.WorkerInitRequest(function_app_directory=str(self.app_dir)))
         except WorkerError as exc:
-            raise HostConfigError(f"the worker cannot index {self.app_dir / 'function_app.py'}: {exc.message}") \
-                from None
-        metadata = await self._exchange("functions_metadata_request",
-                                        p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir)))
+            raise HostConfigError(
+                f"the worker cannot index {self.app_dir / 'function_app.py'}: {exc.message}"
+            ) from None
+        metadata = await self._exchange(
+            "functions_metadata_request", p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))
+        )
         self.metadata = list(metadata.function_metadata_results)
         functions = []
         for result in self.metadata:
-            await self._exchange("function_load_request", p.FunctionLoadRequest(function_id=result.function_id,
-                                                                                metadata=result))
-            functions.append({"name": result.name, "function_id": result.function_id,
-                              "bindings": [json.loads(raw) for raw in result.raw_bindings]})
+            await self._exchange(
+                "function_load_request", p.FunctionLoadRequest(function_id=result.function_id, metadata=result)
+            )
+            functions.append(
+                {
+                    "name": result.name,
+                    "function_id": result.function_id,
+                    "bindings": [json.loads(raw) for raw in result.raw_bindings],
+                }
+            )
         return functions
 
     async def invoke(self, function: FunctionInfo, trigger: TriggerData, invocation_id: str) -> HttpAnswer | None:
         """One invocation: the HTTP function's answer, else None; WorkerError when the worker reports failure.
         A function that takes `context` gets the invocation's id there from the worker."""
-        response = await self.invocation(function, self.typed_data(trigger),
-                                         {k: self.protos.TypedData(json=v) for k, v in trigger.metadata.items()},
-                                         invocation_id)
+        response = await self.invocation(
+            function,
+            self.typed_data(trigger),
+            {k: self.protos.TypedData(json=v) for k, v in trigger.metadata.items()},
+            invocation_id,
+        )
         if function.trigger_type != "httpTrigger":
             return None
         return self.http_answer(response.return_value)
 
-    async def invocation(self, function: FunctionInfo, data: Any, metadata: dict[str, Any],
-                         invocation_id: str | None = None) -> Any:
+    async def invocation(
+        self, function: FunctionInfo, data: Any, metadata: dict[str, Any], invocation_id: str | None = None
+    ) -> Any:
         """An InvocationRequest with the trigger's TypedData and metadata as given; the InvocationResponse."""
         p = self.protos
-        return await self._exchange("invocation_request", p.InvocationRequest(
-            invocation_id=invocation_id or str(uuid.uuid4()), function_id=function.function_id,
-            input_data=[p.ParameterBinding(name=function.arg_name, data=data)], trigger_metadata=metadata))
+        return await self._exchange(
+            "invocation_request",
+            p.InvocationRequest(
+                invocation_id=invocation_id or str(uuid.uuid4()),
+                function_id=function.function_id,
+                input_data=[p.ParameterBinding(name=function.arg_name, data=data)],
+                trigger_metadata=metadata,
+            ),
+        )
 
     async def close(self) -> None:
         """Nothing of the worker's own runs after its invocations answered."""
@@ -142,8 +161,16 @@ class Worker:
         p = self.protos
         if isinstance(trigger.value, HttpData):
             http = trigger.value
-            return p.TypedData(http=p.RpcHttp(method=http.method, url=http.url, headers=http.headers,
-                                              query=http.query, params=http.params, body=p.TypedData(bytes=http.body)))
+            return p.TypedData(
+                http=p.RpcHttp(
+                    method=http.method,
+                    url=http.url,
+                    headers=http.headers,
+                    query=http.query,
+                    params=http.params,
+                    body=p.TypedData(bytes=http.body),
+                )
+            )
         return p.TypedData(**{trigger.type: trigger.value})
 
     def http_answer(self, value: Any) -> HttpAnswer:

@@ -9,8 +9,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -42,8 +43,14 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 
 
 class BotStack:
-    def __init__(self, storage_connection: str, tmp: Path, extra_env: dict[str, str] | None = None,
-                 teams: TeamsLimits | None = None, hosted: bool = True) -> None:
+    def __init__(
+        self,
+        storage_connection: str,
+        tmp: Path,
+        extra_env: dict[str, str] | None = None,
+        teams: TeamsLimits | None = None,
+        hosted: bool = True,
+    ) -> None:
         """With `teams`, the channel keeps Teams' limits and the bot its default pace; without, the channel
         answers at once and the bot's pace is high enough never to slow a test. Not `hosted`: no local host,
         for a test that runs the app itself (with `env` set)."""
@@ -90,13 +97,19 @@ class BotStack:
         self.idp.stop()
 
     # ---- playing the channel ---------------------------------------------------------------
-    def activity(self, conversation_id: str, text: str | None = None, type: str = "message",
-                 user: str = "29:user", **extra: Any) -> dict[str, Any]:
+    def activity(
+        self, conversation_id: str, text: str | None = None, type: str = "message", user: str = "29:user", **extra: Any
+    ) -> dict[str, Any]:
         body = {
-            "type": type, "id": uuid.uuid4().hex[:10], "channelId": "msteams",
-            "serviceUrl": self.service_url, "timestamp": "2026-11-24T10:00:00.000Z",
-            "from": {"id": user, "name": "Ann"}, "recipient": {"id": f"28:{APP_ID}", "name": "bot"},
-            "conversation": {"id": conversation_id, "tenantId": "tenant-1"}, "locale": "en-US",
+            "type": type,
+            "id": uuid.uuid4().hex[:10],
+            "channelId": "msteams",
+            "serviceUrl": self.service_url,
+            "timestamp": "2026-11-24T10:00:00.000Z",
+            "from": {"id": user, "name": "Ann"},
+            "recipient": {"id": f"28:{APP_ID}", "name": "bot"},
+            "conversation": {"id": conversation_id, "tenantId": "tenant-1"},
+            "locale": "en-US",
         }
         if text is not None:
             body["text"] = text
@@ -105,19 +118,32 @@ class BotStack:
 
     def install_in_team(self, team_id: str, tenant_id: str) -> None:
         """The bot added to a team: Teams' conversationUpdate in the team's General channel."""
-        activity = self.activity(team_id, type="conversationUpdate", membersAdded=[{"id": f"28:{APP_ID}"}],
-                                 conversation={"id": team_id, "tenantId": tenant_id, "conversationType": "channel",
-                                               "isGroup": True},
-                                 channelData={"team": {"id": team_id}, "tenant": {"id": tenant_id}})
+        activity = self.activity(
+            team_id,
+            type="conversationUpdate",
+            membersAdded=[{"id": f"28:{APP_ID}"}],
+            conversation={"id": team_id, "tenantId": tenant_id, "conversationType": "channel", "isGroup": True},
+            channelData={"team": {"id": team_id}, "tenant": {"id": tenant_id}},
+        )
         assert self.post(activity).status_code == 200
 
     def token(self, **kwargs: Any) -> str:
         return self.idp.mint_channel_token(APP_ID, self.service_url, **kwargs)
 
-    def post(self, body: Any, *, token: str | None = None, headers: dict[str, str] | None = None,
-             raw: bytes | None = None, client: httpx.Client | None = None) -> httpx.Response:
-        all_headers = {"Content-Type": "application/json",
-                       "Authorization": f"Bearer {token or self.token()}", **(headers or {})}
+    def post(
+        self,
+        body: Any,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        client: httpx.Client | None = None,
+    ) -> httpx.Response:
+        all_headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token or self.token()}",
+            **(headers or {}),
+        }
         all_headers = {k: v for k, v in all_headers.items() if v is not None}
         content = raw if raw is not None else json.dumps(body).encode()
         return (client or httpx).post(self.messages_url, content=content, headers=all_headers, timeout=30)
@@ -127,7 +153,9 @@ class BotStack:
 
     def wait_texts(self, conversation_id: str, count: int, timeout: float = 15.0) -> list[str]:
         texts = self.channel.wait_for_texts(count, conversation_id, timeout)
-        assert len(texts) >= count, f"expected {count} messages in {conversation_id}, got {texts}\n{self.host.log()[-3000:]}"
+        assert len(texts) >= count, (
+            f"expected {count} messages in {conversation_id}, got {texts}\n{self.host.log()[-3000:]}"
+        )
         return texts
 
     def api(self, method: str, path: str, body: Any = None, *, key: str | None = "stack-key") -> httpx.Response:
@@ -137,20 +165,31 @@ class BotStack:
 
     def api_raw(self, method: str, path: str, raw: str) -> httpx.Response:
         """A function-key route with a body sent exactly as given (JSON that json.dumps would not write)."""
-        return httpx.request(method, f"{self.host.base_url}/api/{path}", content=raw.encode(), timeout=30,
-                             headers={"x-functions-key": "stack-key", "Content-Type": "application/json"})
+        return httpx.request(
+            method,
+            f"{self.host.base_url}/api/{path}",
+            content=raw.encode(),
+            timeout=30,
+            headers={"x-functions-key": "stack-key", "Content-Type": "application/json"},
+        )
 
-    def seed(self, count: int, *, channel_id: str = "msteams", tenant_id: str = "tenant-1",
-             user_id: str | None = None, prefix: str = "seed") -> list[str]:
+    def seed(
+        self,
+        count: int,
+        *,
+        channel_id: str = "msteams",
+        tenant_id: str = "tenant-1",
+        user_id: str | None = None,
+        prefix: str = "seed",
+    ) -> list[str]:
         """Store `count` conversation references, as if each had talked to the bot through the channel (which
         also verified its service URL); returns their ids."""
         from azure.data.tables.aio import TableClient
 
         from botcore.protocol.activity import TRUST_TOKEN, ConversationReference
+        from botcore.settings import CONVERSATIONS_TABLE, MEMBERS_TABLE, SERVICE_URLS_TABLE
         from botcore.state.conversations import ConversationStore
-        from botcore.settings import CONVERSATIONS_TABLE
         from botcore.state.service_urls import ServiceUrlRegistry
-        from botcore.settings import MEMBERS_TABLE, SERVICE_URLS_TABLE
         from botcore.storage import Table
 
         ids = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
@@ -165,12 +204,16 @@ class BotStack:
                 store, gate = ConversationStore(Table(client), Table(members)), asyncio.Semaphore(32)
 
                 async def one(cid: str) -> None:
-                    reference = ConversationReference.from_dict({
-                        "channelId": channel_id, "serviceUrl": self.service_url,
-                        "conversation": {"id": cid, "tenantId": tenant_id},
-                        "user": {"id": user_id or f"29:{cid}", "name": "User"},
-                        "bot": {"id": f"28:{APP_ID}", "name": "bot"}, "serviceUrlTrust": TRUST_TOKEN,
-                    })
+                    reference = ConversationReference.from_dict(
+                        {
+                            "channelId": channel_id,
+                            "serviceUrl": self.service_url,
+                            "conversation": {"id": cid, "tenantId": tenant_id},
+                            "user": {"id": user_id or f"29:{cid}", "name": "User"},
+                            "bot": {"id": f"28:{APP_ID}", "name": "bot"},
+                            "serviceUrlTrust": TRUST_TOKEN,
+                        }
+                    )
                     async with gate:
                         await store.commit(None, reference=reference)
 
@@ -188,8 +231,11 @@ class BotStack:
         """Put a message on a queue as another service would; returns its message id."""
         from azure.storage.queue import QueueClient
 
-        return QueueClient.from_connection_string(self.storage_connection, queue).send_message(
-            message, visibility_timeout=delay or None).id
+        return (
+            QueueClient.from_connection_string(self.storage_connection, queue)
+            .send_message(message, visibility_timeout=delay or None)
+            .id
+        )
 
     def texts_of(self, conversation_id: str) -> list[str]:
         return self.channel.texts(conversation_id)
@@ -229,8 +275,9 @@ class BotStack:
 
 
 @contextlib.contextmanager
-def stack_of_its_own(tmp: Path, extra_env: dict[str, str] | None = None,
-                     teams: TeamsLimits | None = None) -> Iterator[BotStack]:
+def stack_of_its_own(
+    tmp: Path, extra_env: dict[str, str] | None = None, teams: TeamsLimits | None = None
+) -> Iterator[BotStack]:
     """A BotStack on an Azurite of its own. The hosts of one storage account share its queues: a stack whose
     settings differ from the session's (a pace, a mode) must not have its jobs taken by the session's host."""
     from devhost.azurite import Azurite
@@ -265,8 +312,9 @@ def status_of(bot: BotStack, job_id: str, *, timeout: float = 20, **expected: in
 def poisoned_at_once(bot: BotStack, message_id: str, reason: str, queue: str = "bot-jobs") -> None:
     """The message went to poison on its first delivery, with `reason` in the log."""
     kind = "job message" if queue == "bot-jobs" else "send batch"
-    assert wait_until(lambda: f"{kind} {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15), \
+    assert wait_until(lambda: f"{kind} {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15), (
         bot.host.log()[-3000:]
+    )
     log = bot.host.log()
     assert reason in log.split(f"message {message_id}", 1)[1], log[-3000:]
     assert f"{kind} {message_id} (dequeue count 2)" not in log

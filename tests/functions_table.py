@@ -7,7 +7,8 @@ and against what Microsoft's worker library reports over the worker protocol on 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 
 class Row(NamedTuple):
@@ -25,8 +26,16 @@ HTTP_OUT = ("$return", "OUT")
 FUNCTIONS = {
     "messages": Row("httpTrigger", "messages", ("POST",), "ANONYMOUS", None, None, None, (("req", "IN"), HTTP_OUT)),
     "notify": Row("httpTrigger", "notify", ("POST",), "FUNCTION", None, None, None, (("req", "IN"), HTTP_OUT)),
-    "notify_job": Row("httpTrigger", "notify/{id}", ("GET", "PATCH", "DELETE"), "FUNCTION", None, None, None,
-                      (("req", "IN"), HTTP_OUT)),
+    "notify_job": Row(
+        "httpTrigger",
+        "notify/{id}",
+        ("GET", "PATCH", "DELETE"),
+        "FUNCTION",
+        None,
+        None,
+        None,
+        (("req", "IN"), HTTP_OUT),
+    ),
     "reminders": Row("httpTrigger", "reminders", ("POST",), "FUNCTION", None, None, None, (("req", "IN"), HTTP_OUT)),
     "jobs": Row("queueTrigger", None, None, None, "bot-jobs", "BotStorage", None, (("msg", "IN"),)),
     "sends": Row("queueTrigger", None, None, None, "bot-sends", "BotStorage", None, (("msg", "IN"),)),
@@ -42,7 +51,14 @@ def table_of(functions: Iterable[tuple[str, list[dict[str, Any]]]]) -> dict[str,
         [trigger] = [b for b in bindings if b["type"].endswith("Trigger")]
         methods = trigger.get("methods")
         level = trigger.get("authLevel")
-        rows[name] = Row(trigger["type"], trigger.get("route"), tuple(m.upper() for m in methods) if methods else None,
-                         level.upper() if level else None, trigger.get("queueName"), trigger.get("connection"),
-                         trigger.get("schedule"), tuple((b["name"], b["direction"].upper()) for b in bindings))
+        rows[name] = Row(
+            trigger["type"],
+            trigger.get("route"),
+            tuple(m.upper() for m in methods) if methods else None,
+            level.upper() if level else None,
+            trigger.get("queueName"),
+            trigger.get("connection"),
+            trigger.get("schedule"),
+            tuple((b["name"], b["direction"].upper()) for b in bindings),
+        )
     return rows

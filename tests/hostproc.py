@@ -30,7 +30,10 @@ class HostProcess:
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devhost", "--app-dir", str(app_dir), "start", "--port", str(self.port)],
-            cwd=str(REPO), env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=str(REPO),
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 

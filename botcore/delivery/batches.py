@@ -17,12 +17,13 @@ import base64
 import hashlib
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
+from ..jobs import JobError, check_job_id
 from ..keys import is_conversation_key
 from ..protocol.activity import ActivityError, ConversationReference
-from ..jobs import JobError, check_job_id
 from .ledger import BATCH_PREFIX
 from .pacing import Slot
 
@@ -45,11 +46,12 @@ class SendBatch:
     slot: Slot | None = None
 
     def to_json(self) -> str:
-        return _message(self.job, self.id, self.attempt, [_item(k, r.to_json()) for k, r in self.items],
-                        self.pace, self.slot)
+        return _message(
+            self.job, self.id, self.attempt, [_item(k, r.to_json()) for k, r in self.items], self.pace, self.slot
+        )
 
     @classmethod
-    def parse(cls, body: bytes | str) -> "SendBatch":
+    def parse(cls, body: bytes | str) -> SendBatch:
         """Items come packed (as `pack` writes them) or as a plain `items` list (easier to write by hand)."""
         try:
             data = json.loads(body)
@@ -63,8 +65,14 @@ class SendBatch:
                 raise JobError(f"batch id {batch_id[:50]!r} is not made of letters, digits and dots")
             if not isinstance(pace, str):
                 raise JobError("pace must be a string")
-            return cls(job, [(str(k), ConversationReference.from_dict(r)) for k, r in items], attempt, batch_id,
-                       pace, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
+            return cls(
+                job,
+                [(str(k), ConversationReference.from_dict(r)) for k, r in items],
+                attempt,
+                batch_id,
+                pace,
+                Slot(float(slot[0]), float(slot[1])) if slot is not None else None,
+            )
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, zlib.error, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
 
@@ -87,13 +95,12 @@ class RevisionBatch:
         return json.dumps(message, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RevisionBatch":
+    def from_dict(cls, data: dict[str, Any]) -> RevisionBatch:
         job, row, attempt, slot = data.get("job"), data.get("row"), data.get("attempt", 0), data.get("slot")
         if not isinstance(job, str) or not isinstance(row, str) or not isinstance(attempt, int):
             raise JobError("a revision batch needs job and row (strings) and an integer attempt")
         check_job_id(job, "job")
-        if not (row.startswith(BATCH_PREFIX) and is_batch_id(row[len(BATCH_PREFIX):])
-                or is_conversation_key(row)):
+        if not (row.startswith(BATCH_PREFIX) and is_batch_id(row[len(BATCH_PREFIX) :]) or is_conversation_key(row)):
             raise JobError(f"row {row[:50]!r} names no delivery row")
         try:
             return cls(job, row, attempt, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
@@ -113,7 +120,7 @@ class PackMessage:
         return json.dumps({"kind": "pack", "pack": self.pack, "due": self.first_due}, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PackMessage":
+    def from_dict(cls, data: dict[str, Any]) -> PackMessage:
         pack, due = data.get("pack"), data.get("due")
         if not isinstance(pack, str) or not isinstance(due, (int, float)) or isinstance(due, bool):
             raise JobError("a pack message needs pack (a string) and due (epoch seconds)")
@@ -121,7 +128,7 @@ class PackMessage:
         return cls(pack, float(due))
 
 
-def parse_sends_message(body: bytes | str) -> "SendBatch | RevisionBatch | PackMessage":
+def parse_sends_message(body: bytes | str) -> SendBatch | RevisionBatch | PackMessage:
     """A message from the sends queue, by its kind (a send batch has none)."""
     try:
         data = json.loads(body)
@@ -148,8 +155,15 @@ def retry_prefix(batch_id: str, attempts: int) -> str:
     return f"{place}r{digest}."
 
 
-def pack(job_id: str, items: Iterable[tuple[str, str]], *, attempt: int = 0, id_prefix: str | None = None,
-         pace: str = "", slot: Slot | None = None) -> list[tuple[str, Slot | None]]:
+def pack(
+    job_id: str,
+    items: Iterable[tuple[str, str]],
+    *,
+    attempt: int = 0,
+    id_prefix: str | None = None,
+    pace: str = "",
+    slot: Slot | None = None,
+) -> list[tuple[str, Slot | None]]:
     """Sends-queue messages, each with its slot, for (key, reference JSON) pairs: at most BATCH_KEYS
     conversations and BATCH_BYTES of items each. With a slot, each batch's slots follow the previous
     batch's; with id_prefix, the batches are named id_prefix + 0, 1, ..."""

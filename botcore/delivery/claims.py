@@ -9,9 +9,10 @@ delivery ledger claims send batches and conversations this way; the reminder tim
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..storage import EntityChangedError, EntityExistsError, EntityNotFoundError, Table, etag_of
 
@@ -30,7 +31,7 @@ class Claim:
 
     state: str
     etag: str | None = None
-    row: "TableEntity | None" = None
+    row: TableEntity | None = None
 
 
 def decide(row: Mapping[str, Any], *, status: str, ttl: timedelta, now: datetime, done: Collection[str] = ()) -> str:
@@ -45,8 +46,17 @@ def decide(row: Mapping[str, Any], *, status: str, ttl: timedelta, now: datetime
     return CLAIMED
 
 
-async def claim_row(table: Table, pk: str, rk: str, *, status: str, ttl: timedelta, now: datetime,
-                    done: Collection[str] = (), insert: Mapping[str, Any] | None = None) -> Claim:
+async def claim_row(
+    table: Table,
+    pk: str,
+    rk: str,
+    *,
+    status: str,
+    ttl: timedelta,
+    now: datetime,
+    done: Collection[str] = (),
+    insert: Mapping[str, Any] | None = None,
+) -> Claim:
     """Claim (pk, rk) by setting `status`; with `insert`, a missing row is created claimed (else it is DONE)."""
     if insert is not None:
         try:
@@ -62,8 +72,9 @@ async def claim_row(table: Table, pk: str, rk: str, *, status: str, ttl: timedel
     if state != CLAIMED:
         return Claim(state, etag_of(row) if state == DONE else None, row)
     if row.get("status") == status:
-        log.warning("%s %s/%s: taking over a claim from %s (its worker stopped)", table.name, pk, rk,
-                    row.get("claimedAt"))
+        log.warning(
+            "%s %s/%s: taking over a claim from %s (its worker stopped)", table.name, pk, rk, row.get("claimedAt")
+        )
     try:
         etag = await table.merge({"PartitionKey": pk, "RowKey": rk, "status": status, "claimedAt": now}, etag_of(row))
     except (EntityChangedError, EntityNotFoundError):

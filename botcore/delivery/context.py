@@ -26,21 +26,21 @@ JOB_CACHE = 64  # jobs whose headers a sends worker keeps: every batch of a broa
 
 @dataclass
 class DeliveryContext:
-    settings: "Settings"
-    ledger: "DeliveryLedger"
-    conversations: "ConversationStore"
-    connector: "ConnectorClient"
-    reminders: "ReminderStore"
-    pacing: "PaceCalendar"
-    guard: "KeyGuard"  # per instance
-    windows: "ConversationWindows"  # per instance
+    settings: Settings
+    ledger: DeliveryLedger
+    conversations: ConversationStore
+    connector: ConnectorClient
+    reminders: ReminderStore
+    pacing: PaceCalendar
+    guard: KeyGuard  # per instance
+    windows: ConversationWindows  # per instance
     sending: asyncio.Semaphore  # sends in flight on this instance (BotSendConcurrency)
-    jobs: "Queue"
-    sends: "Queue"
-    turns: "TurnContext"  # a proactive dialog is a turn
-    _jobs: dict[str, "Job"] = field(default_factory=dict)
+    jobs: Queue
+    sends: Queue
+    turns: TurnContext  # a proactive dialog is a turn
+    _jobs: dict[str, Job] = field(default_factory=dict)
 
-    async def job_of(self, job_id: str) -> "Job | None":
+    async def job_of(self, job_id: str) -> Job | None:
         """The job a send batch belongs to, from its ledger header (cached)."""
         job = self._jobs.get(job_id)
         if job is None:

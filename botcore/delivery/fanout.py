@@ -36,7 +36,7 @@ PAGE_SIZE = 500
 PAGES_PER_INVOCATION = 20
 
 
-async def run_notify(ctx: "DeliveryContext", job: Job) -> str:
+async def run_notify(ctx: DeliveryContext, job: Job) -> str:
     """A notify or broadcast job from the jobs queue."""
     header = await ctx.ledger.open_job(job)
     if header.fanned_out:
@@ -46,8 +46,12 @@ async def run_notify(ctx: "DeliveryContext", job: Job) -> str:
     if latest is not None and latest.deletes:  # deleted before it was (all) sent: what is left stays unsent
         header.fanned_out = True
         await ctx.ledger.save_progress(header)
-        log.info("job %s was deleted (by job %s) before its fan-out ended; %d targets were fanned out", job.id,
-                 latest.id, header.targets)
+        log.info(
+            "job %s was deleted (by job %s) before its fan-out ended; %d targets were fanned out",
+            job.id,
+            latest.id,
+            header.targets,
+        )
         return "deleted"
     if job.target.team is not None:
         return await fan_out_team(ctx, job, header)
@@ -56,7 +60,7 @@ async def run_notify(ctx: "DeliveryContext", job: Job) -> str:
     return await _fan_out(ctx, job, header)
 
 
-async def _notify_one(ctx: "DeliveryContext", job: Job, header: JobHeader) -> str:
+async def _notify_one(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
     key = job.target.conversation
     assert key is not None
     record = await ctx.conversations.get(key)
@@ -77,12 +81,12 @@ async def _notify_one(ctx: "DeliveryContext", job: Job, header: JobHeader) -> st
     return outcome
 
 
-async def _fan_out(ctx: "DeliveryContext", job: Job, header: JobHeader) -> str:
+async def _fan_out(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
     async with SentAtOnce(ctx, job) as at_once:
         return await _fan_out_pages(ctx, job, header, at_once)
 
 
-async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
+async def _fan_out_pages(ctx: DeliveryContext, job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
     t = job.target
     query = ctx.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
     for _ in range(PAGES_PER_INVOCATION):
@@ -100,8 +104,12 @@ async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, at
         for number, pace in enumerate(sorted(groups)):
             await enqueue_paced(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once)
         if undeliverable:
-            log.error("job %s: %d conversations cannot be sent to: %s", job.id, len(undeliverable),
-                      "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]))
+            log.error(
+                "job %s: %d conversations cannot be sent to: %s",
+                job.id,
+                len(undeliverable),
+                "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]),
+            )
             await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
         stop = await save_page(ctx, job, header, token, len(addresses))
         if stop is not None:
@@ -109,5 +117,3 @@ async def _fan_out_pages(ctx: "DeliveryContext", job: Job, header: JobHeader, at
     await ctx.jobs.send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
-
-

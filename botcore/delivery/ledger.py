@@ -32,19 +32,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ConflictError, NotFoundError
 from ..jobs import Job, parse_job
 from ..keys import encode_key
 from ..settings import DELIVERIES_TABLE
-from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, TableStore, TransactionFailedError,
-                       etag_of)
+from ..storage import (
+    EntityChangedError,
+    EntityExistsError,
+    EntityNotFoundError,
+    TableStore,
+    TransactionFailedError,
+    etag_of,
+)
 from ..tablejson import join_json, split_json
-from .claims import BUSY, CLAIMED, DONE as CLAIM_DONE, claim_row
+from .claims import BUSY, CLAIMED, claim_row
+from .claims import DONE as CLAIM_DONE
 
 if TYPE_CHECKING:
     from ..state.conversations import ConversationRecord
@@ -89,7 +97,7 @@ WRITE_ATTEMPTS = 16  # ETag races on one row: each loser reads again
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class IdConflictError(ConflictError):
@@ -166,7 +174,7 @@ class Delivered:
         return [self.status, self.activity_id, self.error[:ERROR_CHARS], self.attempts, self.revision]
 
     @classmethod
-    def from_json(cls, value: list[Any]) -> "Delivered":
+    def from_json(cls, value: list[Any]) -> Delivered:
         status, activity_id, error, attempts, *revision = value  # rows written before revisions: four fields
         return cls(Status(status), activity_id, error, int(attempts), int(revision[0]) if revision else 0)
 
@@ -189,7 +197,7 @@ class Revision:
         return [self.number, self.kind, self.id, self.content]
 
     @classmethod
-    def from_json(cls, value: list[Any]) -> "Revision":
+    def from_json(cls, value: list[Any]) -> Revision:
         number, kind, revision_id, content = value
         return cls(int(number), kind, revision_id, content)
 
@@ -207,11 +215,17 @@ class PackItem:
     revision: Revision | None = None
 
     def to_json(self) -> list[Any]:
-        return [self.job, self.key, self.reference, self.content, self.due,
-                self.revision.to_json() if self.revision else None]
+        return [
+            self.job,
+            self.key,
+            self.reference,
+            self.content,
+            self.due,
+            self.revision.to_json() if self.revision else None,
+        ]
 
     @classmethod
-    def from_json(cls, value: list[Any]) -> "PackItem":
+    def from_json(cls, value: list[Any]) -> PackItem:
         job, key, reference, content, due, revision = value
         return cls(job, key, reference, content, float(due), Revision.from_json(revision) if revision else None)
 
@@ -265,10 +279,15 @@ class RevisionCounts:
     pending: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.revision.id, "kind": self.revision.kind, "number": self.revision.number,
-                "state": "revising" if self.pending > 0 else "done",
-                "deleted" if self.revision.deletes else "updated": self.revised,
-                "failed": self.failed, "pending": max(0, self.pending)}
+        return {
+            "id": self.revision.id,
+            "kind": self.revision.kind,
+            "number": self.revision.number,
+            "state": "revising" if self.pending > 0 else "done",
+            "deleted" if self.revision.deletes else "updated": self.revised,
+            "failed": self.failed,
+            "pending": max(0, self.pending),
+        }
 
 
 @dataclass
@@ -306,9 +325,15 @@ class JobStatus:
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
         out: dict[str, Any] = {
-            "id": self.id, "kind": self.kind, "created": self.created, "state": self.state,
-            "targets": self.targets, "sent": c.get(Status.SENT, 0), "skipped": c.get(Status.GONE, 0),
-            "failed": c.get(Status.FAILED, 0), "pending": self.pending,
+            "id": self.id,
+            "kind": self.kind,
+            "created": self.created,
+            "state": self.state,
+            "targets": self.targets,
+            "sent": c.get(Status.SENT, 0),
+            "skipped": c.get(Status.GONE, 0),
+            "failed": c.get(Status.FAILED, 0),
+            "pending": self.pending,
         }
         if c.get(Status.CANCELLED):
             out["cancelled"] = c[Status.CANCELLED]
@@ -337,8 +362,13 @@ class RevisionJobStatus:
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "created": self.created,
-                               "notification": self.notification, "revision": self.number}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "created": self.created,
+            "notification": self.notification,
+            "revision": self.number,
+        }
         latest = self.latest
         if self.error:
             out.update(state="failed", error=self.error)
@@ -365,12 +395,19 @@ class DeliveryLedger(TableStore):
     async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
         """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
         when it asks for the same work (the same request, for an HTTP one), else IdConflictError."""
-        header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest,
-                           due=job.due)
-        entity = {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "kind": header.kind,
-                  "created": job.created, "digest": header.digest, "requestDigest": request_digest,
-                  "due": job.due or "", "fannedOut": False, "targets": 0,
-                  **split_json("job", json.loads(job.to_json()))}
+        header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest, due=job.due)
+        entity = {
+            "PartitionKey": encode_key(job.id),
+            "RowKey": HEADER,
+            "kind": header.kind,
+            "created": job.created,
+            "digest": header.digest,
+            "requestDigest": request_digest,
+            "due": job.due or "",
+            "fannedOut": False,
+            "targets": 0,
+            **split_json("job", json.loads(job.to_json())),
+        }
         try:
             header.etag = await self.table.insert(entity)
             return header
@@ -379,8 +416,10 @@ class DeliveryLedger(TableStore):
         assert stored is not None  # headers are never deleted
         same = stored.request_digest == request_digest if request_digest else stored.digest == header.digest
         if not same:
-            raise IdConflictError(f"id {job.id} is already used by another job ({stored.kind}, created "
-                                  f"{stored.job.created}); choose a new id for new work")
+            raise IdConflictError(
+                f"id {job.id} is already used by another job ({stored.kind}, created "
+                f"{stored.job.created}); choose a new id for new work"
+            )
         return stored
 
     async def header(self, job_id: str) -> JobHeader | None:
@@ -390,32 +429,50 @@ class DeliveryLedger(TableStore):
             return None
         job = parse_job(json.dumps(join_json(entity, "job")))
         return JobHeader(
-            job=job, kind=entity.get("kind") or job.kind, digest=entity.get("digest") or job.digest(),
-            request_digest=entity.get("requestDigest") or "", due=entity.get("due") or None,
-            cursor=entity.get("cursor") or None, error=entity.get("error") or "",
-            fanned_out=bool(entity.get("fannedOut")), targets=int(entity.get("targets") or 0),
-            warning=entity.get("warning") or "", pages=int(entity.get("pages") or 0),
-            tokens=json.loads(entity.get("tokens") or "[]"), revision=int(entity.get("revision") or 0),
-            pack=entity.get("pack") or "", etag=etag_of(entity),
+            job=job,
+            kind=entity.get("kind") or job.kind,
+            digest=entity.get("digest") or job.digest(),
+            request_digest=entity.get("requestDigest") or "",
+            due=entity.get("due") or None,
+            cursor=entity.get("cursor") or None,
+            error=entity.get("error") or "",
+            fanned_out=bool(entity.get("fannedOut")),
+            targets=int(entity.get("targets") or 0),
+            warning=entity.get("warning") or "",
+            pages=int(entity.get("pages") or 0),
+            tokens=json.loads(entity.get("tokens") or "[]"),
+            revision=int(entity.get("revision") or 0),
+            pack=entity.get("pack") or "",
+            etag=etag_of(entity),
         )
 
     async def save_progress(self, header: JobHeader) -> None:
         """Save the fan-out's cursor; with the header's ETag, so two fan-outs cannot interleave
         (EntityChangedError for the one that lost)."""
-        entity = {"PartitionKey": encode_key(header.job.id), "RowKey": HEADER, "cursor": header.cursor or "",
-                  "fannedOut": header.fanned_out, "targets": header.targets, "warning": header.warning,
-                  "pages": header.pages, "tokens": json.dumps(header.tokens)}
+        entity = {
+            "PartitionKey": encode_key(header.job.id),
+            "RowKey": HEADER,
+            "cursor": header.cursor or "",
+            "fannedOut": header.fanned_out,
+            "targets": header.targets,
+            "warning": header.warning,
+            "pages": header.pages,
+            "tokens": json.dumps(header.tokens),
+        }
         header.etag = await self.table.merge(entity, header.etag)
 
-    async def skip_unreachable(self, job_id: str, key: str, record: "ConversationRecord | None") -> str:
+    async def skip_unreachable(self, job_id: str, key: str, record: ConversationRecord | None) -> str:
         """A job for one conversation the bot cannot reach (none stored under that key, or retired): recorded as
         skipped; returns the warning its status must carry, so that a mistyped key never looks like success."""
         claims = await self.claim(job_id, [key])
         why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
         if key in claims.claimed:
             await self.record(job_id, [Outcome(key, Status.GONE, why)], claims.claimed)
-        warning = (f"no conversation {key!r} is stored" if record is None else
-                   f"conversation {key!r} is retired ({record.retired_reason}): the bot can no longer write there")
+        warning = (
+            f"no conversation {key!r} is stored"
+            if record is None
+            else f"conversation {key!r} is retired ({record.retired_reason}): the bot can no longer write there"
+        )
         log.warning("job %s: %s; nothing sent", job_id, warning)
         return warning
 
@@ -434,8 +491,16 @@ class DeliveryLedger(TableStore):
     # ---- send batches ------------------------------------------------------------------
     async def claim_batch(self, job_id: str, batch_id: str, now: datetime | None = None) -> BatchClaim | None:
         """Take the right to send a batch; None while another worker holds it."""
-        claim = await claim_row(self.table, encode_key(job_id), BATCH_PREFIX + batch_id, status=Status.SENDING,
-                                ttl=self.claim_ttl, now=now or _now(), done=(Status.DONE,), insert={})
+        claim = await claim_row(
+            self.table,
+            encode_key(job_id),
+            BATCH_PREFIX + batch_id,
+            status=Status.SENDING,
+            ttl=self.claim_ttl,
+            now=now or _now(),
+            done=(Status.DONE,),
+            insert={},
+        )
         if claim.state == BUSY:
             return None
         outcomes = _outcomes(claim.row) if claim.row is not None else {}
@@ -449,14 +514,19 @@ class DeliveryLedger(TableStore):
             return False
         return row.get("status") == Status.DONE
 
-    async def record_batch(self, job_id: str, claim: BatchClaim, *, done: bool = False, release: bool = False,
-                           now: datetime | None = None) -> None:
+    async def record_batch(
+        self, job_id: str, claim: BatchClaim, *, done: bool = False, release: bool = False, now: datetime | None = None
+    ) -> None:
         """Write the batch's outcomes so far (and renew the claim, or release it for a later run to finish);
         EntityChangedError if it was taken over."""
         status = Status.DONE if done else Status.RELEASED if release else Status.SENDING
-        entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key, "status": status,
-                  "claimedAt": now or _now(),
-                  **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
+        entity = {
+            "PartitionKey": encode_key(job_id),
+            "RowKey": claim.row_key,
+            "status": status,
+            "claimedAt": now or _now(),
+            **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()}),
+        }
         claim.etag = await self.table.merge(entity, claim.etag)
         claim.done = done
 
@@ -464,6 +534,7 @@ class DeliveryLedger(TableStore):
         """A batch the host gave up on: every conversation without an outcome yet is failed, so that the
         job's count of pending ones reaches zero."""
         if batch_id:
+            row: Mapping[str, Any]
             try:
                 row = await self.table.get(encode_key(job_id), BATCH_PREFIX + batch_id)
             except EntityNotFoundError:
@@ -475,13 +546,26 @@ class DeliveryLedger(TableStore):
         for key in keys:
             prepared = await self.prepared(job_id, key)
             if prepared is None or prepared.status not in FINAL:
-                await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": key, "status": Status.FAILED,
-                                         "lastError": error[:1000]}, merge=True)
+                await self.table.upsert(
+                    {
+                        "PartitionKey": encode_key(job_id),
+                        "RowKey": key,
+                        "status": Status.FAILED,
+                        "lastError": error[:1000],
+                    },
+                    merge=True,
+                )
 
     async def record_undeliverable(self, job_id: str, batch_id: str, outcomes: dict[str, Delivered]) -> None:
         """A finished batch row for conversations no send will reach (counted by status, like any other)."""
-        await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": BATCH_PREFIX + batch_id,
-                                 "status": Status.DONE, **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()})})
+        await self.table.upsert(
+            {
+                "PartitionKey": encode_key(job_id),
+                "RowKey": BATCH_PREFIX + batch_id,
+                "status": Status.DONE,
+                **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()}),
+            }
+        )
 
     async def first_sightings(self, job_id: str, page: str, names: list[str]) -> set[str]:
         """Which of `names` (a roster page's member ids) this page of the job may act on: those no other page
@@ -491,7 +575,9 @@ class DeliveryLedger(TableStore):
         ours: set[str] = set()
         for chunk in _chunks(list(rows), TRANSACTION_SIZE):
             try:
-                await self.table.transact([("create", {"PartitionKey": pk, "RowKey": rk, "page": page}) for rk in chunk])
+                await self.table.transact(
+                    [("create", {"PartitionKey": pk, "RowKey": rk, "page": page}) for rk in chunk]
+                )
                 ours.update(rows[rk] for rk in chunk)
                 continue
             except TransactionFailedError:
@@ -508,8 +594,14 @@ class DeliveryLedger(TableStore):
     # ---- packs of reminders --------------------------------------------------------------------
     async def write_pack(self, pack_id: str, items: list[PackItem]) -> None:
         """Keep a pack's reminders before its message goes on the queue: the message names only the pack."""
-        await self.table.insert({"PartitionKey": encode_key(pack_id), "RowKey": PACK_ROW, "status": "planned",
-                                 **split_json("items", [item.to_json() for item in items])})
+        await self.table.insert(
+            {
+                "PartitionKey": encode_key(pack_id),
+                "RowKey": PACK_ROW,
+                "status": "planned",
+                **split_json("items", [item.to_json() for item in items]),
+            }
+        )
 
     async def pack_items(self, pack_id: str) -> list[PackItem] | None:
         try:
@@ -520,22 +612,35 @@ class DeliveryLedger(TableStore):
 
     async def packed(self, job_id: str, pack_id: str) -> None:
         """A reminder's job is sent by a pack: its status says sending, and a revision finds the pack."""
-        await self.table.merge({"PartitionKey": encode_key(job_id), "RowKey": HEADER, "pack": pack_id,
-                                "fannedOut": True, "targets": 1})
+        await self.table.merge(
+            {"PartitionKey": encode_key(job_id), "RowKey": HEADER, "pack": pack_id, "fannedOut": True, "targets": 1}
+        )
 
     async def pack_revisions(self, pack_id: str) -> dict[str, Revision]:
         """Revisions of a pack's reminders registered after they were packed, by reminder."""
-        query = (f"PartitionKey eq '{encode_key(pack_id)}' and RowKey ge '{PACK_MARK_PREFIX}' "
-                 f"and RowKey lt '{PACK_MARK_PREFIX[0]}{chr(ord(PACK_MARK_PREFIX[1]) + 1)}'")
-        return {row["RowKey"][len(PACK_MARK_PREFIX):]: Revision.from_json(json.loads(row["revision"]))
-                async for row in self.table.query(query)}
+        query = (
+            f"PartitionKey eq '{encode_key(pack_id)}' and RowKey ge '{PACK_MARK_PREFIX}' "
+            f"and RowKey lt '{PACK_MARK_PREFIX[0]}{chr(ord(PACK_MARK_PREFIX[1]) + 1)}'"
+        )
+        return {
+            row["RowKey"][len(PACK_MARK_PREFIX) :]: Revision.from_json(json.loads(row["revision"]))
+            async for row in self.table.query(query)
+        }
 
     async def settle(self, job_id: str, outcome: Outcome) -> None:
         """Write a packed reminder's final outcome where its job's status and revisions look for it."""
-        await self.table.upsert({"PartitionKey": encode_key(job_id), "RowKey": outcome.key, "status": outcome.status,
-                                 "lastError": outcome.error[:1000], "activityId": outcome.activity_id,
-                                 "attempts": int(outcome.attempted), "revision": outcome.revision,
-                                 "updatedAt": _now()})
+        await self.table.upsert(
+            {
+                "PartitionKey": encode_key(job_id),
+                "RowKey": outcome.key,
+                "status": outcome.status,
+                "lastError": outcome.error[:1000],
+                "activityId": outcome.activity_id,
+                "attempts": int(outcome.attempted),
+                "revision": outcome.revision,
+                "updatedAt": _now(),
+            }
+        )
 
     # ---- one-conversation deliveries ----------------------------------------------------------
     async def claim(self, job_id: str, keys: list[str], now: datetime | None = None) -> ClaimedKeys:
@@ -544,8 +649,10 @@ class DeliveryLedger(TableStore):
         pk = encode_key(job_id)
         claims = ClaimedKeys()
         # The common case, a first delivery: claim every row in one transaction per 100.
-        fresh = [{"PartitionKey": pk, "RowKey": k, "status": Status.SENDING, "attempts": 0, "claimedAt": now}
-                 for k in dict.fromkeys(keys)]
+        fresh = [
+            {"PartitionKey": pk, "RowKey": k, "status": Status.SENDING, "attempts": 0, "claimedAt": now}
+            for k in dict.fromkeys(keys)
+        ]
         leftover: list[str] = []
         for chunk in _chunks(fresh, TRANSACTION_SIZE):
             try:
@@ -554,8 +661,16 @@ class DeliveryLedger(TableStore):
             except TransactionFailedError:
                 leftover.extend(e["RowKey"] for e in chunk)
         for key in leftover:  # some rows exist: a redelivery, a retry, or messages kept by `prepare`
-            claim = await claim_row(self.table, pk, key, status=Status.SENDING, ttl=self.claim_ttl, now=now, done=FINAL,
-                                    insert={"attempts": 0})
+            claim = await claim_row(
+                self.table,
+                pk,
+                key,
+                status=Status.SENDING,
+                ttl=self.claim_ttl,
+                now=now,
+                done=FINAL,
+                insert={"attempts": 0},
+            )
             if claim.state == CLAIMED:
                 claims.claimed[key] = int(claim.row.get("attempts") or 0) if claim.row is not None else 0
             elif claim.state == CLAIM_DONE:
@@ -564,23 +679,39 @@ class DeliveryLedger(TableStore):
                 claims.busy.add(key)
         return claims
 
-    async def record(self, job_id: str, outcomes: list[Outcome], attempts: dict[str, int],
-                     now: datetime | None = None) -> None:
+    async def record(
+        self, job_id: str, outcomes: list[Outcome], attempts: dict[str, int], now: datetime | None = None
+    ) -> None:
         """Write what happened to claimed rows, in batch transactions."""
         now = now or _now()
         pk = encode_key(job_id)
-        entities = [{"PartitionKey": pk, "RowKey": o.key, "status": o.status, "lastError": o.error[:1000],
-                     "activityId": o.activity_id, "attempts": attempts.get(o.key, 0) + o.attempted,
-                     "revision": o.revision, "updatedAt": now}
-                    for o in outcomes]
+        entities = [
+            {
+                "PartitionKey": pk,
+                "RowKey": o.key,
+                "status": o.status,
+                "lastError": o.error[:1000],
+                "activityId": o.activity_id,
+                "attempts": attempts.get(o.key, 0) + o.attempted,
+                "revision": o.revision,
+                "updatedAt": now,
+            }
+            for o in outcomes
+        ]
         for chunk in _chunks(entities, TRANSACTION_SIZE):
             await self.table.transact([("update", e, {"mode": "merge"}) for e in chunk])
 
     async def prepare(self, job_id: str, key: str, messages: list[dict[str, Any]]) -> None:
         """Keep a one-conversation delivery's messages before sending them, so that they survive a crash."""
         await self.table.upsert(
-            {"PartitionKey": encode_key(job_id), "RowKey": key, "status": Status.RETRYING, "attempts": 0,
-             **split_json("payload", messages)})
+            {
+                "PartitionKey": encode_key(job_id),
+                "RowKey": key,
+                "status": Status.RETRYING,
+                "attempts": 0,
+                **split_json("payload", messages),
+            }
+        )
 
     async def prepared(self, job_id: str, key: str) -> Prepared | None:
         try:
@@ -597,9 +728,10 @@ class DeliveryLedger(TableStore):
         if header.kind in REVISION_KINDS:
             notification = header.job.notification or ""
             target = await self.status(notification)
-            counts = target.revision if isinstance(target, JobStatus) else None
-            return RevisionJobStatus(job_id, header.kind, header.job.created, notification, header.revision, counts,
-                                     header.error)
+            latest_counts = target.revision if isinstance(target, JobStatus) else None
+            return RevisionJobStatus(
+                job_id, header.kind, header.job.created, notification, header.revision, latest_counts, header.error
+            )
         latest = await self.revision(job_id)
         counts: dict[str, int] = {}
         revision = RevisionCounts(latest) if latest is not None else None
@@ -626,11 +758,22 @@ class DeliveryLedger(TableStore):
                         revision.failed += 1
                     else:
                         revision.pending += 1
-        return JobStatus(header.job.id, header.kind, header.job.created, header.fanned_out,
-                         header.targets, counts, header.error, header.due, revision, header.warning)
+        return JobStatus(
+            header.job.id,
+            header.kind,
+            header.job.created,
+            header.fanned_out,
+            header.targets,
+            counts,
+            header.error,
+            header.due,
+            revision,
+            header.warning,
+        )
 
-    async def deliveries(self, job_id: str, cursor: str | None = None,
-                         page_size: int = 100) -> tuple[list[DeliveryRow], str | None]:
+    async def deliveries(
+        self, job_id: str, cursor: str | None = None, page_size: int = 100
+    ) -> tuple[list[DeliveryRow], str | None]:
         """A page of the job's delivery rows, and the cursor of the next (None at the end). A conversation
         retried in a later batch has a RETRYING entry in the earlier one; its final status is in exactly
         one row."""
@@ -667,8 +810,9 @@ class DeliveryLedger(TableStore):
         if target is None:
             raise NotificationNotFoundError(f"no notification job {notification!r}")
         if target.kind not in REVISABLE_KINDS:
-            raise NotRevisableError(f"job {notification!r} is a {target.kind} job; only notifications can be "
-                                    "updated or deleted")
+            raise NotRevisableError(
+                f"job {notification!r} is a {target.kind} job; only notifications can be updated or deleted"
+            )
         header = await self.open_job(job)
         pk = encode_key(notification)
         for _ in range(WRITE_ATTEMPTS):
@@ -684,15 +828,24 @@ class DeliveryLedger(TableStore):
             if latest is not None and latest.deletes:
                 if job.kind == "delete":
                     return latest  # deleted already: the deletion stands
-                raise NotificationDeletedError(f"notification {notification} was deleted (by job {latest.id}); "
-                                               "its messages can no longer be updated")
+                raise NotificationDeletedError(
+                    f"notification {notification} was deleted (by job {latest.id}); "
+                    "its messages can no longer be updated"
+                )
             revision = Revision((latest.number if latest else 0) + 1, job.kind, job.id, job.content())
             if header.revision != revision.number:
                 header.revision = revision.number
-                await self.table.merge({"PartitionKey": encode_key(job.id), "RowKey": HEADER,
-                                        "revision": revision.number})
-            entity = {"PartitionKey": pk, "RowKey": REVISION, "number": revision.number, "kind": revision.kind,
-                      "revisionId": job.id, **split_json("content", revision.content)}
+                await self.table.merge(
+                    {"PartitionKey": encode_key(job.id), "RowKey": HEADER, "revision": revision.number}
+                )
+            entity = {
+                "PartitionKey": pk,
+                "RowKey": REVISION,
+                "number": revision.number,
+                "kind": revision.kind,
+                "revisionId": job.id,
+                **split_json("content", revision.content),
+            }
             try:
                 if etag is None:
                     await self.table.insert(entity)
@@ -704,28 +857,45 @@ class DeliveryLedger(TableStore):
             if target.kind == "reminder":  # packed since `target` was read? its pack must learn of this
                 packed = await self.header(notification)
                 if packed is not None and packed.pack:
-                    await self.table.upsert({"PartitionKey": encode_key(packed.pack), "RowKey": PACK_MARK_PREFIX +
-                                             notification, "revision": json.dumps(revision.to_json())})
+                    await self.table.upsert(
+                        {
+                            "PartitionKey": encode_key(packed.pack),
+                            "RowKey": PACK_MARK_PREFIX + notification,
+                            "revision": json.dumps(revision.to_json()),
+                        }
+                    )
             return revision
         raise EntityChangedError(409, "Busy", f"notification {notification}: too many concurrent revisions")
 
     async def claim_revision(self, job_id: str, row_id: str, now: datetime | None = None) -> BatchClaim | None:
         """Take the right to revise one delivery row's messages; None while another worker holds it. Claims
         end IDLE, not done: a later revision claims the row again."""
-        claim = await claim_row(self.table, encode_key(job_id), REVISED_PREFIX + row_id, status=Status.REVISING,
-                                ttl=self.claim_ttl, now=now or _now(), insert={})
+        claim = await claim_row(
+            self.table,
+            encode_key(job_id),
+            REVISED_PREFIX + row_id,
+            status=Status.REVISING,
+            ttl=self.claim_ttl,
+            now=now or _now(),
+            insert={},
+        )
         if claim.state == BUSY:
             return None
         outcomes = _outcomes(claim.row) if claim.row is not None else {}
         return BatchClaim(REVISED_PREFIX + row_id, claim.etag or "", outcomes)
 
-    async def record_revision(self, job_id: str, claim: BatchClaim, *, release: bool = False,
-                              now: datetime | None = None) -> None:
+    async def record_revision(
+        self, job_id: str, claim: BatchClaim, *, release: bool = False, now: datetime | None = None
+    ) -> None:
         """Write what revising did so far (renewing the claim, or releasing it); EntityChangedError if the
         claim was taken over."""
-        entity = {"PartitionKey": encode_key(job_id), "RowKey": claim.row_key,
-                  "status": Status.IDLE if release else Status.REVISING, "claimedAt": now or _now(),
-                  **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()})}
+        entity = {
+            "PartitionKey": encode_key(job_id),
+            "RowKey": claim.row_key,
+            "status": Status.IDLE if release else Status.REVISING,
+            "claimedAt": now or _now(),
+            **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()}),
+        }
         claim.etag = await self.table.merge(entity, claim.etag)
 
 
@@ -755,8 +925,13 @@ def _delivery_row(row: Any) -> DeliveryRow:
     rk = row["RowKey"]
     if rk.startswith(BATCH_PREFIX):
         return DeliveryRow(rk, list(_outcomes(row).items()), row.get("status") == Status.DONE)
-    delivered = Delivered(row.get("status", ""), row.get("activityId", ""), row.get("lastError", ""),
-                          int(row.get("attempts") or 0), int(row.get("revision") or 0))
+    delivered = Delivered(
+        row.get("status", ""),
+        row.get("activityId", ""),
+        row.get("lastError", ""),
+        int(row.get("attempts") or 0),
+        int(row.get("revision") or 0),
+    )
     return DeliveryRow(rk, [(rk, delivered)], delivered.status in FINAL)
 
 

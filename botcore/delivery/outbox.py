@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryOutbox:
-    def __init__(self, ledger: "DeliveryLedger", jobs: "Queue", reminders: "ReminderStore") -> None:
+    def __init__(self, ledger: DeliveryLedger, jobs: Queue, reminders: ReminderStore) -> None:
         self.ledger, self.jobs, self.reminders = ledger, jobs, reminders
 
     async def retry_replies(self, key: str, replies: list[dict[str, Any]], delay: float) -> str:

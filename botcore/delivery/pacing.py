@@ -27,8 +27,9 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..backoff import backoff
 from ..keys import encode_key
@@ -80,8 +81,9 @@ class Slot:
         return max(0.0, self.start - now - LEAD)
 
 
-def plan_reservation(row: dict[str, Any], now: float, rate: float, max_pause: float, requests: int,
-                     lead: float) -> tuple[dict[str, Any], Slot]:
+def plan_reservation(
+    row: dict[str, Any], now: float, rate: float, max_pause: float, requests: int, lead: float
+) -> tuple[dict[str, Any], Slot]:
     """The fields a reservation of `requests` consecutive slots writes to a key's calendar row, and its slots:
     from `lead` after now, and after what the row already gave out and any pause."""
     rate = current_rate(row, now, rate)
@@ -91,8 +93,9 @@ def plan_reservation(row: dict[str, Any], now: float, rate: float, max_pause: fl
     return {"rate": rate, "next": start + requests * interval}, Slot(start, interval)
 
 
-def plan_throttle(row: dict[str, Any], now: float, rate: float, max_pause: float,
-                  retry_after: float) -> tuple[dict[str, Any], tuple[float, float]]:
+def plan_throttle(
+    row: dict[str, Any], now: float, rate: float, max_pause: float, retry_after: float
+) -> tuple[dict[str, Any], tuple[float, float]]:
     """The fields a 429 writes to a key's calendar row (a pause of Retry-After, at most max_pause; a lower rate),
     and (paused until, the new rate)."""
     if not math.isfinite(retry_after) or retry_after < 0:  # a pause that never ends would stop the key for good
@@ -101,8 +104,10 @@ def plan_throttle(row: dict[str, Any], now: float, rate: float, max_pause: float
     lowered = max(rate * MIN_RATE_SHARE, current_rate(row, now, rate) * THROTTLED_RATE)
     next_free, paused = calendar_times(row, now, max_pause)
     paused = max(paused, now + retry_after)
-    return ({"rate": lowered, "pausedUntil": paused, "throttledAt": now, "next": max(next_free, paused)},
-            (paused, lowered))
+    return (
+        {"rate": lowered, "pausedUntil": paused, "throttledAt": now, "next": max(next_free, paused)},
+        (paused, lowered),
+    )
 
 
 def calendar_times(row: dict[str, Any], now: float, max_pause: float) -> tuple[float, float]:
@@ -141,22 +146,25 @@ class PaceCalendar(TableStore):
         """Reserve `requests` consecutive slots for `key`, starting no earlier than `lead` from now: the time
         before the first request can leave (for a batch that goes on the queue, the time to be picked up)."""
         slot, _ = await self._update(
-            key, lambda row, now: plan_reservation(row, now, self.rate, self.max_pause, requests, lead))
+            key, lambda row, now: plan_reservation(row, now, self.rate, self.max_pause, requests, lead)
+        )
         return slot
 
     async def throttled(self, key: str, retry_after: float) -> None:
         """The channel answered 429: pause the key for Retry-After and slow it down."""
         try:
             (paused, rate), now = await self._update(
-                key, lambda row, now: plan_throttle(row, now, self.rate, self.max_pause, retry_after))
+                key, lambda row, now: plan_throttle(row, now, self.rate, self.max_pause, retry_after)
+            )
         except EntityChangedError:  # others are recording the same throttling right now
             log.warning("%s: the channel is throttling; the pause could not be recorded (calendar busy)", key)
             return
         self._paused[key] = (paused, now)
         log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, paused - now, rate)
 
-    async def _update(self, key: str, change: Callable[[dict[str, Any], float], tuple[dict[str, Any], T]]
-                      ) -> tuple[T, float]:
+    async def _update(
+        self, key: str, change: Callable[[dict[str, Any], float], tuple[dict[str, Any], T]]
+    ) -> tuple[T, float]:
         """Write the fields `change(row, now)` gives to the key's row, guarded by its ETag, reading again
         when another instance wrote in between; what `change` said with them, and when."""
         for attempt in range(1, ATTEMPTS + 1):

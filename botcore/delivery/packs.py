@@ -24,16 +24,16 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from ..jobs import Job, due_time
 from ..protocol.activity import ConversationReference
 from .batches import PackMessage, RevisionBatch, SendBatch
-from ..jobs import Job, due_time
-from .ledger import BatchClaim, Delivered, Outcome, PACK_BATCH, PackItem, Revision, Status
+from .ledger import PACK_BATCH, BatchClaim, Delivered, Outcome, PackItem, Revision, Status
 from .pacing import LEAD, START_LEAD, Slot, pace_key
 from .send import MAX_INLINE_WAIT, Report, failure, run_paced
 
 if TYPE_CHECKING:
-    from .context import DeliveryContext
     from ..state.conversations import ConversationRecord
+    from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,19 @@ def packable(job: Job) -> bool:
     return job.kind == "notify" and job.target.conversation is not None
 
 
-async def pack(ctx: "DeliveryContext", jobs: list[Job]) -> list[Job]:
+async def pack(ctx: DeliveryContext, jobs: list[Job]) -> list[Job]:
     """Pack reminders (in due order) whose conversation is known and active; returns the rest, to be sent as
     jobs of their own (which say why a conversation is unknown)."""
     gate = asyncio.Semaphore(AT_ONCE)
 
-    async def record(job: Job) -> "ConversationRecord | None":
+    async def record(job: Job) -> ConversationRecord | None:
         async with gate:
             assert job.target.conversation is not None
             return await ctx.conversations.get(job.target.conversation)
 
     records = await asyncio.gather(*(record(job) for job in jobs))
-    rest = [job for job, r in zip(jobs, records) if r is None or not r.active]
-    known = [(job, r) for job, r in zip(jobs, records) if r is not None and r.active]
+    rest = [job for job, r in zip(jobs, records, strict=True) if r is None or not r.active]
+    known = [(job, r) for job, r in zip(jobs, records, strict=True) if r is not None and r.active]
     packs: list[list[tuple[Job, ConversationRecord]]] = []
     size = PACK_CHARS
     for job, r in known:
@@ -77,17 +77,20 @@ async def pack(ctx: "DeliveryContext", jobs: list[Job]) -> list[Job]:
     return rest
 
 
-async def _write_pack(ctx: "DeliveryContext", members: list[tuple[Job, "ConversationRecord"]], gate: asyncio.Semaphore) -> None:
+async def _write_pack(
+    ctx: DeliveryContext, members: list[tuple[Job, ConversationRecord]], gate: asyncio.Semaphore
+) -> None:
     """Point each reminder's job at the pack, then read its latest revision: a revision registered meanwhile
     reads the pointer after writing itself (ledger.register_revision), so one of the two sees the other."""
     pack_id = f"rp{uuid.uuid4().hex}"
 
-    async def item(job: Job, record: "ConversationRecord") -> PackItem:
+    async def item(job: Job, record: ConversationRecord) -> PackItem:
         async with gate:
             await ctx.ledger.packed(job.id, pack_id)
             revision = await ctx.ledger.revision(job.id)
-        return PackItem(job.id, record.key, record.reference.to_json(), job.content(), due_time(job).timestamp(),
-                        revision)
+        return PackItem(
+            job.id, record.key, record.reference.to_json(), job.content(), due_time(job).timestamp(), revision
+        )
 
     items = await asyncio.gather(*(item(job, record) for job, record in members))
     await ctx.ledger.write_pack(pack_id, items)
@@ -95,11 +98,11 @@ async def _write_pack(ctx: "DeliveryContext", members: list[tuple[Job, "Conversa
     log.info("pack %s: %d reminders, the first due at %.3f", pack_id, len(items), min(i.due for i in items))
 
 
-async def enqueue(ctx: "DeliveryContext", message: PackMessage) -> None:
+async def enqueue(ctx: DeliveryContext, message: PackMessage) -> None:
     await ctx.sends.send(message.to_json(), delay=max(0.0, message.first_due - LEAD - time.time()))
 
 
-async def resume(ctx: "DeliveryContext", job: Job) -> bool:
+async def resume(ctx: DeliveryContext, job: Job) -> bool:
     """A reminder a stopped timer was firing: True when its pack exists (its message is put on the queue again:
     the pack's claim sends it once), False when it must be packed afresh."""
     header = await ctx.ledger.header(job.id)
@@ -112,7 +115,7 @@ async def resume(ctx: "DeliveryContext", job: Job) -> bool:
     return True
 
 
-async def run_pack(ctx: "DeliveryContext", message: PackMessage) -> str:
+async def run_pack(ctx: DeliveryContext, message: PackMessage) -> str:
     """Send a pack's reminders, each at its second; then, in a later run (SETTLE_AFTER), write each outcome to
     its reminder's job. The writes cost a storage call a reminder: kept out of the second the sends need."""
     items = await ctx.ledger.pack_items(message.pack)
@@ -141,10 +144,14 @@ async def run_pack(ctx: "DeliveryContext", message: PackMessage) -> str:
     retrying = await claims.hand_on(run.outcomes, run.unwritten, run.not_before)
     await ctx.sends.send(message.to_json(), delay=SETTLE_AFTER)  # before the release: a crash leaves the claim
     await ctx.ledger.record_batch(message.pack, claim, release=True)
-    report = Report(sent=sum(o.status == Status.SENT for o in run.outcomes), gone=sum(o.status == Status.GONE for o in run.outcomes),
-                    failed=sum(o.status not in (Status.SENT, Status.GONE, Status.RETRYING, Status.CANCELLED) for o in run.outcomes),
-                    retrying=retrying, done_before=claims.done_before,
-                    cancelled=sum(o.status == Status.CANCELLED for o in run.outcomes))
+    report = Report(
+        sent=sum(o.status == Status.SENT for o in run.outcomes),
+        gone=sum(o.status == Status.GONE for o in run.outcomes),
+        failed=sum(o.status not in (Status.SENT, Status.GONE, Status.RETRYING, Status.CANCELLED) for o in run.outcomes),
+        retrying=retrying,
+        done_before=claims.done_before,
+        cancelled=sum(o.status == Status.CANCELLED for o in run.outcomes),
+    )
     return f"pack {message.pack} of {len(items)}: " + report.summary()
 
 
@@ -152,7 +159,7 @@ class _PackSlots:
     """Each reminder at its second; a pace key with more than FREE_PER_KEY of them takes slots in the
     calendar, and its reminders go at the later of their second and their slot."""
 
-    def __init__(self, ctx: "DeliveryContext", items: list[PackItem]) -> None:
+    def __init__(self, ctx: DeliveryContext, items: list[PackItem]) -> None:
         self.ctx = ctx
         self.items = {i.job: i for i in items}
         self.paces = {i.job: _pace(i) for i in items}
@@ -187,7 +194,7 @@ def _pace(item: PackItem) -> str:
 class _ClaimPack:
     """The pack's row, claimed like a send batch, with its outcomes keyed by reminder."""
 
-    def __init__(self, ctx: "DeliveryContext", pack_id: str, claim: BatchClaim, items: list[PackItem]) -> None:
+    def __init__(self, ctx: DeliveryContext, pack_id: str, claim: BatchClaim, items: list[PackItem]) -> None:
         self.ctx, self.pack_id, self.claim = ctx, pack_id, claim
         self.items = {i.job: i for i in items}
         ordered = sorted(items, key=lambda i: i.due)
@@ -218,8 +225,13 @@ class _ClaimPack:
     async def _hand(self, job: str, not_before: float) -> None:
         item = self.items[job]
         at = max(item.due, not_before)
-        batch = SendBatch(job, [(item.key, ConversationReference.from_dict(json.loads(item.reference)))], attempt=1,
-                          pace=_pace(item), slot=Slot(at, self.ctx.guard.interval))
+        batch = SendBatch(
+            job,
+            [(item.key, ConversationReference.from_dict(json.loads(item.reference)))],
+            attempt=1,
+            pace=_pace(item),
+            slot=Slot(at, self.ctx.guard.interval),
+        )
         async with self.gate:
             await self.ctx.sends.send(batch.to_json(), delay=max(0.0, at - LEAD - time.time()))
 
@@ -229,15 +241,23 @@ class _ClaimPack:
         the pack was written marks the pack; one registered before it finds its reminder's row written, so one
         read of the marks after the writes finds every message a revision missed. What was handed on is handed
         on again in case the run that sent stopped first (the one-conversation claims send it once)."""
+
         async def one(job: str, delivered: Delivered) -> None:
-            outcome = Outcome(self.items[job].key, delivered.status, delivered.error, delivered.activity_id,
-                              revision=delivered.revision)
+            outcome = Outcome(
+                self.items[job].key,
+                delivered.status,
+                delivered.error,
+                delivered.activity_id,
+                revision=delivered.revision,
+            )
             async with self.gate:
                 await self.ctx.ledger.settle(job, outcome)
 
         outcomes = self.claim.outcomes
-        await asyncio.gather(*(one(job, d) for job, d in outcomes.items() if d.status != Status.RETRYING),
-                             *(self._hand(job, time.time()) for job, d in outcomes.items() if d.status == Status.RETRYING))
+        await asyncio.gather(
+            *(one(job, d) for job, d in outcomes.items() if d.status != Status.RETRYING),
+            *(self._hand(job, time.time()) for job, d in outcomes.items() if d.status == Status.RETRYING),
+        )
         marks = await self.ctx.ledger.pack_revisions(self.pack_id)
         for job, revision in marks.items():
             delivered = outcomes.get(job)
@@ -249,7 +269,7 @@ class _ClaimPack:
 class _PackSend:
     """A pack's work: each reminder's message (as its latest revision has it) to its conversation."""
 
-    def __init__(self, ctx: "DeliveryContext", pack_id: str, items: list[PackItem]) -> None:
+    def __init__(self, ctx: DeliveryContext, pack_id: str, items: list[PackItem]) -> None:
         self.ctx, self.pack_id = ctx, pack_id
         self.items = {i.job: i for i in items}
         self._marks: dict[str, Revision] = {}

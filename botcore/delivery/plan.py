@@ -26,24 +26,25 @@ log = logging.getLogger(__name__)
 class SentAtOnce:
     """The send batches a fan-out sends in its own invocation, which ends only once they have."""
 
-    def __init__(self, ctx: "DeliveryContext", job: Job) -> None:
+    def __init__(self, ctx: DeliveryContext, job: Job) -> None:
         self.ctx, self.job = ctx, job
         self._tasks: list[asyncio.Task[object]] = []
 
     def start(self, batch: SendBatch) -> None:
         self._tasks.append(asyncio.create_task(deliver(self.ctx, self.job, batch)))
 
-    async def __aenter__(self) -> "SentAtOnce":
+    async def __aenter__(self) -> SentAtOnce:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         for result in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(result, BaseException):  # its queued copy sends what it did not
-                log.warning("job %s: a batch sent at once stopped (%r); its queued copy takes over", self.job.id,
-                            result)
+                log.warning(
+                    "job %s: a batch sent at once stopped (%r); its queued copy takes over", self.job.id, result
+                )
 
 
-async def save_page(ctx: "DeliveryContext", job: Job, header: JobHeader, cursor: str | None, count: int) -> str | None:
+async def save_page(ctx: DeliveryContext, job: Job, header: JobHeader, cursor: str | None, count: int) -> str | None:
     """Record that a page of `count` targets is fanned out, up to `cursor`; the invocation's result when it
     stops here (the fan-out is complete, or another worker is doing it), else None."""
     header.cursor, header.targets, header.fanned_out = cursor, header.targets + count, not cursor
@@ -61,8 +62,14 @@ async def save_page(ctx: "DeliveryContext", job: Job, header: JobHeader, cursor:
     return None
 
 
-async def enqueue_paced(ctx: "DeliveryContext", job_id: str, pace: str, items: list[tuple[str, str]], id_prefix: str,
-                        at_once: SentAtOnce | None = None) -> None:
+async def enqueue_paced(
+    ctx: DeliveryContext,
+    job_id: str,
+    pace: str,
+    items: list[tuple[str, str]],
+    id_prefix: str,
+    at_once: SentAtOnce | None = None,
+) -> None:
     """Send batches of (key, reference JSON) for one pace key, with a slot reserved for each conversation,
     each batch made visible just before its slot.
 
@@ -76,4 +83,6 @@ async def enqueue_paced(ctx: "DeliveryContext", job_id: str, pace: str, items: l
     if at_once is not None and slot.start - now < LEAD:
         at_once.start(SendBatch.parse(messages[0][0]))
         delays[0] += ctx.settings.delivery_claim_seconds
-    await asyncio.gather(*(ctx.sends.send(message, delay=delay) for (message, _), delay in zip(messages, delays)))
+    await asyncio.gather(
+        *(ctx.sends.send(message, delay=delay) for (message, _), delay in zip(messages, delays, strict=True))
+    )

@@ -15,33 +15,39 @@ from ..state.turns import run_dialog_turn, turn_info
 from .replies import deliver_prepared
 
 if TYPE_CHECKING:
+    from ..state.dialogs import TurnResult
     from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
 
 
-async def begin_dialog(ctx: "DeliveryContext", job: Job) -> str:
+async def begin_dialog(ctx: DeliveryContext, job: Job) -> str:
     """Push the job's dialog on top of whatever runs, commit, then send its first messages."""
     await ctx.ledger.open_job(job)  # its id can be followed, whoever put it on the queue
     if job.dialog not in ctx.turns.engine.dialogs:
-        raise JobError(f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(ctx.turns.engine.dialogs))}")
-    key = job.target.conversation
-    assert key is not None
+        raise JobError(
+            f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(ctx.turns.engine.dialogs))}"
+        )
+    key, dialog = job.target.conversation, job.dialog
+    assert key is not None and dialog is not None  # parse_job: a beginDialog job names both
     record = await ctx.conversations.get(key)
     if record is None or not record.active:
         await ctx.ledger.warn(job.id, await ctx.ledger.skip_unreachable(job.id, key, record))
         return "skipped"
     info = turn_info(ctx.settings, record.reference.user.name if record.reference.user else None)
 
-    async def keep_replies(result) -> None:
+    async def keep_replies(result: TurnResult) -> None:
         if result.replies:
             await ctx.ledger.prepare(job.id, key, result.replies)
 
-    result, record = await run_dialog_turn(
-        ctx.turns, key, lambda state: ctx.turns.engine.begin_proactive(state, job.dialog, job_id=job.id, ctx_info=info),
-        None, before_commit=keep_replies,
+    result, committed = await run_dialog_turn(
+        ctx.turns,
+        key,
+        lambda state: ctx.turns.engine.begin_proactive(state, dialog, job_id=job.id, ctx_info=info),
+        None,
+        before_commit=keep_replies,
     )
-    outcome = await deliver_prepared(ctx, job.id, key, record.reference)
+    outcome = await deliver_prepared(ctx, job.id, key, (committed or record).reference)
     if outcome != "sent":
         return outcome
     return "started" if result.replies else "resent"

@@ -20,15 +20,15 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ..jobs import Job, due_time, parse_job
 from ..keys import encode_key
 from ..settings import REMINDERS_TABLE
 from ..storage import EntityChangedError, EntityNotFoundError, TableStore
 from . import packs
 from .claims import CLAIMED, Claim, claim_row
-from ..jobs import Job, due_time, parse_job
 
 if TYPE_CHECKING:
     from azure.data.tables import TableEntity
@@ -49,7 +49,7 @@ FIRE_PAGE = 1000  # due reminders the timer takes at a time, in due order
 def minute_key(at: datetime) -> str:
     """The row's PartitionKey: the minute (UTC) a reminder falls due in, so that the timer's range query reads
     only due minutes."""
-    return at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
+    return at.astimezone(UTC).strftime("%Y%m%d%H%M")
 
 
 def within_reach(due: datetime, now: datetime) -> bool:
@@ -73,8 +73,9 @@ def time_to_wait(due: datetime, now: datetime) -> float:
 class ReminderStore(TableStore):
     table_name = REMINDERS_TABLE
 
-    async def add(self, ledger: "DeliveryLedger", jobs: "Queue", job: Job, *, request_digest: str = "",
-                  now: datetime | None = None) -> datetime:
+    async def add(
+        self, ledger: DeliveryLedger, jobs: Queue, job: Job, *, request_digest: str = "", now: datetime | None = None
+    ) -> datetime:
         """Schedule a reminder job (kind reminder) as the notify job it fires; returns when it is due.
 
         The reminder claims its id in the delivery ledger first (DeliveryLedger.open_job): the same
@@ -83,21 +84,28 @@ class ReminderStore(TableStore):
         header = await ledger.open_job(replace(job, kind="notify"), kind="reminder", request_digest=request_digest)
         notify = header.job  # a repeated request schedules what the first one did
         due = due_time(notify)
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         if within_reach(due, now):
             await jobs.send(notify.to_json(), delay=queue_delay(due, now))
             log.info("reminder %s queued, due %s", notify.id, due.isoformat())
         else:
-            await self.table.upsert({"PartitionKey": minute_key(due), "RowKey": encode_key(notify.id), "due": due,
-                                     "status": WAITING, "job": notify.to_json()})
+            await self.table.upsert(
+                {
+                    "PartitionKey": minute_key(due),
+                    "RowKey": encode_key(notify.id),
+                    "due": due,
+                    "status": WAITING,
+                    "job": notify.to_json(),
+                }
+            )
             log.info("reminder %s stored, due %s", notify.id, due.isoformat())
         return due
 
-    async def fire_due(self, ctx: "DeliveryContext", now: datetime | None = None) -> int:
+    async def fire_due(self, ctx: DeliveryContext, now: datetime | None = None) -> int:
         """Put every reminder due before the timer's next run on its way, to arrive at its due time; returns how
         many this call fired. One-conversation reminders go in packs (botcore.delivery.packs), the rest as jobs
         made visible at their second, each delay reckoned as its job is enqueued."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         started = time.monotonic()
         horizon = now + LOOKAHEAD
         fired = 0
@@ -110,27 +118,37 @@ class ReminderStore(TableStore):
                 page = []
         return fired + (await self._fire(ctx, page, now, started) if page else 0)
 
-    async def _fire(self, ctx: "DeliveryContext", rows: list["TableEntity"], now: datetime, started: float) -> int:
+    async def _fire(self, ctx: DeliveryContext, rows: list[TableEntity], now: datetime, started: float) -> int:
         """Claim a page of due reminders, send them on their way in due order, and delete their rows."""
         gate = asyncio.Semaphore(packs.AT_ONCE)
 
-        async def claim(row: "TableEntity") -> tuple["TableEntity", Claim]:
+        async def claim(row: TableEntity) -> tuple[TableEntity, Claim]:
             async with gate:
-                return row, await claim_row(self.table, row["PartitionKey"], row["RowKey"], status=FIRING,
-                                            ttl=FIRING_TTL, now=now)
+                return row, await claim_row(
+                    self.table, row["PartitionKey"], row["RowKey"], status=FIRING, ttl=FIRING_TTL, now=now
+                )
 
-        claimed = [(row, c) for row, c in await asyncio.gather(*(claim(r) for r in sorted(rows, key=_due)))
-                   if c.state == CLAIMED]  # the others another timer is firing, or fired
+        claimed = [
+            (row, c)
+            for row, c in await asyncio.gather(*(claim(r) for r in sorted(rows, key=_due)))
+            if c.state == CLAIMED
+        ]  # the others another timer is firing, or fired
         jobs = [parse_job(row["job"]) for row, _ in claimed]
-        taken_over = {job.id for job, (_, c) in zip(jobs, claimed) if c.row is not None and c.row.get("status") == FIRING}
-        resumed = {job.id for job in jobs if job.id in taken_over and packs.packable(job) and await packs.resume(ctx, job)}
+        taken_over = {
+            job.id
+            for job, (_, c) in zip(jobs, claimed, strict=True)
+            if c.row is not None and c.row.get("status") == FIRING
+        }
+        resumed = {
+            job.id for job in jobs if job.id in taken_over and packs.packable(job) and await packs.resume(ctx, job)
+        }
         alone = await packs.pack(ctx, [j for j in jobs if packs.packable(j) and j.id not in resumed])
         alone += [j for j in jobs if not packs.packable(j)]
         for job in alone:
             await ctx.jobs.send(job.to_json(), delay=queue_delay(due_time(job), now, time.monotonic() - started))
             log.info("reminder %s queued (due %s)", job.id, job.due)
 
-        async def delete(row: "TableEntity", c: Claim) -> None:
+        async def delete(row: TableEntity, c: Claim) -> None:
             async with gate:
                 try:
                     await self.table.delete(row["PartitionKey"], row["RowKey"], c.etag)
@@ -141,8 +159,9 @@ class ReminderStore(TableStore):
         return len(claimed)
 
 
-def _due(row: "TableEntity") -> datetime:
-    return row["due"]
+def _due(row: TableEntity) -> datetime:
+    due: datetime = row["due"]
+    return due
 
 
 async def wait_until_due(job: Job) -> None:
@@ -150,6 +169,6 @@ async def wait_until_due(job: Job) -> None:
     for its second, so that a reminder is never early."""
     if job.due is None:
         return
-    wait = time_to_wait(due_time(job), datetime.now(timezone.utc))
+    wait = time_to_wait(due_time(job), datetime.now(UTC))
     if wait > 0:
         await asyncio.sleep(wait)

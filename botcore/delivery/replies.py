@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def deliver_prepared(ctx: "DeliveryContext", job_id: str, key: str, reference: ConversationReference) -> str:
+async def deliver_prepared(ctx: DeliveryContext, job_id: str, key: str, reference: ConversationReference) -> str:
     """Send the messages kept in the ledger for (job, conversation) once: claim, send, record.
 
     A failure records the row as retrying and raises, so that the host retries the job's message.
@@ -36,7 +36,9 @@ async def deliver_prepared(ctx: "DeliveryContext", job_id: str, key: str, refere
         for message in prepared.messages:
             await ctx.connector.reply(reference, message, retry=True)
     except ConversationGoneError as exc:
-        await ctx.ledger.record(job_id, [Outcome(key, Status.GONE, exc.service_code or f"HTTP {exc.status}")], claims.claimed)
+        await ctx.ledger.record(
+            job_id, [Outcome(key, Status.GONE, exc.service_code or f"HTTP {exc.status}")], claims.claimed
+        )
         await ctx.conversations.retire(key, exc.service_code or f"HTTP {exc.status}")
         log.warning("job %s: conversation %s is gone (%s); reference retired", job_id, key, exc.service_code)
         return "retired"
@@ -47,7 +49,7 @@ async def deliver_prepared(ctx: "DeliveryContext", job_id: str, key: str, refere
     return "sent"
 
 
-async def send_pending_replies(ctx: "DeliveryContext", job: Job) -> str:
+async def send_pending_replies(ctx: DeliveryContext, job: Job) -> str:
     """A `replies` job: the replies of a committed turn that could not be sent at once."""
     key = job.target.conversation
     assert key is not None

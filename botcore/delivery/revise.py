@@ -20,16 +20,16 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..jobs import Job, JobError
 from ..storage import EntityChangedError
 from .batches import RevisionBatch
-from ..jobs import Job, JobError
-from .ledger import BatchClaim, Delivered, Outcome, REVISION_FINAL, Status
+from .ledger import REVISION_FINAL, BatchClaim, Delivered, Outcome, Status
 from .pacing import Slot, pace_key
 from .send import BatchSlots, LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
-    from .context import DeliveryContext
     from ..protocol.activity import ConversationReference
+    from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ ROWS_PAGE = 100
 PAGES_PER_INVOCATION = 20
 
 
-async def run_revision(ctx: "DeliveryContext", job: Job) -> str:
+async def run_revision(ctx: DeliveryContext, job: Job) -> str:
     """An update or delete job: record the revision, then have every settled row that is behind it revised.
     The pass's cursor is saved in the job's own header, so a long pass continues in a fresh invocation."""
     notification = job.notification
@@ -52,8 +52,12 @@ async def run_revision(ctx: "DeliveryContext", job: Job) -> str:
         return "duplicate"
     for _ in range(PAGES_PER_INVOCATION):
         rows, cursor = await ctx.ledger.deliveries(notification, header.cursor, ROWS_PAGE)
-        behind = [row.row_id for row in rows if row.settled and any(
-            d.status == Status.SENT and d.activity_id and d.revision < revision.number for _, d in row.entries)]
+        behind = [
+            row.row_id
+            for row in rows
+            if row.settled
+            and any(d.status == Status.SENT and d.activity_id and d.revision < revision.number for _, d in row.entries)
+        ]
         await asyncio.gather(*(ctx.sends.send(RevisionBatch(notification, row).to_json()) for row in behind))
         header.cursor, header.fanned_out, header.targets = cursor, not cursor, header.targets + len(behind)
         try:
@@ -61,14 +65,20 @@ async def run_revision(ctx: "DeliveryContext", job: Job) -> str:
         except EntityChangedError:
             return "duplicate"  # another worker is going through the rows
         if header.fanned_out:
-            log.info("job %s: %s of notification %s (revision %d): %d rows to revise", job.id, job.kind,
-                     notification, revision.number, header.targets)
+            log.info(
+                "job %s: %s of notification %s (revision %d): %d rows to revise",
+                job.id,
+                job.kind,
+                notification,
+                revision.number,
+                header.targets,
+            )
             return f"revision {revision.number}: {header.targets} rows to revise"
     await ctx.jobs.send(job.to_json())  # the next rows, in a fresh invocation
     return "continuing"
 
 
-async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> str:
+async def run_revision_batch(ctx: DeliveryContext, batch: RevisionBatch) -> str:
     """Bring one delivery row's messages to the notification's latest revision."""
     job = await ctx.job_of(batch.job)
     if job is None:
@@ -77,11 +87,14 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
     row = await ctx.ledger.delivery_row(job.id, batch.row)
     if latest is None or row is None or not row.settled:
         return "nothing to revise" if row is None or row.settled else "still sending (its sender asks for this again)"
-    behind = {key: d.activity_id for key, d in row.entries
-              if d.status == Status.SENT and d.activity_id and d.revision < latest.number}
+    behind = {
+        key: d.activity_id
+        for key, d in row.entries
+        if d.status == Status.SENT and d.activity_id and d.revision < latest.number
+    }
     if not behind:
         return "up to date"
-    records = dict(zip(behind, await asyncio.gather(*(ctx.conversations.get(key) for key in behind))))
+    records = dict(zip(behind, await asyncio.gather(*(ctx.conversations.get(key) for key in behind)), strict=True))
     references = {key: r.reference for key, r in records.items() if r is not None and r.active}
     slot: Slot | None = None
     if references:
@@ -89,8 +102,9 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
         pace = pace_key(first.channel_id, first.tenant_id)
 
         async def requeue(later: Slot) -> None:  # the slots are kept: the batch comes back for them
-            await ctx.sends.send(RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(),
-                                 delay=later.visibility(time.time()))
+            await ctx.sends.send(
+                RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(), delay=later.visibility(time.time())
+            )
 
         slot = await slot_for(ctx, pace, batch.slot, len(references), requeue)
         if slot is None:
@@ -100,8 +114,11 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
         await ctx.sends.send(batch.to_json(), delay=ctx.settings.delivery_claim_seconds / 4)
         return "busy"
     claims = _ClaimRevision(ctx, job, batch, claim, latest.number, list(behind))
-    retired = [Outcome(key, Status.GONE, "the conversation is retired", attempted=False, revision=latest.number)
-               for key in claims.attempts if key not in references]
+    retired = [
+        Outcome(key, Status.GONE, "the conversation is retired", attempted=False, revision=latest.number)
+        for key in claims.attempts
+        if key not in references
+    ]
     for outcome in retired:
         del claims.attempts[outcome.key]
     outcomes = retired
@@ -109,8 +126,13 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
     unwritten = retired
     if claims.attempts:
         assert slot is not None  # every key left has a reference
-        run = await run_paced(ctx, job.id, claims, _Revise(ctx, job, references, behind),
-                              BatchSlots(ctx, job.id, pace, slot, len(references)))
+        run = await run_paced(
+            ctx,
+            job.id,
+            claims,
+            _Revise(ctx, job, references, behind),
+            BatchSlots(ctx, job.id, pace, slot, len(references)),
+        )
         outcomes, unwritten, not_before = [*run.outcomes, *retired], [*run.unwritten, *retired], run.not_before
     for o in outcomes:
         if o.status == Status.GONE and o.attempted:
@@ -119,16 +141,19 @@ async def run_revision_batch(ctx: "DeliveryContext", batch: RevisionBatch) -> st
     revised = sum(o.status in (Status.UPDATED, Status.DELETED) for o in outcomes)
     gone = sum(o.status == Status.GONE for o in outcomes)
     failed = len(outcomes) - revised - gone - retrying
-    return (f"revision {latest.number}: revised {revised}, gone {gone}, failed {failed}, retrying {retrying}, "
-            f"already done {claims.done_before}")
+    return (
+        f"revision {latest.number}: revised {revised}, gone {gone}, failed {failed}, retrying {retrying}, "
+        f"already done {claims.done_before}"
+    )
 
 
 class _ClaimRevision:
     """Claims for a revision batch: the row's revision row, held while its messages are revised and released
     after, so that a later revision claims it again."""
 
-    def __init__(self, ctx: "DeliveryContext", job: Job, batch: RevisionBatch, claim: BatchClaim, number: int,
-                 keys: list[str]) -> None:
+    def __init__(
+        self, ctx: DeliveryContext, job: Job, batch: RevisionBatch, claim: BatchClaim, number: int, keys: list[str]
+    ) -> None:
         self.ctx, self.job, self.batch, self.claim = ctx, job, batch, claim
         done = {k for k, d in claim.outcomes.items() if d.revision >= number and d.status in REVISION_FINAL}
         self.attempts = {k: _attempts(claim.outcomes.get(k), number) for k in keys if k not in done}
@@ -139,8 +164,9 @@ class _ClaimRevision:
 
     def _apply(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            self.claim.outcomes[o.key] = Delivered(o.status, o.activity_id, o.error,
-                                                   self.attempts.get(o.key, 0) + o.attempted, o.revision)
+            self.claim.outcomes[o.key] = Delivered(
+                o.status, o.activity_id, o.error, self.attempts.get(o.key, 0) + o.attempted, o.revision
+            )
 
     async def write(self, outcomes: list[Outcome]) -> None:
         self._apply(outcomes)
@@ -168,8 +194,9 @@ def _attempts(done: Delivered | None, number: int) -> int:
 class _Revise:
     """A revision batch's work: update each message to the latest revision, or delete it."""
 
-    def __init__(self, ctx: "DeliveryContext", job: Job, references: dict[str, "ConversationReference"],
-                 activity_ids: dict[str, str]) -> None:
+    def __init__(
+        self, ctx: DeliveryContext, job: Job, references: dict[str, ConversationReference], activity_ids: dict[str, str]
+    ) -> None:
         self.ctx, self.job, self.references, self.activity_ids = ctx, job, references, activity_ids
         self.revision = LatestRevision(ctx.ledger, job.id)
 
@@ -186,13 +213,17 @@ class _Revise:
         reference, activity_id = self.references[key], self.activity_ids[key]
         try:
             if latest.deletes:
-                await self.ctx.connector.delete_activity(reference.endpoint, reference.conversation.id, activity_id,
-                                                         retry=False)
+                await self.ctx.connector.delete_activity(
+                    reference.endpoint, reference.conversation.id, activity_id, retry=False
+                )
             else:
                 activity = reference.outgoing(**latest.content)
                 activity["id"] = activity_id
-                await self.ctx.connector.update_activity(reference.endpoint, reference.conversation.id, activity_id,
-                                                         activity, retry=False)
+                await self.ctx.connector.update_activity(
+                    reference.endpoint, reference.conversation.id, activity_id, activity, retry=False
+                )
         except Exception as exc:
             return replace(failure(self.ctx, self.job.id, key, exc, attempts, latest.kind), revision=latest.number)
-        return Outcome(key, Status.DELETED if latest.deletes else Status.UPDATED, activity_id=activity_id, revision=latest.number)
+        return Outcome(
+            key, Status.DELETED if latest.deletes else Status.UPDATED, activity_id=activity_id, revision=latest.number
+        )

@@ -19,16 +19,17 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backoff import backoff
 from ..errors import BotError, UnavailableError
+from ..jobs import Job, JobError
 from ..protocol.activity import ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
 from ..protocol.trust import UntrustedServiceUrlError
 from .batches import RevisionBatch, SendBatch, pack, retry_prefix
-from ..jobs import Job, JobError
 from .ledger import BATCH_PREFIX, Delivered, Outcome, Revision, Status, handed_on
 from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, BlockSlots, Slot, pace_key
 
@@ -57,8 +58,10 @@ class Report:
     cancelled: int = 0
 
     def summary(self) -> str:
-        text = (f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
-                f", already done {self.done_before}")
+        text = (
+            f"sent {self.sent}, gone {self.gone}, failed {self.failed}, retrying {self.retrying}"
+            f", already done {self.done_before}"
+        )
         return text + (f", cancelled {self.cancelled}" if self.cancelled else "")
 
 
@@ -89,8 +92,13 @@ class OutcomeRecorder:
     would let another take the batch over and send what this one is still sending.
     """
 
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], limit: int,
-                 timeout: float = STORAGE_TIMEOUT, renew_every: float | None = None) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[Outcome]], Awaitable[None]],
+        limit: int,
+        timeout: float = STORAGE_TIMEOUT,
+        renew_every: float | None = None,
+    ) -> None:
         self._write = write
         self.limit, self.timeout, self.renew_every = max(1, limit), timeout, renew_every
         self._renewal: asyncio.TimerHandle | None = None
@@ -168,7 +176,7 @@ class OutcomeRecorder:
         self._last = time.monotonic()
         try:
             await asyncio.wait_for(self._write(batch), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.failed = StorageStalledError(f"outcomes not written within {self.timeout:g}s")
         except Exception as exc:
             self.failed = exc
@@ -223,7 +231,7 @@ class Slots(Protocol):
 class _ClaimPerBatch:
     """Claims for a fan-out's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
 
-    def __init__(self, ctx: "DeliveryContext", job: Job, batch: SendBatch) -> None:
+    def __init__(self, ctx: DeliveryContext, job: Job, batch: SendBatch) -> None:
         self.ctx, self.job, self.batch = ctx, job, batch
         self.attempts: dict[str, int] = {}
         self.done_before = 0
@@ -243,8 +251,9 @@ class _ClaimPerBatch:
 
     def _apply(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            self.claim.outcomes[o.key] = Delivered(o.status, o.activity_id, o.error, self.batch.attempt + o.attempted,
-                                                   o.revision)
+            self.claim.outcomes[o.key] = Delivered(
+                o.status, o.activity_id, o.error, self.batch.attempt + o.attempted, o.revision
+            )
 
     async def write(self, outcomes: list[Outcome]) -> None:
         self._apply(outcomes)
@@ -263,8 +272,9 @@ class _ClaimPerBatch:
         if retries:  # what was sent is on record before anything that may fail, so no takeover resends it
             await self.ctx.ledger.record_batch(self.job.id, self.claim)
         for attempts, keys in retries.items():
-            await _enqueue_retry(self.ctx, self.job, self.batch, keys, attempts, not_before,
-                                 retry_prefix(self.batch.id, attempts))
+            await _enqueue_retry(
+                self.ctx, self.job, self.batch, keys, attempts, not_before, retry_prefix(self.batch.id, attempts)
+            )
         await self.ctx.ledger.record_batch(self.job.id, self.claim, done=True)
         return sum(o.status == Status.RETRYING for o in outcomes)
 
@@ -272,7 +282,7 @@ class _ClaimPerBatch:
 class _ClaimPerConversation:
     """Claims for a one-conversation delivery (or its retries): each conversation claims its own row."""
 
-    def __init__(self, ctx: "DeliveryContext", job: Job, batch: SendBatch) -> None:
+    def __init__(self, ctx: DeliveryContext, job: Job, batch: SendBatch) -> None:
         self.ctx, self.job, self.batch = ctx, job, batch
         self.attempts: dict[str, int] = {}
         self.busy: list[str] = []
@@ -297,8 +307,15 @@ class _ClaimPerConversation:
         return len(keys)
 
 
-async def _enqueue_retry(ctx: "DeliveryContext", job: Job, batch: SendBatch, keys: list[str], attempt: int,
-                         not_before: float, id_prefix: str | None) -> None:
+async def _enqueue_retry(
+    ctx: DeliveryContext,
+    job: Job,
+    batch: SendBatch,
+    keys: list[str],
+    attempt: int,
+    not_before: float,
+    id_prefix: str | None,
+) -> None:
     """Conversations of `batch` that must wait, as new batches. Those that may go now take the calendar's
     next slots; those that must wait (a back-off, a conversation's window) take theirs when they run, so
     that one conversation's wait never holds up its tenant's calendar."""
@@ -306,12 +323,13 @@ async def _enqueue_retry(ctx: "DeliveryContext", job: Job, batch: SendBatch, key
     pace = batch_pace(batch)
     now = time.time()
     slot = await ctx.pacing.reserve(pace, len(keys)) if not_before - now <= LEAD else None
-    for message, batch_slot in pack(job.id, [(k, references[k].to_json()) for k in keys], attempt=attempt,
-                                    id_prefix=id_prefix, pace=pace, slot=slot):
+    for message, batch_slot in pack(
+        job.id, [(k, references[k].to_json()) for k in keys], attempt=attempt, id_prefix=id_prefix, pace=pace, slot=slot
+    ):
         await ctx.sends.send(message, delay=batch_slot.visibility(now) if batch_slot else not_before - now)
 
 
-async def run_send_batch(ctx: "DeliveryContext", batch: SendBatch) -> str:
+async def run_send_batch(ctx: DeliveryContext, batch: SendBatch) -> str:
     """A send batch from the sends queue."""
     job = await ctx.job_of(batch.job)
     if job is None:
@@ -319,7 +337,7 @@ async def run_send_batch(ctx: "DeliveryContext", batch: SendBatch) -> str:
     return (await deliver(ctx, job, batch)).summary()
 
 
-async def abandon_batch(ctx: "DeliveryContext", batch: SendBatch, error: str) -> None:
+async def abandon_batch(ctx: DeliveryContext, batch: SendBatch, error: str) -> None:
     """The host's last attempt at a batch failed: its conversations without an outcome count as failed
     (best effort: the storage that made it fail may be what is down)."""
     keys = [key for key, _ in batch.items]
@@ -335,7 +353,7 @@ class BatchSlots:
     """A batch's slots (pacing.BlockSlots) for the paced run: one pace key, and the fresh block its late items
     need reserved in the calendar, once."""
 
-    def __init__(self, ctx: "DeliveryContext", job_id: str, pace: str, block: Slot, size: int) -> None:
+    def __init__(self, ctx: DeliveryContext, job_id: str, pace: str, block: Slot, size: int) -> None:
         self.ctx, self.job_id, self.key = ctx, job_id, pace
         self.slots = BlockSlots(block, size)
 
@@ -351,15 +369,16 @@ class BatchSlots:
             fresh = None
             try:
                 fresh = await asyncio.wait_for(self.ctx.pacing.reserve(self.key, remaining, lead=0.0), STORAGE_TIMEOUT)
-            except (BotError, asyncio.TimeoutError) as exc:  # the calendar cannot be written: the rest is handed on
+            except (TimeoutError, BotError) as exc:  # the calendar cannot be written: the rest is handed on
                 log.warning("job %s: no fresh slots for %s (%s)", self.job_id, self.key, exc)
             self.slots.take_fresh(fresh, index)
             at = self.slots.at(index, now)
         return at or 0.0
 
 
-async def slot_for(ctx: "DeliveryContext", pace: str, slot: Slot | None, size: int, requeue: Callable[[Slot], Awaitable[None]]
-                   ) -> Slot | None:
+async def slot_for(
+    ctx: DeliveryContext, pace: str, slot: Slot | None, size: int, requeue: Callable[[Slot], Awaitable[None]]
+) -> Slot | None:
     """The block of slots a batch sends in: its own, or fresh ones when it has none, all of its own went by
     unused, or its key was paused since it was planned. None when they are further off than a worker may wait:
     `requeue` has put the batch back on the queue until then."""
@@ -381,13 +400,14 @@ class Run:
     not_before: float
 
 
-async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: Work, slots: Slots) -> Run:
+async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Work, slots: Slots) -> Run:
     """Act on each claimed item at its slot, within its conversation's windows and its pace key's pace. A 429
     stops the requests of its pace key only. Raises when storage failed or stalled under the run, after the
     requests under way have ended."""
     keys = list(claims.attempts)
-    recorder = OutcomeRecorder(claims.write, ctx.settings.send_concurrency,
-                               renew_every=ctx.settings.delivery_claim_seconds / 3)
+    recorder = OutcomeRecorder(
+        claims.write, ctx.settings.send_concurrency, renew_every=ctx.settings.delivery_claim_seconds / 3
+    )
     throttled: dict[str, float] = {}  # pace key → a 429's Retry-After: no more requests of that key here
     waits: list[float] = []  # conversations over their window: when they may be tried again
     sending: list[asyncio.Task[Outcome]] = []
@@ -413,8 +433,14 @@ async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: W
             pace, now = slots.pace(key), time.time()
             at = now if pace in throttled else await slots.at(index, key, now, len(keys) - index)
             if pace in throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
-                held.append(Outcome(key, Status.RETRYING, "the channel is throttling" if pace in throttled
-                                    else "waiting for a slot", attempted=False))
+                held.append(
+                    Outcome(
+                        key,
+                        Status.RETRYING,
+                        "the channel is throttling" if pace in throttled else "waiting for a slot",
+                        attempted=False,
+                    )
+                )
                 continue
             if at > now:
                 await asyncio.sleep(at - now)
@@ -439,14 +465,19 @@ async def run_paced(ctx: "DeliveryContext", job_id: str, claims: Claims, work: W
     except Exception as exc:
         stopped = stopped or exc
     if stopped is not None:
-        log.error("job %s: the batch stops (%s: %s); its claim lapses for another worker", job_id,
-                  type(stopped).__name__, stopped)
+        log.error(
+            "job %s: the batch stops (%s: %s); its claim lapses for another worker",
+            job_id,
+            type(stopped).__name__,
+            stopped,
+        )
         raise stopped
     for pace, retry_after in throttled.items():
         await ctx.pacing.throttled(pace, retry_after)
     transient = any(o.status == Status.RETRYING and o.attempted for o in outcomes)
-    wait = backoff(min(claims.attempts.values(), default=0) + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) \
-        if transient else 0.0
+    wait = (
+        backoff(min(claims.attempts.values(), default=0) + 1, base=BACKOFF_BASE, cap=MAX_BACKOFF) if transient else 0.0
+    )
     return Run(outcomes, unwritten, time.time() + max([wait, *waits]))
 
 
@@ -454,7 +485,7 @@ class LatestRevision:
     """The job's latest revision as a running batch sees it: read at the start, again at most once every
     REVISION_REFRESH, so that a revision reaches the messages of a batch already under way."""
 
-    def __init__(self, ledger: "DeliveryLedger", job_id: str) -> None:
+    def __init__(self, ledger: DeliveryLedger, job_id: str) -> None:
         self.ledger, self.job_id = ledger, job_id
         self._read_at = -math.inf
         self._latest: Revision | None = None
@@ -463,7 +494,7 @@ class LatestRevision:
         if time.monotonic() - self._read_at >= REVISION_REFRESH:
             try:
                 self._latest = await asyncio.wait_for(self.ledger.revision(self.job_id), STORAGE_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s") from None
             self._read_at = time.monotonic()
         return self._latest
@@ -477,7 +508,7 @@ class LatestRevision:
 class _Send:
     """A send batch's work: the job's message (as its latest revision has it) to each conversation."""
 
-    def __init__(self, ctx: "DeliveryContext", job: Job, references: dict[str, ConversationReference]) -> None:
+    def __init__(self, ctx: DeliveryContext, job: Job, references: dict[str, ConversationReference]) -> None:
         self.ctx, self.job, self.references = ctx, job, references
         self.revision = LatestRevision(ctx.ledger, job.id)
 
@@ -487,7 +518,9 @@ class _Send:
     async def before(self, key: str) -> Outcome | None:
         latest = await self.revision.get()
         if latest is not None and latest.deletes:
-            return Outcome(key, Status.CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
+            return Outcome(
+                key, Status.CANCELLED, "the notification was deleted", attempted=False, revision=latest.number
+            )
         return None
 
     async def act(self, key: str, attempts: int) -> Outcome:
@@ -501,7 +534,7 @@ class _Send:
         return Outcome(key, Status.SENT, activity_id=response.id or "", revision=number)
 
 
-def failure(ctx: "DeliveryContext", job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:
+def failure(ctx: DeliveryContext, job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:
     """The outcome of a Connector call that failed, by what the failure means (docs/delivery.md)."""
     throttled = None
     if isinstance(exc, ConversationGoneError):
@@ -524,12 +557,16 @@ def failure(ctx: "DeliveryContext", job_id: str, key: str, exc: Exception, attem
     return Outcome(key, Status.RETRYING, error, throttled=throttled)
 
 
-async def deliver(ctx: "DeliveryContext", job: Job, batch: SendBatch) -> Report:
+async def deliver(ctx: DeliveryContext, job: Job, batch: SendBatch) -> Report:
     """Send the job's message to each conversation of the batch once, each at its slot; hand on what must
     wait (a 429's Retry-After, a transient error's back-off, a slot missed, a conversation's window)."""
     pace = batch_pace(batch)
-    if batch.slot is not None and batch.slot.at(len(batch.items) - 1) < time.time() - LATE_GRACE and batch.id \
-            and await ctx.ledger.batch_done(job.id, batch.id):  # a copy of a batch already sent
+    if (
+        batch.slot is not None
+        and batch.slot.at(len(batch.items) - 1) < time.time() - LATE_GRACE
+        and batch.id
+        and await ctx.ledger.batch_done(job.id, batch.id)
+    ):  # a copy of a batch already sent
         return Report(done_before=len(batch.items))
 
     async def requeue(slot: Slot) -> None:
@@ -544,24 +581,34 @@ async def deliver(ctx: "DeliveryContext", job: Job, batch: SendBatch) -> Report:
     if early is not None:
         return early
     started_late = time.time() - slot.start  # negative: early, as it should be
-    run = await run_paced(ctx, job.id, claims, _Send(ctx, job, dict(batch.items)),
-                          BatchSlots(ctx, job.id, pace, slot, len(batch.items)))
+    run = await run_paced(
+        ctx, job.id, claims, _Send(ctx, job, dict(batch.items)), BatchSlots(ctx, job.id, pace, slot, len(batch.items))
+    )
     outcomes = run.outcomes
     for o in outcomes:
         if o.status == Status.GONE:
             await ctx.conversations.retire(o.key, o.error)
-    report = Report(sent=sum(o.status == Status.SENT for o in outcomes), gone=sum(o.status == Status.GONE for o in outcomes),
-                    failed=sum(o.status == Status.FAILED for o in outcomes), done_before=claims.done_before,
-                    cancelled=sum(o.status == Status.CANCELLED for o in outcomes))
+    report = Report(
+        sent=sum(o.status == Status.SENT for o in outcomes),
+        gone=sum(o.status == Status.GONE for o in outcomes),
+        failed=sum(o.status == Status.FAILED for o in outcomes),
+        done_before=claims.done_before,
+        cancelled=sum(o.status == Status.CANCELLED for o in outcomes),
+    )
     report.retrying = await claims.hand_on(outcomes, run.unwritten, run.not_before)
     if report.retrying:
-        log.info("job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)", job.id,
-                 report.retrying, batch.attempt + 1, started_late)
+        log.info(
+            "job %s: %d conversations handed on (attempt %d; the batch started %.2fs after its slot)",
+            job.id,
+            report.retrying,
+            batch.attempt + 1,
+            started_late,
+        )
     await _revise_if_behind(ctx, job, batch, outcomes)
     return report
 
 
-async def _revise_if_behind(ctx: "DeliveryContext", job: Job, batch: SendBatch, outcomes: list[Outcome]) -> None:
+async def _revise_if_behind(ctx: DeliveryContext, job: Job, batch: SendBatch, outcomes: list[Outcome]) -> None:
     """A revision that arrived while the batch was sending may have missed its messages: the batch's rows are
     settled now, so a revision that reads them from here on finds them; one read before may not have. Read the
     latest revision once more, and have the rows revised if they sent an older one."""
@@ -575,5 +622,9 @@ async def _revise_if_behind(ctx: "DeliveryContext", job: Job, batch: SendBatch, 
     rows = [BATCH_PREFIX + batch.id] if batch.id else behind
     for row in rows:
         await ctx.sends.send(RevisionBatch(job.id, row).to_json())
-    log.info("job %s: %d messages were sent before revision %d reached them; revising them", job.id, len(behind),
-             latest.number if latest else 0)
+    log.info(
+        "job %s: %d messages were sent before revision %d reached them; revising them",
+        job.id,
+        len(behind),
+        latest.number if latest else 0,
+    )

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import BadInputError
 
@@ -74,7 +75,7 @@ class ChannelAccount:
     _KNOWN = ("id", "name", "aadObjectId", "role")
 
     @classmethod
-    def from_dict(cls, data: Any, what: str = "account") -> "ChannelAccount":
+    def from_dict(cls, data: Any, what: str = "account") -> ChannelAccount:
         data = _obj(data, what)
         return cls(
             id=_str(data, "id", what, required=True),  # type: ignore[arg-type]
@@ -105,7 +106,7 @@ class ConversationAccount:
     _KNOWN = ("id", "name", "isGroup", "conversationType", "tenantId")
 
     @classmethod
-    def from_dict(cls, data: Any, what: str = "conversation") -> "ConversationAccount":
+    def from_dict(cls, data: Any, what: str = "conversation") -> ConversationAccount:
         data = _obj(data, what)
         is_group = data.get("isGroup")
         if is_group is not None and not isinstance(is_group, bool):
@@ -153,13 +154,27 @@ class Activity:
     extra: dict[str, Any] = field(default_factory=dict)
 
     _KNOWN = (
-        "type", "channelId", "conversation", "serviceUrl", "id", "from", "recipient",
-        "text", "locale", "timestamp", "name", "action", "value", "membersAdded",
-        "membersRemoved", "channelData", "replyToId",
+        "type",
+        "channelId",
+        "conversation",
+        "serviceUrl",
+        "id",
+        "from",
+        "recipient",
+        "text",
+        "locale",
+        "timestamp",
+        "name",
+        "action",
+        "value",
+        "membersAdded",
+        "membersRemoved",
+        "channelData",
+        "replyToId",
     )
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Activity":
+    def from_dict(cls, data: Any) -> Activity:
         data = _obj(data, "activity")
         type_ = _str(data, "type", "activity", required=True)
         service_url = _str(data, "serviceUrl", "activity", required=True)
@@ -221,8 +236,9 @@ class Activity:
             return self.conversation.tenant_id
         if isinstance(self.channel_data, dict):
             tenant = self.channel_data.get("tenant")
-            if isinstance(tenant, dict) and isinstance(tenant.get("id"), str):
-                return tenant["id"]
+            tenant_id = tenant.get("id") if isinstance(tenant, dict) else None
+            if isinstance(tenant_id, str):
+                return tenant_id
         return None
 
     @property
@@ -231,8 +247,9 @@ class Activity:
         the bot may trust."""
         if self.channel_id in TENANT_CHANNELS and isinstance(self.channel_data, dict):
             team = self.channel_data.get("team")
-            if isinstance(team, dict) and isinstance(team.get("id"), str) and team["id"]:
-                return team["id"]
+            team_id = team.get("id") if isinstance(team, dict) else None
+            if isinstance(team_id, str) and team_id:
+                return team_id
         return None
 
     def bot_was_removed(self) -> bool:
@@ -298,7 +315,7 @@ class ConversationReference:
     service_url_trust: str | None = None
 
     @classmethod
-    def from_activity(cls, activity: Activity, trust: str | None) -> "ConversationReference":
+    def from_activity(cls, activity: Activity, trust: str | None) -> ConversationReference:
         """The address to store: bounded (see MAX_REFERENCE_BYTES), with the tenant wherever Teams put it, and
         none on a channel whose client could have made one up."""
         conversation = activity.conversation
@@ -321,24 +338,28 @@ class ConversationReference:
         parsing), else re-cut; ActivityError when it cannot be (stored before references were bounded)."""
         return text if _fits(text) else cls.from_dict(json.loads(text)).bounded().to_json()
 
-    def bounded(self) -> "ConversationReference":
+    def bounded(self) -> ConversationReference:
         """This reference cut to what may be stored; ActivityError if even its ids exceed MAX_REFERENCE_BYTES."""
         names = [a.name for a in (self.user, self.bot, self.conversation) if a is not None and a.name]
         if all(len(n) <= MAX_NAME_CHARS for n in names) and _fits(self.to_json()):
             return self
+        out = dataclasses.replace(self, conversation=_cut(self.conversation), user=_cut(self.user), bot=_cut(self.bot))
+        if _fits(out.to_json()):
+            return out
         out = dataclasses.replace(
-            self, conversation=_cut(self.conversation), user=_cut(self.user), bot=_cut(self.bot))
+            out,
+            conversation=dataclasses.replace(out.conversation, extra={}),
+            user=_cut(out.user, extra=False),
+            bot=_cut(out.bot, extra=False),
+        )
         if _fits(out.to_json()):
             return out
-        out = dataclasses.replace(out, conversation=dataclasses.replace(out.conversation, extra={}),
-                                  user=_cut(out.user, extra=False), bot=_cut(out.bot, extra=False))
-        if _fits(out.to_json()):
-            return out
-        raise ActivityError(f"the conversation's address is larger than {MAX_REFERENCE_BYTES} bytes "
-                            "even without display names")
+        raise ActivityError(
+            f"the conversation's address is larger than {MAX_REFERENCE_BYTES} bytes even without display names"
+        )
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ConversationReference":
+    def from_dict(cls, data: Any) -> ConversationReference:
         """Accept the Bot Framework reference shape and the v3 Node SDK `address` shape.
 
         The two differ only in the activity id's key (`activityId` vs `id`).

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, Activity
-from .http import get_http_client
 from ..errors import BadInputError, UnavailableError
 from ..settings import Settings
+from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, Activity
+from .http import get_http_client
 
 if TYPE_CHECKING:
     import httpx
@@ -73,9 +73,9 @@ class OpenIdKeys:
         self.fetched_at = float("-inf")
         self.unknown_kid_refetch_at = float("-inf")
         self.retry_at = float("-inf")
-        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
+        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
 
-    async def get(self, kid: str, http: "httpx.AsyncClient") -> _Key:
+    async def get(self, kid: str, http: httpx.AsyncClient) -> _Key:
         now = time.time()
         age = now - self.fetched_at
         if age > KEY_REFRESH and (now >= self.retry_at or age > KEY_STALE_LIMIT):
@@ -98,7 +98,7 @@ class OpenIdKeys:
             raise AuthenticationError(f"signing key {kid[:64]!r} is not published")
         return key
 
-    async def refresh(self, http: "httpx.AsyncClient") -> None:
+    async def refresh(self, http: httpx.AsyncClient) -> None:
         """One fetch at a time: concurrent callers wait for the one in flight."""
         loop = asyncio.get_running_loop()
         future = self._inflight.get(loop)
@@ -107,7 +107,7 @@ class OpenIdKeys:
             future.add_done_callback(lambda _: self._inflight.pop(loop, None))
         await asyncio.shield(future)
 
-    async def _fetch(self, http: "httpx.AsyncClient") -> None:
+    async def _fetch(self, http: httpx.AsyncClient) -> None:
         try:
             metadata = (await http.get(self.metadata_url)).raise_for_status().json()
             jwks = (await http.get(metadata["jwks_uri"])).raise_for_status().json()
@@ -187,7 +187,7 @@ def _bearer_token(auth_header: str | None) -> str:
 
 
 async def authenticate(
-    auth_header: str | None, activity: Activity, settings: Settings, http: "httpx.AsyncClient | None" = None
+    auth_header: str | None, activity: Activity, settings: Settings, http: httpx.AsyncClient | None = None
 ) -> AuthResult:
     if settings.auth_disabled:
         # Local development without an app id (Settings allows it only in Development):
@@ -227,7 +227,11 @@ async def authenticate(
     key = await key_source(metadata_url).get(kid, http)
     try:
         claims = jwt.decode(
-            token, key.key, algorithms=[alg], issuer=issuer, leeway=CLOCK_SKEW,
+            token,
+            key.key,
+            algorithms=[alg],
+            issuer=issuer,
+            leeway=CLOCK_SKEW,
             audience=settings.app_id if kind == "channel" else None,
             options={"require": ["exp", "iss"], "verify_aud": kind == "channel"},
         )
@@ -238,8 +242,7 @@ async def authenticate(
     return result
 
 
-def _check_activity(kind: str, key: "_Key", claims: dict[str, Any], activity: Activity,
-                    settings: Settings) -> AuthResult:
+def _check_activity(kind: str, key: _Key, claims: dict[str, Any], activity: Activity, settings: Settings) -> AuthResult:
     """The checks that tie a verified token to this activity and this bot."""
     if kind == "channel":
         if claims.get("serviceurl") is None:

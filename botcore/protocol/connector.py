@@ -14,16 +14,16 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from ..backoff import backoff
-from .activity import ActivityError, ChannelAccount, ConversationReference, ServiceEndpoint
-from .http import get_http_client
 from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
 from ..settings import MAX_RETRY_AFTER_SECONDS
+from .activity import ActivityError, ChannelAccount, ConversationReference, ServiceEndpoint
+from .http import get_http_client
 
 if TYPE_CHECKING:
     import httpx
@@ -35,10 +35,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({412, 429, 502, 503, 504})
-GONE_CODES = frozenset({
-    "ConversationBlockedByUser", "BotNotInConversationRoster", "BotDisabledByAdmin",
-    "ForbiddenOperationException", "MessageWritesBlocked", "ConversationNotFound",
-})
+GONE_CODES = frozenset(
+    {
+        "ConversationBlockedByUser",
+        "BotNotInConversationRoster",
+        "BotDisabledByAdmin",
+        "ForbiddenOperationException",
+        "MessageWritesBlocked",
+        "ConversationNotFound",
+    }
+)
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 _DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # digits (a fraction tolerated): no sign, exponent, inf, nan
@@ -71,8 +77,14 @@ class ConnectorAuthError(ConnectorError, UnavailableError):
 class RetryableConnectorError(ConnectorError, UnavailableError):
     """Transient (429, 5xx, network): the caller may try again after `retry_after` seconds."""
 
-    def __init__(self, status: int, service_code: str | None, message: str, operation_id: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        service_code: str | None,
+        message: str,
+        operation_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(status, service_code, message, operation_id)
         self.retry_after = retry_after
 
@@ -113,11 +125,11 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000": UTC with no claim about local time
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _error_of(response: "httpx.Response") -> tuple[str | None, str]:
+def _error_of(response: httpx.Response) -> tuple[str | None, str]:
     try:
         body = response.json()
     except ValueError:
@@ -142,36 +154,54 @@ class ConnectorClient:
     record of verified service URLs cannot be read.
     """
 
-    def __init__(self, trust: "ServiceTrust", http: "httpx.AsyncClient | None" = None,
-                 tokens: "TokenProvider | None" = None, *, max_attempts: int = 4, max_retry_wait: float = 30.0,
-                 max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
+    def __init__(
+        self,
+        trust: ServiceTrust,
+        http: httpx.AsyncClient | None = None,
+        tokens: TokenProvider | None = None,
+        *,
+        max_attempts: int = 4,
+        max_retry_wait: float = 30.0,
+        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
+    ) -> None:
         self._http, self._shared = http, False  # shared: the process-wide client of this loop
         self.trust, self.tokens = trust, tokens
         self.max_attempts, self.max_retry_wait = max_attempts, max_retry_wait
         self.max_retry_after = max_retry_after  # BotMaxRetryAfterSeconds: the longest pause a channel may ask for
 
     @property
-    def http(self) -> "httpx.AsyncClient":
+    def http(self) -> httpx.AsyncClient:
         if self._http is None or self._shared and self._http.is_closed:
             self._http, self._shared = get_http_client(), True
         return self._http
 
     # ---- the API -----------------------------------------------------------------------
-    async def send_to_conversation(self, target: ServiceEndpoint, conversation_id: str,
-                                   activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+    async def send_to_conversation(
+        self, target: ServiceEndpoint, conversation_id: str, activity: dict[str, Any], *, retry: bool = True
+    ) -> ResourceResponse:
         """Post an activity into a conversation. Raises the call errors."""
-        body = await self._call("POST", target, f"v3/conversations/{quote(conversation_id, safe='')}/activities",
-                                activity, retry)
+        body = await self._call(
+            "POST", target, f"v3/conversations/{quote(conversation_id, safe='')}/activities", activity, retry
+        )
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
-    async def reply_to_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
-                                activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+    async def reply_to_activity(
+        self,
+        target: ServiceEndpoint,
+        conversation_id: str,
+        activity_id: str,
+        activity: dict[str, Any],
+        *,
+        retry: bool = True,
+    ) -> ResourceResponse:
         """Post an activity as the reply to another. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
         body = await self._call("POST", target, path, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
-    async def create_conversation(self, target: ServiceEndpoint, params: dict[str, Any]) -> ConversationResourceResponse:
+    async def create_conversation(
+        self, target: ServiceEndpoint, params: dict[str, Any]
+    ) -> ConversationResourceResponse:
         """Create a conversation (a member's one-to-one chat). Raises the call errors; an answer without the new
         conversation's id is a RetryableConnectorError."""
         body = await self._call("POST", target, "v3/conversations", params, True)
@@ -179,21 +209,34 @@ class ConnectorClient:
             raise RetryableConnectorError(200, None, "create conversation answered without an id")
         return ConversationResourceResponse(body["id"], body.get("serviceUrl"), body.get("activityId"))
 
-    async def update_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str,
-                              activity: dict[str, Any], *, retry: bool = True) -> ResourceResponse:
+    async def update_activity(
+        self,
+        target: ServiceEndpoint,
+        conversation_id: str,
+        activity_id: str,
+        activity: dict[str, Any],
+        *,
+        retry: bool = True,
+    ) -> ResourceResponse:
         """Replace an activity the bot sent. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
         body = await self._call("PUT", target, path, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
-    async def delete_activity(self, target: ServiceEndpoint, conversation_id: str, activity_id: str, *,
-                              retry: bool = True) -> None:
+    async def delete_activity(
+        self, target: ServiceEndpoint, conversation_id: str, activity_id: str, *, retry: bool = True
+    ) -> None:
         """Delete an activity the bot sent. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
         await self._call("DELETE", target, path, None, retry)
 
-    async def get_paged_members(self, target: ServiceEndpoint, conversation_id: str, page_size: int | None = None,
-                                continuation_token: str | None = None) -> PagedMembers:
+    async def get_paged_members(
+        self,
+        target: ServiceEndpoint,
+        conversation_id: str,
+        page_size: int | None = None,
+        continuation_token: str | None = None,
+    ) -> PagedMembers:
         """One page of a conversation's members. Raises the call errors."""
         params = {k: v for k, v in (("pageSize", page_size), ("continuationToken", continuation_token)) if v}
         path = f"v3/conversations/{quote(conversation_id, safe='')}/pagedmembers"
@@ -216,20 +259,29 @@ class ConnectorClient:
             reference.endpoint, reference.conversation.id, reference.outgoing(**fields), retry=retry
         )
 
-    async def reply(self, reference: ConversationReference, reply: dict[str, Any], *,
-                    retry: bool = False) -> ResourceResponse:
+    async def reply(
+        self, reference: ConversationReference, reply: dict[str, Any], *, retry: bool = False
+    ) -> ResourceResponse:
         """A turn's reply: to the activity it answers (`replyToId`), else into the conversation. Raises the call
         errors."""
         outgoing = reference.outgoing(**reply)
         reply_to = reply.get("replyToId")
         if reply_to:
-            return await self.reply_to_activity(reference.endpoint, reference.conversation.id, reply_to, outgoing,
-                                                retry=retry)
+            return await self.reply_to_activity(
+                reference.endpoint, reference.conversation.id, reply_to, outgoing, retry=retry
+            )
         return await self.send_to_conversation(reference.endpoint, reference.conversation.id, outgoing, retry=retry)
 
     # ---- the machinery -------------------------------------------------------------------
-    async def _call(self, method: str, target: ServiceEndpoint, path: str, body: Any, retry: bool,
-                    params: dict[str, Any] | None = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        target: ServiceEndpoint,
+        path: str,
+        body: Any,
+        retry: bool,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         url = await self.trust.base_for(target, self.tokens is not None) + path
         content = None if body is None else _JSON.encode(body).encode()
         attempts = self.max_attempts if retry else 1
@@ -247,15 +299,22 @@ class ConnectorClient:
                 response = await self.http.request(method, url, content=content, headers=headers, params=params)
             except Exception as exc:  # network errors and timeouts are transient
                 error: RetryableConnectorError = RetryableConnectorError(
-                    0, type(exc).__name__, f"{method} {urlsplit(url).hostname}: {exc!r}"[:300])
+                    0, type(exc).__name__, f"{method} {urlsplit(url).hostname}: {exc!r}"[:300]
+                )
             else:
                 status = response.status_code
                 if status < 300:
                     return response.json() if response.content else None
                 code, message = _error_of(response)
                 operation_id = response.headers.get("X-Correlating-OperationId")
-                log.warning("connector %s %s: HTTP %s %s (X-Correlating-OperationId %s)",
-                            method, urlsplit(url).hostname, status, code, operation_id)
+                log.warning(
+                    "connector %s %s: HTTP %s %s (X-Correlating-OperationId %s)",
+                    method,
+                    urlsplit(url).hostname,
+                    status,
+                    code,
+                    operation_id,
+                )
                 if status == 401 and self.tokens is not None and not refreshed:
                     refreshed = True
                     await self.tokens.get_token(force_refresh=True, stale=token)
@@ -269,9 +328,13 @@ class ConnectorClient:
                     raise RequestRejectedError(status, code, message, operation_id)
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 if retry_after is not None and retry_after > self.max_retry_after:
-                    log.warning("connector %s %s: Retry-After %r is longer than BotMaxRetryAfterSeconds; waiting %.0fs",
-                                method, urlsplit(url).hostname, response.headers.get("Retry-After"),
-                                self.max_retry_after)
+                    log.warning(
+                        "connector %s %s: Retry-After %r is longer than BotMaxRetryAfterSeconds; waiting %.0fs",
+                        method,
+                        urlsplit(url).hostname,
+                        response.headers.get("Retry-After"),
+                        self.max_retry_after,
+                    )
                     retry_after = self.max_retry_after
                 error = RetryableConnectorError(status, code, message, operation_id, retry_after)
             # retry_after stays what the Connector said (None without the header): a caller that paces on it

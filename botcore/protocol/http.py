@@ -32,7 +32,7 @@ class _CookiesKeptByAiohttp(CookieJar):
         pass
 
 
-def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> "httpx.AsyncClient":
+def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> httpx.AsyncClient:
     """A client that ignores proxy variables, so that the bot's token goes only to the configured
     identity provider and verified Connector URLs, and never follows redirects. Its timeouts are
     httpx's, per phase: connecting (at most 10 s), each read, each write, the wait for a pooled
@@ -43,33 +43,37 @@ def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> "httpx.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
-    options: dict[str, Any] = {"trust_env": False, "follow_redirects": False,
-                               "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
+    options: dict[str, Any] = {
+        "trust_env": False,
+        "follow_redirects": False,
+        "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+    }
     if transport == "httpcore":
         return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(trust_env=False, limits=limits), **options)
     from httpx_aiohttp import AiohttpTransport  # with httpx, on the first outbound call
 
     # What aiohttp under httpx does anyway, httpx need not do on every request too: keep cookies, and
     # send Accept (Connection: keep-alive is HTTP/1.1's default). About 15 µs of CPU a send.
-    client = httpx.AsyncClient(transport=AiohttpTransport(trust_env=False, limits=limits),
-                               cookies=_CookiesKeptByAiohttp(), **options)
+    client = httpx.AsyncClient(
+        transport=AiohttpTransport(trust_env=False, limits=limits), cookies=_CookiesKeptByAiohttp(), **options
+    )
     for name in ("Accept", "Connection"):
         del client.headers[name]
     return client
 
 
-async def _close(client: "httpx.AsyncClient") -> None:
+async def _close(client: httpx.AsyncClient) -> None:
     await client.aclose()
 
 
-_clients: PerLoop["httpx.AsyncClient"] = PerLoop(close=_close)
+_clients: PerLoop[httpx.AsyncClient] = PerLoop(close=_close)
 
 
-def _new_client() -> "httpx.AsyncClient":
+def _new_client() -> httpx.AsyncClient:
     return new_http_client(get_settings().http_timeout)
 
 
-def get_http_client() -> "httpx.AsyncClient":
+def get_http_client() -> httpx.AsyncClient:
     client = _clients.get(_new_client)
     if client.is_closed:
         _clients.pop()

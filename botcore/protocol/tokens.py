@@ -12,8 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import UnavailableError
-from ..settings import ConfigurationError, Settings
+from ..errors import ConfigurationError, UnavailableError
+from ..settings import Settings
 from .http import get_http_client
 
 if TYPE_CHECKING:
@@ -40,16 +40,16 @@ class TokenProvider(Protocol):
 class CachedTokenProvider:
     """Caching and single-flight refresh; subclasses only know how to ask for a token."""
 
-    def __init__(self, http: "httpx.AsyncClient | None" = None) -> None:
+    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
         self._http = http
         self._token: str | None = None
         self.expires_at = 0.0
         self._refresh_at = 0.0
-        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Task[str]] = {}
         self.requests = 0
 
     @property
-    def http(self) -> "httpx.AsyncClient":
+    def http(self) -> httpx.AsyncClient:
         if self._http is not None:
             return self._http
         return get_http_client()
@@ -65,9 +65,9 @@ class CachedTokenProvider:
         stale=X, and nothing is fetched if the cache already holds a newer token.
         """
         if force_refresh and stale is not None and self._token not in (None, stale):
-            return self._token  # type: ignore[return-value]
-        if not force_refresh and self._fresh():
-            return self._token  # type: ignore[return-value]
+            return self._token
+        if not force_refresh and self._fresh() and self._token is not None:
+            return self._token
         loop = asyncio.get_running_loop()
         task = self._inflight.get(loop)
         if task is None:
@@ -87,23 +87,35 @@ class CachedTokenProvider:
         raise NotImplementedError
 
     @staticmethod
-    def _error(response: "httpx.Response", what: str) -> TokenError:
+    def _error(response: httpx.Response, what: str) -> TokenError:
         code = None
         try:
             code = response.json().get("error")
         except ValueError:
             pass
-        return TokenError(f"{what} refused a token: HTTP {response.status_code} {code or ''}".strip(),
-                          response.status_code, code)
+        return TokenError(
+            f"{what} refused a token: HTTP {response.status_code} {code or ''}".strip(), response.status_code, code
+        )
 
 
 class ClientSecretTokenProvider(CachedTokenProvider):
-    def __init__(self, authority_host: str, tenant: str, client_id: str, client_secret: str,
-                 scope: str, http: "httpx.AsyncClient | None" = None) -> None:
+    def __init__(
+        self,
+        authority_host: str,
+        tenant: str,
+        client_id: str,
+        client_secret: str,
+        scope: str,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         super().__init__(http)
         self.url = f"{authority_host.rstrip('/')}/{tenant}/oauth2/v2.0/token"
-        self._form = {"grant_type": "client_credentials", "client_id": client_id,
-                      "client_secret": client_secret, "scope": scope}
+        self._form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "scope": scope,
+        }
 
     async def _request(self) -> tuple[str, float]:
         try:
@@ -117,8 +129,14 @@ class ClientSecretTokenProvider(CachedTokenProvider):
 
 
 class ManagedIdentityTokenProvider(CachedTokenProvider):
-    def __init__(self, endpoint: str, identity_header: str, client_id: str | None, resource: str,
-                 http: "httpx.AsyncClient | None" = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        identity_header: str,
+        client_id: str | None,
+        resource: str,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         super().__init__(http)
         self.endpoint, self.resource = endpoint, resource
         self._header = identity_header
@@ -141,7 +159,7 @@ class ManagedIdentityTokenProvider(CachedTokenProvider):
         return token, expires_on
 
 
-def _token_fields(response: "httpx.Response", what: str, expiry: str) -> tuple[str, float | None]:
+def _token_fields(response: httpx.Response, what: str, expiry: str) -> tuple[str, float | None]:
     """The token and its expiry field from a 200 answer; TokenError when the body is not a token."""
     try:
         body = response.json()
@@ -168,10 +186,12 @@ def token_provider_for(settings: Settings) -> CachedTokenProvider | None:
                 "MicrosoftAppType is UserAssignedMSI but IDENTITY_ENDPOINT is not set "
                 "(the app needs a user-assigned managed identity)"
             )
-        key = ("msi", settings.identity_endpoint, settings.app_id, settings.cloud.msi_resource)
+        key: tuple[str, ...] = ("msi", settings.identity_endpoint, settings.app_id, settings.cloud.msi_resource)
         if key not in _providers:
             _providers[key] = ManagedIdentityTokenProvider(
-                settings.identity_endpoint, settings.identity_header, settings.app_id,
+                settings.identity_endpoint,
+                settings.identity_header,
+                settings.app_id,
                 settings.cloud.msi_resource,
             )
         return _providers[key]
@@ -183,12 +203,20 @@ def token_provider_for(settings: Settings) -> CachedTokenProvider | None:
         tenant = settings.tenant_id
     else:
         tenant = settings.cloud.channel_auth_tenant
-    key = ("secret", settings.oauth_authority_host, tenant, settings.app_id, settings.cloud.oauth_scope,
-           settings.app_password)
+    key = (
+        "secret",
+        settings.oauth_authority_host,
+        tenant,
+        settings.app_id,
+        settings.cloud.oauth_scope,
+        settings.app_password,
+    )
     if key not in _providers:
         _providers[key] = ClientSecretTokenProvider(
-            settings.oauth_authority_host, tenant, settings.app_id, settings.app_password,
+            settings.oauth_authority_host,
+            tenant,
+            settings.app_id,
+            settings.app_password,
             settings.cloud.oauth_scope,
         )
     return _providers[key]
-

@@ -18,11 +18,12 @@ machine.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, ServiceEndpoint
 from ..errors import BadInputError
+from .activity import TRUST_DEVELOPMENT, TRUST_EMULATOR, TRUST_TOKEN, ServiceEndpoint
 
 
 class UntrustedServiceUrlError(BadInputError):
@@ -52,8 +53,9 @@ class VerifiedUrls(Protocol):
 class ServiceTrust:
     """The rule for one app: where a call may go, with the bot's token or (in development) without."""
 
-    def __init__(self, registry: VerifiedUrls, emulator_hosts: Iterable[str] = (), *,
-                 emulator_on_loopback: bool = False) -> None:
+    def __init__(
+        self, registry: VerifiedUrls, emulator_hosts: Iterable[str] = (), *, emulator_on_loopback: bool = False
+    ) -> None:
         """`emulator_on_loopback`: in Development, an Emulator serviceUrl on a loopback host may also have the
         token."""
         self.registry = registry
@@ -74,8 +76,10 @@ class ServiceTrust:
                 raise UntrustedServiceUrlError(
                     f"serviceUrl {host} came with an Emulator token, which vouches for no serviceUrl; the bot's "
                     "token goes there only if it is listed in BotEmulatorServiceHosts (or, in Development, "
-                    "loopback)")
+                    "loopback)"
+                )
         elif endpoint.trust != TRUST_TOKEN or not await self.registry.is_verified(endpoint.url):
             raise UntrustedServiceUrlError(
-                f"serviceUrl {host} was never verified by a channel token; refusing to send the bot's token")
+                f"serviceUrl {host} was never verified by a channel token; refusing to send the bot's token"
+            )
         return base_url(endpoint.url)

@@ -9,24 +9,42 @@ spreads load); RowKey is constant.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from ..protocol.activity import TENANT_CHANNELS, ConversationReference
 from ..errors import BadInputError, ConflictError
 from ..keys import conversation_key, encode_key
+from ..protocol.activity import TENANT_CHANNELS, ConversationReference
 from ..settings import CONVERSATIONS_TABLE, MEMBERS_TABLE
-from ..storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError, Table,
-                       TableStore, etag_of, get_table)
+from ..storage import (
+    EntityChangedError,
+    EntityExistsError,
+    EntityNotFoundError,
+    EntityTooLargeError,
+    Table,
+    TableStore,
+    etag_of,
+    get_table,
+)
 from ..tablejson import ValueTooLargeError, join_json, split_json
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableEntity
 
 ROW_KEY = "c"
 INDEX_ROW = "i"
 MAX_WRITE_ATTEMPTS = 8  # a write that loses the ETag race reads again and retries, this many times at most
 LAST_SEEN_PRECISION = timedelta(hours=1)
 REFERENCE_COLUMNS = [
-    "PartitionKey", "RowKey", "ref", "active", "firstSeen", "lastSeen", "retiredReason",
+    "PartitionKey",
+    "RowKey",
+    "ref",
+    "active",
+    "firstSeen",
+    "lastSeen",
+    "retiredReason",
 ]
 
 
@@ -41,7 +59,7 @@ class StateTooLargeError(BadInputError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -63,11 +81,11 @@ class ConversationRecord:
     last_seen: datetime | None = None
     retired_reason: str | None = None
     team_id: str | None = None  # the Teams team of a channel conversation
-    state: dict | None = None
+    state: dict[str, Any] | None = None
     etag: str | None = None
 
     @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> "ConversationRecord":
+    def from_entity(cls, entity: TableEntity) -> ConversationRecord:
         return cls(
             key=entity["PartitionKey"],
             reference=ConversationReference.from_dict(json.loads(entity["ref"])),
@@ -81,7 +99,7 @@ class ConversationRecord:
         )
 
 
-def _state_properties(state: dict | None) -> dict[str, Any]:
+def _state_properties(state: dict[str, Any] | None) -> dict[str, Any]:
     if state is None:
         return {"stateParts": 0}
     try:
@@ -172,7 +190,9 @@ class ConversationStore(TableStore):
                 raise TypeError("a new conversation needs its reference")
             record = ConversationRecord(
                 key=key or conversation_key(reference.channel_id, reference.conversation.id),
-                reference=reference, first_seen=now, last_seen=now,
+                reference=reference,
+                first_seen=now,
+                last_seen=now,
             )
         elif reference is not None:
             record.reference, record.active, record.retired_reason = reference, True, None
@@ -208,12 +228,18 @@ class ConversationStore(TableStore):
         the table: a new personal conversation and a newly seen team get a row in the members table."""
         reference = record.reference
         if team_id is not None:
-            await self.members.upsert({"PartitionKey": encode_key(_team_row(reference.channel_id, team_id)),
-                                       "RowKey": INDEX_ROW, "conversation": record.key})
+            await self.members.upsert(
+                {
+                    "PartitionKey": encode_key(_team_row(reference.channel_id, team_id)),
+                    "RowKey": INDEX_ROW,
+                    "conversation": record.key,
+                }
+            )
         elif reference.tenant_id and reference.user and reference.conversation.is_group is not True:
             name = _user_row(reference.channel_id, reference.tenant_id, reference.user.id)
-            await self.members.upsert({"PartitionKey": encode_key(name), "RowKey": INDEX_ROW,
-                                       "conversation": record.key})
+            await self.members.upsert(
+                {"PartitionKey": encode_key(name), "RowKey": INDEX_ROW, "conversation": record.key}
+            )
 
     @property
     def members(self) -> Table:
@@ -223,12 +249,15 @@ class ConversationStore(TableStore):
 
     async def _pointer(self, name: str) -> str | None:
         try:
-            return (await self.members.get(encode_key(name), INDEX_ROW))["conversation"]
+            row = await self.members.get(encode_key(name), INDEX_ROW)
         except EntityNotFoundError:
             return None
+        pointer = row.get("conversation")
+        return pointer if isinstance(pointer, str) else None
 
-    async def _indexed(self, name: str, legacy: str,
-                       matches: Callable[[ConversationRecord], bool]) -> ConversationRecord | None:
+    async def _indexed(
+        self, name: str, legacy: str, matches: Callable[[ConversationRecord], bool]
+    ) -> ConversationRecord | None:
         """The active conversation an index row names, if it is what was asked for. Rows written before index
         names carried the channel (`legacy`) may have been pointed elsewhere by a client that claimed another
         channel's tenant or team; whatever a row names is checked, so a misdirected row reads as unknown."""
@@ -238,15 +267,21 @@ class ConversationStore(TableStore):
 
     async def personal(self, channel_id: str, tenant_id: str, user_id: str) -> ConversationRecord | None:
         """The user's active one-to-one conversation with the bot on that channel and in that tenant, if any."""
+
         def matches(record: ConversationRecord) -> bool:
             reference = record.reference
-            return (reference.channel_id == channel_id and reference.tenant_id == tenant_id
-                    and reference.user is not None and reference.user.id == user_id)
+            return (
+                reference.channel_id == channel_id
+                and reference.tenant_id == tenant_id
+                and reference.user is not None
+                and reference.user.id == user_id
+            )
 
         return await self._indexed(_user_row(channel_id, tenant_id, user_id), f"user|{tenant_id}|{user_id}", matches)
 
     async def team(self, channel_id: str, team_id: str) -> ConversationRecord | None:
         """The active conversation that told the bot of a team (its id, tenant, service URL), if any."""
+
         def matches(record: ConversationRecord) -> bool:
             return record.reference.channel_id == channel_id and record.team_id == team_id
 
@@ -259,8 +294,11 @@ class ConversationStore(TableStore):
         key = conversation_key(reference.channel_id, reference.conversation.id)
         for _ in range(MAX_WRITE_ATTEMPTS):
             record = await self.get(key)
-            if not self.needs_reference_write(record, reference, now) and (team_id is None or record.team_id == team_id):
-                assert record is not None
+            if (
+                record is not None
+                and not self.needs_reference_write(record, reference, now)
+                and (team_id is None or record.team_id == team_id)
+            ):
                 return record
             try:
                 return await self.commit(record, key=key, reference=reference, team_id=team_id, now=now)
@@ -278,8 +316,13 @@ class ConversationStore(TableStore):
                 return True
             try:
                 await self.table.merge(
-                    {"PartitionKey": key, "RowKey": ROW_KEY, "active": False,
-                     "retiredReason": reason[:1000], "retiredAt": now or _now()},
+                    {
+                        "PartitionKey": key,
+                        "RowKey": ROW_KEY,
+                        "active": False,
+                        "retiredReason": reason[:1000],
+                        "retiredAt": now or _now(),
+                    },
                     record.etag,
                 )
                 return True
@@ -291,8 +334,11 @@ class ConversationStore(TableStore):
 
     @staticmethod
     def selection_filter(
-        *, channel_id: str | None = None, tenant_id: str | None = None,
-        user_id: str | None = None, include_retired: bool = False,
+        *,
+        channel_id: str | None = None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        include_retired: bool = False,
     ) -> str | None:
         clauses = []
         if channel_id is not None:
@@ -313,8 +359,9 @@ class ConversationStore(TableStore):
         self, query_filter: str | None, continuation_token: str | None = None, page_size: int = 500
     ) -> tuple[list[ConversationRecord], str | None]:
         """One page of conversations; the token resumes the listing in a later invocation."""
-        entities, token = await self.table.page(query_filter, select=REFERENCE_COLUMNS, page_size=page_size,
-                                                cursor=continuation_token)
+        entities, token = await self.table.page(
+            query_filter, select=REFERENCE_COLUMNS, page_size=page_size, cursor=continuation_token
+        )
         return [ConversationRecord.from_entity(e) for e in entities], token
 
     async def addresses(
@@ -322,12 +369,19 @@ class ConversationStore(TableStore):
     ) -> tuple[list[Address], str | None]:
         """One page of addresses, each with its stored reference as JSON text: what a fan-out copies into
         send batches as is, since the sending side parses (and validates) each reference anyway."""
-        entities, token = await self.table.page(query_filter, select=["PartitionKey", "ref", "channelId", "tenantId"],
-                                                page_size=page_size, cursor=continuation_token)
-        return [Address(e["PartitionKey"], e["ref"], e.get("channelId") or "", e.get("tenantId") or None)
-                for e in entities], token
+        entities, token = await self.table.page(
+            query_filter,
+            select=["PartitionKey", "ref", "channelId", "tenantId"],
+            page_size=page_size,
+            cursor=continuation_token,
+        )
+        return [
+            Address(e["PartitionKey"], e["ref"], e.get("channelId") or "", e.get("tenantId") or None) for e in entities
+        ], token
 
-    async def iter_pages(self, query_filter: str | None, page_size: int = 500) -> AsyncIterator[list[ConversationRecord]]:
+    async def iter_pages(
+        self, query_filter: str | None, page_size: int = 500
+    ) -> AsyncIterator[list[ConversationRecord]]:
         token: str | None = None
         while True:
             records, token = await self.page(query_filter, token, page_size)

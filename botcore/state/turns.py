@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backoff import backoff
 from ..errors import UnavailableError
 from ..keys import conversation_key
 from ..protocol.activity import Activity, ConversationReference
-from ..protocol.connector import (ConnectorClient, ConversationGoneError, RequestRejectedError,
-                                  RetryableConnectorError)
+from ..protocol.connector import ConnectorClient, ConversationGoneError, RequestRejectedError, RetryableConnectorError
 from ..protocol.trust import UntrustedServiceUrlError
 from ..settings import Settings
-from .conversations import ConcurrencyError, ConversationStore
-from .dialogs import Engine, ScheduleDialog, ScheduleReminder, TurnInfo
+from .conversations import ConcurrencyError, ConversationRecord, ConversationStore
+from .dialogs import Effect, Engine, ScheduleDialog, ScheduleReminder, TurnInfo, TurnResult
 
 if TYPE_CHECKING:
     from ..protocol.auth import AuthResult
@@ -53,11 +53,11 @@ class TurnContext:
     """What turns work with, built at the edge (botcore.app) and handed down."""
 
     settings: Settings
-    conversations: "ConversationStore"
-    service_urls: "ServiceUrlRegistry"
-    connector: "ConnectorClient"
-    engine: "Engine"
-    locks: "KeyLocks"
+    conversations: ConversationStore
+    service_urls: ServiceUrlRegistry
+    connector: ConnectorClient
+    engine: Engine
+    locks: KeyLocks
     outbox: Outbox
 
 
@@ -90,19 +90,20 @@ class KeyLocks:
                 del self._locks[key]
 
 
-def turn_info(settings: Settings, user_name: str | None) -> Any:
+def turn_info(settings: Settings, user_name: str | None) -> TurnInfo:
     notify_url = f"{settings.public_base_url}/api/notify" if settings.public_base_url else None
-    return TurnInfo(notify_url=notify_url, user_name=user_name, now=datetime.now(timezone.utc))
+    return TurnInfo(notify_url=notify_url, user_name=user_name, now=datetime.now(UTC))
 
 
 async def run_dialog_turn(
     ctx: TurnContext,
     key: str,
-    compute: Callable[[dict | None], Any],
+    compute: Callable[[dict[str, Any] | None], TurnResult],
     reference: ConversationReference | None,
-    before_commit: Callable[[Any], Awaitable[None]] | None = None,
-) -> tuple[Any, Any]:
-    """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record)."""
+    before_commit: Callable[[TurnResult], Awaitable[None]] | None = None,
+) -> tuple[TurnResult, ConversationRecord | None]:
+    """Read, compute, commit with the ETag; re-run on a lost race. Returns (result, record): the record as
+    committed, or as read when nothing changed (None: no such conversation)."""
     store = ctx.conversations
     async with ctx.locks.hold(key):
         for attempt in range(1, MAX_TURN_ATTEMPTS + 1):
@@ -118,8 +119,7 @@ async def run_dialog_turn(
                     record, key=key, reference=reference if write_reference else None, state=result.state
                 )
             except ConcurrencyError:
-                log.info("conversation %s: state changed during the turn (attempt %d); running it again",
-                         key, attempt)
+                log.info("conversation %s: state changed during the turn (attempt %d); running it again", key, attempt)
                 # Another instance wrote: back off a little, with jitter, so the two stop colliding.
                 await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
@@ -127,7 +127,7 @@ async def run_dialog_turn(
     raise TurnConflictError(f"conversation {key}: state changed under {MAX_TURN_ATTEMPTS} attempts")
 
 
-async def on_activity(ctx: TurnContext, activity: Activity, auth: "AuthResult") -> int:
+async def on_activity(ctx: TurnContext, activity: Activity, auth: AuthResult) -> int:
     """Run the activity's turn; the status to answer the channel with."""
     reference = ConversationReference.from_activity(activity, auth.trust)
     if auth.kind == "channel":  # its token vouched for the serviceUrl: the bot's token may go there
@@ -156,7 +156,9 @@ async def _message_turn(ctx: TurnContext, activity: Activity, reference: Convers
     info = turn_info(ctx.settings, activity.from_.name if activity.from_ else None)
     text = activity.text or ""
     result, _ = await run_dialog_turn(
-        ctx, key, lambda state: ctx.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
+        ctx,
+        key,
+        lambda state: ctx.engine.run_turn(state, text, ctx_info=info, activity_id=activity.id),
         reference,
     )
     replies = [{**reply, "replyToId": activity.id} if activity.id else reply for reply in result.replies]
@@ -170,8 +172,7 @@ async def _message_turn(ctx: TurnContext, activity: Activity, reference: Convers
     try:
         await apply_effects(ctx, key, result.effects)
     except Exception:
-        log.exception("conversation %s: the turn is committed but its follow-up work failed: %s", key,
-                      result.effects)
+        log.exception("conversation %s: the turn is committed but its follow-up work failed: %s", key, result.effects)
     return 200
 
 
@@ -180,8 +181,9 @@ async def _after_failed_replies(ctx: TurnContext, key: str, unsent: list[dict[st
     them again after Retry-After, or a few seconds."""
     if isinstance(exc, ConversationGoneError):
         await ctx.conversations.retire(key, exc.service_code or f"HTTP {exc.status}")
-        log.warning("conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.service_code,
-                    len(unsent))
+        log.warning(
+            "conversation %s is gone (%s); reference retired, %d replies dropped", key, exc.service_code, len(unsent)
+        )
         return
     if isinstance(exc, (RequestRejectedError, UntrustedServiceUrlError)):
         log.error("conversation %s: a reply was refused (%s); %d replies dropped", key, exc, len(unsent))
@@ -190,22 +192,26 @@ async def _after_failed_replies(ctx: TurnContext, key: str, unsent: list[dict[st
     try:
         job_id = await ctx.outbox.retry_replies(key, unsent, max(1.0, delay))
     except Exception:
-        log.exception("conversation %s: %d replies could not be sent (%r) nor kept for a retry; they are lost",
-                      key, len(unsent), exc)
+        log.exception(
+            "conversation %s: %d replies could not be sent (%r) nor kept for a retry; they are lost",
+            key,
+            len(unsent),
+            exc,
+        )
         return
-    log.warning("conversation %s: %d replies not sent (%r); retried by job %s in %.0fs", key, len(unsent), exc,
-                job_id, delay)
+    log.warning(
+        "conversation %s: %d replies not sent (%r); retried by job %s in %.0fs", key, len(unsent), exc, job_id, delay
+    )
 
 
-async def apply_effects(ctx: TurnContext, key: str, effects: list[Any]) -> None:
+async def apply_effects(ctx: TurnContext, key: str, effects: list[Effect]) -> None:
     """Work a committed turn asked for: schedule a proactive dialog, store a reminder."""
     if not effects:  # most turns
         return
     for effect in effects:
         if isinstance(effect, ScheduleDialog):
             job_id = await ctx.outbox.schedule_dialog(key, effect.dialog, effect.delay_seconds)
-            log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog, effect.delay_seconds,
-                     job_id)
+            log.info("conversation %s: %s scheduled in %ss (job %s)", key, effect.dialog, effect.delay_seconds, job_id)
         elif isinstance(effect, ScheduleReminder):
             await ctx.outbox.remind(key, effect.text, effect.due)
         else:

@@ -15,13 +15,25 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
     output = tmp_path / "RESULTS.md"
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--output", str(output)], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     text = output.read_text()
-    for section in ("1. Cold start", "2. Warm turn", "3. Send path", "4. Broadcast end to end",
-                    "5. Token and key economy", "6. Storage operations", "7. Teams delivery",
-                    "8. Reminders"):
+    for section in (
+        "1. Cold start",
+        "2. Warm turn",
+        "3. Send path",
+        "4. Broadcast end to end",
+        "5. Token and key economy",
+        "6. Storage operations",
+        "7. Teams delivery",
+        "8. Reminders",
+    ):
         assert f"## {section}\n" in text, section
     assert "FAILED" not in text and "## Targets at a glance" in text
     worker = "| Microsoft's worker library (azure-functions-runtime, protobuf both ways) | "
@@ -47,8 +59,10 @@ def test_seeded_rows_read_back_as_the_rows_the_bot_writes(storage_connection_str
         table = get_table(CONVERSATIONS_TABLE)
         await table.insert(entity)  # what ConversationStore.commit does with the entity
         try:
-            return (dict(await table.get(conversation_key("msteams", seeded_id), "c")),
-                    dict(await table.get(entity["PartitionKey"], "c")))
+            return (
+                dict(await table.get(conversation_key("msteams", seeded_id), "c")),
+                dict(await table.get(entity["PartitionKey"], "c")),
+            )
         finally:
             await close_storage_clients()
 
@@ -56,8 +70,10 @@ def test_seeded_rows_read_back_as_the_rows_the_bot_writes(storage_connection_str
         seeded, written = asyncio.run(read_both())
 
     def comparable(row: dict, cid: str) -> dict:
-        return {k: type(v) if isinstance(v, datetime) else v.replace(cid, "ID") if isinstance(v, str) else v
-                for k, v in row.items()}
+        return {
+            k: type(v) if isinstance(v, datetime) else v.replace(cid, "ID") if isinstance(v, str) else v
+            for k, v in row.items()
+        }
 
     assert comparable(seeded, seeded_id) == comparable(written, written_id)
     assert isinstance(written["firstSeen"], datetime) and isinstance(written["stateParts"], int)

@@ -36,9 +36,14 @@ def dev_host(tmp_path_factory):
 
 
 def _dev_host(azurite, tmp):
-    env = {"BotStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
-           "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "MicrosoftAppId": "", "MicrosoftAppPassword": "",
-           "LocalFunctionKey": KEY}
+    env = {
+        "BotStorage": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
+        "MicrosoftAppId": "",
+        "MicrosoftAppPassword": "",
+        "LocalFunctionKey": KEY,
+    }
     BotStack._init_storage(env)
     host = HostProcess(REPO, env, tmp / "host.log")
     host.storage_connection = azurite.connection_string  # type: ignore[attr-defined]
@@ -52,8 +57,12 @@ class Terminal(Console):
     """The chat as a subprocess."""
 
     def __init__(self, bot_url: str, user: str = "Ann", port: int = 0, *options: str, **popen) -> None:
-        super().__init__([sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", user,
-                          "--port", str(port), *options], cwd=str(REPO), stdin=subprocess.PIPE, **popen)
+        super().__init__(
+            [sys.executable, "-m", "devhost", "chat", "--bot", bot_url, "--user", user, "--port", str(port), *options],
+            cwd=str(REPO),
+            stdin=subprocess.PIPE,
+            **popen,
+        )
 
     def type(self, text: str) -> None:
         assert self.process.stdin is not None
@@ -104,8 +113,10 @@ def test_the_banner_names_whom_to_target_and_edits_and_deletions_show(dev_host: 
         assert re.fullmatch(rf"-- you are user-{user} in conversation chat-\w+; to send you a message:", who)
         conversation = who.split("in conversation ")[1].split(";")[0]
         api_line = terminal.expect("--   POST /api/notify")
-        assert api_line == (f'--   POST /api/notify with "target": {{"conversation": "emulator|{conversation}"}}'
-                            f'  (or {{"userId": "user-{user}"}})')
+        assert api_line == (
+            f'--   POST /api/notify with "target": {{"conversation": "emulator|{conversation}"}}'
+            f'  (or {{"userId": "user-{user}"}})'
+        )
         cli_line = terminal.expect("-m botcore notify")
         assert f"--conversation 'emulator|{conversation}' --text hello  (or --user user-{user})" in cli_line
         terminal.type("hi")
@@ -159,9 +170,12 @@ def test_a_team_in_the_chat_gets_each_member_their_message_in_their_one_to_one_c
     terminal = Terminal(f"{dev_host.base_url}/api/messages", "Fay", 0, "--team", name, "--members", "3", env=env)
     try:
         installed = terminal.expect("-- the bot is installed in team")
-        team_id = re.fullmatch(rf"-- the bot is installed in team {name} \((19:\w+@thread\.tacv2), tenant "
-                               r"local-tenant\), whose 3 members are User 0, User 1, User 2; to send each a message "
-                               r"in their one-to-one chat:", installed).group(1)
+        team_id = re.fullmatch(
+            rf"-- the bot is installed in team {name} \((19:\w+@thread\.tacv2), tenant "
+            r"local-tenant\), whose 3 members are User 0, User 1, User 2; to send each a message "
+            r"in their one-to-one chat:",
+            installed,
+        ).group(1)
         api_line = terminal.expect("--   POST /api/notify")
         assert api_line == f'--   POST /api/notify with "target": {{"team": "{team_id}"}}'
         cli_line = terminal.expect("-m botcore notify --team")
@@ -171,20 +185,41 @@ def test_a_team_in_the_chat_gets_each_member_their_message_in_their_one_to_one_c
         assert sent.status_code == 202, sent.text
         arrived = sorted(terminal.expect("> Stand-up at 10") for _ in range(3))
         assert arrived == [f"bot (to User {i} of team {name}, one-to-one)> Stand-up at 10" for i in range(3)]
-        assert wait_until(lambda: api(dev_host, "GET", f"notify/{sent.json()['id']}").json() | {"created": None} == {
-            "id": sent.json()["id"], "kind": "notify", "created": None, "state": "done", "targets": 3, "sent": 3,
-            "skipped": 0, "failed": 0, "pending": 0}, timeout=15)
+        assert wait_until(
+            lambda: (
+                api(dev_host, "GET", f"notify/{sent.json()['id']}").json() | {"created": None}
+                == {
+                    "id": sent.json()["id"],
+                    "kind": "notify",
+                    "created": None,
+                    "state": "done",
+                    "targets": 3,
+                    "sent": 3,
+                    "skipped": 0,
+                    "failed": 0,
+                    "pending": 0,
+                }
+            ),
+            timeout=15,
+        )
 
         # The command the banner printed: the same members, in the one-to-one chats the bot stored.
         command = cli_line.removeprefix("--   ").replace(" --text hello", "")
-        subprocess.run([*shlex.split(command), "--text", "Retro at 4"], cwd=str(REPO), env=env, check=True,
-                       timeout=60, capture_output=True)
+        subprocess.run(
+            [*shlex.split(command), "--text", "Retro at 4"],
+            cwd=str(REPO),
+            env=env,
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
         again = sorted(terminal.expect("> Retro at 4") for _ in range(3))
         assert again == [f"bot (to User {i} of team {name}, one-to-one)> Retro at 4" for i in range(3)]
         assert terminal.close() == 0
     finally:
         terminal.process.kill()
     stored = TableClient.from_connection_string(dev_host.storage_connection, "botconversations").query_entities(
-        "tenantId eq 'local-tenant'")  # this module's storage: the team's conversations only
+        "tenantId eq 'local-tenant'"
+    )  # this module's storage: the team's conversations only
     trust = {e["conversationId"]: e["serviceUrlTrust"] for e in stored}
     assert len(trust) == 4 and team_id in trust and set(trust.values()) == {"development"}, trust

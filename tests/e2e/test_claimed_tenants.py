@@ -23,8 +23,14 @@ def _claimant(bot: BotStack, channel: str, victim: str, user: str = "dl-user") -
     """A conversation on a channel whose client writes channelData and conversation.tenantId, claiming the
     victim's tenant both ways; returns its id."""
     cid = f"{channel}-{uuid.uuid4().hex}"
-    activity = bot.activity(cid, "hi", channelId=channel, user=user, conversation={"id": cid, "tenantId": victim},
-                            channelData={"tenant": {"id": victim}})
+    activity = bot.activity(
+        cid,
+        "hi",
+        channelId=channel,
+        user=user,
+        conversation={"id": cid, "tenantId": victim},
+        channelData={"tenant": {"id": victim}},
+    )
     assert bot.post(activity).status_code == 200
     return cid
 
@@ -44,8 +50,9 @@ def _as_stored_before(bot: BotStack, channel: str, cid: str, victim: str) -> str
 def _teams_chat(bot: BotStack, member: dict, tenant_id: str) -> str:
     """A member's one-to-one chat with the bot in Teams; returns its id."""
     chat = f"a:{uuid.uuid4().hex}"
-    activity = bot.activity(chat, "hi", user=member["id"],
-                            conversation={"id": chat, "tenantId": tenant_id, "conversationType": "personal"})
+    activity = bot.activity(
+        chat, "hi", user=member["id"], conversation={"id": chat, "tenantId": tenant_id, "conversationType": "personal"}
+    )
     assert bot.post(activity).status_code == 200
     return chat
 
@@ -96,8 +103,15 @@ def test_a_direct_line_event_naming_a_team_does_not_repoint_it(bot: BotStack) ->
     with FakeConnector() as directline:
         service_url = directline.base_url + "/"
         cid = f"dl-{uuid.uuid4().hex}"
-        event = bot.activity(cid, type="event", name="anything", channelId="directline", serviceUrl=service_url,
-                             conversation={"id": cid}, channelData={"team": {"id": team_id}, "tenant": {"id": victim}})
+        event = bot.activity(
+            cid,
+            type="event",
+            name="anything",
+            channelId="directline",
+            serviceUrl=service_url,
+            conversation={"id": cid},
+            channelData={"team": {"id": team_id}, "tenant": {"id": victim}},
+        )
         assert bot.post(event, token=bot.idp.mint_channel_token(APP_ID, service_url)).status_code == 200
         response = bot.api("POST", "notify", {"text": "team news", "target": {"team": team_id}})
         status_of(bot, response.json()["id"], state="done", targets=3, sent=3)
@@ -115,9 +129,11 @@ def test_index_rows_written_before_channels_counted_are_believed_only_when_they_
     chats = {m["id"]: _teams_chat(bot, m, victim) for m in (genuine, poisoned)}
     hijack = _claimant(bot, "directline", victim, user=poisoned["id"])
     hijack_key = _as_stored_before(bot, "directline", hijack, victim)
-    old_rows = {f"team|{team_id}": conversation_key("msteams", team_id),
-                f"user|{victim}|{genuine['id']}": conversation_key("msteams", chats[genuine["id"]]),
-                f"user|{victim}|{poisoned['id']}": hijack_key}
+    old_rows = {
+        f"team|{team_id}": conversation_key("msteams", team_id),
+        f"user|{victim}|{genuine['id']}": conversation_key("msteams", chats[genuine["id"]]),
+        f"user|{victim}|{poisoned['id']}": hijack_key,
+    }
     with _table(bot, MEMBERS_TABLE) as members:
         for name in (f"team|msteams|{team_id}", *(f"user|msteams|{victim}|{m['id']}" for m in (genuine, poisoned))):
             members.delete_entity(encode_key(name), "i")  # as if written before index names had a channel
@@ -134,7 +150,9 @@ def test_index_rows_written_before_channels_counted_are_believed_only_when_they_
     assert "old rows" not in bot.texts_of(hijack)
 
     with _table(bot, MEMBERS_TABLE) as members:  # the team's old row repointed too
-        members.upsert_entity({"PartitionKey": encode_key(f"team|{team_id}"), "RowKey": "i", "conversation": hijack_key})
+        members.upsert_entity(
+            {"PartitionKey": encode_key(f"team|{team_id}"), "RowKey": "i", "conversation": hijack_key}
+        )
     response = bot.api("POST", "notify", {"text": "repointed", "target": {"team": team_id}})
     status = status_of(bot, response.json()["id"], state="failed")
     assert "not installed in team" in status["error"]

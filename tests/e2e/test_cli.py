@@ -13,6 +13,7 @@ import sys
 import termios
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,15 @@ def cli_env(storage: str) -> dict[str, str]:
 
 
 def cli(bot: BotStack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "botcore", *args], cwd=str(REPO), env=cli_env(bot.storage_connection),
-                          text=True, capture_output=True, timeout=60, check=check)
+    return subprocess.run(
+        [sys.executable, "-m", "botcore", *args],
+        cwd=str(REPO),
+        env=cli_env(bot.storage_connection),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=check,
+    )
 
 
 def lines(result: subprocess.CompletedProcess) -> list[dict]:
@@ -64,26 +72,30 @@ def test_command_line_errors_are_clear(bot: BotStack) -> None:
     bad = cli(bot, "notify", "--text", "x", "--user", "u", "--everyone", check=False)
     assert bad.returncode == 2 and "everyone excludes" in bad.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("BotStorage", "AzureWebJobsStorage")}
-    unset = subprocess.run([sys.executable, "-m", "botcore", "refs"], cwd=str(REPO), env=env, text=True,
-                           capture_output=True, timeout=60)
+    unset = subprocess.run(
+        [sys.executable, "-m", "botcore", "refs"], cwd=str(REPO), env=env, text=True, capture_output=True, timeout=60
+    )
     assert unset.returncode == 2 and "no storage connection" in unset.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["refs"], ["notify", "--everyone", "--text", "hi"], ["survey", "--user", "u"],
-                                  ["status", "some-job"]])
+@pytest.mark.parametrize(
+    "args", [["refs"], ["notify", "--everyone", "--text", "hi"], ["survey", "--user", "u"], ["status", "some-job"]]
+)
 def test_unreachable_storage_is_one_line_with_a_hint(args: list[str]) -> None:
     from devhost.azurite import connection_string
 
     queues, tables = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "BotStorage": connection_string(queues, tables)}
-    result = subprocess.run([sys.executable, "-m", "botcore", *args], cwd=str(REPO), env=env, text=True,
-                            capture_output=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "botcore", *args], cwd=str(REPO), env=env, text=True, capture_output=True, timeout=60
+    )
     assert result.returncode == 1 and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith("error: storage is unavailable (") and line.endswith(
         f"BotStorage points at {tables}/devstoreaccount1 and {queues}/devstoreaccount1: is it running? "
-        "(scripts/run starts Azurite and prints the BotStorage to export)")
+        "(scripts/run starts Azurite and prints the BotStorage to export)"
+    )
 
 
 def test_the_python_example_with_unreachable_storage_fails_in_seconds_in_one_line() -> None:
@@ -92,13 +104,25 @@ def test_the_python_example_with_unreachable_storage_fails_in_seconds_in_one_lin
     queues = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "BotStorage": connection_string(queues, f"http://127.0.0.1:{free_port()}")}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py"), "29:someone", "hello"],
-                            cwd=str(REPO), env=env, text=True, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "notify.py"), "29:someone", "hello"],
+        cwd=str(REPO),
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and result.stdout == "" and time.monotonic() - started < 8
     [line] = result.stderr.splitlines()
-    assert line.startswith("error: storage is unavailable (") and "Connection refused" in line and line.endswith(
-        f"the jobs queue is {queues}/devstoreaccount1/bot-jobs: is scripts/run running? (on other ports, export the "
-        "BotStorage it prints)")
+    assert (
+        line.startswith("error: storage is unavailable (")
+        and "Connection refused" in line
+        and line.endswith(
+            f"the jobs queue is {queues}/devstoreaccount1/bot-jobs: is scripts/run running? "
+            "(on other ports, export the "
+            "BotStorage it prints)"
+        )
+    )
 
 
 def test_status_knows_a_job_the_moment_notify_or_survey_prints_its_id(tmp_path: Path) -> None:
@@ -107,18 +131,39 @@ def test_status_knows_a_job_the_moment_notify_or_survey_prints_its_id(tmp_path: 
 
     with Azurite(tmp_path / "azurite") as azurite:
         BotStack._init_storage({"BotStorage": azurite.connection_string})
-        run = lambda *args: subprocess.run([sys.executable, "-m", "botcore", *args], cwd=str(REPO), text=True,
-                                           env=cli_env(azurite.connection_string), capture_output=True, timeout=60)
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "botcore", *args],
+                cwd=str(REPO),
+                text=True,
+                env=cli_env(azurite.connection_string),
+                capture_output=True,
+                timeout=60,
+            )
+
         [queued] = lines(run("notify", "--everyone", "--text", "hello", "--id", "ops-1"))
         assert json.loads(run("status", queued["id"]).stdout) | {"created": None} == {
-            "id": "ops-1", "kind": "notify", "created": None, "state": "fanning-out",
-            "targets": 0, "sent": 0, "skipped": 0, "failed": 0, "pending": 0}
+            "id": "ops-1",
+            "kind": "notify",
+            "created": None,
+            "state": "fanning-out",
+            "targets": 0,
+            "sent": 0,
+            "skipped": 0,
+            "failed": 0,
+            "pending": 0,
+        }
         [started] = lines(run("survey", "--conversation", "emulator|chat-1"))
         assert json.loads(run("status", started["id"]).stdout)["kind"] == "beginDialog"
         from azure.storage.queue import QueueClient
 
-        queued_jobs = [json.loads(m.content)["id"] for m in QueueClient.from_connection_string(
-            azurite.connection_string, "bot-jobs").peek_messages(max_messages=32)]
+        queued_jobs = [
+            json.loads(m.content)["id"]
+            for m in QueueClient.from_connection_string(azurite.connection_string, "bot-jobs").peek_messages(
+                max_messages=32
+            )
+        ]
         assert queued_jobs == ["ops-1", started["id"]]
 
         again = run("notify", "--everyone", "--text", "hello", "--id", "ops-1")  # a retry: the same job
@@ -141,19 +186,31 @@ def _held_broadcast(bot: BotStack, count: int) -> tuple[str, list[str]]:
 def test_status_follow_on_a_pipe_writes_a_json_line_per_change_until_the_broadcast_ends(bot: BotStack) -> None:
     job_id, cids = _held_broadcast(bot, 4)
     try:
-        follow = Console([sys.executable, "-m", "botcore", "status", job_id, "--follow"], cwd=str(REPO),
-                         env=cli_env(bot.storage_connection))
+        follow = Console(
+            [sys.executable, "-m", "botcore", "status", job_id, "--follow"],
+            cwd=str(REPO),
+            env=cli_env(bot.storage_connection),
+        )
         held = json.loads(follow.expect('"sent": 3', timeout=30))
         assert held["state"] == "sending" and held["pending"] == 1 and held["targets"] == 4
     finally:
         bot.channel.clear_faults()
     done = json.loads(follow.expect('"state": "done"', timeout=40))
-    assert done | {"created": None} == {"id": job_id, "kind": "notify", "created": None, "state": "done",
-                                        "targets": 4, "sent": 4, "skipped": 0, "failed": 0, "pending": 0}
+    assert done | {"created": None} == {
+        "id": job_id,
+        "kind": "notify",
+        "created": None,
+        "state": "done",
+        "targets": 4,
+        "sent": 4,
+        "skipped": 0,
+        "failed": 0,
+        "pending": 0,
+    }
     assert follow.wait(15) == 0
     shown = [json.loads(line) for line in follow.seen]
-    assert all(a != b for a, b in zip(shown, shown[1:])), "a line per change, none repeated"
-    assert all(a["sent"] <= b["sent"] for a, b in zip(shown, shown[1:])) and shown[-1] == done
+    assert all(a != b for a, b in pairwise(shown)), "a line per change, none repeated"
+    assert all(a["sent"] <= b["sent"] for a, b in pairwise(shown)) and shown[-1] == done
 
 
 class Terminal:
@@ -162,8 +219,9 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-        self.process = subprocess.Popen(argv, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=slave,
-                                        stderr=slave)
+        self.process = subprocess.Popen(
+            argv, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+        )
         os.close(slave)
         self._output = bytearray()
         self._reader = threading.Thread(target=self._read, args=(master,), daemon=True)
@@ -190,8 +248,9 @@ class Terminal:
 def test_status_follow_on_a_terminal_draws_a_progress_bar_until_the_broadcast_ends(bot: BotStack) -> None:
     job_id, _ = _held_broadcast(bot, 4)
     try:
-        terminal = Terminal([sys.executable, "-m", "botcore", "status", job_id, "--follow"],
-                            cli_env(bot.storage_connection))
+        terminal = Terminal(
+            [sys.executable, "-m", "botcore", "status", job_id, "--follow"], cli_env(bot.storage_connection)
+        )
         assert wait_until(lambda: "3/4" in terminal.text(), timeout=30), terminal.text()
     finally:
         bot.channel.clear_faults()
@@ -202,17 +261,20 @@ def test_status_follow_on_a_terminal_draws_a_progress_bar_until_the_broadcast_en
     final = frames[-1].splitlines()
     assert final[0].startswith(f"{job_id} done: 100%|")
     # elapsed<time left, and the rate of what settled while it was followed (tqdm turns a slow one round)
-    assert re.search(r"\| 4/4 \[\d\d:\d\d<00:00, +\d+\.\d\d(msg/s|s/msg), sent=4, failed=0, pending=0\]$",
-                     final[0]), final[0]
+    assert re.search(r"\| 4/4 \[\d\d:\d\d<00:00, +\d+\.\d\d(msg/s|s/msg), sent=4, failed=0, pending=0\]$", final[0]), (
+        final[0]
+    )
     assert json.loads(final[-1])["state"] == "done"
 
 
 def test_status_follow_on_a_terminal_without_tqdm_says_so_in_one_line() -> None:
     """The deployed app's requirements do not include tqdm: the bar says what to install, before any storage call."""
     without_tqdm = "import runpy, sys; sys.modules['tqdm'] = None; runpy.run_module('botcore', run_name='__main__')"
-    terminal = Terminal([sys.executable, "-c", without_tqdm, "status", "some-job", "--follow"],
-                        cli_env("UseDevelopmentStorage=true"))
+    terminal = Terminal(
+        [sys.executable, "-c", without_tqdm, "status", "some-job", "--follow"], cli_env("UseDevelopmentStorage=true")
+    )
     assert terminal.wait(30) == 2
     assert terminal.text().splitlines() == [
         "error: --follow draws its progress bar with tqdm, which is not installed: pip install -r "
-        "requirements-dev.txt (or pipe the output for JSON lines)"]
+        "requirements-dev.txt (or pipe the output for JSON lines)"
+    ]

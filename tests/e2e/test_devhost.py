@@ -47,8 +47,9 @@ class Seen:
         return rows
 
     def wait(self, kind: str, predicate, timeout: float = 15.0) -> list[dict]:
-        assert wait_until(lambda: predicate(self.of(kind)), timeout=timeout, interval=0.1), \
+        assert wait_until(lambda: predicate(self.of(kind)), timeout=timeout, interval=0.1), (
             f"timed out waiting for {kind}: {self.of(kind)}"
+        )
         return self.of(kind)
 
 
@@ -57,13 +58,21 @@ def hosted(request, storage_connection_string, tmp_path_factory):
     encoding = request.param
     queue = f"work-{encoding}"
     tmp = tmp_path_factory.mktemp("devhost")
-    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": queue,
-           "TickSchedule": "*/2 * * * * *"}
+    env = {
+        "TestStorage": storage_connection_string,
+        "LocalFunctionKey": KEY,
+        "WorkQueue": queue,
+        "TickSchedule": "*/2 * * * * *",
+    }
     host = HostProcess(make_app(tmp, encoding), env, tmp / "host.log")
     try:
-        yield host, encoding, QueueClient.from_connection_string(storage_connection_string, queue), \
-            QueueClient.from_connection_string(storage_connection_string, f"{queue}-poison"), \
-            Seen(storage_connection_string)
+        yield (
+            host,
+            encoding,
+            QueueClient.from_connection_string(storage_connection_string, queue),
+            QueueClient.from_connection_string(storage_connection_string, f"{queue}-poison"),
+            Seen(storage_connection_string),
+        )
     finally:
         host.stop()
 
@@ -113,8 +122,9 @@ def test_failing_message_is_retried_then_lands_in_poison(hosted) -> None:
     sent = queue.send_message(encode("fail-me", encoding))
     rows = seen.wait("work", lambda rows: len([r for r in rows if r["id"] == sent.id]) >= 3)
     assert sorted(r["dequeue_count"] for r in rows if r["id"] == sent.id) == [1, 2, 3]
-    assert wait_until(lambda: encode("fail-me", encoding) in [m.content for m in poison.peek_messages(32)],
-                      timeout=10), "the original message body goes to the poison queue"
+    assert wait_until(
+        lambda: encode("fail-me", encoding) in [m.content for m in poison.peek_messages(32)], timeout=10
+    ), "the original message body goes to the poison queue"
 
 
 def test_undecodable_base64_goes_straight_to_poison(hosted) -> None:
@@ -136,8 +146,12 @@ def test_timer_runs_on_startup_and_on_its_schedule(hosted) -> None:
 @pytest.mark.slow
 def test_ctrl_c_loses_no_queue_message(storage_connection_string, tmp_path) -> None:
     queue_name = "work-shutdown"
-    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": queue_name,
-           "TickSchedule": "0 0 0 1 1 *"}
+    env = {
+        "TestStorage": storage_connection_string,
+        "LocalFunctionKey": KEY,
+        "WorkQueue": queue_name,
+        "TickSchedule": "0 0 0 1 1 *",
+    }
     host = HostProcess(make_app(tmp_path, "none"), env, tmp_path / "host.log")
     queue = QueueClient.from_connection_string(storage_connection_string, queue_name)
     seen = Seen(storage_connection_string)
@@ -183,8 +197,11 @@ def test_the_host_log_writes_lines_in_bursts_and_warnings_at_once(tmp_path) -> N
 def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connection_string, tmp_path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("the banner's request is a curl command")
-    env = {"BotStorage": storage_connection_string, "AzureWebJobsStorage": storage_connection_string,
-           "LocalFunctionKey": "banner-key"}
+    env = {
+        "BotStorage": storage_connection_string,
+        "AzureWebJobsStorage": storage_connection_string,
+        "LocalFunctionKey": "banner-key",
+    }
     BotStack._init_storage(env)
     host = HostProcess(REPO, env, tmp_path / "host.log")
     try:
@@ -192,11 +209,13 @@ def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connecti
         banner = host.log()
         runner = "Microsoft's Python worker library" if sys.version_info >= (3, 13) else "the host's own loader"
         assert f"Functions, run through {runner} (" in banner
-        assert "Function key: banner-key (LocalFunctionKey), sent as ?code=<key> or the x-functions-key header" \
-            in banner
+        assert (
+            "Function key: banner-key (LocalFunctionKey), sent as ?code=<key> or the x-functions-key header" in banner
+        )
         [request] = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
-        assert request.startswith(f"curl -X POST http://localhost:{host.port}/api/notify -H 'x-functions-key: "
-                                  "banner-key'")
+        assert request.startswith(
+            f"curl -X POST http://localhost:{host.port}/api/notify -H 'x-functions-key: banner-key'"
+        )
         pasted = subprocess.run(request, shell=True, capture_output=True, text=True, timeout=30)
         assert json.loads(pasted.stdout)["status"].startswith("/api/notify/"), pasted
         assert f"-m devhost chat --bot http://localhost:{host.port}/api/messages\n" in banner
@@ -206,25 +225,38 @@ def test_the_banner_names_the_key_and_a_notify_request_to_paste(storage_connecti
 
 
 @pytest.mark.slow
-def test_without_local_function_key_the_banner_shows_the_key_made_for_the_run(storage_connection_string,
-                                                                              tmp_path) -> None:
-    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": "", "WorkQueue": "work-key",
-           "TickSchedule": "0 0 0 1 1 *"}
+def test_without_local_function_key_the_banner_shows_the_key_made_for_the_run(
+    storage_connection_string, tmp_path
+) -> None:
+    env = {
+        "TestStorage": storage_connection_string,
+        "LocalFunctionKey": "",
+        "WorkQueue": "work-key",
+        "TickSchedule": "0 0 0 1 1 *",
+    }
     host = HostProcess(make_app(tmp_path, "none"), env, tmp_path / "host.log")
     try:
         assert wait_until(lambda: "Function key: " in host.log())
         [line] = [line for line in host.log().splitlines() if line.startswith("Function key: ")]
         key = line.split()[2]
-        assert line == (f"Function key: {key} (made for this run: set LocalFunctionKey in local.settings.json to "
-                        "keep one), sent as ?code=<key> or the x-functions-key header")
+        assert line == (
+            f"Function key: {key} (made for this run: set LocalFunctionKey in local.settings.json to "
+            "keep one), sent as ?code=<key> or the x-functions-key header"
+        )
         assert httpx.get(f"{host.base_url}/api/secret?code={key}").text == "the secret"
     finally:
         host.stop()
 
 
 def devhost(*args: str, env: dict[str, str], app_dir: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "devhost", "--app-dir", str(app_dir), *args], cwd=str(REPO),
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "devhost", "--app-dir", str(app_dir), *args],
+        cwd=str(REPO),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_port_in_use_is_one_line_naming_it_and_the_flag(storage_connection_string, tmp_path) -> None:
@@ -232,23 +264,34 @@ def test_a_port_in_use_is_one_line_naming_it_and_the_flag(storage_connection_str
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": "work-port",
-               "TickSchedule": "0 0 0 1 1 *"}
+        env = {
+            "TestStorage": storage_connection_string,
+            "LocalFunctionKey": KEY,
+            "WorkQueue": "work-port",
+            "TickSchedule": "0 0 0 1 1 *",
+        }
         result = devhost("start", "--port", str(port), env=env, app_dir=make_app(tmp_path, "none"))
     assert result.returncode == 2
     [line] = (result.stdout + result.stderr).strip().splitlines()
-    assert line.endswith(f"ERROR devhost: cannot start: port {port} is in use (another host?): choose another "
-                         "port with --port")
+    assert line.endswith(
+        f"ERROR devhost: cannot start: port {port} is in use (another host?): choose another port with --port"
+    )
 
 
 def test_a_queue_lease_that_is_no_whole_number_of_seconds_is_one_line(storage_connection_string, tmp_path) -> None:
-    env = {"TestStorage": storage_connection_string, "LocalFunctionKey": KEY, "WorkQueue": "work-lease",
-           "TickSchedule": "0 0 0 1 1 *", "LocalQueueLeaseSeconds": "0.5"}
+    env = {
+        "TestStorage": storage_connection_string,
+        "LocalFunctionKey": KEY,
+        "WorkQueue": "work-lease",
+        "TickSchedule": "0 0 0 1 1 *",
+        "LocalQueueLeaseSeconds": "0.5",
+    }
     result = devhost("start", "--port", str(free_port()), env=env, app_dir=make_app(tmp_path, "none"))
     assert result.returncode == 2
     [line] = (result.stdout + result.stderr).strip().splitlines()
-    assert line.endswith("ERROR devhost: cannot start: LocalQueueLeaseSeconds must be a whole number of seconds, at "
-                         "least 3, not '0.5'")
+    assert line.endswith(
+        "ERROR devhost: cannot start: LocalQueueLeaseSeconds must be a whole number of seconds, at least 3, not '0.5'"
+    )
 
 
 def test_unreachable_storage_is_one_line_naming_the_endpoint(tmp_path) -> None:
@@ -259,8 +302,10 @@ def test_unreachable_storage_is_one_line_naming_the_endpoint(tmp_path) -> None:
     started = devhost("start", "--port", str(free_port()), env=storage)
     assert started.returncode == 2
     [line] = (started.stdout + started.stderr).strip().splitlines()
-    assert line.endswith(f"ERROR devhost: cannot start: cannot reach storage at {dead} (setting BotStorage) for "
-                         "queue bot-jobs: is Azurite running? scripts/run starts it")
+    assert line.endswith(
+        f"ERROR devhost: cannot start: cannot reach storage at {dead} (setting BotStorage) for "
+        "queue bot-jobs: is Azurite running? scripts/run starts it"
+    )
     init = devhost("init-storage", env=storage)
     assert init.returncode == 1
     [line] = (init.stdout + init.stderr).strip().splitlines()

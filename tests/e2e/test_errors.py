@@ -6,7 +6,7 @@ status and code the README lists for it."""
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -42,19 +42,35 @@ CASES: dict[str, tuple[Callable[[BotStack], httpx.Response], int, str]] = {
     "a wrong key": (lambda bot: _notify(bot, key="wrong"), 401, "Unauthorized"),
     "past FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": (
         lambda bot: _raw(bot, "POST", "/api/messages", b"x" * 2_000_000, **{"Content-Type": "application/json"}),
-        413, "PayloadTooLarge"),
+        413,
+        "PayloadTooLarge",
+    ),
     # the app's
     "not JSON": (lambda bot: bot.api_raw("POST", "notify", "{not json"), 400, "BadRequest"),
-    "no token": (lambda bot: _raw(bot, "POST", "/api/messages", b"{}", **{"Content-Type": "application/json"}),
-                 401, "Unauthorized"),
+    "no token": (
+        lambda bot: _raw(bot, "POST", "/api/messages", b"{}", **{"Content-Type": "application/json"}),
+        401,
+        "Unauthorized",
+    ),
     "no such job": (lambda bot: bot.api("GET", f"notify/{uuid.uuid4().hex}"), 404, "NotFound"),
     "an id used for other work": (_conflict, 409, "Conflict"),
-    "past BotMaxBodyBytes": (lambda bot: bot.post(None, raw=b'{"x": "' + b"y" * 300_000 + b'"}'),
-                             413, "PayloadTooLarge"),
-    "not application/json": (lambda bot: _raw(bot, "POST", "/api/notify", b"{}", **{
-        "Content-Type": "text/plain", "x-functions-key": "stack-key"}), 415, "UnsupportedMediaType"),
-    "an invoke activity": (lambda bot: bot.post(bot.activity(f"19:{uuid.uuid4().hex}", type="invoke", name="x")),
-                           501, "NotImplemented"),
+    "past BotMaxBodyBytes": (
+        lambda bot: bot.post(None, raw=b'{"x": "' + b"y" * 300_000 + b'"}'),
+        413,
+        "PayloadTooLarge",
+    ),
+    "not application/json": (
+        lambda bot: _raw(
+            bot, "POST", "/api/notify", b"{}", **{"Content-Type": "text/plain", "x-functions-key": "stack-key"}
+        ),
+        415,
+        "UnsupportedMediaType",
+    ),
+    "an invoke activity": (
+        lambda bot: bot.post(bot.activity(f"19:{uuid.uuid4().hex}", type="invoke", name="x")),
+        501,
+        "NotImplemented",
+    ),
 }
 
 

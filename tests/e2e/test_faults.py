@@ -34,13 +34,17 @@ def broadcast(bot: BotStack, group: str, text: str) -> str:
 
 def deliveries(bot: BotStack, cids: list[str], text: str) -> Counter:
     wanted = set(cids)
-    return Counter(r.conversation_id for r in bot.channel.activities()
-                   if r.conversation_id in wanted and r.body.get("text") == text)
+    return Counter(
+        r.conversation_id
+        for r in bot.channel.activities()
+        if r.conversation_id in wanted and r.body.get("text") == text
+    )
 
 
 def wait_all_delivered(bot: BotStack, cids: list[str], text: str, timeout: float) -> Counter:
-    assert bot.channel.wait_for(lambda c: len(deliveries(bot, cids, text)) == len(cids), timeout=timeout), \
+    assert bot.channel.wait_for(lambda c: len(deliveries(bot, cids, text)) == len(cids), timeout=timeout), (
         f"{len(deliveries(bot, cids, text))} of {len(cids)} delivered\n{bot.host.log()[-3000:]}"
+    )
     return deliveries(bot, cids, text)
 
 
@@ -79,8 +83,11 @@ def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack, tenant
     delivered = deliveries(bot, cids, "through faults")
     assert len(delivered) == 197 and set(delivered.values()) == {1}  # none twice
     assert not set(refused) & set(delivered)
-    assert not [r for r in bot.channel.requests + bot.channel.faulted if r.conversation_id == retired
-                and (r.body or {}).get("text") == "through faults"]
+    assert not [
+        r
+        for r in bot.channel.requests + bot.channel.faulted
+        if r.conversation_id == retired and (r.body or {}).get("text") == "through faults"
+    ]
     for r in bot.channel.faulted:  # every fault was followed by at most one delivery, after it
         later = [d for d in bot.channel.activities(r.conversation_id) if d.body.get("text") == "through faults"]
         assert len(later) <= 1 and all(d.at > r.at for d in later)
@@ -91,6 +98,7 @@ def test_a_broadcast_through_every_kind_of_connector_fault(bot: BotStack, tenant
 
 
 # ---- storage and host failures, on a storage account of their own -------------------------
+
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
@@ -171,7 +179,9 @@ def test_storage_hanging_then_a_host_killed_resends_at_most_the_unrecorded(own: 
     own.azurite.freeze()
     try:
         frozen_at = len(deliveries(own, cids, "hung"))
-        assert wait_until(lambda: "the batch stops (StorageStalledError" in own.host.log(), timeout=STORAGE_TIMEOUT + 10)
+        assert wait_until(
+            lambda: "the batch stops (StorageStalledError" in own.host.log(), timeout=STORAGE_TIMEOUT + 10
+        )
         sent_while_hung = len(deliveries(own, cids, "hung")) - frozen_at
         os.kill(own.host.process.pid, signal.SIGKILL)
         own.host.stop()

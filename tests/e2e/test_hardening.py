@@ -47,8 +47,10 @@ def test_stored_references_that_do_not_fit_a_send_batch_are_cut_or_fail_alone(bo
     seeded = bot.seed(20, tenant_id=tenant)
     oversized, hopeless = bot.seed(2, tenant_id=tenant)
     table = TableClient.from_connection_string(bot.storage_connection, CONVERSATIONS_TABLE)
-    for cid, accounts, change in ((oversized, ["user"], {"name": _cjk(30_000)}),
-                                  (hopeless, ["user", "bot"], {"id": _cjk(4000)})):
+    for cid, accounts, change in (
+        (oversized, ["user"], {"name": _cjk(30_000)}),
+        (hopeless, ["user", "bot"], {"id": _cjk(4000)}),
+    ):
         entity = table.get_entity(bot.key(cid), "c")
         reference = json.loads(entity["ref"])
         for account in accounts:  # 90 KB of name, or 24 KB of ids: more than a send batch may carry
@@ -112,20 +114,26 @@ def test_reminders_and_notifications_never_share_an_id_silently(bot: BotStack) -
     [cid] = bot.seed(1)
     target = {"conversation": bot.key(cid)}
     shared = uuid.uuid4().hex
-    assert bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target,
-                                         "inSeconds": 3600}).status_code == 201
+    assert (
+        bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target, "inSeconds": 3600}).status_code
+        == 201
+    )
     clash = bot.api("POST", "notify", {"id": shared, "text": "now", "target": target})
     assert clash.status_code == 409 and shared in clash.json()["error"]["message"]
-    assert bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target,
-                                         "inSeconds": 7200}).status_code == 409
+    assert (
+        bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target, "inSeconds": 7200}).status_code
+        == 409
+    )
     retried = bot.api("POST", "reminders", {"id": shared, "text": "later", "target": target, "inSeconds": 3600})
     assert retried.status_code == 201  # the same request again: the first answer
     assert bot.api("GET", f"notify/{shared}").json()["state"] == "scheduled"
     notified = uuid.uuid4().hex
     assert bot.api("POST", "notify", {"id": notified, "text": "now", "target": target}).status_code == 202
     status_of(bot, notified, state="done", sent=1)
-    assert bot.api("POST", "reminders", {"id": notified, "text": "x", "target": target,
-                                         "inSeconds": 60}).status_code == 409
+    assert (
+        bot.api("POST", "reminders", {"id": notified, "text": "x", "target": target, "inSeconds": 60}).status_code
+        == 409
+    )
 
 
 def test_a_queued_job_reusing_an_id_for_other_work_is_poisoned_with_the_reason(bot: BotStack) -> None:
@@ -149,8 +157,10 @@ def test_text_the_queue_cannot_carry_is_refused_or_carried(bot: BotStack) -> Non
     target = {"conversation": bot.key(cid)}
     surrogate = bot.api_raw("POST", "notify", '{"text": "a\\ud800b", "target": ' + json.dumps(target) + "}")
     assert surrogate.status_code == 400
-    for body in ({"text": "🙂" * 28_000, "target": target},
-                 {"attachments": [{"contentType": "text/plain", "content": "x" * 40}] * 2000, "target": target}):
+    for body in (
+        {"text": "🙂" * 28_000, "target": target},
+        {"attachments": [{"contentType": "text/plain", "content": "x" * 40}] * 2000, "target": target},
+    ):
         too_big = bot.api("POST", "notify", body)
         assert too_big.status_code == 413 and "65536" in too_big.json()["error"]["message"], too_big.text
     odd = bot.api("POST", "notify", {"text": "odd \ufffe \x01 text", "target": target})
@@ -217,8 +227,10 @@ def test_the_local_host_refuses_huge_bodies_before_reading_them(bot: BotStack) -
     def post(chunked: bool) -> None:
         with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
             length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {90 * 1024 * 1024}"
-            conn.sendall(f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: application/json\r\n"
-                         f"{length}\r\n\r\n".encode())
+            conn.sendall(
+                f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: application/json\r\n"
+                f"{length}\r\n\r\n".encode()
+            )
             chunk = b"x" * 65536
             try:
                 for _ in range(90 * 16):  # 90 MB, unless the host answers and closes first
@@ -282,7 +294,7 @@ def test_an_emulator_token_vouches_for_no_service_url(bot: BotStack, tenant) -> 
         response = bot.post(activity, token=bot.idp.mint_emulator_token(APP_ID, version=version))
         assert response.status_code == 200
         assert bot.conversation_entity(cid)["serviceUrlTrust"] == "emulator"
-        assert wait_until(lambda: "came with an Emulator token" in bot.host.log().split(cid, 1)[-1])
+        assert wait_until(lambda cid=cid: "came with an Emulator token" in bot.host.log().split(cid, 1)[-1])
     job_id = bot.api("POST", "notify", {"text": "to all", "target": {"tenantId": tenant}}).json()["id"]
     status_of(bot, job_id, state="done", targets=2, sent=0, failed=2)
     log = bot.host.log()
@@ -294,23 +306,29 @@ def test_in_production_a_loopback_emulator_gets_the_token_only_when_listed(tmp_p
     """The stack runs in Production: an Emulator on the bot's own machine (127.0.0.1) gets no reply, and so
     not the bot's token, unless its host is listed in BotEmulatorServiceHosts (here: localhost only)."""
     from devhost.channel import FakeConnector
-    from tests.botstack import APP_ID
+    from tests.botstack import APP_ID, stack_of_its_own
 
-    from tests.botstack import stack_of_its_own
-
-    with stack_of_its_own(tmp_path_factory.mktemp("emulator-bot"),
-                          extra_env={"BotEmulatorServiceHosts": "localhost"}) as stack, FakeConnector() as emulator:
+    with (
+        stack_of_its_own(
+            tmp_path_factory.mktemp("emulator-bot"), extra_env={"BotEmulatorServiceHosts": "localhost"}
+        ) as stack,
+        FakeConnector() as emulator,
+    ):
         for host in ("127.0.0.1", "localhost"):
             cid = f"emu-{uuid.uuid4().hex}"
-            activity = stack.activity(cid, "help", channelId="emulator", conversation={"id": cid},
-                                      serviceUrl=emulator.base_url.replace("127.0.0.1", host) + "/")
+            activity = stack.activity(
+                cid,
+                "help",
+                channelId="emulator",
+                conversation={"id": cid},
+                serviceUrl=emulator.base_url.replace("127.0.0.1", host) + "/",
+            )
             assert stack.post(activity, token=stack.idp.mint_emulator_token(APP_ID)).status_code == 200
             if host == "127.0.0.1":
-                assert wait_until(lambda: "came with an Emulator token" in stack.host.log().split(cid, 1)[-1])
+                assert wait_until(lambda cid=cid: "came with an Emulator token" in stack.host.log().split(cid, 1)[-1])
                 assert emulator.requests == []
         assert emulator.wait_for(lambda c: len(c.activities(cid)) >= 1)
-        assert all(stack.idp.is_valid_access_token(r.authorization.removeprefix("Bearer "))
-                   for r in emulator.requests)
+        assert all(stack.idp.is_valid_access_token(r.authorization.removeprefix("Bearer ")) for r in emulator.requests)
 
 
 def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: BotStack) -> None:
@@ -319,11 +337,18 @@ def test_a_send_batch_cannot_send_the_token_where_the_bot_never_verified(bot: Bo
     [cid] = bot.seed(1)
     job_id = bot.api("POST", "notify", {"text": "real", "target": {"conversation": bot.key(cid)}}).json()["id"]
     status_of(bot, job_id, state="done", sent=1)
-    forged = {"channelId": "msteams", "serviceUrl": EVIL, "serviceUrlTrust": "token",
-              "conversation": {"id": "victim"}, "user": {"id": "29:u"}, "bot": {"id": "28:b"}}
+    forged = {
+        "channelId": "msteams",
+        "serviceUrl": EVIL,
+        "serviceUrlTrust": "token",
+        "conversation": {"id": "victim"},
+        "user": {"id": "29:u"},
+        "bot": {"id": "28:b"},
+    }
     message_id = bot.enqueue(json.dumps({"job": job_id, "items": [["msteams|victim", forged]]}), queue="bot-sends")
-    assert wait_until(lambda: f"send batch {message_id} (dequeue count 1): sent 0, gone 0, failed 1" in bot.host.log(),
-                      timeout=15), bot.host.log()[-2000:]
+    assert wait_until(
+        lambda: f"send batch {message_id} (dequeue count 1): sent 0, gone 0, failed 1" in bot.host.log(), timeout=15
+    ), bot.host.log()[-2000:]
     log = bot.host.log()
     assert "evil.invalid was never verified by a channel token" in log
     assert "ConnectError" not in log.split(message_id, 1)[1]
@@ -339,8 +364,8 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
     import re
 
     from botcore.delivery.batches import pack
-    from botcore.protocol.http import close_http_client
     from botcore.jobs import Target, new_job
+    from botcore.protocol.http import close_http_client
     from botcore.settings import MAX_DEQUEUE_COUNT, get_settings
     from botcore.storage import StorageUnavailableError, close_storage_clients
     from botcore.worker import handle_job_message, handle_send_message
@@ -348,8 +373,10 @@ async def test_jobs_that_fail_on_the_hosts_last_attempt_end_their_status(bot: Bo
     cids = await asyncio.to_thread(bot.seed, 3, tenant_id=tenant)
     for name, value in bot.env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("BotStorage", re.sub(r"QueueEndpoint=[^;]+", "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1",
-                                            bot.storage_connection))
+    monkeypatch.setenv(
+        "BotStorage",
+        re.sub(r"QueueEndpoint=[^;]+", "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1", bot.storage_connection),
+    )
     get_settings.cache_clear()
     job = new_job("notify", Target(tenant_id=tenant), text="never")
     try:

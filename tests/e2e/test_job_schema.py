@@ -50,8 +50,10 @@ INVALID = [
     {"kind": "notify", "id": "x" * 201, "created": BASE["created"], **ONE, **TEXT},
     {"kind": "notify", **BASE, **ONE, "text": "x" * 28001},
     # ids stand as they are in /api/notify/{id}: no character a URL would change or cut there
-    *({"kind": "notify", "id": bad, "created": BASE["created"], **ONE, **TEXT}
-      for bad in ("a/b", ".", "..", "x?y", "x#y", "a b", "50%", "é", "a\nb")),
+    *(
+        {"kind": "notify", "id": bad, "created": BASE["created"], **ONE, **TEXT}
+        for bad in ("a/b", ".", "..", "x?y", "x#y", "a b", "50%", "é", "a\nb")
+    ),
     {"kind": "delete", **BASE, "target": {"everyone": True}, "notification": "a/b"},
     {"kind": "update", **BASE, "target": {"everyone": True}, **TEXT, "notification": ".."},
     {"kind": "broadcast", **BASE, **ONE, **TEXT},
@@ -92,8 +94,9 @@ def test_the_cli_example_sends_a_valid_job(tmp_path: Path) -> None:
     fake_az.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     fake_az.chmod(fake_az.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    subprocess.run([str(REPO / "examples" / "notify.sh"), "mystorage", "Maintenance at 18:00"],
-                   env=env, check=True, timeout=30)
+    subprocess.run(
+        [str(REPO / "examples" / "notify.sh"), "mystorage", "Maintenance at 18:00"], env=env, check=True, timeout=30
+    )
     args = json.loads(record.read_text())
     assert args[:2] == ["storage", "message"] and args[args.index("--queue-name") + 1] == "bot-jobs"
     job = json.loads(args[args.index("--content") + 1])
@@ -105,21 +108,38 @@ def test_the_python_example_notifies_a_user_and_prints_how_to_follow_the_job(bot
     user = "29:example-user"
     [cid] = bot.seed(1, user_id=user, tenant_id="example-tenant")
     env = {**os.environ, "BotStorage": bot.storage_connection}
-    done = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py"), user, "Your report is ready"],
-                          env=env, check=True, timeout=60, capture_output=True, text=True, cwd=str(REPO))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "notify.py"), user, "Your report is ready"],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+    )
     assert bot.wait_texts(cid, 1) == ["Your report is ready"]
     queued, status = done.stdout.splitlines()
     job_id = queued.removeprefix("queued notification ").removesuffix(f" to {user}")
-    assert status == f"its status, once the bot has taken it: {os.path.relpath(sys.executable, REPO)} -m botcore status " \
-        f"{job_id}"  # the Python that ran it, as typed in the repository
+    assert (
+        status == f"its status, once the bot has taken it: {os.path.relpath(sys.executable, REPO)} -m botcore status "
+        f"{job_id}"
+    )  # the Python that ran it, as typed in the repository
     command = status.split(": ", 1)[1]
-    assert wait_until(lambda: '"state": "done"' in subprocess.run(
-        command.split(), env=env, cwd=str(REPO), capture_output=True, text=True, timeout=60).stdout, timeout=15)
+    assert wait_until(
+        lambda: (
+            '"state": "done"'
+            in subprocess.run(
+                command.split(), env=env, cwd=str(REPO), capture_output=True, text=True, timeout=60
+            ).stdout
+        ),
+        timeout=15,
+    )
 
 
 def test_the_python_example_explains_itself_without_arguments() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "examples" / "notify.py")], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "notify.py")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1 and done.stderr.startswith("usage:") and "<user id> <text>" in done.stderr
     assert "(the chat, python -m devhost chat, prints yours)" in done.stderr
     assert "Traceback" not in done.stderr

@@ -14,8 +14,14 @@ from tests.hostproc import REPO
 
 
 def _cli_status(bot: BotStack, job_id: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "botcore", "status", job_id], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "BotStorage": bot.storage_connection})
+    done = subprocess.run(
+        [sys.executable, "-m", "botcore", "status", job_id],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "BotStorage": bot.storage_connection},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -28,8 +34,9 @@ def test_every_kind_of_job_answers_its_status_by_id(bot: BotStack, tenant: str) 
     broadcast = new_job("broadcast", Target(tenant_id=group), text="all")
     bot.enqueue(broadcast.to_json())
     status_of(bot, broadcast.id, kind="broadcast", state="done", targets=2, sent=2)
-    reminder = bot.api("POST", "reminders", {"text": "later", "target": {"conversation": bot.key(cids[1])},
-                                             "inSeconds": 3600}).json()["id"]
+    reminder = bot.api(
+        "POST", "reminders", {"text": "later", "target": {"conversation": bot.key(cids[1])}, "inSeconds": 3600}
+    ).json()["id"]
     status_of(bot, reminder, kind="reminder", state="scheduled")
     survey = new_job("beginDialog", Target(conversation=bot.key(cids[1])), dialog="survey")
     bot.enqueue(survey.to_json())
@@ -56,8 +63,9 @@ def test_a_target_that_matches_nobody_says_so_in_the_status_and_the_log(bot: Bot
     job_id = bot.api("POST", "notify", {"text": "hello?", "target": {"userId": nobody}}).json()["id"]
     status = status_of(bot, job_id, state="done", targets=0)
     assert nobody in status["warning"] and "matches" in status["warning"]
-    assert wait_until(lambda: f"WARNING botcore.delivery.plan: job {job_id}: no stored conversation matches" in
-                      bot.host.log())
+    assert wait_until(
+        lambda: f"WARNING botcore.delivery.plan: job {job_id}: no stored conversation matches" in bot.host.log()
+    )
     key = bot.key(f"typo-{uuid.uuid4().hex}")
     job_id = bot.api("POST", "notify", {"text": "hello?", "target": {"conversation": key}}).json()["id"]
     status = status_of(bot, job_id, state="done", skipped=1)

@@ -54,7 +54,9 @@ def _bad_tokens(bot: BotStack) -> dict[str, str | None]:
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "expired", "wrong audience", "wrong serviceurl", "unknown issuer", "garbage"])
+@pytest.mark.parametrize(
+    "case", ["missing", "expired", "wrong audience", "wrong serviceurl", "unknown issuer", "garbage"]
+)
 def test_bad_tokens_get_401_and_nothing_is_stored_or_sent(bot: BotStack, conversation_id, case) -> None:
     token = _bad_tokens(bot)[case]
     headers = {"Authorization": None} if token is None else {"Authorization": f"Bearer {token}"}
@@ -65,14 +67,17 @@ def test_bad_tokens_get_401_and_nothing_is_stored_or_sent(bot: BotStack, convers
     assert token is None or token not in bot.host.log()
 
 
-@pytest.mark.parametrize("raw, content_type, status", [
-    (b"{not json", "application/json", 400),
-    (b"[]", "application/json", 400),
-    (b'{"type": "message"}', "application/json", 400),
-    (b'{"a": 1}', "text/plain", 415),
-    (b'{"x": "' + b"y" * 300_000 + b'"}', "application/json", 413),
-    (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
-])
+@pytest.mark.parametrize(
+    "raw, content_type, status",
+    [
+        (b"{not json", "application/json", 400),
+        (b"[]", "application/json", 400),
+        (b'{"type": "message"}', "application/json", 400),
+        (b'{"a": 1}', "text/plain", 415),
+        (b'{"x": "' + b"y" * 300_000 + b'"}', "application/json", 413),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
+    ],
+)
 def test_malformed_requests_get_a_clear_4xx(bot: BotStack, raw, content_type, status) -> None:
     response = bot.post(None, raw=raw, headers={"Content-Type": content_type})
     assert response.status_code == status
@@ -80,11 +85,11 @@ def test_malformed_requests_get_a_clear_4xx(bot: BotStack, raw, content_type, st
 
 
 def test_many_turns_cost_one_token_fetch_and_one_key_fetch(bot: BotStack, conversation_id) -> None:
-    for i in range(5):
+    for _ in range(5):
         assert bot.say(conversation_id, "help").status_code == 200
     bot.wait_texts(conversation_id, 6)
     start_token, start_jwks = bot.idp.count("token"), bot.idp.count("jwks:channel")
-    for i in range(20):
+    for _ in range(20):
         assert bot.say(conversation_id, "help").status_code == 200
     bot.wait_texts(conversation_id, 26)
     assert bot.idp.count("token") == start_token and bot.idp.count("jwks:channel") == start_jwks
@@ -115,11 +120,16 @@ async def test_a_malformed_setting_is_a_clear_configuration_error_in_the_log(mon
     monkeypatch.setenv("BotSendConcurrency", "lots")
     get_settings.cache_clear()
     try:
-        response = await handle_messages({"Content-Type": "application/json", "Authorization": "Bearer x"}, b"{}",
-                                         invocation_id="7d1e")
+        response = await handle_messages(
+            {"Content-Type": "application/json", "Authorization": "Bearer x"}, b"{}", invocation_id="7d1e"
+        )
     finally:
         get_settings.cache_clear()
     assert response.status == 500 and response.body["error"] == {
-        "code": "BotMisconfigured", "message": "the bot is misconfigured; its log names the setting to fix"}
-    assert "handle_messages (invocation 7d1e): ConfigurationError: BotSendConcurrency must be a number, not 'lots'" \
+        "code": "BotMisconfigured",
+        "message": "the bot is misconfigured; its log names the setting to fix",
+    }
+    assert (
+        "handle_messages (invocation 7d1e): ConfigurationError: BotSendConcurrency must be a number, not 'lots'"
         in caplog.text
+    )

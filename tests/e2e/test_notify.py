@@ -18,24 +18,36 @@ from tests.botstack import BotStack, stack_of_its_own, status_of, wait_until
 
 def test_notify_one_conversation_over_http(bot: BotStack) -> None:
     [cid] = bot.seed(1)
-    response = bot.api("POST", "notify", {"text": "Hello, this is a notification",
-                                          "target": {"conversation": bot.key(cid)}})
+    response = bot.api(
+        "POST", "notify", {"text": "Hello, this is a notification", "target": {"conversation": bot.key(cid)}}
+    )
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     assert bot.wait_texts(cid, 1) == ["Hello, this is a notification"]
     assert bot.channel.activities(cid)[0].operation == "send"
     assert status_of(bot, job_id, state="done") | {"created": None} == {
-        "id": job_id, "kind": "notify", "created": None, "state": "done",
-        "targets": 1, "sent": 1, "skipped": 0, "failed": 0, "pending": 0}
+        "id": job_id,
+        "kind": "notify",
+        "created": None,
+        "state": "done",
+        "targets": 1,
+        "sent": 1,
+        "skipped": 0,
+        "failed": 0,
+        "pending": 0,
+    }
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    ({"text": "hi"}, 400, "target is required"),
-    ({"target": {"everyone": True}}, 400, "needs text or attachments"),
-    ({"text": "hi", "target": {"everyone": True, "userId": "u"}}, 400, "excludes"),
-    ({"text": "hi", "target": {"planet": "mars"}}, 400, "unknown fields"),
-    ([1, 2], 400, "JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        ({"text": "hi"}, 400, "target is required"),
+        ({"target": {"everyone": True}}, 400, "needs text or attachments"),
+        ({"text": "hi", "target": {"everyone": True, "userId": "u"}}, 400, "excludes"),
+        ({"text": "hi", "target": {"planet": "mars"}}, 400, "unknown fields"),
+        ([1, 2], 400, "JSON object"),
+    ],
+)
 def test_notify_refuses_bad_requests_with_the_reason(bot: BotStack, body, status, reason) -> None:
     response = bot.api("POST", "notify", body)
     assert response.status_code == status and reason in response.json()["error"]["message"]
@@ -125,7 +137,9 @@ def test_a_send_batch_enqueued_again_sends_nothing_twice(bot: BotStack, tenant) 
     ids = [bot.enqueue(m, queue="bot-sends") for m in again]
 
     def reports() -> list[str]:
-        return [m.group(1) for i in ids if (m := re.search(rf"send batch {i} \(dequeue count 1\): (.*)", bot.host.log()))]
+        return [
+            m.group(1) for i in ids if (m := re.search(rf"send batch {i} \(dequeue count 1\): (.*)", bot.host.log()))
+        ]
 
     assert wait_until(lambda: len(reports()) == 2, timeout=15)
     assert [r.rsplit("already done ", 1)[1] for r in reports()] == [str(BATCH_KEYS), "10"]
@@ -150,7 +164,9 @@ def test_a_send_batch_with_a_broken_reference_goes_to_poison_and_sends_nothing(b
 
     good = bot.seed(1)[0]
     broken = '{"channelId":"msteams","conversation":{"id":"x"}}'  # no serviceUrl
-    [(message, _)] = pack(uuid.uuid4().hex, [(bot.key(good), bot.conversation_entity(good, raw=True)["ref"]), ("k", broken)])
+    [(message, _)] = pack(
+        uuid.uuid4().hex, [(bot.key(good), bot.conversation_entity(good, raw=True)["ref"]), ("k", broken)]
+    )
     message_id = bot.enqueue(message, queue="bot-sends")
     assert wait_until(lambda: f"send batch {message_id} (dequeue count 1): poisoned" in bot.host.log(), timeout=15)
     assert bot.peek("bot-sends-poison", message[-40:])  # the body is kept as it was

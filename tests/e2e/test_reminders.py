@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -26,8 +26,9 @@ async def _store(bot: BotStack, cids: list[str], text: str, due: datetime) -> li
         ids = []
         for cid in cids:
             job = new_job("reminder", Target(conversation=bot.key(cid)), text=text, due=due.isoformat())
-            await delivery.reminders.add(delivery.ledger, delivery.jobs, job,
-                                         now=datetime.now(timezone.utc) - timedelta(seconds=600))
+            await delivery.reminders.add(
+                delivery.ledger, delivery.jobs, job, now=datetime.now(UTC) - timedelta(seconds=600)
+            )
             ids.append(job.id)
         await close()
     return ids
@@ -53,11 +54,10 @@ def _arrivals(bot: BotStack, cids: list[str], text: str) -> dict[str, list[float
 async def test_reminders_due_together_arrive_at_their_second_once_each(bot: BotStack) -> None:
     groups = [new_tenant() for _ in range(30)]  # a pack crosses tenants
     cids = [cid for group in groups for cid in await asyncio.to_thread(bot.seed, 1, tenant_id=group)]
-    due = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=5)
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
     ids = await _store(bot, cids, "standup", due)
     assert await _fire(bot) >= len(ids)
-    assert await asyncio.to_thread(bot.channel.wait_for, lambda c: all(_arrivals(bot, cids, "standup").values()),
-                                   15)
+    assert await asyncio.to_thread(bot.channel.wait_for, lambda c: all(_arrivals(bot, cids, "standup").values()), 15)
     arrivals = _arrivals(bot, cids, "standup")
     assert all(len(times) == 1 for times in arrivals.values()), arrivals
     lateness = [times[0] - due.timestamp() for times in arrivals.values()]
@@ -68,7 +68,7 @@ async def test_reminders_due_together_arrive_at_their_second_once_each(bot: BotS
 
 async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
     [cid] = await asyncio.to_thread(bot.seed, 1)
-    [job_id] = await _store(bot, [cid], "stretch", datetime.now(timezone.utc) + timedelta(seconds=3))
+    [job_id] = await _store(bot, [cid], "stretch", datetime.now(UTC) + timedelta(seconds=3))
 
     async def timer():
         return await bot_for().delivery.reminders.fire_due(bot_for().delivery)
@@ -83,7 +83,7 @@ async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, 
 async def test_a_packed_reminder_updated_or_deleted_before_its_second_sends_the_revision(bot: BotStack) -> None:
     """Revised after the timer packed them: the pack learns of it from the mark a revision leaves."""
     first, second = await asyncio.to_thread(bot.seed, 2)
-    due = datetime.now(timezone.utc) + timedelta(seconds=4)
+    due = datetime.now(UTC) + timedelta(seconds=4)
     [deleted] = await _store(bot, [first], "never", due)
     [updated] = await _store(bot, [second], "draft", due)
     assert await _fire(bot) >= 2
@@ -96,7 +96,7 @@ async def test_a_packed_reminder_updated_or_deleted_before_its_second_sends_the_
 
 async def test_a_stored_reminder_deleted_before_its_minute_never_fires(bot: BotStack) -> None:
     [cid] = await asyncio.to_thread(bot.seed, 1)
-    [job_id] = await _store(bot, [cid], "later", datetime.now(timezone.utc) + timedelta(seconds=3))
+    [job_id] = await _store(bot, [cid], "later", datetime.now(UTC) + timedelta(seconds=3))
     assert (await asyncio.to_thread(bot.api, "DELETE", f"notify/{job_id}")).status_code == 202
     assert await _fire(bot) >= 1
     await asyncio.to_thread(status_of, bot, job_id, state="deleted", cancelled=1, timeout=15)
@@ -109,14 +109,20 @@ async def test_a_timer_that_stopped_after_packing_is_taken_over_and_the_pack_sen
     from botcore.delivery import reminders
 
     [cid] = await asyncio.to_thread(bot.seed, 1)
-    [job_id] = await _store(bot, [cid], "once", datetime.now(timezone.utc) + timedelta(seconds=4))
+    [job_id] = await _store(bot, [cid], "once", datetime.now(UTC) + timedelta(seconds=4))
     with environment(bot.env):
         delivery = bot_for().delivery
         store = delivery.reminders
         rows = [row async for row in store.table.query(f"RowKey eq '{job_id}'")]
         await reminders.packs.pack(delivery, [reminders.parse_job(rows[0]["job"])])  # what the stopped timer did
-        await store.table.merge({"PartitionKey": rows[0]["PartitionKey"], "RowKey": job_id, "status": "firing",
-                                 "claimedAt": datetime.now(timezone.utc) - timedelta(minutes=5)})
+        await store.table.merge(
+            {
+                "PartitionKey": rows[0]["PartitionKey"],
+                "RowKey": job_id,
+                "status": "firing",
+                "claimedAt": datetime.now(UTC) - timedelta(minutes=5),
+            }
+        )
         assert await store.fire_due(delivery) >= 1
         pack = (await delivery.ledger.header(job_id)).pack
         await close()
@@ -129,9 +135,10 @@ def test_a_reminder_due_soon_arrives_at_its_second_never_before(bot: BotStack) -
     """Due within the timer's reach: it goes straight on the queue, whose delay is whole seconds rounded down;
     its job waits for the rest."""
     [cid] = bot.seed(1)
-    due = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3, milliseconds=700)
-    response = bot.api("POST", "reminders", {"text": "on the dot", "target": {"conversation": bot.key(cid)},
-                                             "due": due.isoformat()})
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3, milliseconds=700)
+    response = bot.api(
+        "POST", "reminders", {"text": "on the dot", "target": {"conversation": bot.key(cid)}, "due": due.isoformat()}
+    )
     assert response.status_code == 201, response.text
     assert bot.channel.wait_for(lambda c: _arrivals(bot, [cid], "on the dot")[cid], timeout=15)
     [arrived] = _arrivals(bot, [cid], "on the dot")[cid]

@@ -16,8 +16,9 @@ from tests.botstack import BotStack, new_tenant, stack_of_its_own, status_of, wa
 def paced(tmp_path_factory):
     """A bot whose tenants get 10 requests a second and whose instance sends 4 at once: a broadcast of 40 takes
     four seconds, long enough to revise it while it is sent, however busy the machine."""
-    with stack_of_its_own(tmp_path_factory.mktemp("paced"),
-                          extra_env={"BotTenantRatePerSecond": "10", "BotSendConcurrency": "4"}) as stack:
+    with stack_of_its_own(
+        tmp_path_factory.mktemp("paced"), extra_env={"BotTenantRatePerSecond": "10", "BotSendConcurrency": "4"}
+    ) as stack:
         yield stack
 
 
@@ -49,8 +50,15 @@ def test_update_and_delete_what_a_notification_sent(bot: BotStack, tenant) -> No
     update_id = patched.json()["id"]
     revision = status_of(bot, job_id, state="done")["revision"]
     assert wait_until(lambda: status_of(bot, job_id)["revision"]["state"] == "done"), revision
-    assert status_of(bot, job_id)["revision"] == {"id": update_id, "kind": "update", "number": 1, "state": "done",
-                                                  "updated": 2, "failed": 0, "pending": 0}
+    assert status_of(bot, job_id)["revision"] == {
+        "id": update_id,
+        "kind": "update",
+        "number": 1,
+        "state": "done",
+        "updated": 2,
+        "failed": 0,
+        "pending": 0,
+    }
     assert status_of(bot, update_id, state="done")["notification"] == job_id
     assert all(r.activity_id for r in operations(bot, cids, "update"))
     assert visible(bot, cids) == {cid: ["final"] for cid in cids}
@@ -77,8 +85,11 @@ def test_a_delete_beyond_doing_is_not_retried_and_a_gone_conversation_is_retired
     assert wait_until(lambda: status_of(bot, job_id)["revision"]["pending"] == 0, timeout=15)
     revision = status_of(bot, job_id)["revision"]
     assert (revision["deleted"], revision["failed"], revision["state"]) == (1, 2, "done")
-    tried = [r.conversation_id for r in [*bot.channel.requests, *bot.channel.faulted] if r.operation == "delete"
-             and r.conversation_id in (gone, refused, fine)]
+    tried = [
+        r.conversation_id
+        for r in [*bot.channel.requests, *bot.channel.faulted]
+        if r.operation == "delete" and r.conversation_id in (gone, refused, fine)
+    ]
     assert sorted(tried) == sorted([gone, refused, fine])  # each once: nothing retried
     assert bot.conversation_entity(gone)["active"] is False
     assert bot.conversation_entity(refused)["active"] is True
@@ -124,16 +135,29 @@ def test_a_retried_older_update_never_overwrites_a_newer_one(bot: BotStack, tena
     unlucky = cids[0]
     bot.channel.fail(503, "ServiceUnavailable", conversation_id=unlucky)  # v2's update of it is retried later
     assert bot.api("PATCH", f"notify/{job_id}", {"text": "v2"}).status_code == 202
-    assert bot.channel.wait_for(lambda c: any(r.conversation_id == unlucky and r.operation == "update"
-                                              for r in c.faulted), timeout=15)
+    assert bot.channel.wait_for(
+        lambda c: any(r.conversation_id == unlucky and r.operation == "update" for r in c.faulted), timeout=15
+    )
     assert bot.api("PATCH", f"notify/{job_id}", {"text": "v3"}).status_code == 202
-    assert wait_until(lambda: status_of(bot, job_id)["revision"] == {
-        "id": status_of(bot, job_id)["revision"]["id"], "kind": "update", "number": 2, "state": "done",
-        "updated": 3, "failed": 0, "pending": 0}, timeout=20), status_of(bot, job_id)
+    assert wait_until(
+        lambda: (
+            status_of(bot, job_id)["revision"]
+            == {
+                "id": status_of(bot, job_id)["revision"]["id"],
+                "kind": "update",
+                "number": 2,
+                "state": "done",
+                "updated": 3,
+                "failed": 0,
+                "pending": 0,
+            }
+        ),
+        timeout=20,
+    ), status_of(bot, job_id)
     assert visible(bot, cids) == {cid: ["v3"] for cid in cids}
     for cid in cids:  # once a message shows v3, nothing older reaches it
         texts = [r.body["text"] for r in operations(bot, [cid], "update")]
-        assert "v2" not in texts[texts.index("v3"):], texts
+        assert "v2" not in texts[texts.index("v3") :], texts
 
 
 @pytest.mark.slow
@@ -160,10 +184,12 @@ def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None
 @pytest.mark.slow
 def test_a_deleted_reminder_never_fires_and_an_updated_one_sends_the_new_text(bot: BotStack) -> None:
     [first, second] = bot.seed(2)
-    deleted = bot.api("POST", "reminders", {"text": "never", "target": {"conversation": bot.key(first)},
-                                            "inSeconds": 2}).json()["id"]
-    updated = bot.api("POST", "reminders", {"text": "draft", "target": {"conversation": bot.key(second)},
-                                            "inSeconds": 2}).json()["id"]
+    deleted = bot.api(
+        "POST", "reminders", {"text": "never", "target": {"conversation": bot.key(first)}, "inSeconds": 2}
+    ).json()["id"]
+    updated = bot.api(
+        "POST", "reminders", {"text": "draft", "target": {"conversation": bot.key(second)}, "inSeconds": 2}
+    ).json()["id"]
     assert bot.api("DELETE", f"notify/{deleted}").status_code == 202
     assert bot.api("PATCH", f"notify/{updated}", {"text": "stretch"}).status_code == 202
     assert status_of(bot, deleted)["state"] == "scheduled"

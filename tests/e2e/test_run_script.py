@@ -19,8 +19,12 @@ from devhost.azurite import Azurite
 from tests.console import Console
 from tests.hostproc import REPO, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("func") is not None,
-                                                   reason="with Core Tools installed, scripts/run runs `func start`")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("func") is not None, reason="with Core Tools installed, scripts/run runs `func start`"
+    ),
+]
 
 
 def free_ports(count: int) -> int:
@@ -45,8 +49,11 @@ class Run(Console):
     """scripts/run as a subprocess, its output (stdout and stderr) read line by line."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        clean = {k: v for k, v in os.environ.items()
-                 if k not in ("BotStorage", "AzureWebJobsStorage", "BotPublicBaseUrl", "BOT_PORT", "AZURITE_PORT")}
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("BotStorage", "AzureWebJobsStorage", "BotPublicBaseUrl", "BOT_PORT", "AZURITE_PORT")
+        }
         super().__init__([str(REPO / "scripts" / "run"), *args], env={**clean, **(env or {})})
 
     def expect(self, fragment: str, timeout: float = 60.0) -> str:
@@ -118,8 +125,9 @@ def test_the_bots_port_in_use_is_one_line_naming_it_and_the_flag() -> None:
         port = taken.getsockname()[1]
         run = Run("--port", str(port), "--azurite-port", str(azurite))
         try:
-            assert run.finish() == [f"run: port {port} (the bot's) is in use: choose another with --port N or "
-                                    "BOT_PORT=N"]
+            assert run.finish() == [
+                f"run: port {port} (the bot's) is in use: choose another with --port N or BOT_PORT=N"
+            ]
             assert run.process.returncode == 1
         finally:
             run.kill()
@@ -133,10 +141,12 @@ def test_another_program_on_azurites_ports_is_detected_not_taken_for_azurite() -
         run = Run("--port", str(free_port()), "--azurite-port", str(first))
         try:
             [line] = run.finish()
-            assert line.startswith(f"run: port {first + 1} (Azurite's queue port) is in use by another program "
-                                   "(SimpleHTTP/")
-            assert line.endswith(": choose other Azurite ports with --azurite-port N or AZURITE_PORT=N (it takes "
-                                 "N, N+1 and N+2)")
+            assert line.startswith(
+                f"run: port {first + 1} (Azurite's queue port) is in use by another program (SimpleHTTP/"
+            )
+            assert line.endswith(
+                ": choose other Azurite ports with --azurite-port N or AZURITE_PORT=N (it takes N, N+1 and N+2)"
+            )
             assert run.process.returncode == 1
         finally:
             run.kill()

@@ -25,7 +25,9 @@ def stack_of(bot: BotStack, conversation_id: str) -> list[str]:
 
 @pytest.mark.slow
 def test_survey_interrupts_profile_and_hands_back_control(bot: BotStack, conversation_id) -> None:
-    say = lambda text: bot.say(conversation_id, text).raise_for_status()
+    def say(text: str) -> None:
+        bot.say(conversation_id, text).raise_for_status()
+
     say("profile")
     say("Ann")
     texts = bot.wait_texts(conversation_id, 3)
@@ -100,8 +102,9 @@ def test_a_redelivered_or_repeated_survey_job_starts_one_survey(bot: BotStack, c
     bot.enqueue(job.to_json())
     bot.enqueue(job.to_json())  # the same job delivered twice
     bot.enqueue(new_job("beginDialog", Target(conversation=bot.key(conversation_id)), dialog="survey").to_json())
-    assert wait_until(lambda: bot.queue_length("bot-jobs") == 0 and "survey" in stack_of(bot, conversation_id),
-                      timeout=20)
+    assert wait_until(
+        lambda: bot.queue_length("bot-jobs") == 0 and "survey" in stack_of(bot, conversation_id), timeout=20
+    )
     bot.say(conversation_id, "done").raise_for_status()
     texts = bot.wait_texts(conversation_id, 5)
     assert sum(t.startswith(INTERRUPT) for t in texts) == 1
@@ -112,19 +115,22 @@ def test_a_redelivered_or_repeated_survey_job_starts_one_survey(bot: BotStack, c
 def test_a_job_for_an_unknown_conversation_is_logged_not_retried(bot: BotStack) -> None:
     job = new_job("beginDialog", Target(conversation="msteams|no-such-conversation"), dialog="survey")
     bot.enqueue(job.to_json())
-    assert wait_until(lambda: f"job {job.id}: no conversation 'msteams|no-such-conversation' is stored" in
-                      bot.host.log(), timeout=15)
+    assert wait_until(
+        lambda: f"job {job.id}: no conversation 'msteams|no-such-conversation' is stored" in bot.host.log(), timeout=15
+    )
     assert wait_until(lambda: bot.queue_length("bot-jobs") == 0, timeout=5)
     assert bot.host.log().count(f"job {job.id}:") == 1  # one attempt, no retry loop
 
 
 # ---- a survey start racing a user message --------------------------------------------------
 
-async def test_a_survey_start_racing_a_user_message_loses_neither(bot: BotStack, second_instance, caplog,
-                                                                  monkeypatch) -> None:
-    from botcore.state.conversations import ConversationStore
+
+async def test_a_survey_start_racing_a_user_message_loses_neither(
+    bot: BotStack, second_instance, caplog, monkeypatch
+) -> None:
     from botcore.endpoint import handle_messages
     from botcore.protocol.http import close_http_client
+    from botcore.state.conversations import ConversationStore
     from botcore.storage import close_storage_clients
     from botcore.worker import handle_job_message
 
@@ -155,7 +161,8 @@ async def test_a_survey_start_racing_a_user_message_loses_neither(bot: BotStack,
         job = new_job("beginDialog", Target(conversation=bot.key(cid)), dialog="survey")
         gate["barrier"] = threading.Barrier(2, action=lambda: gate.pop("barrier"))  # the loser's retry goes through
         message, started = await asyncio.gather(
-            post(cid, "Ann"), second_instance(handle_job_message(job.to_json().encode(), "m")))
+            post(cid, "Ann"), second_instance(handle_job_message(job.to_json().encode(), "m"))
+        )
         gate.pop("barrier", None)
         assert message.status == 200 and started == "started"
 

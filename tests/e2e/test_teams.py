@@ -31,14 +31,19 @@ def _delivered(stack: BotStack, cids: list[str], text: str) -> Counter:
     """One pass over what the channel received. (The channel runs in this process: a test that held its lock
     or kept the CPU busy while waiting would delay the channel's own handling, and so its counting.)"""
     wanted = set(cids)
-    return Counter(r.conversation_id for r in stack.channel.activities()
-                   if r.conversation_id in wanted and r.body.get("text") == text)
+    return Counter(
+        r.conversation_id
+        for r in stack.channel.activities()
+        if r.conversation_id in wanted and r.body.get("text") == text
+    )
 
 
 def _arrivals(stack: BotStack, cids: list[str], text: str) -> list[float]:
     """When the channel received these conversations' messages, in order (the channel's clock)."""
     wanted = set(cids)
-    return sorted(r.at for r in stack.channel.activities() if r.conversation_id in wanted and r.body.get("text") == text)
+    return sorted(
+        r.at for r in stack.channel.activities() if r.conversation_id in wanted and r.body.get("text") == text
+    )
 
 
 def _span(stack: BotStack, cids: list[str], text: str) -> tuple[float, float]:
@@ -89,7 +94,10 @@ def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack, t
     [cid] = teams.seed(1, tenant_id=tenant)
     started = time.monotonic()
     for i in range(12):
-        assert teams.api("POST", "notify", {"text": f"burst {i}", "target": {"conversation": teams.key(cid)}}).status_code == 202
+        assert (
+            teams.api("POST", "notify", {"text": f"burst {i}", "target": {"conversation": teams.key(cid)}}).status_code
+            == 202
+        )
     assert teams.channel.wait_for(lambda c: len(c.activities(cid)) == 12, timeout=30)
     assert sorted(teams.texts_of(cid)) == sorted(f"burst {i}" for i in range(12))
     assert teams.channel.conversations[cid].refused == 0  # never sent into a 429
@@ -104,8 +112,12 @@ def test_a_team_roster_gets_one_message_each_in_personal_conversations_once(team
     known = members[:10]
     for member in known:  # ten members already talk to the bot one to one
         personal = f"a:{uuid.uuid4().hex}"
-        activity = teams.activity(personal, "hi", user=member["id"],
-                                  conversation={"id": personal, "tenantId": group, "conversationType": "personal"})
+        activity = teams.activity(
+            personal,
+            "hi",
+            user=member["id"],
+            conversation={"id": personal, "tenantId": group, "conversationType": "personal"},
+        )
         assert teams.post(activity).status_code == 200
     creates_before = sum(r.operation == "create" for r in teams.channel.requests)
     response = teams.api("POST", "notify", {"text": "to the team", "target": {"team": team_id}})
@@ -118,11 +130,17 @@ def test_a_team_roster_gets_one_message_each_in_personal_conversations_once(team
     assert Counter(r.body["recipient"]["id"] for r in sends) == Counter({m["id"]: 1 for m in members})
     assert all(r.conversation_id != team_id for r in sends)  # one to one, never in the team's channel
 
-    rerun = {"kind": "notify", "id": job_id, "created": "2026-12-01T00:00:00Z", "target": {"team": team_id},
-             "text": "to the team"}
+    rerun = {
+        "kind": "notify",
+        "id": job_id,
+        "created": "2026-12-01T00:00:00Z",
+        "target": {"team": team_id},
+        "text": "to the team",
+    }
     rerun_message = teams.enqueue(json.dumps(rerun))  # the same job again: the header says it is done
-    assert wait_until(lambda: f"job message {rerun_message} (dequeue count 1): duplicate" in teams.host.log(),
-                      timeout=15), teams.host.log()[-3000:]
+    assert wait_until(
+        lambda: f"job message {rerun_message} (dequeue count 1): duplicate" in teams.host.log(), timeout=15
+    ), teams.host.log()[-3000:]
     assert sum(r.body.get("text") == "to the team" for r in teams.channel.activities()) == 40
     second = teams.api("POST", "notify", {"text": "again", "target": {"team": team_id}}).json()["id"]
     status_of(teams, second, state="done", targets=40, sent=40, timeout=30)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 
 import pytest
 
 from botcore.protocol.activity import ServiceEndpoint
-from botcore.protocol.connector import (ConnectorAuthError, ConnectorClient, ConversationGoneError, RequestRejectedError,
-                               RetryableConnectorError)
+from botcore.protocol.connector import (
+    ConnectorAuthError,
+    ConnectorClient,
+    ConversationGoneError,
+    RequestRejectedError,
+    RetryableConnectorError,
+)
 from botcore.protocol.trust import UntrustedServiceUrlError
 from devhost.channel import FakeConnector
 
@@ -65,9 +71,13 @@ async def test_every_operation_reaches_its_path_with_encoded_ids(fake, http, con
     created = await client.create_conversation(target, {"isGroup": False, "members": [{"id": "29:u"}]})
     assert sent.id and replied.id and created.id.startswith("conv-")
     ops = [(r.operation, r.conversation_id, r.activity_id) for r in fake.requests]
-    assert ops == [("send", conversation_id, None), ("reply", conversation_id, "act/1"),
-                   ("update", conversation_id, "act/1"), ("delete", conversation_id, "act/1"),
-                   ("create", None, None)]
+    assert ops == [
+        ("send", conversation_id, None),
+        ("reply", conversation_id, "act/1"),
+        ("update", conversation_id, "act/1"),
+        ("delete", conversation_id, "act/1"),
+        ("create", None, None),
+    ]
     assert all(r.authorization == "Bearer tok-1" for r in fake.requests)
 
 
@@ -89,15 +99,18 @@ async def test_empty_response_bodies_are_accepted(http, trust) -> None:
     assert result.id is None
 
 
-@pytest.mark.parametrize("target, tokens", [
-    (ServiceEndpoint("https://smba.example/", None), True),
-    (ServiceEndpoint("https://smba.example/", "development"), True),
-    (ServiceEndpoint("http://smba.example/", "token"), True),
-    (ServiceEndpoint("ftp://127.0.0.1/", "token"), False),
-    (ServiceEndpoint("https://smba.example/", None), False),
-    (ServiceEndpoint("https://smba.example/", "token"), True),  # says "token", but no channel token vouched for it
-    (ServiceEndpoint("https://evil.example/", "emulator"), True),  # an Emulator token vouches for no serviceUrl
-])
+@pytest.mark.parametrize(
+    "target, tokens",
+    [
+        (ServiceEndpoint("https://smba.example/", None), True),
+        (ServiceEndpoint("https://smba.example/", "development"), True),
+        (ServiceEndpoint("http://smba.example/", "token"), True),
+        (ServiceEndpoint("ftp://127.0.0.1/", "token"), False),
+        (ServiceEndpoint("https://smba.example/", None), False),
+        (ServiceEndpoint("https://smba.example/", "token"), True),  # says "token", but no channel token vouched for it
+        (ServiceEndpoint("https://evil.example/", "emulator"), True),  # an Emulator token vouches for no serviceUrl
+    ],
+)
 async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, target, tokens, trust) -> None:
     client = ConnectorClient(trust, http, StaticTokens() if tokens else None)
     with pytest.raises(UntrustedServiceUrlError):
@@ -105,23 +118,27 @@ async def test_untrusted_service_urls_are_refused_before_any_io(fake, http, targ
     assert fake.requests == []
 
 
-async def test_an_emulator_service_url_gets_the_token_when_listed_or_in_development_on_loopback(fake, http,
-                                                                                                trust) -> None:
+async def test_an_emulator_service_url_gets_the_token_when_listed_or_in_development_on_loopback(
+    fake, http, trust
+) -> None:
     from botcore.protocol.trust import ServiceTrust
 
     development = ServiceTrust(trust.registry, emulator_on_loopback=True)
     await ConnectorClient(development, http, StaticTokens()).send_to_conversation(
-        ServiceEndpoint(fake.base_url + "/", "emulator"), "c", {"text": "x"})
+        ServiceEndpoint(fake.base_url + "/", "emulator"), "c", {"text": "x"}
+    )
     with pytest.raises(UntrustedServiceUrlError, match="BotEmulatorServiceHosts"):
         await ConnectorClient(development, http, StaticTokens()).send_to_conversation(
-            ServiceEndpoint("https://tunnel.example/", "emulator"), "c", {"text": "x"})
+            ServiceEndpoint("https://tunnel.example/", "emulator"), "c", {"text": "x"}
+        )
     listed = ServiceTrust(trust.registry, ["tunnel.example"])
-    assert await listed.base_for(ServiceEndpoint("https://TUNNEL.example", "emulator"), True) == "https://TUNNEL.example/"
+    assert (
+        await listed.base_for(ServiceEndpoint("https://TUNNEL.example", "emulator"), True) == "https://TUNNEL.example/"
+    )
     assert len(fake.requests) == 1
 
 
-async def test_in_production_a_loopback_emulator_service_url_gets_the_token_only_when_listed(fake, http,
-                                                                                             trust) -> None:
+async def test_in_production_a_loopback_emulator_service_url_gets_the_token_only_when_listed(fake, http, trust) -> None:
     """The loopback allowance serves an Emulator beside a bot run locally; a deployed app has none beside it."""
     from botcore.protocol.trust import ServiceTrust
 
@@ -138,7 +155,8 @@ async def test_in_production_a_loopback_emulator_service_url_gets_the_token_only
 
 async def test_development_mode_sends_without_a_token(fake, http, trust) -> None:
     await ConnectorClient(trust, http, None).send_to_conversation(
-        ServiceEndpoint(fake.base_url, "development"), "c", {"text": "x"})
+        ServiceEndpoint(fake.base_url, "development"), "c", {"text": "x"}
+    )
     assert fake.requests[0].authorization is None
 
 
@@ -160,20 +178,35 @@ async def test_429_retry_after_is_honoured(fake, http, trust) -> None:
 
 
 def _http_date(seconds_from_now: float) -> str:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
     from email.utils import format_datetime
 
-    return format_datetime(datetime.now(timezone.utc) + timedelta(seconds=seconds_from_now), usegmt=True)
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)
 
 
-@pytest.mark.parametrize("header, seconds", [
-    ("120", 120), ("0.5", 0.5), (" 7 ", 7),
-    ("2592000", 3600), ("9" * 400, None),  # 30 days, and a number too long for a float: an hour, and the default
-    ("inf", None), ("Infinity", None), ("nan", None), ("-5", None), ("1e3", None), ("soon", None),
-    (90.0, 90), (30 * 86400.0, 3600), (-60.0, 0),  # HTTP-dates this far from now
-], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
-async def test_retry_after_is_delta_seconds_or_an_http_date_and_at_most_the_cap(fake, http, trust, header,
-                                                                                seconds) -> None:
+@pytest.mark.parametrize(
+    "header, seconds",
+    [
+        ("120", 120),
+        ("0.5", 0.5),
+        (" 7 ", 7),
+        ("2592000", 3600),
+        ("9" * 400, None),  # 30 days, and a number too long for a float: an hour, and the default
+        ("inf", None),
+        ("Infinity", None),
+        ("nan", None),
+        ("-5", None),
+        ("1e3", None),
+        ("soon", None),
+        (90.0, 90),
+        (30 * 86400.0, 3600),
+        (-60.0, 0),  # HTTP-dates this far from now
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
+)
+async def test_retry_after_is_delta_seconds_or_an_http_date_and_at_most_the_cap(
+    fake, http, trust, header, seconds
+) -> None:
     """What the error says the caller must wait: None for what means nothing usable (the caller's default)."""
     fake.fail(429, "TooManyRequests", retry_after=_http_date(header) if isinstance(header, float) else header)
     client = ConnectorClient(trust, http, StaticTokens(), max_retry_after=3600)
@@ -210,10 +243,17 @@ async def test_retry_budget_and_no_retry_mode_raise_retryable_errors(fake, http,
     assert info.value.status == 429 and info.value.retry_after is None
 
 
-@pytest.mark.parametrize("status, code", [
-    (403, "ConversationBlockedByUser"), (403, "BotNotInConversationRoster"), (403, "BotDisabledByAdmin"),
-    (403, "ForbiddenOperationException"), (403, "MessageWritesBlocked"), (404, "ConversationNotFound"),
-])
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (403, "ConversationBlockedByUser"),
+        (403, "BotNotInConversationRoster"),
+        (403, "BotDisabledByAdmin"),
+        (403, "ForbiddenOperationException"),
+        (403, "MessageWritesBlocked"),
+        (404, "ConversationNotFound"),
+    ],
+)
 async def test_permanent_failures_say_the_conversation_is_gone(fake, http, status, code, trust) -> None:
     fake.fail(status, code)
     with pytest.raises(ConversationGoneError) as info:

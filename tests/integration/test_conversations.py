@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from botcore import storage
+from botcore.keys import conversation_key, encode_key
 from botcore.protocol.activity import ChannelAccount, ConversationAccount, ConversationReference
 from botcore.state.conversations import ConcurrencyError, ConversationStore, StateTooLargeError
-from botcore.keys import conversation_key, encode_key
 
 
 class CountingTable:
@@ -23,14 +23,18 @@ class CountingTable:
     def __getattr__(self, name):
         attr = getattr(self.table, name)
         if name in ("insert", "replace", "merge", "upsert"):
+
             async def counted(*a, **k):
                 self.writes += 1
                 return await attr(*a, **k)
+
             return counted
         if name == "get":
+
             async def read(*a, **k):
                 self.reads += 1
                 return await attr(*a, **k)
+
             return read
         return attr
 
@@ -45,12 +49,16 @@ async def store(storage_connection_string, unique_name, monkeypatch):
     await storage.close_storage_clients()
 
 
-def ref(conversation_id="a:1", channel="msteams", user="29:u", service_url="https://smba.example/x/",
-        tenant=None) -> ConversationReference:
+def ref(
+    conversation_id="a:1", channel="msteams", user="29:u", service_url="https://smba.example/x/", tenant=None
+) -> ConversationReference:
     return ConversationReference(
         conversation=ConversationAccount(id=conversation_id, tenant_id=tenant),
-        channel_id=channel, service_url=service_url, user=ChannelAccount(id=user),
-        bot=ChannelAccount(id="28:bot"), service_url_trust="token",
+        channel_id=channel,
+        service_url=service_url,
+        user=ChannelAccount(id=user),
+        bot=ChannelAccount(id="28:bot"),
+        service_url_trust="token",
     )
 
 
@@ -61,7 +69,7 @@ async def test_inbound_address_is_written_once_then_only_when_it_changes(store) 
     assert store.table.writes == 1, "an unchanged address must not be written again"
     await store.record_activity(ref(service_url="https://smba.example/other/"))
     assert store.table.writes == 2
-    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    later = datetime.now(UTC) + timedelta(hours=2)
     await store.record_activity(ref(service_url="https://smba.example/other/"), now=later)
     assert store.table.writes == 3, "lastSeen is refreshed once it is an hour old"
 
@@ -94,8 +102,9 @@ async def test_commit_with_a_stale_etag_loses(store) -> None:
 async def test_two_concurrent_commits_from_one_read_exactly_one_wins(store) -> None:
     record = await store.record_activity(ref())
     a, b = await store.get(record.key), await store.get(record.key)
-    results = await asyncio.gather(store.commit(a, state={"w": "a"}), store.commit(b, state={"w": "b"}),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        store.commit(a, state={"w": "a"}), store.commit(b, state={"w": "b"}), return_exceptions=True
+    )
     assert sum(isinstance(r, ConcurrencyError) for r in results) == 1
     winner = next(r for r in results if not isinstance(r, Exception))
     assert (await store.get(record.key)).state == winner.state
@@ -126,8 +135,15 @@ async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> No
 
     async def stored(i: int) -> None:
         async with gate:
-            await store.commit(None, reference=ref(conversation_id=f"c{i}", channel="msteams" if i % 2 else "webchat",
-                                                   tenant="t1" if i % 3 == 0 else "t2", user=f"u{i % 7}"))
+            await store.commit(
+                None,
+                reference=ref(
+                    conversation_id=f"c{i}",
+                    channel="msteams" if i % 2 else "webchat",
+                    tenant="t1" if i % 3 == 0 else "t2",
+                    user=f"u{i % 7}",
+                ),
+            )
 
     await asyncio.gather(*(stored(i) for i in range(1200)))
     await store.retire(conversation_key("msteams", "c1"), "blocked")
@@ -138,8 +154,9 @@ async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> No
     assert all(r.state is None for r in teams)
     user = [r async for p in store.iter_pages(store.selection_filter(user_id="u3", tenant_id="t1")) for r in p]
     # A tenant is selected only on Teams: the webchat rows' tenant is what a client said.
-    assert {r.reference.conversation.id for r in user} == {f"c{i}" for i in range(1200)
-                                                           if i % 7 == 3 and i % 3 == 0 and i % 2}
+    assert {r.reference.conversation.id for r in user} == {
+        f"c{i}" for i in range(1200) if i % 7 == 3 and i % 3 == 0 and i % 2
+    }
     first, token = await store.page(None, None, 500)
     second, _ = await store.page(None, token, 500)
     assert not {r.key for r in first} & {r.key for r in second}
@@ -147,9 +164,12 @@ async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> No
     addresses, token = await store.addresses(store.selection_filter(), None, 500)
     rest, _ = await store.addresses(store.selection_filter(), token, 500)
     assert [a.key for a in addresses] == [r.key for r in pages[0]] and len(rest) == 500
-    assert [ConversationReference.from_dict(json.loads(a.reference)) for a in addresses] == [r.reference for r in pages[0]]
-    assert {(a.channel_id, a.tenant_id) for a in addresses} == {(r.reference.channel_id, r.reference.tenant_id)
-                                                                for r in pages[0]}
+    assert [ConversationReference.from_dict(json.loads(a.reference)) for a in addresses] == [
+        r.reference for r in pages[0]
+    ]
+    assert {(a.channel_id, a.tenant_id) for a in addresses} == {
+        (r.reference.channel_id, r.reference.tenant_id) for r in pages[0]
+    }
 
 
 async def _point(store, name: str, key: str) -> None:
@@ -189,7 +209,7 @@ async def test_index_rows_from_before_channels_are_read_only_where_they_check_ou
 
 
 async def test_last_seen_is_at_most_an_hour_behind(store) -> None:
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     first = await store.record_activity(ref(), now=start)
     assert first.last_seen == start
     same = await store.record_activity(ref(), now=start + timedelta(minutes=59))

@@ -34,8 +34,17 @@ async def test_a_pause_that_could_not_end_is_never_stored(table, retry_after: fl
 
 async def test_a_row_that_holds_infinite_times_does_not_stop_its_key(table) -> None:
     """Rows written before pauses were bounded may hold +Infinity: read as no time at all."""
-    await table.upsert({"PartitionKey": encode_key(KEY), "RowKey": ROW_KEY, "key": KEY, "rate": 50.0,
-                        "pausedUntil": math.inf, "next": math.inf, "throttledAt": time.time()})
+    await table.upsert(
+        {
+            "PartitionKey": encode_key(KEY),
+            "RowKey": ROW_KEY,
+            "key": KEY,
+            "rate": 50.0,
+            "pausedUntil": math.inf,
+            "next": math.inf,
+            "throttledAt": time.time(),
+        }
+    )
     calendar = PaceCalendar(50.0, table)
     assert await calendar.paused_until(KEY) == 0
     slot = await calendar.reserve(KEY, 10)
@@ -50,8 +59,17 @@ async def test_a_pause_stored_past_the_cap_lasts_the_cap_and_slots_after_it_move
     reserved since sit after that pause: the key waits at most the cap, and those slots follow it."""
     now = time.time()
     month = now + 30 * 86400
-    await table.upsert({"PartitionKey": encode_key(KEY), "RowKey": ROW_KEY, "key": KEY, "rate": 50.0,
-                        "pausedUntil": month, "next": month + 10, "throttledAt": now})
+    await table.upsert(
+        {
+            "PartitionKey": encode_key(KEY),
+            "RowKey": ROW_KEY,
+            "key": KEY,
+            "rate": 50.0,
+            "pausedUntil": month,
+            "next": month + 10,
+            "throttledAt": now,
+        }
+    )
     calendar = PaceCalendar(50.0, table, max_pause=60.0)
     assert await calendar.paused_until(KEY) <= time.time() + 60
     slot = await calendar.reserve(KEY, 10)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
 from azure.storage.queue import QueueClient as SyncQueueClient
 
 from botcore import storage
-from botcore.storage import (EntityChangedError, EntityExistsError, EntityNotFoundError, EntityTooLargeError,
-                             StorageError, StorageUnavailableError, TransactionFailedError, etag_of)
 from botcore.errors import ConfigurationError, ConflictError, NotFoundError, UnavailableError
+from botcore.storage import (
+    EntityChangedError,
+    EntityExistsError,
+    EntityNotFoundError,
+    EntityTooLargeError,
+    StorageError,
+    StorageUnavailableError,
+    TransactionFailedError,
+    etag_of,
+)
 from tests.botstack import wait_until
 
 
@@ -37,9 +45,17 @@ ODD_KEYS = ["it's", "é漢字🙂", "a b", "~7E%25", "x" * 500]
 
 @pytest.mark.parametrize("key", ODD_KEYS)
 async def test_every_value_type_round_trips_under_odd_keys(table, key) -> None:
-    now = datetime.now(timezone.utc).replace(microsecond=123000)
-    entity = {"PartitionKey": key, "RowKey": key, "s": "text", "b": True, "i": -5, "f": 1.5, "d": now,
-              "raw": b"\x00\xff"}
+    now = datetime.now(UTC).replace(microsecond=123000)
+    entity = {
+        "PartitionKey": key,
+        "RowKey": key,
+        "s": "text",
+        "b": True,
+        "i": -5,
+        "f": 1.5,
+        "d": now,
+        "raw": b"\x00\xff",
+    }
     etag = await table.insert(entity)
     read = await table.get(key, key)
     assert etag_of(read) == etag
@@ -102,13 +118,27 @@ async def test_a_failed_transaction_applies_nothing_and_names_the_operation(tabl
     assert caught.value.status == 409 and caught.value.service_code == "EntityAlreadyExists" and caught.value.index == 3
     assert [e["RowKey"] async for e in table.query("PartitionKey eq 't'")] == ["003"]
     etag = etag_of(await table.get("t", "003"))
-    await table.transact([("update", {"PartitionKey": "t", "RowKey": "003", "m": 1},
-                           {"mode": "merge", "etag": etag, "match_condition": _if_not_modified()}),
-                          ("upsert", {"PartitionKey": "t", "RowKey": "004", "n": 4})])
+    await table.transact(
+        [
+            (
+                "update",
+                {"PartitionKey": "t", "RowKey": "003", "m": 1},
+                {"mode": "merge", "etag": etag, "match_condition": _if_not_modified()},
+            ),
+            ("upsert", {"PartitionKey": "t", "RowKey": "004", "n": 4}),
+        ]
+    )
     with pytest.raises(TransactionFailedError) as caught:
-        await table.transact([("delete", {"PartitionKey": "t", "RowKey": "004"}),
-                              ("update", {"PartitionKey": "t", "RowKey": "003"},
-                               {"mode": "replace", "etag": etag, "match_condition": _if_not_modified()})])
+        await table.transact(
+            [
+                ("delete", {"PartitionKey": "t", "RowKey": "004"}),
+                (
+                    "update",
+                    {"PartitionKey": "t", "RowKey": "003"},
+                    {"mode": "replace", "etag": etag, "match_condition": _if_not_modified()},
+                ),
+            ]
+        )
     assert caught.value.status == 412 and caught.value.index == 1
     assert [e["RowKey"] async for e in table.query("PartitionKey eq 't'")] == ["003", "004"]
 
@@ -139,8 +169,9 @@ async def test_queue_messages_are_plain_text_with_a_delay(clients, storage_conne
     assert caught.value.service_code == "QueueNotFound"
 
 
-async def test_a_delay_longer_than_queue_storage_allows_is_cut_to_its_limit(clients, storage_connection_string,
-                                                                            unique_name, caplog) -> None:
+async def test_a_delay_longer_than_queue_storage_allows_is_cut_to_its_limit(
+    clients, storage_connection_string, unique_name, caplog
+) -> None:
     """Queue Storage refuses to hide a message for more than 7 days; a longer delay (a pause that long, or an
     infinite one) is cut to that and said in the log, and a NaN is no delay."""
     queue = clients.get_queue(unique_name)
@@ -180,11 +211,17 @@ async def test_transient_failures_are_retried_then_reported(free_port, monkeypat
         status = answers.pop(0) if answers else 503
         if status == 200:
             return web.json_response({"PartitionKey": "p", "RowKey": "r", "odata.etag": 'W/"1"'})
-        return web.json_response({"odata.error": {"code": "ServerBusy", "message": {"value": "busy"}}},
-                                 status=status, headers={"x-ms-error-code": "ServerBusy"})
+        return web.json_response(
+            {"odata.error": {"code": "ServerBusy", "message": {"value": "busy"}}},
+            status=status,
+            headers={"x-ms-error-code": "ServerBusy"},
+        )
 
-    monkeypatch.setenv("BotStorage", f"AccountName=acct;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:{free_port}/acct;"
-                                     f"QueueEndpoint=http://127.0.0.1:{free_port}/acct")
+    monkeypatch.setenv(
+        "BotStorage",
+        f"AccountName=acct;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:{free_port}/acct;"
+        f"QueueEndpoint=http://127.0.0.1:{free_port}/acct",
+    )
     runner = await _serve(free_port, handler)
     try:
         table = storage.get_table("t")
@@ -210,14 +247,26 @@ async def test_every_storage_call_maps_the_sdks_errors_and_names_the_call(free_p
 
     async def refuse(request: web.Request) -> web.Response:
         if request.path.startswith("/acct/q"):  # the queue service answers in XML
-            return web.Response(status=403, content_type="application/xml", headers=headers, text=(
-                "<?xml version='1.0' encoding='utf-8'?><Error><Code>AuthorizationFailure</Code>"
-                "<Message>refused</Message></Error>"))
-        return web.json_response({"odata.error": {"code": "AuthorizationFailure", "message": {"value": "refused"}}},
-                                 status=403, headers=headers)
+            return web.Response(
+                status=403,
+                content_type="application/xml",
+                headers=headers,
+                text=(
+                    "<?xml version='1.0' encoding='utf-8'?><Error><Code>AuthorizationFailure</Code>"
+                    "<Message>refused</Message></Error>"
+                ),
+            )
+        return web.json_response(
+            {"odata.error": {"code": "AuthorizationFailure", "message": {"value": "refused"}}},
+            status=403,
+            headers=headers,
+        )
 
-    monkeypatch.setenv("BotStorage", f"AccountName=acct;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:{free_port}/acct;"
-                                     f"QueueEndpoint=http://127.0.0.1:{free_port}/acct")
+    monkeypatch.setenv(
+        "BotStorage",
+        f"AccountName=acct;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:{free_port}/acct;"
+        f"QueueEndpoint=http://127.0.0.1:{free_port}/acct",
+    )
     runner = await _serve(free_port, refuse)
     table, queue = storage.get_table("t"), storage.get_queue("q")
     entity = {"PartitionKey": "p", "RowKey": "r"}
@@ -227,12 +276,18 @@ async def test_every_storage_call_maps_the_sdks_errors_and_names_the_call(free_p
             pass
 
     calls = [
-        ("table t: read", lambda: table.get("p", "r")), ("table t: insert", lambda: table.insert(entity)),
-        ("table t: replace", lambda: table.replace(entity, 'W/"1"')), ("table t: merge", lambda: table.merge(entity)),
-        ("table t: upsert", lambda: table.upsert(entity)), ("table t: delete", lambda: table.delete("p", "r")),
-        ("table t: query", lambda: table.page("PartitionKey eq 'p'")), ("table t: query", query),
-        ("table t: transaction", lambda: table.transact([("upsert", entity)])), ("table t: create", table.create),
-        ("queue q: put", lambda: queue.send("x")), ("queue q: create", queue.create),
+        ("table t: read", lambda: table.get("p", "r")),
+        ("table t: insert", lambda: table.insert(entity)),
+        ("table t: replace", lambda: table.replace(entity, 'W/"1"')),
+        ("table t: merge", lambda: table.merge(entity)),
+        ("table t: upsert", lambda: table.upsert(entity)),
+        ("table t: delete", lambda: table.delete("p", "r")),
+        ("table t: query", lambda: table.page("PartitionKey eq 'p'")),
+        ("table t: query", query),
+        ("table t: transaction", lambda: table.transact([("upsert", entity)])),
+        ("table t: create", table.create),
+        ("queue q: put", lambda: queue.send("x")),
+        ("queue q: create", queue.create),
     ]
     try:
         for what, call in calls:
@@ -300,8 +355,9 @@ asyncio.run(main())
 """
 
 
-async def test_identity_based_storage_sends_one_managed_identity_token_to_both_services(idp, free_port,
-                                                                                      tmp_path) -> None:
+async def test_identity_based_storage_sends_one_managed_identity_token_to_both_services(
+    idp, free_port, tmp_path
+) -> None:
     """The SDK sends tokens over TLS only: the stand-in service serves a certificate the child process trusts."""
     import json
     import os
@@ -316,15 +372,21 @@ async def test_identity_based_storage_sends_one_managed_identity_token_to_both_s
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         seen.append(token)
         if not idp.is_valid_access_token(token):
-            return web.json_response({"odata.error": {"code": "AuthenticationFailed", "message": {"value": "no"}}},
-                                     status=403)
+            return web.json_response(
+                {"odata.error": {"code": "AuthenticationFailed", "message": {"value": "no"}}}, status=403
+            )
         if request.path.endswith("/messages"):  # the queue service, at the same address here
-            return web.Response(status=201, content_type="application/xml", text=(
-                "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><PopReceipt>p</PopReceipt>"
-                "<InsertionTime>Tue, 01 Dec 2026 10:00:00 GMT</InsertionTime>"
-                "<ExpirationTime>Tue, 08 Dec 2026 10:00:00 GMT</ExpirationTime>"
-                "<TimeNextVisible>Tue, 01 Dec 2026 10:00:00 GMT</TimeNextVisible>"
-                "</QueueMessage></QueueMessagesList>"))
+            return web.Response(
+                status=201,
+                content_type="application/xml",
+                text=(
+                    "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><PopReceipt>p</PopReceipt>"
+                    "<InsertionTime>Tue, 01 Dec 2026 10:00:00 GMT</InsertionTime>"
+                    "<ExpirationTime>Tue, 08 Dec 2026 10:00:00 GMT</ExpirationTime>"
+                    "<TimeNextVisible>Tue, 01 Dec 2026 10:00:00 GMT</TimeNextVisible>"
+                    "</QueueMessage></QueueMessagesList>"
+                ),
+            )
         return web.json_response({"PartitionKey": "p", "RowKey": "r", "n": 1, "odata.etag": 'W/"1"'})
 
     tls = make_tls(tmp_path)
@@ -335,17 +397,27 @@ async def test_identity_based_storage_sends_one_managed_identity_token_to_both_s
     await web.TCPSite(runner, "127.0.0.1", free_port, ssl_context=tls.server_context()).start()
     requests_before = len(idp.token_requests)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BotStorage", "AzureWebJobsStorage"))}
-    env.update({
-        "BotStorage__tableServiceUri": f"https://127.0.0.1:{free_port}/acct",
-        "BotStorage__queueServiceUri": f"https://127.0.0.1:{free_port}/acct",
-        "BotStorage__credential": "managedidentity", "BotStorage__clientId": "client-7",
-        "IDENTITY_ENDPOINT": f"{idp.base_url}/msi/token", "IDENTITY_HEADER": idp.msi_header,
-        "SSL_CERT_FILE": str(tls.ca_file), "PYTHONPATH": str(REPO),
-    })
+    env.update(
+        {
+            "BotStorage__tableServiceUri": f"https://127.0.0.1:{free_port}/acct",
+            "BotStorage__queueServiceUri": f"https://127.0.0.1:{free_port}/acct",
+            "BotStorage__credential": "managedidentity",
+            "BotStorage__clientId": "client-7",
+            "IDENTITY_ENDPOINT": f"{idp.base_url}/msi/token",
+            "IDENTITY_HEADER": idp.msi_header,
+            "SSL_CERT_FILE": str(tls.ca_file),
+            "PYTHONPATH": str(REPO),
+        }
+    )
     try:
-        child = await asyncio.create_subprocess_exec(sys.executable, "-c", IDENTITY_CHILD, env=env,
-                                                     stdout=asyncio.subprocess.PIPE,
-                                                     stderr=asyncio.subprocess.PIPE)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            IDENTITY_CHILD,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(child.communicate(), 60)
     finally:
         await runner.cleanup()
@@ -380,7 +452,8 @@ print("azure.identity" in sys.modules)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BotStorage", "AzureWebJobsStorage"))}
     env.update({"BotStorage": "UseDevelopmentStorage=true", "PYTHONPATH": str(REPO)})
-    result = subprocess.run([sys.executable, "-c", child], env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", child], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["False"]

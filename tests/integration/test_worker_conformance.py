@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,13 @@ from tests.botstack import BotStack, environment
 from tests.functions_table import FUNCTIONS, table_of
 from tests.hostproc import REPO
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 13), reason=(
-    "Microsoft's Python worker library (azure-functions-runtime) needs Python 3.13 or later; scripts/setup "
-    "uses 3.13 where it finds it"))
+pytestmark = pytest.mark.skipif(
+    sys.version_info < (3, 13),
+    reason=(
+        "Microsoft's Python worker library (azure-functions-runtime) needs Python 3.13 or later; scripts/setup "
+        "uses 3.13 where it finds it"
+    ),
+)
 
 
 class Host:
@@ -43,9 +48,17 @@ class Host:
     async def post(self, name: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
         from devhost.triggers import http_request
 
-        answer = await self.invoke(name, http_request(
-            "POST", f"http://127.0.0.1:7071/api/{path}", {"Content-Type": "application/json", **headers}.items(),
-            [], {}, json.dumps(body).encode()))
+        answer = await self.invoke(
+            name,
+            http_request(
+                "POST",
+                f"http://127.0.0.1:7071/api/{path}",
+                {"Content-Type": "application/json", **headers}.items(),
+                [],
+                {},
+                json.dumps(body).encode(),
+            ),
+        )
         return answer.status, json.loads(answer.body) if answer.body else None
 
     async def take(self, queue: str, timeout: float = 15.0) -> Any:
@@ -64,8 +77,15 @@ class Host:
         the times as JSON trigger metadata (host.json's messageEncoding is none)."""
         from devhost.triggers import queue_message
 
-        return queue_message(message.id, message.content.encode(), message.dequeue_count, message.pop_receipt,
-                             message.inserted_on, message.expires_on, message.next_visible_on)
+        return queue_message(
+            message.id,
+            message.content.encode(),
+            message.dequeue_count,
+            message.pop_receipt,
+            message.inserted_on,
+            message.expires_on,
+            message.next_visible_on,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +127,11 @@ def test_the_worker_reports_all_seven_functions_as_the_table_says(host: Host) ->
     protos = host.worker.protos
     for name, m in metadata.items():
         assert (m.language, m.entry_point, m.script_file, Path(m.directory)) == (
-            "python", name, "function_app.py", REPO), name
+            "python",
+            name,
+            "function_app.py",
+            REPO,
+        ), name
         assert m.properties["worker_indexed"] == "True"
         directions = {b: protos.BindingInfo.Direction.Name(info.direction).upper() for b, info in m.bindings.items()}
         assert directions == dict(FUNCTIONS[name].bindings), name
@@ -115,8 +139,9 @@ def test_the_worker_reports_all_seven_functions_as_the_table_says(host: Host) ->
 
 async def test_a_message_activity_is_answered_through_the_worker(app: Host, conversation_id: str) -> None:
     stack = app.stack
-    status, _ = await app.post("messages", "messages", stack.activity(conversation_id, "help"),
-                               {"Authorization": f"Bearer {stack.token()}"})
+    status, _ = await app.post(
+        "messages", "messages", stack.activity(conversation_id, "help"), {"Authorization": f"Bearer {stack.token()}"}
+    )
     assert status == 200
     assert stack.channel.texts(conversation_id)[-1].startswith("Here's what I understand:")
 
@@ -126,8 +151,12 @@ async def test_notify_then_its_job_then_the_rest_of_its_batches(app: Host) -> No
     100 itself; the sends function sends the batch it queued."""
     stack, user = app.stack, f"29:conformance-{uuid.uuid4().hex[:8]}"
     conversations = await asyncio.to_thread(stack.seed, 101, user_id=user, prefix="conformance")
-    status, body = await app.post("notify", "notify", {"text": "through the worker", "target": {"userId": user}},
-                                  {"x-functions-key": "any: the host checks keys, not the worker"})
+    status, body = await app.post(
+        "notify",
+        "notify",
+        {"text": "through the worker", "target": {"userId": user}},
+        {"x-functions-key": "any: the host checks keys, not the worker"},
+    )
     assert status == 202 and body["status"] == f"/api/notify/{body['id']}"
 
     job = await app.take("bot-jobs")
@@ -142,31 +171,37 @@ async def test_notify_then_its_job_then_the_rest_of_its_batches(app: Host) -> No
 
 
 async def test_the_reminder_timer_enqueues_a_due_reminder(app: Host, conversation_id: str) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from devhost.triggers import timer_info
 
     stack = app.stack
-    status, _ = await app.post("messages", "messages", stack.activity(conversation_id, "hi"),
-                               {"Authorization": f"Bearer {stack.token()}"})
+    status, _ = await app.post(
+        "messages", "messages", stack.activity(conversation_id, "hi"), {"Authorization": f"Bearer {stack.token()}"}
+    )
     assert status == 200
-    status, reminder = await app.post("reminders", "reminders", {
-        "text": "stretch", "target": {"conversation": stack.key(conversation_id)}, "inSeconds": 1},
-        {"x-functions-key": "stack-key"})
+    status, reminder = await app.post(
+        "reminders",
+        "reminders",
+        {"text": "stretch", "target": {"conversation": stack.key(conversation_id)}, "inSeconds": 1},
+        {"x-functions-key": "stack-key"},
+    )
     assert status == 201
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await app.invoke("reminder_timer", timer_info(False, None, now))
     job = await app.take("bot-jobs")  # visible at its second
     assert json.loads(job.content)["id"] == reminder["id"]
 
 
-@pytest.mark.parametrize("shape, error", [
-    ("a DequeueCount of TypedData's int kind", "unsupported TypeData kind: int"),
-    ("a queue body as json", "unsupported combination of TypedData field 'json'"),
-    ("a timer as a string", "unsupported combination of TypedData field 'string'"),
-])
-async def test_a_trigger_in_another_shape_fails_with_the_workers_own_error(app: Host, shape: str,
-                                                                           error: str) -> None:
+@pytest.mark.parametrize(
+    "shape, error",
+    [
+        ("a DequeueCount of TypedData's int kind", "unsupported TypeData kind: int"),
+        ("a queue body as json", "unsupported combination of TypedData field 'json'"),
+        ("a timer as a string", "unsupported combination of TypedData field 'string'"),
+    ],
+)
+async def test_a_trigger_in_another_shape_fails_with_the_workers_own_error(app: Host, shape: str, error: str) -> None:
     from devhost.worker import WorkerError
 
     p = app.worker.protos

@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from botcore.protocol.activity import TENANT_CHANNELS, Activity, ActivityError, ConversationReference
 
@@ -69,13 +70,18 @@ def test_bot_removed_is_recognised_by_recipient_id() -> None:
 
 
 def test_the_team_of_a_channel_conversation_is_read_from_channel_data() -> None:
-    assert Activity.from_dict({**MINIMAL, "channelData": {"team": {"id": "19:t@thread.tacv2"}}}).team_id == "19:t@thread.tacv2"
+    assert (
+        Activity.from_dict({**MINIMAL, "channelData": {"team": {"id": "19:t@thread.tacv2"}}}).team_id
+        == "19:t@thread.tacv2"
+    )
     assert Activity.from_dict({**MINIMAL, "channelData": {"team": "x"}}).team_id is None
     assert Activity.from_dict(MINIMAL).team_id is None
 
 
-CLAIMED = {"conversation": {"id": "a:1", "tenantId": "victim"},
-           "channelData": {"tenant": {"id": "victim"}, "team": {"id": "19:t@thread.tacv2"}}}
+CLAIMED = {
+    "conversation": {"id": "a:1", "tenantId": "victim"},
+    "channelData": {"tenant": {"id": "victim"}, "team": {"id": "19:t@thread.tacv2"}},
+}
 
 
 def test_only_teams_writes_the_channel_data_the_bot_trusts() -> None:
@@ -100,10 +106,15 @@ def test_teams_tenant_and_team_are_stored() -> None:
 
 
 def test_reference_from_activity_and_outgoing_proactive_activity() -> None:
-    activity = Activity.from_dict({
-        **MINIMAL, "id": "act1", "locale": "de-DE",
-        "from": {"id": "29:u", "name": "Ann"}, "recipient": {"id": "28:bot", "name": "Bot"},
-    })
+    activity = Activity.from_dict(
+        {
+            **MINIMAL,
+            "id": "act1",
+            "locale": "de-DE",
+            "from": {"id": "29:u", "name": "Ann"},
+            "recipient": {"id": "28:bot", "name": "Bot"},
+        }
+    )
     ref = ConversationReference.from_activity(activity, "token")
     assert ref.user.id == "29:u" and ref.bot.id == "28:bot" and ref.activity_id == "act1"
     out = ref.outgoing(text="Hello")
@@ -114,8 +125,11 @@ def test_reference_from_activity_and_outgoing_proactive_activity() -> None:
 
 def test_v3_node_address_shape_is_accepted() -> None:
     address = {
-        "id": "act9", "channelId": "skype", "user": {"id": "u1", "name": "U"},
-        "bot": {"id": "b1", "name": "B"}, "conversation": {"id": "c1"},
+        "id": "act9",
+        "channelId": "skype",
+        "user": {"id": "u1", "name": "U"},
+        "bot": {"id": "b1", "name": "B"},
+        "conversation": {"id": "c1"},
         "serviceUrl": "https://smba.trafficmanager.net/apis/",
     }
     ref = ConversationReference.from_dict(address)

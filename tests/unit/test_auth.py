@@ -35,13 +35,21 @@ def settings_for(idp: IdentityProvider, **overrides) -> Settings:
 
 
 def activity(channel_id: str = "msteams", service_url: str = SERVICE_URL) -> Activity:
-    return Activity.from_dict({"type": "message", "channelId": channel_id, "serviceUrl": service_url,
-                               "conversation": {"id": "a:1"}, "from": {"id": "29:u"}})
+    return Activity.from_dict(
+        {
+            "type": "message",
+            "channelId": channel_id,
+            "serviceUrl": service_url,
+            "conversation": {"id": "a:1"},
+            "from": {"id": "29:u"},
+        }
+    )
 
 
 @pytest.fixture
 def check(idp, http):
     """authenticate() with the shared client, for this module's provider unless `settings` say otherwise."""
+
     async def check(header, act=None, settings=None):
         return await authenticate(header, act or activity(), settings or settings_for(idp), http)
 
@@ -58,11 +66,16 @@ def forged_none(idp) -> str:
 
 
 def forged_hs256(idp) -> str:
-    public_pem = idp.keys["channel"][0].private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = (
+        idp.keys["channel"][0]
+        .private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     claims = jwt.decode(idp.mint_channel_token(APP_ID, SERVICE_URL), options={"verify_signature": False})
     header = b64({"alg": "HS256", "typ": "JWT", "kid": idp.keys["channel"][0].kid})
-    import hashlib, hmac
+    import hashlib
+    import hmac
+
     signing_input = f"{header}.{b64(claims)}".encode()
     signature = base64.urlsafe_b64encode(hmac.new(public_pem, signing_input, hashlib.sha256).digest()).rstrip(b"=")
     return f"{signing_input.decode()}.{signature.decode()}"
@@ -101,29 +114,50 @@ REJECTED = {
     "foreign key, published kid": lambda idp: "Bearer " + foreign_key_with_published_kid(idp),
     "unknown kid": lambda idp: "Bearer " + unpublished_kid(idp),
     "expired beyond skew": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, lifetime=-301),
-    "not yet valid beyond skew": lambda idp: "Bearer " + idp.mint_channel_token(
-        APP_ID, SERVICE_URL, not_before=now() + 600, lifetime=3600),
+    "not yet valid beyond skew": lambda idp: (
+        "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, not_before=now() + 600, lifetime=3600)
+    ),
     "no exp": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, drop_claims=("exp",)),
-    "wrong issuer": lambda idp: "Bearer " + idp.mint_channel_token(
-        APP_ID, SERVICE_URL, extra_claims={"iss": "https://evil.example"}),
+    "wrong issuer": lambda idp: (
+        "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, extra_claims={"iss": "https://evil.example"})
+    ),
     "wrong audience": lambda idp: "Bearer " + idp.mint_channel_token("another-app", SERVICE_URL),
-    "no serviceurl claim": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, drop_claims=("serviceurl",)),
+    "no serviceurl claim": lambda idp: (
+        "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, drop_claims=("serviceurl",))
+    ),
     "mismatched serviceurl": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, "https://evil.example/"),
     "serviceurl differs by a slash": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL.rstrip("/")),
-    "gov token to a public-cloud bot": lambda idp: "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov"),
-    "RS256 token declaring HS512": lambda idp: "Bearer " + b64(
-        {"alg": "HS512", "kid": idp.keys["channel"][0].kid}) + "." + idp.mint_channel_token(
-        APP_ID, SERVICE_URL).split(".", 1)[1],
-    "emulator v1 wrong appid": lambda idp: "Bearer " + idp.mint_emulator_token(
-        APP_ID, extra_claims={"appid": "someone-else"}),
-    "emulator v2 wrong azp": lambda idp: "Bearer " + idp.mint_emulator_token(
-        APP_ID, version="2.0", extra_claims={"azp": "someone-else"}),
+    "gov token to a public-cloud bot": lambda idp: (
+        "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, cloud="usgov")
+    ),
+    "RS256 token declaring HS512": lambda idp: (
+        "Bearer "
+        + b64({"alg": "HS512", "kid": idp.keys["channel"][0].kid})
+        + "."
+        + idp.mint_channel_token(APP_ID, SERVICE_URL).split(".", 1)[1]
+    ),
+    "emulator v1 wrong appid": lambda idp: (
+        "Bearer " + idp.mint_emulator_token(APP_ID, extra_claims={"appid": "someone-else"})
+    ),
+    "emulator v2 wrong azp": lambda idp: (
+        "Bearer " + idp.mint_emulator_token(APP_ID, version="2.0", extra_claims={"azp": "someone-else"})
+    ),
     "emulator unknown ver": lambda idp: "Bearer " + idp.mint_emulator_token(APP_ID, extra_claims={"ver": "3.0"}),
     "emulator no ver": lambda idp: "Bearer " + idp.mint_emulator_token(APP_ID, drop_claims=("ver",)),
     "emulator foreign tenant": lambda idp: "Bearer " + idp.mint_emulator_token(APP_ID, tenant=OWN_TENANT),
-    "emulator token signed by a channel key": lambda idp: "Bearer " + idp.sign(
-        {"iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/", "appid": APP_ID,
-         "ver": "1.0", "aud": APP_ID, "exp": now() + 60}, idp.keys["channel"][0]),
+    "emulator token signed by a channel key": lambda idp: (
+        "Bearer "
+        + idp.sign(
+            {
+                "iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/",
+                "appid": APP_ID,
+                "ver": "1.0",
+                "aud": APP_ID,
+                "exp": now() + 60,
+            },
+            idp.keys["channel"][0],
+        )
+    ),
 }
 
 
@@ -151,7 +185,8 @@ ACCEPTED = {
     "emulator v1": lambda idp: idp.mint_emulator_token(APP_ID),
     "emulator v2": lambda idp: idp.mint_emulator_token(APP_ID, version="2.0"),
     "emulator v2 second BF tenant": lambda idp: idp.mint_emulator_token(
-        APP_ID, version="2.0", tenant="f8cdef31-a31e-4b4a-93e4-5f571e91255a"),
+        APP_ID, version="2.0", tenant="f8cdef31-a31e-4b4a-93e4-5f571e91255a"
+    ),
 }
 
 
@@ -178,8 +213,9 @@ async def test_us_gov_bot_accepts_gov_tokens_and_refuses_public_ones(idp, check)
 
 async def test_us_gov_bot_takes_gov_emulator_tokens_from_the_gov_metadata_and_refuses_public_ones(idp, check) -> None:
     gov = Settings.from_env({"MicrosoftAppId": APP_ID, "ChannelService": "https://botframework.azure.us"})
-    assert gov.emulator_openid_url == ("https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e"
-                                       "/v2.0/.well-known/openid-configuration")
+    assert gov.emulator_openid_url == (
+        "https://login.microsoftonline.us/cab8a31a-1906-4287-a0d8-4eef66b95f6e/v2.0/.well-known/openid-configuration"
+    )
     gov = settings_for(idp, cloud="usgov")
     gov_tenant = "cab8a31a-1906-4287-a0d8-4eef66b95f6e"
     for version in ("1.0", "2.0"):
@@ -224,29 +260,33 @@ async def test_rotated_key_is_fetched_once_and_unknown_kids_refetch_at_most_hour
     assert idp.count("jwks:channel") == jwks + 3, "keys are refreshed after 24 hours"
 
 
-async def test_keys_a_day_old_serve_while_the_metadata_is_unreachable_until_the_stale_limit(check,
-                                                                                            time_machine) -> None:
+async def test_keys_a_day_old_serve_while_the_metadata_is_unreachable_until_the_stale_limit(
+    check, time_machine
+) -> None:
     with IdentityProvider() as down_later:
         settings = settings_for(down_later)
         await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
     start = time.time()  # the provider is gone: every refresh from now on fails
     time_machine.move_to(start + 25 * 3600)  # tokens signed with the day-old key still come
-    assert (await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)).kind \
-        == "channel"
+    assert (
+        await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
+    ).kind == "channel"
     time_machine.move_to(start + 6 * 24 * 3600)
     with pytest.raises(KeysUnavailableError):
         await check("Bearer " + down_later.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
 
 
 async def test_unreachable_metadata_is_a_distinct_error(idp, check) -> None:
-    settings = Settings.from_env({"MicrosoftAppId": APP_ID,
-                                  "BotChannelOpenIdMetadataUrl": "http://127.0.0.1:9/nothing"})
+    settings = Settings.from_env(
+        {"MicrosoftAppId": APP_ID, "BotChannelOpenIdMetadataUrl": "http://127.0.0.1:9/nothing"}
+    )
     with pytest.raises(KeysUnavailableError):
         await check("Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL), settings=settings)
 
 
 async def test_a_verified_token_is_not_verified_again_but_still_checked_against_each_activity(
-        idp, check, monkeypatch, time_machine) -> None:
+    idp, check, monkeypatch, time_machine
+) -> None:
     token = "Bearer " + idp.mint_channel_token(APP_ID, SERVICE_URL, lifetime=-auth.CLOCK_SKEW + 2)
     await check(token)
     decodes: list[int] = []
@@ -282,8 +322,10 @@ async def test_a_cached_token_is_verified_again_when_the_keys_are_refreshed(chec
     with IdentityProvider() as own:  # a provider of its own: its keys change
         settings = settings_for(own)
         kept, replaced = own.keys["channel"][0], own.rotate_keys("channel")
-        tokens = {key.kid: "Bearer " + own.mint_channel_token(APP_ID, SERVICE_URL, key=key, lifetime=30 * 3600)
-                  for key in (kept, replaced)}
+        tokens = {
+            key.kid: "Bearer " + own.mint_channel_token(APP_ID, SERVICE_URL, key=key, lifetime=30 * 3600)
+            for key in (kept, replaced)
+        }
         for token in tokens.values():
             await check(token, settings=settings)
         impostor = SigningKey.generate(list(replaced.endorsements or []))
@@ -295,9 +337,15 @@ async def test_a_cached_token_is_verified_again_when_the_keys_are_refreshed(chec
             await check(tokens[replaced.kid], settings=settings)
 
 
-@pytest.mark.parametrize("value, cloud", [("", "public"), ("https://botframework.com", "public"),
-                                          ("https://botframework.azure.us/", "usgov"),
-                                          ("HTTPS://BotFramework.Azure.US", "usgov")])
+@pytest.mark.parametrize(
+    "value, cloud",
+    [
+        ("", "public"),
+        ("https://botframework.com", "public"),
+        ("https://botframework.azure.us/", "usgov"),
+        ("HTTPS://BotFramework.Azure.US", "usgov"),
+    ],
+)
 def test_channel_service_names_the_cloud(value: str, cloud: str) -> None:
     assert Settings.from_env({"MicrosoftAppId": APP_ID, "ChannelService": value}).cloud.name == cloud
 

@@ -57,8 +57,7 @@ async def http(teams):
         yield client
 
 
-async def test_a_tenant_gets_50_requests_a_second_then_429_with_a_retry_after_that_works(teams, http,
-                                                                                           clock) -> None:
+async def test_a_tenant_gets_50_requests_a_second_then_429_with_a_retry_after_that_works(teams, http, clock) -> None:
     delivered: list[str] = []
     teams.on_activity(lambda r: delivered.append(r.body["text"]))
     await asyncio.gather(*(http.get("/v3/conversations/warm/pagedmembers") for _ in range(60)))  # connections
@@ -66,7 +65,7 @@ async def test_a_tenant_gets_50_requests_a_second_then_429_with_a_retry_after_th
     messages = [(f"c{i % 20}", f"m{i}") for i in range(60)]  # 3 per conversation: under its own limits
     answers = await asyncio.gather(*(send(http, cid, text) for cid, text in messages))  # in the same second
 
-    refused = [(m, a) for m, a in zip(messages, answers) if a.status_code == 429]
+    refused = [(m, a) for m, a in zip(messages, answers, strict=True) if a.status_code == 429]
     assert sorted(a.status_code for a in answers) == [200] * 50 + [429] * 10
     for _, answer in refused:
         assert int(answer.headers["Retry-After"]) >= 1
@@ -84,11 +83,15 @@ async def test_a_tenant_gets_50_requests_a_second_then_429_with_a_retry_after_th
 
 async def test_a_conversation_gets_7_a_second_and_8_in_2_seconds(teams, http, clock) -> None:
     cid = "19:chat@thread.v2"
-    operations = [send(http, cid, "a"), send(http, cid, "b"),
-                  http.post(f"/v3/conversations/{cid}/activities/act-1", json=activity("reply", cid, "t1")),
-                  http.put(f"/v3/conversations/{cid}/activities/act-1", json=activity("edited", cid, "t1")),
-                  http.delete(f"/v3/conversations/{cid}/activities/act-1"),
-                  send(http, cid, "c"), send(http, cid, "d")]
+    operations = [
+        send(http, cid, "a"),
+        send(http, cid, "b"),
+        http.post(f"/v3/conversations/{cid}/activities/act-1", json=activity("reply", cid, "t1")),
+        http.put(f"/v3/conversations/{cid}/activities/act-1", json=activity("edited", cid, "t1")),
+        http.delete(f"/v3/conversations/{cid}/activities/act-1"),
+        send(http, cid, "c"),
+        send(http, cid, "d"),
+    ]
     assert [(await op).status_code for op in operations] == [200] * 7  # sends, replies, updates, deletes all count
     eighth = await send(http, cid, "e")
     assert eighth.status_code == 429 and eighth.headers["Retry-After"] == "1"
@@ -128,13 +131,23 @@ async def test_tenants_are_counted_apart_and_found_in_the_request_or_the_record(
             assert (await send(http, "b1", "x", "t2")).status_code == 200  # t2 is not held up by t1
             assert (await http.get("/v3/conversations/team-2/pagedmembers")).status_code == 200  # t2, by the roster
             assert (await send(http, "u1", "x", tenant_id=None)).status_code == 200  # nobody's: the unknown tenant
-            forged = await http.post("/v3/conversations/b1/activities", json=activity("x", "b1", "t2"),
-                                     headers={"Authorization": "Bearer bad"})
+            forged = await http.post(
+                "/v3/conversations/b1/activities",
+                json=activity("x", "b1", "t2"),
+                headers={"Authorization": "Bearer bad"},
+            )
             assert forged.status_code == 401
     assert {t: (n.accepted, n.refused) for t, n in fake.tenants.items()} == {
-        "t1": (3, 1), "t2": (2, 0), "unknown": (1, 0)}  # the 401 counted for no one
-    assert (fake.tenant_of("a1"), fake.tenant_of("a2"), fake.tenant_of("team-2"), fake.tenant_of("u1")) == \
-        ("t1", "t1", "t2", None)
+        "t1": (3, 1),
+        "t2": (2, 0),
+        "unknown": (1, 0),
+    }  # the 401 counted for no one
+    assert (fake.tenant_of("a1"), fake.tenant_of("a2"), fake.tenant_of("team-2"), fake.tenant_of("u1")) == (
+        "t1",
+        "t1",
+        "t2",
+        None,
+    )
 
 
 async def test_service_time_is_lognormal_around_the_median() -> None:
@@ -158,7 +171,7 @@ async def test_service_time_is_lognormal_around_the_median() -> None:
     assert 1.4 < p90 / p50 < 2.6  # exp(1.28 * 0.5) = 1.9 for a lognormal of sigma 0.5
     # Each answer came no sooner than its service time (the machine's own delays only add to it): the times the
     # client saw are at least the drawn ones, quantile by quantile.
-    assert all(seen >= took for seen, took in zip(sorted(timings), drawn))
+    assert all(seen >= took for seen, took in zip(sorted(timings), drawn, strict=True))
 
 
 async def test_members_page_as_in_teams(teams, http) -> None:
@@ -168,8 +181,10 @@ async def test_members_page_as_in_teams(teams, http) -> None:
     assert len({m["id"] for m in roster}) == len({m["aadObjectId"] for m in roster}) == 1234
     path = "/v3/conversations/19:team@thread.tacv2/pagedmembers"
 
-    sizes = {size: len((await http.get(path, params={"pageSize": size})).json()["members"])
-             for size in (1, 50, 120, 500, 5000)}
+    sizes = {
+        size: len((await http.get(path, params={"pageSize": size})).json()["members"])
+        for size in (1, 50, 120, 500, 5000)
+    }
     assert sizes == {1: 50, 50: 50, 120: 120, 500: 500, 5000: 500}
     assert len((await http.get(path)).json()["members"]) == 200
 
@@ -187,8 +202,9 @@ async def test_members_page_as_in_teams(teams, http) -> None:
 
     first = (await http.get(path, params={"pageSize": 50})).json()["continuationToken"]
     teams.set_roster("19:other@thread.tacv2", 1, "t9")
-    elsewhere = await http.get("/v3/conversations/19:other@thread.tacv2/pagedmembers",
-                               params={"continuationToken": first})
+    elsewhere = await http.get(
+        "/v3/conversations/19:other@thread.tacv2/pagedmembers", params={"continuationToken": first}
+    )
     bogus = await http.get(path, params={"continuationToken": "50"})
     assert elsewhere.status_code == bogus.status_code == 400
     assert bogus.json()["error"]["code"] == "BadArgument"
@@ -197,16 +213,24 @@ async def test_members_page_as_in_teams(teams, http) -> None:
 
 async def test_create_conversation_reuses_a_members_one_to_one_chat(teams, http) -> None:
     def params(member: str, tenant: str, **extra: Any) -> dict[str, Any]:
-        return {"bot": {"id": "28:bot"}, "members": [{"id": member}], "isGroup": False,
-                "tenantId": tenant, "channelData": {"tenant": {"id": tenant}}, **extra}
+        return {
+            "bot": {"id": "28:bot"},
+            "members": [{"id": member}],
+            "isGroup": False,
+            "tenantId": tenant,
+            "channelData": {"tenant": {"id": tenant}},
+            **extra,
+        }
 
     first = await http.post("/v3/conversations", json=params("29:alice", "t1"))
     assert first.status_code == 201 and set(first.json()) == {"id"}
     cid = first.json()["id"]
     by_channel_data = {"members": [{"id": "29:alice"}], "channelData": {"tenant": {"id": "t1"}}}
     assert (await http.post("/v3/conversations", json=by_channel_data)).json()["id"] == cid
-    others = [(await http.post("/v3/conversations", json=body)).json()["id"] for body in (
-        params("29:bob", "t1"), params("29:alice", "t2"), params("29:alice", "t1", isGroup=True))]
+    others = [
+        (await http.post("/v3/conversations", json=body)).json()["id"]
+        for body in (params("29:bob", "t1"), params("29:alice", "t2"), params("29:alice", "t1", isGroup=True))
+    ]
     assert len({cid, *others}) == 4
     assert (teams.tenant_of(cid), teams.tenant_of(others[1])) == ("t1", "t2")
 
@@ -247,18 +271,29 @@ def test_the_bench_channel_server_runs_in_teams_mode_with_a_roster_and_teams_sta
     with RemoteChannel.start(teams=True, latency_median=FAST) as channel:
         members = channel.roster("19:team@thread.tacv2", 3, "t1")
         env = channel.env
-        token = httpx.post(f"{env['BotOAuthAuthorityHost']}/botframework.com/oauth2/v2.0/token", data={
-            "grant_type": "client_credentials", "client_id": env["MicrosoftAppId"],
-            "client_secret": env["MicrosoftAppPassword"], "scope": "https://api.botframework.com/.default",
-        }).json()["access_token"]
+        token = httpx.post(
+            f"{env['BotOAuthAuthorityHost']}/botframework.com/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": env["MicrosoftAppId"],
+                "client_secret": env["MicrosoftAppPassword"],
+                "scope": "https://api.botframework.com/.default",
+            },
+        ).json()["access_token"]
         with httpx.Client(base_url=channel.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
             page = http.get("/v3/conversations/19:team@thread.tacv2/pagedmembers").json()
-            answers = [http.post("/v3/conversations/c1/activities", json=activity(str(i), "c1", "t1")).status_code
-                       for i in range(8)]
+            answers = [
+                http.post("/v3/conversations/c1/activities", json=activity(str(i), "c1", "t1")).status_code
+                for i in range(8)
+            ]
         stats = channel.stats()
     assert page["members"] == members and len(members) == 3
     assert answers == [200] * 7 + [429]
     assert stats["received"] == 8  # as before: accepted requests, the roster read included
-    assert stats["teams"] == {"tenants": {"t1": {"accepted": 8, "refused": 1, "peak": 8}}, "conversations": 2,
-                              "conversations_refused": 1, "conversation_max_accepted": 7, "duplicates": 0}
-
+    assert stats["teams"] == {
+        "tenants": {"t1": {"accepted": 8, "refused": 1, "peak": 8}},
+        "conversations": 2,
+        "conversations_refused": 1,
+        "conversation_max_accepted": 7,
+        "duplicates": 0,
+    }

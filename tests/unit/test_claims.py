@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from botcore.delivery.claims import BUSY, CLAIMED, DONE, decide
 
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=120)
 
 

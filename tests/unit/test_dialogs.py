@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from botcore.state.dialogs import ScheduleDialog, TurnInfo, default_engine
 
 ENGINE = default_engine()
-INFO = TurnInfo(notify_url="https://bot.example/api/notify", user_name="Ann",
-                now=datetime(2026, 12, 1, 14, 3, 12, tzinfo=timezone.utc))
+INFO = TurnInfo(
+    notify_url="https://bot.example/api/notify", user_name="Ann", now=datetime(2026, 12, 1, 14, 3, 12, tzinfo=UTC)
+)
 
 
 class Conversation:
@@ -114,13 +115,16 @@ def test_remind_alone_or_malformed_explains_the_format() -> None:
     c.say("hi")
     for text in ("remind", "Remind me", "remind me in 10 minutes", "remind me tomorrow to stretch"):
         result = c.say(text)
-        assert texts(result) == ["To set a reminder, type: remind me in <number> <seconds, minutes, hours or days> "
-                                 "to <what>, for example: remind me in 10 minutes to stretch"], text
+        assert texts(result) == [
+            "To set a reminder, type: remind me in <number> <seconds, minutes, hours or days> "
+            "to <what>, for example: remind me in 10 minutes to stretch"
+        ], text
         assert result.effects == []
     ok = c.say("remind me in 10 minutes to stretch")
     assert [(e.text, e.due) for e in ok.effects] == [("Reminder: stretch", INFO.now + timedelta(minutes=10))]
-    assert texts(ok) == [f"OK, in 10 minutes (at {(INFO.now + timedelta(minutes=10)):%H:%M:%S} UTC) "
-                         "I'll remind you to stretch."]
+    assert texts(ok) == [
+        f"OK, in 10 minutes (at {(INFO.now + timedelta(minutes=10)):%H:%M:%S} UTC) I'll remind you to stretch."
+    ]
 
 
 def test_a_reminder_in_zero_time_is_refused() -> None:
@@ -128,15 +132,19 @@ def test_a_reminder_in_zero_time_is_refused() -> None:
     c.say("hi")
     for text in ("remind me in 0 minutes to stretch", "remind me in 000 seconds to stretch"):
         result = c.say(text)
-        assert texts(result) == ["I can only remind you later than now: for example, remind me in 10 minutes "
-                                 "to stretch"] and result.effects == []
+        assert (
+            texts(result) == ["I can only remind you later than now: for example, remind me in 10 minutes to stretch"]
+            and result.effects == []
+        )
     assert c.say("remind me in 1 second to stretch").effects
 
 
 def test_a_greeting_works_at_any_time_the_root_listens() -> None:
     c = Conversation()
-    assert texts(c.say("hello")) == ["Hello Ann! I now know your address, so I can send you notifications later.",
-                                     "Type help for the list of commands."]
+    assert texts(c.say("hello")) == [
+        "Hello Ann! I now know your address, so I can send you notifications later.",
+        "Type help for the list of commands.",
+    ]
     c.say("help")
     for greeting in ("hi", "Hello!", "hey there", "Good morning", "HI BOT"):
         assert texts(c.say(greeting)) == ["Hello Ann! Type help for the list of commands."], greeting

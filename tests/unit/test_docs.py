@@ -47,5 +47,5 @@ def test_sections_the_code_cites_exist() -> None:
     for source in sorted((ROOT / "botcore").rglob("*.py")):
         for document, section in CITATION.findall(source.read_text()):
             cited.append((source.name, document, section))
-            assert section in headings(ROOT / document), f"{source} cites {document}, \"{section}\""
+            assert section in headings(ROOT / document), f'{source} cites {document}, "{section}"'
     assert cited  # the code does cite the documents

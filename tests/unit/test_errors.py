@@ -6,8 +6,8 @@ import ast
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import botcore
 from botcore.errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
@@ -15,19 +15,31 @@ from botcore.responses import response_for
 from botcore.worker import _hopeless
 
 KINDS = (BadInputError, NotFoundError, ConflictError, UnavailableError, ConfigurationError)
-KIND_CODES = {BadInputError: "BadRequest", NotFoundError: "NotFound", ConflictError: "Conflict",
-              UnavailableError: "ServiceUnavailable", ConfigurationError: "BotMisconfigured"}
+KIND_CODES = {
+    BadInputError: "BadRequest",
+    NotFoundError: "NotFound",
+    ConflictError: "Conflict",
+    UnavailableError: "ServiceUnavailable",
+    ConfigurationError: "BotMisconfigured",
+}
 PROGRAMMING_ERRORS = {"TypeError", "NotImplementedError"}  # misuse of an API by botcore itself, never input
 
 
 def _modules() -> list:
-    return [importlib.import_module(m.name) for m in pkgutil.walk_packages(botcore.__path__, "botcore.")
-            if not m.name.endswith("__main__")]
+    return [
+        importlib.import_module(m.name)
+        for m in pkgutil.walk_packages(botcore.__path__, "botcore.")
+        if not m.name.endswith("__main__")
+    ]
 
 
 def _error_classes() -> list[type[BaseException]]:
-    found = {cls for module in _modules() for _, cls in inspect.getmembers(module, inspect.isclass)
-             if issubclass(cls, BaseException) and cls.__module__.startswith("botcore")}
+    found = {
+        cls
+        for module in _modules()
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, BaseException) and cls.__module__.startswith("botcore")
+    }
     return sorted(found, key=lambda c: f"{c.__module__}.{c.__name__}")
 
 
@@ -47,8 +59,9 @@ def _constructor_owner(cls: type[BaseException]) -> type:
     return next(c for c in cls.__mro__ if "__init__" in vars(c))
 
 
-def _instance(cls: type[BaseException], text: str = "what went wrong",
-              service_code: str = "ServerBusy") -> BaseException:
+def _instance(
+    cls: type[BaseException], text: str = "what went wrong", service_code: str = "ServerBusy"
+) -> BaseException:
     """`cls` built through its own constructor, as botcore builds it."""
     owner = _constructor_owner(cls)
     if not owner.__module__.startswith("botcore"):
@@ -68,8 +81,16 @@ def test_every_constructor_of_botcore_is_exercised() -> None:
 
 def test_the_scan_sees_the_errors_of_every_layer() -> None:
     names = {c.__name__ for c in _error_classes()}
-    assert {"ActivityError", "AuthenticationError", "ConversationGoneError", "EntityChangedError", "JobError",
-            "TokenError", "UntrustedServiceUrlError", "StateTooLargeError"} <= names
+    assert {
+        "ActivityError",
+        "AuthenticationError",
+        "ConversationGoneError",
+        "EntityChangedError",
+        "JobError",
+        "TokenError",
+        "UntrustedServiceUrlError",
+        "StateTooLargeError",
+    } <= names
     assert len(names) >= 30
 
 
@@ -121,8 +142,9 @@ def test_botcore_raises_only_its_own_errors() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and isinstance(node.exc.func, ast.Name):
                 name = node.exc.func.id
-                assert name in PROGRAMMING_ERRORS or issubclass(classes.get(name, type(None)), BotError), \
+                assert name in PROGRAMMING_ERRORS or issubclass(classes.get(name, type(None)), BotError), (
                     f"{path.name}:{node.lineno} raises {name}"
+                )
 
 
 def test_a_5xx_answer_says_fixed_words_and_only_the_log_has_the_detail(caplog) -> None:

@@ -19,8 +19,10 @@ def test_queue_and_connection_names_match_botcore() -> None:
 
 
 def test_every_function_is_registered_as_the_table_says() -> None:
-    functions = [(f.get_function_name(), [json.loads(raw) for raw in f.get_raw_bindings()])
-                 for f in function_app.app.get_functions()]
+    functions = [
+        (f.get_function_name(), [json.loads(raw) for raw in f.get_raw_bindings()])
+        for f in function_app.app.get_functions()
+    ]
     assert table_of(functions) == FUNCTIONS
 
 
@@ -40,9 +42,15 @@ def test_the_app_imports_only_what_requirements_txt_installs() -> None:
     def canonical(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    wanted = [r for r in (Requirement(line) for line in (repo / "requirements.txt").read_text().splitlines()
-                          if line.strip() and not line.startswith("#"))
-              if r.marker is None or r.marker.evaluate()]  # the lines for this Python
+    wanted = [
+        r
+        for r in (
+            Requirement(line)
+            for line in (repo / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+        if r.marker is None or r.marker.evaluate()
+    ]  # the lines for this Python
     installed: set[str] = set()
     while wanted:  # requirements.txt and everything it brings along, on this Python
         requirement = wanted.pop()
@@ -67,9 +75,14 @@ def test_the_app_imports_only_what_requirements_txt_installs() -> None:
     def guarded(tree: ast.AST) -> set[ast.AST]:
         """Imports inside a `try` that handles ImportError: the code runs on without them (operator tooling)."""
         handled = ("ImportError", "ModuleNotFoundError")
-        return {inner for node in ast.walk(tree) if isinstance(node, ast.Try)
-                and any(isinstance(h.type, ast.Name) and h.type.id in handled for h in node.handlers)
-                for statement in node.body for inner in ast.walk(statement)}
+        return {
+            inner
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Try)
+            and any(isinstance(h.type, ast.Name) and h.type.id in handled for h in node.handlers)
+            for statement in node.body
+            for inner in ast.walk(statement)
+        }
 
     imported: dict[str, str] = {}
     optional: dict[str, str] = {}
@@ -77,19 +90,29 @@ def test_the_app_imports_only_what_requirements_txt_installs() -> None:
         tree = ast.parse(path.read_text())
         skipped = guarded(tree)
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
-                     else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
             for name in names:
                 (optional if node in skipped else imported).setdefault(top(name), str(path.relative_to(repo)))
-    third_party = {m: where for m, where in imported.items()
-                   if m.split(".")[0] not in sys.stdlib_module_names and m not in ("botcore", "function_app")}
+    third_party = {
+        m: where
+        for m, where in imported.items()
+        if m.split(".")[0] not in sys.stdlib_module_names and m not in ("botcore", "function_app")
+    }
     missing = {m: where for m, where in third_party.items() if not providers.get(m, set()) & installed}
     assert {"azure.functions", "azure.identity", "httpx", "jwt"} <= set(third_party)  # the scan sees the app's imports
     assert not missing, f"imported but not installed by requirements.txt: {missing}"
     # An optional import is operator tooling: requirements-dev.txt names it, requirements.txt does not.
-    dev = {canonical(Requirement(line).name) for line in (repo / "requirements-dev.txt").read_text().splitlines()
-           if line.strip() and not line.startswith(("#", "-r"))}
+    dev = {
+        canonical(Requirement(line).name)
+        for line in (repo / "requirements-dev.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "-r"))
+    }
     assert "tqdm" in optional  # the scan sees the CLI's optional import
     for module, where in optional.items():
         assert providers.get(module, set()) & dev and not providers[module] & installed, (module, where)

@@ -24,8 +24,11 @@ class Recorder(BackgroundServer):
     def build_app(self) -> web.Application:
         async def handle(request: web.Request) -> web.Response:
             self.seen.append((request.path, request.headers.get("Cookie"), request.headers.get("Accept")))
-            response = web.Response(status=302, headers={"Location": "/elsewhere"}) if request.path == "/moved" \
+            response = (
+                web.Response(status=302, headers={"Location": "/elsewhere"})
+                if request.path == "/moved"
                 else web.Response(text="ok")
+            )
             response.set_cookie("affinity", "1")
             return response
 
@@ -41,8 +44,9 @@ def server():
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
-async def test_proxy_variables_are_ignored_and_redirects_are_not_followed(server, transport, monkeypatch,
-                                                                           caplog) -> None:
+async def test_proxy_variables_are_ignored_and_redirects_are_not_followed(
+    server, transport, monkeypatch, caplog
+) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
     for name in ("NO_PROXY", "no_proxy"):

@@ -17,13 +17,15 @@ import ast
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycep import BicepParser
 
 from botcore import settings as bot_settings
@@ -137,7 +139,9 @@ FUNCTIONS_HOST = {
 HOST_ONLY_STORAGE_KEYS = {"blobServiceUri"}
 
 # `__accountName` makes the host and settings.py build core.windows.net URIs: public cloud only.
-PUBLIC_CLOUD_ONLY = {f"{conn}__accountName" for conn in (bot_settings.STORAGE_CONNECTION, bot_settings.FALLBACK_CONNECTION)}
+PUBLIC_CLOUD_ONLY = {
+    f"{conn}__accountName" for conn in (bot_settings.STORAGE_CONNECTION, bot_settings.FALLBACK_CONNECTION)
+}
 
 # Added by the notify feature (send throttling); allowed even before the code reads them.
 # Once the code reads them they are ordinary settings that must be set.
@@ -161,7 +165,7 @@ CODE_FILES = sorted(ROOT.glob("botcore/**/*.py")) + [ROOT / "function_app.py"]
 _parser = BicepParser()
 
 
-@lru_cache(maxsize=None)
+@cache
 def parse(path: Path) -> dict[str, Any]:
     try:
         return _parser.parse(file_path=path)
@@ -204,7 +208,9 @@ def resources(path: Path, type_: str | None = None) -> list[Resource]:
     for symbol, res in parse(path).get("resources", {}).items():
         body, condition, loop = unwrap(res["config"])
         if type_ is None or res["type"] == type_:
-            found.append(Resource(path, symbol, res["type"], res["api_version"], res["existing"], body, condition, loop))
+            found.append(
+                Resource(path, symbol, res["type"], res["api_version"], res["existing"], body, condition, loop)
+            )
     return found
 
 
@@ -232,7 +238,9 @@ def modules(path: Path) -> list[Module]:
     for symbol, mod in parse(path).get("modules", {}).items():
         assert mod["type"] == "local", f"{rel(path)}: module {symbol} is not a local file"
         body, condition, _ = unwrap(mod["config"])
-        found.append(Module(path, symbol, (path.parent / mod["detail"]["path"]).resolve(), body.get("params", {}), condition))
+        found.append(
+            Module(path, symbol, (path.parent / mod["detail"]["path"]).resolve(), body.get("params", {}), condition)
+        )
     return found
 
 
@@ -443,7 +451,9 @@ def deployment(mode: str, cloud: str = "AzureCloud", **params: Any) -> dict[str,
 def app_settings(mode: str, cloud: str = "AzureCloud", **params: Any) -> dict[str, Any]:
     """The function app's settings (name -> expression) as main.bicep builds them for `mode` in `cloud`."""
     main = parse(MAIN)
-    settings = evaluate(main, module_using("appsettings.bicep").params["appSettings"], deployment(mode, cloud, **params))
+    settings = evaluate(
+        main, module_using("appsettings.bicep").params["appSettings"], deployment(mode, cloud, **params)
+    )
     assert isinstance(settings, dict), "appSettings should evaluate to an object of name -> value"
     return settings
 
@@ -481,7 +491,9 @@ def named_resources() -> list[tuple[Resource, Any]]:
         for res in resources(module.path):
             name = res.body.get("name")
             if not res.existing and isinstance(name, str) and name in declared:
-                assert name in module.params, f"{module.where}: {res.where} is named by {name}, which main.bicep does not set"
+                assert name in module.params, (
+                    f"{module.where}: {res.where} is named by {name}, which main.bicep does not set"
+                )
                 found.append((res, module.params[name]))
     return found
 
@@ -542,8 +554,10 @@ class _EnvReads(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if isinstance(func, ast.Attribute) and node.args and (
-            (func.attr == "get" and _is_environment(func.value)) or func.attr == "getenv"
+        if (
+            isinstance(func, ast.Attribute)
+            and node.args
+            and ((func.attr == "get" and _is_environment(func.value)) or func.attr == "getenv")
         ):
             self._read(node.args[0], node)
         callee = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
@@ -566,7 +580,7 @@ def _literal(node: ast.AST | None) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_env_reads() -> tuple[frozenset[str], tuple[tuple[str, str, int], ...]]:
     return scan_env_reads(tuple(CODE_FILES))
 
@@ -613,7 +627,7 @@ def scan_env_reads(paths: tuple[Path, ...]) -> tuple[frozenset[str], tuple[tuple
     return frozenset(literal), tuple(dynamic)
 
 
-@lru_cache(maxsize=None)
+@cache
 def storage_family_keys() -> frozenset[str]:
     """The `<connection>__<key>` keys settings.py accepts: literals of `family.get("...")`."""
     keys = set()
@@ -640,7 +654,12 @@ def storage_family_names() -> set[str]:
 def must_set(mode: str, cloud: str) -> set[str]:
     literal, _ = code_env_reads()
     unclassified = (
-        literal - PLATFORM_PROVIDED - OPTIONAL_WITH_DEFAULTS - SINGLE_TENANT_ONLY - US_GOVERNMENT_ONLY - CONNECTION_STRING_FORMS
+        literal
+        - PLATFORM_PROVIDED
+        - OPTIONAL_WITH_DEFAULTS
+        - SINGLE_TENANT_ONLY
+        - US_GOVERNMENT_ONLY
+        - CONNECTION_STRING_FORMS
     )
     required = unclassified | BOT_STORAGE_IDENTITY | FUNCTIONS_HOST
     required |= SINGLE_TENANT_ONLY if mode == "SingleTenant" else set()
@@ -720,10 +739,13 @@ def test_module_outputs_used_in_main_exist():
 def test_code_reads_settings_only_by_literal_names_or_known_families():
     literal, dynamic = code_env_reads()
     assert literal, "found no settings read by the code: has the scan in tests/test_infra.py gone stale?"
-    unknown = [f"{file}:{line} in {function}()" for file, function, line in dynamic if (file, function) not in KNOWN_DYNAMIC_READS]
+    unknown = [
+        f"{file}:{line} in {function}()"
+        for file, function, line in dynamic
+        if (file, function) not in KNOWN_DYNAMIC_READS
+    ]
     assert not unknown, (
-        "the code reads settings whose names are computed; tests/test_infra.py cannot tell which: "
-        + ", ".join(unknown)
+        "the code reads settings whose names are computed; tests/test_infra.py cannot tell which: " + ", ".join(unknown)
     )
 
 
@@ -776,9 +798,7 @@ def test_no_setting_is_set_that_nothing_reads(mode: str, cloud: str):
     settings = app_settings(mode, cloud)
     literal, _ = code_env_reads()
     readable = literal | FUNCTIONS_HOST | NOTIFY_FEATURE | BOT_STORAGE_IDENTITY
-    unread = sorted(
-        name for name in settings if name not in readable and name.lower() not in storage_family_names()
-    )
+    unread = sorted(name for name in settings if name not in readable and name.lower() not in storage_family_names())
     assert not unread, f"{mode} in {cloud}: app settings that neither the code nor the Functions host read: {unread}"
     forbidden = sorted(set(settings) & must_not_set(mode, cloud))
     assert not forbidden, f"{mode} in {cloud}: app settings that must not be set in Azure: {forbidden}"
@@ -797,7 +817,9 @@ def test_setting_values(mode: str):
     assert s["BotStorage__credential"] == "managedidentity"
     assert s["BotStorage__clientId"] == client_id
     assert s["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "monitoring.outputs.connectionString"
-    assert s["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identity.properties.clientId};Authorization=AAD"
+    assert (
+        s["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identity.properties.clientId};Authorization=AAD"
+    )
     assert s["MicrosoftAppType"] == mode
     assert s["MicrosoftAppTenantId"] == "tenant().tenantId"
     assert s["MicrosoftAppId"] == (client_id if mode == "UserAssignedMSI" else deployment(mode)["botAppId"])
@@ -845,7 +867,8 @@ def test_storage_uris_are_those_of_the_cloud(cloud: str):
         family = {name: value for name, value in settings.items() if name.startswith(f"{conn}__")}
         connection = bot_settings.connection_from_env(family)
         assert (connection.table_uri, connection.queue_uri) == (
-            f"https://stexample.table.{suffix}", f"https://stexample.queue.{suffix}",
+            f"https://stexample.table.{suffix}",
+            f"https://stexample.queue.{suffix}",
         ), f"{conn} in {cloud}: {connection}"
         assert connection.client_id == "identity.properties.clientId"
 
@@ -872,7 +895,12 @@ def test_app_settings_are_applied_only_by_the_appsettings_module():
     config = the_resource(MODULES / "appsettings.bicep", "Microsoft.Web/sites/config")
     assert config.body["name"] == "appsettings"
     assert config.body["properties"] == "appSettings", "the module should apply its appSettings param unchanged"
-    others = [r.where for p in BICEP_FILES for r in resources(p, "Microsoft.Web/sites/config") if r is not config and r.file != config.file]
+    others = [
+        r.where
+        for p in BICEP_FILES
+        for r in resources(p, "Microsoft.Web/sites/config")
+        if r is not config and r.file != config.file
+    ]
     assert not others, f"app settings set elsewhere too: {others}"
     site = the_resource(MODULES / "functionapp.bicep", "Microsoft.Web/sites")
     assert "appSettings" not in site.body["properties"].get("siteConfig", {}), (
@@ -941,7 +969,9 @@ def test_storage_account_is_keyless_tls12_and_private():
 
 def _looped_names(path: Path, type_: str) -> list[str]:
     res = the_resource(path, type_)
-    assert res.loop is not None and res.body["name"] == res.loop["detail"]["item_name"], f"{res.where}: expected [for name in <list>: ...]"
+    assert res.loop is not None and res.body["name"] == res.loop["detail"]["item_name"], (
+        f"{res.where}: expected [for name in <list>: ...]"
+    )
     names = evaluate(parse(path), res.loop["detail"]["array_name"], {})
     assert isinstance(names, list) and all(isinstance(n, str) for n in names), f"{res.where}: not a literal list"
     return names
@@ -990,7 +1020,9 @@ def test_every_module_grants_to_the_one_identity():
 def test_application_insights_takes_only_entra_auth():
     path = MODULES / "monitoring.bicep"
     insights = the_resource(path, "Microsoft.Insights/components")
-    assert insights.body["properties"].get("DisableLocalAuth") is True, "Application Insights: DisableLocalAuth must be true"
+    assert insights.body["properties"].get("DisableLocalAuth") is True, (
+        "Application Insights: DisableLocalAuth must be true"
+    )
     assert render(insights.body["properties"]["WorkspaceResourceId"]) == "workspace.id"
     the_resource(path, "Microsoft.OperationalInsights/workspaces")
 
@@ -1030,7 +1062,9 @@ def test_bot_resource(mode: str):
     params = {name: render(evaluate(main, module.params[name], deployment(mode))) for name in expected}
     assert params["sku"] == "botSku"
     assert params["appType"] == mode
-    assert params["appId"] == render(app_settings(mode)["MicrosoftAppId"]), "the bot's app id is the app's MicrosoftAppId"
+    assert params["appId"] == render(app_settings(mode)["MicrosoftAppId"]), (
+        "the bot's app id is the app's MicrosoftAppId"
+    )
     assert params["tenantId"] == "tenant().tenantId"
     assert params["msiResourceId"] == ("identity.id" if mode == "UserAssignedMSI" else "")
     assert main["parameters"]["botSku"]["default"] == "F0"
@@ -1041,7 +1075,10 @@ def test_bot_resource(mode: str):
     assert bot.body["sku"] == {"name": "sku"}
     props = bot.body["properties"]
     assert (props["endpoint"], props["msaAppType"], props["msaAppId"], props["msaAppTenantId"]) == (
-        "endpoint", "appType", "appId", "tenantId",
+        "endpoint",
+        "appType",
+        "appId",
+        "tenantId",
     )
     assert "msaAppMSIResourceId" in props
     channels = {r.body["name"]: r for r in resources(path, "Microsoft.BotService/botServices/channels")}
@@ -1097,9 +1134,31 @@ NAME_RULES = {
 AZD_ENVIRONMENT_NAME = r"[a-zA-Z0-9\-()_.]{1,64}"
 
 HOSTILE_ENVIRONMENT_NAMES = [
-    "a", "Z", "7", "9lives", "-", "_", ".", "(", ")", "()", "--", "My_Bot.(prod)", "prod.v2(eu)_blue",
-    "-leading", "trailing-", "UPPER_CASE", "a" * 19 + "_", "a" * 20, "a" * 21, "x" * 64, "X" * 64,
-    "_" * 64, "(" * 32 + ")" * 32, "0" * 64, ("Ab9_.()-" * 8),
+    "a",
+    "Z",
+    "7",
+    "9lives",
+    "-",
+    "_",
+    ".",
+    "(",
+    ")",
+    "()",
+    "--",
+    "My_Bot.(prod)",
+    "prod.v2(eu)_blue",
+    "-leading",
+    "trailing-",
+    "UPPER_CASE",
+    "a" * 19 + "_",
+    "a" * 20,
+    "a" * 21,
+    "x" * 64,
+    "X" * 64,
+    "_" * 64,
+    "(" * 32 + ")" * 32,
+    "0" * 64,
+    ("Ab9_.()-" * 8),
 ]
 
 # The names resources had before environment names were sanitised: one deployed with such
@@ -1142,7 +1201,9 @@ def test_every_named_resource_type_has_a_naming_rule():
 
 def check_names(environment_name: str) -> None:
     for type_, name in resource_names(environment_name).items():
-        assert re.fullmatch(NAME_RULES[type_], name), f"{environment_name!r}: {type_} name {name!r} breaks its naming rule"
+        assert re.fullmatch(NAME_RULES[type_], name), (
+            f"{environment_name!r}: {type_} name {name!r} breaks its naming rule"
+        )
 
 
 @pytest.mark.parametrize("environment_name", HOSTILE_ENVIRONMENT_NAMES)
@@ -1197,8 +1258,12 @@ def test_resources_tagged_for_azd():
     assert carriers == [site.where], f"azd-service-name must name one resource, the function app: {carriers}"
     # Every top-level resource that takes tags has them (role assignments take none).
     untagged = [
-        res.where for path in BICEP_FILES for res in resources(path)
-        if res.type.count("/") == 1 and not res.existing and res.type != "Microsoft.Authorization/roleAssignments"
+        res.where
+        for path in BICEP_FILES
+        for res in resources(path)
+        if res.type.count("/") == 1
+        and not res.existing
+        and res.type != "Microsoft.Authorization/roleAssignments"
         and "tags" not in res.body
     ]
     assert not untagged, f"resources without tags: {untagged}"
@@ -1218,7 +1283,11 @@ def deploy_variables(params: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("app_id", "password", "missing"),
-    [("", "app-registration-secret", "botAppId"), ("11111111-2222-3333-4444-555555555555", "", "botAppPassword"), ("", "", "botAppId")],
+    [
+        ("", "app-registration-secret", "botAppId"),
+        ("11111111-2222-3333-4444-555555555555", "", "botAppPassword"),
+        ("", "", "botAppId"),
+    ],
 )
 def test_single_tenant_without_its_app_registration_fails_before_any_resource(app_id: str, password: str, missing: str):
     params = deployment("SingleTenant", botAppId=app_id, botAppPassword=password)
@@ -1308,9 +1377,16 @@ def test_outputs_hold_no_secrets(path: Path):
 
 def test_outputs_a_user_needs_next():
     outputs = parse(MAIN)["outputs"]
-    for name in ("AZURE_FUNCTION_APP_NAME", "SERVICE_BOT_BASE_URL", "AZURE_BOT_MESSAGING_ENDPOINT", "AZURE_BOT_NAME",
-                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_MANAGED_IDENTITY_CLIENT_ID", "AZURE_BOT_APP_ID",
-                 "API_KEY_COMMAND"):
+    for name in (
+        "AZURE_FUNCTION_APP_NAME",
+        "SERVICE_BOT_BASE_URL",
+        "AZURE_BOT_MESSAGING_ENDPOINT",
+        "AZURE_BOT_NAME",
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "AZURE_MANAGED_IDENTITY_CLIENT_ID",
+        "AZURE_BOT_APP_ID",
+        "API_KEY_COMMAND",
+    ):
         assert name in outputs, f"main.bicep should output {name}"
 
 
@@ -1336,15 +1412,20 @@ def test_the_api_key_command_prints_the_host_key_that_opens_every_keyed_function
     app_level = re.search(r"http_auth_level=func\.AuthLevel\.(\w+)", (ROOT / "function_app.py").read_text())
     assert app_level and app_level.group(1) == "FUNCTION", "the host key opens function-level routes, not admin ones"
     command = parse(MAIN)["outputs"]["API_KEY_COMMAND"]["value"]
-    assert command == ("az functionapp keys list --resource-group ${resourceGroup().name} --name "
-                       "${functionApp.outputs.name} --query functionKeys.default --output tsv")
+    assert command == (
+        "az functionapp keys list --resource-group ${resourceGroup().name} --name "
+        "${functionApp.outputs.name} --query functionKeys.default --output tsv"
+    )
     deploy = (ROOT / "docs" / "deploy.md").read_text()
     section = deploy.split("## The API's key", 1)[1].split("\n## ", 1)[0]
-    documented = command.replace("${resourceGroup().name}", "rg-mybot").replace("${functionApp.outputs.name}",
-                                                                                "<AZURE_FUNCTION_APP_NAME>")
+    documented = command.replace("${resourceGroup().name}", "rg-mybot").replace(
+        "${functionApp.outputs.name}", "<AZURE_FUNCTION_APP_NAME>"
+    )
     assert documented in section
-    assert "az functionapp function keys list --resource-group rg-mybot --name <AZURE_FUNCTION_APP_NAME> " \
-           "--function-name notify --query default --output tsv" in section
+    assert (
+        "az functionapp function keys list --resource-group rg-mybot --name <AZURE_FUNCTION_APP_NAME> "
+        "--function-name notify --query default --output tsv" in section
+    )
     for name, route in _keyed_functions().items():
         assert f"`{name}` (" in section and f"/api/{route}" in section, name
     assert 'eval "$(azd env get-value API_KEY_COMMAND)"' in section and "azd env get-values" in section
@@ -1376,6 +1457,8 @@ def test_azd_project_and_parameters():
         # templates name them, and never a variable the parameters read (it would feed the next provision).
         assert re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*", name), f"output {name} is not in azd's UPPER_SNAKE form"
         assert name not in read, f"output {name} would become the value of the parameter that reads it"
-    assert not set(given) - set(declared), f"main.parameters.json sets unknown params {sorted(set(given) - set(declared))}"
+    assert not set(given) - set(declared), (
+        f"main.parameters.json sets unknown params {sorted(set(given) - set(declared))}"
+    )
     missing = {name for name, decl in declared.items() if is_required(decl)} - set(given)
     assert not missing, f"main.parameters.json misses required params {sorted(missing)}"

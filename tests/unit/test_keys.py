@@ -2,7 +2,8 @@
 
 import re
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from botcore.keys import MAX_ESCAPED, conversation_key, encode_key, is_conversation_key
 

@@ -21,8 +21,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "botcore"
-EDGES = ("botcore.app", "botcore.api", "botcore.endpoint", "botcore.worker", "botcore.cli", "botcore.__main__",
-         "botcore.responses")
+EDGES = (
+    "botcore.app",
+    "botcore.api",
+    "botcore.endpoint",
+    "botcore.worker",
+    "botcore.cli",
+    "botcore.__main__",
+    "botcore.responses",
+)
 LAYERS = {"botcore.protocol": 1, "botcore.state": 2, "botcore.delivery": 3}
 FORBIDDEN = {
     "botcore.protocol": ("botcore.state", "botcore.delivery", "botcore.storage", *EDGES),
@@ -82,9 +89,15 @@ def test_each_module_imports_only_what_its_layer_may(path: Path) -> None:
     module = _module(path)
     layer = _layer_of(module)
     forbidden = () if layer == "edge" else FORBIDDEN.get(layer or "", BASE_FORBIDDEN)
-    wrong = sorted({f"{target} (line {stmt.lineno})" for target, stmt, _ in _imports(path)
-                    if target.startswith("botcore") and _is_module(target)
-                    and any(target == f or target.startswith(f + ".") for f in forbidden)})
+    wrong = sorted(
+        {
+            f"{target} (line {stmt.lineno})"
+            for target, stmt, _ in _imports(path)
+            if target.startswith("botcore")
+            and _is_module(target)
+            and any(target == f or target.startswith(f + ".") for f in forbidden)
+        }
+    )
     assert not wrong, f"{module} ({layer or 'base'}) imports {', '.join(wrong)}"
 
 
@@ -101,6 +114,7 @@ def _says_why(lines: list[str], lineno: int) -> bool:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_function_level_imports_say_why(path: Path) -> None:
     lines = path.read_text().splitlines()
-    silent = sorted({stmt.lineno for _, stmt, in_function in _imports(path)
-                     if in_function and not _says_why(lines, stmt.lineno)})
+    silent = sorted(
+        {stmt.lineno for _, stmt, in_function in _imports(path) if in_function and not _says_why(lines, stmt.lineno)}
+    )
     assert not silent, f"{path.relative_to(ROOT)}: function-level imports without a reason on lines {silent}"

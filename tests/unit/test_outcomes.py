@@ -13,9 +13,13 @@ from botcore.delivery.send import OutcomeRecorder, StorageStalledError
 
 
 def test_what_a_batch_hands_on_is_grouped_by_the_attempts_used() -> None:
-    outcomes = {"a": Delivered(Status.SENT, "act-1"), "b": Delivered(Status.RETRYING, attempts=1),
-                "c": Delivered(Status.RETRYING, attempts=3), "d": Delivered(Status.RETRYING, attempts=1),
-                "e": Delivered(Status.FAILED, error="400")}
+    outcomes = {
+        "a": Delivered(Status.SENT, "act-1"),
+        "b": Delivered(Status.RETRYING, attempts=1),
+        "c": Delivered(Status.RETRYING, attempts=3),
+        "d": Delivered(Status.RETRYING, attempts=1),
+        "e": Delivered(Status.FAILED, error="400"),
+    }
     assert handed_on(outcomes) == {1: ["b", "d"], 3: ["c"]}
     assert list(handed_on(outcomes)) == [1, 3]
 

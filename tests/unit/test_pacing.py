@@ -9,8 +9,17 @@ import math
 import pytest
 
 from botcore.delivery.pacing import (
-    DEFAULT_RETRY_AFTER, MIN_RATE_SHARE, RECOVERY_SECONDS, SLOT_SHARE, THROTTLED_RATE, WINDOW_MARGIN,
-    ConversationWindows, KeyGuard, Slot, plan_reservation, plan_throttle,
+    DEFAULT_RETRY_AFTER,
+    MIN_RATE_SHARE,
+    RECOVERY_SECONDS,
+    SLOT_SHARE,
+    THROTTLED_RATE,
+    WINDOW_MARGIN,
+    ConversationWindows,
+    KeyGuard,
+    Slot,
+    plan_reservation,
+    plan_throttle,
 )
 
 RATE, CAP, NOW = 50.0, 3600.0, 1_000_000.0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from botcore.delivery.reminders import LOOKAHEAD, MAX_EARLY, minute_key, queue_delay, time_to_wait, within_reach
 
-NOW = datetime(2026, 12, 7, 12, 0, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 7, 12, 0, 30, tzinfo=UTC)
 
 
 def test_a_reminder_within_the_timers_reach_goes_now_and_a_later_one_waits_in_its_minute() -> None:

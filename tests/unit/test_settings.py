@@ -14,10 +14,17 @@ def test_the_longest_retry_after_pause_is_an_hour_unless_set() -> None:
     assert longest.max_retry_after_seconds == QUEUE_MAX_DELAY
 
 
-@pytest.mark.parametrize("value, reason", [
-    ("inf", "finite"), ("nan", "finite"), ("0", "greater than 0"), ("-5", "greater than 0"),
-    (str(QUEUE_MAX_DELAY + 1), "at most 604800"), ("soon", "a number"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("inf", "finite"),
+        ("nan", "finite"),
+        ("0", "greater than 0"),
+        ("-5", "greater than 0"),
+        (str(QUEUE_MAX_DELAY + 1), "at most 604800"),
+        ("soon", "a number"),
+    ],
+)
 def test_a_retry_after_cap_the_queue_could_not_keep_is_refused(value: str, reason: str) -> None:
     with pytest.raises(ConfigurationError, match=f"BotMaxRetryAfterSeconds must be.*{reason}"):
         Settings.from_env({"BotMaxRetryAfterSeconds": value})

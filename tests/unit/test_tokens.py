@@ -9,9 +9,13 @@ import pytest
 from aiohttp import web
 
 from botcore.protocol import tokens
+from botcore.protocol.tokens import (
+    ClientSecretTokenProvider,
+    ManagedIdentityTokenProvider,
+    TokenError,
+    token_provider_for,
+)
 from botcore.settings import ConfigurationError, Settings
-from botcore.protocol.tokens import (ClientSecretTokenProvider, ManagedIdentityTokenProvider, TokenError,
-                                     token_provider_for)
 from devhost.identity import IdentityProvider
 from devhost.server import BackgroundServer
 
@@ -26,8 +30,9 @@ def client(idp):
 
 
 def secret_provider(idp, http, tenant="botframework.com", secret="s3cret-value"):
-    return ClientSecretTokenProvider(idp.base_url, tenant, APP_ID, secret,
-                                     "https://api.botframework.com/.default", http)
+    return ClientSecretTokenProvider(
+        idp.base_url, tenant, APP_ID, secret, "https://api.botframework.com/.default", http
+    )
 
 
 async def test_a_hundred_concurrent_callers_share_one_token_request(idp, http) -> None:
@@ -83,8 +88,9 @@ async def test_identity_provider_failure_is_a_token_error_then_recovers(idp, htt
 
 
 async def test_managed_identity_flow(idp, http) -> None:
-    provider = ManagedIdentityTokenProvider(f"{idp.base_url}/msi/token", idp.msi_header, "client-9",
-                                            "https://api.botframework.com", http)
+    provider = ManagedIdentityTokenProvider(
+        f"{idp.base_url}/msi/token", idp.msi_header, "client-9", "https://api.botframework.com", http
+    )
     token = await provider.get_token()
     assert idp.is_valid_access_token(token)
     request = idp.token_requests[-1]
@@ -98,13 +104,18 @@ async def test_managed_identity_flow(idp, http) -> None:
 def test_one_provider_per_process_and_clear_configuration_errors(idp) -> None:
     tokens._providers.clear()
     settings = Settings.from_env(idp.bot_env(APP_ID, password="s3cret-value"))
-    assert token_provider_for(settings) is token_provider_for(Settings.from_env(idp.bot_env(APP_ID, password="s3cret-value")))
+    assert token_provider_for(settings) is token_provider_for(
+        Settings.from_env(idp.bot_env(APP_ID, password="s3cret-value"))
+    )
     assert token_provider_for(Settings.from_env({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"})) is None
     with pytest.raises(ConfigurationError, match="MicrosoftAppPassword"):
         token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID}))
     with pytest.raises(ConfigurationError, match="MicrosoftAppTenantId"):
-        token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "x",
-                                              "MicrosoftAppType": "SingleTenant"}))
+        token_provider_for(
+            Settings.from_env(
+                {"MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "x", "MicrosoftAppType": "SingleTenant"}
+            )
+        )
     with pytest.raises(ConfigurationError, match="IDENTITY_ENDPOINT"):
         token_provider_for(Settings.from_env({"MicrosoftAppId": APP_ID, "MicrosoftAppType": "UserAssignedMSI"}))
     msi = token_provider_for(Settings.from_env(idp.bot_env(APP_ID, app_type="UserAssignedMSI")))
@@ -115,13 +126,23 @@ def test_each_cloud_asks_its_own_authority_for_its_own_scope() -> None:
     public = token_provider_for(Settings.from_env({"MicrosoftAppId": "a1", "MicrosoftAppPassword": "p"}))
     assert public.url == "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
     assert public._form["scope"] == "https://api.botframework.com/.default"
-    gov = token_provider_for(Settings.from_env({"MicrosoftAppId": "a1", "MicrosoftAppPassword": "p",
-                                                 "ChannelService": "https://botframework.azure.us"}))
+    gov = token_provider_for(
+        Settings.from_env(
+            {"MicrosoftAppId": "a1", "MicrosoftAppPassword": "p", "ChannelService": "https://botframework.azure.us"}
+        )
+    )
     assert gov.url == "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us/oauth2/v2.0/token"
     assert gov._form["scope"] == "https://api.botframework.us/.default"
-    gov_msi = token_provider_for(Settings.from_env({
-        "MicrosoftAppId": "a1", "MicrosoftAppType": "UserAssignedMSI", "IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi",
-        "ChannelService": "https://botframework.azure.us"}))
+    gov_msi = token_provider_for(
+        Settings.from_env(
+            {
+                "MicrosoftAppId": "a1",
+                "MicrosoftAppType": "UserAssignedMSI",
+                "IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi",
+                "ChannelService": "https://botframework.azure.us",
+            }
+        )
+    )
     assert gov_msi.resource == "https://api.botframework.us"
 
 
@@ -139,8 +160,17 @@ class OddTokenEndpoint(BackgroundServer):
         return app
 
 
-@pytest.mark.parametrize("body", ["not json", "[]", "{}", '{"access_token": ""}', '{"access_token": 7}',
-                                  '{"access_token": "t", "expires_in": "soon"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[]",
+        "{}",
+        '{"access_token": ""}',
+        '{"access_token": 7}',
+        '{"access_token": "t", "expires_in": "soon"}',
+    ],
+)
 async def test_a_200_without_a_usable_token_is_a_token_error(http, body: str) -> None:
     server = OddTokenEndpoint().start()
     try:

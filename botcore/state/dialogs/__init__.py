@@ -1,11 +1,21 @@
 """Dialogs: the engine, the root and each dialog in a file of its own."""
 
-from .engine import Context, Engine, ScheduleDialog, ScheduleReminder, TurnInfo, TurnResult
+from .engine import Context, Effect, Engine, ScheduleDialog, ScheduleReminder, TurnInfo, TurnResult
 from .profile import ProfileDialog
 from .root import COMMANDS, RootDialog
 from .survey import SurveyDialog
 
-__all__ = ["COMMANDS", "Context", "Engine", "ScheduleDialog", "ScheduleReminder", "TurnInfo", "TurnResult", "default_engine"]
+__all__ = [
+    "COMMANDS",
+    "Context",
+    "Effect",
+    "Engine",
+    "ScheduleDialog",
+    "ScheduleReminder",
+    "TurnInfo",
+    "TurnResult",
+    "default_engine",
+]
 
 
 def default_engine() -> Engine:

@@ -9,9 +9,10 @@ after losing an ETag race without anything having been sent twice.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from ...errors import BadInputError
 
@@ -27,7 +28,7 @@ class UnknownDialogError(BadInputError):
 class TurnInfo:
     notify_url: str | None = None
     user_name: str | None = None
-    now: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)  # the turn's clock: dialogs stay pure
+    now: datetime = datetime(2026, 1, 1, tzinfo=UTC)  # the turn's clock: dialogs stay pure
 
 
 @dataclass(frozen=True)
@@ -46,37 +47,41 @@ class ScheduleReminder:
     due: datetime
 
 
+Effect = ScheduleDialog | ScheduleReminder  # work a committed turn hands on
+
+
 @dataclass
 class TurnResult:
     state: dict[str, Any]
     replies: list[dict[str, Any]]
-    effects: list[Any]
+    effects: list[Effect]
     changed: bool
 
 
 class Dialog(Protocol):
     name: str
 
-    def begin(self, ctx: "Context", options: Any) -> None: ...
-    def continue_(self, ctx: "Context", text: str) -> None: ...
-    def resume(self, ctx: "Context", result: Any) -> None: ...
-    def reprompt(self, ctx: "Context") -> None: ...
+    def begin(self, ctx: Context, options: Any) -> None: ...
+    def continue_(self, ctx: Context, text: str) -> None: ...
+    def resume(self, ctx: Context, result: Any) -> None: ...
+    def reprompt(self, ctx: Context) -> None: ...
 
 
 class Context:
     """What a dialog may do during a turn: speak, and move itself on the stack."""
 
-    def __init__(self, engine: "Engine", state: dict[str, Any], info: TurnInfo) -> None:
+    def __init__(self, engine: Engine, state: dict[str, Any], info: TurnInfo) -> None:
         self.engine, self.info = engine, info
         self._conversation = state
         self.stack: list[dict[str, Any]] = state["stack"]
         self.replies: list[dict[str, Any]] = []
-        self.effects: list[Any] = []
+        self.effects: list[Effect] = []
 
     @property
     def state(self) -> dict[str, Any]:
         """The running dialog's own state (its stack frame)."""
-        return self.stack[-1]["state"]
+        state: dict[str, Any] = self.stack[-1]["state"]
+        return state
 
     @property
     def active(self) -> str | None:
@@ -85,7 +90,7 @@ class Context:
     def send(self, text: str, **fields: Any) -> None:
         self.replies.append({"type": "message", "text": text, **fields})
 
-    def emit(self, effect: Any) -> None:
+    def emit(self, effect: Effect) -> None:
         self.effects.append(effect)
 
     def schedule(self, effect: ScheduleDialog) -> None:
@@ -142,20 +147,28 @@ class Engine:
         except KeyError:
             raise UnknownDialogError(f"no dialog named {name!r}") from None
 
-    def _run(self, state: dict | None, info: TurnInfo, step: Callable[[Context, dict], None]) -> TurnResult:
+    def _run(
+        self, state: dict[str, Any] | None, info: TurnInfo, step: Callable[[Context, dict[str, Any]], None]
+    ) -> TurnResult:
         working = copy.deepcopy(state) if state else {"stack": [], "jobs": []}
         ctx = Context(self, working, info)
         step(ctx, working)
         return TurnResult(working, ctx.replies, ctx.effects, changed=working != state)
 
-    def run_turn(self, state: dict | None, text: str, *, ctx_info: TurnInfo = TurnInfo(),
-                 activity_id: str | None = None) -> TurnResult:
+    def run_turn(
+        self,
+        state: dict[str, Any] | None,
+        text: str,
+        *,
+        ctx_info: TurnInfo = TurnInfo(),
+        activity_id: str | None = None,
+    ) -> TurnResult:
         """A turn for the user's `text`. A turn that changes the state remembers its activity's id with it,
         so that the same activity delivered again (a channel retrying) changes and says nothing."""
         if activity_id and state and activity_id in state.get("activities", ()):
             return TurnResult(state, [], [], changed=False)
 
-        def step(ctx: Context, working: dict) -> None:
+        def step(ctx: Context, working: dict[str, Any]) -> None:
             if state is None:
                 self.root.greet(ctx)
             # Forget frames of dialogs that no longer exist (after a deployment removed one).
@@ -172,12 +185,19 @@ class Engine:
             del seen[:-RECENT_ACTIVITIES]
         return result
 
-    def begin_proactive(self, state: dict | None, dialog: str, *, job_id: str, options: Any = None,
-                        ctx_info: TurnInfo = TurnInfo()) -> TurnResult:
+    def begin_proactive(
+        self,
+        state: dict[str, Any] | None,
+        dialog: str,
+        *,
+        job_id: str,
+        options: Any = None,
+        ctx_info: TurnInfo = TurnInfo(),
+    ) -> TurnResult:
         """Start `dialog` on top of whatever runs; the same job, or a second start, never stacks it twice."""
         self.dialog(dialog)
 
-        def step(ctx: Context, working: dict) -> None:
+        def step(ctx: Context, working: dict[str, Any]) -> None:
             jobs = working.setdefault("jobs", [])
             if job_id in jobs:
                 return

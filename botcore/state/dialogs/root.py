@@ -6,9 +6,10 @@ Adding a command is one entry in COMMANDS.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from ...jobs import MAX_REMINDER_SECONDS
 from .engine import Context, ScheduleDialog, ScheduleReminder
@@ -47,7 +48,7 @@ def _survey(ctx: Context, text: str) -> None:
         ctx.unschedule("survey")
         ctx.send("A survey is already on its way: it starts in a few seconds.")
         return
-    message = (f"In {SURVEY_DELAY_SECONDS} seconds I'll interrupt this conversation and start a survey.")
+    message = f"In {SURVEY_DELAY_SECONDS} seconds I'll interrupt this conversation and start a survey."
     if ctx.info.notify_url:
         message += f" Meanwhile, any service can send you a notification through {ctx.info.notify_url}"
     ctx.send(message)
@@ -62,8 +63,10 @@ REMIND_EXAMPLE = "remind me in 10 minutes to stretch"
 def _remind(ctx: Context, text: str) -> None:
     match = REMIND.fullmatch(text.strip())
     if match is None:
-        ctx.send("To set a reminder, type: remind me in <number> <seconds, minutes, hours or days> to <what>, "
-                 f"for example: {REMIND_EXAMPLE}")
+        ctx.send(
+            "To set a reminder, type: remind me in <number> <seconds, minutes, hours or days> to <what>, "
+            f"for example: {REMIND_EXAMPLE}"
+        )
         return
     seconds = int(match[1]) * UNITS[match[2].lower()]
     if seconds == 0:
@@ -76,8 +79,9 @@ def _remind(ctx: Context, text: str) -> None:
     due = ctx.info.now + timedelta(seconds=seconds)
     ctx.emit(ScheduleReminder(f"Reminder: {what}", due))
     when = due.strftime("%H:%M:%S UTC") if seconds < 86400 else due.strftime("%Y-%m-%d %H:%M:%S UTC")
-    ctx.send(f"OK, in {match[1]} {match[2].lower()}{'s' if match[1] != '1' else ''} (at {when}) "
-             f"I'll remind you to {what}.")
+    ctx.send(
+        f"OK, in {match[1]} {match[2].lower()}{'s' if match[1] != '1' else ''} (at {when}) I'll remind you to {what}."
+    )
 
 
 def _cancel(ctx: Context, text: str) -> None:
@@ -99,15 +103,25 @@ def _name(ctx: Context) -> str:
     return f" {ctx.info.user_name}" if ctx.info.user_name else ""
 
 
-GREETING = re.compile(r"(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening|day))( there| bot)?[ !.]*",
-                      re.IGNORECASE)
+GREETING = re.compile(
+    r"(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening|day))( there| bot)?[ !.]*", re.IGNORECASE
+)
 
 COMMANDS = [
     Command("profile", "answer two questions and get a summary", _profile),
-    Command("survey", f"in {SURVEY_DELAY_SECONDS} seconds I interrupt whatever we're doing with a survey, "
-            "until you type done", _survey, interrupts=True),
-    Command(REMIND_EXAMPLE, "a reminder, in seconds, minutes, hours or days, up to a year ahead", _remind,
-            interrupts=True, pattern=re.compile(r"remind\b.*", re.IGNORECASE | re.DOTALL)),
+    Command(
+        "survey",
+        f"in {SURVEY_DELAY_SECONDS} seconds I interrupt whatever we're doing with a survey, until you type done",
+        _survey,
+        interrupts=True,
+    ),
+    Command(
+        REMIND_EXAMPLE,
+        "a reminder, in seconds, minutes, hours or days, up to a year ahead",
+        _remind,
+        interrupts=True,
+        pattern=re.compile(r"remind\b.*", re.IGNORECASE | re.DOTALL),
+    ),
     Command("cancel", "stop the questions we're in the middle of", _cancel, interrupts=True),
     Command("help", "this list", _help, interrupts=True),
     # Not an interruption: to a dialog waiting for free text (a name, a survey answer), "hello" is an answer.
@@ -134,7 +148,7 @@ class RootDialog:
         if command is not None:
             command.run(ctx, text)
         elif not ctx.replies:  # a first message that is not a command: the greeting answers it
-            ctx.send(f"I didn't understand \"{text.strip()[:100]}\". {HELP_HINT}")
+            ctx.send(f'I didn\'t understand "{text.strip()[:100]}". {HELP_HINT}')
         else:
             ctx.send(HELP_HINT)
 

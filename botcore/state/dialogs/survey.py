@@ -17,8 +17,10 @@ class SurveyDialog:
 
     def begin(self, ctx: Context, options: Any) -> None:
         ctx.state["answers"] = 0
-        ctx.send("Sorry to interrupt: I'm starting a quick survey. "
-                 "Tell me anything you like, and type done to resume our conversation.")
+        ctx.send(
+            "Sorry to interrupt: I'm starting a quick survey. "
+            "Tell me anything you like, and type done to resume our conversation."
+        )
 
     def continue_(self, ctx: Context, text: str) -> None:
         word = text.strip().lower()
@@ -31,11 +33,13 @@ class SurveyDialog:
             ctx.end({"answers": ctx.state["answers"], "cancelled": True})
             return
         if word == "help":
-            ctx.send("We're in a survey: anything you type is an answer. Type done when you're finished, or cancel "
-                     "to stop the survey; either way we go back to what we were doing.")
+            ctx.send(
+                "We're in a survey: anything you type is an answer. Type done when you're finished, or cancel "
+                "to stop the survey; either way we go back to what we were doing."
+            )
             return
         ctx.state["answers"] += 1
-        ctx.send(f"Survey: noted \"{text.strip()[:200]}\". Type done to go back.")
+        ctx.send(f'Survey: noted "{text.strip()[:200]}". Type done to go back.')
 
     def resume(self, ctx: Context, result: Any) -> None:
         self.reprompt(ctx)

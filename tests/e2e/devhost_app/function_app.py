@@ -19,9 +19,17 @@ def record(kind: str, **fields) -> None:
 
 @app.route(route="items/{id:int}/{name?}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def items(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps({"route": dict(req.route_params), "query": dict(req.params),
-                                         "body": req.get_body().decode(), "method": req.method}),
-                             mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps(
+            {
+                "route": dict(req.route_params),
+                "query": dict(req.params),
+                "body": req.get_body().decode(),
+                "method": req.method,
+            }
+        ),
+        mimetype="application/json",
+    )
 
 
 @app.route(route="secret", methods=["GET"])
