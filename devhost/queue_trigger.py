@@ -214,28 +214,53 @@ class QueueListener:
             message.expires_on,
             message.next_visible_on,
         )
-        renewal = asyncio.create_task(self._keep_hidden(queue, message))
+        done = asyncio.Event()
+        renewal = asyncio.create_task(self._keep_hidden(queue, message, done))
         try:
             await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
         except Exception:
-            await _cancel(renewal)
-            if message.dequeue_count >= self.options.max_dequeue_count:
-                await self._to_poison(queue, poison, message, f"failed {message.dequeue_count} times")
-            else:
-                await queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
+            done.set()
+            await renewal
+            try:
+                if message.dequeue_count >= self.options.max_dequeue_count:
+                    await self._to_poison(queue, poison, message, f"failed {message.dequeue_count} times")
+                else:
+                    await queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
+            except Exception as exc:  # it reappears when its lease ends all the same
+                self._lost_lease(message, "make visible again", exc)
             return
-        await _cancel(renewal)
-        await queue.delete_message(message)
+        done.set()
+        await renewal
+        try:
+            await queue.delete_message(message)
+        except Exception as exc:
+            self._lost_lease(message, "delete", exc)
 
-    async def _keep_hidden(self, queue: Any, message: Any) -> None:
-        """Renew the message's lease while its function runs (the pop receipt changes each time)."""
+    async def _keep_hidden(self, queue: Any, message: Any, done: asyncio.Event) -> None:
+        """Renew the message's lease while its function runs (the pop receipt changes each time). A renewal under
+        way is never cancelled: one that reached the queue has changed the pop receipt, which the delete needs."""
         while True:
-            await asyncio.sleep(self.lease / 3)
+            try:
+                await asyncio.wait_for(done.wait(), self.lease / 3)
+                return
+            except TimeoutError:
+                pass
             try:
                 renewed = await queue.update_message(message, visibility_timeout=self.lease)
                 message.pop_receipt = renewed.pop_receipt
             except Exception as exc:
                 log.warning("%s: cannot renew the lease of message %s: %r", self.function.name, message.id, exc)
+
+    def _lost_lease(self, message: Any, what: str, exc: Exception) -> None:
+        """The message's lease lapsed (a renewal failed, or came late) and another reader may hold it now: it
+        runs again there, as the Functions host would run it again."""
+        log.warning(
+            "%s: cannot %s message %s (%s); its lease lapsed, so it may run again",
+            self.function.name,
+            what,
+            message.id,
+            getattr(exc, "error_code", None) or type(exc).__name__,
+        )
 
     async def _to_poison(self, queue: Any, poison: Any, message: Any, why: str) -> None:
         log.error("%s: message %s moved to %s-poison: %s", self.function.name, message.id, self.queue_name, why)
@@ -253,11 +278,3 @@ async def _receive(queue: Any, count: int, lease: int) -> list[Any]:
         return [message async for message in await pages.__anext__()]
     except StopAsyncIteration:
         return []
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
