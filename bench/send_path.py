@@ -32,7 +32,7 @@ from .report import Section
 CONCURRENCY = (1, 16, 32)
 TARGET_CONCURRENCY = (16, 32)
 TARGET_RATIO = 0.3
-POOL_LIMIT = 64  # botcore.protocol.http.MAX_CONNECTIONS: every client gets the same pool size
+POOL_LIMIT = 64  # every client gets the same pool size, more than the concurrency measured
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
 CLIENTS = ("floor", *TRANSPORTS)
 
@@ -129,7 +129,7 @@ async def measure(
     hits_before = channel.stats()["hits"]
     token = await tokens.get_token()  # the floor uses the same token; the bot's cache is now warm
     floor_items = FloorClient.prepare(refs, "proactive")
-    https = {name: new_http_client(settings.http_timeout, name) for name in clients if name != "floor"}
+    https = {name: new_http_client(settings.http_timeout, POOL_LIMIT, name) for name in clients if name != "floor"}
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT)) as session,
         contextlib.AsyncExitStack() as resources,

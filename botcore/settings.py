@@ -175,7 +175,7 @@ class Settings:
     environment: str = "Production"
     max_body_bytes: int = 256 * 1024
     public_base_url: str = ""
-    send_concurrency: int = 16
+    send_concurrency: int = 256
     tenant_rate_per_second: float = 50.0
     http_timeout: float = 30.0
     delivery_claim_seconds: float = 120.0
@@ -236,7 +236,7 @@ class Settings:
             environment=env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production"),
             max_body_bytes=_number(env, "BotMaxBodyBytes", 256 * 1024, int),
             public_base_url=env.get("BotPublicBaseUrl", "").rstrip("/"),
-            send_concurrency=_number(env, "BotSendConcurrency", 16, int),
+            send_concurrency=_number(env, "BotSendConcurrency", 256, int),
             tenant_rate_per_second=_number(env, "BotTenantRatePerSecond", 50.0, float),
             http_timeout=_number(env, "BotHttpTimeoutSeconds", 30.0, float),
             delivery_claim_seconds=_number(env, "BotDeliveryClaimSeconds", 120.0, float),

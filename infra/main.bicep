@@ -65,7 +65,7 @@ param pythonVersion string = '3.13'
 
 @minValue(1)
 @description('BotSendConcurrency: most Connector sends in flight per instance.')
-param botSendConcurrency int = 16
+param botSendConcurrency int = 256
 
 @minValue(1)
 @description('BotTenantRatePerSecond: Bot API requests per second per Teams tenant (or per channel without tenants), kept across all instances; Teams allows about 50.')

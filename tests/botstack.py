@@ -64,8 +64,8 @@ class BotStack:
             "AzureWebJobsStorage": storage_connection,
             "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
             "LocalFunctionKey": "stack-key",
-            **({} if teams else {"BotTenantRatePerSecond": "2000"}),
-            "BotSendConcurrency": "32",
+            # Teams mode: the bot's defaults; else a pace that never slows a test, and few sends unrecorded
+            **({} if teams else {"BotTenantRatePerSecond": "2000", "BotSendConcurrency": "32"}),
             "BotHttpTimeoutSeconds": "2",  # the fault tests hang the Connector past it
             "BotDeliveryClaimSeconds": "6",  # a killed host's claims are taken over quickly
             "LocalQueueLeaseSeconds": "10",  # and the queue messages it had received reappear soon

@@ -88,7 +88,7 @@ async def http():
     """The bot's outbound HTTP client, with a timeout short enough for a test to hang a fake past it."""
     from botcore.protocol.http import new_http_client
 
-    async with new_http_client(2.0) as client:
+    async with new_http_client(2.0, 64) as client:
         yield client
 
 

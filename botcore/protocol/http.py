@@ -19,7 +19,7 @@ from ..settings import get_settings
 if TYPE_CHECKING:
     import httpx
 
-MAX_CONNECTIONS = 64
+SPARE_CONNECTIONS = 16  # beyond BotSendConcurrency's sends: replies, tokens, OpenID metadata and keys
 
 Transport = Literal["aiohttp", "httpcore"]
 TRANSPORT: Transport = "aiohttp"
@@ -32,17 +32,18 @@ class _CookiesKeptByAiohttp(CookieJar):
         pass
 
 
-def new_http_client(timeout: float, transport: Transport = TRANSPORT) -> httpx.AsyncClient:
+def new_http_client(timeout: float, connections: int, transport: Transport = TRANSPORT) -> httpx.AsyncClient:
     """A client that ignores proxy variables, so that the bot's token goes only to the configured
     identity provider and verified Connector URLs, and never follows redirects. Its timeouts are
     httpx's, per phase: connecting (at most 10 s), each read, each write, the wait for a pooled
-    connection. `transport` is there for the benchmark, which measures both."""
+    connection. At most `connections` at once: a send waiting for the pool would come late for its slot.
+    `transport` is there for the benchmark, which measures both."""
     import httpx  # on the first outbound call: a cold start whose first invocation makes none does not pay for it
 
     # The Functions host logs at Information: one line per request would drown the bot's own.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     options: dict[str, Any] = {
         "trust_env": False,
         "follow_redirects": False,
@@ -70,7 +71,8 @@ _clients: PerLoop[httpx.AsyncClient] = PerLoop(close=_close)
 
 
 def _new_client() -> httpx.AsyncClient:
-    return new_http_client(get_settings().http_timeout)
+    settings = get_settings()
+    return new_http_client(settings.http_timeout, settings.send_concurrency + SPARE_CONNECTIONS)
 
 
 def get_http_client() -> httpx.AsyncClient:

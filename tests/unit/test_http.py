@@ -52,7 +52,7 @@ async def test_proxy_variables_are_ignored_and_redirects_are_not_followed(
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     caplog.set_level(logging.INFO)
-    async with http.new_http_client(5.0, transport) as client:
+    async with http.new_http_client(5.0, 64, transport) as client:
         response = await client.post(f"{server.base_url}/moved", content=b"{}")
     assert response.status_code == 302 and [path for path, _, _ in server.seen] == ["/moved"]
     assert not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))], "per-request INFO lines"
@@ -61,7 +61,7 @@ async def test_proxy_variables_are_ignored_and_redirects_are_not_followed(
 @pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
 async def test_a_cookie_is_sent_back_once_and_every_request_accepts_anything(server, transport) -> None:
     """On the aiohttp transport, aiohttp (not httpx) keeps cookies and adds Accept."""
-    async with http.new_http_client(5.0, transport) as client:
+    async with http.new_http_client(5.0, 64, transport) as client:
         for _ in range(2):
             (await client.get(f"http://localhost:{server.port}/")).raise_for_status()
     assert [(cookie, accept) for _, cookie, accept in server.seen] == [(None, "*/*"), ("affinity=1", "*/*")]
