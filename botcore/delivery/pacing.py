@@ -54,6 +54,8 @@ RECOVERY_SECONDS = 30.0  # after this long without a 429, the rate climbs back
 RECOVERY_RATE = 1.1
 MIN_RATE_SHARE = 0.1
 ATTEMPTS = 16  # concurrent reservations of one key: each loser reads again after a short random pause
+UNRECORDED_SECONDS = 1.0  # a paced batch keeps at most this much of its key's pace unrecorded (OutcomeRecorder)
+MIN_UNRECORDED = 8
 # Teams' per-conversation limits: (requests, seconds) over sliding windows.
 CONVERSATION_WINDOWS = ((7, 1.0), (8, 2.0), (60, 30.0), (1800, 3600.0))
 WINDOW_MARGIN = 0.15  # seconds added to each conversation window: a request is counted before it arrives
@@ -210,20 +212,25 @@ def _time(row: dict[str, Any], name: str) -> float:
 
 
 class KeyGuard:
-    """Per instance: a pace key's requests start at least one interval apart, whatever the calendar said.
+    """Per instance: a pace key's requests keep the calendar's interval, whatever the calendar said.
 
-    The interval is the calendar's (a batch passes its slots'), so a batch that starts a little behind
-    its slots catches up at the pace the calendar hands out, never at the channel's limit itself.
+    The interval is the calendar's (a batch passes its slots'), so a batch behind its slots catches up at
+    the pace the calendar hands out, never at the channel's limit itself. The spacing is kept on average,
+    with LATE_GRACE of tolerance (a virtual schedule, GCRA): a request that came a little late, because the
+    instance was busy, does not push every later one back by as much, which would make its batch lose
+    slot after slot. Over any span of T seconds the key's requests from this instance number at most
+    (T + LATE_GRACE) / interval + 1: within the room the calendar leaves under the channel's limit.
     """
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / (rate * SLOT_SHARE)
-        self._next: dict[str, float] = {}
+        self._next: dict[str, float] = {}  # each key's virtual schedule: when its next request is due
 
     def book(self, key: str, now: float, interval: float | None = None) -> float:
-        """Book the key's next start: now, or one interval after the last booked one."""
-        start = max(now, self._next.get(key, 0.0))
-        self._next[key] = start + (interval or self.interval)
+        """Book the key's next start: now, unless that is more than LATE_GRACE ahead of the key's schedule."""
+        due = self._next.get(key, 0.0)
+        start = max(now, due - LATE_GRACE)
+        self._next[key] = max(due, start) + (interval or self.interval)
         return start
 
     async def wait(self, key: str, interval: float | None = None) -> None:
@@ -231,6 +238,14 @@ class KeyGuard:
         start = self.book(key, now, interval)
         if start > now:
             await asyncio.sleep(start - now)
+
+
+def unrecorded_limit(interval: float, cap: int) -> int:
+    """How many of a paced batch's sends may be unrecorded at once: a second of its key's pace (at least
+    MIN_UNRECORDED, at most `cap`, BotSendConcurrency). Enough to keep the pace while each send waits for
+    the Connector and then for its outcome's write, whatever the Connector's latency up to about half a
+    second; and what a crash may send twice stays a second's worth of the key's requests."""
+    return min(cap, max(MIN_UNRECORDED, math.ceil(UNRECORDED_SECONDS / interval)))
 
 
 class BlockSlots:
@@ -261,6 +276,19 @@ class BlockSlots:
             return 0.0 if self.no_fresh else None
         fresh, first = self.fresh
         return fresh.at(index - first)
+
+    def overrun(self, at: float, now: float) -> bool:
+        """Whether a send for the slot at `at`, made at `now` (a sleep that ended late), would come more than
+        LATE_GRACE past the last slot of the block holding `at`: into the slots of the key's next batch, perhaps on
+        another instance. Late within its block, it only takes room from its own batch's later items, which
+        then look at their slots afresh."""
+        if self.block.interval < UNPACED_INTERVAL:
+            return False
+        end = self.block.at(self.size - 1)
+        if self.fresh is not None and at > end:
+            fresh, first = self.fresh
+            end = fresh.at(self.size - 1 - first)
+        return now > end + LATE_GRACE
 
     def take_fresh(self, block: Slot | None, index: int) -> None:
         """The fresh block reserved for the items from `index` on (None: the calendar could not give one)."""

@@ -182,6 +182,12 @@ class _PackSlots:
     def interval(self, key: str) -> float:
         return self.ctx.guard.interval
 
+    def overrun(self, at: float, now: float) -> bool:
+        return False  # late, a reminder still goes (the guard keeps its key's spacing)
+
+    def unrecorded(self, cap: int) -> int:
+        return cap  # reminders of many keys, due together: as many at once as the instance sends
+
     async def at(self, index: int, key: str, now: float, remaining: int) -> float:
         return max(self.starts[key], now)  # late, it still goes: a reminder is better late than handed on
 

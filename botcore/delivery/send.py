@@ -31,7 +31,7 @@ from ..protocol.connector import ConversationGoneError, RequestRejectedError, Re
 from ..protocol.trust import UntrustedServiceUrlError
 from .batches import RevisionBatch, SendBatch, pack, retry_prefix
 from .ledger import BATCH_PREFIX, Delivered, Outcome, Revision, Status, handed_on
-from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, BlockSlots, Slot, pace_key
+from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, BlockSlots, Slot, pace_key, unrecorded_limit
 
 if TYPE_CHECKING:
     from .context import DeliveryContext
@@ -227,6 +227,12 @@ class Slots(Protocol):
     def interval(self, key: str) -> float:
         """The spacing of the item's pace key on this instance (KeyGuard)."""
 
+    def unrecorded(self, cap: int) -> int:
+        """How many sends of the run may be unrecorded at once (OutcomeRecorder), at most `cap`."""
+
+    def overrun(self, at: float, now: float) -> bool:
+        """Whether an item whose slot was `at`, ready only at `now`, must take a later slot instead."""
+
 
 class _ClaimPerBatch:
     """Claims for a fan-out's batch: claimed as a whole on its ledger row, retries handed on to named batches."""
@@ -363,6 +369,12 @@ class BatchSlots:
     def interval(self, key: str) -> float:
         return self.slots.block.interval
 
+    def unrecorded(self, cap: int) -> int:
+        return unrecorded_limit(self.slots.block.interval, cap)
+
+    def overrun(self, at: float, now: float) -> bool:
+        return self.slots.overrun(at, now)
+
     async def at(self, index: int, key: str, now: float, remaining: int) -> float:
         at = self.slots.at(index, now)
         if at is None:
@@ -406,7 +418,9 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
     requests under way have ended."""
     keys = list(claims.attempts)
     recorder = OutcomeRecorder(
-        claims.write, ctx.settings.send_concurrency, renew_every=ctx.settings.delivery_claim_seconds / 3
+        claims.write,
+        slots.unrecorded(ctx.settings.send_concurrency),
+        renew_every=ctx.settings.delivery_claim_seconds / 3,
     )
     throttled: dict[str, float] = {}  # pace key → a 429's Retry-After: no more requests of that key here
     waits: list[float] = []  # conversations over their window: when they may be tried again
@@ -423,6 +437,9 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
         recorder.add(outcome)
         return outcome
 
+    def hand_on(key: str, why: str) -> None:
+        held.append(Outcome(key, Status.RETRYING, why, attempted=False))
+
     stopped: Exception | None = None
     try:
         for index, key in enumerate(keys):
@@ -430,31 +447,40 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
             if settled is not None:
                 held.append(settled)
                 continue
-            pace, now = slots.pace(key), time.time()
-            at = now if pace in throttled else await slots.at(index, key, now, len(keys) - index)
-            if pace in throttled or at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
-                held.append(
-                    Outcome(
-                        key,
-                        Status.RETRYING,
-                        "the channel is throttling" if pace in throttled else "waiting for a slot",
-                        attempted=False,
-                    )
-                )
-                continue
-            if at > now:
-                await asyncio.sleep(at - now)
+            pace = slots.pace(key)
+            # The item's permits before its slot: a send that waits for them after it would come late.
             if not await recorder.start():  # outcomes cannot be written: what is sent now could be sent twice
                 break
-            window = ctx.windows.take(work.conversation(key), time.time())
-            if window > 0:
-                recorder.unstarted()
-                waits.append(window)
-                held.append(Outcome(key, Status.RETRYING, "the conversation's rate limit", attempted=False))
-                continue
-            await ctx.sending.acquire()  # before the guard: the guard's spacing is then the requests' own
-            await ctx.guard.wait(pace, slots.interval(key))
-            sending.append(asyncio.create_task(act(key, pace)))
+            await ctx.sending.acquire()
+            started = False
+            try:
+                while True:  # until the item goes or is handed on
+                    now = time.time()
+                    at = now if pace in throttled else await slots.at(index, key, now, len(keys) - index)
+                    if pace in throttled:
+                        hand_on(key, "the channel is throttling")
+                    elif at < now - LATE_GRACE or at > now + MAX_INLINE_WAIT:
+                        hand_on(key, "waiting for a slot")
+                    else:
+                        if at > now:
+                            await asyncio.sleep(at - now)
+                        # A sleep that ended late (a busy instance) still sends, at the guard's pace, unless that
+                        # would be past its block, into the next batch's slots: then it takes a later slot.
+                        if slots.overrun(at, time.time()):
+                            continue
+                        window = ctx.windows.take(work.conversation(key), time.time())
+                        if window > 0:
+                            waits.append(window)
+                            hand_on(key, "the conversation's rate limit")
+                        else:
+                            await ctx.guard.wait(pace, slots.interval(key))
+                            sending.append(asyncio.create_task(act(key, pace)))
+                            started = True
+                    break
+            finally:
+                if not started:
+                    ctx.sending.release()
+                    recorder.unstarted()
     except Exception as exc:  # storage failed or stalled under the batch: start nothing more
         stopped = exc
     outcomes = [*await asyncio.gather(*sending), *held]  # the requests under way end first, whatever happens
@@ -482,22 +508,47 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
 
 
 class LatestRevision:
-    """The job's latest revision as a running batch sees it: read at the start, again at most once every
-    REVISION_REFRESH, so that a revision reaches the messages of a batch already under way."""
+    """The job's latest revision as a running batch sees it: read at the start, then again in the background
+    once it is REVISION_REFRESH old, so that a revision reaches the messages of a batch already under way and
+    no send waits for the read (a send late for its slot loses the slot)."""
 
     def __init__(self, ledger: DeliveryLedger, job_id: str) -> None:
         self.ledger, self.job_id = ledger, job_id
         self._read_at = -math.inf
         self._latest: Revision | None = None
+        self._reading: asyncio.Task[Exception | None] | None = None
+        self._reading_since = 0.0
 
     async def get(self) -> Revision | None:
-        if time.monotonic() - self._read_at >= REVISION_REFRESH:
-            try:
-                self._latest = await asyncio.wait_for(self.ledger.revision(self.job_id), STORAGE_TIMEOUT)
-            except TimeoutError:
-                raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s") from None
-            self._read_at = time.monotonic()
+        now = time.monotonic()
+        if self._read_at == -math.inf:
+            await self._read()
+        elif self._reading is not None:
+            if self._reading.done():
+                failed, self._reading = self._reading.result(), None
+                if failed is not None:  # a failed read stops the run, as a failed write does
+                    raise failed
+            elif now - self._reading_since > STORAGE_TIMEOUT:
+                raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s")
+        elif now - self._read_at >= REVISION_REFRESH:
+            self._reading, self._reading_since = asyncio.create_task(self._refresh()), now
         return self._latest
+
+    async def _read(self) -> None:
+        try:
+            latest = await asyncio.wait_for(self.ledger.revision(self.job_id), STORAGE_TIMEOUT)
+        except TimeoutError:
+            raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s") from None
+        self._latest, self._read_at = latest, time.monotonic()
+
+    async def _refresh(self) -> Exception | None:
+        """A read in the background: its failure is returned, for the next `get` to raise (a run that ended
+        meanwhile leaves nothing unretrieved)."""
+        try:
+            await self._read()
+        except Exception as exc:
+            return exc
+        return None
 
     @property
     def known(self) -> Revision | None:
@@ -516,15 +567,12 @@ class _Send:
         return key
 
     async def before(self, key: str) -> Outcome | None:
-        latest = await self.revision.get()
-        if latest is not None and latest.deletes:
-            return Outcome(
-                key, Status.CANCELLED, "the notification was deleted", attempted=False, revision=latest.number
-            )
-        return None
+        return _deleted(key, await self.revision.get())
 
     async def act(self, key: str, attempts: int) -> Outcome:
-        latest = self.revision.known
+        latest = self.revision.known  # a refresh may have landed since `before`: a delete still wins
+        if (deleted := _deleted(key, latest)) is not None:
+            return deleted
         content = latest.content if latest is not None else self.job.content()
         number = latest.number if latest is not None else 0
         try:
@@ -532,6 +580,12 @@ class _Send:
         except Exception as exc:
             return failure(self.ctx, self.job.id, key, exc, attempts, "send")
         return Outcome(key, Status.SENT, activity_id=response.id or "", revision=number)
+
+
+def _deleted(key: str, latest: Revision | None) -> Outcome | None:
+    if latest is not None and latest.deletes:
+        return Outcome(key, Status.CANCELLED, "the notification was deleted", attempted=False, revision=latest.number)
+    return None
 
 
 def failure(ctx: DeliveryContext, job_id: str, key: str, exc: Exception, attempts: int, what: str) -> Outcome:

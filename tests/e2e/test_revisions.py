@@ -171,14 +171,12 @@ def test_one_tenants_revision_does_not_hold_up_anothers(paced: BotStack) -> None
         jobs[group] = paced.api("POST", "notify", {"text": "v1", "target": {"tenantId": group}}).json()["id"]
     for group in (big, small):
         status_of(paced, jobs[group], state="done", pending=0, timeout=30)
-    started = time.monotonic()
-    for group in (big, small):
+    for group in (big, small):  # the big tenant's first
         assert paced.api("PATCH", f"notify/{jobs[group]}", {"text": "v2"}).status_code == 202
     assert paced.channel.wait_for(lambda c: len(operations(paced, small_cids, "update")) == 5, timeout=20)
-    small_took = time.monotonic() - started
+    big_by_then = len(operations(paced, big_cids, "update"))
     assert paced.channel.wait_for(lambda c: len(operations(paced, big_cids, "update")) == 60, timeout=30)
-    big_took = time.monotonic() - started
-    assert small_took < 3 and big_took > 5, (small_took, big_took)
+    assert big_by_then <= 40, f"the small tenant's 5 updates waited for {big_by_then} of the big one's 60"
 
 
 @pytest.mark.slow

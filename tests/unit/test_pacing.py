@@ -4,12 +4,14 @@ the per-instance guard, and Teams' per-conversation windows. The calendar's I/O 
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import pytest
 
 from botcore.delivery.pacing import (
     DEFAULT_RETRY_AFTER,
+    LATE_GRACE,
     MIN_RATE_SHARE,
     RECOVERY_SECONDS,
     SLOT_SHARE,
@@ -74,9 +76,37 @@ def test_infinite_times_in_a_row_written_before_bounds_count_as_none() -> None:
 
 def test_the_guard_spaces_one_keys_requests_and_leaves_others_alone() -> None:
     guard = KeyGuard(RATE)
-    assert [guard.book("a", NOW) for _ in range(3)] == pytest.approx([NOW, NOW + INTERVAL, NOW + 2 * INTERVAL])
+    starts = [guard.book("a", NOW) for _ in range(4)]
+    assert starts == pytest.approx([NOW, *(NOW + i * INTERVAL - LATE_GRACE for i in (1, 2, 3))])
     assert guard.book("b", NOW) == NOW
     assert guard.book("a", NOW + 10) == NOW + 10  # an idle key starts at once
+
+
+def test_a_request_a_little_late_does_not_push_the_next_ones_back() -> None:
+    guard = KeyGuard(RATE)
+    slots = [NOW + i * INTERVAL for i in range(6)]
+    late = LATE_GRACE * 0.9
+    assert guard.book("a", slots[0]) == slots[0]
+    assert guard.book("a", slots[1] + late) == slots[1] + late  # the instance was busy
+    assert [guard.book("a", at) for at in slots[2:]] == slots[2:]  # the others at their slots, not `late` after
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_whatever_the_requests_ask_the_guard_keeps_every_span_within_its_bound(seed: int) -> None:
+    import random
+
+    rng, guard, asked = random.Random(seed), KeyGuard(RATE), NOW
+    starts = []
+    for _ in range(2000):  # bursts, lateness and idle gaps, each request asking for `asked` or later
+        gaps = [0.0, INTERVAL * rng.random(), INTERVAL * 3 * rng.random(), 0.5 * rng.random()]
+        asked += rng.choices(gaps, weights=[20, 20, 5, 1])[0]
+        start = guard.book("a", asked)
+        assert start >= asked
+        starts.append(start)
+    span = 1.0
+    most = max(bisect.bisect_right(starts, t + span) - i for i, t in enumerate(starts))
+    assert most <= (span + LATE_GRACE) / INTERVAL + 1
+    assert most >= int(span / INTERVAL)  # the bursts did fill a second: the bound was put to the test
 
 
 def test_a_conversation_gets_seven_a_second_and_eight_in_two() -> None:
