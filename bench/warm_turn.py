@@ -32,7 +32,6 @@ from .baretable import BareTable
 from .infra import azurite, bot_stack, log
 from .report import Section
 
-TARGET_CPU_MS = {"change": 2.5, "nochange": 1.2}  # the Agents SDK spends 2.9 ms on a turn that stores nothing
 KINDS = {"change": "state-changing turn (profile / cancel)", "nochange": "no-change turn (help)"}
 
 
@@ -174,7 +173,7 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         title="Wall latency",
     )
     cpu = section.table(
-        ["turn", "host CPU per turn (ms)", "spread", "net of the idle host (ms)", "target", ""],
+        ["turn", "host CPU per turn (ms)", "spread", "net of the idle host (ms)"],
         title="CPU of the host process",
     )
     for kind, label in KINDS.items():
@@ -197,21 +196,13 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
         net = stats.Summary.of(
             (v - m["idle_cpu_per_s"] * w) * 1000 for v, w in zip(m["cpu"][kind], m["wall"][kind], strict=True)
         )
-        met = c.median <= TARGET_CPU_MS[kind]
-        cpu.add(
-            label,
-            stats.number(c.median),
-            stats.spread(c),
-            f"{stats.number(net.median)} ({stats.spread(net)})",
-            f"≤ {TARGET_CPU_MS[kind]:.1f} ms",
-            stats.verdict(met),
-        )
-        section.target(f"host CPU per {label}", f"{stats.number(c.median)} ms (≤ {TARGET_CPU_MS[kind]:.1f})", met)
+        cpu.add(label, stats.number(c.median), stats.spread(c), f"{stats.number(net.median)} ({stats.spread(net)})")
     section.notes.append(
         f"The idle host (queue polling, timer) used {m['idle_cpu_per_s'] * 1000:.1f} ms of CPU per second, "
-        'measured before the turns. The target is judged on the gross figure, which includes it; the "net" '
-        "column subtracts it (idle CPU/s × the repeat's wall time), since on Azure the Functions host, not the "
-        "Python worker, polls the queues. "
+        'measured before the turns. The gross figure includes it; the "net" column subtracts it '
+        "(idle CPU/s × the repeat's wall time), since on Azure the Functions host, not the "
+        "Python worker, polls the queues. The figures are reported, with no target: in Azure a turn waits on "
+        "storage and the Connector far longer than it computes. "
         f"CPU is read in clock ticks of {1000 / procfs.CLOCK_TICKS:.0f} ms over {turns} turns."
     )
     section.notes.append(m["state_changes"] + ".")
