@@ -1,7 +1,7 @@
 """The app against Microsoft's own Python worker: this test plays the Functions host's side of the protocol.
 
 azure-functions-runtime (Python 3.13 and later) is the library half of the worker that runs the app in
-Azure. The test initialises it on the repository, checks the metadata it reports for all seven functions
+Azure. The test initialises it on the repository, checks the metadata it reports for all eight functions
 against the one table of them, then invokes each kind of trigger with protobuf messages serialised and
 parsed both ways, shaped as the .NET host shapes them (devhost/triggers.py, devhost/worker.py), against
 an Azurite of its own (no local host polls its queues), the local identity provider and the fake Connector.
@@ -121,7 +121,7 @@ async def app(host: Host):
     await close()
 
 
-def test_the_worker_reports_all_seven_functions_as_the_table_says(host: Host) -> None:
+def test_the_worker_reports_all_eight_functions_as_the_table_says(host: Host) -> None:
     metadata = {m.name: m for m in host.worker.metadata}
     assert table_of((name, [json.loads(raw) for raw in m.raw_bindings]) for name, m in metadata.items()) == FUNCTIONS
     protos = host.worker.protos
