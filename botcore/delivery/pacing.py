@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..backoff import backoff
@@ -200,12 +200,12 @@ class PaceCalendar(TableStore):
         self._paused[key] = (paused, now)
         return paused
 
-    async def sweep(self, before: datetime, more: Callable[[], bool]) -> tuple[int, list[str]]:
+    async def sweep(self, before: datetime, now: datetime, more: Callable[[], bool]) -> tuple[int, list[str]]:
         """Delete the rows of keys whose next slot and pause are both before `before` (each only if unchanged since
         read: a reservation meanwhile keeps it), a page at a time while `more()`, from where the last sweep
-        stopped; a sweep that ended starts again the next day (UTC). Returns how many rows it deleted, and what
+        stopped; a sweep that ended starts again the day after `now` (UTC). Returns how many rows it deleted, and what
         was wrong with rows it could not read (kept)."""
-        day = before.strftime("%Y%m%d")  # moves on a day a day, as today's date does
+        day = now.astimezone(UTC).strftime("%Y%m%d")
         try:
             state: Mapping[str, Any] = await self.table.get(SWEEP_KEY, ROW_KEY)
         except EntityNotFoundError:

@@ -131,7 +131,7 @@ class _Pass:
     async def run(self) -> None:
         try:
             await self._index(TOMBSTONE_INDEX, self._forget)
-            deleted, problems = await self.pacing.sweep(self.before, self.in_time)
+            deleted, problems = await self.pacing.sweep(self.before, self.now, self.in_time)
             self.report.rows += deleted
             self.report.partitions += deleted
             self.report.calendar += deleted

@@ -211,34 +211,36 @@ async def test_a_job_stopped_half_way_through_its_expiry_says_expired_and_the_ne
     status = await ledger.status(broadcast)
     assert status is not None and not isinstance(status, ExpiredJob)
     header = await ledger.table.get(encode_key(broadcast), HEADER)
-    await ledger.expire(status, storage.etag_of(header), later())
+    now = later()
+    await ledger.expire(status, storage.etag_of(header), now)
     assert isinstance(await ledger.status(broadcast), ExpiredJob)
     assert len(await rows_of(ledger, broadcast)) == 6
 
-    report = await retention.expire(ledger, calendar, KEEP, now=later())
+    report = await retention.expire(ledger, calendar, KEEP, now=now)
     assert list(await rows_of(ledger, broadcast)) == [HEADER] and isinstance(await ledger.status(broadcast), ExpiredJob)
     assert report.rows == 5
-    assert await filed_under(ledger, broadcast) == [f"{TOMBSTONE_INDEX}{later():%Y%m%d}"]
+    assert await filed_under(ledger, broadcast) == [f"{TOMBSTONE_INDEX}{now:%Y%m%d}"]
 
 
 async def test_an_ended_job_active_since_its_day_is_filed_under_a_later_one(stores) -> None:
     """Opened 40 days ago (filed then), updated today: not past the retention, so kept, and looked at again once
     today is."""
     ledger, calendar = stores
-    with time_machine.travel(datetime.now(UTC) - timedelta(days=40), tick=True):
+    now = datetime.now(UTC)
+    with time_machine.travel(now - timedelta(days=40), tick=False):
         job = new_job("notify", Target(conversation=KEY), text="old")
         header = await ledger.open_job(job)
-    assert await filed_under(ledger, job.id) == [f"{ACTIVE_INDEX}{datetime.now(UTC) - timedelta(days=40):%Y%m%d}"]
+    assert await filed_under(ledger, job.id) == [f"{ACTIVE_INDEX}{now - timedelta(days=40):%Y%m%d}"]
     claims = await ledger.claim(job.id, [KEY])
     await ledger.record(job.id, [Outcome(KEY, Status.SENT, activity_id="act-1")], claims.claimed)
     header.fanned_out, header.targets = True, 1
     await ledger.save_progress(header)
     rows = await rows_of(ledger, job.id)
 
-    report = await retention.expire(ledger, calendar, KEEP)
+    report = await retention.expire(ledger, calendar, KEEP, now=now)
     assert (report.expired, report.refiled) == (0, 1)
     assert await rows_of(ledger, job.id) == rows
-    assert await filed_under(ledger, job.id) == [f"{ACTIVE_INDEX}{datetime.now(UTC):%Y%m%d}"]
+    assert await filed_under(ledger, job.id) == [f"{ACTIVE_INDEX}{now:%Y%m%d}"]
 
 
 async def test_a_pass_keeps_to_its_page_bound_and_the_next_goes_on(stores) -> None:
@@ -261,11 +263,12 @@ async def test_a_job_whose_rows_cannot_be_read_is_skipped_and_logged_and_the_res
     rows = await rows_of(ledger, broken)
     caplog.set_level(logging.INFO, logger="botcore.delivery.retention")
 
-    report = await retention.expire(ledger, calendar, KEEP, now=later())
+    now = later()
+    report = await retention.expire(ledger, calendar, KEEP, now=now)
     assert (report.expired, report.skipped) == (1, 1)
     assert isinstance(await ledger.status(fine), ExpiredJob)
     assert await rows_of(ledger, broken) == rows
-    assert await filed_under(ledger, broken) == [f"{ACTIVE_INDEX}{later():%Y%m%d}"]
+    assert await filed_under(ledger, broken) == [f"{ACTIVE_INDEX}{now:%Y%m%d}"]
     skipped = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(skipped) == 1 and f"skipped job {broken}: its rows cannot be read" in skipped[0].getMessage()
     assert "1 jobs expired" in caplog.records[-1].getMessage() and "1 skipped" in caplog.records[-1].getMessage()

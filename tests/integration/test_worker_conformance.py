@@ -193,6 +193,25 @@ async def test_the_reminder_timer_enqueues_a_due_reminder(app: Host, conversatio
     assert json.loads(job.content)["id"] == reminder["id"]
 
 
+async def test_the_retention_timer_runs_a_pass(app: Host) -> None:
+    """A pass with nothing past the retention still sweeps the pace calendar (once a day): the sweep's row says
+    it ended today."""
+    from datetime import datetime
+
+    from azure.data.tables.aio import TableClient
+
+    from botcore.delivery.pacing import ROW_KEY, SWEEP_KEY
+    from botcore.settings import PACING_TABLE
+    from devhost.triggers import timer_info
+
+    before = datetime.now(UTC)
+    await app.invoke("retention_timer", timer_info(False, None, before))
+    after = datetime.now(UTC)
+    async with TableClient.from_connection_string(app.stack.storage_connection, PACING_TABLE) as calendar:
+        sweep = await calendar.get_entity(SWEEP_KEY, ROW_KEY)
+    assert sweep["sweptOn"] in (f"{before:%Y%m%d}", f"{after:%Y%m%d}")
+
+
 @pytest.mark.parametrize(
     "shape, error",
     [
