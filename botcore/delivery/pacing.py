@@ -200,11 +200,11 @@ class PaceCalendar(TableStore):
         self._paused[key] = (paused, now)
         return paused
 
-    async def sweep(self, before: datetime, now: datetime, more: Callable[[], bool]) -> tuple[int, list[str]]:
+    async def sweep(self, before: datetime, now: datetime, more: Callable[[], bool]) -> tuple[int, list[str], bool]:
         """Delete the rows of keys whose next slot and pause are both before `before` (each only if unchanged since
         read: a reservation meanwhile keeps it), a page at a time while `more()`, from where the last sweep
-        stopped; a sweep that ended starts again the day after `now` (UTC). Returns how many rows it deleted, and what
-        was wrong with rows it could not read (kept)."""
+        stopped; a sweep that ended starts again the day after `now` (UTC). Returns how many rows it deleted, what
+        was wrong with rows it could not read (kept), and whether the sweep has ended."""
         day = now.astimezone(UTC).strftime("%Y%m%d")
         try:
             state: Mapping[str, Any] = await self.table.get(SWEEP_KEY, ROW_KEY)
@@ -212,10 +212,10 @@ class PaceCalendar(TableStore):
             state = {}
         cursor = state.get("cursor") or None
         if cursor is None and state.get("sweptOn") == day:
-            return 0, []
+            return 0, [], True
         deleted, problems, threshold = 0, [], before.timestamp()
         if not more():
-            return 0, []
+            return 0, [], False
         while True:
             rows, cursor = await self.table.page(
                 None, select=["PartitionKey", "RowKey", "next", "pausedUntil"], page_size=SWEEP_PAGE, cursor=cursor
@@ -240,7 +240,7 @@ class PaceCalendar(TableStore):
         await self.table.upsert(
             {"PartitionKey": SWEEP_KEY, "RowKey": ROW_KEY, "cursor": cursor or "", "sweptOn": day if ended else ""}
         )
-        return deleted, problems
+        return deleted, problems, ended
 
     async def _read(self, key: str) -> tuple[dict[str, Any], str | None]:
         try:

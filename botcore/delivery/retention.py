@@ -131,7 +131,8 @@ class _Pass:
     async def run(self) -> None:
         try:
             await self._index(TOMBSTONE_INDEX, self._forget)
-            deleted, problems = await self.pacing.sweep(self.before, self.now, self.in_time)
+            deleted, problems, ended = await self.pacing.sweep(self.before, self.now, self.in_time)
+            self.report.more |= not ended
             self.report.rows += deleted
             self.report.partitions += deleted
             self.report.calendar += deleted
@@ -191,23 +192,25 @@ class _Pass:
                 await self.ledger.refile(entry, self.now)
                 return
         activity = await self.ledger.activity(entry.id)
-        if activity.last is None:  # nothing there: filed by a job whose header was never written
+        if activity.last is None:  # nothing there (a job whose header was never written, a tombstone gone since)
             await self.ledger.unfile(entry)
             return
         if isinstance(status, ExpiredJob):  # expired by a pass that stopped before it had deleted the rest
-            assert activity.header_etag is not None  # the tombstone
-            await self._purge(entry, status, activity.header_etag)
+            if activity.header_etag is None:  # and its tombstone deleted since, by a pass running alongside
+                await self.ledger.unfile(entry)
+            else:
+                await self._purge(entry, status, activity.header_etag)
             return
-        # A pack has ended once settled; rows no header claims, never claimed by a running job, have too.
+        # A pack has ended once settled. Rows of a job with no header (which only an expiry leaves) have too.
         ended = status.ended if status is not None else not entry.pack or activity.pack_status in (None, Status.DONE)
         if not ended:
             await self._refile(entry, self.now)
         elif activity.last >= self.before:
             await self._refile(entry, activity.last)
-        elif status is None:  # a settled pack (or rows no header claims): nothing to keep
+        elif status is None:  # a settled pack (or a job's rows with no header): nothing to keep
             await self._purge(entry, None, "")
         else:
-            assert activity.header_etag is not None
+            assert activity.header_etag is not None  # a job's header is only ever replaced by its tombstone
             try:
                 expired, etag = await self.ledger.expire(status, activity.header_etag, self.now)
             except EntityChangedError:  # its header changed since it was read: the next pass sees why
