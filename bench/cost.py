@@ -32,6 +32,7 @@ import asyncio
 import json
 import math
 import re
+import sys
 import time
 import uuid
 from collections import Counter
@@ -318,6 +319,8 @@ def _timers(env: dict[str, str], proxy: tx.CountingProxy) -> dict[str, Any]:
     from tests.botstack import environment
 
     async def run() -> dict[str, Any]:
+        # a fresh import: the azure-functions library refuses to list an app's functions a second time
+        sys.modules.pop("function_app", None)
         loader = OwnLoader()
         timers, queues = {}, []
         try:
