@@ -438,7 +438,8 @@ def _section(count: int, tenants: int, turns: int, runs: list[dict[str, Any]]) -
         f"Azurite (bench/transactions.py), every function execution from the local host's log. A notify-everyone "
         f"broadcast to {count:,} conversations ({tenants} tenants, each a run of consecutive keys, so full send "
         f"batches) at infra/main.bicep's default pace, {turns} turns of each kind, an idle window and each timer "
-        f"run once; beside them the same work done by bare code. {len(runs)} run(s). docs/cost.md prices them.",
+        f"run twice, two retention passes over the broadcast's records; beside them the same work done by "
+        f"bare code. {len(runs)} run(s). docs/cost.md prices them.",
     )
     b = [r["broadcast"] for r in runs]
     m = section.table(
