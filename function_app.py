@@ -87,3 +87,11 @@ async def reminder_timer(timer: func.TimerRequest) -> None:
     fired = await fire_reminders()
     if fired:
         logging.info("reminders fired: %d", fired)
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 30 * * * *")
+async def retention_timer(timer: func.TimerRequest) -> None:
+    """Every hour: delete what delivery keeps of work finished BotLedgerRetentionDays ago, in a bounded pass."""
+    from botcore.worker import expire_records
+
+    await expire_records()

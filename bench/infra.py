@@ -228,11 +228,13 @@ def seed(
     *,
     tenant_id: str = "tenant-1",
     tenants: list[str] | None = None,
+    grouped: bool = False,
     concurrency: int = 48,
 ) -> tuple[list[str], float]:
     """Store `count` conversation references with concurrent single inserts (one partition each,
     so batch transactions cannot be used) over a bare aiohttp client. Returns (ids, seconds).
-    With `tenants`, conversation i is in tenants[i % len(tenants)] (else all are in tenant_id)."""
+    With `tenants`, conversation i is in tenants[i % len(tenants)] (else all are in tenant_id); `grouped`
+    gives each tenant a run of consecutive keys instead, as a fan-out pages them (a page of one tenant)."""
     import aiohttp
 
     from botcore.settings import CONVERSATIONS_TABLE
@@ -241,7 +243,12 @@ def seed(
 
     template = _entity_template(service_url, app_id, TENANT_PLACEHOLDER)
     ids = [f"seed-{uuid.uuid4().hex[:12]}" for _ in range(count)]
-    tenant_of = {cid: (tenants[i % len(tenants)] if tenants else tenant_id) for i, cid in enumerate(ids)}
+    if grouped:
+        ids.sort()  # key order: conversation_key keeps the order of ids made of these characters
+    tenant_of = {
+        cid: (tenants[i * len(tenants) // count if grouped else i % len(tenants)] if tenants else tenant_id)
+        for i, cid in enumerate(ids)
+    }
 
     async def run() -> None:
         connector = aiohttp.TCPConnector(limit=concurrency)

@@ -55,7 +55,7 @@ def references(base_url: str, app_id: str, count: int, tag: str) -> list[Any]:
     ]
 
 
-async def _pump(items: list[Any], concurrency: int, send: Callable[[Any], Awaitable[None]]) -> float:
+async def pump(items: list[Any], concurrency: int, send: Callable[[Any], Awaitable[None]]) -> float:
     """Send every item with `concurrency` workers; returns elapsed seconds."""
     work: Iterator[Any] = iter(items)
 
@@ -150,13 +150,13 @@ async def measure(
         try:
             for send, items in senders.values():  # warm-up: connections, code paths
                 for c in concurrencies:
-                    await _pump(items[:200], c, send)
+                    await pump(items[:200], c, send)
             bot_sends = 200 * len(concurrencies) * len(https)
             for _ in range(repeats):
                 for c in concurrencies:
                     for name, (send, items) in senders.items():
                         cpu0 = time.process_time()
-                        elapsed = await _pump(items, c, send)
+                        elapsed = await pump(items, c, send)
                         cpu.setdefault((name, c), []).append((time.process_time() - cpu0) / count)
                         rates.setdefault((name, c), []).append(count / elapsed)
                         bot_sends += count if name in https else 0

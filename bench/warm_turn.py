@@ -106,30 +106,38 @@ async def _measure(stack: Any, turns: int, repeats: int, idle_seconds: float) ->
         out["state_changes"] = _check_state(stack, cids)
 
         # The floor: the same round trips from a bare aiohttp client in this process.
-        reply = stack.channel.activities(cids["floor"])[-1]
-        table = BareTable(session, stack.storage_connection, "botconversations")
-        key = stack.key(cids["floor"])
-        reply_url = (
-            f"{stack.channel.base_url}/v3/conversations/{quote(cids['floor'], safe='')}"
-            f"/activities/{quote(reply.body['replyToId'], safe='')}"
-        )
-        reply_body = json.dumps(reply.body).encode()
-        reply_headers = {"Content-Type": "application/json", "Authorization": reply.authorization}
-
-        async def floor_turn(write: bool) -> None:
-            entity, etag = await table.get(key, "c")
-            if write:
-                entity["floorCounter"] = entity.get("floorCounter", 0) + 1
-                await table.replace(entity, etag)
-            async with session.post(reply_url, data=reply_body, headers=reply_headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"fake Connector answered {response.status}")
-
+        floor_turn = FloorTurn(stack, session, cids["floor"])
         for _ in range(repeats):
             for kind in KINDS:
                 out["floor"][kind].append(await _timed([lambda kind=kind: floor_turn(kind == "change")] * turns))
     return out
+
+
+class FloorTurn:
+    """A turn's round trips from a bare aiohttp client: the conversation's point read, its write (or none),
+    and a POST of the bot's last reply in that conversation to the fake Connector again."""
+
+    def __init__(self, stack: Any, session: aiohttp.ClientSession, conversation_id: str) -> None:
+        reply = stack.channel.activities(conversation_id)[-1]
+        self.session = session
+        self.table = BareTable(session, stack.storage_connection, "botconversations")
+        self.key = stack.key(conversation_id)
+        self.url = (
+            f"{stack.channel.base_url}/v3/conversations/{quote(conversation_id, safe='')}"
+            f"/activities/{quote(reply.body['replyToId'], safe='')}"
+        )
+        self.body = json.dumps(reply.body).encode()
+        self.headers = {"Content-Type": "application/json", "Authorization": reply.authorization}
+
+    async def __call__(self, write: bool) -> None:
+        entity, etag = await self.table.get(self.key, "c")
+        if write:
+            entity["floorCounter"] = entity.get("floorCounter", 0) + 1
+            await self.table.replace(entity, etag)
+        async with self.session.post(self.url, data=self.body, headers=self.headers) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"fake Connector answered {response.status}")
 
 
 def _check_state(stack: Any, cids: dict[str, str]) -> str:

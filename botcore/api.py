@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .app import bot_for
+from .delivery.ledger import ExpiredJob
 from .errors import BadInputError, NotFoundError
 from .jobs import MAX_REMINDER_SECONDS, Job, JobError, check_job_id, now_iso, parse_job
 from .request import read_json
@@ -97,6 +98,8 @@ async def handle_job(
         status = await ledger.status(job_id)
         if status is None:
             raise JobNotFoundError(f"no notification job {job_id!r} (it may still be queued)")
+        if isinstance(status, ExpiredJob):
+            raise JobNotFoundError(status.describe())
         return Response(200, status.to_dict())
     data: dict[str, Any] = {}
     if method == "PATCH":

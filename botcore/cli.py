@@ -23,7 +23,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from .delivery.ledger import DeliveryLedger
+from .delivery.ledger import DeliveryLedger, ExpiredJob, JobStatus, RevisionJobStatus
 from .errors import ConfigurationError, ConflictError, UnavailableError
 from .jobs import Job, JobError, Target, check_job_id, new_job, parse_job
 from .settings import JOBS_QUEUE, get_settings
@@ -162,6 +162,9 @@ async def _status(args: argparse.Namespace, out: TextIO) -> int:
     if status is None:
         out.write(f"no notification job {args.job!r} (it may still be queued)\n")
         return 1
+    if isinstance(status, ExpiredJob):
+        out.write(status.describe() + "\n")
+        return 1
     if not args.follow:
         out.write(json.dumps(status.to_dict()) + "\n")
         return 0
@@ -190,7 +193,7 @@ async def _follow(ledger: DeliveryLedger, job_id: str, status: dict[str, Any], o
                 break
             await asyncio.sleep(FOLLOW_INTERVAL)
             latest = await ledger.status(job_id)
-            assert latest is not None  # a job's header is never deleted
+            assert isinstance(latest, (JobStatus, RevisionJobStatus))  # only an ended job expires: followed no more
             status = latest.to_dict()
     finally:
         if progress is not None:

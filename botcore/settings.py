@@ -34,6 +34,7 @@ QUEUE_MAX_DELAY = 7 * 86400  # seconds: the longest Queue Storage keeps a messag
 # is an hour (1,800 requests per conversation), so an honest Retry-After is never longer; a longer one pauses
 # the whole tenant for an hour at most, after which a channel that still means it answers 429 again.
 MAX_RETRY_AFTER_SECONDS = 3600.0
+MAX_RETENTION_DAYS = 3650  # BotLedgerRetentionDays: ten years at most (a date that far back is still a date)
 
 # Name of the app's storage connection (a setting, or a `<name>__*` family of settings), and the host's,
 # which the app falls back to.
@@ -180,6 +181,7 @@ class Settings:
     http_timeout: float = 30.0
     delivery_claim_seconds: float = 120.0
     max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS
+    ledger_retention_days: float = 30.0
     emulator_service_hosts: tuple[str, ...] = ()
     storage_connection: StorageConnection | None = None
     storage_problem: str = ""  # why there is no storage connection (raised when one is needed)
@@ -243,6 +245,7 @@ class Settings:
             max_retry_after_seconds=_number(
                 env, "BotMaxRetryAfterSeconds", MAX_RETRY_AFTER_SECONDS, float, maximum=QUEUE_MAX_DELAY
             ),
+            ledger_retention_days=_number(env, "BotLedgerRetentionDays", 30.0, float, maximum=MAX_RETENTION_DAYS),
             emulator_service_hosts=tuple(
                 h.strip().lower() for h in env.get("BotEmulatorServiceHosts", "").split(",") if h.strip()
             ),

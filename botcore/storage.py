@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -268,6 +269,62 @@ class Table:
     async def create(self) -> bool:
         """Create the table; False if it existed. Raises only StorageUnavailableError."""
         return await _create(self.client.create_table, f"table {self.name}: create")
+
+
+class CountedTable(Table):
+    """A table whose calls are counted by kind into `counts`, which the tables of one piece of work share: point
+    reads, writes (inserts, updates, upserts), deletes, batches (transactions) and queries (each page of one).
+    Each call counts when it is made, as the service bills it whether or not it succeeds."""
+
+    def __init__(self, table: Table, counts: Counter[str]) -> None:
+        super().__init__(table.client)
+        self.counts = counts
+
+    async def get(self, pk: str, rk: str) -> TableEntity:
+        self.counts["reads"] += 1
+        return await super().get(pk, rk)
+
+    async def insert(self, entity: Mapping[str, Any]) -> str:
+        self.counts["writes"] += 1
+        return await super().insert(entity)
+
+    async def _update(self, entity: Mapping[str, Any], mode: str, etag: str | None) -> str:
+        self.counts["writes"] += 1
+        return await super()._update(entity, mode, etag)
+
+    async def upsert(self, entity: Mapping[str, Any], *, merge: bool = False) -> str:
+        self.counts["writes"] += 1
+        return await super().upsert(entity, merge=merge)
+
+    async def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
+        self.counts["deletes"] += 1
+        await super().delete(pk, rk, etag)
+
+    async def transact(self, operations: Iterable[tuple[Any, ...]]) -> None:
+        self.counts["batches"] += 1
+        await super().transact(operations)
+
+    def _pages(self, query_filter: str | None, select: list[str] | None, page_size: int, cursor: str | None) -> Any:
+        return _CountedPages(super()._pages(query_filter, select, page_size, cursor), self.counts)
+
+
+class _CountedPages:
+    """A query's pages, each counted as it is fetched."""
+
+    def __init__(self, pages: Any, counts: Counter[str]) -> None:
+        self.pages, self.counts = pages, counts
+
+    def __aiter__(self) -> _CountedPages:
+        return self
+
+    async def __anext__(self) -> Any:
+        page = await self.pages.__anext__()
+        self.counts["queries"] += 1
+        return page
+
+    @property
+    def continuation_token(self) -> Any:
+        return self.pages.continuation_token
 
 
 class Queue:

@@ -18,6 +18,7 @@ from .delivery.ledger import IdConflictError
 from .delivery.packs import run_pack
 from .delivery.proactive import begin_dialog
 from .delivery.replies import send_pending_replies
+from .delivery.retention import RetentionReport, run_retention
 from .delivery.revise import run_revision, run_revision_batch
 from .delivery.send import abandon_batch, run_send_batch
 from .errors import BadInputError, ConflictError, UnavailableError
@@ -113,6 +114,12 @@ async def fire_reminders() -> int:
     """The timer: send the reminders due before its next run on their way, to arrive at their second."""
     delivery = bot_for().delivery
     return await delivery.reminders.fire_due(delivery)
+
+
+async def expire_records() -> RetentionReport:
+    """The retention timer: one bounded pass deleting what delivery keeps of work finished BotLedgerRetentionDays
+    ago (it logs what it did, and the storage calls it made)."""
+    return await run_retention(bot_for().delivery)
 
 
 async def poison(queue: str, body: bytes, reason: str) -> None:

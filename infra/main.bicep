@@ -71,6 +71,11 @@ param botSendConcurrency int = 256
 @description('BotTenantRatePerSecond: Bot API requests per second per Teams tenant (or per channel without tenants), kept across all instances; Teams allows about 50.')
 param botTenantRatePerSecond int = 50
 
+@minValue(1)
+@maxValue(3650)
+@description('BotLedgerRetentionDays: days the delivery records of a finished job are kept (its status readable, its id taken), and its tombstone after them.')
+param botLedgerRetentionDays int = 30
+
 @description('Tags for every resource.')
 param tags object = {}
 
@@ -190,6 +195,7 @@ var botSettings = {
   BotPublicBaseUrl: publicBaseUrl
   BotSendConcurrency: string(botSendConcurrency)
   BotTenantRatePerSecond: string(botTenantRatePerSecond)
+  BotLedgerRetentionDays: string(botLedgerRetentionDays)
 }
 // botcore knows the public and the US Government Bot Framework; ChannelService selects the latter.
 var cloudName = environment().name // a variable of its own: pycep misreads environment().name == '...'

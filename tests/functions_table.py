@@ -1,4 +1,4 @@
-"""The seven functions of function_app.py in one table: what the Functions host must be told about each.
+"""The eight functions of function_app.py in one table: what the Functions host must be told about each.
 
 Checked against the azure-functions library's metadata on every Python (tests/unit/test_function_app.py)
 and against what Microsoft's worker library reports over the worker protocol on Python 3.13
@@ -40,6 +40,7 @@ FUNCTIONS = {
     "jobs": Row("queueTrigger", None, None, None, "bot-jobs", "BotStorage", None, (("msg", "IN"),)),
     "sends": Row("queueTrigger", None, None, None, "bot-sends", "BotStorage", None, (("msg", "IN"),)),
     "reminder_timer": Row("timerTrigger", None, None, None, None, None, "0 * * * * *", (("timer", "IN"),)),
+    "retention_timer": Row("timerTrigger", None, None, None, None, None, "0 30 * * * *", (("timer", "IN"),)),
 }
 
 

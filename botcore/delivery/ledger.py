@@ -23,6 +23,15 @@ A pack (botcore.delivery.packs: reminders due together) has a partition of its o
 (PACK_ROW) holds the reminders it sends and, claimed like a send batch, their outcomes; a revision of one
 of its reminders registered after it was packed leaves a mark ("!m" + the reminder's id) there.
 
+Retention (botcore.delivery.retention) deletes a partition once it has been finished for BotLedgerRetentionDays,
+and finds it without scanning the table through an index kept in the same table, in partitions of its own
+("!" starts no job's or pack's key):
+- ACTIVE_INDEX + day: every job and pack, filed under the day it was opened (a reminder: the day it falls due),
+  and filed again under a later day when retention finds it still active;
+- TOMBSTONE_INDEX + day: the tombstones written that day. A job's tombstone replaces its header (TOMBSTONE: the
+  time it expired, with its kind and when it was created), so that its status says it expired and its id stays
+  taken until the tombstone too is deleted.
+
 A claim (status `sending`, botcore.delivery.claims) is held by the worker sending right now. One older
 than BotDeliveryClaimSeconds belongs to a worker that died; another takes it over. Messages may then be
 sent twice: at most the sends in flight and the outcomes not yet written (delivery.send.OutcomeRecorder).
@@ -32,14 +41,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ConflictError, NotFoundError
-from ..jobs import Job, parse_job
+from ..jobs import Job, due_time, parse_job
 from ..keys import encode_key
 from ..settings import DELIVERIES_TABLE
 from ..storage import (
@@ -68,6 +78,11 @@ PACK_BATCH = "0"  # a pack is claimed as its batch "0"
 PACK_ROW = BATCH_PREFIX + PACK_BATCH
 PACK_MARK_PREFIX = "!m"
 TRANSACTION_SIZE = 100
+ACTIVE_INDEX = "!a"  # + day: the jobs and packs last known active that day (retention's index)
+TOMBSTONE_INDEX = "!t"  # + day: the tombstones written that day
+INDEX_SHARDS = 16  # each day's index is spread over this many partitions, so that no one takes every job's write
+TOMBSTONE = "expiredAt"  # the header field that makes it a tombstone
+PURGE_PAGE = 1000  # rows of a partition listed at a time to be deleted
 
 
 class Status(StrEnum):
@@ -290,6 +305,42 @@ class RevisionCounts:
         }
 
 
+@dataclass(frozen=True)
+class ExpiredJob:
+    """What is left of a job whose records retention deleted: its tombstone."""
+
+    id: str
+    kind: str
+    created: str
+    expired_at: str
+
+    def describe(self) -> str:
+        return (
+            f"job {self.id} ({self.kind}, created {self.created}) expired on {self.expired_at}: its delivery "
+            "records were deleted once it had been finished for BotLedgerRetentionDays"
+        )
+
+
+@dataclass(frozen=True)
+class Filed:
+    """An index row: a job's or a pack's partition filed under a day (a tombstone: its ETag as written)."""
+
+    row: tuple[str, str]  # the index row's PartitionKey and RowKey
+    id: str  # the job's or pack's id
+    pack: bool = False
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A partition as retention sees it: when the last of its rows changed (None: it has none), its header's ETag
+    (a tombstone's too), and a pack's row's status."""
+
+    last: datetime | None
+    header_etag: str | None
+    pack_status: str | None
+
+
 @dataclass
 class JobStatus:
     id: str
@@ -310,6 +361,11 @@ class JobStatus:
     @property
     def pending(self) -> int:
         return max(0, self.targets - sum(self.counts.get(s, 0) for s in FINAL))
+
+    @property
+    def ended(self) -> bool:
+        """Done, deleted or failed, and no revision of it still revising: nothing more happens to the job."""
+        return self.state in ("done", "deleted", "failed") and (self.revision is None or self.revision.pending <= 0)
 
     @property
     def state(self) -> str:
@@ -361,6 +417,11 @@ class RevisionJobStatus:
     latest: RevisionCounts | None
     error: str = ""
 
+    @property
+    def ended(self) -> bool:
+        """Done, superseded or failed: nothing more happens to the job."""
+        return self.to_dict()["state"] in ("done", "superseded", "failed")
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -394,7 +455,10 @@ class DeliveryLedger(TableStore):
     # ---- the job header ----------------------------------------------------------------
     async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
         """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
-        when it asks for the same work (the same request, for an HTTP one), else IdConflictError."""
+        when it asks for the same work (the same request, for an HTTP one), else IdConflictError. The job is filed
+        in retention's index first, so that no header is ever missing from it."""
+        now = _now()
+        await self._file(ACTIVE_INDEX, _day(max(now, due_time(job)) if job.due else now), job.id)
         header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest, due=job.due)
         entity = {
             "PartitionKey": encode_key(job.id),
@@ -412,8 +476,10 @@ class DeliveryLedger(TableStore):
             header.etag = await self.table.insert(entity)
             return header
         except EntityExistsError:
-            stored = await self.header(job.id)
-        assert stored is not None  # headers are never deleted
+            stored = await self._header(job.id)
+        if isinstance(stored, ExpiredJob):
+            raise IdConflictError(f"id {job.id} is taken: {stored.describe()}; choose a new id for new work")
+        assert stored is not None  # a header is only ever replaced by its tombstone, which outlives its job
         same = stored.request_digest == request_digest if request_digest else stored.digest == header.digest
         if not same:
             raise IdConflictError(
@@ -423,10 +489,17 @@ class DeliveryLedger(TableStore):
         return stored
 
     async def header(self, job_id: str) -> JobHeader | None:
+        """The job's header; None if there is none, or only its tombstone."""
+        header = await self._header(job_id)
+        return header if isinstance(header, JobHeader) else None
+
+    async def _header(self, job_id: str) -> JobHeader | ExpiredJob | None:
         try:
             entity = await self.table.get(encode_key(job_id), HEADER)
         except EntityNotFoundError:
             return None
+        if TOMBSTONE in entity:
+            return ExpiredJob(entity.get("id") or job_id, entity["kind"], entity["created"], entity[TOMBSTONE])
         job = parse_job(json.dumps(join_json(entity, "job")))
         return JobHeader(
             job=job,
@@ -594,6 +667,7 @@ class DeliveryLedger(TableStore):
     # ---- packs of reminders --------------------------------------------------------------------
     async def write_pack(self, pack_id: str, items: list[PackItem]) -> None:
         """Keep a pack's reminders before its message goes on the queue: the message names only the pack."""
+        await self._file(ACTIVE_INDEX, _day(_now()), pack_id, pack=True)
         await self.table.insert(
             {
                 "PartitionKey": encode_key(pack_id),
@@ -721,10 +795,10 @@ class DeliveryLedger(TableStore):
         return Prepared(row.get("status", ""), join_json(row, "payload") or [])
 
     # ---- reading a job back -------------------------------------------------------------
-    async def status(self, job_id: str) -> JobStatus | RevisionJobStatus | None:
-        header = await self.header(job_id)
-        if header is None:
-            return None
+    async def status(self, job_id: str) -> JobStatus | RevisionJobStatus | ExpiredJob | None:
+        header = await self._header(job_id)
+        if header is None or isinstance(header, ExpiredJob):
+            return header
         if header.kind in REVISION_KINDS:
             notification = header.job.notification or ""
             target = await self.status(notification)
@@ -806,9 +880,11 @@ class DeliveryLedger(TableStore):
         """
         notification = job.notification
         assert notification is not None and job.kind in REVISION_KINDS
-        target = await self.header(notification)
+        target = await self._header(notification)
         if target is None:
             raise NotificationNotFoundError(f"no notification job {notification!r}")
+        if isinstance(target, ExpiredJob):
+            raise NotificationNotFoundError(target.describe())
         if target.kind not in REVISABLE_KINDS:
             raise NotRevisableError(
                 f"job {notification!r} is a {target.kind} job; only notifications can be updated or deleted"
@@ -898,6 +974,122 @@ class DeliveryLedger(TableStore):
         }
         claim.etag = await self.table.merge(entity, claim.etag)
 
+    # ---- retention (botcore.delivery.retention) ------------------------------------------------
+    async def _file(self, index: str, day: str, name: str, **fields: Any) -> None:
+        """File a job's or a pack's partition (or a tombstone) under a day of retention's index."""
+        shard = zlib.crc32(name.encode()) % INDEX_SHARDS
+        await self.table.upsert(
+            {"PartitionKey": f"{index}{day}-{shard:x}", "RowKey": encode_key(name), "id": name, **fields}
+        )
+
+    async def filed(
+        self, index: str, before: datetime, cursor: str | None, page_size: int
+    ) -> tuple[list[Filed], list[str], str | None]:
+        """A page of what `index` files under days before `before`'s: the entries, what was wrong with the rows
+        that are none, and the cursor of the next page (None at the end)."""
+        query = f"PartitionKey ge '{index}' and PartitionKey lt '{index}{_day(before)}'"
+        rows, cursor = await self.table.page(query, page_size=page_size, cursor=cursor)
+        entries, problems = [], []
+        for row in rows:
+            name = row.get("id")
+            if isinstance(name, str) and encode_key(name) == row["RowKey"]:
+                entries.append(
+                    Filed(
+                        (row["PartitionKey"], row["RowKey"]),
+                        name,
+                        bool(row.get("pack")),
+                        etag=row.get("tombstoneEtag") or "",
+                    )
+                )
+            else:
+                problems.append(f"index row {row['PartitionKey']}/{row['RowKey']}: no id that matches its key")
+        return entries, problems, cursor
+
+    async def activity(self, name: str) -> Activity:
+        """A job's or a pack's partition, as retention decides by (every row's key and time read)."""
+        pk = encode_key(name)
+        last: datetime | None = None
+        etag: str | None = None
+        pack_status: str | None = None
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.table.page(
+                f"PartitionKey eq '{pk}'", select=["RowKey", "Timestamp", "status"], cursor=cursor
+            )
+            for row in page:
+                changed = row.metadata["timestamp"]
+                assert changed is not None  # selected
+                last = changed if last is None else max(last, changed)
+                if row["RowKey"] == HEADER:
+                    etag = etag_of(row)
+                elif row["RowKey"] == PACK_ROW:
+                    pack_status = row.get("status")
+            if cursor is None:
+                return Activity(last, etag, pack_status)
+
+    async def expire(self, status: JobStatus | RevisionJobStatus, etag: str, now: datetime) -> tuple[ExpiredJob, str]:
+        """Replace an ended job's header with its tombstone, if the header is still as read (its ETag):
+        EntityChangedError if not. From then on its status says it expired, and its id stays taken. Returns the
+        tombstone and its ETag."""
+        expired = ExpiredJob(status.id, status.kind, status.created, now.isoformat(timespec="seconds"))
+        entity = {
+            "PartitionKey": encode_key(status.id),
+            "RowKey": HEADER,
+            "id": expired.id,
+            "kind": expired.kind,
+            "created": expired.created,
+            TOMBSTONE: expired.expired_at,
+        }
+        return expired, await self.table.replace(entity, etag)
+
+    async def purge(self, name: str, more: Callable[[], bool]) -> tuple[int, bool]:
+        """Delete a partition's rows but its header (a tombstone, by now), a page at a time while `more()`: how
+        many, and whether none is left."""
+        pk = encode_key(name)
+        deleted = 0
+        while more():
+            rows, _ = await self.table.page(
+                f"PartitionKey eq '{pk}' and RowKey ne '{HEADER}'", select=["RowKey"], page_size=PURGE_PAGE
+            )
+            if not rows:
+                return deleted, True
+            for chunk in _chunks([row["RowKey"] for row in rows], TRANSACTION_SIZE):
+                try:
+                    await self.table.transact([("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk])
+                except TransactionFailedError:  # another pass deleted one of them: one at a time
+                    for rk in chunk:
+                        await self.table.delete(pk, rk)
+                deleted += len(chunk)
+        return deleted, False
+
+    async def refile(self, entry: Filed, day: datetime) -> None:
+        """File a partition under a later day (it was active then), and take it from its old day."""
+        await self._file(ACTIVE_INDEX, _day(day), entry.id, **({"pack": True} if entry.pack else {}))
+        await self.unfile(entry)
+
+    async def file_tombstone(self, entry: Filed, expired: ExpiredJob, etag: str) -> None:
+        """File a job's tombstone under the day it was written (so the same one is filed once, however often
+        this runs), and take the job from the index of partitions."""
+        await self._file(
+            TOMBSTONE_INDEX, _day(datetime.fromisoformat(expired.expired_at)), expired.id, tombstoneEtag=etag
+        )
+        await self.unfile(entry)
+
+    async def unfile(self, entry: Filed) -> None:
+        await self.table.delete(*entry.row)
+
+    async def forget(self, entry: Filed) -> bool:
+        """Delete a tombstone filed in the index, if it is still the one filed (a header with another ETag
+        belongs to a newer job of that id), and its index row; whether the tombstone was deleted."""
+        try:
+            await self.table.delete(encode_key(entry.id), HEADER, entry.etag)
+            forgotten = True
+        except EntityChangedError:
+            log.info("job %s: a newer job has its id; only its old tombstone's index row is deleted", entry.id)
+            forgotten = False
+        await self.unfile(entry)
+        return forgotten
+
 
 def handed_on(outcomes: dict[str, Delivered]) -> dict[int, list[str]]:
     """A batch's conversations to try again (RETRYING), grouped by the attempts they used: each group becomes
@@ -941,6 +1133,11 @@ def _revision(row: Any) -> Revision:
 
 def _outcomes(row: Any) -> dict[str, Delivered]:
     return {k: Delivered.from_json(v) for k, v in (join_json(row, "outcomes") or {}).items()}
+
+
+def _day(at: datetime) -> str:
+    """A day of retention's index (UTC), as its partitions name it."""
+    return at.astimezone(UTC).strftime("%Y%m%d")
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

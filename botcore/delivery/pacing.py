@@ -17,6 +17,9 @@ alone would be multiplied by their number. Here the limit is kept by time, not b
   waits for its window (briefly) or goes back on the queue.
 - **A 429** pauses the key in the calendar for its Retry-After and lowers the key's rate; batches that
   start during a pause take new slots after it; the rate recovers after RECOVERY_SECONDS without one.
+
+A key idle for BotLedgerRetentionDays loses its row (`sweep`, run by botcore.delivery.retention): a row holds
+nothing a later reservation needs once its next slot and its pause are that long past.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..backoff import backoff
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ROW_KEY = "c"
+SWEEP_KEY = "!sweep"  # the sweep's own row (with ROW_KEY): where the last sweep stopped, the day the last one ended
+SWEEP_PAGE = 1000
 SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest absorbs timing jitter
 LATE_GRACE = 0.03  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
 # between instances, how long two batches of one key can overlap)
@@ -179,7 +185,7 @@ class PaceCalendar(TableStore):
                     await self.table.insert(entity)
                 else:
                     await self.table.merge(entity, etag)
-            except (EntityExistsError, EntityChangedError):
+            except (EntityExistsError, EntityChangedError, EntityNotFoundError):  # written, or swept, meanwhile
                 await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
             return result, now
@@ -195,6 +201,48 @@ class PaceCalendar(TableStore):
         _, paused = calendar_times(row, now, self.max_pause)
         self._paused[key] = (paused, now)
         return paused
+
+    async def sweep(self, before: datetime, now: datetime, more: Callable[[], bool]) -> tuple[int, list[str], bool]:
+        """Delete the rows of keys whose next slot and pause are both before `before` (each only if unchanged since
+        read: a reservation meanwhile keeps it), a page at a time while `more()`, from where the last sweep
+        stopped; a sweep that ended starts again the day after `now` (UTC). Returns how many rows it deleted, what
+        was wrong with rows it could not read (kept), and whether the sweep has ended."""
+        day = now.astimezone(UTC).strftime("%Y%m%d")
+        try:
+            state: Mapping[str, Any] = await self.table.get(SWEEP_KEY, ROW_KEY)
+        except EntityNotFoundError:
+            state = {}
+        cursor = state.get("cursor") or None
+        if cursor is None and state.get("sweptOn") == day:
+            return 0, [], True
+        deleted, problems, threshold = 0, [], before.timestamp()
+        if not more():
+            return 0, [], False
+        while True:
+            rows, cursor = await self.table.page(
+                None, select=["PartitionKey", "RowKey", "next", "pausedUntil"], page_size=SWEEP_PAGE, cursor=cursor
+            )
+            for row in rows:
+                if row["PartitionKey"] == SWEEP_KEY:
+                    continue
+                try:
+                    idle = max(_time(row, "next"), _time(row, "pausedUntil")) < threshold
+                except (TypeError, ValueError) as exc:
+                    problems.append(f"calendar row {row['PartitionKey']}/{row['RowKey']}: {exc}")
+                    continue
+                if idle:
+                    try:
+                        await self.table.delete(row["PartitionKey"], row["RowKey"], etag_of(row))
+                        deleted += 1
+                    except EntityChangedError:
+                        pass  # reserved meanwhile: in use again
+            if cursor is None or not more():
+                break
+        ended = cursor is None
+        await self.table.upsert(
+            {"PartitionKey": SWEEP_KEY, "RowKey": ROW_KEY, "cursor": cursor or "", "sweptOn": day if ended else ""}
+        )
+        return deleted, problems, ended
 
     async def _read(self, key: str) -> tuple[dict[str, Any], str | None]:
         try:

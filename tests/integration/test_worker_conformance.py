@@ -1,7 +1,7 @@
 """The app against Microsoft's own Python worker: this test plays the Functions host's side of the protocol.
 
 azure-functions-runtime (Python 3.13 and later) is the library half of the worker that runs the app in
-Azure. The test initialises it on the repository, checks the metadata it reports for all seven functions
+Azure. The test initialises it on the repository, checks the metadata it reports for all eight functions
 against the one table of them, then invokes each kind of trigger with protobuf messages serialised and
 parsed both ways, shaped as the .NET host shapes them (devhost/triggers.py, devhost/worker.py), against
 an Azurite of its own (no local host polls its queues), the local identity provider and the fake Connector.
@@ -121,7 +121,7 @@ async def app(host: Host):
     await close()
 
 
-def test_the_worker_reports_all_seven_functions_as_the_table_says(host: Host) -> None:
+def test_the_worker_reports_all_eight_functions_as_the_table_says(host: Host) -> None:
     metadata = {m.name: m for m in host.worker.metadata}
     assert table_of((name, [json.loads(raw) for raw in m.raw_bindings]) for name, m in metadata.items()) == FUNCTIONS
     protos = host.worker.protos
@@ -191,6 +191,25 @@ async def test_the_reminder_timer_enqueues_a_due_reminder(app: Host, conversatio
     await app.invoke("reminder_timer", timer_info(False, None, now))
     job = await app.take("bot-jobs")  # visible at its second
     assert json.loads(job.content)["id"] == reminder["id"]
+
+
+async def test_the_retention_timer_runs_a_pass(app: Host) -> None:
+    """A pass with nothing past the retention still sweeps the pace calendar (once a day): the sweep's row says
+    it ended today."""
+    from datetime import datetime
+
+    from azure.data.tables.aio import TableClient
+
+    from botcore.delivery.pacing import ROW_KEY, SWEEP_KEY
+    from botcore.settings import PACING_TABLE
+    from devhost.triggers import timer_info
+
+    before = datetime.now(UTC)
+    await app.invoke("retention_timer", timer_info(False, None, before))
+    after = datetime.now(UTC)
+    async with TableClient.from_connection_string(app.stack.storage_connection, PACING_TABLE) as calendar:
+        sweep = await calendar.get_entity(SWEEP_KEY, ROW_KEY)
+    assert sweep["sweptOn"] in (f"{before:%Y%m%d}", f"{after:%Y%m%d}")
 
 
 @pytest.mark.parametrize(

@@ -35,3 +35,18 @@ def test_no_number_setting_takes_infinity_or_nan(name: str) -> None:
     for value in ("inf", "nan"):
         with pytest.raises(ConfigurationError, match=f"{name} must be a finite number"):
             Settings.from_env({name: value})
+
+
+def test_finished_jobs_are_kept_30_days_unless_set_and_ten_years_at_most() -> None:
+    assert Settings.from_env({}).ledger_retention_days == 30
+    assert Settings.from_env({"BotLedgerRetentionDays": "7"}).ledger_retention_days == 7
+    assert Settings.from_env({"BotLedgerRetentionDays": "0.5"}).ledger_retention_days == 0.5
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [("0", "greater than 0"), ("3651", "at most 3650"), ("inf", "finite"), ("a month", "a number")],
+)
+def test_a_retention_that_is_no_number_of_days_is_refused(value: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"BotLedgerRetentionDays must be.*{reason}"):
+        Settings.from_env({"BotLedgerRetentionDays": value})
