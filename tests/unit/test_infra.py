@@ -105,6 +105,7 @@ OPTIONAL_WITH_DEFAULTS = {
     "BotEmulatorServiceHosts",  # empty: Emulator serviceUrls get the token only on loopback
     "AZURE_FUNCTIONS_ENVIRONMENT",  # unset means Production
     "LocalFunctionKey",  # the local host only
+    "BotTelemetry",  # console or off, locally; in Azure the connection string below decides
 }
 
 # The client secret: a Key Vault reference in SingleTenant mode, absent with UserAssignedMSI.
@@ -132,6 +133,7 @@ FUNCTIONS_HOST = {
     "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    # Also the app's (botcore.telemetry): its exporter's destination, and the identity it authenticates with.
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",  # the host buffers bodies up to it (100 MB by default)
