@@ -221,3 +221,56 @@ def test_a_job_message_without_trace_context_runs_in_the_invocations_trace(stack
     (job,) = [s for s in spans.get_finished_spans() if s.name == "job notify"]
     assert job.kind == SpanKind.INTERNAL and job.parent.span_id == span_of(invocation)  # inside the host's request
     assert job.context.trace_id == trace_of(invocation) and not job.links
+
+
+def test_messages_that_fail_for_good_are_counted_as_failed(stack: BotStack, recorded):
+    """bot.messages by outcome: sent, failed (here a 400: refused for good) and retrying are the ledger's statuses."""
+    _, reader = recorded
+    user, tenant = f"29:{new_tenant()}", new_tenant()
+    ids = stack.seed(3, tenant_id=tenant, user_id=user, prefix="failing")
+    stack.channel.fail(400, "BadArgument", conversation_id=ids[0])
+    job_id = asyncio.run(notify_and_run_jobs(Host(stack), {"userId": user}))
+    status = asyncio.run(status_of(job_id))
+    assert (status["state"], status["sent"], status["failed"]) == ("done", 2, 1), status
+    outcomes = {p.attributes["bot.outcome"]: p.value for p in metric_points(reader, "bot.messages")}
+    assert outcomes == {"sent": 2, "failed": 1}
+
+
+def test_each_turn_records_its_latency(stack: BotStack, recorded):
+    from botcore.app import close
+    from botcore.endpoint import handle_messages
+
+    _, reader = recorded
+    cid = f"turn-{secrets.token_hex(6)}"
+
+    async def turn() -> int:
+        try:
+            headers = {"Authorization": f"Bearer {stack.token()}", "Content-Type": "application/json"}
+            return (await handle_messages(headers, json.dumps(stack.activity(cid, "help")).encode())).status
+        finally:
+            await close()
+
+    started = time.perf_counter()
+    assert [asyncio.run(turn()) for _ in range(2)] == [200, 200]
+    elapsed = time.perf_counter() - started
+    (point,) = metric_points(reader, "bot.turn.duration")
+    assert point.count == 2 and 0 < point.sum <= elapsed
+
+
+async def notify_and_run_jobs(host: Host, target: dict[str, str]) -> str:
+    """POST /api/notify to the target, then the jobs queue's messages it leads to; the job's id."""
+    from botcore.api import handle_notify
+    from botcore.app import close
+
+    try:
+        answer = await handle_notify(
+            {"Content-Type": "application/json"},
+            json.dumps({"text": TEXT, "target": target}).encode(),
+            invocation_id="invocation-1",
+            traceparent=new_traceparent(),
+        )
+        assert answer.status == 202, answer.body
+        await host.run_jobs()
+        return str(answer.body["id"])
+    finally:
+        await close()
