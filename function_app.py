@@ -16,6 +16,11 @@ SENDS_QUEUE = "bot-sends"
 STORAGE = "BotStorage"
 
 
+def _traceparent(context: func.Context) -> str | None:
+    """The invocation's trace context, as the Functions host gives it (a W3C traceparent; botcore.telemetry)."""
+    return context.trace_context.Traceparent or None
+
+
 def _http_response(response) -> func.HttpResponse:
     return func.HttpResponse(
         body=response.json_bytes(),
@@ -30,7 +35,11 @@ async def messages(req: func.HttpRequest, context: func.Context) -> func.HttpRes
     """The bot's messaging endpoint; the Bot Framework JWT is the authentication."""
     from botcore.endpoint import handle_messages
 
-    return _http_response(await handle_messages(req.headers, req.get_body(), invocation_id=context.invocation_id))
+    return _http_response(
+        await handle_messages(
+            req.headers, req.get_body(), invocation_id=context.invocation_id, traceparent=_traceparent(context)
+        )
+    )
 
 
 @app.route(route="notify", methods=["POST"])
@@ -38,7 +47,11 @@ async def notify(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
     """Send a notification to a conversation, a user, a channel, a tenant or everyone."""
     from botcore.api import handle_notify
 
-    return _http_response(await handle_notify(req.headers, req.get_body(), invocation_id=context.invocation_id))
+    return _http_response(
+        await handle_notify(
+            req.headers, req.get_body(), invocation_id=context.invocation_id, traceparent=_traceparent(context)
+        )
+    )
 
 
 @app.route(route="notify/{id}", methods=["GET", "PATCH", "DELETE"])
@@ -48,7 +61,12 @@ async def notify_job(req: func.HttpRequest, context: func.Context) -> func.HttpR
 
     return _http_response(
         await handle_job(
-            req.method, req.route_params.get("id", ""), req.headers, req.get_body(), invocation_id=context.invocation_id
+            req.method,
+            req.route_params.get("id", ""),
+            req.headers,
+            req.get_body(),
+            invocation_id=context.invocation_id,
+            traceparent=_traceparent(context),
         )
     )
 
@@ -58,33 +76,37 @@ async def reminders(req: func.HttpRequest, context: func.Context) -> func.HttpRe
     """Schedule a notification for later."""
     from botcore.api import handle_reminder
 
-    return _http_response(await handle_reminder(req.headers, req.get_body(), invocation_id=context.invocation_id))
+    return _http_response(
+        await handle_reminder(
+            req.headers, req.get_body(), invocation_id=context.invocation_id, traceparent=_traceparent(context)
+        )
+    )
 
 
 @app.queue_trigger(arg_name="msg", queue_name=JOBS_QUEUE, connection=STORAGE)
-async def jobs(msg: func.QueueMessage) -> None:
+async def jobs(msg: func.QueueMessage, context: func.Context) -> None:
     """Jobs from other services and from the bot itself: notify, broadcast, reminder, begin a dialog."""
     from botcore.worker import handle_job_message
 
-    outcome = await handle_job_message(msg.get_body(), msg.id, msg.dequeue_count or 1)
+    outcome = await handle_job_message(msg.get_body(), msg.id, msg.dequeue_count or 1, _traceparent(context))
     logging.info("job message %s (dequeue count %s): %s", msg.id, msg.dequeue_count, outcome)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=SENDS_QUEUE, connection=STORAGE)
-async def sends(msg: func.QueueMessage) -> None:
+async def sends(msg: func.QueueMessage, context: func.Context) -> None:
     """Batches of a broadcast, delivered by whichever instance takes them."""
     from botcore.worker import handle_send_message
 
-    outcome = await handle_send_message(msg.get_body(), msg.id, msg.dequeue_count or 1)
+    outcome = await handle_send_message(msg.get_body(), msg.id, msg.dequeue_count or 1, _traceparent(context))
     logging.info("send batch %s (dequeue count %s): %s", msg.id, msg.dequeue_count, outcome)
 
 
 @app.timer_trigger(arg_name="timer", schedule="0 * * * * *")
-async def reminder_timer(timer: func.TimerRequest) -> None:
+async def reminder_timer(timer: func.TimerRequest, context: func.Context) -> None:
     """Every minute: enqueue the reminders due before the next run, each made visible at its second."""
     from botcore.worker import fire_reminders
 
-    fired = await fire_reminders()
+    fired = await fire_reminders(_traceparent(context))
     if fired:
         logging.info("reminders fired: %d", fired)
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import telemetry
 from .app import bot_for
 from .delivery.ledger import ExpiredJob
 from .errors import BadInputError, NotFoundError
@@ -46,7 +47,7 @@ def _job_request(headers: Mapping[str, str], body: bytes, settings: Settings, ki
     if "target" not in data:
         raise JobError("target is required")
     digest = hashlib.sha256(
-        json.dumps({k: v for k, v in data.items() if k != "id"}, sort_keys=True).encode()
+        json.dumps({k: v for k, v in data.items() if k not in ("id", "traceparent")}, sort_keys=True).encode()
     ).hexdigest()
     if kind == "reminder" and "inSeconds" in data:
         if "due" in data:
@@ -64,11 +65,14 @@ def _job_from(data: dict[str, Any], kind: str, **fields: Any) -> Job:
     """A job from a request body; the caller may choose the id (an idempotency key)."""
     draft = {k: v for k, v in data.items() if k not in ("kind", "created")}
     draft.update(fields, kind=kind, created=now_iso())
+    traceparent = telemetry.traceparent()  # the request's trace (else a traceparent in the body: the caller's)
+    if traceparent is not None:
+        draft["traceparent"] = traceparent
     draft.setdefault("id", uuid.uuid4().hex)
     return parse_job(json.dumps(draft))
 
 
-@http_edge
+@http_edge("POST /api/notify")
 async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
     """POST /api/notify: {text | attachments, target, id?} → 202 with the job id.
 
@@ -85,7 +89,7 @@ async def handle_notify(headers: Mapping[str, str], body: bytes, settings: Setti
     return Response(202, {"id": job.id, "status": f"/api/notify/{job.id}"})
 
 
-@http_edge
+@http_edge("/api/notify/{id}")
 async def handle_job(
     method: str, job_id: str, headers: Mapping[str, str], body: bytes, settings: Settings | None = None
 ) -> Response:
@@ -114,7 +118,7 @@ async def handle_job(
     )
 
 
-@http_edge
+@http_edge("POST /api/reminders")
 async def handle_reminder(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
     """POST /api/reminders: {text | attachments, target, due | inSeconds} → 201 with id and due time."""
     settings = settings or get_settings()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from . import telemetry
 from .loops import PerLoop
 from .settings import JOBS_QUEUE, SENDS_QUEUE, Settings, get_settings
 from .storage import close_storage_clients
@@ -47,6 +48,7 @@ def build(settings: Settings) -> Bot:
     from .state.turns import KeyLocks, TurnContext
     from .storage import get_queue
 
+    telemetry.prepare(settings)
     conversations, service_urls = ConversationStore(), ServiceUrlRegistry()
     connector = ConnectorClient(
         ServiceTrust(service_urls, settings.emulator_service_hosts, emulator_on_loopback=settings.is_development),

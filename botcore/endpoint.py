@@ -7,8 +7,10 @@ reason (botcore.responses); nothing is stored or sent before authentication succ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
+from . import telemetry
 from .app import bot_for
 from .protocol.activity import Activity
 from .protocol.auth import AuthenticationError, authenticate
@@ -18,8 +20,9 @@ from .settings import Settings, get_settings
 from .state.turns import on_activity
 
 
-@http_edge
+@http_edge("POST /api/messages")
 async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Settings | None = None) -> Response:
+    started = time.perf_counter()
     settings = settings or get_settings()
     settings.require_auth_config()
     auth_header = header(headers, "Authorization")
@@ -28,6 +31,7 @@ async def handle_messages(headers: Mapping[str, str], body: bytes, settings: Set
     activity = Activity.from_dict(read_json(headers, body, settings))
     auth = await authenticate(auth_header, activity, settings)
     status = await on_activity(bot_for(settings).turns, activity, auth)
+    telemetry.turn(time.perf_counter() - started)
     if status == 501:  # an invoke: the answer says so in the one error body, as every other error does
         return error_response(501, "NotImplemented", "the bot implements no invoke activities")
     return Response(status)

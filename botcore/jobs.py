@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import jsontext
+from . import jsontext, telemetry
 from .errors import BadInputError
 from .keys import is_conversation_key
 
@@ -24,6 +24,9 @@ MAX_REMINDER_SECONDS = 366 * 86400  # how far ahead a reminder may fall due
 # A job id names its status at /api/notify/{id}, so it must stand in a URL path as it is: unreserved
 # characters only (RFC 3986), and not `.` or `..`, which a client resolves away.
 _JOB_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
+# A W3C traceparent: version, trace id, parent id, flags (a later version may add fields after a dash).
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[!-~]*)?")
+TRACEPARENT_CHARS = 512
 
 
 class JobError(BadInputError):
@@ -72,6 +75,8 @@ class Job:
     due: str | None = None  # reminder: when to send (ISO 8601)
     notification: str | None = None  # update/delete: the id of the notify job whose messages change
     extra: dict[str, Any] = field(default_factory=dict)
+    # The trace context the job continues (botcore.telemetry): the one it was made in, or its message's.
+    traceparent: str | None = field(default_factory=telemetry.traceparent, compare=False)
 
     @property
     def is_selection(self) -> bool:
@@ -93,9 +98,11 @@ class Job:
         return json.dumps(self._fields(), separators=(",", ":"))
 
     def digest(self) -> str:
-        """What the job asks for, without its id and creation time: two sightings of one id must agree on it."""
+        """What the job asks for, without its id, creation time and trace context: two sightings of one id must
+        agree on it."""
         fields = self._fields()
         del fields["id"], fields["created"]
+        fields.pop("traceparent", None)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def check_size(self) -> str:
@@ -121,6 +128,8 @@ class Job:
             out["due"] = self.due
         if self.notification is not None:
             out["notification"] = self.notification
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
         return out
 
 
@@ -144,6 +153,15 @@ def check_job_id(value: object, name: str = "job id") -> str:
     """A job id as every way in (the queue, the HTTP API, the CLI, a send batch) accepts it; else JobError."""
     if not isinstance(value, str) or not _JOB_ID.fullmatch(value) or value in (".", ".."):
         raise JobError(f"{name} must be 1 to 200 letters, digits or . _ ~ - (and not . or ..)")
+    return value
+
+
+def check_traceparent(value: object, name: str) -> str | None:
+    """A message's trace context as every message accepts it: a W3C traceparent, or None; else JobError."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > TRACEPARENT_CHARS or not _TRACEPARENT.fullmatch(value):
+        raise JobError(f"{name} must be a W3C traceparent: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>")
     return value
 
 
@@ -233,7 +251,8 @@ def parse_job(body: bytes | str) -> Job:
         raise JobError("a reminder job needs due (an ISO 8601 time)")
     if kind in ("update", "delete") and notification is None:
         raise JobError(f"an {kind} job needs notification (the id of the notify job to change)")
-    known = {"kind", "id", "created", "target", "dialog", "text", "attachments", "due", "notification"}
+    traceparent = check_traceparent(data.get("traceparent"), "job.traceparent")
+    known = {"kind", "id", "created", "target", "dialog", "text", "attachments", "due", "notification", "traceparent"}
     return Job(
         kind=kind,
         id=job_id,
@@ -245,6 +264,7 @@ def parse_job(body: bytes | str) -> Job:
         due=due,
         notification=notification,
         extra={k: v for k, v in data.items() if k not in known},
+        traceparent=traceparent,
     )
 
 

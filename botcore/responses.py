@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import telemetry
 from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -75,15 +76,31 @@ def response_for(exc: BaseException, what: str) -> Response:
     return error_response(status, code, message, headers)
 
 
-def http_edge(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """An HTTP function's handler whose errors are answered by response_for. The function passes its
-    `invocation_id` (the Functions context's), which the log line of a failure carries."""
+Handler = Callable[..., Awaitable[Response]]
 
-    @functools.wraps(handler)
-    async def answer(*args: Any, invocation_id: str = "", **kwargs: Any) -> Response:
-        try:
-            return await handler(*args, **kwargs)
-        except Exception as exc:
-            return response_for(exc, f"{handler.__name__} (invocation {invocation_id or 'unknown'})")
 
-    return answer
+def http_edge(route: str) -> Callable[[Handler], Handler]:
+    """An HTTP function's handler whose errors are answered by response_for, as one span (botcore.telemetry) named
+    by `route` ("POST /api/notify"; a route without its method serves several: the handler's first argument is the
+    method). The function passes its `invocation_id` and `traceparent` (the Functions context's): the log line of a
+    failure carries the first, and the span continues the second."""
+
+    def edge(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def answer(
+            *args: Any, invocation_id: str = "", traceparent: str | None = None, **kwargs: Any
+        ) -> Response:
+            name = route if " " in route else f"{args[0]} {route}"
+            with telemetry.invocation(name, None, traceparent, {"faas.invocation_id": invocation_id}) as span:
+                try:
+                    response = await handler(*args, **kwargs)
+                except Exception as exc:
+                    response = response_for(exc, f"{handler.__name__} (invocation {invocation_id or 'unknown'})")
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    span.fail(f"answered {response.status}")
+                return response
+
+        return answer
+
+    return edge

@@ -48,6 +48,12 @@ US_GOV_CHANNEL_SERVICE = "https://botframework.azure.us"
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 
+# Where telemetry goes (botcore.telemetry): Application Insights when its connection string is set, the console
+# on request (BotTelemetry=console), else nowhere (BotTelemetry=off turns it off even with a connection string).
+TELEMETRY_AZURE_MONITOR = "azuremonitor"
+TELEMETRY_CONSOLE = "console"
+TELEMETRY_OFF = "off"
+
 
 @dataclass(frozen=True)
 class Cloud:
@@ -185,6 +191,8 @@ class Settings:
     emulator_service_hosts: tuple[str, ...] = ()
     storage_connection: StorageConnection | None = None
     storage_problem: str = ""  # why there is no storage connection (raised when one is needed)
+    telemetry: str = TELEMETRY_OFF  # TELEMETRY_AZURE_MONITOR, TELEMETRY_CONSOLE or TELEMETRY_OFF
+    telemetry_connection_string: str = field(default="", repr=False)  # Application Insights'
 
     @property
     def storage(self) -> StorageConnection:
@@ -224,6 +232,7 @@ class Settings:
         except ConfigurationError as exc:
             problem = str(exc)
         cloud = _cloud_of(env.get("ChannelService", ""))
+        telemetry_connection = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
         return cls(
             app_id=env.get("MicrosoftAppId", "").strip(),
             app_password=env.get("MicrosoftAppPassword", ""),
@@ -251,7 +260,20 @@ class Settings:
             ),
             storage_connection=storage,
             storage_problem=problem,
+            telemetry=_telemetry_of(env.get("BotTelemetry", ""), telemetry_connection),
+            telemetry_connection_string=telemetry_connection,
         )
+
+
+def _telemetry_of(choice: str, connection_string: str) -> str:
+    value = choice.strip().lower()
+    if value not in ("", TELEMETRY_CONSOLE, TELEMETRY_OFF):
+        raise ConfigurationError(
+            f"BotTelemetry must be empty, {TELEMETRY_CONSOLE} or {TELEMETRY_OFF}, not {choice[:40]!r}"
+        )
+    if value:
+        return value
+    return TELEMETRY_AZURE_MONITOR if connection_string else TELEMETRY_OFF
 
 
 def _cloud_of(channel_service: str) -> Cloud:

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import telemetry
 from .errors import BadInputError, BotError, ConfigurationError, ConflictError, NotFoundError, UnavailableError
 from .loops import PerLoop
 from .settings import QUEUE_MAX_DELAY, QUEUES, TABLES, Settings, StorageConnection, get_settings
@@ -108,22 +109,28 @@ def _code_and_message(exc: Any) -> tuple[str | None, str]:
 
 class _mapped:
     """`with _mapped("table t: read"):` an SDK error raised inside becomes botcore's (_raise_mapped), its message
-    prefixed with the words given; anything else (a bug, a cancellation) passes unchanged."""
+    prefixed with the words given; anything else (a bug, a cancellation) passes unchanged. The call is a span
+    named by those words (botcore.telemetry), failed when storage did: not for a conflict or a missing entity."""
 
-    __slots__ = ("what",)
+    __slots__ = ("what", "call")
 
     def __init__(self, what: str) -> None:
         self.what = what
 
     def __enter__(self) -> None:
-        return None
+        self.call = telemetry.storage_call(self.what)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
         if isinstance(exc, Exception):
             from azure.core.exceptions import AzureError  # the SDK loads on the first storage call, not at import
 
             if isinstance(exc, AzureError):
-                _raise_mapped(exc, self.what)
+                try:
+                    _raise_mapped(exc, self.what)
+                except StorageError as mapped:
+                    self.call.end(mapped, failed=isinstance(mapped, StorageUnavailableError))
+                    raise
+        self.call.end(None if isinstance(exc, StopAsyncIteration) else exc)  # that one: a query with no page
 
 
 def _raise_mapped(exc: AzureError, what: str) -> NoReturn:

@@ -54,8 +54,11 @@ class Runner(Protocol):
     async def start(self) -> list[dict[str, Any]]:
         """Index the app: each function as {"name", "function_id", "bindings": [its bindings' JSON]}."""
 
-    async def invoke(self, function: FunctionInfo, trigger: TriggerData, invocation_id: str) -> HttpAnswer | None:
-        """Run one function; an HTTP function's answer, else None. Raises when the function failed."""
+    async def invoke(
+        self, function: FunctionInfo, trigger: TriggerData, invocation_id: str, traceparent: str = ""
+    ) -> HttpAnswer | None:
+        """Run one function, in the trace context `traceparent` (empty: none); an HTTP function's answer, else None.
+        Raises when the function failed."""
 
     async def close(self) -> None:
         """Wait for functions still running on threads."""
@@ -153,7 +156,9 @@ class OwnLoader:
             functions.append({"name": name, "function_id": name, "bindings": bindings})
         return functions
 
-    async def invoke(self, function: FunctionInfo, trigger: TriggerData, invocation_id: str) -> HttpAnswer | None:
+    async def invoke(
+        self, function: FunctionInfo, trigger: TriggerData, invocation_id: str, traceparent: str = ""
+    ) -> HttpAnswer | None:
         from azure.functions import meta
 
         fn, has_return = self._functions[function.function_id]
@@ -164,7 +169,9 @@ class OwnLoader:
             )
         }
         if "context" in inspect.signature(fn).parameters:  # as the worker does: the invocation's context
-            kwargs["context"] = InvocationContext(invocation_id, function.name, str(Path.cwd()))
+            kwargs["context"] = InvocationContext(
+                invocation_id, function.name, str(Path.cwd()), TraceContext(traceparent, "", {})
+            )
         if inspect.iscoroutinefunction(fn):
             result = await fn(**kwargs)
         else:
@@ -185,15 +192,37 @@ class OwnLoader:
         self.executor.shutdown(wait=True)
 
 
+@dataclass(frozen=True)
+class TraceContext:
+    """An invocation's trace context, as the worker gives it (an azure.functions.TraceContext), with its older
+    names too."""
+
+    trace_parent: str
+    trace_state: str
+    attributes: dict[str, str]
+
+    @property
+    def Traceparent(self) -> str:  # noqa: N802 (the worker's own name)
+        return self.trace_parent
+
+    @property
+    def Tracestate(self) -> str:  # noqa: N802
+        return self.trace_state
+
+    @property
+    def Attributes(self) -> dict[str, str]:  # noqa: N802
+        return self.attributes
+
+
 @dataclass
 class InvocationContext:
     """What the Functions host passes as `context` (an azure.functions.Context) to a function that takes one;
-    the local host has no trace or retry context to give."""
+    the local host has no retry context to give."""
 
     invocation_id: str
     function_name: str
     function_directory: str
-    trace_context: None = None
+    trace_context: TraceContext
     retry_context: None = None
     thread_local_storage: threading.local = field(default_factory=threading.local)
 

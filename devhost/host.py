@@ -46,7 +46,7 @@ from .app_loader import FunctionInfo, HostConfigError, LoadedApp, load_app
 from .http_trigger import DEFAULT_MAX_BODY, HttpTriggers, build_routes
 from .queue_trigger import QueueListener, QueueOptions
 from .timer_trigger import TimerRunner
-from .triggers import HttpAnswer, TriggerData
+from .triggers import HttpAnswer, TriggerData, trace_context_for
 
 log = logging.getLogger("devhost")
 
@@ -100,7 +100,7 @@ class Host:
         fn_log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", function.name, reason, invocation)
         start = time.perf_counter()
         try:
-            result = await self.app.runner.invoke(function, trigger, str(invocation))
+            result = await self.app.runner.invoke(function, trigger, str(invocation), trace_context_for(trigger))
         except Exception:
             fn_log.exception(
                 "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",

@@ -8,6 +8,8 @@ azure-functions library's converters, so that the app sees what it sees in Azure
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +34,19 @@ class TriggerData:
     type: str  # "http", "string", "bytes" or "json"
     value: HttpData | str | bytes
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})(-.*)?")
+
+
+def trace_context_for(trigger: TriggerData) -> str:
+    """The trace context (a W3C traceparent) the host gives an invocation, as the Functions host does: an HTTP
+    request's `traceparent` header continued (its trace and flags, a span of the host's own), else a new trace."""
+    if isinstance(trigger.value, HttpData):
+        match = _TRACEPARENT.fullmatch(trigger.value.headers.get("traceparent", "").strip())
+        if match and match[1] != "0" * 32:
+            return f"00-{match[1]}-{secrets.token_hex(8)}-{match[2]}"
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
 @dataclass(frozen=True)

@@ -126,21 +126,29 @@ class Worker:
             )
         return functions
 
-    async def invoke(self, function: FunctionInfo, trigger: TriggerData, invocation_id: str) -> HttpAnswer | None:
+    async def invoke(
+        self, function: FunctionInfo, trigger: TriggerData, invocation_id: str, traceparent: str = ""
+    ) -> HttpAnswer | None:
         """One invocation: the HTTP function's answer, else None; WorkerError when the worker reports failure.
-        A function that takes `context` gets the invocation's id there from the worker."""
+        A function that takes `context` gets the invocation's id and trace context there from the worker."""
         response = await self.invocation(
             function,
             self.typed_data(trigger),
             {k: self.protos.TypedData(json=v) for k, v in trigger.metadata.items()},
             invocation_id,
+            traceparent,
         )
         if function.trigger_type != "httpTrigger":
             return None
         return self.http_answer(response.return_value)
 
     async def invocation(
-        self, function: FunctionInfo, data: Any, metadata: dict[str, Any], invocation_id: str | None = None
+        self,
+        function: FunctionInfo,
+        data: Any,
+        metadata: dict[str, Any],
+        invocation_id: str | None = None,
+        traceparent: str = "",
     ) -> Any:
         """An InvocationRequest with the trigger's TypedData and metadata as given; the InvocationResponse."""
         p = self.protos
@@ -151,6 +159,7 @@ class Worker:
                 function_id=function.function_id,
                 input_data=[p.ParameterBinding(name=function.arg_name, data=data)],
                 trigger_metadata=metadata,
+                trace_context=p.RpcTraceContext(trace_parent=traceparent),
             ),
         )
 

@@ -9,6 +9,7 @@ most), `integration/` talks to Azurite, `e2e/` drives the function app in the lo
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import uuid
@@ -29,6 +30,10 @@ def _interrupt_on_sigterm(signum, frame):
 # A CI timeout or `timeout` sends SIGTERM: turn it into an interrupt so that fixtures
 # still stop Azurite and the hosts (they run in sessions of their own and would outlive us).
 signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+# A test that exports to a local Application Insights stand-in must not have the exporter call Microsoft's own
+# services besides (its usage statistics, its remote configuration): this process and every host it starts.
+os.environ.update(APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL="true", APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED="true")
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +133,24 @@ def second_instance(bot: BotStack, monkeypatch):
     thread.join(10)
     loop.close()
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """botcore.telemetry recording into the OpenTelemetry SDK's in-memory exporter and metric reader, for this test:
+    (the finished spans, the metric reader)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from botcore import telemetry
+
+    monkeypatch.setattr(telemetry, "_live", None)  # what it was is restored after the test
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry.use(tracer_provider, MeterProvider([reader]))
+    yield spans, reader
+    tracer_provider.shutdown()

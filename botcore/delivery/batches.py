@@ -9,6 +9,9 @@ incompressible items fit in a queue message once in base64.
 
 Batches are named by their place in the fan-out: the same items give the same names, so a batch
 enqueued twice (a fan-out or retry redone after a crash) is claimed, and sent, once.
+
+Every message carries the trace context it was made in (`traceparent`, botcore.telemetry), so that the
+sends function continues the job's trace; a message without one (made before they carried it) runs as well.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..jobs import JobError, check_job_id
+from .. import telemetry
+from ..jobs import JobError, check_job_id, check_traceparent
 from ..keys import is_conversation_key
 from ..protocol.activity import ActivityError, ConversationReference
 from .ledger import BATCH_PREFIX
@@ -44,11 +48,11 @@ class SendBatch:
     id: str = ""
     pace: str = ""
     slot: Slot | None = None
+    traceparent: str | None = field(default_factory=telemetry.traceparent)
 
     def to_json(self) -> str:
-        return _message(
-            self.job, self.id, self.attempt, [_item(k, r.to_json()) for k, r in self.items], self.pace, self.slot
-        )
+        items = [_item(k, r.to_json()) for k, r in self.items]
+        return _message(self.job, self.id, self.attempt, items, self.pace, self.slot, self.traceparent)
 
     @classmethod
     def parse(cls, body: bytes | str) -> SendBatch:
@@ -72,6 +76,7 @@ class SendBatch:
                 batch_id,
                 pace,
                 Slot(float(slot[0]), float(slot[1])) if slot is not None else None,
+                check_traceparent(data.get("traceparent"), "traceparent"),
             )
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, zlib.error, ActivityError) as exc:
             raise JobError(f"not a send batch: {exc}") from exc
@@ -87,12 +92,13 @@ class RevisionBatch:
     row: str
     attempt: int = 0
     slot: Slot | None = None  # slots reserved when it last ran, too far off to wait for then
+    traceparent: str | None = field(default_factory=telemetry.traceparent)
 
     def to_json(self) -> str:
         message: dict[str, Any] = {"kind": "revise", "job": self.job, "row": self.row, "attempt": self.attempt}
         if self.slot is not None:
             message["slot"] = [round(self.slot.start, 3), self.slot.interval]
-        return json.dumps(message, separators=(",", ":"))
+        return _traced(message, self.traceparent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RevisionBatch:
@@ -102,8 +108,11 @@ class RevisionBatch:
         check_job_id(job, "job")
         if not (row.startswith(BATCH_PREFIX) and is_batch_id(row[len(BATCH_PREFIX) :]) or is_conversation_key(row)):
             raise JobError(f"row {row[:50]!r} names no delivery row")
+        traceparent = check_traceparent(data.get("traceparent"), "traceparent")
         try:
-            return cls(job, row, attempt, Slot(float(slot[0]), float(slot[1])) if slot is not None else None)
+            return cls(
+                job, row, attempt, Slot(float(slot[0]), float(slot[1])) if slot is not None else None, traceparent
+            )
         except (TypeError, ValueError, IndexError) as exc:
             raise JobError(f"a revision batch's slot is [start, interval]: {exc}") from None
 
@@ -115,9 +124,10 @@ class PackMessage:
 
     pack: str
     first_due: float
+    traceparent: str | None = field(default_factory=telemetry.traceparent)
 
     def to_json(self) -> str:
-        return json.dumps({"kind": "pack", "pack": self.pack, "due": self.first_due}, separators=(",", ":"))
+        return _traced({"kind": "pack", "pack": self.pack, "due": self.first_due}, self.traceparent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PackMessage:
@@ -125,7 +135,7 @@ class PackMessage:
         if not isinstance(pack, str) or not isinstance(due, (int, float)) or isinstance(due, bool):
             raise JobError("a pack message needs pack (a string) and due (epoch seconds)")
         check_job_id(pack, "pack")
-        return cls(pack, float(due))
+        return cls(pack, float(due), check_traceparent(data.get("traceparent"), "traceparent"))
 
 
 def parse_sends_message(body: bytes | str) -> SendBatch | RevisionBatch | PackMessage:
@@ -166,7 +176,9 @@ def pack(
 ) -> list[tuple[str, Slot | None]]:
     """Sends-queue messages, each with its slot, for (key, reference JSON) pairs: at most BATCH_KEYS
     conversations and BATCH_BYTES of items each. With a slot, each batch's slots follow the previous
-    batch's; with id_prefix, the batches are named id_prefix + 0, 1, ..."""
+    batch's; with id_prefix, the batches are named id_prefix + 0, 1, ... Each carries the trace context `pack` is
+    called in."""
+    traceparent = telemetry.traceparent()
     out: list[tuple[str, Slot | None]] = []
     current: list[str] = []
     size = sent_before = 0
@@ -174,7 +186,7 @@ def pack(
     def close() -> None:
         batch_slot = Slot(slot.at(sent_before), slot.interval) if slot is not None else None
         batch_id = "" if id_prefix is None else f"{id_prefix}{len(out)}"
-        out.append((_message(job_id, batch_id, attempt, current, pace, batch_slot), batch_slot))
+        out.append((_message(job_id, batch_id, attempt, current, pace, batch_slot, traceparent), batch_slot))
 
     for key, reference in items:
         item = _item(key, reference)
@@ -194,11 +206,19 @@ def _item(key: str, reference_json: str) -> str:
     return f"[{json.dumps(key, ensure_ascii=False)},{reference_json}]"
 
 
-def _message(job_id: str, batch_id: str, attempt: int, items: list[str], pace: str, slot: Slot | None) -> str:
+def _message(
+    job_id: str, batch_id: str, attempt: int, items: list[str], pace: str, slot: Slot | None, traceparent: str | None
+) -> str:
     packed = base64.b64encode(zlib.compress(("[" + ",".join(items) + "]").encode(), 1)).decode("ascii")
     message: dict[str, Any] = {"job": job_id, "id": batch_id, "attempt": attempt, "pace": pace, "packed": packed}
     if slot is not None:
         message["slot"] = [round(slot.start, 3), slot.interval]
+    return _traced(message, traceparent)
+
+
+def _traced(message: dict[str, Any], traceparent: str | None) -> str:
+    if traceparent is not None:
+        message["traceparent"] = traceparent
     return json.dumps(message, separators=(",", ":"))
 
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import telemetry
 from ..backoff import backoff
 from ..errors import BotError, UnavailableError
 from ..jobs import Job, JobError
@@ -474,6 +475,7 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
                             hand_on(key, "the conversation's rate limit")
                         else:
                             await ctx.guard.wait(pace, slots.interval(key))
+                            telemetry.pace_lag(pace, time.time() - at)
                             sending.append(asyncio.create_task(act(key, pace)))
                             started = True
                     break
@@ -484,6 +486,7 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
     except Exception as exc:  # storage failed or stalled under the batch: start nothing more
         stopped = exc
     outcomes = [*await asyncio.gather(*sending), *held]  # the requests under way end first, whatever happens
+    telemetry.messages(o.status for o in outcomes)
     for o in held:
         recorder.add(o)
     try:

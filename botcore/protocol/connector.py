@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from .. import telemetry
 from ..backoff import backoff
 from ..errors import BadInputError, BotError, NotFoundError, UnavailableError
 from ..settings import MAX_RETRY_AFTER_SECONDS
@@ -49,6 +50,10 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 _DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # digits (a fraction tolerated): no sign, exponent, inf, nan
 _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds an encoder per call
+# The calls' routes, as their spans name them (botcore.telemetry): templates, with no conversation's id in them.
+ACTIVITIES = "v3/conversations/{conversationId}/activities"
+ACTIVITY = "v3/conversations/{conversationId}/activities/{activityId}"
+PAGED_MEMBERS = "v3/conversations/{conversationId}/pagedmembers"
 
 
 class ConnectorError(BotError):
@@ -180,9 +185,8 @@ class ConnectorClient:
         self, target: ServiceEndpoint, conversation_id: str, activity: dict[str, Any], *, retry: bool = True
     ) -> ResourceResponse:
         """Post an activity into a conversation. Raises the call errors."""
-        body = await self._call(
-            "POST", target, f"v3/conversations/{quote(conversation_id, safe='')}/activities", activity, retry
-        )
+        path = f"v3/conversations/{quote(conversation_id, safe='')}/activities"
+        body = await self._call("POST", target, path, ACTIVITIES, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
     async def reply_to_activity(
@@ -196,7 +200,7 @@ class ConnectorClient:
     ) -> ResourceResponse:
         """Post an activity as the reply to another. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
-        body = await self._call("POST", target, path, activity, retry)
+        body = await self._call("POST", target, path, ACTIVITY, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
     async def create_conversation(
@@ -204,7 +208,7 @@ class ConnectorClient:
     ) -> ConversationResourceResponse:
         """Create a conversation (a member's one-to-one chat). Raises the call errors; an answer without the new
         conversation's id is a RetryableConnectorError."""
-        body = await self._call("POST", target, "v3/conversations", params, True)
+        body = await self._call("POST", target, "v3/conversations", "v3/conversations", params, True)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise RetryableConnectorError(200, None, "create conversation answered without an id")
         return ConversationResourceResponse(body["id"], body.get("serviceUrl"), body.get("activityId"))
@@ -220,7 +224,7 @@ class ConnectorClient:
     ) -> ResourceResponse:
         """Replace an activity the bot sent. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
-        body = await self._call("PUT", target, path, activity, retry)
+        body = await self._call("PUT", target, path, ACTIVITY, activity, retry)
         return ResourceResponse(body.get("id") if isinstance(body, dict) else None)
 
     async def delete_activity(
@@ -228,7 +232,7 @@ class ConnectorClient:
     ) -> None:
         """Delete an activity the bot sent. Raises the call errors."""
         path = f"v3/conversations/{quote(conversation_id, safe='')}/activities/{quote(activity_id, safe='')}"
-        await self._call("DELETE", target, path, None, retry)
+        await self._call("DELETE", target, path, ACTIVITY, None, retry)
 
     async def get_paged_members(
         self,
@@ -240,7 +244,7 @@ class ConnectorClient:
         """One page of a conversation's members. Raises the call errors."""
         params = {k: v for k, v in (("pageSize", page_size), ("continuationToken", continuation_token)) if v}
         path = f"v3/conversations/{quote(conversation_id, safe='')}/pagedmembers"
-        body = await self._call("GET", target, path, None, True, params)
+        body = await self._call("GET", target, path, PAGED_MEMBERS, None, True, params)
         body = body if isinstance(body, dict) else {}
         entries = body.get("members") or []
         members: list[ChannelAccount] = []
@@ -278,11 +282,33 @@ class ConnectorClient:
         method: str,
         target: ServiceEndpoint,
         path: str,
+        route: str,
         body: Any,
         retry: bool,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        url = await self.trust.base_for(target, self.tokens is not None) + path
+        """The call, as one span (`route`: its path as a template) however many attempts it takes."""
+        base = await self.trust.base_for(target, self.tokens is not None)
+        call = telemetry.connector_call(method, base, route)
+        error: BaseException | None = None
+        try:
+            return await self._attempts(method, base + path, route, body, retry, params, call)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            call.end(error)
+
+    async def _attempts(
+        self,
+        method: str,
+        url: str,
+        route: str,
+        body: Any,
+        retry: bool,
+        params: dict[str, Any] | None,
+        call: telemetry.Call,
+    ) -> Any:
         content = None if body is None else _JSON.encode(body).encode()
         attempts = self.max_attempts if retry else 1
         waited = 0.0
@@ -303,8 +329,13 @@ class ConnectorClient:
                 )
             else:
                 status = response.status_code
+                call.set_attribute("http.response.status_code", status)
+                if attempt > 1:
+                    call.set_attribute("http.request.resend_count", attempt - 1)
                 if status < 300:
                     return response.json() if response.content else None
+                if status == 429:
+                    telemetry.throttled(route)
                 code, message = _error_of(response)
                 operation_id = response.headers.get("X-Correlating-OperationId")
                 log.warning(

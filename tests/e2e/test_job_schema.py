@@ -32,6 +32,7 @@ VALID = [
     {"kind": "update", **BASE, "target": {"everyone": True}, **TEXT, "notification": "j0"},
     {"kind": "delete", **BASE, "target": {"everyone": True}, "notification": "j0"},
     {"kind": "notify", **BASE, "id": "Az09._~-" + "x" * 192, **ONE, **TEXT},  # every character an id may hold
+    {"kind": "notify", **BASE, **ONE, **TEXT, "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 ]
 INVALID = [
     {"kind": "notify", **BASE, **ONE},  # nothing to send
@@ -67,6 +68,8 @@ INVALID = [
     {"kind": "notify", **BASE, "target": {"conversation": "msteams|19:a/b"}, **TEXT},  # no table key holds /
     {"kind": "notify", **BASE, "target": {"conversation": "msteams-19:abc"}, **TEXT},  # not an address key
     {"kind": "notify", **BASE, "target": {"conversation": "m|" + "a" * 1100}, **TEXT},
+    {"kind": "notify", **BASE, **ONE, **TEXT, "traceparent": "4bf92f3577b34da6a3ce929d0e0e4736"},  # a trace id alone
+    {"kind": "notify", **BASE, **ONE, **TEXT, "traceparent": "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"},
 ]
 
 

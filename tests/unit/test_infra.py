@@ -105,6 +105,7 @@ OPTIONAL_WITH_DEFAULTS = {
     "BotEmulatorServiceHosts",  # empty: Emulator serviceUrls get the token only on loopback
     "AZURE_FUNCTIONS_ENVIRONMENT",  # unset means Production
     "LocalFunctionKey",  # the local host only
+    "BotTelemetry",  # console or off, locally; in Azure the connection string below decides
 }
 
 # The client secret: a Key Vault reference in SingleTenant mode, absent with UserAssignedMSI.
@@ -132,6 +133,7 @@ FUNCTIONS_HOST = {
     "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    # Also the app's (botcore.telemetry): its exporter's destination, and the identity it authenticates with.
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",  # the host buffers bodies up to it (100 MB by default)
@@ -149,6 +151,14 @@ NOTIFY_FEATURE = {"BotSendConcurrency", "BotTenantRatePerSecond"}
 
 # Settings that must never be app settings on this plan (the runtime is in functionAppConfig).
 NEVER_ON_FLEX = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"}
+
+# The Python worker's own OpenTelemetry switches (Microsoft's "Use OpenTelemetry with Azure Functions"). Either one
+# has the worker tell the host it exports its logs itself (the WorkerOpenTelemetryEnabled capability), after which
+# the host drops them; PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY also runs configure_azure_monitor, every
+# instrumentation on, as the worker starts: in every cold start, and the Azure SDK's and httpx's calls recorded twice.
+# The app takes the documents' other way: configure_azure_monitor in its own code (botcore.telemetry), logs off there,
+# and the host relays the worker's logs.
+WORKER_TELEMETRY = {"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "PYTHON_ENABLE_OPENTELEMETRY"}
 
 # Reads with a computed name are allowed only where the test knows what they read:
 # settings.py's connection_from_env reads `BotStorage`/`AzureWebJobsStorage` and their
@@ -668,6 +678,7 @@ def must_set(mode: str, cloud: str) -> set[str]:
 
 def must_not_set(mode: str, cloud: str) -> set[str]:
     forbidden = PLATFORM_PROVIDED | OPTIONAL_WITH_DEFAULTS | CONNECTION_STRING_FORMS | NEVER_ON_FLEX | PUBLIC_CLOUD_ONLY
+    forbidden |= WORKER_TELEMETRY
     forbidden |= SINGLE_TENANT_ONLY if mode == "UserAssignedMSI" else set()
     return forbidden | (US_GOVERNMENT_ONLY if cloud != "AzureUSGovernment" else set())
 
@@ -1015,6 +1026,22 @@ def test_every_module_grants_to_the_one_identity():
     for module in modules(MAIN):
         if "principalId" in module.params:
             assert render(module.params["principalId"]) == "identity.properties.principalId", module.where
+
+
+def test_telemetry_is_opentelemetry_from_the_host_and_the_app_to_the_one_application_insights():
+    """As Microsoft documents OpenTelemetry for Python functions: host.json's telemetryMode, the connection string
+    the app's own configure_azure_monitor reads (with the identity in the authentication string), and none of the
+    worker's own switches (WORKER_TELEMETRY: the app configures the distro itself, after its first invocation)."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host.get("telemetryMode") == "OpenTelemetry"
+    assert (
+        "azure.monitor.opentelemetry import configure_azure_monitor" in (ROOT / "botcore" / "telemetry.py").read_text()
+    )
+    for mode in MODES:
+        settings = app_settings(mode)
+        assert render(settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == "monitoring.outputs.connectionString"
+        assert "Authorization=AAD" in render(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"])
+        assert not WORKER_TELEMETRY & set(settings), f"{mode}: {sorted(WORKER_TELEMETRY & set(settings))}"
 
 
 def test_application_insights_takes_only_entra_auth():
