@@ -326,17 +326,15 @@ class BlockSlots:
         return fresh.at(index - first)
 
     def overrun(self, at: float, now: float) -> bool:
-        """Whether a send for the slot at `at`, made at `now` (a sleep that ended late), would come more than
-        LATE_GRACE past the last slot of the block holding `at`: into the slots of the key's next batch, perhaps on
-        another instance. Late within its block, it only takes room from its own batch's later items, which
-        then look at their slots afresh."""
+        """Whether a send for the slot at `at` of the batch's own block, made at `now` (a sleep that ended late),
+        would come more than LATE_GRACE past the block's last slot: into the slots of the key's next batch,
+        perhaps on another instance; it takes a fresh slot instead. Late within its block, it only takes room
+        from its own batch's later items, which then look at their slots afresh. A fresh slot is the last
+        resort: late there too, the send still goes (an instance that is always late must still send)."""
         if self.block.interval < UNPACED_INTERVAL:
             return False
         end = self.block.at(self.size - 1)
-        if self.fresh is not None and at > end:
-            fresh, first = self.fresh
-            end = fresh.at(self.size - 1 - first)
-        return now > end + LATE_GRACE
+        return at <= end and now > end + LATE_GRACE
 
     def take_fresh(self, block: Slot | None, index: int) -> None:
         """The fresh block reserved for the items from `index` on (None: the calendar could not give one)."""
