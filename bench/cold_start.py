@@ -148,7 +148,7 @@ def _loaders() -> list[str]:
 
 
 def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
-    repeats = 2 if quick else 5
+    repeats = 1 if quick else 5
     loaders = _loaders()
     runs: dict[str, list[float]] = defaultdict(list)
     idp_hits: list[dict[str, int]] = []
