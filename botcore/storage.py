@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10  # seconds; a turn must not hang on a dead socket
 READ_TIMEOUT = 30
 RETRIES = 2  # after the first attempt, for network errors, 408, 429 and 5xx
+# Seconds an idle pooled connection is kept: under the 5 s after which Node servers (Azurite) close one.
+# aiohttp keeps them 15 s, so a write after a pause could take a connection the server had just closed
+# ("Server disconnected"), and its retries other such connections: the write failed, its batch stopped.
+KEEPALIVE = 4.0
 MESSAGE_TTL = 7 * 86400  # seconds a queue message lives by default, counted from when it is put
 
 
@@ -377,13 +381,25 @@ class _Clients:
     """The storage clients of one event loop, on one shared transport."""
 
     def __init__(self, connection: StorageConnection, settings: Settings) -> None:
-        from azure.core.pipeline.transport import AioHttpTransport  # the SDK: on the first storage call
+        import aiohttp  # azure-core's async transport: on the first storage call
+        from azure.core.pipeline.transport import AioHttpTransport
 
         # Every request would otherwise log its URL and headers at INFO, the Functions host's level.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
         self.connection = connection
+        # The session azure-core would make, with idle connections dropped before a server drops them.
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE),
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # azure-core decodes bodies itself
+        )
         self.transport = AioHttpTransport(
-            use_env_settings=False, connection_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
+            session=session,
+            session_owner=True,
+            use_env_settings=False,
+            connection_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
         )
         self.credential: AsyncTokenCredential | None = None
         if connection.connection_string is None:
