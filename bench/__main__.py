@@ -19,7 +19,17 @@ from pathlib import Path
 from . import procfs, report
 from .infra import log
 
-BENCHMARKS = ["cold_start", "warm_turn", "send_path", "broadcast", "economy", "storage_ops", "teams", "reminders"]
+BENCHMARKS = [
+    "cold_start",
+    "warm_turn",
+    "send_path",
+    "broadcast",
+    "economy",
+    "storage_ops",
+    "teams",
+    "reminders",
+    "scale",
+]
 
 
 def _stop_on_sigterm() -> None:

@@ -33,6 +33,7 @@ def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
         "6. Storage operations",
         "7. Teams delivery",
         "8. Reminders",
+        "9. Scale",
     ):
         assert f"## {section}\n" in text, section
     assert "FAILED" not in text and "## Targets at a glance" in text
