@@ -29,6 +29,7 @@ BENCHMARKS = [
     "teams",
     "reminders",
     "scale",
+    "long_run",
 ]
 
 
