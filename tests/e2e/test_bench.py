@@ -20,7 +20,7 @@ def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,  # the scale sections add about two minutes
     )
     assert run.returncode == 0, run.stderr[-3000:]
     text = output.read_text()
