@@ -214,23 +214,32 @@ class QueueListener:
             message.expires_on,
             message.next_visible_on,
         )
-        renewal = asyncio.create_task(self._keep_hidden(queue, message))
+        done = asyncio.Event()
+        renewal = asyncio.create_task(self._keep_hidden(queue, message, done))
         try:
-            await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
+            try:
+                await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
+            finally:
+                done.set()
+                await renewal
         except Exception:
-            await _cancel(renewal)
             if message.dequeue_count >= self.options.max_dequeue_count:
                 await self._to_poison(queue, poison, message, f"failed {message.dequeue_count} times")
             else:
                 await queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
             return
-        await _cancel(renewal)
         await queue.delete_message(message)
 
-    async def _keep_hidden(self, queue: Any, message: Any) -> None:
-        """Renew the message's lease while its function runs (the pop receipt changes each time)."""
+    async def _keep_hidden(self, queue: Any, message: Any, done: asyncio.Event) -> None:
+        """Renew the message's lease until `done` (the pop receipt changes each time). Never stopped in the middle of
+        a renewal: one the service made and the host never saw would leave it a pop receipt that no longer works,
+        so the message's delete would fail and the message come back once its lease ran out."""
         while True:
-            await asyncio.sleep(self.lease / 3)
+            try:
+                await asyncio.wait_for(done.wait(), self.lease / 3)
+                return
+            except TimeoutError:
+                pass
             try:
                 renewed = await queue.update_message(message, visibility_timeout=self.lease)
                 message.pop_receipt = renewed.pop_receipt
@@ -253,11 +262,3 @@ async def _receive(queue: Any, count: int, lease: int) -> list[Any]:
         return [message async for message in await pages.__anext__()]
     except StopAsyncIteration:
         return []
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
