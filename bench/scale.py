@@ -177,8 +177,13 @@ def _run_size(tmp: Path, size: Size) -> dict[str, Any]:
         }
         if not size.window:
             sends = watch.wait_sends(text, n, timeout=120 + 3 * n / (RATE * TENANTS))
-            check_once(sends, set(ids), lambda r: r.conversation_id, f"scale {n:,}")
-            job_done(stack, job, n, timeout=60)
+            try:  # a miss is reported, and the larger sizes still measured
+                check_once(sends, set(ids), lambda r: r.conversation_id, f"scale {n:,}")
+                job_done(stack, job, n, timeout=60)
+                result["exactly_once"] = None
+            except RuntimeError as exc:
+                log(str(exc))
+                result["exactly_once"] = str(exc)
             records = proxy.since(mark)
             end = watch.finish()
             lines = [text for host_lines in end["logs"] for _, _, text, _ in host_lines]
@@ -190,7 +195,7 @@ def _run_size(tmp: Path, size: Size) -> dict[str, Any]:
                 takeovers=sum(1 for line in lines if TAKEOVER in line),
                 counts=_by_kind(records),
                 batch_operations=sum(r.operations for r in records),
-                cpu_per_message=sum(end["cpu"]) / n,
+                cpu_per_message=sum(end["cpu"]) / len(sends),
             )
         result["peak_rss"] = [procfs.peak_rss_mib(p) for p in pids]
         result["rss_reset"] = watch.rss_reset
@@ -259,6 +264,7 @@ def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
     d = section.table(
         [
             "references",
+            "delivered",
             "POST → last delivery (s)",
             "messages/s (bound: 95 % of the limit)",
             "host CPU per message (ms, both hosts)",
@@ -267,26 +273,33 @@ def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
             "claims taken over",
             "duplicates / missing",
         ],
-        title="Delivered end to end (every conversation checked: exactly one message each, or the run fails)",
+        title="Delivered end to end (every conversation checked for exactly one message)",
     )
     for r in delivered:
         n = r["size"].references
+        missed = r["exactly_once"]
         d.add(
             f"{n:,}",
+            f"{r['delivered']:,}",
             stats.number(r["elapsed"]),
-            f"{stats.number(n / r['elapsed'])} ({stats.number(RATE * TENANTS * 0.95)})",
+            f"{stats.number(r['delivered'] / r['elapsed'])} ({stats.number(RATE * TENANTS * 0.95)})",
             stats.number(r["cpu_per_message"] * 1000),
             r["refused"],
             r["handed_on"],
             r["takeovers"],
-            "0 / 0",
+            "0 / 0" if missed is None else missed,
         )
-    biggest = max(delivered, key=lambda r: r["size"].references)
+    exact = [r for r in delivered if r["exactly_once"] is None]
+    biggest = max(exact or delivered, key=lambda r: r["size"].references)
     n = biggest["size"].references
     c = section.table(
         ["table or queue: kind", "per 1,000 conversations, whole job", "… of which while planning"],
         title=f"Storage transactions, {n:,} conversations (the hosts' requests through the counting proxy, from "
-        "the POST until the job's status said done)",
+        + (
+            "the POST until the job's status said done)"
+            if biggest["exactly_once"] is None
+            else "the POST until the benchmark stopped waiting: the job did not finish)"
+        ),
     )
     planning = biggest["planning_counts"]
     for kind, count in sorted(biggest["counts"].items(), key=lambda kv: -kv[1]):
@@ -315,9 +328,11 @@ def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
         )
     section.target(
         "exactly once",
-        " and ".join(f"{r['size'].references:,} of {r['size'].references:,}" for r in delivered)
-        + " delivered once each",
-        True,  # check_once failed the run otherwise
+        "; ".join(
+            f"{r['size'].references:,}: " + (r["exactly_once"] or "each delivered once, the job's status done")
+            for r in delivered
+        ),
+        len(exact) == len(delivered),
     )
     if not all(r["rss_reset"] for r in runs):
         section.notes.append("The kernel did not allow resetting VmHWM: peak RSS counts from each host's start.")
