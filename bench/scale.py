@@ -19,8 +19,8 @@ invocations, per host; the hosts take the job's invocations (20 pages each) in t
 Azurite answers each page of a filtered query by evaluating the filter on every row of the table and sorting
 the rows after the cursor (LokiTableMetadataStore.queryTableEntities), so a page costs it time in proportion to
 the table: here 0.4 s a page at 100k rows and 7 s at a million, so a full pass over a million rows would take it
-hours, where Table Storage reads a page by its index. At that size the job is therefore measured over its first `window` references (and the floor over the
-same pages); the smaller sizes are planned whole and delivered whole.
+hours, where Table Storage reads a page by its index. At that size the job is therefore measured over its first
+`window` references (and the floor over the same pages); the smaller sizes are planned whole and delivered whole.
 """
 
 from __future__ import annotations
