@@ -29,6 +29,8 @@ BENCHMARKS = [
     "teams",
     "reminders",
     "cost",
+    "scale",
+    "long_run",
 ]
 
 

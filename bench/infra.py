@@ -31,9 +31,10 @@ def log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def azurite(location: Path, keep: bool = False) -> Iterator[Azurite]:
-    """A fresh Azurite on free ports; its data folder is deleted afterwards unless keep."""
-    server = Azurite(location).start()
+def azurite(location: Path, keep: bool = False, **options: Any) -> Iterator[Azurite]:
+    """A fresh Azurite on free ports; its data folder is deleted afterwards unless keep. `options` are
+    devhost.azurite.Azurite's (in_memory, heap_mib)."""
+    server = Azurite(location, **options).start()
     try:
         yield server
     finally:

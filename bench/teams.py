@@ -160,7 +160,7 @@ class Watch:
         return out
 
 
-def _check_once(sends: list[Any], expected: set[str], key: Callable[[Any], str], what: str) -> tuple[int, int]:
+def check_once(sends: list[Any], expected: set[str], key: Callable[[Any], str], what: str) -> tuple[int, int]:
     """Every expected key got exactly one send, and nothing else did; raises otherwise. Returns (dups, missing)."""
     counts = Counter(key(r) for r in sends)
     missing = sum(1 for k in expected if k not in counts)
@@ -174,7 +174,7 @@ def _check_once(sends: list[Any], expected: set[str], key: Callable[[Any], str],
     return duplicated, missing
 
 
-def _job_done(stack: Any, job_id: str, sent: int, timeout: float = 20.0) -> None:
+def job_done(stack: Any, job_id: str, sent: int, timeout: float = 20.0) -> None:
     deadline, seen = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
         response = stack.api("GET", f"notify/{job_id}")
@@ -185,7 +185,7 @@ def _job_done(stack: Any, job_id: str, sent: int, timeout: float = 20.0) -> None
     raise RuntimeError(f"job {job_id}: status {seen}, expected done with {sent} sent")
 
 
-def _post(stack: Any, text: str, target: dict[str, Any]) -> str:
+def post_notify(stack: Any, text: str, target: dict[str, Any]) -> str:
     response = stack.api("POST", "notify", {"text": text, "target": target})
     if response.status_code != 202:
         raise RuntimeError(f"notify answered {response.status_code}: {response.text}")
@@ -283,11 +283,11 @@ def _tenants_run(
     text = f"bench {name} {uuid.uuid4().hex[:8]}"
     target = {"everyone": True} if everyone else {"tenantId": tenants[0]}
     watch = Watch(stack, hosts, tenants)
-    job = _post(stack, text, target)
+    job = post_notify(stack, text, target)
     sends = watch.wait_sends(text, len(ids), timeout=max(60.0, 4 * per_tenant / RATE))
-    dups, missing = _check_once(sends, set(ids), lambda r: r.conversation_id, NAMES[name])
+    dups, missing = check_once(sends, set(ids), lambda r: r.conversation_id, NAMES[name])
     result = _result(name, watch, sends, per_tenant, lambda r: ids.get(r.conversation_id, "?"), dups, missing)
-    _job_done(stack, job, len(ids))
+    job_done(stack, job, len(ids))
     return result
 
 
@@ -314,13 +314,13 @@ def _team_run(stack: Any, hosts: list[Any], size: int) -> dict[str, Any]:
     text = f"bench c {uuid.uuid4().hex[:8]}"
     requests_each = math.ceil(size / ROSTER_PAGE) + 2 * size  # roster pages, creations, sends
     watch = Watch(stack, hosts, [group])
-    job = _post(stack, text, {"team": team_id})
+    job = post_notify(stack, text, {"team": team_id})
     sends = watch.wait_sends(text, size, timeout=max(60.0, 4 * requests_each / RATE))
     if any(r.conversation_id == team_id for r in sends):
         raise RuntimeError("(c) team roster: a message went to the team's channel, not to a member's chat")
-    dups, missing = _check_once(sends, members, lambda r: (r.body.get("recipient") or {}).get("id"), NAMES["c"])
+    dups, missing = check_once(sends, members, lambda r: (r.body.get("recipient") or {}).get("id"), NAMES["c"])
     result = _result("c", watch, sends, requests_each, lambda r: group, dups, missing)
-    _job_done(stack, job, size)
+    job_done(stack, job, size)
     return result
 
 

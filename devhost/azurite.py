@@ -43,12 +43,19 @@ def connection_string(queue_url: str, table_url: str, blob_url: str | None = Non
 
 @dataclass
 class Azurite:
-    """A running Azurite process. Ports 0 means "any free port"."""
+    """A running Azurite process. Ports 0 means "any free port".
+
+    `in_memory` keeps all data in memory (--inMemoryPersistence): no database file, so no save of the whole
+    database as one JSON document every 5 s while writes come in (its LokiJS autosave), which a table of a
+    million rows makes large. `heap_mib` raises Node's heap limit (about 4 GiB here by default) for such data.
+    """
 
     location: Path
     blob_port: int = 0
     queue_port: int = 0
     table_port: int = 0
+    in_memory: bool = False
+    heap_mib: int | None = None
     urls: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
@@ -60,8 +67,7 @@ class Azurite:
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--loose",
-            "--location",
-            str(self.location),
+            *(["--inMemoryPersistence"] if self.in_memory else ["--location", str(self.location)]),
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
@@ -82,6 +88,7 @@ class Azurite:
             text=True,
             start_new_session=True,
             cwd=str(self.location),
+            env={**os.environ, "NODE_OPTIONS": f"--max-old-space-size={self.heap_mib}"} if self.heap_mib else None,
         )
         ready = threading.Event()
         lines: list[str] = []

@@ -217,10 +217,12 @@ class QueueListener:
         done = asyncio.Event()
         renewal = asyncio.create_task(self._keep_hidden(queue, message, done))
         try:
-            await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
+            try:
+                await self.invoke(self.function, trigger, f"New queue message detected on '{self.queue_name}'")
+            finally:
+                done.set()
+                await renewal
         except Exception:
-            done.set()
-            await renewal
             try:
                 if message.dequeue_count >= self.options.max_dequeue_count:
                     await self._to_poison(queue, poison, message, f"failed {message.dequeue_count} times")
@@ -229,16 +231,15 @@ class QueueListener:
             except Exception as exc:  # it reappears when its lease ends all the same
                 self._lost_lease(message, "make visible again", exc)
             return
-        done.set()
-        await renewal
         try:
             await queue.delete_message(message)
         except Exception as exc:
             self._lost_lease(message, "delete", exc)
 
     async def _keep_hidden(self, queue: Any, message: Any, done: asyncio.Event) -> None:
-        """Renew the message's lease while its function runs (the pop receipt changes each time). A renewal under
-        way is never cancelled: one that reached the queue has changed the pop receipt, which the delete needs."""
+        """Renew the message's lease until `done` (the pop receipt changes each time). Never stopped in the middle of
+        a renewal: one the service made and the host never saw would leave it a pop receipt that no longer works,
+        so the message's delete would fail and the message come back once its lease ran out."""
         while True:
             try:
                 await asyncio.wait_for(done.wait(), self.lease / 3)

@@ -13,11 +13,13 @@ and a long one continues in a fresh invocation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from ..jobs import Job
 from ..protocol.activity import ConversationReference
+from ..state.conversations import Address
 from ..storage import EntityChangedError
 from .batches import SendBatch
 from .ledger import Delivered, JobHeader, Status
@@ -89,31 +91,65 @@ async def _fan_out(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
 async def _fan_out_pages(ctx: DeliveryContext, job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
     t = job.target
     query = ctx.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
-    for _ in range(PAGES_PER_INVOCATION):
-        addresses, token = await ctx.conversations.addresses(query, header.cursor, PAGE_SIZE)
-        groups: dict[str, list[tuple[str, str]]] = {}
-        undeliverable: dict[str, Delivered] = {}
-        for address in addresses:
-            try:
-                reference = ConversationReference.bounded_json(address.reference)
-            except (ValueError, RecursionError) as exc:  # ActivityError, or text that is not JSON
-                undeliverable[address.key] = Delivered(Status.FAILED, error=f"stored reference unusable: {exc}")
-                continue
-            groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
-        # Named by their place in the fan-out, which the saved cursor makes the same on a redo.
-        for number, pace in enumerate(sorted(groups)):
-            await enqueue_paced(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once)
-        if undeliverable:
-            log.error(
-                "job %s: %d conversations cannot be sent to: %s",
-                job.id,
-                len(undeliverable),
-                "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]),
-            )
-            await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
-        stop = await save_page(ctx, job, header, token, len(addresses))
-        if stop is not None:
-            return stop
+    # The next page is read while this one is planned; the cursor saved is still each page's own.
+    following: asyncio.Task[tuple[list[Address], str | None]] | None = asyncio.ensure_future(
+        ctx.conversations.addresses(query, header.cursor, PAGE_SIZE)
+    )
+    try:
+        for page in range(PAGES_PER_INVOCATION):
+            assert following is not None
+            addresses, token = await following
+            following = None
+            if token and page + 1 < PAGES_PER_INVOCATION:
+                following = asyncio.ensure_future(ctx.conversations.addresses(query, token, PAGE_SIZE))
+            stop = await _plan_page(ctx, job, header, at_once, addresses, token)
+            if stop is not None:
+                return stop
+    finally:
+        if following is not None:  # a read ahead no longer wanted: stopped, and its outcome (a failure too) taken
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
     await ctx.jobs.send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
+
+
+async def _plan_page(
+    ctx: DeliveryContext,
+    job: Job,
+    header: JobHeader,
+    at_once: SentAtOnce,
+    addresses: list[Address],
+    token: str | None,
+) -> str | None:
+    """Plan one page's batches and save the fan-out's progress; the invocation's result when it stops here."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    undeliverable: dict[str, Delivered] = {}
+    for address in addresses:
+        try:
+            reference = ConversationReference.bounded_json(address.reference)
+        except (ValueError, RecursionError) as exc:  # ActivityError, or text that is not JSON
+            undeliverable[address.key] = Delivered(Status.FAILED, error=f"stored reference unusable: {exc}")
+            continue
+        groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
+    # Each pace key's calendar row is its own, so the groups are planned together (a round trip each, not one
+    # after another). Named by their place in the fan-out, which the saved cursor makes the same on a redo.
+    planned = await asyncio.gather(
+        *(
+            enqueue_paced(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once)
+            for number, pace in enumerate(sorted(groups))
+        ),
+        return_exceptions=True,
+    )
+    for outcome in planned:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    if undeliverable:
+        log.error(
+            "job %s: %d conversations cannot be sent to: %s",
+            job.id,
+            len(undeliverable),
+            "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]),
+        )
+        await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
+    return await save_page(ctx, job, header, token, len(addresses))

@@ -46,6 +46,7 @@ REFERENCE_COLUMNS = [
     "lastSeen",
     "retiredReason",
 ]
+ADDRESS_COLUMNS = ["PartitionKey", "ref", "channelId", "tenantId"]  # what a fan-out reads of each conversation
 
 
 class ConcurrencyError(ConflictError):
@@ -371,7 +372,7 @@ class ConversationStore(TableStore):
         send batches as is, since the sending side parses (and validates) each reference anyway."""
         entities, token = await self.table.page(
             query_filter,
-            select=["PartitionKey", "ref", "channelId", "tenantId"],
+            select=ADDRESS_COLUMNS,
             page_size=page_size,
             cursor=continuation_token,
         )

@@ -40,6 +40,8 @@ def test_the_quick_benchmark_measures_every_section(tmp_path) -> None:
         "7. Teams delivery",
         "8. Reminders",
         "9. Cost: storage transactions and executions",
+        "10. Scale",
+        "11. Hours of sending, time-scaled",
     ):
         assert f"## {section}\n" in text, section
     assert "FAILED" not in text and "## Targets at a glance" in text
