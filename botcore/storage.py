@@ -382,7 +382,7 @@ class _Clients:
 
     def __init__(self, connection: StorageConnection, settings: Settings) -> None:
         import aiohttp  # azure-core's async transport: on the first storage call
-        from azure.core.pipeline.transport import AioHttpTransport
+        from azure.core.pipeline.transport import AioHttpTransport  # likewise
 
         # Every request would otherwise log its URL and headers at INFO, the Functions host's level.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
