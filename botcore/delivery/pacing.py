@@ -51,6 +51,11 @@ SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest ab
 LATE_GRACE = 0.03  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
 # between instances, how long two batches of one key can overlap)
 LEAD = 0.6  # a batch is made visible this long before its slot (the host's polling interval is 0.5 s)
+# A batch put back on the queue for its slot, or handed on, is made visible this long before it: one taken late
+# for its slot takes fresh ones at the calendar's end and is put back again, and a host always slower than LEAD
+# to take such a batch (a busy instance, storage slow to answer) would do so forever. It waits for its slot in
+# the invocation instead (at most MAX_INLINE_WAIT).
+RETRY_LEAD = 1.5
 UNPACED_INTERVAL = 0.001  # a pace of more than 1,000 requests/s is kept per batch, not per request: no channel
 # limits a bot that high, and no instance could keep such a pace to the millisecond (each request would be late)
 START_LEAD = 0.1  # a batch sent by the invocation that reserves its slots: the time to claim it first
@@ -84,9 +89,9 @@ class Slot:
     def at(self, index: int) -> float:
         return self.start + index * self.interval
 
-    def visibility(self, now: float) -> float:
-        """Seconds to keep a batch hidden on the queue so that it is picked up just before its slot."""
-        return max(0.0, self.start - now - LEAD)
+    def visibility(self, now: float, lead: float = LEAD) -> float:
+        """Seconds to keep a batch hidden on the queue so that it is picked up `lead` before its slot."""
+        return max(0.0, self.start - now - lead)
 
 
 def plan_reservation(

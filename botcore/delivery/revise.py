@@ -24,7 +24,7 @@ from ..jobs import Job, JobError
 from ..storage import EntityChangedError
 from .batches import RevisionBatch
 from .ledger import REVISION_FINAL, BatchClaim, Delivered, Outcome, Status
-from .pacing import Slot, pace_key
+from .pacing import RETRY_LEAD, Slot, pace_key
 from .send import BatchSlots, LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ async def run_revision_batch(ctx: DeliveryContext, batch: RevisionBatch) -> str:
 
         async def requeue(later: Slot) -> None:  # the slots are kept: the batch comes back for them
             await ctx.sends.send(
-                RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(), delay=later.visibility(time.time())
+                RevisionBatch(batch.job, batch.row, batch.attempt, later).to_json(),
+                delay=later.visibility(time.time(), RETRY_LEAD),
             )
 
         slot = await slot_for(ctx, pace, batch.slot, len(references), requeue)

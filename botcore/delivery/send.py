@@ -32,7 +32,17 @@ from ..protocol.connector import ConversationGoneError, RequestRejectedError, Re
 from ..protocol.trust import UntrustedServiceUrlError
 from .batches import RevisionBatch, SendBatch, pack, retry_prefix
 from .ledger import BATCH_PREFIX, Delivered, Outcome, Revision, Status, handed_on
-from .pacing import DEFAULT_RETRY_AFTER, LATE_GRACE, LEAD, START_LEAD, BlockSlots, Slot, pace_key, unrecorded_limit
+from .pacing import (
+    DEFAULT_RETRY_AFTER,
+    LATE_GRACE,
+    LEAD,
+    RETRY_LEAD,
+    START_LEAD,
+    BlockSlots,
+    Slot,
+    pace_key,
+    unrecorded_limit,
+)
 
 if TYPE_CHECKING:
     from .context import DeliveryContext
@@ -333,7 +343,7 @@ async def _enqueue_retry(
     for message, batch_slot in pack(
         job.id, [(k, references[k].to_json()) for k in keys], attempt=attempt, id_prefix=id_prefix, pace=pace, slot=slot
     ):
-        await ctx.sends.send(message, delay=batch_slot.visibility(now) if batch_slot else not_before - now)
+        await ctx.sends.send(message, delay=batch_slot.visibility(now, RETRY_LEAD) if batch_slot else not_before - now)
 
 
 async def run_send_batch(ctx: DeliveryContext, batch: SendBatch) -> str:
@@ -628,7 +638,7 @@ async def deliver(ctx: DeliveryContext, job: Job, batch: SendBatch) -> Report:
 
     async def requeue(slot: Slot) -> None:
         batch.slot = slot
-        await ctx.sends.send(batch.to_json(), delay=slot.visibility(time.time()))
+        await ctx.sends.send(batch.to_json(), delay=slot.visibility(time.time(), RETRY_LEAD))
 
     slot = await slot_for(ctx, pace, batch.slot, len(batch.items), requeue)
     if slot is None:

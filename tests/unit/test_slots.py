@@ -47,3 +47,14 @@ def test_a_late_send_goes_within_its_block_and_takes_a_fresh_slot_past_it_where_
     slots.take_fresh(Slot(200.0, INTERVAL), 6)  # items 6-9 hold fresh slots 200.00-200.06
     assert not slots.overrun(200.0, 205.0)  # the last resort: late there too, it goes
     assert not BlockSlots(Slot(100.0, UNPACED_INTERVAL / 2), 10).overrun(100.0, 150.0)  # unpaced: never
+
+
+def test_a_batch_put_back_for_its_slot_comes_back_early_enough_to_wait_for_it_in_the_invocation() -> None:
+    from botcore.delivery.pacing import LEAD, RETRY_LEAD
+    from botcore.delivery.send import MAX_INLINE_WAIT
+
+    slot = Slot(100.0, INTERVAL)
+    assert slot.visibility(90.0) == 10.0 - LEAD  # a fan-out's batch: just before its slot
+    visible = 90.0 + slot.visibility(90.0, RETRY_LEAD)
+    # Taken as late as LEAD after it became visible, it is still before its slot, and waits for it inline.
+    assert LEAD < slot.start - visible == RETRY_LEAD < MAX_INLINE_WAIT
