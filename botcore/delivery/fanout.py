@@ -67,7 +67,7 @@ async def _notify_one(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
     assert key is not None
     record = await ctx.conversations.get(key)
     if record is None or not record.active:
-        header.warning = await ctx.ledger.skip_unreachable(job.id, key, record)
+        await ctx.ledger.skip_unreachable(job.id, key, record, header=header)
         outcome = "skipped"
     else:
         reference = record.reference

@@ -534,20 +534,27 @@ class DeliveryLedger(TableStore):
         }
         header.etag = await self.table.merge(entity, header.etag)
 
-    async def skip_unreachable(self, job_id: str, key: str, record: ConversationRecord | None) -> str:
+    async def skip_unreachable(
+        self, job_id: str, key: str, record: ConversationRecord | None, *, header: JobHeader | None = None
+    ) -> None:
         """A job for one conversation the bot cannot reach (none stored under that key, or retired): recorded as
-        skipped; returns the warning its status must carry, so that a mistyped key never looks like success."""
-        claims = await self.claim(job_id, [key])
-        why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
-        if key in claims.claimed:
-            await self.record(job_id, [Outcome(key, Status.GONE, why)], claims.claimed)
+        skipped, with a warning in its status, so that a mistyped key never looks like success. The warning goes
+        on `header` when given (its caller saves it, with what marks the job done), else it is written before
+        the outcome: a status that says done already says why nothing was sent."""
         warning = (
             f"no conversation {key!r} is stored"
             if record is None
             else f"conversation {key!r} is retired ({record.retired_reason}): the bot can no longer write there"
         )
         log.warning("job %s: %s; nothing sent", job_id, warning)
-        return warning
+        if header is not None:
+            header.warning = warning
+        else:
+            await self.warn(job_id, warning)
+        claims = await self.claim(job_id, [key])
+        why = "unknown conversation" if record is None else f"retired: {record.retired_reason}"
+        if key in claims.claimed:
+            await self.record(job_id, [Outcome(key, Status.GONE, why)], claims.claimed)
 
     async def warn(self, job_id: str, warning: str) -> None:
         """What the job could not do, though it went on, for its status to say (a target that matched nobody)."""

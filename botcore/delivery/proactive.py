@@ -32,7 +32,7 @@ async def begin_dialog(ctx: DeliveryContext, job: Job) -> str:
     assert key is not None and dialog is not None  # parse_job: a beginDialog job names both
     record = await ctx.conversations.get(key)
     if record is None or not record.active:
-        await ctx.ledger.warn(job.id, await ctx.ledger.skip_unreachable(job.id, key, record))
+        await ctx.ledger.skip_unreachable(job.id, key, record)
         return "skipped"
     info = turn_info(ctx.settings, record.reference.user.name if record.reference.user else None)
 

@@ -55,7 +55,7 @@ async def send_pending_replies(ctx: DeliveryContext, job: Job) -> str:
     assert key is not None
     record = await ctx.conversations.get(key)
     if record is None or not record.active:
-        await ctx.ledger.warn(job.id, await ctx.ledger.skip_unreachable(job.id, key, record))
+        await ctx.ledger.skip_unreachable(job.id, key, record)
         return "skipped"
     return await deliver_prepared(ctx, job.id, key, record.reference)
 
