@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PACK_SIZE = 100
 PACK_CHARS = 350_000  # what one pack row holds (tablejson: 390,000 characters)
+PACK_SPAN = 1.0  # seconds between a pack's first reminder and its last (its run waits for them)
 FREE_PER_KEY = 2  # reminders of one pace key a pack sends outside the calendar (within its free share)
 AT_ONCE = 16  # storage calls at once while packing and settling
 MARKS_REFRESH = 0.5  # seconds a running pack trusts the revision marks it read
@@ -63,18 +64,27 @@ async def pack(ctx: DeliveryContext, jobs: list[Job]) -> list[Job]:
     records = await asyncio.gather(*(record(job) for job in jobs))
     rest = [job for job, r in zip(jobs, records, strict=True) if r is None or not r.active]
     known = [(job, r) for job, r in zip(jobs, records, strict=True) if r is not None and r.active]
-    packs: list[list[tuple[Job, ConversationRecord]]] = []
-    size = PACK_CHARS
-    for job, r in known:
-        chars = len(r.reference.to_json()) + len(json.dumps(job.content()))
-        if len(packs[-1] if packs else ()) >= PACK_SIZE or size + chars > PACK_CHARS:
-            packs.append([])
-            size = 0
-        packs[-1].append((job, r))
-        size += chars
-    for members in packs:
-        await _write_pack(ctx, members, gate)
+    sizes = [len(r.reference.to_json()) + len(json.dumps(job.content())) for job, r in known]
+    for members in group([due_time(job).timestamp() for job, _ in known], sizes):
+        await _write_pack(ctx, [known[i] for i in members], gate)
     return rest
+
+
+def group(dues: list[float], sizes: list[int]) -> list[list[int]]:
+    """Reminders (their due times, in due order, and the characters each takes in a pack row) grouped into
+    packs, as indexes: at most PACK_SIZE reminders and PACK_CHARS characters a pack, each due within PACK_SPAN
+    of its pack's first. A pack runs when its first is due and waits in its run for the others: one due later
+    than a run may wait (send.MAX_INLINE_WAIT) would be handed on as a job of its own, the costly path packs
+    exist to avoid."""
+    packs: list[list[int]] = []
+    chars = first = 0.0
+    for index, (due, size) in enumerate(zip(dues, sizes, strict=True)):
+        if not packs or len(packs[-1]) >= PACK_SIZE or chars + size > PACK_CHARS or due - first > PACK_SPAN:
+            packs.append([])
+            chars, first = 0.0, due
+        packs[-1].append(index)
+        chars += size
+    return packs
 
 
 async def _write_pack(
@@ -124,6 +134,9 @@ async def run_pack(ctx: DeliveryContext, message: PackMessage) -> str:
     if message.first_due - time.time() > MAX_INLINE_WAIT:  # the queue let it out early: back until then
         await enqueue(ctx, message)
         return f"pack {message.pack}: early"
+    # A second early at most (a queue delay is whole seconds, rounded down): wait for the time it was meant to
+    # run, so that its last reminder (PACK_SPAN after its first) is still within a run's wait.
+    await asyncio.sleep(max(0.0, message.first_due - LEAD - time.time()))
     claim = await ctx.ledger.claim_batch(message.pack, PACK_BATCH)
     if claim is None:  # another worker is sending it: look again once its claim may have lapsed
         await ctx.sends.send(message.to_json(), delay=ctx.settings.delivery_claim_seconds / 4)

@@ -5,6 +5,7 @@ deleted until they are sent."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,28 @@ async def test_reminders_due_together_arrive_at_their_second_once_each(bot: BotS
     assert min(lateness) >= 0 and max(lateness) < 1.0, sorted(lateness)
     for job_id in ids:
         await asyncio.to_thread(status_of, bot, job_id, state="done", sent=1, pending=0)
+
+
+async def test_reminders_seconds_apart_go_in_packs_of_their_own_second_and_none_is_handed_on(bot: BotStack) -> None:
+    cids = [cid for _ in range(6) for cid in await asyncio.to_thread(bot.seed, 1, tenant_id=new_tenant())]
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    later = first + timedelta(seconds=3)  # past what one pack's run waits for after its first
+    offset = len(bot.host.log())
+    await _store(bot, cids[:3], "early bird", first)
+    await _store(bot, cids[3:], "late riser", later)
+    assert await _fire(bot) >= len(cids)
+    for text, group, due in (("early bird", cids[:3], first), ("late riser", cids[3:], later)):
+        arrived = await asyncio.to_thread(
+            bot.channel.wait_for, lambda _, g=group, t=text: all(_arrivals(bot, g, t).values()), 15
+        )
+        lateness = [t - due.timestamp() for times in _arrivals(bot, group, text).values() for t in times]
+        assert arrived and len(lateness) == 3 and min(lateness) >= 0 and max(lateness) < 1.0, lateness
+
+    def runs() -> list[tuple[str, ...]]:
+        return re.findall(r"pack rp\w+ of (\d+): sent (\d+), .*retrying (\d+)", bot.host.log()[offset:])
+
+    await asyncio.to_thread(wait_until, lambda: len(runs()) >= 2)
+    assert sorted((int(n), int(sent), int(retrying)) for n, sent, retrying in runs()) == [(3, 3, 0), (3, 3, 0)], runs()
 
 
 async def test_a_due_reminder_fires_once_with_two_timers_at_once(bot: BotStack, second_instance) -> None:
