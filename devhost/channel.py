@@ -39,7 +39,8 @@ class Received:
     activity_id: str | None
     authorization: str | None
     body: Any
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.monotonic)  # answered: after the service time (Teams mode), for deliveries
+    arrived: float = field(default_factory=time.monotonic)  # when the request came in: what Teams' limits count
     status: int = 200  # what the fake answered (an injected fault's status for `faulted`)
     new_id: str | None = None  # the id the fake gave a sent activity (send, reply)
 
@@ -328,6 +329,7 @@ class FakeConnector(BackgroundServer):
 
     def _handle(self, operation: str):
         async def handler(request: web.Request) -> web.StreamResponse:
+            arrived = time.monotonic()
             # aiohttp has already percent-decoded match_info.
             cid, aid = request.match_info.get("cid"), request.match_info.get("aid")
             body: Any = None
@@ -341,7 +343,7 @@ class FakeConnector(BackgroundServer):
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
-                return await self._answer(request, operation, cid, aid, body, authorization)
+                return await self._answer(request, operation, cid, aid, body, authorization, arrived)
             finally:
                 with self._lock:
                     self.in_flight -= 1
@@ -356,9 +358,10 @@ class FakeConnector(BackgroundServer):
         aid: str | None,
         body: Any,
         authorization: str | None,
+        arrived: float,
     ) -> web.StreamResponse:
         if self.teams is not None:
-            refused = await self._teams_gate(request, operation, cid, aid, body, authorization)
+            refused = await self._teams_gate(request, operation, cid, aid, body, authorization, arrived)
             if refused is not None:
                 return refused
         elif self.latency:
@@ -379,6 +382,7 @@ class FakeConnector(BackgroundServer):
                         authorization,
                         body,
                         status=0 if fault.reset else fault.status,
+                        arrived=arrived,
                     )
                 )
             if fault.hang:
@@ -390,7 +394,7 @@ class FakeConnector(BackgroundServer):
             if fault.status >= 300:
                 headers = {} if fault.retry_after is None else {"Retry-After": _seconds(fault.retry_after)}
                 return _error(fault.status, fault.code or "ServiceError", "injected fault", headers, fault.teams_shape)
-        received = Received(request.method, operation, cid, aid, authorization, body)
+        received = Received(request.method, operation, cid, aid, authorization, body, arrived=arrived)
         if operation in ("send", "reply"):
             received.new_id = f"act-{next(self._ids)}"
         with self._changed:
@@ -421,6 +425,7 @@ class FakeConnector(BackgroundServer):
         aid: str | None,
         body: Any,
         authorization: str | None,
+        arrived: float,
     ) -> web.Response | None:
         """Count the request against Teams' limits as it arrives, wait the service time, and answer
         429 past a limit or 400 to what Teams would not take; None lets the request through."""
@@ -439,7 +444,9 @@ class FakeConnector(BackgroundServer):
                 return None
             status, answer = 400, _error(400, "BadArgument", problem)
         with self._lock:
-            self.faulted.append(Received(request.method, operation, cid, aid, authorization, body, status=status))
+            self.faulted.append(
+                Received(request.method, operation, cid, aid, authorization, body, status=status, arrived=arrived)
+            )
         return answer
 
     def _admit(self, operation: str, cid: str | None, body: Any) -> tuple[float, float]:

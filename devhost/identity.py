@@ -8,6 +8,7 @@ and benchmarks. Nothing here is used by the deployed app.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import threading
@@ -71,6 +72,7 @@ class IdentityProvider(BackgroundServer):
         self.clients: dict[str, _Client] = {}
         self.issued: set[str] = set()
         self.token_requests: list[dict[str, str]] = []
+        self.token_latency = 0.0  # seconds the token endpoint takes to answer, as a distant one does
         self._failures: list[int] = []
         self._lock = threading.Lock()
 
@@ -247,6 +249,7 @@ class IdentityProvider(BackgroundServer):
         self.token_requests.append(
             {"tenant": request.match_info["tenant"], **{k: str(v) for k, v in form.items() if k != "client_secret"}}
         )
+        await asyncio.sleep(self.token_latency)
         failure = self._next_failure()
         if failure:
             return web.json_response({"error": "temporarily_unavailable"}, status=failure)

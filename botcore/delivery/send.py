@@ -452,6 +452,7 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
         held.append(Outcome(key, Status.RETRYING, why, attempted=False))
 
     stopped: Exception | None = None
+    await ctx.connector.prepare()
     try:
         for index, key in enumerate(keys):
             settled = await work.before(key)

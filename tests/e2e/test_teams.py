@@ -90,6 +90,20 @@ def test_two_hosts_pace_each_tenant_to_its_limit_together(teams: BotStack, tmp_p
         second.stop()
 
 
+def test_a_fresh_instance_waiting_for_its_first_token_still_sends_at_the_pace(tmp_path) -> None:
+    """A host's first token comes from a distant identity provider (0.4 s): the paced run fetches it before its
+    first slot, so the requests that would have waited for it behind their slots do not leave together."""
+    with stack_of_its_own(tmp_path, teams=TEAMS) as stack:
+        stack.idp.token_latency = 0.4
+        tenant = new_tenant()
+        cids = stack.seed(120, tenant_id=tenant)
+        job = stack.api("POST", "notify", {"text": "first token", "target": {"tenantId": tenant}}).json()["id"]
+        status_of(stack, job, state="done", sent=len(cids), timeout=30)
+        tally = stack.channel.tenants[tenant]
+        assert tally.refused == 0 and tally.accepted == len(cids), tally
+        assert len(stack.idp.token_requests) == 1  # one token, fetched ahead by one run, shared by all
+
+
 def test_a_burst_to_one_conversation_is_spaced_to_its_windows(teams: BotStack, tenant) -> None:
     [cid] = teams.seed(1, tenant_id=tenant)
     started = time.monotonic()

@@ -15,6 +15,7 @@ from botcore.protocol.connector import (
     RequestRejectedError,
     RetryableConnectorError,
 )
+from botcore.protocol.tokens import TokenError
 from botcore.protocol.trust import UntrustedServiceUrlError
 from devhost.channel import FakeConnector
 
@@ -283,3 +284,29 @@ async def test_reset_connections_and_hangs_are_retried(fake, http, trust) -> Non
     client = ConnectorClient(trust, http, StaticTokens(), max_retry_wait=10)
     assert (await client.send_to_conversation(trusted(fake), "c", {"text": "x"})).id
     assert fake.texts() == ["x"]
+
+
+class UnavailableTokens:
+    """An identity provider that gives no token."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def get_token(self, *, force_refresh: bool = False, stale: str | None = None) -> str:
+        self.asked += 1
+        raise TokenError("token endpoint answered 503", 503, "temporarily_unavailable")
+
+
+async def test_a_token_fetched_ahead_of_a_run_serves_it_and_one_not_given_is_left_to_its_requests(
+    fake, http, trust, caplog
+) -> None:
+    tokens = StaticTokens()
+    client = ConnectorClient(trust, http, tokens)
+    await client.prepare()
+    await client.send_to_conversation(trusted(fake), "c1", {"type": "message", "text": "a"})
+    assert fake.requests[-1].authorization == "Bearer tok-1"
+    failing = UnavailableTokens()
+    await ConnectorClient(trust, http, failing).prepare()  # left to the requests, which report it per conversation
+    assert failing.asked == 1 and "could not be fetched ahead of a run" in caplog.text
+    with pytest.raises(TokenError):
+        await ConnectorClient(trust, http, failing).send_to_conversation(trusted(fake), "c1", {"type": "message"})
