@@ -2,7 +2,9 @@
 
 One provider per (endpoint, tenant, client, scope) lives as long as the process:
 every message of every invocation shares its token, refreshed a few minutes
-before expiry by a single request that all concurrent callers wait on.
+before expiry by a single request. Callers wait on that request only when no
+usable token is left: until then the refresh runs behind them, since sends that
+wait for it behind their pace slots would leave together when it ends.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REFRESH_MARGIN = 300.0
+REFRESH_MARGIN = 300.0  # seconds before expiry that a token is refreshed (behind its callers)
+RETRY_REFRESH = 10.0  # seconds after a failed refresh behind the callers before the next one
 
 
 class TokenError(UnavailableError):
@@ -44,7 +47,9 @@ class CachedTokenProvider:
         self._http = http
         self._token: str | None = None
         self.expires_at = 0.0
-        self._refresh_at = 0.0
+        self._refresh_at = 0.0  # from then the token is refreshed behind its callers
+        self._usable_until = 0.0  # from then callers wait for a fresh one
+        self._retry_at = 0.0
         self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Task[str]] = {}
         self.requests = 0
 
@@ -68,19 +73,36 @@ class CachedTokenProvider:
             return self._token
         if not force_refresh and self._fresh() and self._token is not None:
             return self._token
+        now = time.time()
+        if not force_refresh and self._token is not None and now < self._usable_until:
+            if now >= self._retry_at and asyncio.get_running_loop() not in self._inflight:
+                self._refreshing().add_done_callback(self._refreshed_behind)
+            return self._token
+        return await asyncio.shield(self._refreshing())
+
+    def _refreshing(self) -> asyncio.Task[str]:
+        """The refresh under way on this loop, or a new one: one request however many callers."""
         loop = asyncio.get_running_loop()
         task = self._inflight.get(loop)
         if task is None:
             task = self._inflight[loop] = loop.create_task(self._refresh())
             task.add_done_callback(lambda _: self._inflight.pop(loop, None))
-        return await asyncio.shield(task)
+        return task
+
+    def _refreshed_behind(self, task: asyncio.Task[str]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._retry_at = time.time() + RETRY_REFRESH
+        log.warning("the bot's token could not be refreshed ahead of its expiry: %s", task.exception())
 
     async def _refresh(self) -> str:
         self.requests += 1
         token, expires_at = await self._request()
-        # Short-lived tokens are refreshed at half-life rather than never being "fresh".
+        # Short-lived tokens are refreshed at half-life rather than never being "fresh"; callers wait for a
+        # fresh one only in the last half of the margin.
         margin = min(REFRESH_MARGIN, (expires_at - time.time()) / 2)
-        self._token, self.expires_at, self._refresh_at = token, expires_at, expires_at - margin
+        self._token, self.expires_at = token, expires_at
+        self._refresh_at, self._usable_until = expires_at - margin, expires_at - margin / 2
         return token
 
     async def _request(self) -> tuple[str, float]:

@@ -52,15 +52,49 @@ async def test_single_tenant_uses_its_tenant_in_the_token_url(idp, http) -> None
     assert idp.token_requests[-1]["tenant"] == TENANT
 
 
-async def test_token_is_refreshed_before_it_expires(http, time_machine) -> None:
-    with IdentityProvider(token_lifetime=4) as idp:  # a lifetime shorter than the refresh margin
+async def test_token_is_refreshed_before_it_expires_behind_its_callers(http, time_machine) -> None:
+    with IdentityProvider(token_lifetime=8) as idp:  # a lifetime shorter than the refresh margin
         idp.add_client(APP_ID, "s3cret-value")
+        idp.token_latency = 0.2
         provider = secret_provider(idp, http)
         first = await provider.get_token()
         assert await provider.get_token() == first
-        time_machine.move_to(time.time() + 2.1)  # past half of a 4 s lifetime
-        assert await provider.get_token() != first
-        assert idp.count("token") == 2
+        time_machine.move_to(time.time() + 4.1)  # past half of an 8 s lifetime: refreshed behind the callers
+        started = time.monotonic()
+        assert await asyncio.gather(*(provider.get_token() for _ in range(20))) == [first] * 20
+        assert time.monotonic() - started < 0.1  # none waited for the identity provider
+        assert await _changed(provider, first) and idp.count("token") == 2
+        second = await provider.get_token()
+        time_machine.move_to(time.time() + 6.1)  # past three quarters of its lifetime: callers wait for a fresh one
+        started = time.monotonic()
+        third = await provider.get_token()
+        assert third not in (first, second) and time.monotonic() - started >= 0.2 and idp.count("token") == 3
+
+
+async def test_a_refresh_behind_the_callers_that_fails_is_retried_later_not_at_every_call(
+    idp, http, time_machine, caplog
+) -> None:
+    provider, before = secret_provider(idp, http), idp.count("token")
+    first = await provider.get_token()
+    time_machine.move_to(time.time() + 3600 - tokens.REFRESH_MARGIN + 1)
+    idp.fail_token_requests(503)
+    assert await provider.get_token() == first
+    for _ in range(50):  # the failed refresh ends; calls meanwhile still get the token they can use
+        await asyncio.sleep(0.01)
+        assert await provider.get_token() == first
+    assert idp.count("token") == before + 2 and "could not be refreshed ahead of its expiry" in caplog.text
+    time_machine.move_to(time.time() + tokens.RETRY_REFRESH + 1)
+    await provider.get_token()
+    assert await _changed(provider, first) and idp.count("token") == before + 3
+
+
+async def _changed(provider: ClientSecretTokenProvider, old: str) -> bool:
+    """Whether the provider's token is replaced within a second (a refresh behind its callers)."""
+    for _ in range(100):
+        if await provider.get_token() != old:
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 async def test_forced_refresh_by_many_callers_fetches_once(idp, http) -> None:
