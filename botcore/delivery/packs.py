@@ -32,6 +32,9 @@ from .pacing import LEAD, START_LEAD, Slot, pace_key
 from .send import MAX_INLINE_WAIT, Report, failure, run_paced
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..protocol.activity import ServiceEndpoint
     from ..state.conversations import ConversationRecord
     from .context import DeliveryContext
 
@@ -291,11 +294,15 @@ class _PackSend:
     def __init__(self, ctx: DeliveryContext, pack_id: str, items: list[PackItem]) -> None:
         self.ctx, self.pack_id = ctx, pack_id
         self.items = {i.job: i for i in items}
+        self.references = {i.job: ConversationReference.from_dict(json.loads(i.reference)) for i in items}
         self._marks: dict[str, Revision] = {}
         self._read_at = -1e18
 
     def conversation(self, key: str) -> str:
         return self.items[key].key
+
+    def endpoints(self) -> Iterable[ServiceEndpoint]:
+        return (r.endpoint for r in self.references.values())
 
     async def _refresh(self) -> None:
         if time.monotonic() - self._read_at >= MARKS_REFRESH:
@@ -317,9 +324,8 @@ class _PackSend:
     async def act(self, key: str, attempts: int) -> Outcome:
         item, latest = self.items[key], self._latest(key)
         content = latest.content if latest is not None else item.content
-        reference = ConversationReference.from_dict(json.loads(item.reference))
         try:
-            response = await self.ctx.connector.send(reference, retry=False, **content)
+            response = await self.ctx.connector.send(self.references[key], retry=False, **content)
         except Exception as exc:
             return failure(self.ctx, self.pack_id, key, exc, attempts, "reminder")
         return Outcome(key, Status.SENT, activity_id=response.id or "", revision=latest.number if latest else 0)

@@ -28,7 +28,9 @@ from .pacing import RETRY_LEAD, Slot, pace_key
 from .send import BatchSlots, LatestRevision, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
-    from ..protocol.activity import ConversationReference
+    from collections.abc import Iterable
+
+    from ..protocol.activity import ConversationReference, ServiceEndpoint
     from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,9 @@ class _Revise:
 
     def conversation(self, key: str) -> str:
         return key
+
+    def endpoints(self) -> Iterable[ServiceEndpoint]:
+        return (r.endpoint for r in self.references.values())
 
     async def before(self, key: str) -> Outcome | None:
         await self.revision.get()  # a newer revision arrived: it is what the next requests bring

@@ -45,6 +45,9 @@ from .pacing import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..protocol.activity import ServiceEndpoint
     from .context import DeliveryContext
     from .ledger import DeliveryLedger
 
@@ -220,6 +223,9 @@ class Work(Protocol):
 
     def conversation(self, key: str) -> str:
         """The conversation the item's request goes to: its windows count it."""
+
+    def endpoints(self) -> Iterable[ServiceEndpoint]:
+        """Where the run's requests go (ConnectorClient.prepare readies them before the first slot)."""
 
     async def before(self, key: str) -> Outcome | None:
         """An outcome reached without a request (a send cancelled by a delete), else None."""
@@ -452,7 +458,7 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
         held.append(Outcome(key, Status.RETRYING, why, attempted=False))
 
     stopped: Exception | None = None
-    await ctx.connector.prepare()
+    await ctx.connector.prepare(work.endpoints())
     try:
         for index, key in enumerate(keys):
             settled = await work.before(key)
@@ -579,6 +585,9 @@ class _Send:
 
     def conversation(self, key: str) -> str:
         return key
+
+    def endpoints(self) -> Iterable[ServiceEndpoint]:
+        return (r.endpoint for r in self.references.values())
 
     async def before(self, key: str) -> Outcome | None:
         return _deleted(key, await self.revision.get())

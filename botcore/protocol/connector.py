@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -181,16 +182,22 @@ class ConnectorClient:
             self._http, self._shared = get_http_client(), True
         return self._http
 
-    async def prepare(self) -> None:
-        """Have the bot's token before a paced run's first request. Fetched at that request, it would hold the
-        run's first requests back and let them go together, a burst the channel counts against its limit. A
-        token the identity provider does not give now is left to the requests, which report it."""
-        if self.tokens is None:
-            return
-        try:
-            await self.tokens.get_token()
-        except TokenError as exc:
-            log.warning("the bot's token could not be fetched ahead of a run: %s", exc)
+    async def prepare(self, endpoints: Iterable[ServiceEndpoint]) -> None:
+        """Have what a paced run's requests wait for before they leave (the bot's token, each endpoint's trust
+        read from storage) before its first slot. Fetched at the first requests, it would hold them back and let
+        them go together, a burst the channel counts against its limit. What cannot be had now is left to the
+        requests, which report it for each conversation."""
+        sends_token = self.tokens is not None
+        for endpoint in set(endpoints):
+            try:
+                await self.trust.base_for(endpoint, sends_token)
+            except BotError:
+                pass  # refused, or its trust could not be read: each request says so
+        if self.tokens is not None:
+            try:
+                await self.tokens.get_token()
+            except TokenError as exc:
+                log.warning("the bot's token could not be fetched ahead of a run: %s", exc)
 
     # ---- the API -----------------------------------------------------------------------
     async def send_to_conversation(

@@ -300,13 +300,16 @@ class UnavailableTokens:
 async def test_a_token_fetched_ahead_of_a_run_serves_it_and_one_not_given_is_left_to_its_requests(
     fake, http, trust, caplog
 ) -> None:
-    tokens = StaticTokens()
-    client = ConnectorClient(trust, http, tokens)
-    await client.prepare()
+    client = ConnectorClient(trust, http, StaticTokens())
+    never_vouched = ServiceEndpoint("https://smba.example.invalid/", "token")
+    await client.prepare([trusted(fake), trusted(fake), never_vouched])  # the refusal is the request's to meet
+    assert trust.registry._verified == {fake.base_url + "/"}  # read ahead: the first request waits for nothing
     await client.send_to_conversation(trusted(fake), "c1", {"type": "message", "text": "a"})
     assert fake.requests[-1].authorization == "Bearer tok-1"
+    with pytest.raises(UntrustedServiceUrlError):
+        await client.send_to_conversation(never_vouched, "c1", {"type": "message", "text": "a"})
     failing = UnavailableTokens()
-    await ConnectorClient(trust, http, failing).prepare()  # left to the requests, which report it per conversation
+    await ConnectorClient(trust, http, failing).prepare([])  # left to the requests, which report it per conversation
     assert failing.asked == 1 and "could not be fetched ahead of a run" in caplog.text
     with pytest.raises(TokenError):
         await ConnectorClient(trust, http, failing).send_to_conversation(trusted(fake), "c1", {"type": "message"})
