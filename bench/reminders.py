@@ -89,24 +89,19 @@ def hms(at: float) -> str:
 
 
 class Arrivals:
-    """Each request's wall-clock arrival at the fake Connector, taken as its handler starts (before Teams
-    mode's service time; Received.at is taken after it)."""
+    """Each send's wall-clock arrival at the fake Connector: the fake's Received.arrived, taken as its handler
+    starts (before Teams mode's service time; Received.at is taken after it), on this process's wall clock."""
 
     def __init__(self, channel: Any) -> None:
-        self.seen: list[tuple[float, str, str | None, str | None]] = []  # (time, operation, conversation, text)
-        original = channel._answer
-
-        async def answer(
-            request: Any, operation: str, cid: str | None, aid: str | None, body: Any, authorization: str | None
-        ) -> Any:
-            text = body.get("text") if isinstance(body, dict) else None
-            self.seen.append((time.time(), operation, cid, text))
-            return await original(request, operation, cid, aid, body, authorization)
-
-        channel._answer = answer  # the handler looks it up per request
+        self.channel = channel
+        self.offset = time.time() - time.monotonic()
 
     def sends(self, text: str, start: int = 0) -> list[tuple[float, str | None]]:
-        return [(at, cid) for at, op, cid, t in self.seen[start:] if op == "send" and t == text]
+        return [
+            (r.arrived + self.offset, r.conversation_id)
+            for r in self.channel.requests[start:]
+            if r.operation == "send" and isinstance(r.body, dict) and r.body.get("text") == text
+        ]
 
 
 def host_lines(path: Path, offset: int) -> list[tuple[float, str, str]]:
