@@ -146,13 +146,14 @@ async def run_pack(ctx: DeliveryContext, message: PackMessage) -> str:
         return f"pack {message.pack}: busy"
     if claim.done:
         return f"pack {message.pack}: already done"
-    claims = _ClaimPack(ctx, message.pack, claim, items)
+    references = {i.job: ConversationReference.from_dict(json.loads(i.reference)) for i in items}
+    claims = _ClaimPack(ctx, message.pack, claim, items, references)
     if not claims.attempts:  # every reminder has its outcome: write them where their jobs look
         await claims.settle()
         return f"pack {message.pack} of {len(items)}: settled"
-    slots = _PackSlots(ctx, items)
+    slots = _PackSlots(ctx, items, references)
     await slots.reserve([i for i in items if i.job in claims.attempts])
-    run = await run_paced(ctx, message.pack, claims, _PackSend(ctx, message.pack, items), slots)
+    run = await run_paced(ctx, message.pack, claims, _PackSend(ctx, message.pack, items, references), slots)
     by_job = {i.job: i for i in items}
     for o in run.outcomes:
         if o.status == Status.GONE:
@@ -175,10 +176,12 @@ class _PackSlots:
     """Each reminder at its second; a pace key with more than FREE_PER_KEY of them takes slots in the
     calendar, and its reminders go at the later of their second and their slot."""
 
-    def __init__(self, ctx: DeliveryContext, items: list[PackItem]) -> None:
+    def __init__(
+        self, ctx: DeliveryContext, items: list[PackItem], references: dict[str, ConversationReference]
+    ) -> None:
         self.ctx = ctx
         self.items = {i.job: i for i in items}
-        self.paces = {i.job: _pace(i) for i in items}
+        self.paces = {job: _pace(r) for job, r in references.items()}
         self.starts = {i.job: i.due for i in items}
 
     async def reserve(self, items: list[PackItem]) -> None:
@@ -208,17 +211,23 @@ class _PackSlots:
         return max(self.starts[key], now)  # late, it still goes: a reminder is better late than handed on
 
 
-def _pace(item: PackItem) -> str:
-    reference = ConversationReference.from_dict(json.loads(item.reference))
+def _pace(reference: ConversationReference) -> str:
     return pace_key(reference.channel_id, reference.tenant_id)
 
 
 class _ClaimPack:
     """The pack's row, claimed like a send batch, with its outcomes keyed by reminder."""
 
-    def __init__(self, ctx: DeliveryContext, pack_id: str, claim: BatchClaim, items: list[PackItem]) -> None:
+    def __init__(
+        self,
+        ctx: DeliveryContext,
+        pack_id: str,
+        claim: BatchClaim,
+        items: list[PackItem],
+        references: dict[str, ConversationReference],
+    ) -> None:
         self.ctx, self.pack_id, self.claim = ctx, pack_id, claim
-        self.items = {i.job: i for i in items}
+        self.items, self.references = {i.job: i for i in items}, references
         ordered = sorted(items, key=lambda i: i.due)
         self.attempts = {i.job: 0 for i in ordered if i.job not in claim.outcomes}
         self.done_before = len(items) - len(self.attempts)
@@ -245,13 +254,13 @@ class _ClaimPack:
         return len(retrying)
 
     async def _hand(self, job: str, not_before: float) -> None:
-        item = self.items[job]
+        item, reference = self.items[job], self.references[job]
         at = max(item.due, not_before)
         batch = SendBatch(
             job,
-            [(item.key, ConversationReference.from_dict(json.loads(item.reference)))],
+            [(item.key, reference)],
             attempt=1,
-            pace=_pace(item),
+            pace=_pace(reference),
             slot=Slot(at, self.ctx.guard.interval),
         )
         async with self.gate:
@@ -291,10 +300,11 @@ class _ClaimPack:
 class _PackSend:
     """A pack's work: each reminder's message (as its latest revision has it) to its conversation."""
 
-    def __init__(self, ctx: DeliveryContext, pack_id: str, items: list[PackItem]) -> None:
+    def __init__(
+        self, ctx: DeliveryContext, pack_id: str, items: list[PackItem], references: dict[str, ConversationReference]
+    ) -> None:
         self.ctx, self.pack_id = ctx, pack_id
-        self.items = {i.job: i for i in items}
-        self.references = {i.job: ConversationReference.from_dict(json.loads(i.reference)) for i in items}
+        self.items, self.references = {i.job: i for i in items}, references
         self._marks: dict[str, Revision] = {}
         self._read_at = -1e18
 
