@@ -47,6 +47,7 @@ T = TypeVar("T")
 ROW_KEY = "c"
 SWEEP_KEY = "!sweep"  # the sweep's own row (with ROW_KEY): where the last sweep stopped, the day the last one ended
 SWEEP_PAGE = 1000
+KNOWN_ROWS = 4096  # calendar rows an instance remembers (PaceCalendar._known)
 SLOT_SHARE = 0.95  # the calendar hands out this share of the limit: the rest absorbs timing jitter
 LATE_GRACE = 0.03  # seconds an item may start after its slot before it takes a new one (and so, at a hand-over
 # between instances, how long two batches of one key can overlap)
@@ -154,6 +155,10 @@ class PaceCalendar(TableStore):
         self.rate = rate  # the configured limit, requests per second per key
         self.max_pause = max_pause  # BotMaxRetryAfterSeconds: no pause lasts longer, whatever a row says
         self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read at), per instance
+        # key → (its row as this instance last wrote or read it, that version's ETag): a fan-out reserves for the
+        # same keys page after page, and writing with the ETag of its own last write spares it a read each time.
+        # Another instance's write in between makes the ETag stale: the write fails, and the row is read afresh.
+        self._known: dict[str, tuple[dict[str, Any], str]] = {}
 
     async def reserve(self, key: str, requests: int, *, lead: float = LEAD) -> Slot:
         """Reserve `requests` consecutive slots for `key`, starting no earlier than `lead` from now: the time
@@ -182,17 +187,21 @@ class PaceCalendar(TableStore):
         when another instance wrote in between; what `change` said with them, and when."""
         for attempt in range(1, ATTEMPTS + 1):
             now = time.time()
-            row, etag = await self._read(key)
+            known = self._known.get(key)
+            row, etag = known if known is not None else await self._read(key)
             fields, result = change(row, now)
             entity = {"PartitionKey": encode_key(key), "RowKey": ROW_KEY, "key": key, **fields}
             try:
                 if etag is None:
-                    await self.table.insert(entity)
+                    written = await self.table.insert(entity)
                 else:
-                    await self.table.merge(entity, etag)
+                    written = await self.table.merge(entity, etag)
             except (EntityExistsError, EntityChangedError, EntityNotFoundError):  # written, or swept, meanwhile
-                await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
+                self._known.pop(key, None)
+                if known is None:  # a race with another writer; a stale remembered row only costs the read
+                    await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
+            self._remember(key, {**row, **fields}, written)
             return result, now
         raise EntityChangedError(409, "Busy", f"pace calendar {key}: too many concurrent writes")
 
@@ -253,8 +262,16 @@ class PaceCalendar(TableStore):
         try:
             row = await self.table.get(encode_key(key), ROW_KEY)
         except EntityNotFoundError:
+            self._known.pop(key, None)
             return {}, None
-        return row, etag_of(row)
+        etag = etag_of(row)
+        self._remember(key, dict(row), etag)
+        return row, etag
+
+    def _remember(self, key: str, row: dict[str, Any], etag: str) -> None:
+        if len(self._known) >= KNOWN_ROWS and key not in self._known:
+            self._known.clear()  # an instance pacing this many keys at once rereads them once
+        self._known[key] = row, etag
 
 
 def _time(row: dict[str, Any], name: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 
 import pytest
 
@@ -76,3 +77,26 @@ async def test_a_pause_stored_past_the_cap_lasts_the_cap_and_slots_after_it_move
     assert now + 69 <= slot.start <= time.time() + 71  # after the capped pause and the 10 s reserved behind it
     await calendar.throttled(KEY, 7 * 86400.0)  # a Retry-After past the cap pauses the cap, no more
     assert (await table.get(encode_key(KEY), ROW_KEY))["pausedUntil"] <= time.time() + 60
+
+
+async def test_reservations_write_with_the_etag_of_their_own_last_write_and_never_overlap_another_instances(
+    table,
+) -> None:
+    """A fan-out reserves for the same keys page after page: after its first, a reservation is one write, no
+    read. When another instance wrote in between, the remembered ETag is stale: that write fails, the row is read
+    afresh, and the slots still follow the other instance's."""
+    counts: Counter[str] = Counter()
+    one, other = PaceCalendar(50.0, storage.CountedTable(table, counts)), PaceCalendar(50.0, table)
+    first = await one.reserve(KEY, 10)
+    reads = counts["reads"]
+    second = await one.reserve(KEY, 10)
+    assert counts["reads"] == reads and counts["writes"] == 2
+    assert second.start >= first.at(10) - 1e-6
+    between = await other.reserve(KEY, 10)
+    assert between.start >= second.at(10) - 1e-6
+    third = await one.reserve(KEY, 10)
+    assert third.start >= between.at(10) - 1e-6
+    assert counts["reads"] == reads + 1 and counts["writes"] == 4  # the stale write, then the write after the read
+    await table.delete(encode_key(KEY), ROW_KEY)  # swept meanwhile: the remembered row is gone
+    assert (await one.reserve(KEY, 10)).start <= time.time() + 1
+    assert (await table.get(encode_key(KEY), ROW_KEY))["next"] > time.time()
