@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..jobs import Job
 from ..protocol.activity import ConversationReference
@@ -24,7 +25,7 @@ from ..storage import EntityChangedError
 from .batches import SendBatch
 from .ledger import Delivered, JobHeader, Status
 from .pacing import pace_key
-from .plan import SentAtOnce, enqueue_paced, save_page
+from .plan import SentAtOnce, enqueue_reserved, reserve_paced, save_page
 from .reminders import wait_until_due
 from .rosters import fan_out_team
 from .send import deliver
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
     from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-PAGE_SIZE = 500
-PAGES_PER_INVOCATION = 20
+PAGE_SIZE = 1000  # Table Storage's most per page: each page costs the fan-out a calendar write per pace key, its
+# batches' puts and a cursor save, so fewer, fuller pages plan more references per request
+PAGES_PER_INVOCATION = 10
 
 
 async def run_notify(ctx: DeliveryContext, job: Job) -> str:
@@ -90,28 +93,45 @@ async def _fan_out(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
 
 async def _fan_out_pages(ctx: DeliveryContext, job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
     t = job.target
-    query = ctx.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
-    # The next page is read while this one is planned; the cursor saved is still each page's own.
-    following: asyncio.Task[tuple[list[Address], str | None]] | None = asyncio.ensure_future(
-        ctx.conversations.addresses(query, header.cursor, PAGE_SIZE)
+    pages = _ReadAhead(
+        ctx, ctx.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
     )
+    pages.read(header.cursor)
     try:
         for page in range(PAGES_PER_INVOCATION):
-            assert following is not None
-            addresses, token = await following
-            following = None
-            if token and page + 1 < PAGES_PER_INVOCATION:
-                following = asyncio.ensure_future(ctx.conversations.addresses(query, token, PAGE_SIZE))
-            stop = await _plan_page(ctx, job, header, at_once, addresses, token)
+            addresses, token = await pages.take()
+            ahead = pages if token and page + 1 < PAGES_PER_INVOCATION else None
+            stop = await _plan_page(ctx, job, header, at_once, addresses, token, ahead)
             if stop is not None:
                 return stop
     finally:
-        if following is not None:  # a read ahead no longer wanted: stopped, and its outcome (a failure too) taken
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
+        await pages.close()
     await ctx.jobs.send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
+
+
+class _ReadAhead:
+    """The selection's pages, the next one read while the current one is planned (the cursor saved is still each
+    page's own)."""
+
+    def __init__(self, ctx: DeliveryContext, query: str | None) -> None:
+        self.ctx, self.query = ctx, query
+        self._next: asyncio.Task[tuple[list[Address], str | None]] | None = None
+
+    def read(self, cursor: str | None) -> None:
+        self._next = asyncio.ensure_future(self.ctx.conversations.addresses(self.query, cursor, PAGE_SIZE))
+
+    async def take(self) -> tuple[list[Address], str | None]:
+        assert self._next is not None
+        following, self._next = self._next, None
+        return await following
+
+    async def close(self) -> None:
+        """A read ahead no longer wanted (stopped early, or failed): cancelled, and its outcome taken."""
+        if self._next is not None:
+            self._next.cancel()
+            await asyncio.gather(self._next, return_exceptions=True)
 
 
 async def _plan_page(
@@ -121,8 +141,11 @@ async def _plan_page(
     at_once: SentAtOnce,
     addresses: list[Address],
     token: str | None,
+    ahead: _ReadAhead | None,
 ) -> str | None:
-    """Plan one page's batches and save the fan-out's progress; the invocation's result when it stops here."""
+    """Plan one page's batches and save the fan-out's progress; the invocation's result when it stops here.
+    With `ahead`, the next page (at `token`) is read once this one's slots are reserved: behind the reservations
+    rather than in front of them, since a query keeps storage busy a while and the reservations hold up the plan."""
     groups: dict[str, list[tuple[str, str]]] = {}
     undeliverable: dict[str, Delivered] = {}
     for address in addresses:
@@ -134,16 +157,14 @@ async def _plan_page(
         groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
     # Each pace key's calendar row is its own, so the groups are planned together (a round trip each, not one
     # after another). Named by their place in the fan-out, which the saved cursor makes the same on a redo.
-    planned = await asyncio.gather(
-        *(
-            enqueue_paced(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", at_once)
-            for number, pace in enumerate(sorted(groups))
-        ),
-        return_exceptions=True,
+    paces = sorted(groups)
+    slots = await _together(reserve_paced(ctx, pace, len(groups[pace]), at_once) for pace in paces)
+    if ahead is not None:
+        ahead.read(token)
+    await _together(
+        enqueue_reserved(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", slot, at_once)
+        for number, (pace, slot) in enumerate(zip(paces, slots, strict=True))
     )
-    for outcome in planned:
-        if isinstance(outcome, BaseException):
-            raise outcome
     if undeliverable:
         log.error(
             "job %s: %d conversations cannot be sent to: %s",
@@ -153,3 +174,12 @@ async def _plan_page(
         )
         await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
     return await save_page(ctx, job, header, token, len(addresses))
+
+
+async def _together(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Run the calls concurrently and let each finish before the first failure is raised: none is left running."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[T], outcomes)

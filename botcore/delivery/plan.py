@@ -14,7 +14,7 @@ from ..jobs import Job
 from ..storage import EntityChangedError
 from .batches import SendBatch, pack
 from .ledger import JobHeader
-from .pacing import LEAD, START_LEAD
+from .pacing import LEAD, START_LEAD, Slot
 from .send import deliver
 
 if TYPE_CHECKING:
@@ -71,12 +71,31 @@ async def enqueue_paced(
     at_once: SentAtOnce | None = None,
 ) -> None:
     """Send batches of (key, reference JSON) for one pace key, with a slot reserved for each conversation,
-    each batch made visible just before its slot.
+    each batch made visible just before its slot (`reserve_paced`, then `enqueue_reserved`)."""
+    slot = await reserve_paced(ctx, pace, len(items), at_once)
+    await enqueue_reserved(ctx, job_id, pace, items, id_prefix, slot, at_once)
 
-    With `at_once`, when the key's calendar is free, the first batch's slots start now (START_LEAD) and the
-    batch starts in this invocation while the others go on the queue; its queued copy is made visible only
-    once a claim on it would have lapsed, so it sends only what this invocation could not."""
-    slot = await ctx.pacing.reserve(pace, len(items), lead=START_LEAD if at_once else LEAD)
+
+async def reserve_paced(ctx: DeliveryContext, pace: str, requests: int, at_once: SentAtOnce | None) -> Slot:
+    """Slots for `requests` sends of one pace key: from now (START_LEAD) when sent at once, else from the time
+    a queued batch takes to be picked up (LEAD), and after whatever the key's calendar gave out already."""
+    return await ctx.pacing.reserve(pace, requests, lead=START_LEAD if at_once else LEAD)
+
+
+async def enqueue_reserved(
+    ctx: DeliveryContext,
+    job_id: str,
+    pace: str,
+    items: list[tuple[str, str]],
+    id_prefix: str,
+    slot: Slot,
+    at_once: SentAtOnce | None = None,
+) -> None:
+    """Put the batches of `items` on the sends queue, each made visible just before its part of `slot`.
+
+    With `at_once`, when the slots start now, the first batch starts in this invocation while the others go on
+    the queue; its queued copy is made visible only once a claim on it would have lapsed, so it sends only what
+    this invocation could not."""
     now = time.time()
     messages = [(m, s) for m, s in pack(job_id, items, id_prefix=id_prefix, pace=pace, slot=slot) if s is not None]
     delays = [batch_slot.visibility(now) for _, batch_slot in messages]
