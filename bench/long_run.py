@@ -7,7 +7,7 @@ local host's queue leases (LocalQueueLeaseSeconds) are short in proportion. Two 
 In one run:
 
 - the fan-out reserves calendar slots minutes ahead, and the batches wait on the queue for them;
-- every batch outlasts its claim (a batch of 50 takes 26 s at 2 requests/s) and renews it as it sends;
+- every batch outlasts its claim (a batch of 100 takes 53 s at 2 requests/s) and renews it as it sends;
 - a 429 storm in one tenant: for STORM seconds the fake answers every request of that tenant 429 with a
   Retry-After of 1 s (FakeConnector.fail, one fault per conversation of the tenant);
 - the second host is killed (SIGKILL: nothing is cleaned up) while it sends, and restarted: the claims of the

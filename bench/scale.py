@@ -14,7 +14,7 @@ Floor: the rate at which the storage SDK alone (azure-data-tables, the bot's lib
 references with the fan-out's filter, select and page size, doing nothing else, through the same proxy,
 measured on the same Azurite just before the job. Planning throughput: references the fan-out planned
 (grouped, packed, given calendar slots, put on the sends queue, its cursor saved) per second of its
-invocations, per host; the hosts take the job's invocations (20 pages each) in turn, one at a time.
+invocations, per host; the hosts take the job's invocations (10 pages of 1,000 each) in turn, one at a time.
 
 Azurite answers each page of a filtered query by evaluating the filter on every row of the table and sorting
 the rows after the cursor (LokiTableMetadataStore.queryTableEntities), so a page costs it time in proportion to
@@ -213,15 +213,18 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
 
 
 def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
+    from botcore.delivery.fanout import PAGE_SIZE, PAGES_PER_INVOCATION
+
     section = Section(
         "10. Scale",
         f"Per size a fresh Azurite (data in memory), the references seeded over {TENANTS} tenants by the bare "
         f"client ({SEED_CONCURRENCY} inserts in flight), two local hosts, the fake Connector in Teams mode with "
         f"{RATE} requests/s per tenant (the bot's BotTenantRatePerSecond the same; Teams allows 50), one "
         '`POST /api/notify` with `{"everyone": true}`. Floor: the storage SDK alone paging through the same '
-        "references (the fan-out's filter, select and page size of 500) through the same counting proxy "
+        f"references (the fan-out's filter, select and page size of {PAGE_SIZE:,}) through the same counting proxy "
         "(bench/transactions.py), just before the job. Planning: references the fan-out planned per second of "
-        "its invocations (each host's invocations of the job: 20 pages each, taken in turn). One run per size. "
+        f"its invocations (each host's invocations of the job: {PAGES_PER_INVOCATION} pages each, taken in turn). "
+        "One run per size. "
         "Azurite evaluates a query's filter on every row of the table and sorts the rest for each page, so a page "
         "of a million rows costs it seconds (Table Storage reads a page by its index): at that size only the "
         "job's first invocation is measured, planned and not sent.",
