@@ -83,6 +83,8 @@ TOMBSTONE_INDEX = "!t"  # + day: the tombstones written that day
 INDEX_SHARDS = 16  # each day's index is spread over this many partitions, so that no one takes every job's write
 TOMBSTONE = "expiredAt"  # the header field that makes it a tombstone
 PURGE_PAGE = 1000  # rows of a partition listed at a time to be deleted
+STATUS_PAGE = 100  # delivery rows a status reads at a time: each holds up to 100 outcomes (about 10 KB), and a page of
+# 1,000 held about 9 MiB at once on the instance answering the status of a 100,000 job
 
 
 class Status(StrEnum):
@@ -817,7 +819,7 @@ class DeliveryLedger(TableStore):
         counts: dict[str, int] = {}
         revision = RevisionCounts(latest) if latest is not None else None
         query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}' and RowKey ne '{REVISION}'"
-        async for row in self.table.query(query):
+        async for row in self.table.query(query, page_size=STATUS_PAGE):
             rk = row["RowKey"]
             if rk.startswith(REVISED_PREFIX):
                 if revision is not None:  # a message revised at the latest number is off the pending list
