@@ -1,4 +1,4 @@
-"""One value per event loop.
+"""One value per event loop, and calls run together on one.
 
 Async clients are bound to the loop that made them. The Functions worker runs one
 loop for the process's life, so each value is made once; tests, benchmarks and
@@ -8,8 +8,8 @@ the local host run several loops, and each gets its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -61,3 +61,12 @@ class PerLoop(Generic[T]):
         except StopIteration:
             pass
         return generator
+
+
+async def together(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Run the calls concurrently and let each finish before the first failure is raised: none is left running."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failure is not None:
+        raise failure
+    return cast(list[T], outcomes)

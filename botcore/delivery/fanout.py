@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from ..jobs import Job
+from ..loops import together
 from ..protocol.activity import ConversationReference
 from ..state.conversations import Address
 from ..storage import EntityChangedError
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from .context import DeliveryContext
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PAGE_SIZE = 1000  # Table Storage's most per page: each page costs the fan-out a calendar write per pace key, its
 # batches' puts and a cursor save, so fewer, fuller pages plan more references per request
@@ -158,10 +157,10 @@ async def _plan_page(
     # Each pace key's calendar row is its own, so the groups are planned together (a round trip each, not one
     # after another). Named by their place in the fan-out, which the saved cursor makes the same on a redo.
     paces = sorted(groups)
-    slots = await _together(reserve_paced(ctx, pace, len(groups[pace]), at_once) for pace in paces)
+    slots = await together(reserve_paced(ctx, pace, len(groups[pace]), at_once) for pace in paces)
     if ahead is not None:
         ahead.read(token)
-    await _together(
+    await together(
         enqueue_reserved(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", slot, at_once)
         for number, (pace, slot) in enumerate(zip(paces, slots, strict=True))
     )
@@ -174,12 +173,3 @@ async def _plan_page(
         )
         await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
     return await save_page(ctx, job, header, token, len(addresses))
-
-
-async def _together(calls: Iterable[Awaitable[T]]) -> list[T]:
-    """Run the calls concurrently and let each finish before the first failure is raised: none is left running."""
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return cast(list[T], outcomes)

@@ -83,7 +83,7 @@ TOMBSTONE_INDEX = "!t"  # + day: the tombstones written that day
 INDEX_SHARDS = 16  # each day's index is spread over this many partitions, so that no one takes every job's write
 TOMBSTONE = "expiredAt"  # the header field that makes it a tombstone
 PURGE_PAGE = 1000  # rows of a partition listed at a time to be deleted
-STATUS_PAGE = 100  # delivery rows a status reads at a time: each holds up to 100 outcomes (about 10 KB), and a page of
+STATUS_PAGE = 100  # delivery rows a status reads at a time: each holds up to 100 outcomes (about 12 KB), and a page of
 # 1,000 held about 9 MiB at once on the instance answering the status of a 100,000 job
 
 

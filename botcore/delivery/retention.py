@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ..loops import together
 from ..storage import CountedTable, EntityChangedError
 from .ledger import ACTIVE_INDEX, TOMBSTONE_INDEX, DeliveryLedger, ExpiredJob, Filed, Status
 from .pacing import PaceCalendar
@@ -161,10 +162,8 @@ class _Pass:
                 async with self.gate:
                     await handle(entry)
 
-            outcomes = await asyncio.gather(*(one(entry) for entry in entries), return_exceptions=True)
-            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-            if failure is not None:
-                raise failure  # storage failed: the next pass finds what this one left, as it left it
+            # A failure is storage's: the next pass finds what this one left, as it left it.
+            await together(one(entry) for entry in entries)
             if cursor is None:
                 return
 
