@@ -57,7 +57,10 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE = 2.0  # seconds before a conversation's first retry (at most); doubling each attempt after
 MAX_BACKOFF = 600.0
 MAX_INLINE_WAIT = 2.0  # seconds a worker may wait for a slot; a later one goes back on the queue
-FLUSH_SECONDS = 0.1  # outcomes wait at most this long to be written (unless a write is under way)
+FLUSH_SECONDS = 0.5  # outcomes wait at most this long to be written (unless a write is under way): each write
+# carries the batch's every outcome so far, so writing a few at a time would cost a merge of a growing row per
+# couple of sends, the most of a message's storage transactions and CPU
+EARLY_WRITE = 0.75  # ... or until this share of the unrecorded limit is used: the rest keeps the pace during the write
 STORAGE_TIMEOUT = 10.0  # a storage call of a running batch that takes longer stops it: storage is hanging
 REVISION_REFRESH = 0.5  # seconds a batch trusts the revision it read
 
@@ -98,7 +101,9 @@ class OutcomeRecorder:
     A send is unrecorded from the moment it may start until the write carrying its outcome succeeded. At most
     `limit` are unrecorded at once: a worker killed at any moment has sent at most `limit` messages that the
     worker taking its batch over sends again. One write runs at a time, carrying every outcome that came
-    before it; writing each outcome alone would cap sends at the table's single-write rate. A write that
+    before it; writing each outcome alone would cap sends at the table's single-write rate. A write starts
+    at most FLUSH_SECONDS after the one before, or sooner once the unrecorded sends (those waiting for the
+    Connector too) near the limit, so that a slow Connector does not make sends wait for writes. A write that
     takes longer than STORAGE_TIMEOUT fails the recorder: no more sends start.
 
     A write also renews the claim it is made under. When no outcome came for `renew_every` (the run waits for
@@ -165,7 +170,7 @@ class OutcomeRecorder:
         if self._writer is not None or not self._pending or self.failed is not None:
             return
         wait = FLUSH_SECONDS - (time.monotonic() - self._last)
-        if now or wait <= 0 or len(self._pending) >= self.limit // 2:
+        if now or wait <= 0 or self._unrecorded >= self.limit * EARLY_WRITE:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

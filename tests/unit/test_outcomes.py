@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from botcore.delivery.ledger import Delivered, Outcome, Status, abandoned, handed_on
-from botcore.delivery.send import OutcomeRecorder, StorageStalledError
+from botcore.delivery.send import FLUSH_SECONDS, OutcomeRecorder, StorageStalledError
 
 
 def test_what_a_batch_hands_on_is_grouped_by_the_attempts_used() -> None:
@@ -79,11 +79,42 @@ async def test_outcomes_are_written_within_the_flush_interval_without_more_sends
     recorder = OutcomeRecorder(writes, limit=100)
     assert await recorder.start()
     recorder.add(Outcome("a", Status.SENT))
-    for _ in range(50):
+    for _ in range(200):
         if writes.batches:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(FLUSH_SECONDS / 100)
     assert writes.batches == [["a"]]  # written by the timer, not by a later send
+    assert await recorder.finish() == []
+
+
+async def test_outcomes_at_a_steady_pace_wait_for_the_flush_interval_unless_the_unrecorded_near_the_limit() -> None:
+    """A write merges the batch's whole row: a few outcomes per write would cost a write per couple of sends."""
+    writes = Writes()
+    recorder = OutcomeRecorder(writes, limit=20)
+    await asyncio.sleep(FLUSH_SECONDS)  # the last write (none) is long past: the first outcome goes at once
+    assert await recorder.start()
+    recorder.add(Outcome("first", Status.SENT))
+    await asyncio.sleep(0)
+    assert writes.batches == [["first"]]
+    keys = [f"k{i}" for i in range(10)]
+    for key in keys:  # ten sends within a flush interval: none written yet
+        assert await recorder.start()
+        recorder.add(Outcome(key, Status.SENT))
+        await asyncio.sleep(0.005)
+    assert writes.batches == [["first"]]
+    for _ in range(200):
+        if len(writes.batches) > 1:
+            break
+        await asyncio.sleep(FLUSH_SECONDS / 100)
+    assert writes.batches[1] == keys  # one write for the ten
+    in_flight = [await recorder.start() for _ in range(14)]  # sends waiting for the Connector: 14 of 20 unrecorded
+    assert all(in_flight)
+    assert await recorder.start()  # the fifteenth: three quarters of the limit, its outcome written at once
+    recorder.add(Outcome("early", Status.SENT))
+    await asyncio.sleep(0)
+    assert writes.batches[2:] == [["early"]]
+    for _ in range(14):
+        recorder.unstarted()
     assert await recorder.finish() == []
 
 
