@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..jobs import Job
@@ -24,7 +25,7 @@ from ..state.conversations import Address
 from ..storage import EntityChangedError
 from .batches import SendBatch
 from .ledger import Delivered, JobHeader, Status
-from .pacing import pace_key
+from .pacing import Slot, pace_key
 from .plan import SentAtOnce, enqueue_reserved, reserve_paced, save_page
 from .reminders import wait_until_due
 from .rosters import fan_out_team
@@ -91,20 +92,37 @@ async def _fan_out(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
 
 
 async def _fan_out_pages(ctx: DeliveryContext, job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
+    """The selection's pages in a pipeline: a page's slots are reserved while the page before goes on the sends
+    queue and has its cursor saved, and the next page is read once its slots are reserved. A page's batches are
+    put only after the page before it is saved, so at most one page's batches lie beyond the saved cursor."""
     t = job.target
     pages = _ReadAhead(
         ctx, ctx.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
     )
     pages.read(header.cursor)
+    planned = header.targets  # conversations fanned out before this page: its batches' names start with it
+    queuing: asyncio.Task[str | None] | None = None
     try:
         for page in range(PAGES_PER_INVOCATION):
             addresses, token = await pages.take()
-            ahead = pages if token and page + 1 < PAGES_PER_INVOCATION else None
-            stop = await _plan_page(ctx, job, header, at_once, addresses, token, ahead)
-            if stop is not None:
+            reserved = await _reserve_page(ctx, addresses, at_once)
+            if token and page + 1 < PAGES_PER_INVOCATION:
+                pages.read(token)  # behind the reservations: a query keeps storage busy a while
+            if queuing is not None and (stop := await queuing) is not None:
                 return stop
+            queuing = asyncio.create_task(
+                _queue_page(ctx, job, header, at_once, reserved, planned, token, len(addresses))
+            )
+            planned += len(addresses)
+            if not token:
+                break
+        assert queuing is not None
+        if (stop := await queuing) is not None:
+            return stop
     finally:
         await pages.close()
+        if queuing is not None:  # a failure elsewhere: the page under way ends before the invocation does
+            await asyncio.gather(queuing, return_exceptions=True)
     await ctx.jobs.send(job.to_json())  # the next pages, in a fresh invocation
     log.info("job %s: %d conversations so far; fan-out continues", job.id, header.targets)
     return "continuing"
@@ -133,18 +151,16 @@ class _ReadAhead:
             await asyncio.gather(self._next, return_exceptions=True)
 
 
-async def _plan_page(
-    ctx: DeliveryContext,
-    job: Job,
-    header: JobHeader,
-    at_once: SentAtOnce,
-    addresses: list[Address],
-    token: str | None,
-    ahead: _ReadAhead | None,
-) -> str | None:
-    """Plan one page's batches and save the fan-out's progress; the invocation's result when it stops here.
-    With `ahead`, the next page (at `token`) is read once this one's slots are reserved: behind the reservations
-    rather than in front of them, since a query keeps storage busy a while and the reservations hold up the plan."""
+@dataclass
+class _Reserved:
+    """A page's conversations grouped by pace key, each group with its slots; and those no send can reach."""
+
+    groups: dict[str, list[tuple[str, str]]]
+    slots: list[Slot]
+    undeliverable: dict[str, Delivered]
+
+
+async def _reserve_page(ctx: DeliveryContext, addresses: list[Address], at_once: SentAtOnce) -> _Reserved:
     groups: dict[str, list[tuple[str, str]]] = {}
     undeliverable: dict[str, Delivered] = {}
     for address in addresses:
@@ -154,22 +170,36 @@ async def _plan_page(
             undeliverable[address.key] = Delivered(Status.FAILED, error=f"stored reference unusable: {exc}")
             continue
         groups.setdefault(pace_key(address.channel_id, address.tenant_id), []).append((address.key, reference))
-    # Each pace key's calendar row is its own, so the groups are planned together (a round trip each, not one
-    # after another). Named by their place in the fan-out, which the saved cursor makes the same on a redo.
-    paces = sorted(groups)
-    slots = await together(reserve_paced(ctx, pace, len(groups[pace]), at_once) for pace in paces)
-    if ahead is not None:
-        ahead.read(token)
+    # Each pace key's calendar row is its own, so the groups reserve together (a round trip each, not one
+    # after another), in the order of their keys.
+    groups = dict(sorted(groups.items()))
+    slots = await together(reserve_paced(ctx, pace, len(items), at_once) for pace, items in groups.items())
+    return _Reserved(groups, slots, undeliverable)
+
+
+async def _queue_page(
+    ctx: DeliveryContext,
+    job: Job,
+    header: JobHeader,
+    at_once: SentAtOnce,
+    page: _Reserved,
+    planned: int,
+    token: str | None,
+    count: int,
+) -> str | None:
+    """Put a reserved page's batches on the sends queue and save the fan-out's progress past it; the
+    invocation's result when it stops here. Batches are named by their place in the fan-out (`planned`, the
+    conversations before this page), which the saved cursor makes the same on a redo."""
     await together(
-        enqueue_reserved(ctx, job.id, pace, groups[pace], f"{header.targets}.{number}.", slot, at_once)
-        for number, (pace, slot) in enumerate(zip(paces, slots, strict=True))
+        enqueue_reserved(ctx, job.id, pace, items, f"{planned}.{number}.", slot, at_once)
+        for number, ((pace, items), slot) in enumerate(zip(page.groups.items(), page.slots, strict=True))
     )
-    if undeliverable:
+    if page.undeliverable:
         log.error(
             "job %s: %d conversations cannot be sent to: %s",
             job.id,
-            len(undeliverable),
-            "; ".join(f"{k}: {d.error}" for k, d in list(undeliverable.items())[:3]),
+            len(page.undeliverable),
+            "; ".join(f"{k}: {d.error}" for k, d in list(page.undeliverable.items())[:3]),
         )
-        await ctx.ledger.record_undeliverable(job.id, f"{header.targets}.u", undeliverable)
-    return await save_page(ctx, job, header, token, len(addresses))
+        await ctx.ledger.record_undeliverable(job.id, f"{planned}.u", page.undeliverable)
+    return await save_page(ctx, job, header, token, count)
