@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -83,8 +84,10 @@ TOMBSTONE_INDEX = "!t"  # + day: the tombstones written that day
 INDEX_SHARDS = 16  # each day's index is spread over this many partitions, so that no one takes every job's write
 TOMBSTONE = "expiredAt"  # the header field that makes it a tombstone
 PURGE_PAGE = 1000  # rows of a partition listed at a time to be deleted
-STATUS_PAGE = 100  # delivery rows a status reads at a time: each holds up to 100 outcomes (about 12 KB), and a page of
-# 1,000 held about 9 MiB at once on the instance answering the status of a 100,000 job
+TALLY = "tally"  # a row's outcomes counted, written with them: what a status reads instead of the outcomes
+STATUS_COLUMNS = ["RowKey", "status", "activityId", "revision", "outcomesParts", TALLY]  # a status's selection
+STATUS_PAGE = 1000  # delivery rows a status reads at a time: their tallies, tens of bytes each (the outcomes a batch
+# row holds are about 12 KB; a status read 120 MB for a million conversations when it counted them)
 
 
 class Status(StrEnum):
@@ -607,7 +610,7 @@ class DeliveryLedger(TableStore):
             "RowKey": claim.row_key,
             "status": status,
             "claimedAt": now or _now(),
-            **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()}),
+            **_outcome_columns(claim.outcomes),
         }
         claim.etag = await self.table.merge(entity, claim.etag)
         claim.done = done
@@ -645,7 +648,7 @@ class DeliveryLedger(TableStore):
                 "PartitionKey": encode_key(job_id),
                 "RowKey": BATCH_PREFIX + batch_id,
                 "status": Status.DONE,
-                **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()}),
+                **_outcome_columns(outcomes),
             }
         )
 
@@ -818,29 +821,30 @@ class DeliveryLedger(TableStore):
         latest = await self.revision(job_id)
         counts: dict[str, int] = {}
         revision = RevisionCounts(latest) if latest is not None else None
-        query = f"PartitionKey eq '{encode_key(job_id)}' and RowKey ne '{HEADER}' and RowKey ne '{REVISION}'"
-        async for row in self.table.query(query, page_size=STATUS_PAGE):
+        partition = encode_key(job_id)
+        query = f"PartitionKey eq '{partition}' and RowKey ne '{HEADER}' and RowKey ne '{REVISION}'"
+        async for row in self.table.query(query, page_size=STATUS_PAGE, select=STATUS_COLUMNS):
             rk = row["RowKey"]
-            if rk.startswith(REVISED_PREFIX):
-                if revision is not None:  # a message revised at the latest number is off the pending list
-                    for d in _outcomes(row).values():
-                        if d.revision >= revision.revision.number and d.status in REVISION_FINAL:
-                            revised = d.status in (Status.UPDATED, Status.DELETED)
-                            revision.revised += revised
-                            revision.failed += not revised
-                            revision.pending -= 1
+            revised_row = rk.startswith(REVISED_PREFIX)
+            if not revised_row and not _is_delivery_row(rk):
                 continue
-            if not _is_delivery_row(rk):
-                continue
-            for _, delivered in _delivery_row(row).entries:
-                counts[delivered.status] = counts.get(delivered.status, 0) + 1
-                if revision is not None and delivered.status == Status.SENT:
-                    if delivered.revision >= revision.revision.number:
-                        revision.revised += 1
-                    elif not delivered.activity_id:  # the Connector gave no id: nothing to change it by
-                        revision.failed += 1
+            for status, number, has_id, n in await self._tally(partition, row):
+                if revised_row:
+                    # a message revised at the latest number is off the pending list
+                    if revision is not None and number >= revision.revision.number and status in REVISION_FINAL:
+                        revised = status in (Status.UPDATED, Status.DELETED)
+                        revision.revised += n * revised
+                        revision.failed += n * (not revised)
+                        revision.pending -= n
+                    continue
+                counts[status] = counts.get(status, 0) + n
+                if revision is not None and status == Status.SENT:
+                    if number >= revision.revision.number:
+                        revision.revised += n
+                    elif not has_id:  # the Connector gave no id: nothing to change it by
+                        revision.failed += n
                     else:
-                        revision.pending += 1
+                        revision.pending += n
         return JobStatus(
             header.job.id,
             header.kind,
@@ -853,6 +857,20 @@ class DeliveryLedger(TableStore):
             revision,
             header.warning,
         )
+
+    async def _tally(self, partition: str, row: Mapping[str, Any]) -> list[_Counted]:
+        """A delivery or revision row's outcomes counted, from the columns a status selects (STATUS_COLUMNS)."""
+        rk = row["RowKey"]
+        if not rk.startswith("!"):  # one conversation's row: its own columns
+            return [(row.get("status") or "", int(row.get("revision") or 0), bool(row.get("activityId")), 1)]
+        if (text := row.get(TALLY)) is not None:
+            return [(status, int(number), bool(has_id), int(n)) for status, number, has_id, n in json.loads(text)]
+        if not row.get("outcomesParts"):
+            return []
+        try:  # written before rows carried a tally: its outcomes themselves
+            return _count(_outcomes(await self.table.get(partition, rk)))
+        except EntityNotFoundError:
+            return []
 
     async def deliveries(
         self, job_id: str, cursor: str | None = None, page_size: int = 100
@@ -979,7 +997,7 @@ class DeliveryLedger(TableStore):
             "RowKey": claim.row_key,
             "status": Status.IDLE if release else Status.REVISING,
             "claimedAt": now or _now(),
-            **split_json("outcomes", {k: d.to_json() for k, d in claim.outcomes.items()}),
+            **_outcome_columns(claim.outcomes),
         }
         claim.etag = await self.table.merge(entity, claim.etag)
 
@@ -1138,6 +1156,23 @@ def _delivery_row(row: Any) -> DeliveryRow:
 
 def _revision(row: Any) -> Revision:
     return Revision(int(row["number"]), row["kind"], row["revisionId"], join_json(row, "content") or {})
+
+
+_Counted = tuple[str, int, bool, int]  # a status, a revision number, whether sent with an activity id; how many
+
+
+def _count(outcomes: Mapping[str, Delivered]) -> list[_Counted]:
+    counted = Counter((d.status, d.revision, bool(d.activity_id)) for d in outcomes.values())
+    return [(status, number, has_id, n) for (status, number, has_id), n in counted.items()]
+
+
+def _outcome_columns(outcomes: Mapping[str, Delivered]) -> dict[str, Any]:
+    """A row's outcomes and their tally, written in one write so that they always agree."""
+    tally = [[status, number, int(has_id), n] for status, number, has_id, n in _count(outcomes)]
+    return {
+        **split_json("outcomes", {k: d.to_json() for k, d in outcomes.items()}),
+        TALLY: json.dumps(tally, separators=(",", ":")),
+    }
 
 
 def _outcomes(row: Any) -> dict[str, Delivered]:
