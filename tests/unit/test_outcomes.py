@@ -94,7 +94,7 @@ async def test_outcomes_at_a_steady_pace_wait_for_the_flush_interval_unless_the_
     await asyncio.sleep(FLUSH_SECONDS)  # the last write (none) is long past: the first outcome goes at once
     assert await recorder.start()
     recorder.add(Outcome("first", Status.SENT))
-    await asyncio.sleep(0)
+    await written(writes, 1, within=FLUSH_SECONDS / 10)
     assert writes.batches == [["first"]]
     keys = [f"k{i}" for i in range(10)]
     for key in keys:  # ten sends within a flush interval: none written yet
@@ -111,11 +111,18 @@ async def test_outcomes_at_a_steady_pace_wait_for_the_flush_interval_unless_the_
     assert all(in_flight)
     assert await recorder.start()  # the fifteenth: three quarters of the limit, its outcome written at once
     recorder.add(Outcome("early", Status.SENT))
-    await asyncio.sleep(0)
+    await written(writes, 3, within=FLUSH_SECONDS / 10)
     assert writes.batches[2:] == [["early"]]
     for _ in range(14):
         recorder.unstarted()
     assert await recorder.finish() == []
+
+
+async def written(writes: Writes, count: int, within: float) -> None:
+    """Until `count` writes were made, for at most `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while len(writes.batches) < count and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.002)
 
 
 async def test_an_idle_run_renews_its_claim_with_an_empty_write() -> None:
