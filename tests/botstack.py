@@ -276,17 +276,20 @@ class BotStack:
 
 @contextlib.contextmanager
 def stack_of_its_own(
-    tmp: Path, extra_env: dict[str, str] | None = None, teams: TeamsLimits | None = None
+    tmp: Path, extra_env: dict[str, str] | None = None, teams: TeamsLimits | None = None, *, hosted: bool = True
 ) -> Iterator[BotStack]:
     """A BotStack on an Azurite of its own. The hosts of one storage account share its queues: a stack whose
-    settings differ from the session's (a pace, a mode) must not have its jobs taken by the session's host."""
+    settings differ from the session's (a pace, a mode) must not have its jobs taken by the session's host.
+    Without a host (`hosted=False`), botcore runs in this process with the stack's settings in the environment, and
+    the test plays the Functions host."""
     from devhost.azurite import Azurite
 
     with Azurite(tmp / "azurite") as azurite:
-        stack = BotStack(azurite.connection_string, tmp, extra_env, teams=teams)
+        stack = BotStack(azurite.connection_string, tmp, extra_env, teams=teams, hosted=hosted)
         stack.azurite = azurite  # type: ignore[attr-defined]
         try:
-            yield stack
+            with contextlib.nullcontext() if hosted else environment(stack.env):
+                yield stack
         finally:
             stack.stop()
 

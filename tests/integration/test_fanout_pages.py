@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.botstack import BotStack, environment, new_tenant
+from tests.botstack import BotStack, new_tenant, stack_of_its_own
 
 PAGE, PAGES = 5, 3
 SLOW_SAVE = 0.15  # seconds each cursor save takes here: long enough to see what waits for it
@@ -19,15 +19,8 @@ SLOW_SAVE = 0.15  # seconds each cursor save takes here: long enough to see what
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    from devhost.azurite import Azurite
-
-    with Azurite(tmp_path_factory.mktemp("azurite-fanout")) as azurite:
-        stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("fanout"), hosted=False)
-        try:
-            with environment(stack.env):
-                yield stack
-        finally:
-            stack.stop()
+    with stack_of_its_own(tmp_path_factory.mktemp("fanout"), hosted=False) as stack:
+        yield stack
 
 
 class Timeline:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.botstack import BotStack, environment, new_tenant
+from tests.botstack import BotStack, new_tenant, stack_of_its_own
 
 TEXT = "telemetry is one trace"
 
@@ -36,15 +36,8 @@ def span_of(traceparent: str) -> int:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    from devhost.azurite import Azurite
-
-    with Azurite(tmp_path_factory.mktemp("azurite-telemetry")) as azurite:
-        stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("telemetry"), hosted=False)
-        try:
-            with environment(stack.env):
-                yield stack
-        finally:
-            stack.stop()
+    with stack_of_its_own(tmp_path_factory.mktemp("telemetry"), hosted=False) as stack:
+        yield stack
 
 
 class Host:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.botstack import BotStack, environment
+from tests.botstack import BotStack, stack_of_its_own
 from tests.functions_table import FUNCTIONS, table_of
 from tests.hostproc import REPO
 
@@ -91,25 +91,19 @@ class Host:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory):
     from devhost.app_loader import functions_of
-    from devhost.azurite import Azurite
     from devhost.worker import Worker
 
-    with Azurite(tmp_path_factory.mktemp("azurite-worker")) as azurite:
-        stack = BotStack(azurite.connection_string, tmp_path_factory.mktemp("worker"), hosted=False)
+    with stack_of_its_own(tmp_path_factory.mktemp("worker"), hosted=False) as stack:
+        worker = Worker(REPO)
+        # The worker imports and indexes function_app afresh, as in a process of its own: the
+        # azure-functions library refuses to list one app's functions twice.
+        imported = sys.modules.pop("function_app", None)
         try:
-            with environment(stack.env):
-                worker = Worker(REPO)
-                # The worker imports and indexes function_app afresh, as in a process of its own: the
-                # azure-functions library refuses to list one app's functions twice.
-                imported = sys.modules.pop("function_app", None)
-                try:
-                    functions = functions_of(asyncio.run(worker.start()))
-                finally:
-                    if imported is not None:
-                        sys.modules["function_app"] = imported
-                yield Host(stack, worker, functions)
+            functions = functions_of(asyncio.run(worker.start()))
         finally:
-            stack.stop()
+            if imported is not None:
+                sys.modules["function_app"] = imported
+        yield Host(stack, worker, functions)
 
 
 @pytest.fixture
