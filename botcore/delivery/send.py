@@ -60,7 +60,8 @@ MAX_INLINE_WAIT = 2.0  # seconds a worker may wait for a slot; a later one goes 
 FLUSH_SECONDS = 0.5  # outcomes wait at most this long to be written (unless a write is under way): each write
 # carries the batch's every outcome so far, so writing a few at a time would cost a merge of a growing row per
 # couple of sends, the most of a message's storage transactions and CPU
-EARLY_WRITE = 0.75  # ... or until this share of the unrecorded limit is used: the rest keeps the pace during the write
+EARLY_WRITE = 0.5  # ... or until this share of the unrecorded limit is used: the rest keeps the pace while the write
+# waits on storage (half a second of pace, as when outcomes were written every 0.1 s)
 STORAGE_TIMEOUT = 10.0  # a storage call of a running batch that takes longer stops it: storage is hanging
 REVISION_REFRESH = 0.5  # seconds a batch trusts the revision it read
 

@@ -96,8 +96,8 @@ async def test_outcomes_at_a_steady_pace_wait_for_the_flush_interval_unless_the_
     recorder.add(Outcome("first", Status.SENT))
     await written(writes, 1, within=FLUSH_SECONDS / 10)
     assert writes.batches == [["first"]]
-    keys = [f"k{i}" for i in range(10)]
-    for key in keys:  # ten sends within a flush interval: none written yet
+    keys = [f"k{i}" for i in range(9)]
+    for key in keys:  # nine sends within a flush interval: none written yet
         assert await recorder.start()
         recorder.add(Outcome(key, Status.SENT))
         await asyncio.sleep(0.005)
@@ -106,14 +106,14 @@ async def test_outcomes_at_a_steady_pace_wait_for_the_flush_interval_unless_the_
         if len(writes.batches) > 1:
             break
         await asyncio.sleep(FLUSH_SECONDS / 100)
-    assert writes.batches[1] == keys  # one write for the ten
-    in_flight = [await recorder.start() for _ in range(14)]  # sends waiting for the Connector: 14 of 20 unrecorded
+    assert writes.batches[1] == keys  # one write for the nine
+    in_flight = [await recorder.start() for _ in range(9)]  # sends waiting for the Connector: 9 of 20 unrecorded
     assert all(in_flight)
-    assert await recorder.start()  # the fifteenth: three quarters of the limit, its outcome written at once
+    assert await recorder.start()  # the tenth: half the limit, its outcome written at once
     recorder.add(Outcome("early", Status.SENT))
     await written(writes, 3, within=FLUSH_SECONDS / 10)
     assert writes.batches[2:] == [["early"]]
-    for _ in range(14):
+    for _ in range(9):
         recorder.unstarted()
     assert await recorder.finish() == []
 
