@@ -39,6 +39,7 @@ def build(settings: Settings) -> Bot:
     from .delivery.outbox import DeliveryOutbox
     from .delivery.pacing import ConversationWindows, KeyGuard, PaceCalendar
     from .delivery.reminders import ReminderStore
+    from .delivery.revisions import RevisionFeeds
     from .protocol.connector import ConnectorClient
     from .protocol.tokens import token_provider_for
     from .protocol.trust import ServiceTrust
@@ -79,6 +80,7 @@ def build(settings: Settings) -> Bot:
         jobs=jobs,
         sends=get_queue(SENDS_QUEUE),
         turns=turns,
+        revisions=RevisionFeeds(ledger),
     )
     return Bot(settings, turns, delivery)
 

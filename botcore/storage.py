@@ -90,6 +90,14 @@ class StorageUnavailableError(StorageError, UnavailableError):
     (a missing table, a refused identity): retry later, and read `service_code`."""
 
 
+STORAGE_TIMEOUT = 10.0  # a storage call of a running batch that takes longer stops it: storage is hanging
+
+
+class StorageStalledError(UnavailableError):
+    """Storage did not answer a running batch within STORAGE_TIMEOUT: the batch stops, and its claim lapses so that
+    another worker takes it over once storage answers."""
+
+
 _TOO_LARGE = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge"})
 _CONTAINER_MISSING = frozenset({"TableNotFound", "QueueNotFound"})
 

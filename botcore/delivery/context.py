@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .ledger import DeliveryLedger
     from .pacing import ConversationWindows, KeyGuard, PaceCalendar
     from .reminders import ReminderStore
+    from .revisions import RevisionFeeds
 
 JOB_CACHE = 64  # jobs whose headers a sends worker keeps: every batch of a broadcast needs the same one
 
@@ -38,6 +39,7 @@ class DeliveryContext:
     jobs: Queue
     sends: Queue
     turns: TurnContext  # a proactive dialog is a turn
+    revisions: RevisionFeeds  # per instance: each job's latest revision, read for all its batches running here
     _jobs: dict[str, Job] = field(default_factory=dict)
 
     async def job_of(self, job_id: str) -> Job | None:

@@ -25,7 +25,8 @@ from ..storage import EntityChangedError
 from .batches import RevisionBatch
 from .ledger import REVISION_FINAL, BatchClaim, Delivered, Outcome, Status
 from .pacing import RETRY_LEAD, Slot, pace_key
-from .send import BatchSlots, LatestRevision, Report, failure, run_paced, slot_for
+from .revisions import LatestRevision
+from .send import BatchSlots, Report, failure, run_paced, slot_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -201,7 +202,7 @@ class _Revise:
         self, ctx: DeliveryContext, job: Job, references: dict[str, ConversationReference], activity_ids: dict[str, str]
     ) -> None:
         self.ctx, self.job, self.references, self.activity_ids = ctx, job, references, activity_ids
-        self.revision = LatestRevision(ctx.ledger, job.id)
+        self.revision = LatestRevision(ctx.revisions.of(job.id))
 
     def conversation(self, key: str) -> str:
         return key

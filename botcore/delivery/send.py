@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import telemetry
 from ..backoff import backoff
-from ..errors import BotError, UnavailableError
+from ..errors import BotError
 from ..jobs import Job, JobError
 from ..protocol.activity import ConversationReference
 from ..protocol.connector import ConversationGoneError, RequestRejectedError, RetryableConnectorError
 from ..protocol.trust import UntrustedServiceUrlError
+from ..storage import STORAGE_TIMEOUT, StorageStalledError
 from .batches import RevisionBatch, SendBatch, pack, retry_prefix
 from .ledger import BATCH_PREFIX, Delivered, Outcome, Revision, Status, handed_on
 from .pacing import (
@@ -43,13 +43,13 @@ from .pacing import (
     pace_key,
     unrecorded_limit,
 )
+from .revisions import LatestRevision
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ..protocol.activity import ServiceEndpoint
     from .context import DeliveryContext
-    from .ledger import DeliveryLedger
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,6 @@ FLUSH_SECONDS = 0.5  # outcomes wait at most this long to be written (unless a w
 # couple of sends, the most of a message's storage transactions and CPU
 EARLY_WRITE = 0.5  # ... or until this share of the unrecorded limit is used: the rest keeps the pace while the write
 # waits on storage (half a second of pace, as when outcomes were written every 0.1 s)
-STORAGE_TIMEOUT = 10.0  # a storage call of a running batch that takes longer stops it: storage is hanging
-REVISION_REFRESH = 0.5  # seconds a batch trusts the revision it read
 
 
 @dataclass
@@ -89,11 +87,6 @@ def batch_pace(batch: SendBatch) -> str:
         return batch.pace
     reference = batch.items[0][1]
     return pace_key(reference.channel_id, reference.tenant_id)
-
-
-class StorageStalledError(UnavailableError):
-    """Storage did not answer a running batch in time: the batch stops, and its claim lapses so that another
-    worker takes it over once storage answers."""
 
 
 class OutcomeRecorder:
@@ -533,61 +526,12 @@ async def run_paced(ctx: DeliveryContext, job_id: str, claims: Claims, work: Wor
     return Run(outcomes, unwritten, time.time() + max([wait, *waits]))
 
 
-class LatestRevision:
-    """The job's latest revision as a running batch sees it: read at the start, then again in the background
-    once it is REVISION_REFRESH old, so that a revision reaches the messages of a batch already under way and
-    no send waits for the read (a send late for its slot loses the slot)."""
-
-    def __init__(self, ledger: DeliveryLedger, job_id: str) -> None:
-        self.ledger, self.job_id = ledger, job_id
-        self._read_at = -math.inf
-        self._latest: Revision | None = None
-        self._reading: asyncio.Task[Exception | None] | None = None
-        self._reading_since = 0.0
-
-    async def get(self) -> Revision | None:
-        now = time.monotonic()
-        if self._read_at == -math.inf:
-            await self._read()
-        elif self._reading is not None:
-            if self._reading.done():
-                failed, self._reading = self._reading.result(), None
-                if failed is not None:  # a failed read stops the run, as a failed write does
-                    raise failed
-            elif now - self._reading_since > STORAGE_TIMEOUT:
-                raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s")
-        elif now - self._read_at >= REVISION_REFRESH:
-            self._reading, self._reading_since = asyncio.create_task(self._refresh()), now
-        return self._latest
-
-    async def _read(self) -> None:
-        try:
-            latest = await asyncio.wait_for(self.ledger.revision(self.job_id), STORAGE_TIMEOUT)
-        except TimeoutError:
-            raise StorageStalledError(f"the job's revision not read within {STORAGE_TIMEOUT:g}s") from None
-        self._latest, self._read_at = latest, time.monotonic()
-
-    async def _refresh(self) -> Exception | None:
-        """A read in the background: its failure is returned, for the next `get` to raise (a run that ended
-        meanwhile leaves nothing unretrieved)."""
-        try:
-            await self._read()
-        except Exception as exc:
-            return exc
-        return None
-
-    @property
-    def known(self) -> Revision | None:
-        """The revision as last read (by `get`, which a run calls before each request): no I/O while sending."""
-        return self._latest
-
-
 class _Send:
     """A send batch's work: the job's message (as its latest revision has it) to each conversation."""
 
     def __init__(self, ctx: DeliveryContext, job: Job, references: dict[str, ConversationReference]) -> None:
         self.ctx, self.job, self.references = ctx, job, references
-        self.revision = LatestRevision(ctx.ledger, job.id)
+        self.revision = LatestRevision(ctx.revisions.of(job.id))
 
     def conversation(self, key: str) -> str:
         return key

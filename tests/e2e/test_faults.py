@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from botcore.delivery.batches import BATCH_KEYS
-from botcore.delivery.send import STORAGE_TIMEOUT
+from botcore.storage import STORAGE_TIMEOUT
 from tests.botstack import APP_ID, BotStack, new_tenant, stack_of_its_own, wait_until
 from tests.hostproc import REPO, HostProcess
 

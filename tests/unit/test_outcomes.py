@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from botcore.delivery.ledger import Delivered, Outcome, Status, abandoned, handed_on
-from botcore.delivery.send import FLUSH_SECONDS, OutcomeRecorder, StorageStalledError
+from botcore.delivery.send import FLUSH_SECONDS, OutcomeRecorder
+from botcore.storage import StorageStalledError
 
 
 def test_what_a_batch_hands_on_is_grouped_by_the_attempts_used() -> None:
