@@ -154,7 +154,7 @@ class PaceCalendar(TableStore):
         super().__init__(table)
         self.rate = rate  # the configured limit, requests per second per key
         self.max_pause = max_pause  # BotMaxRetryAfterSeconds: no pause lasts longer, whatever a row says
-        self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read at), per instance
+        self._paused: dict[str, tuple[float, float]] = {}  # key → (paused until, read or written at), per instance
         # key → (its row as this instance last wrote or read it, that version's ETag): a fan-out reserves for the
         # same keys page after page, and writing with the ETag of its own last write spares it a read each time.
         # Another instance's write in between makes the ETag stale: the write fails, and the row is read afresh.
@@ -177,7 +177,6 @@ class PaceCalendar(TableStore):
         except EntityChangedError:  # others are recording the same throttling right now
             log.warning("%s: the channel is throttling; the pause could not be recorded (calendar busy)", key)
             return
-        self._paused[key] = (paused, now)
         log.warning("%s: the channel is throttling; paused %.1fs, now %.1f requests/s", key, paused - now, rate)
 
     async def _update(
@@ -201,7 +200,9 @@ class PaceCalendar(TableStore):
                 if known is None:  # a race with another writer; a stale remembered row only costs the read
                     await asyncio.sleep(backoff(attempt, base=0.01, cap=0.2))
                 continue
-            self._remember(key, {**row, **fields}, written)
+            row = {**row, **fields}
+            self._remember(key, row, written)
+            self._paused[key] = (calendar_times(row, now, self.max_pause)[1], now)  # as fresh as a read now
             return result, now
         raise EntityChangedError(409, "Busy", f"pace calendar {key}: too many concurrent writes")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter
@@ -100,3 +101,24 @@ async def test_reservations_write_with_the_etag_of_their_own_last_write_and_neve
     await table.delete(encode_key(KEY), ROW_KEY)  # swept meanwhile: the remembered row is gone
     assert (await one.reserve(KEY, 10)).start <= time.time() + 1
     assert (await table.get(encode_key(KEY), ROW_KEY))["next"] > time.time()
+
+
+async def test_a_batch_starting_right_after_its_keys_reservation_reads_no_pause_from_storage(table) -> None:
+    """The fan-out that reserved a key's slots sends its first batch itself: the row it just wrote is as fresh as
+    the second-old read a pause check may use, so that batch starts without reading it again; after a second, or
+    after a 429 recorded elsewhere, the pause is read again."""
+    counts: Counter[str] = Counter()
+    calendar = PaceCalendar(50.0, storage.CountedTable(table, counts))
+    await calendar.reserve(KEY, 100)
+    reads = counts["reads"]
+    assert await calendar.paused_until(KEY) == 0
+    assert counts["reads"] == reads
+
+    await PaceCalendar(50.0, table).throttled(KEY, 30.0)  # another instance met a 429
+    await asyncio.sleep(1.0)  # a second later
+    assert await calendar.paused_until(KEY) > time.time() + 25
+    assert counts["reads"] == reads + 1
+
+    await calendar.throttled(KEY, 5.0)  # this instance's own 429 needs no read to be known here
+    assert await calendar.paused_until(KEY) > time.time() + 25  # the longer pause stands
+    assert counts["reads"] == reads + 1
