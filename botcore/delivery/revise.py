@@ -87,6 +87,7 @@ async def run_revision_batch(ctx: DeliveryContext, batch: RevisionBatch) -> str:
     if job is None:
         raise JobError(f"revision batch for job {batch.job}, which has no ledger header")
     latest = await ctx.ledger.revision(job.id)
+    ctx.revisions.of(job.id).saw(latest)  # at least this one, for the requests below
     row = await ctx.ledger.delivery_row(job.id, batch.row)
     if latest is None or row is None or not row.settled:
         return "nothing to revise" if row is None or row.settled else "still sending (its sender asks for this again)"

@@ -65,9 +65,17 @@ class RevisionFeed:
         except Exception as exc:  # kept for the batches to raise: a read in the background has no caller
             self._failure = exc
         else:
-            self.latest, self._read_at, self._failure = latest, time.monotonic(), None
+            self.saw(latest)
+            self._failure = None
         finally:
             self._reading = None
+
+    def saw(self, revision: Revision | None) -> None:
+        """A revision just read (by this feed, or by a caller that reads the row itself): the feed is fresh, and
+        never goes back to an older revision (a read that started before a newer one was seen ends after it)."""
+        if revision is not None and (self.latest is None or revision.number >= self.latest.number):
+            self.latest = revision
+        self._read_at = time.monotonic()
 
 
 class RevisionFeeds:

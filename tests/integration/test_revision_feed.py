@@ -4,6 +4,7 @@ reader per job, however many of its batches run side by side, as fresh as each b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import Counter
@@ -92,3 +93,22 @@ async def test_a_failed_read_stops_each_batch_that_looks_next_and_a_batch_starti
     assert await LatestRevision(feeds.of(job_id)).get() is None  # a batch starting (a retry) reads afresh
     assert counts["reads"] == reads + 1
     assert running[1].feed.current() is None  # and the batches still running go on
+
+
+async def test_a_revision_read_elsewhere_is_the_feeds_and_the_feed_never_goes_back(counted) -> None:
+    """A revision batch reads the revision it exists for before it sends: the batches of the job on the instance
+    see at least that one at once, and a read that started earlier and ends later does not take it back."""
+    ledger, counts, _ = counted
+    job_id = await notification(ledger)
+    feed = RevisionFeeds(ledger).of(job_id)
+    assert await LatestRevision(feed).get() is None  # read by a send batch
+    for text in ("first", "second"):
+        await ledger.register_revision(new_job("update", Target(everyone=True), notification=job_id, text=text))
+    second = await ledger.revision(job_id)
+    assert second is not None and second.number == 2
+    feed.saw(second)  # as run_revision_batch does
+    reads = counts["reads"]
+    assert (await LatestRevision(feed).get()) == second and counts["reads"] == reads  # fresh: no read
+    first = dataclasses.replace(second, number=1)
+    feed.saw(first)  # an older read ending late
+    assert feed.current() == second
