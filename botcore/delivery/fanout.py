@@ -93,8 +93,9 @@ async def _fan_out(ctx: DeliveryContext, job: Job, header: JobHeader) -> str:
 
 async def _fan_out_pages(ctx: DeliveryContext, job: Job, header: JobHeader, at_once: SentAtOnce) -> str:
     """The selection's pages in a pipeline: a page's slots are reserved while the page before goes on the sends
-    queue and has its cursor saved, and the next page is read once its slots are reserved. A page's batches are
-    put only after the page before it is saved, so at most one page's batches lie beyond the saved cursor."""
+    queue and has its cursor saved, and while the next page is read (after the invocation's first page, once its
+    slots are reserved). A page's batches are put only after the page before it is saved, so at most one page's
+    batches lie beyond the saved cursor."""
     t = job.target
     pages = _ReadAhead(
         ctx, ctx.conversations.selection_filter(channel_id=t.channel_id, tenant_id=t.tenant_id, user_id=t.user_id)
@@ -105,9 +106,12 @@ async def _fan_out_pages(ctx: DeliveryContext, job: Job, header: JobHeader, at_o
     try:
         for page in range(PAGES_PER_INVOCATION):
             addresses, token = await pages.take()
+            more = bool(token) and page + 1 < PAGES_PER_INVOCATION
+            if more and page:  # the next page read while this one is planned
+                pages.read(token)
             reserved = await _reserve_page(ctx, addresses, at_once)
-            if token and page + 1 < PAGES_PER_INVOCATION:
-                pages.read(token)  # behind the reservations: a query keeps storage busy a while
+            if more and not page:  # behind the first page's reservations, whose batches may start at once: a
+                pages.read(token)  # query keeps storage busy a while
             if queuing is not None and (stop := await queuing) is not None:
                 return stop
             queuing = asyncio.create_task(

@@ -50,6 +50,7 @@ def test_a_page_reserves_while_the_page_before_is_saved_and_puts_only_after_it(
 ) -> None:
     from botcore.delivery import fanout
     from botcore.delivery.batches import SendBatch
+    from botcore.state.conversations import ConversationStore
 
     monkeypatch.setattr(fanout, "PAGE_SIZE", PAGE)
     monkeypatch.setattr(fanout, "PAGES_PER_INVOCATION", PAGES)
@@ -57,6 +58,7 @@ def test_a_page_reserves_while_the_page_before_is_saved_and_puts_only_after_it(
     monkeypatch.setattr(fanout, "reserve_paced", timeline.wrap("reserve", fanout.reserve_paced))
     monkeypatch.setattr(fanout, "enqueue_reserved", timeline.wrap("put", fanout.enqueue_reserved))
     monkeypatch.setattr(fanout, "save_page", timeline.wrap("save", fanout.save_page, delay=SLOW_SAVE))
+    monkeypatch.setattr(ConversationStore, "addresses", timeline.wrap("read", ConversationStore.addresses))
     puts: list[str] = []
     tenant = new_tenant()  # one pace key: a reservation and a batch per page
     keys = {stack.key(c) for c in stack.seed(2 * PAGE * PAGES + 2, tenant_id=tenant, prefix="paged")}
@@ -69,7 +71,13 @@ def test_a_page_reserves_while_the_page_before_is_saved_and_puts_only_after_it(
     assert sorted(k for b in batches for k, _ in b.items) == sorted(keys)  # each put on the queue once
     assert [b.id for b in batches] == [f"{n * PAGE}.0.0" for n in range(len(batches))]  # named by their place
     saves, reservations, enqueued = timeline.of("save"), timeline.of("reserve"), timeline.of("put")
-    assert len(saves) == len(reservations) == len(enqueued) == len(batches) == 7
+    reads = timeline.of("read")
+    assert len(saves) == len(reservations) == len(enqueued) == len(batches) == len(reads) == 7
+    for page in range(len(reads) - 1):
+        if page % PAGES == 0:  # an invocation's first page: the next read waits for its reservations
+            assert reads[page + 1]["start"] >= reservations[page]["end"], page
+        elif page % PAGES < PAGES - 1:  # later pages: the next page is read while this one is reserved
+            assert reads[page + 1]["start"] <= reservations[page]["start"], page
     for page in range(1, len(saves)):
         if page % PAGES == 0:
             continue  # the first page of an invocation: the page before was another invocation's
