@@ -15,7 +15,8 @@ references with the fan-out's filter, select and page size, doing nothing else, 
 measured on the same Azurite just before the job: the median of FLOOR_RUNS pagings, as one varies from the next by
 about 15 % here. Planning throughput: references the fan-out planned
 (grouped, packed, given calendar slots, put on the sends queue, its cursor saved) per second of its
-invocations, per host; the hosts take the job's invocations (10 pages of 1,000 each) in turn, one at a time.
+invocations, per host; the hosts take the job's invocations (5 pages of 2,000 each, the job's first page 1,000) in
+turn, one at a time.
 
 Azurite answers each page of a filtered query by evaluating the filter on every row of the table and sorting
 the rows after the cursor (LokiTableMetadataStore.queryTableEntities), so a page costs it time in proportion to
@@ -60,14 +61,14 @@ TAKEOVER = "taking over a claim"
 @dataclass(frozen=True)
 class Size:
     references: int
-    window: int | None = None  # plan only the first this many references (whole invocations of 10,000), send none
+    window: int | None = None  # plan only the first this many references (the job's first invocation), send none
 
     @property
     def planned(self) -> int:
         return self.window or self.references
 
 
-FULL = (Size(10_000), Size(100_000), Size(1_000_000, window=10_000))
+FULL = (Size(10_000), Size(100_000), Size(1_000_000, window=9_000))
 QUICK = (Size(1_000), Size(5_000))
 
 
@@ -75,15 +76,15 @@ async def _sdk_paging(connection_string: str, pages: int | None) -> tuple[int, f
     """(references read, seconds): the SDK alone paging through the conversations as the fan-out does."""
     from azure.data.tables.aio import TableClient
 
-    from botcore.delivery.fanout import PAGE_SIZE
     from botcore.settings import CONVERSATIONS_TABLE
     from botcore.state.conversations import ADDRESS_COLUMNS, ConversationStore
+    from botcore.storage import MAX_PAGE
 
     query = ConversationStore.selection_filter()  # everyone: the active conversations
     count = read = 0
     async with TableClient.from_connection_string(connection_string, CONVERSATIONS_TABLE) as client:
         start = time.perf_counter()
-        async for page in client.query_entities(query, results_per_page=PAGE_SIZE, select=ADDRESS_COLUMNS).by_page():
+        async for page in client.query_entities(query, results_per_page=MAX_PAGE, select=ADDRESS_COLUMNS).by_page():
             async for _ in page:
                 count += 1
             read += 1
@@ -118,7 +119,8 @@ def _by_kind(records: list[Record]) -> Counter[str]:
 
 
 def _run_size(tmp: Path, size: Size) -> dict[str, Any]:
-    from botcore.delivery.fanout import PAGE_SIZE
+    from botcore.delivery.fanout import FIRST_PAGE, PAGE_SIZE, PAGES_PER_INVOCATION
+    from botcore.storage import MAX_PAGE
     from devhost.channel import TeamsLimits, Window
     from tests.botstack import APP_ID
 
@@ -139,7 +141,9 @@ def _run_size(tmp: Path, size: Size) -> dict[str, Any]:
         )
         azurite_seeded = procfs.rss_mib(azurite_pid)
         log(f"scale {n:,}: seeded in {seed_seconds:.0f} s ({n / seed_seconds:,.0f} rows/s); the floor")
-        pages = size.window // PAGE_SIZE if size.window else None
+        if size.window and size.window != FIRST_PAGE + (PAGES_PER_INVOCATION - 1) * PAGE_SIZE:
+            raise RuntimeError(f"scale {n:,}: the window ({size.window:,}) is not the fan-out's first invocation")
+        pages = size.window // MAX_PAGE if size.window else None
         floor_rates = []
         for _ in range(FLOOR_RUNS):
             floor_count, floor_seconds = asyncio.run(_sdk_paging(proxy.connection_string, pages))
@@ -179,7 +183,7 @@ def _run_size(tmp: Path, size: Size) -> dict[str, Any]:
             "seed_seconds": seed_seconds,
             "floor_rate": floor_rate,
             "floor_spread": (min(floor_rates), max(floor_rates)),
-            "floor_page_ms": PAGE_SIZE / floor_rate * 1000,
+            "floor_page_ms": MAX_PAGE / floor_rate * 1000,
             "planning": planning,
             "cpu_planning": cpu_planning,
             "planning_counts": _by_kind(planning_records),
@@ -223,7 +227,8 @@ def run(tmp: Path, quick: bool, context: dict[str, Any]) -> Section:
 
 
 def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
-    from botcore.delivery.fanout import PAGE_SIZE, PAGES_PER_INVOCATION
+    from botcore.delivery.fanout import FIRST_PAGE, PAGE_SIZE, PAGES_PER_INVOCATION
+    from botcore.storage import MAX_PAGE
 
     section = Section(
         "10. Scale",
@@ -231,19 +236,20 @@ def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
         f"client ({SEED_CONCURRENCY} inserts in flight), two local hosts, the fake Connector in Teams mode with "
         f"{RATE} requests/s per tenant (the bot's BotTenantRatePerSecond the same; Teams allows 50), one "
         '`POST /api/notify` with `{"everyone": true}`. Floor: the storage SDK alone paging through the same '
-        f"references (the fan-out's filter, select and page size of {PAGE_SIZE:,}) through the same counting proxy "
+        f"references (the fan-out's filter, select and queries of {MAX_PAGE:,}) through the same counting proxy "
         f"(bench/transactions.py), just before the job, the median of {FLOOR_RUNS} pagings. Planning: references "
         "the fan-out planned per second of its invocations (each host's invocations of the job: "
-        f"{PAGES_PER_INVOCATION} pages each, taken in turn). One job per size. "
-        "Azurite evaluates a query's filter on every row of the table and sorts the rest for each page, so a page "
-        "of a million rows costs it seconds (Table Storage reads a page by its index): at that size only the "
+        f"{PAGES_PER_INVOCATION} pages of {PAGE_SIZE:,} each, the job's first page {FIRST_PAGE:,}, taken in turn). "
+        "One job per size. "
+        "Azurite evaluates a query's filter on every row of the table and sorts the rest for each query, so a "
+        "query of a million rows costs it seconds (Table Storage reads a page by its index): at that size only the "
         "job's first invocation is measured, planned and not sent.",
     )
     t = section.table(
         [
             "references",
             "seeding (rows/s)",
-            f"floor: SDK paging, median of {FLOOR_RUNS} (refs/s; lowest–highest; ms a page)",
+            f"floor: SDK paging, median of {FLOOR_RUNS} (refs/s; lowest–highest; ms a query)",
             "**planning, refs/s** (host 1 / host 2)",
             "ratio",
             "POST → last batch planned (s)",

@@ -46,6 +46,7 @@ RETRIES = 2  # after the first attempt, for network errors, 408, 429 and 5xx
 # aiohttp keeps them 15 s, so a write after a pause could take a connection the server had just closed
 # ("Server disconnected"), and its retries other such connections: the write failed, its batch stopped.
 KEEPALIVE = 4.0
+MAX_PAGE = 1000  # entities Table Storage answers a query with at most
 MESSAGE_TTL = 7 * 86400  # seconds a queue message lives by default, counted from when it is put
 
 
@@ -249,7 +250,7 @@ class Table:
         query_filter: str | None = None,
         *,
         select: list[str] | None = None,
-        page_size: int = 1000,
+        page_size: int = MAX_PAGE,
         cursor: str | None = None,
     ) -> tuple[list[TableEntity], str | None]:
         """One page of a query; the cursor (opaque, storable text) resumes it, None at the end. Raises only
@@ -264,7 +265,7 @@ class Table:
         return entities, json.dumps(token, separators=(",", ":")) if token else None
 
     async def query(
-        self, query_filter: str | None = None, *, select: list[str] | None = None, page_size: int = 1000
+        self, query_filter: str | None = None, *, select: list[str] | None = None, page_size: int = MAX_PAGE
     ) -> AsyncIterator[TableEntity]:
         """Every matching entity, page by page (never all in memory). Raises as page does."""
         with _mapped(f"table {self.name}: query"):

@@ -22,7 +22,7 @@ from ..jobs import Job
 from ..loops import together
 from ..protocol.activity import ConversationReference
 from ..state.conversations import Address
-from ..storage import EntityChangedError
+from ..storage import MAX_PAGE, EntityChangedError
 from .batches import SendBatch
 from .ledger import Delivered, JobHeader, Status
 from .pacing import Slot, pace_key
@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 1000  # Table Storage's most per page: each page costs the fan-out a calendar write per pace key, its
-# batches' puts and a cursor save, so fewer, fuller pages plan more references per request
-PAGES_PER_INVOCATION = 10
+# Conversations a page plans together (two queries): each page costs the fan-out a calendar write per pace key,
+# its batches' puts and a cursor save, so fuller pages plan more references per request. The job's first page is
+# one query, so that the batches it starts at once wait for no second one.
+PAGE_SIZE = 2 * MAX_PAGE
+FIRST_PAGE = MAX_PAGE
+PAGES_PER_INVOCATION = 5
 
 
 async def run_notify(ctx: DeliveryContext, job: Job) -> str:
@@ -141,7 +144,8 @@ class _ReadAhead:
         self._next: asyncio.Task[tuple[list[Address], str | None]] | None = None
 
     def read(self, cursor: str | None) -> None:
-        self._next = asyncio.ensure_future(self.ctx.conversations.addresses(self.query, cursor, PAGE_SIZE))
+        size = FIRST_PAGE if cursor is None else PAGE_SIZE  # the same pages on a redo from any saved cursor
+        self._next = asyncio.ensure_future(self.ctx.conversations.addresses(self.query, cursor, size))
 
     async def take(self) -> tuple[list[Address], str | None]:
         assert self._next is not None

@@ -23,6 +23,7 @@ from ..storage import (
     EntityExistsError,
     EntityNotFoundError,
     EntityTooLargeError,
+    MAX_PAGE,
     Table,
     TableStore,
     etag_of,
@@ -368,17 +369,24 @@ class ConversationStore(TableStore):
     async def addresses(
         self, query_filter: str | None, continuation_token: str | None = None, page_size: int = 500
     ) -> tuple[list[Address], str | None]:
-        """One page of addresses, each with its stored reference as JSON text: what a fan-out copies into
-        send batches as is, since the sending side parses (and validates) each reference anyway."""
-        entities, token = await self.table.page(
-            query_filter,
-            select=ADDRESS_COLUMNS,
-            page_size=page_size,
-            cursor=continuation_token,
-        )
-        return [
-            Address(e["PartitionKey"], e["ref"], e.get("channelId") or "", e.get("tenantId") or None) for e in entities
-        ], token
+        """Up to `page_size` addresses from the cursor, in as many queries as that takes (Table Storage answers
+        one with at most MAX_PAGE), each with its stored reference as JSON text: what a fan-out copies into send
+        batches as is, since the sending side parses (and validates) each reference anyway."""
+        found: list[Address] = []
+        token = continuation_token
+        while True:
+            entities, token = await self.table.page(
+                query_filter,
+                select=ADDRESS_COLUMNS,
+                page_size=min(page_size - len(found), MAX_PAGE),
+                cursor=token,
+            )
+            found += (
+                Address(e["PartitionKey"], e["ref"], e.get("channelId") or "", e.get("tenantId") or None)
+                for e in entities
+            )
+            if not token or len(found) >= page_size:
+                return found, token
 
     async def iter_pages(
         self, query_filter: str | None, page_size: int = 500

@@ -170,6 +170,11 @@ async def test_listing_streams_pages_with_filters_and_skips_retired(store) -> No
     assert {(a.channel_id, a.tenant_id) for a in addresses} == {
         (r.reference.channel_id, r.reference.tenant_id) for r in pages[0]
     }
+    # More than a query answers with (Table Storage: 1,000) takes more queries, and ends where asked.
+    big, token = await store.addresses(store.selection_filter(), None, 1100)
+    tail, end = await store.addresses(store.selection_filter(), token, 1100)
+    assert (len(big), len(tail), end) == (1100, 99, None)
+    assert [a.key for a in big + tail] == [r.key for p in pages for r in p]
 
 
 async def _point(store, name: str, key: str) -> None:

@@ -1,6 +1,6 @@
 """A selection's fan-out page by page, in this process against an Azurite of its own (no host takes the queues'
-messages; the test hands the jobs queue's messages to the jobs function's edge), with pages of 5 and 3 pages an
-invocation so that a few dozen conversations take several of each."""
+messages; the test hands the jobs queue's messages to the jobs function's edge), with pages of 5 (the job's first of
+3) and 3 pages an invocation so that a few dozen conversations take several of each."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from tests.botstack import BotStack, new_tenant, stack_of_its_own
 
-PAGE, PAGES = 5, 3
+FIRST, PAGE, PAGES = 3, 5, 3
 SLOW_SAVE = 0.15  # seconds each cursor save takes here: long enough to see what waits for it
 
 
@@ -52,6 +52,7 @@ def test_a_page_reserves_while_the_page_before_is_saved_and_puts_only_after_it(
     from botcore.delivery.batches import SendBatch
     from botcore.state.conversations import ConversationStore
 
+    monkeypatch.setattr(fanout, "FIRST_PAGE", FIRST)
     monkeypatch.setattr(fanout, "PAGE_SIZE", PAGE)
     monkeypatch.setattr(fanout, "PAGES_PER_INVOCATION", PAGES)
     timeline = Timeline()
@@ -65,11 +66,12 @@ def test_a_page_reserves_while_the_page_before_is_saved_and_puts_only_after_it(
 
     outcomes = asyncio.run(_fan_out(stack, tenant, puts))
 
-    # 32 conversations: two invocations of three pages, then one of a page of two.
+    # 32 conversations: pages of 3, 5 and 5, then of 5, 5 and 5, then one of 4.
     assert outcomes == ["continuing", "continuing", f"fanned out to {len(keys)}"]
     batches = [SendBatch.parse(m) for m in puts]
     assert sorted(k for b in batches for k, _ in b.items) == sorted(keys)  # each put on the queue once
-    assert [b.id for b in batches] == [f"{n * PAGE}.0.0" for n in range(len(batches))]  # named by their place
+    planned = [0, 3, 8, 13, 18, 23, 28]  # conversations before each page: the batches are named by their place
+    assert [b.id for b in batches] == [f"{n}.0.0" for n in planned]
     saves, reservations, enqueued = timeline.of("save"), timeline.of("reserve"), timeline.of("put")
     reads = timeline.of("read")
     assert len(saves) == len(reservations) == len(enqueued) == len(batches) == len(reads) == 7
