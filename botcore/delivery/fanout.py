@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # one query, so that the batches it starts at once wait for no second one.
 PAGE_SIZE = 2 * MAX_PAGE
 FIRST_PAGE = MAX_PAGE
-PAGES_PER_INVOCATION = 5
+PAGES_PER_INVOCATION = 6
 
 
 async def run_notify(ctx: DeliveryContext, job: Job) -> str:
