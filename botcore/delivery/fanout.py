@@ -46,7 +46,7 @@ PAGES_PER_INVOCATION = 6
 
 async def run_notify(ctx: DeliveryContext, job: Job) -> str:
     """A notify or broadcast job from the jobs queue."""
-    header = await ctx.ledger.open_job(job)
+    header = await ctx.ledger.open_job(job, seen=True)
     if header.fanned_out:
         return "duplicate"
     await wait_until_due(job)

@@ -458,20 +458,42 @@ class DeliveryLedger(TableStore):
         self.claim_ttl = claim_ttl
 
     # ---- the job header ----------------------------------------------------------------
-    async def open_job(self, job: Job, *, kind: str | None = None, request_digest: str = "") -> JobHeader:
+    async def open_job(
+        self, job: Job, *, kind: str | None = None, request_digest: str = "", seen: bool = False
+    ) -> JobHeader:
         """Claim the job's id: its header, created on first sight. A later sighting gets the stored header
         when it asks for the same work (the same request, for an HTTP one), else IdConflictError. The job is filed
-        in retention's index first, so that no header is ever missing from it."""
+        in retention's index first, so that no header is ever missing from it. `seen`: the job was most likely
+        opened before (taken from the jobs queue, where its POST or the invocation before put it), so its header
+        is read first: one storage call, where filing and creating it would have taken three."""
+        header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest, due=job.due)
+        stored = await self._header(job.id) if seen else None
+        if stored is None:
+            stored = await self._create(job, header)
+            if stored is None:
+                return header
+        if isinstance(stored, ExpiredJob):
+            raise IdConflictError(f"id {job.id} is taken: {stored.describe()}; choose a new id for new work")
+        same = stored.request_digest == request_digest if request_digest else stored.digest == header.digest
+        if not same:
+            raise IdConflictError(
+                f"id {job.id} is already used by another job ({stored.kind}, created "
+                f"{stored.job.created}); choose a new id for new work"
+            )
+        return stored
+
+    async def _create(self, job: Job, header: JobHeader) -> JobHeader | ExpiredJob | None:
+        """File the job and create its header (setting its ETag); None once created, else what another sighting
+        stored first."""
         now = _now()
         await self._file(ACTIVE_INDEX, _day(max(now, due_time(job)) if job.due else now), job.id)
-        header = JobHeader(job, kind=kind or job.kind, digest=job.digest(), request_digest=request_digest, due=job.due)
         entity = {
             "PartitionKey": encode_key(job.id),
             "RowKey": HEADER,
             "kind": header.kind,
             "created": job.created,
             "digest": header.digest,
-            "requestDigest": request_digest,
+            "requestDigest": header.request_digest,
             "due": job.due or "",
             "fannedOut": False,
             "targets": 0,
@@ -479,18 +501,10 @@ class DeliveryLedger(TableStore):
         }
         try:
             header.etag = await self.table.insert(entity)
-            return header
+            return None
         except EntityExistsError:
             stored = await self._header(job.id)
-        if isinstance(stored, ExpiredJob):
-            raise IdConflictError(f"id {job.id} is taken: {stored.describe()}; choose a new id for new work")
         assert stored is not None  # a header is only ever replaced by its tombstone, which outlives its job
-        same = stored.request_digest == request_digest if request_digest else stored.digest == header.digest
-        if not same:
-            raise IdConflictError(
-                f"id {job.id} is already used by another job ({stored.kind}, created "
-                f"{stored.job.created}); choose a new id for new work"
-            )
         return stored
 
     async def header(self, job_id: str) -> JobHeader | None:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 async def begin_dialog(ctx: DeliveryContext, job: Job) -> str:
     """Push the job's dialog on top of whatever runs, commit, then send its first messages."""
-    await ctx.ledger.open_job(job)  # its id can be followed, whoever put it on the queue
+    await ctx.ledger.open_job(job, seen=True)  # its id can be followed, whoever put it on the queue
     if job.dialog not in ctx.turns.engine.dialogs:
         raise JobError(
             f"job.dialog {job.dialog!r} names no dialog; known: {', '.join(sorted(ctx.turns.engine.dialogs))}"
