@@ -50,7 +50,16 @@ AZURITE_HEAP_MIB = 12_288  # Node's default heap limit (about 4 GiB) is too smal
 TARGET_PLANNING = 0.5
 FLOOR_RUNS = 3  # the floor is the median of this many pagings: one varies by ±15 % from the next on this machine
 TARGET_RSS = 0.10
-STACK_ENV = {"BotTenantRatePerSecond": str(RATE)}
+# The Functions host's queue lease (it hides a message it runs for 10 minutes, renewed) and the bot's default claim
+# time: the test stack shortens both so that tests that kill a host see its work come back soon, and no host is
+# killed here. A million rows make each Azurite query a scan of seconds that other requests wait behind, and with
+# the test stack's 10 s lease the jobs message came back while its invocation ran: four invocations of one fan-out
+# at once, and batches whose 6 s claims lapsed while their outcome writes waited.
+STACK_ENV = {
+    "BotTenantRatePerSecond": str(RATE),
+    "LocalQueueLeaseSeconds": "600",
+    "BotDeliveryClaimSeconds": "120",
+}
 
 FANNED_OUT = r"job {job}: fanned out to (\d+) targets"
 CONTINUES = r"job {job}: (\d+) conversations so far; fan-out continues"
@@ -234,7 +243,8 @@ def _section(runs: list[dict[str, Any]], free_gib: float) -> Section:
         "10. Scale",
         f"Per size a fresh Azurite (data in memory), the references seeded over {TENANTS} tenants by the bare "
         f"client ({SEED_CONCURRENCY} inserts in flight), two local hosts, the fake Connector in Teams mode with "
-        f"{RATE} requests/s per tenant (the bot's BotTenantRatePerSecond the same; Teams allows 50), one "
+        f"{RATE} requests/s per tenant (the bot's BotTenantRatePerSecond the same; Teams allows 50), the Functions "
+        "host's queue lease of 10 minutes and the bot's claims of 120 s (the test stack's are 10 s and 6 s), one "
         '`POST /api/notify` with `{"everyone": true}`. Floor: the storage SDK alone paging through the same '
         f"references (the fan-out's filter, select and queries of {MAX_PAGE:,}) through the same counting proxy "
         f"(bench/transactions.py), just before the job, the median of {FLOOR_RUNS} pagings. Planning: references "
