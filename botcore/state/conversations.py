@@ -19,11 +19,11 @@ from ..keys import conversation_key, encode_key
 from ..protocol.activity import TENANT_CHANNELS, ConversationReference
 from ..settings import CONVERSATIONS_TABLE, MEMBERS_TABLE
 from ..storage import (
+    MAX_PAGE,
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
     EntityTooLargeError,
-    MAX_PAGE,
     Table,
     TableStore,
     etag_of,
